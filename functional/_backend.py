@@ -1,0 +1,58 @@
+"""Backend choice shared by every native layer (functional, utils, stream).
+
+One rule, in one place (coverage.py's ``core.py`` habit):
+
+* ``RETRACE_BACKEND=cpp``    -> the C++ extension, or a hard ``ImportError``
+  naming what failed to import.
+* ``RETRACE_BACKEND=python`` -> the pure-Python fallback, silently.
+* unset                     -> C++ if it imports, else the fallback with one
+  ``RuntimeWarning`` per layer carrying a stable slug (``no-cpp-<layer>``).
+
+The chosen module and the reason are returned so each layer can expose
+``BACKEND`` ("cpp" or "python") and ``BACKEND_REASON``.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import warnings
+
+_VALID = ("cpp", "python")
+
+
+class BackendWarning(RuntimeWarning):
+    """Warned once per layer when the C++ backend is missing and not forced."""
+
+
+def requested() -> str | None:
+    value = os.environ.get("RETRACE_BACKEND", "").strip().lower()
+    if not value:
+        return None
+    if value not in _VALID:
+        raise ImportError(
+            f"RETRACE_BACKEND={value!r} is not a backend; use 'cpp' or 'python'"
+        )
+    return value
+
+
+def choose(layer: str, cpp_module: str, python_module: str):
+    """Import and return ``(module, backend_name, reason)`` for *layer*."""
+    forced = requested()
+    if forced == "python":
+        return importlib.import_module(python_module), "python", "forced by RETRACE_BACKEND=python"
+    try:
+        module = importlib.import_module(cpp_module)
+    except ImportError as exc:
+        if forced == "cpp":
+            raise ImportError(
+                f"retracesoftware.{layer}: RETRACE_BACKEND=cpp but the C++ extension "
+                f"{cpp_module} failed to import: {exc}"
+            ) from exc
+        warnings.warn(
+            f"[no-cpp-{layer}] retracesoftware.{layer}: C++ extension unavailable "
+            f"({exc}); using the pure-Python fallback",
+            BackendWarning,
+            stacklevel=3,
+        )
+        return importlib.import_module(python_module), "python", f"fallback: {exc}"
+    return module, "cpp", "forced by RETRACE_BACKEND=cpp" if forced else "default"

@@ -1,0 +1,1 @@
+"""retracesoftware.install — configs, patching, import hooks (see README.md)."""

@@ -1,0 +1,1 @@
+"""retracesoftware.proxy — the record/replay engine (see README.md)."""

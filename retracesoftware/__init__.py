@@ -1,0 +1,43 @@
+"""retracesoftware: deterministic record/replay for CPython."""
+import os as _os
+import sys as _sys
+
+
+def _redirect_from_source_checkout():
+    """Use the installed package when this file is the source checkout's.
+
+    `python -m retracesoftware` run from the repository root puts the cwd first
+    on sys.path, so this folder (which holds only the top layer; the others
+    live in sibling folders and are joined only in the wheel) would shadow the
+    installed package. Point ``__path__`` at the installed copy instead.
+    """
+    here = _os.path.dirname(_os.path.abspath(__file__))
+    root = _os.path.dirname(here)
+    if not _os.path.exists(_os.path.join(root, "CMakeLists.txt")):
+        return None
+    if _os.path.isdir(_os.path.join(here, "functional")):
+        return None
+    for entry in _sys.path:
+        candidate = _os.path.join(_os.path.abspath(entry or _os.getcwd()), "retracesoftware")
+        if candidate != here and _os.path.isdir(_os.path.join(candidate, "functional")):
+            return candidate
+    raise ImportError(
+        "retracesoftware is imported from its source checkout and is not installed; "
+        "run `pip install .` first"
+    )
+
+
+_installed = _redirect_from_source_checkout()
+if _installed is not None:
+    __path__ = [_installed]  # noqa: F811
+
+from retracesoftware.utils.errors import (  # noqa: E402,F401
+    ConfigError,
+    RecordingError,
+    RecordingFormatError,
+    ReplayDivergence,
+    RetraceError,
+    VersionMismatch,
+)
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Pure-Python backend of retracesoftware.stream."""

@@ -1,0 +1,1 @@
+"""Suite-wide fixtures. Tests import the *installed* package (importlib mode)."""
