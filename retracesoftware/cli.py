@@ -1,0 +1,186 @@
+"""Command line: ``python -m retracesoftware ...``.
+
+    python -m retracesoftware --recording run.bin [options] -- python app.py args   # record
+    python -m retracesoftware --recording run.bin [options]                         # replay
+    python -m retracesoftware inspect run.bin [--json]
+    python -m retracesoftware enable-hook | disable-hook
+
+Our own messages go to stderr, prefixed ``retrace:``; errors are one line
+(`retrace: error: <what> (<where>) — <what to do>`), with a traceback only
+under ``--debug``. Exit codes: the program's own on record and on a faithful
+replay; 2 usage; 3 replay divergence; 4 bad or unsupported recording.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from retracesoftware.runner import UsageError
+
+USAGE = """\
+usage: python -m retracesoftware --recording PATH [options] -- [python] (script.py | -m module | -c code) [args...]
+       python -m retracesoftware --recording PATH [options]            (replay)
+       python -m retracesoftware inspect PATH [--json]
+       python -m retracesoftware enable-hook | disable-hook
+
+options:
+  --recording PATH   recording file; {pid} and strftime patterns (%Y%m%d-%H%M%S) are expanded when recording
+  --force            replay even if the Python version or the program's sources differ
+  --debug            show tracebacks of retrace's own errors
+  --verbose          say what retrace is doing (stderr)
+  --pdb              replay under pdb: stop at the first line of the program (and at a divergence)
+  --stacks           record a stack trace with every boundary call (bigger recordings, better divergence reports)
+  --pid PID          replay the child process PID of a recording (see inspect)
+  --redact NAME      record the environment variable NAME as a redaction marker instead of its value (repeatable)
+  --thread-timeout S seconds a replay may wait with every thread blocked before reporting a divergence (default 10)
+"""
+
+EXIT_USAGE = 2
+EXIT_DIVERGENCE = 3
+EXIT_BAD_RECORDING = 4
+
+
+class Options:
+    def __init__(self) -> None:
+        self.recording: str | None = None
+        self.force = False
+        self.debug = False
+        self.verbose = False
+        self.pdb = False
+        self.stacks = False
+        self.pid: int | None = None
+        self.redact: list[str] = []
+        self.thread_timeout = 10.0
+        self.command: list[str] | None = None
+        self.json = False
+
+
+def parse_args(argv: list[str]) -> tuple[str, Options]:
+    """Return (verb, options); verb is record, replay, inspect, enable-hook, disable-hook, help."""
+    opts = Options()
+    if "--" in argv:
+        i = argv.index("--")
+        argv, opts.command = argv[:i], argv[i + 1:]
+    verb = None
+    it = iter(argv)
+    positional: list[str] = []
+
+    def value(flag: str) -> str:
+        try:
+            return next(it)
+        except StopIteration:
+            raise UsageError(f"{flag} needs a value") from None
+
+    for arg in it:
+        if arg in ("-h", "--help"):
+            return "help", opts
+        if arg.startswith("--") and "=" in arg:
+            arg, inline = arg.split("=", 1)
+            it = _prepend(inline, it)
+        if arg == "--recording":
+            opts.recording = value(arg)
+        elif arg == "--force":
+            opts.force = True
+        elif arg == "--debug":
+            opts.debug = True
+        elif arg in ("--verbose", "-v"):
+            opts.verbose = True
+        elif arg == "--pdb":
+            opts.pdb = True
+        elif arg == "--stacks":
+            opts.stacks = True
+        elif arg == "--json":
+            opts.json = True
+        elif arg == "--pid":
+            raw = value(arg)
+            try:
+                opts.pid = int(raw)
+            except ValueError:
+                raise UsageError(f"--pid needs a process id (an integer), got {raw!r}") from None
+        elif arg == "--redact":
+            opts.redact.append(value(arg))
+        elif arg == "--thread-timeout":
+            raw = value(arg)
+            try:
+                opts.thread_timeout = float(raw)
+            except ValueError:
+                raise UsageError(f"--thread-timeout needs seconds, got {raw!r}") from None
+        elif arg.startswith("-"):
+            raise UsageError(f"unknown option {arg!r}")
+        else:
+            positional.append(arg)
+
+    if positional:
+        verb = positional[0]
+        if verb not in ("inspect", "enable-hook", "disable-hook", "record", "replay"):
+            if opts.command is None and verb.endswith(".py"):
+                raise UsageError(
+                    f"put '--' before the program to record: python -m retracesoftware "
+                    f"--recording PATH -- python {' '.join(positional)}")
+            raise UsageError(f"unknown command {verb!r}")
+        rest = positional[1:]
+        if verb == "inspect":
+            if rest:
+                opts.recording = rest[0]
+                rest = rest[1:]
+            if not opts.recording:
+                raise UsageError("inspect needs a recording path")
+        if rest:
+            raise UsageError(f"unexpected argument {rest[0]!r}")
+        if verb in ("record", "replay"):
+            verb = None
+    if verb is None:
+        if opts.recording is None:
+            if opts.command is not None:
+                raise UsageError("--recording PATH is required to record")
+            return "help", opts
+        verb = "record" if opts.command is not None else "replay"
+    return verb, opts
+
+
+def _prepend(first, it):
+    yield first
+    yield from it
+
+
+def error_line(what: str) -> str:
+    return f"retrace: error: {what}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv[: argv.index("--")] if "--" in argv else "--debug" in argv
+    try:
+        verb, opts = parse_args(argv)
+    except UsageError as exc:
+        print(error_line(f"{exc} — see python -m retracesoftware --help"), file=sys.stderr)
+        return EXIT_USAGE
+    if verb == "help":
+        sys.stdout.write(USAGE)
+        return 0 if not argv or argv[0] in ("-h", "--help") else EXIT_USAGE
+    try:
+        if verb == "record":
+            from retracesoftware.session import record_main
+            return record_main(opts)
+        if verb == "replay":
+            from retracesoftware.session import replay_main
+            return replay_main(opts)
+        if verb == "inspect":
+            from retracesoftware.inspect_cmd import inspect_main
+            return inspect_main(opts)
+        from retracesoftware import hook
+        return hook.enable_main(opts) if verb == "enable-hook" else hook.disable_main(opts)
+    except UsageError as exc:
+        print(error_line(str(exc)), file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # our own errors only: the program's pass through session
+        from retracesoftware.utils.errors import RetraceError
+        if debug:
+            import traceback
+            traceback.print_exc()
+        if isinstance(exc, RetraceError):
+            print(error_line(str(exc)), file=sys.stderr)
+            return exc.exit_code
+        print(error_line(f"internal error: {type(exc).__name__}: {exc} — rerun with --debug and report it"),
+              file=sys.stderr)
+        return 1

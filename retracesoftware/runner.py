@@ -1,0 +1,155 @@
+"""Run a target program (script, ``-m module`` or ``-c code``) as ``__main__``.
+
+The program must see what ``python app.py`` would show it: ``sys.argv``,
+``sys.path[0]``, ``__main__``'s globals, and a traceback that starts at its own
+code. Our frames (runpy, this module) are cut from tracebacks so stderr of a
+failing program is the same with and without retrace.
+"""
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+import traceback
+import types
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to run: ``kind`` is "script", "module" or "code"."""
+
+    kind: str
+    value: str
+    args: tuple[str, ...] = field(default_factory=tuple)
+    #: for scripts: the absolute path (``value`` keeps the path as typed,
+    #: which is what the program sees in ``sys.argv[0]``)
+    path: str = ""
+
+    @property
+    def argv(self) -> list[str]:
+        if self.kind == "script":
+            return [self.value, *self.args]
+        if self.kind == "module":
+            # runpy replaces argv[0] by the module's file, as python -m does.
+            return [self.value, *self.args]
+        return ["-c", *self.args]
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "value": self.value, "args": list(self.args), "path": self.path}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Target":
+        return cls(data["kind"], data["value"], tuple(data["args"]), data.get("path", ""))
+
+
+class UsageError(Exception):
+    """Bad command line; the CLI exits with code 2."""
+
+
+PYTHON_NAMES = ("python", "python3")
+
+
+def parse_command(words: list[str]) -> tuple[str | None, Target]:
+    """Parse what follows ``--``: ``[python] (app.py | -m mod | -c code) args``.
+
+    Returns ``(interpreter, target)``; interpreter is None for "this one".
+    """
+    if not words:
+        raise UsageError("nothing to record after '--'; give a script, -m module or -c code")
+    interpreter = None
+    first = words[0]
+    base = os.path.basename(first)
+    if base in PYTHON_NAMES or base.startswith("python3.") or _same_file(first, sys.executable):
+        interpreter = first
+        words = words[1:]
+        # Interpreter options we understand and can apply in-process are not
+        # supported; say so rather than silently ignoring them.
+        while words and words[0].startswith("-") and words[0] not in ("-m", "-c"):
+            raise UsageError(f"interpreter option {words[0]!r} is not supported under retrace")
+    if not words:
+        raise UsageError("no program given to python; give a script, -m module or -c code")
+    if words[0] == "-m":
+        if len(words) < 2:
+            raise UsageError("-m needs a module name")
+        return interpreter, Target("module", words[1], tuple(words[2:]))
+    if words[0] == "-c":
+        if len(words) < 2:
+            raise UsageError("-c needs a code string")
+        return interpreter, Target("code", words[1], tuple(words[2:]))
+    if words[0].startswith("-"):
+        raise UsageError(f"unknown option {words[0]!r} before the program")
+    script = words[0]
+    if not os.path.exists(script):
+        raise UsageError(f"can't open file {script!r}: No such file or directory")
+    return interpreter, Target("script", script, tuple(words[1:]), os.path.abspath(script))
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def prepare_sys(target: Target) -> None:
+    """Set sys.argv / sys.path[0] the way ``python <target>`` would."""
+    sys.argv[:] = target.argv
+    if target.kind == "script":
+        sys.path[0:1] = [os.path.dirname(target.path)]
+    else:
+        sys.path[0:1] = [os.getcwd() if target.kind == "module" else ""]
+
+
+def _main_module() -> types.ModuleType:
+    main = types.ModuleType("__main__")
+    main.__dict__["__builtins__"] = __builtins__
+    sys.modules["__main__"] = main
+    return main
+
+
+def execute(target: Target) -> None:
+    """Run the program; exceptions (incl. SystemExit) propagate to the caller."""
+    if target.kind == "script":
+        with open(target.path, "rb") as fh:
+            source = fh.read()
+        code = compile(source, target.path, "exec")
+        main = _main_module()
+        main.__dict__.update(__file__=target.path, __cached__=None, __loader__=None,
+                             __package__=None, __spec__=None)
+        exec(code, main.__dict__)
+    elif target.kind == "module":
+        runpy._run_module_as_main(target.value, alter_argv=True)  # what `python -m` uses
+    else:
+        main = _main_module()
+        main.__dict__.update(__package__=None, __spec__=None, __loader__=None)
+        exec(compile(target.value, "<string>", "exec"), main.__dict__)
+
+
+_OUR_FILES = {os.path.abspath(__file__).rstrip("co"), runpy.__file__}
+
+
+def report_exception(exc: BaseException) -> int:
+    """Print an uncaught exception as the interpreter would; return the exit code."""
+    if isinstance(exc, SystemExit):
+        code = exc.code
+        if code is None:
+            return 0
+        if isinstance(code, int):
+            return code & 0xFF if code >= 0 else code & 0xFF
+        try:
+            print(code, file=sys.stderr)
+        except Exception:
+            pass
+        return 1
+    tb = exc.__traceback__
+    while tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename) in _OUR_FILES:
+        tb = tb.tb_next
+    exc.__traceback__ = tb
+    try:
+        sys.excepthook(type(exc), exc, tb)
+    except Exception:
+        traceback.print_exception(type(exc), exc, tb)
+    if isinstance(exc, KeyboardInterrupt):
+        return 130
+    return 1
