@@ -1,4 +1,22 @@
-"""retracesoftware.stream — see README.md in this folder."""
+"""retracesoftware.stream — the recording format, writer and reader.
+
+See README.md in this folder and docs/FORMAT.md.  ``BACKEND`` says which
+implementation was chosen ("cpp" or "python"); both write the same bytes.
+"""
 from retracesoftware.functional._backend import choose as _choose
 
 _impl, BACKEND, BACKEND_REASON = _choose("stream", "retracesoftware.stream._stream", "retracesoftware.stream._python")
+
+from retracesoftware.utils.errors import RecordingError, RecordingFormatError  # noqa: E402
+from retracesoftware.stream._common import (  # noqa: E402
+    FORMAT_VERSION, MAGIC, StreamPosition, UnknownRecordedException, scan_frames,
+)
+
+StreamWriter = _impl.StreamWriter
+StreamReader = _impl.StreamReader
+
+__all__ = [
+    "BACKEND", "BACKEND_REASON", "StreamWriter", "StreamReader", "RecordingError",
+    "RecordingFormatError", "StreamPosition", "UnknownRecordedException",
+    "FORMAT_VERSION", "MAGIC", "scan_frames",
+]

@@ -1,1 +1,756 @@
-"""Pure-Python backend of retracesoftware.stream."""
+"""Pure-Python backend of retracesoftware.stream (uses the ``msgpack`` package).
+
+Writes exactly the bytes the C++ ``_stream`` backend writes (docs/FORMAT.md).
+Everything the runtime calls at record time is a private reference taken here
+at import, so an installer that later patches ``os``, ``time``, ``_thread`` or
+``threading`` never sees our own calls (DESIGN §3).
+"""
+from __future__ import annotations
+
+import os as _os
+from _thread import allocate_lock as _allocate_lock, start_new_thread as _start_new_thread, \
+    get_ident as _get_ident
+from time import monotonic as _monotonic
+
+import msgpack as _msgpack
+
+from retracesoftware.utils.errors import RecordingError, RecordingFormatError
+from retracesoftware.stream import _common as C
+from retracesoftware.stream._common import StreamPosition, UnknownRecordedException  # noqa: F401
+
+_write = _os.write
+_open = _os.open
+_close = _os.close
+_fchmod = _os.fchmod
+_fspath = _os.fspath
+_getpid = _os.getpid
+_O_FLAGS = _os.O_WRONLY | _os.O_CREAT | _os.O_TRUNC | getattr(_os, "O_CLOEXEC", 0)
+
+_ExtType = _msgpack.ExtType
+_FRAME = C.FRAME_HEADER
+_crc32 = C.crc32
+_index_bytes = C.index_bytes
+
+__all__ = ["StreamWriter", "StreamReader", "RecordingFormatError", "StreamPosition",
+           "UnknownRecordedException"]
+
+
+class _Unrecordable(Exception):
+    """Raised inside the encoder; carries the value and its path outward."""
+
+    def __init__(self, value):
+        self.value = value
+        self.path = []
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        n = _write(fd, view)
+        view = view[n:]
+
+
+class _Encoder:
+    """Value → msgpack bytes, with interning, bindings and hooks.
+
+    Traversal order and every encoding choice mirror stream/cpp/encoder.hpp.
+    """
+
+    def __init__(self, intern=True):
+        self.packer = _msgpack.Packer(use_bin_type=True, unicode_errors="surrogatepass",
+                                      autoreset=True)
+        self.intern_on = intern
+        self.strings = {}       # str -> index
+        self.string_list = []   # index -> str (for rollback)
+        self.bindings = {}      # id(obj) -> (index, obj)
+        self.next_binding = 0
+        self.hooks = {}         # type -> (name, to_state)
+
+    def ext(self, code, data):
+        return self.packer.pack(_ExtType(code, bytes(data)))
+
+    def rollback_strings(self, count):
+        strings = self.strings
+        lst = self.string_list
+        while len(lst) > count:
+            del strings[lst.pop()]
+
+    def encode(self, v, out):
+        t = type(v)
+        pack = self.packer.pack
+        if t is str:
+            if self.intern_on and C.INTERN_MIN <= len(v) <= C.INTERN_MAX:
+                idx = self.strings.get(v)
+                if idx is not None:
+                    out += self.ext(C.EXT_STR_REF, _index_bytes(idx))
+                    return
+                if len(self.string_list) < C.INTERN_LIMIT:
+                    self.strings[v] = len(self.string_list)
+                    self.string_list.append(v)
+                    out += self.ext(C.EXT_STR_DEF, v.encode("utf-8", "surrogatepass"))
+                    return
+            out += pack(v)
+        elif t is int:
+            if C.INT_MIN <= v <= C.INT_MAX:
+                out += pack(v)
+            else:
+                out += self.ext(C.EXT_BIGINT, C.bigint_bytes(v))
+        elif t is float or t is bool or v is None or t is bytes:
+            out += pack(v)
+        else:
+            b = self.bindings.get(id(v))
+            if b is not None:
+                out += self.ext(C.EXT_HANDLE, _index_bytes(b[0]))
+            elif t is tuple:
+                out += self.ext(C.EXT_TUPLE, self.encode_array(v))
+            elif t is list:
+                out += self.encode_array(v)
+            elif t is dict:
+                out += self.packer.pack_map_header(len(v))
+                for k, item in v.items():
+                    try:
+                        self.encode(k, out)
+                    except _Unrecordable as e:
+                        e.path.append(f"<key {k!r}>")
+                        raise
+                    try:
+                        self.encode(item, out)
+                    except _Unrecordable as e:
+                        e.path.append(f"[{k!r}]")
+                        raise
+            elif t is set:
+                out += self.ext(C.EXT_SET, self.encode_array(v))
+            elif t is frozenset:
+                out += self.ext(C.EXT_FROZENSET, self.encode_array(v))
+            else:
+                hook = self.hooks.get(t)
+                if hook is not None:
+                    name, to_state = hook
+                    state = to_state(v)
+                    data = bytearray()
+                    data += self.packer.pack_array_header(2)
+                    self.encode(name, data)
+                    try:
+                        self.encode(state, data)
+                    except _Unrecordable as e:
+                        e.path.append(f"<{name}>")
+                        raise
+                    out += self.ext(C.EXT_HOOK, data)
+                    return
+                reduced = C.reduce_value(v)
+                if reduced is None:
+                    raise _Unrecordable(v)
+                code, payload = reduced
+                if code == 0:
+                    self.encode(payload, out)
+                    return
+                data = bytearray()
+                try:
+                    self.encode(payload, data)
+                except _Unrecordable as e:
+                    e.path.append(f"<{payload[0]}>")
+                    raise
+                out += self.ext(code, data)
+
+    def encode_array(self, seq):
+        data = bytearray(self.packer.pack_array_header(len(seq)))
+        i = 0
+        for item in seq:
+            try:
+                self.encode(item, data)
+            except _Unrecordable as e:
+                e.path.append(f"[{i}]")
+                raise
+            i += 1
+        return data
+
+    def encode_top(self, v, out):
+        try:
+            self.encode(v, out)
+        except _Unrecordable as e:
+            raise C.unrecordable(e.value, e.path) from None
+
+
+class StreamWriter:
+    """Appends events to a recording file; see docs/FORMAT.md and stream/README.md."""
+
+    def __init__(self, path, preamble, *, thread_id=None, flush_interval=0.1,
+                 buffer_size=1 << 16):
+        if type(preamble) is not dict:
+            raise TypeError(f"preamble must be a dict, not {C.type_name(type(preamble))}")
+        if thread_id is not None and not callable(thread_id):
+            raise TypeError("thread_id must be callable or None")
+        flush_interval = float(flush_interval)
+        if not flush_interval > 0:
+            raise ValueError("flush_interval must be > 0 seconds")
+        buffer_size = int(buffer_size)
+        if buffer_size <= 0:
+            raise ValueError("buffer_size must be > 0 bytes")
+        self.path = _fspath(path)
+        self._thread_id = thread_id
+        self._flush_interval = flush_interval
+        self._buffer_size = buffer_size
+        self._enc = _Encoder()
+        self._buf = bytearray()
+        self._events = 0
+        self._last_thread = None
+        self._has_thread = False
+        self._lock = _allocate_lock()      # guards _buf, _enc, counters
+        self._io_lock = _allocate_lock()   # orders frames on disk
+        self._wake = _allocate_lock()
+        self._wake.acquire()
+        self._owner = None
+        self._closed = False
+        self._forked = False
+        self._error = None
+        self._pid = _getpid()
+        self._fd = -1
+
+        pre = bytearray()
+        _Encoder(intern=False).encode_top(preamble, pre)
+        fd = _open(self.path, _O_FLAGS, 0o600)
+        try:
+            _fchmod(fd, 0o600)
+            _write_all(fd, C.HEADER + _FRAME.pack(len(pre), _crc32(pre)) + pre)
+        except BaseException:
+            _close(fd)
+            raise
+        self._fd = fd
+        C.track_writer(self)
+        self._flusher_running = True
+        self._flusher_done = _allocate_lock()
+        self._flusher_done.acquire()
+        _start_new_thread(self._flusher, ())
+
+    # -------------------------------------------------------------- state
+    @property
+    def events(self) -> int:
+        return self._events
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def pid(self) -> int:
+        """The process this writer belongs to."""
+        return self._pid
+
+    @property
+    def forked(self) -> bool:
+        """True in a forked child: this writer is the parent's and unusable here."""
+        return self._forked
+
+    def _check(self):
+        if self._forked:
+            raise C.forked_error(self._pid)
+        if self._closed:
+            raise ValueError("StreamWriter is closed")
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise RecordingError(f"writing {self.path} failed: {err}") from err
+
+    def _enter(self):
+        me = _get_ident()
+        if self._owner == me:
+            raise RuntimeError("StreamWriter used re-entrantly (from a hook or thread_id "
+                               "called by this same write)")
+        self._lock.acquire()
+        self._owner = me
+
+    def _leave(self):
+        self._owner = None
+        self._lock.release()
+
+    # ------------------------------------------------------------ writing
+    def _switch(self, out):
+        tid = self._thread_id()
+        if not self._has_thread or tid != self._last_thread:
+            data = bytearray()
+            self._enc.encode_top(tid, data)
+            out += self._enc.ext(C.EXT_THREAD_SWITCH, data)
+            self._last_thread = tid
+            self._has_thread = True
+            return 1
+        return 0
+
+    def write(self, *values):
+        """Append each value as one event (atomically: all or none)."""
+        self._check()
+        self._enter()
+        buf = self._buf
+        start = len(buf)
+        enc = self._enc
+        nstrings = len(enc.string_list)
+        last = (self._has_thread, self._last_thread)
+        try:
+            n = self._switch(buf) if self._thread_id is not None else 0
+            for v in values:
+                enc.encode_top(v, buf)
+            self._events += n + len(values)
+        except BaseException:
+            del buf[start:]
+            enc.rollback_strings(nstrings)
+            self._has_thread, self._last_thread = last
+            raise
+        finally:
+            self._leave()
+        if len(buf) >= self._buffer_size:
+            self._signal()
+
+    def bind(self, obj):
+        """Emit NEW_BINDING; later writes of *obj* encode as a handle."""
+        t = type(obj)
+        if obj is None or t in (bool, int, float, str, bytes):
+            raise TypeError(f"cannot bind a value of immutable type {t.__name__}")
+        self._check()
+        self._enter()
+        buf = self._buf
+        start = len(buf)
+        last = (self._has_thread, self._last_thread)
+        try:
+            if id(obj) in self._enc.bindings:
+                raise ValueError(f"{C.type_name(t)} object is already bound")
+            n = self._switch(buf) if self._thread_id is not None else 0
+            buf += self._enc.ext(C.EXT_NEW_BINDING, b"")
+            self._enc.bindings[id(obj)] = (self._enc.next_binding, obj)
+            self._enc.next_binding += 1
+            self._events += n + 1
+        except BaseException:
+            del buf[start:]
+            self._has_thread, self._last_thread = last
+            raise
+        finally:
+            self._leave()
+
+    def unbind(self, obj):
+        """Emit BINDING_DELETE for *obj* and release the writer's reference."""
+        self._check()
+        self._enter()
+        try:
+            b = self._enc.bindings.pop(id(obj), None)
+            if b is None:
+                raise KeyError(f"{C.type_name(type(obj))} object is not bound")
+            self._buf += self._enc.ext(C.EXT_BINDING_DELETE, _index_bytes(b[0]))
+            self._events += 1
+        finally:
+            self._leave()
+
+    def is_bound(self, obj) -> bool:
+        return id(obj) in self._enc.bindings
+
+    def register(self, type_, name, to_state):
+        """Record values of exactly *type_* as ``EXT_HOOK [name, to_state(value)]``."""
+        if not isinstance(type_, type):
+            raise TypeError("register(type, name, to_state): type must be a type")
+        if type(name) is not str:
+            raise TypeError("register(type, name, to_state): name must be a str")
+        if not callable(to_state):
+            raise TypeError("register(type, name, to_state): to_state must be callable")
+        self._enc.hooks[type_] = (name, to_state)
+
+    # ----------------------------------------------------------- flushing
+    def _signal(self):
+        if self._wake.locked():
+            try:
+                self._wake.release()
+            except RuntimeError:
+                pass
+
+    def _take(self):
+        """Swap out the buffer (caller holds _lock) → frame bytes or None."""
+        buf = self._buf
+        if not buf:
+            return None
+        self._buf = bytearray()
+        return _FRAME.pack(len(buf), _crc32(buf)) + buf
+
+    def _flush_once(self):
+        self._lock.acquire()
+        try:
+            frame = self._take()
+            if frame is None:
+                return
+            self._io_lock.acquire()
+        finally:
+            self._lock.release()
+        try:
+            _write_all(self._fd, frame)
+        except OSError as e:
+            self._error = e
+        finally:
+            self._io_lock.release()
+
+    def _flusher(self):
+        try:
+            while self._flusher_running:
+                self._wake.acquire(True, self._flush_interval)
+                if self._forked or self._fd < 0:
+                    return
+                self._flush_once()
+        finally:
+            try:
+                self._flusher_done.release()
+            except RuntimeError:
+                pass
+
+    def flush(self):
+        """Write everything buffered as one frame, now."""
+        self._check()
+        if self._owner == _get_ident():
+            raise RuntimeError("StreamWriter.flush called re-entrantly")
+        self._flush_once()
+        self._check()
+
+    def close(self):
+        """Flush, stop the background thread, close the file. Idempotent."""
+        if self._closed or self._forked:
+            self._closed = True
+            return
+        if self._owner == _get_ident():
+            raise RuntimeError("StreamWriter.close called re-entrantly")
+        self._flusher_running = False
+        self._signal()
+        self._flusher_done.acquire()
+        self._flush_once()
+        self._closed = True
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            _close(fd)
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise RecordingError(f"writing {self.path} failed: {err}") from err
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            if not self._closed and not self._forked and self._fd >= 0:
+                self.close()
+        except Exception:
+            pass
+
+    # ----------------------------------------------------------------- fork
+    def _forked_child(self):
+        """Called in a fork child (via os.register_at_fork): the buffered
+        events are the parent's, which writes them; this copy is dropped."""
+        if self._pid == _getpid():
+            return
+        self._forked = True
+        self._buf = bytearray()
+        self._owner = None
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            try:
+                _close(fd)
+            except OSError:
+                pass
+
+    def child_writer(self, path, preamble):
+        """A fresh writer for this (forked) process with the same thread_id,
+        flush_interval, buffer_size and hooks."""
+        w = type(self)(path, preamble, thread_id=self._thread_id,
+                       flush_interval=self._flush_interval, buffer_size=self._buffer_size)
+        for t, (name, fn) in self._enc.hooks.items():
+            w.register(t, name, fn)
+        return w
+
+
+class _Handle:
+    pass
+
+
+class StreamReader:
+    """Reads a recording event by event; see docs/FORMAT.md."""
+
+    def __init__(self, path):
+        self.path = _fspath(path)
+        self._f = open(self.path, "rb")
+        self._strings = []
+        self._bindings = {}
+        self._next_binding = 0
+        self._hooks = {}
+        self._frame = 0
+        self._event = 0
+        self._thread = None
+        self._head = None          # (kind, value, offset) decoded, not consumed
+        self._payload = b""
+        self._frame_unpacker = None
+        self._pos = 0              # position inside _payload
+        self._payload_offset = 0   # file offset of _payload[0]
+        self._eof = False
+        self._error = None
+        head = self._f.read(C.HEADER_SIZE)
+        if len(head) < len(C.MAGIC) or head[:len(C.MAGIC)] != C.MAGIC:
+            self._f.close()
+            raise C.format_error("bad magic: not a retrace recording", 0, 0, 0,
+                                 "check the path; this file was not written by retracesoftware")
+        if len(head) < C.HEADER_SIZE:
+            self._f.close()
+            raise C.format_error("file ends inside the header", len(head), 0, 0,
+                                 "the recording is empty; re-record")
+        version = int.from_bytes(head[len(C.MAGIC):], "little")
+        if version != C.FORMAT_VERSION:
+            self._f.close()
+            raise C.format_error(
+                f"format version {version}, this retracesoftware reads version {C.FORMAT_VERSION}",
+                len(C.MAGIC), 0, 0, "use the retracesoftware version that made the recording")
+        self._offset = C.HEADER_SIZE  # file offset of the next frame header
+        if not self._next_frame(preamble=True):
+            self._f.close()
+            raise C.format_error("no preamble frame", C.HEADER_SIZE, 0, 0,
+                                 "the recording is empty; re-record")
+        try:
+            unpacker = self._unpacker(self._payload)
+            pre = unpacker.unpack()
+            if unpacker.tell() != len(self._payload) or type(pre) is not dict:
+                raise ValueError("preamble frame is not exactly one map")
+        except Exception as e:
+            self._f.close()
+            raise C.format_error(f"bad preamble ({e})", self._payload_offset, 0, 0,
+                                 "the recording is damaged; re-record") from None
+        self.preamble = pre
+        self._strings = []  # the preamble does not intern
+        self._payload = b""
+        self._pos = 0
+
+    # --------------------------------------------------------------- frames
+    def _next_frame(self, preamble=False):
+        """Load the next frame's payload; False at clean EOF; raise on damage."""
+        f = self._f
+        off = self._offset
+        fh = f.read(C.FRAME_HEADER_SIZE)
+        if not fh:
+            return False
+        frame = 0 if preamble else self._frame + 1
+        if len(fh) < C.FRAME_HEADER_SIZE:
+            raise C.format_error(
+                f"torn frame: the file ends {len(fh)} bytes into a frame header",
+                off, frame, self._event,
+                None if not preamble else "the recording has no complete preamble; re-record")
+        length, crc = _FRAME.unpack(fh)
+        payload = f.read(length)
+        if len(payload) < length:
+            raise C.format_error(
+                f"torn frame: {length} byte payload, the file ends after {len(payload)}",
+                off, frame, self._event,
+                None if not preamble else "the recording has no complete preamble; re-record")
+        if _crc32(payload) != crc:
+            raise C.format_error("CRC mismatch: the frame's bytes were changed",
+                                 off, frame, self._event)
+        self._frame = frame
+        self._payload = payload
+        self._frame_unpacker = None
+        self._pos = 0
+        self._payload_offset = off + C.FRAME_HEADER_SIZE
+        self._offset = off + C.FRAME_HEADER_SIZE + length
+        return True
+
+    def _unpacker(self, data):
+        u = _msgpack.Unpacker(None, ext_hook=self._ext, strict_map_key=False,
+                              unicode_errors="surrogatepass", raw=False, use_list=True,
+                              max_buffer_size=max(len(data), 1024))
+        u.feed(data)
+        return u
+
+    def _unpackb(self, data):
+        u = self._unpacker(data)
+        v = u.unpack()
+        if u.tell() != len(data):
+            raise ValueError("extra bytes in an extension payload")
+        return v
+
+    def _ext(self, code, data):
+        if code == C.EXT_STR_REF:
+            return self._strings[_index(data)]
+        if code == C.EXT_STR_DEF:
+            s = data.decode("utf-8", "surrogatepass")
+            self._strings.append(s)
+            return s
+        if code == C.EXT_HANDLE:
+            idx = _index(data)
+            try:
+                return self._bindings[idx]
+            except KeyError:
+                raise ValueError(f"handle {idx} refers to no live binding") from None
+        if code == C.EXT_TUPLE:
+            return tuple(_array(self._unpackb(data)))
+        if code == C.EXT_BIGINT:
+            if not data:
+                raise ValueError("empty big int")
+            return int.from_bytes(data, "big", signed=True)
+        if code == C.EXT_SET:
+            return set(_array(self._unpackb(data)))
+        if code == C.EXT_FROZENSET:
+            return frozenset(_array(self._unpackb(data)))
+        if code == C.EXT_OBJECT:
+            return C.rebuild_value(self._unpackb(data))
+        if code == C.EXT_HOOK:
+            pair = _array(self._unpackb(data))
+            if len(pair) != 2 or type(pair[0]) is not str:
+                raise ValueError("hook payload is not [name, state]")
+            fn = self._hooks.get(pair[0])
+            if fn is None:
+                raise _NoHook(pair[0])
+            return fn(pair[1])
+        if code in (C.EXT_NEW_BINDING, C.EXT_BINDING_DELETE, C.EXT_THREAD_SWITCH):
+            return _Marker(code, data)
+        raise ValueError(f"unknown extension type {code}")
+
+    def _decode_next(self):
+        """Decode the next raw event → (kind, value, offset) or None at EOF."""
+        if self._error is not None:
+            raise self._error
+        while self._pos >= len(self._payload):
+            try:
+                more = self._next_frame()
+            except RecordingFormatError as e:
+                self._error = e
+                raise
+            if not more:
+                return None
+        offset = self._payload_offset + self._pos
+        try:
+            u = self._frame_unpacker
+            if u is None:
+                u = self._frame_unpacker = self._unpacker(self._payload)
+            v = u.unpack()
+            self._pos = u.tell()
+            if type(v) is _Marker:
+                return v.kind(self, offset)
+        except _NoHook as e:
+            raise LookupError(f"no reader hook registered for {e.args[0]!r} "
+                              f"(StreamReader.register(name, from_state))") from None
+        except Exception as e:
+            err = C.format_error(f"undecodable event ({type(e).__name__}: {e})",
+                                 offset, self._frame, self._event)
+            self._error = err
+            raise err from None
+        return ("value", v, offset)
+
+    def _fill(self):
+        """Make self._head the next value/binding event, applying switches and deletes."""
+        while self._head is None:
+            ev = self._decode_next()
+            if ev is None:
+                return False
+            kind = ev[0]
+            if kind == "switch":
+                self._thread = ev[1]
+                self._event += 1
+            elif kind == "delete":
+                self._bindings.pop(ev[1], None)
+                self._event += 1
+            else:
+                self._head = ev
+        return True
+
+    # ----------------------------------------------------------------- API
+    def register(self, name, from_state):
+        if type(name) is not str or not callable(from_state):
+            raise TypeError("register(name, from_state) needs a str and a callable")
+        self._hooks[name] = from_state
+
+    def read(self):
+        """The next value; EOFError at the clean end of the recording."""
+        if not self._fill():
+            raise EOFError("end of recording")
+        kind, v, _ = self._head
+        if kind == "binding":
+            raise ValueError("the next event is NEW_BINDING: call bind(obj), not read()")
+        self._head = None
+        self._event += 1
+        return v
+
+    def bind(self, obj):
+        """Consume the NEW_BINDING at the head and give its handle to *obj*."""
+        if not self._fill():
+            raise EOFError("end of recording")
+        if self._head[0] != "binding":
+            raise ValueError("the next event is a value, not NEW_BINDING: call read()")
+        self._head = None
+        self._bindings[self._next_binding] = obj
+        self._next_binding += 1
+        self._event += 1
+
+    @property
+    def thread(self):
+        """Logical thread id of the next value (None before any THREAD_SWITCH)."""
+        self._fill()
+        return self._thread
+
+    @property
+    def next_kind(self):
+        """'value', 'binding' or None (end of recording), without consuming."""
+        if not self._fill():
+            return None
+        return self._head[0]
+
+    @property
+    def position(self):
+        if self._head is not None:
+            offset = self._head[2]
+        elif self._pos < len(self._payload):
+            offset = self._payload_offset + self._pos
+        else:
+            offset = self._offset
+        return StreamPosition(self._frame, offset, self._event)
+
+    @property
+    def events(self) -> int:
+        return self._event
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        try:
+            return self.read()
+        except EOFError:
+            raise StopIteration from None
+
+    def close(self):
+        self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class _NoHook(Exception):
+    pass
+
+
+class _Marker:
+    __slots__ = ("code", "data")
+
+    def __init__(self, code, data):
+        self.code = code
+        self.data = data
+
+    def kind(self, reader, offset):
+        if self.code == C.EXT_NEW_BINDING:
+            if self.data:
+                raise ValueError("NEW_BINDING with a payload")
+            return ("binding", None, offset)
+        if self.code == C.EXT_BINDING_DELETE:
+            return ("delete", _index(self.data), offset)
+        return ("switch", reader._unpackb(self.data), offset)
+
+
+def _index(data) -> int:
+    if len(data) not in (1, 2, 4, 8):
+        raise ValueError(f"index of {len(data)} bytes")
+    return int.from_bytes(data, "big")
+
+
+def _array(v):
+    if type(v) is not list:
+        raise ValueError("extension payload is not an array")
+    return v

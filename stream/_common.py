@@ -1,0 +1,370 @@
+"""Format constants and helpers shared by both backends of retracesoftware.stream.
+
+Both the C++ ``_stream`` extension and the pure-Python ``_python`` backend use
+this module for everything that is rare (so speed does not matter) but must be
+*identical* between them: the reduction of library-known types (exceptions,
+structseqs, datetimes, enums, ...) into plain state and back, the wording of
+errors, the fork/atexit registry of live writers.  See docs/FORMAT.md.
+
+Private references to the stdlib are taken at import, before the installer
+patches anything (DESIGN §3: our runtime never calls through a patched
+attribute).
+"""
+from __future__ import annotations
+
+import os as _os
+import struct as _struct
+import sys as _sys
+import weakref as _weakref
+import zlib as _zlib
+import atexit as _atexit
+import datetime as _dt
+from collections import namedtuple as _namedtuple
+from enum import Enum as _Enum
+
+from retracesoftware.utils.errors import RecordingError, RecordingFormatError, RetraceError
+
+_getpid = _os.getpid
+_crc32 = _zlib.crc32
+_modules = _sys.modules
+
+#: 8 bytes: a high byte (catches 7-bit transports), the name, CR LF (catches
+#: newline translation), ^Z and LF (PNG's trick).
+MAGIC = b"\x89RTRC\r\n\x1a"
+#: Format version, u32 little-endian right after MAGIC.
+FORMAT_VERSION = 1
+HEADER = MAGIC + _struct.pack("<I", FORMAT_VERSION)
+HEADER_SIZE = len(HEADER)  # 12
+FRAME_HEADER = _struct.Struct("<II")  # payload length, crc32(payload)
+FRAME_HEADER_SIZE = 8
+#: A frame longer than this is taken as damage, not as a reason to allocate.
+MAX_FRAME = 0xFFFFFFFF
+
+# msgpack extension type codes (docs/FORMAT.md §Values).
+EXT_TUPLE = 1
+EXT_BIGINT = 2
+EXT_SET = 3
+EXT_FROZENSET = 4
+EXT_STR_DEF = 5
+EXT_STR_REF = 6
+EXT_NEW_BINDING = 7
+EXT_HANDLE = 8
+EXT_BINDING_DELETE = 9
+EXT_THREAD_SWITCH = 10
+EXT_OBJECT = 11
+EXT_HOOK = 12
+
+#: Strings of this many code points (inclusive) are interned.
+INTERN_MIN = 4
+INTERN_MAX = 64
+#: At most this many strings are interned per recording.
+INTERN_LIMIT = 1 << 16
+
+#: int range msgpack stores natively; outside it, EXT_BIGINT.
+INT_MIN = -(1 << 63)
+INT_MAX = (1 << 64) - 1
+
+StreamPosition = _namedtuple("StreamPosition", "frame offset event")
+StreamPosition.__doc__ = (
+    "Where a StreamReader is: frame index (0 = preamble), byte offset in the "
+    "file of the next event, index of the next event (0 = first after the preamble)."
+)
+
+
+def index_bytes(index: int) -> bytes:
+    """An index (string ref, handle) as 1, 2, 4 or 8 big-endian bytes."""
+    if index < 0x100:
+        return bytes((index,))
+    if index < 0x10000:
+        return index.to_bytes(2, "big")
+    if index < 0x100000000:
+        return index.to_bytes(4, "big")
+    return index.to_bytes(8, "big")
+
+
+def bigint_bytes(value: int) -> bytes:
+    return value.to_bytes(value.bit_length() // 8 + 1, "big", signed=True)
+
+
+# ---------------------------------------------------------------- errors
+
+
+def type_name(tp: type) -> str:
+    module = getattr(tp, "__module__", None)
+    qualname = getattr(tp, "__qualname__", tp.__name__)
+    if module in (None, "builtins"):
+        return qualname
+    return f"{module}.{qualname}"
+
+
+def unrecordable(value, path) -> TypeError:
+    """The TypeError for a value neither backend can record.
+
+    *path* is the list of path components from the innermost container out
+    (the order an unwinding encoder collects them).
+    """
+    where = "".join(reversed(path))
+    msg = f"cannot record value of type {type_name(type(value))}"
+    if where:
+        msg += f" at {where}"
+    msg += (" (record it by value with a registered hook: "
+            "StreamWriter.register(type, name, to_state), or bind it)")
+    return TypeError(msg)
+
+
+def format_error(what: str, offset: int, frame: int, event: int, todo: str | None = None):
+    """A RecordingFormatError carrying where the damage is."""
+    if todo is None:
+        todo = (f"the {event} events before it are readable; replay stops there "
+                f"(re-record to get the rest)")
+    exc = RecordingFormatError(
+        f"recording damaged at byte {offset} (frame {frame}, event {event}): {what} — {todo}")
+    exc.offset = offset
+    exc.frame = frame
+    exc.event = event
+    exc.reason = what
+    return exc
+
+
+# ------------------------------------------------- library-known values
+
+
+def _lookup(module: str, qualname: str):
+    """Find a class by module + qualname among *already imported* modules.
+
+    Reading a recording never imports anything: a damaged or hostile file
+    must not be able to run import-time code.
+    """
+    mod = _modules.get(module)
+    if mod is None:
+        return None
+    obj = mod
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+class UnknownRecordedException(RetraceError):
+    """Stand-in for a recorded exception whose class cannot be found at read time.
+
+    ``recorded_type`` is "module.qualname" of the original; ``args`` are its args.
+    """
+
+    recorded_type = "?"
+
+    def __str__(self):
+        return f"{self.recorded_type}{self.args!r}"
+
+
+_standins: dict = {}
+
+
+def _standin(module: str, qualname: str):
+    key = (module, qualname)
+    cls = _standins.get(key)
+    if cls is None:
+        name = qualname.rsplit(".", 1)[-1]
+        cls = type(name, (UnknownRecordedException,), {
+            "__module__": module, "__qualname__": qualname,
+            "recorded_type": f"{module}.{qualname}",
+        })
+        _standins[key] = cls
+    return cls
+
+
+_OSERROR_ATTRS = ("errno", "strerror", "filename", "filename2")
+_dt_types = (_dt.datetime, _dt.date, _dt.time, _dt.timedelta, _dt.timezone)
+
+
+def reduce_value(value):
+    """Reduce a value the fast paths do not know.
+
+    Returns ``(EXT_OBJECT, [kind, *state])`` for library-known types,
+    ``(0, base_value)`` for subclasses of plain types (recorded as the base
+    type), or ``None`` when the value cannot be recorded.
+    """
+    tp = type(value)
+    if isinstance(value, BaseException):
+        attrs = {}
+        if isinstance(value, OSError):
+            for name in _OSERROR_ATTRS:
+                v = getattr(value, name, None)
+                if v is not None:
+                    attrs[name] = v
+        return EXT_OBJECT, ["exc", tp.__module__, tp.__qualname__, tuple(value.args), attrs]
+    if isinstance(value, _Enum):
+        return EXT_OBJECT, ["enum", tp.__module__, tp.__qualname__, value._value_]
+    if isinstance(value, tuple):
+        if hasattr(tp, "n_sequence_fields"):
+            cls_, (visible, extra) = value.__reduce__()[:2]
+            return EXT_OBJECT, ["structseq", tp.__module__, tp.__qualname__, tuple(visible), dict(extra)]
+        if hasattr(tp, "_fields") and hasattr(tp, "_make"):
+            return EXT_OBJECT, ["namedtuple", tp.__module__, tp.__qualname__, tuple(value)]
+        return 0, tuple(value)
+    if isinstance(value, _dt_types):
+        if tp is _dt.datetime:
+            return EXT_OBJECT, ["datetime", value.year, value.month, value.day, value.hour,
+                                value.minute, value.second, value.microsecond, value.tzinfo, value.fold]
+        if tp is _dt.date:
+            return EXT_OBJECT, ["date", value.year, value.month, value.day]
+        if tp is _dt.time:
+            return EXT_OBJECT, ["time", value.hour, value.minute, value.second,
+                                value.microsecond, value.tzinfo, value.fold]
+        if tp is _dt.timedelta:
+            return EXT_OBJECT, ["timedelta", value.days, value.seconds, value.microseconds]
+        if tp is _dt.timezone:
+            return EXT_OBJECT, ["timezone", *value.__getinitargs__()]
+    if tp.__module__ == "zoneinfo" and tp.__name__ == "ZoneInfo" and value.key is not None:
+        return EXT_OBJECT, ["zoneinfo", value.key]
+    if tp.__module__ == "decimal" and tp.__name__ == "Decimal":
+        return EXT_OBJECT, ["decimal", str(value)]
+    if tp is complex:
+        return EXT_OBJECT, ["complex", value.real, value.imag]
+    if tp is bytearray:
+        return EXT_OBJECT, ["bytearray", bytes(value)]
+    if isinstance(value, bool):
+        return None
+    for base in (int, float, str, bytes, list, dict, frozenset, set):
+        if isinstance(value, base):
+            return 0, base(value)
+    return None
+
+
+def rebuild_value(state):
+    """Inverse of reduce_value for EXT_OBJECT: *state* is ``[kind, *fields]``."""
+    if type(state) is not list or not state or type(state[0]) is not str:
+        raise ValueError("EXT_OBJECT payload is not [kind, ...]")
+    kind = state[0]
+    f = state[1:]
+    if kind == "exc":
+        module, qualname, args, attrs = f
+        args = tuple(args)
+        cls = _lookup(module, qualname)
+        if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+            exc = _standin(module, qualname)(*args)
+        else:
+            try:
+                exc = cls(*args)
+            except Exception:
+                exc = BaseException.__new__(cls)
+                exc.args = args
+        for name, v in attrs.items():
+            if name in _OSERROR_ATTRS:
+                try:
+                    setattr(exc, name, v)
+                except (AttributeError, TypeError):
+                    pass
+        return exc
+    if kind == "enum":
+        module, qualname, value = f
+        cls = _lookup(module, qualname)
+        if isinstance(cls, type) and issubclass(cls, _Enum):
+            return cls(value)
+        return value
+    if kind == "structseq":
+        module, qualname, visible, extra = f
+        cls = _lookup(module, qualname)
+        if isinstance(cls, type) and hasattr(cls, "n_sequence_fields"):
+            return cls(tuple(visible), dict(extra))
+        return tuple(visible)
+    if kind == "namedtuple":
+        module, qualname, items = f
+        cls = _lookup(module, qualname)
+        if isinstance(cls, type) and issubclass(cls, tuple) and hasattr(cls, "_make"):
+            return cls._make(items)
+        return tuple(items)
+    if kind == "datetime":
+        y, mo, d, h, mi, s, us, tz, fold = f
+        return _dt.datetime(y, mo, d, h, mi, s, us, tz, fold=fold)
+    if kind == "date":
+        return _dt.date(*f)
+    if kind == "time":
+        h, mi, s, us, tz, fold = f
+        return _dt.time(h, mi, s, us, tz, fold=fold)
+    if kind == "timedelta":
+        return _dt.timedelta(*f)
+    if kind == "timezone":
+        return _dt.timezone(*f)
+    if kind == "zoneinfo":
+        import zoneinfo  # stdlib; only reached when a recording holds one
+        return zoneinfo.ZoneInfo(*f)
+    if kind == "decimal":
+        import decimal
+        return decimal.Decimal(*f)
+    if kind == "complex":
+        return complex(*f)
+    if kind == "bytearray":
+        return bytearray(*f)
+    raise ValueError(f"unknown EXT_OBJECT kind {kind!r}")
+
+
+# ------------------------------------------------ fork and exit handling
+
+#: Every live writer of this process (both backends).
+_live = _weakref.WeakSet()
+
+
+def track_writer(writer) -> None:
+    _live.add(writer)
+
+
+def _after_fork_in_child():
+    for w in list(_live):
+        try:
+            w._forked_child()
+        except Exception:  # pragma: no cover - never let a writer break fork
+            pass
+
+
+def _close_all_at_exit():
+    for w in list(_live):
+        try:
+            w.close()
+        except Exception:
+            pass
+
+
+if hasattr(_os, "register_at_fork"):
+    _os.register_at_fork(after_in_child=_after_fork_in_child)
+_atexit.register(_close_all_at_exit)
+
+
+def forked_error(owner_pid: int) -> RecordingError:
+    return RecordingError(
+        f"this StreamWriter belongs to process {owner_pid}, not to this forked "
+        f"child ({_getpid()}): its stream is the parent's — open the child's own "
+        f"writer with writer.child_writer(path, preamble)")
+
+
+def crc32(data) -> int:
+    return _crc32(data) & 0xFFFFFFFF
+
+
+def scan_frames(path):
+    """Yield ``(index, offset, length, crc_ok)`` for each frame of *path*
+    without decoding payloads (index 0 is the preamble).  Stops at a torn
+    frame (yielding it with ``crc_ok=None``)."""
+    with open(path, "rb") as f:
+        head = f.read(HEADER_SIZE)
+        if head[:len(MAGIC)] != MAGIC:
+            raise format_error("bad magic: not a retrace recording", 0, 0, 0,
+                               "check the path; this file was not written by retracesoftware")
+        offset = HEADER_SIZE
+        index = 0
+        while True:
+            fh = f.read(FRAME_HEADER_SIZE)
+            if not fh:
+                return
+            if len(fh) < FRAME_HEADER_SIZE:
+                yield index, offset, None, None
+                return
+            length, crc = FRAME_HEADER.unpack(fh)
+            payload = f.read(length)
+            if len(payload) < length:
+                yield index, offset, length, None
+                return
+            yield index, offset, length, crc32(payload) == crc
+            offset += FRAME_HEADER_SIZE + length
+            index += 1
