@@ -1,0 +1,1023 @@
+"""Boundary configs: TOML files that say which modules, functions and types
+cross the record/replay boundary (DESIGN §6, docs/CONFIGS.md).
+
+Public API::
+
+    load_config(search_path=None, *, python_version=None, installed=None,
+                platform=None) -> BoundaryConfig
+    default_search_path() -> list of directories, highest precedence first
+    load_file(path) -> ConfigFile          # one file, validated, not gated
+    parse_text(text, filename) -> ConfigFile
+
+Every problem raises :class:`~retracesoftware.utils.errors.ConfigError` with a
+single line ``<file>:<line>: <key path>: <problem> — <expected>``.  tomllib
+reports positions only for syntax errors, so :class:`_KeyLines` re-scans the
+(already valid) TOML text to find the line on which each key path appears.
+
+Pure Python, no import of the modules being configured: the loader decides
+*what* is the boundary; the patcher decides whether a named attribute exists.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import importlib.metadata
+import importlib.resources
+import json
+import keyword
+import logging
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping, Sequence, Union
+
+if sys.version_info >= (3, 11):  # PYVERSIONS: tomllib is stdlib from 3.11
+    import tomllib
+else:  # pragma: no cover - requires-python is >=3.11; kept for the tomli path
+    import tomli as tomllib
+
+from retracesoftware.utils.errors import ConfigError
+
+__all__ = [
+    "BoundaryConfig",
+    "ConfigError",
+    "ConfigFile",
+    "ModuleConfig",
+    "Requires",
+    "TypeConfig",
+    "When",
+    "default_search_path",
+    "load_config",
+    "load_file",
+    "parse_text",
+    "parse_version",
+]
+
+log = logging.getLogger("retracesoftware.install.config")
+
+#: Bumped when the meaning of a directive changes; part of every digest.
+SCHEMA_VERSION = 1
+
+ENV_VAR = "RETRACE_MODULES_PATH"
+USER_DIR = os.path.join(".retrace", "modules")
+
+_EMPTY: Mapping = MappingProxyType({})
+
+# --------------------------------------------------------------------------
+# The schema
+# --------------------------------------------------------------------------
+
+_TOP_LEVEL = ("requires", "modules")
+_REQUIRES_KEYS = ("distribution", "min_version", "max_version")
+_MODULE_LISTS = ("proxy", "disable", "bind", "immutable", "patch_hash")
+_MODULE_KEYS = _MODULE_LISTS + ("callback", "when", "types")
+_TYPE_LISTS = ("methods", "getters")
+_TYPE_KEYS = _TYPE_LISTS + ("construct", "callback", "when")
+_WHEN_KEYS = ("python", "platform")
+# A module attribute has exactly one role.  ("types" are the keys of the
+# types table.)  patch_hash may overlap: a bound type can also get
+# deterministic hashes.
+_EXCLUSIVE_ROLES = ("proxy", "disable", "bind", "immutable", "types")
+# Directives whose items are type names (may be dotted for nested classes).
+_DOTTED_ITEMS = ("immutable", "patch_hash")
+
+# Names under these keys are user data (module/type/function names), always
+# shown quoted in key paths: modules."time", types."socket", callback."signal".
+_NAME_PARENTS = ("modules", "types", "callback")
+
+
+@dataclass(frozen=True)
+class When:
+    """Gate on the interpreter: ``python`` clauses and/or ``platform`` names."""
+
+    python: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    platform: tuple[str, ...] = ()
+
+    def matches(self, python_version: tuple[int, ...], platform: str) -> bool:
+        for op, version in self.python:
+            have = tuple(python_version[: len(version)])
+            if not _COMPARE[op](have, version):
+                return False
+        if self.platform and platform not in self.platform:
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class TypeConfig:
+    """``[modules."<m>".types."<name>"]``: a type whose instances are bound."""
+
+    name: str
+    methods: tuple[str, ...] = ()
+    getters: tuple[str, ...] = ()
+    construct: bool = True
+    callback: Mapping[str, tuple[Union[int, str], ...]] = field(default_factory=lambda: _EMPTY)
+    when: When | None = None
+
+
+@dataclass(frozen=True)
+class ModuleConfig:
+    """``[modules."<name>"]``: the boundary directives for one module."""
+
+    name: str
+    proxy: tuple[str, ...] = ()
+    disable: tuple[str, ...] = ()
+    bind: tuple[str, ...] = ()
+    immutable: tuple[str, ...] = ()
+    patch_hash: tuple[str, ...] = ()
+    callback: Mapping[str, tuple[Union[int, str], ...]] = field(default_factory=lambda: _EMPTY)
+    types: Mapping[str, TypeConfig] = field(default_factory=lambda: _EMPTY)
+    when: When | None = None
+
+
+@dataclass(frozen=True)
+class Requires:
+    """File-level ``[requires]``: apply the file only if the distribution is
+    installed at ``min_version <= v < max_version`` (bounds optional)."""
+
+    distribution: str
+    min_version: str | None = None
+    max_version: str | None = None
+
+    def satisfied(self, installed_version: str | None) -> bool:
+        if installed_version is None:
+            return False
+        try:
+            have = _version_key(installed_version)
+        except ValueError:
+            log.warning(
+                "%s: installed version %r is not a PEP 440 version; "
+                "treating the [requires] gate as unmet",
+                self.distribution,
+                installed_version,
+            )
+            return False
+        if self.min_version is not None and have < _version_key(self.min_version):
+            return False
+        if self.max_version is not None and not have < _version_key(self.max_version):
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """One validated file, before gating (``requires``/``when`` unapplied)."""
+
+    path: str
+    requires: Requires | None
+    modules: Mapping[str, ModuleConfig]
+    #: module name -> line of its table (for duplicate-definition errors)
+    lines: Mapping[str, int] = field(default_factory=lambda: _EMPTY)
+
+
+@dataclass(frozen=True)
+class BoundaryConfig:
+    """The effective boundary for this interpreter: gated, overrides applied."""
+
+    #: module import name -> ModuleConfig (sorted by name; ``when`` resolved)
+    modules: Mapping[str, ModuleConfig]
+    #: module import name -> path of the file that defined it
+    sources: Mapping[str, str]
+    #: sha256 hex of the normalised effective config (recording preamble)
+    digest: str
+    #: every file read, highest precedence first (applied or gated out)
+    files: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------
+# Versions
+# --------------------------------------------------------------------------
+
+_VERSION_RE = re.compile(
+    r"""^\s*v?
+    (?:(?P<epoch>\d+)!)?
+    (?P<release>\d+(?:\.\d+)*)
+    (?:[-_.]?(?P<pre>a|b|c|rc|alpha|beta|pre|preview)[-_.]?(?P<pre_n>\d*))?
+    (?:-(?P<post_implicit>\d+)|[-_.]?(?:post|rev|r)[-_.]?(?P<post_n>\d*))?
+    (?P<dev>[-_.]?dev[-_.]?(?P<dev_n>\d*))?
+    (?:\+[a-z0-9]+(?:[-_.][a-z0-9]+)*)?
+    \s*$""",
+    re.VERBOSE | re.IGNORECASE,
+)
+_PRE_RANK = {"a": 0, "alpha": 0, "b": 1, "beta": 1, "c": 2, "rc": 2, "pre": 2, "preview": 2}
+
+
+def _has_post(m: re.Match) -> bool:
+    return m.group("post_implicit") is not None or m.group("post_n") is not None
+
+
+def _version_key(text: str) -> tuple:
+    """PEP 440 ordering without `packaging`: dev < pre < final < post.
+
+    ``2.0.dev1 < 2.0a1 < 2.0rc1 < 2.0 == 2.0.0 < 2.0.post1 < 2.1.dev0``.
+    Local labels (``+cpu``) are ignored.  Raises ValueError if unparsable.
+    """
+    m = _VERSION_RE.match(text)
+    if m is None:
+        raise ValueError(text)
+    release = [int(p) for p in m.group("release").split(".")]
+    while len(release) > 1 and release[-1] == 0:
+        release.pop()
+    pre = m.group("pre")
+    dev = m.group("dev") is not None
+    if pre is not None:
+        pre_key: tuple = (0, _PRE_RANK[pre.lower()], int(m.group("pre_n") or 0))
+    elif dev and not _has_post(m):
+        pre_key = (-1,)  # 1.0.dev1 sorts before 1.0a1
+    else:
+        pre_key = (1,)
+    if _has_post(m):
+        post_key = int(m.group("post_implicit") or m.group("post_n") or 0)
+    else:
+        post_key = -1
+    dev_key = int(m.group("dev_n") or 0) if dev else float("inf")
+    return (int(m.group("epoch") or 0), tuple(release), pre_key, post_key, dev_key)
+
+
+def parse_version(text: str) -> tuple:
+    """Public form of the comparison key (raises ValueError if unparsable)."""
+    return _version_key(text)
+
+
+_COMPARE = {
+    ">=": lambda a, b: a >= b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    "<": lambda a, b: a < b,
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+}
+_CLAUSE_RE = re.compile(r"^\s*(>=|<=|==|!=|>|<)\s*(\d+(?:\.\d+){0,2})\s*$")
+
+
+def _parse_python_spec(spec: str) -> tuple[tuple[str, tuple[int, ...]], ...] | None:
+    clauses = []
+    for part in spec.split(","):
+        m = _CLAUSE_RE.match(part)
+        if m is None:
+            return None
+        clauses.append((m.group(1), tuple(int(x) for x in m.group(2).split("."))))
+    return tuple(clauses)
+
+
+def _normalise_python_version(value: Any) -> tuple[int, ...]:
+    if value is None:
+        return tuple(sys.version_info[:3])
+    if isinstance(value, str):
+        return tuple(int(x) for x in value.split("."))
+    return tuple(int(x) for x in value)
+
+
+def _normalise_distribution(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+# --------------------------------------------------------------------------
+# Locating keys: a scanner over valid TOML that records the line of each path
+# --------------------------------------------------------------------------
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_ESCAPES = {"b": "\b", "t": "\t", "n": "\n", "f": "\f", "r": "\r", '"': '"', "\\": "\\", "e": "\x1b"}
+
+
+class _KeyLines:
+    """Map key paths (tuples of str keys and int array indexes) to 1-based
+    line numbers.  Runs only on text tomllib accepted, so it can be lenient;
+    if it ever trips, lookups fall back to the nearest recorded prefix."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.pos = 0
+        self.line = 1
+        self.lines: dict[tuple, int] = {}
+        self._aot_count: dict[tuple, int] = {}
+        try:
+            self._document()
+        except Exception:  # pragma: no cover - best effort by design
+            log.debug("key-line scan stopped early", exc_info=True)
+
+    def line_of(self, path: Sequence) -> int:
+        path = tuple(path)
+        for i in range(len(path), 0, -1):
+            line = self.lines.get(path[:i])
+            if line is not None:
+                return line
+        return 1
+
+    # -- helpers --------------------------------------------------------
+    def _peek(self, s: str) -> bool:
+        return self.text.startswith(s, self.pos)
+
+    def _advance_to(self, end: int) -> None:
+        self.line += self.text.count("\n", self.pos, end)
+        self.pos = end
+
+    def _ws(self) -> None:
+        t, n = self.text, len(self.text)
+        while self.pos < n and t[self.pos] in " \t":
+            self.pos += 1
+
+    def _ws_nl(self) -> None:
+        t, n = self.text, len(self.text)
+        while self.pos < n:
+            c = t[self.pos]
+            if c in " \t\r":
+                self.pos += 1
+            elif c == "\n":
+                self.pos += 1
+                self.line += 1
+            elif c == "#":
+                end = t.find("\n", self.pos)
+                self.pos = n if end < 0 else end
+            else:
+                break
+
+    def _record(self, path: tuple, line: int) -> None:
+        for i in range(1, len(path) + 1):
+            self.lines.setdefault(path[:i], line)
+
+    # -- grammar --------------------------------------------------------
+    def _document(self) -> None:
+        current: tuple = ()
+        n = len(self.text)
+        while True:
+            self._ws_nl()
+            if self.pos >= n:
+                return
+            line = self.line
+            if self._peek("[["):
+                self.pos += 2
+                self._ws()
+                key = self._key()
+                self._ws()
+                self.pos += 2  # ]]
+                index = self._aot_count.get(key, 0)
+                self._aot_count[key] = index + 1
+                current = key + (index,)
+                self._record(current, line)
+            elif self._peek("["):
+                self.pos += 1
+                self._ws()
+                key = self._key()
+                self._ws()
+                self.pos += 1  # ]
+                current = key
+                self._record(current, line)
+            else:
+                key = self._key()
+                self._ws()
+                self.pos += 1  # =
+                self._record(current + key, line)
+                self._value(current + key)
+
+    def _key(self) -> tuple:
+        parts = []
+        while True:
+            self._ws()
+            c = self.text[self.pos]
+            if c in "\"'":
+                parts.append(self._string())
+            else:
+                m = _BARE_KEY.match(self.text, self.pos)
+                if m is None:
+                    raise ValueError(f"no key at {self.pos}")
+                parts.append(m.group())
+                self.pos = m.end()
+            self._ws()
+            if self._peek("."):
+                self.pos += 1
+                continue
+            return tuple(parts)
+
+    def _string(self) -> str:
+        t = self.text
+        for delim in ('"""', "'''"):
+            if self._peek(delim):
+                start = self.pos + 3
+                i = start
+                while True:
+                    j = t.find(delim, i)
+                    if j < 0:
+                        raise ValueError("unterminated string")
+                    if delim == '"""':
+                        # a backslash-escaped quote does not close
+                        k, backslashes = j - 1, 0
+                        while k >= start and t[k] == "\\":
+                            backslashes += 1
+                            k -= 1
+                        if backslashes % 2:
+                            i = j + 1
+                            continue
+                    # up to two extra quotes may precede the closing delimiter
+                    end = j + 3
+                    while end < len(t) and t[end] == delim[0] and end - j < 5:
+                        end += 1
+                    value = t[start : end - 3]
+                    self._advance_to(end)
+                    return value
+        if self._peek("'"):
+            end = t.index("'", self.pos + 1)
+            value = t[self.pos + 1 : end]
+            self.pos = end + 1
+            return value
+        # basic string with escapes
+        out = []
+        i = self.pos + 1
+        while True:
+            c = t[i]
+            if c == '"':
+                self.pos = i + 1
+                return "".join(out)
+            if c == "\\":
+                e = t[i + 1]
+                if e == "u":
+                    out.append(chr(int(t[i + 2 : i + 6], 16)))
+                    i += 6
+                elif e == "U":
+                    out.append(chr(int(t[i + 2 : i + 10], 16)))
+                    i += 10
+                else:
+                    out.append(_ESCAPES.get(e, e))
+                    i += 2
+                continue
+            out.append(c)
+            i += 1
+
+    def _value(self, path: tuple) -> None:
+        self._ws()
+        c = self.text[self.pos]
+        if c in "\"'":
+            self._string()
+        elif c == "[":
+            self.pos += 1
+            index = 0
+            while True:
+                self._ws_nl()
+                if self._peek("]"):
+                    self.pos += 1
+                    return
+                self._record(path + (index,), self.line)
+                self._value(path + (index,))
+                index += 1
+                self._ws_nl()
+                if self._peek(","):
+                    self.pos += 1
+        elif c == "{":
+            self.pos += 1
+            while True:
+                self._ws_nl()
+                if self._peek("}"):
+                    self.pos += 1
+                    return
+                line = self.line
+                key = self._key()
+                self._ws()
+                self.pos += 1  # =
+                self._record(path + key, line)
+                self._value(path + key)
+                self._ws_nl()
+                if self._peek(","):
+                    self.pos += 1
+        else:
+            t, n = self.text, len(self.text)
+            while self.pos < n and t[self.pos] not in ",]}\n\r#":
+                self.pos += 1
+
+
+# --------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------
+
+
+def render_key_path(path: Sequence) -> str:
+    """``("modules", "time", "proxy", 2)`` -> ``modules."time".proxy[2]``."""
+    out = ""
+    parent = None
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            if parent in _NAME_PARENTS or not _BARE_KEY.fullmatch(part):
+                text = json.dumps(part, ensure_ascii=False)
+            else:
+                text = part
+            out += ("." if out else "") + text
+        parent = part
+    return out
+
+
+def _config_error(file: str, line: int | None, key: str | None, problem: str, expected: str) -> ConfigError:
+    where = f"{file}:{line}" if line is not None else file
+    head = f"{where}: {key}: " if key else f"{where}: "
+    message = f"{head}{problem} — {expected}"
+    message = " ".join(message.split())  # always exactly one line
+    err = ConfigError(message)
+    err.file, err.line, err.key, err.problem, err.expected = file, line, key, problem, expected
+    return err
+
+
+def _suggest(word: str, valid: Sequence[str], what: str) -> str:
+    close = difflib.get_close_matches(word, valid, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean '{close[0]}'?"
+    return f"expected one of {', '.join(valid)}"
+
+
+def _type_name(value: Any) -> str:
+    return {
+        str: "a string",
+        int: "an integer",
+        float: "a float",
+        bool: "a boolean",
+        list: "an array",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
+
+
+# --------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------
+
+
+def _valid_identifier(name: str) -> bool:
+    return name.isidentifier() and not keyword.iskeyword(name)
+
+
+def _valid_dotted(name: str) -> bool:
+    return bool(name) and all(_valid_identifier(p) for p in name.split("."))
+
+
+_DIST_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
+
+
+class _Validator:
+    def __init__(self, text: str, filename: str):
+        self.filename = filename
+        self.keys = _KeyLines(text)
+
+    def error(self, path: Sequence, problem: str, expected: str) -> ConfigError:
+        return _config_error(
+            self.filename, self.keys.line_of(path), render_key_path(path), problem, expected
+        )
+
+    # -- file -----------------------------------------------------------
+    def file(self, doc: dict) -> ConfigFile:
+        for key in doc:
+            if key not in _TOP_LEVEL:
+                kind = "table" if isinstance(doc[key], dict) else "key"
+                raise self.error((key,), f"unknown top-level {kind}", _suggest(key, _TOP_LEVEL, kind))
+        requires = self.requires(doc["requires"]) if "requires" in doc else None
+        modules: dict[str, ModuleConfig] = {}
+        lines: dict[str, int] = {}
+        if "modules" in doc:
+            table = doc["modules"]
+            if not isinstance(table, dict):
+                raise self.error(("modules",), f"got {_type_name(table)}", 'expected tables [modules."<name>"]')
+            for name, body in table.items():
+                modules[name] = self.module(name, body)
+                lines[name] = self.keys.line_of(("modules", name))
+        return ConfigFile(self.filename, requires, MappingProxyType(modules), MappingProxyType(lines))
+
+    def requires(self, table: Any) -> Requires:
+        path = ("requires",)
+        if not isinstance(table, dict):
+            raise self.error(path, f"got {_type_name(table)}", "expected a [requires] table")
+        for key in table:
+            if key not in _REQUIRES_KEYS:
+                raise self.error(path + (key,), "unknown key", _suggest(key, _REQUIRES_KEYS, "key"))
+        if "distribution" not in table:
+            raise self.error(path, "missing 'distribution'", 'expected distribution = "<name on PyPI>"')
+        dist = table["distribution"]
+        if not isinstance(dist, str):
+            raise self.error(path + ("distribution",), f"got {_type_name(dist)}", "expected a string")
+        if not _DIST_RE.match(dist):
+            raise self.error(
+                path + ("distribution",), f"invalid distribution name {dist!r}", "expected a name like 'requests'"
+            )
+        bounds = {}
+        for key in ("min_version", "max_version"):
+            if key not in table:
+                continue
+            value = table[key]
+            if not isinstance(value, str):
+                raise self.error(path + (key,), f"got {_type_name(value)}", 'expected a version string like "2.31"')
+            try:
+                bounds[key] = _version_key(value)
+            except ValueError:
+                raise self.error(
+                    path + (key,), f"unparsable version {value!r}", 'expected a PEP 440 version like "2.31" or "2.0rc1"'
+                ) from None
+        if len(bounds) == 2 and not bounds["min_version"] < bounds["max_version"]:
+            raise self.error(
+                path + ("max_version",),
+                f"{table['max_version']!r} is not above min_version {table['min_version']!r}",
+                "expected min_version < max_version (max_version is exclusive)",
+            )
+        return Requires(dist, table.get("min_version"), table.get("max_version"))
+
+    # -- module ---------------------------------------------------------
+    def module(self, name: str, body: Any) -> ModuleConfig:
+        path = ("modules", name)
+        if not name:
+            raise self.error(path, "empty module name", 'expected a module import name like [modules."time"]')
+        if not _valid_dotted(name):
+            raise self.error(
+                path, f"invalid module name {name!r}", 'expected a dotted import name like "os.path" or "_socket"'
+            )
+        if not isinstance(body, dict):
+            raise self.error(path, f"got {_type_name(body)}", "expected a table of directives")
+        for key in body:
+            if key not in _MODULE_KEYS:
+                raise self.error(path + (key,), "unknown directive", _suggest(key, _MODULE_KEYS, "directive"))
+        lists = {key: self.name_list(path, key, body.get(key, []), dotted=key in _DOTTED_ITEMS) for key in _MODULE_LISTS}
+        types: dict[str, TypeConfig] = {}
+        if "types" in body:
+            table = body["types"]
+            if not isinstance(table, dict):
+                raise self.error(path + ("types",), f"got {_type_name(table)}", 'expected tables [modules."<m>".types."<Type>"]')
+            for tname, tbody in table.items():
+                types[tname] = self.type_(path + ("types", tname), tname, tbody)
+        self.exclusive(path, {**lists, "types": tuple(types)})
+        callback = self.callback(path, body.get("callback", {}), lists["proxy"], "proxy")
+        when = self.when(path, body["when"]) if "when" in body else None
+        return ModuleConfig(
+            name=name,
+            callback=callback,
+            types=MappingProxyType(types),
+            when=when,
+            **lists,
+        )
+
+    def type_(self, path: tuple, name: str, body: Any) -> TypeConfig:
+        if not _valid_dotted(name):
+            raise self.error(path, f"invalid type name {name!r}", "expected a class name like \"socket\" or \"Outer.Inner\"")
+        if not isinstance(body, dict):
+            raise self.error(path, f"got {_type_name(body)}", "expected a table with methods/getters/construct")
+        for key in body:
+            if key not in _TYPE_KEYS:
+                raise self.error(path + (key,), "unknown type directive", _suggest(key, _TYPE_KEYS, "directive"))
+        lists = {key: self.name_list(path, key, body.get(key, []), dotted=False) for key in _TYPE_LISTS}
+        self.exclusive(path, lists)
+        construct = body.get("construct", True)
+        if not isinstance(construct, bool):
+            raise self.error(path + ("construct",), f"got {_type_name(construct)}", "expected true or false")
+        callback = self.callback(path, body.get("callback", {}), lists["methods"], "methods")
+        when = self.when(path, body["when"]) if "when" in body else None
+        return TypeConfig(name=name, construct=construct, callback=callback, when=when, **lists)
+
+    def name_list(self, path: tuple, key: str, value: Any, *, dotted: bool) -> tuple[str, ...]:
+        path = path + (key,)
+        if not isinstance(value, list):
+            raise self.error(path, f"got {_type_name(value)}", 'expected an array of names like ["a", "b"]')
+        seen: set[str] = set()
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise self.error(path + (i,), f"got {_type_name(item)}", "expected a string")
+            ok = _valid_dotted(item) if dotted else _valid_identifier(item)
+            if not ok:
+                raise self.error(
+                    path + (i,),
+                    f"invalid name {item!r}",
+                    "expected a dotted Python name" if dotted else "expected a Python identifier",
+                )
+            if item in seen:
+                raise self.error(path + (i,), f"{item!r} is listed twice", "expected each name once")
+            seen.add(item)
+        return tuple(value)
+
+    def exclusive(self, path: tuple, roles: Mapping[str, tuple[str, ...]]) -> None:
+        """A name has one role (e.g. not both proxy and disable)."""
+        keys = [k for k in (_EXCLUSIVE_ROLES if "proxy" in roles else _TYPE_LISTS) if k in roles]
+        owner: dict[str, str] = {}
+        for key in keys:
+            for i, name in enumerate(roles[key]):
+                if name in owner:
+                    where = path + ((key, name) if key == "types" else (key, i))
+                    raise self.error(
+                        where,
+                        f"{name!r} is also in {owner[name]}",
+                        f"expected each name in only one of {', '.join(keys)}",
+                    )
+                owner[name] = key
+
+    def callback(self, path: tuple, table: Any, functions: tuple[str, ...], listed_in: str) -> Mapping:
+        path = path + ("callback",)
+        if not isinstance(table, dict):
+            raise self.error(path, f"got {_type_name(table)}", 'expected a table like { "signal" = [1] }')
+        out = {}
+        for fn, indexes in table.items():
+            fpath = path + (fn,)
+            if fn not in functions:
+                raise self.error(
+                    fpath,
+                    f"{fn!r} is not in {listed_in}",
+                    f"expected a callback only on a function listed in {listed_in}",
+                )
+            if not isinstance(indexes, list) or not indexes:
+                raise self.error(
+                    fpath, f"got {_type_name(indexes)}" if not isinstance(indexes, list) else "empty array",
+                    "expected a non-empty array of argument positions (int) or keyword names (str)",
+                )
+            seen = set()
+            for i, item in enumerate(indexes):
+                if isinstance(item, bool) or not isinstance(item, (int, str)):
+                    raise self.error(
+                        fpath + (i,), f"got {_type_name(item)}",
+                        "expected an argument position (int >= 0) or a keyword name (str)",
+                    )
+                if isinstance(item, int) and item < 0:
+                    raise self.error(fpath + (i,), f"negative position {item}", "expected an int >= 0")
+                if isinstance(item, str) and not _valid_identifier(item):
+                    raise self.error(fpath + (i,), f"invalid keyword name {item!r}", "expected a Python identifier")
+                if item in seen:
+                    raise self.error(fpath + (i,), f"{item!r} is listed twice", "expected each argument once")
+                seen.add(item)
+            out[fn] = tuple(indexes)
+        return MappingProxyType(out)
+
+    def when(self, path: tuple, table: Any) -> When:
+        path = path + ("when",)
+        if not isinstance(table, dict):
+            raise self.error(path, f"got {_type_name(table)}", 'expected a table like { python = ">=3.12" }')
+        for key in table:
+            if key not in _WHEN_KEYS:
+                raise self.error(path + (key,), "unknown condition", _suggest(key, _WHEN_KEYS, "condition"))
+        python: tuple = ()
+        if "python" in table:
+            spec = table["python"]
+            if not isinstance(spec, str):
+                raise self.error(path + ("python",), f"got {_type_name(spec)}", 'expected a string like ">=3.12"')
+            parsed = _parse_python_spec(spec)
+            if parsed is None:
+                raise self.error(
+                    path + ("python",),
+                    f"bad version spec {spec!r}",
+                    "expected comma-separated clauses like '>=3.12' or '>=3.11, <3.13'",
+                )
+            python = parsed
+        platforms: tuple[str, ...] = ()
+        if "platform" in table:
+            value = table["platform"]
+            items = [value] if isinstance(value, str) else value
+            if not isinstance(items, list) or not items:
+                raise self.error(
+                    path + ("platform",), f"got {_type_name(value)}", 'expected a sys.platform name or array like ["linux", "darwin"]'
+                )
+            for i, item in enumerate(items):
+                if not isinstance(item, str) or not item:
+                    p = path + ("platform",) + ((i,) if not isinstance(value, str) else ())
+                    raise self.error(p, f"got {_type_name(item)}", "expected a non-empty sys.platform string")
+            platforms = tuple(items)
+        return When(python=python, platform=platforms)
+
+
+# --------------------------------------------------------------------------
+# Parsing
+# --------------------------------------------------------------------------
+
+_SYNTAX_POS = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
+_SYNTAX_END = re.compile(r"\s*\(at end of document\)\s*$")
+
+
+def parse_text(text: str, filename: str) -> ConfigFile:
+    """Parse and validate one config's text; raise ConfigError on any problem."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        msg = str(exc)
+        m = _SYNTAX_POS.search(msg)
+        if m is not None:
+            line, detail = int(m.group(1)), f"{msg[: m.start()]} (column {m.group(2)})"
+        else:
+            line = text.count("\n") + (0 if text.endswith("\n") else 1)
+            detail = _SYNTAX_END.sub(" (at end of file)", msg)
+        detail = detail[:1].lower() + detail[1:]
+        raise _config_error(filename, line, None, f"TOML syntax error: {detail}", "expected valid TOML (https://toml.io)") from None
+    return _Validator(text, filename).file(doc)
+
+
+def load_file(path: Union[str, os.PathLike, Any]) -> ConfigFile:
+    """Read and validate one file (a path or an importlib Traversable)."""
+    name = os.fspath(path) if isinstance(path, (str, os.PathLike)) else str(path)
+    try:
+        data = (Path(path) if isinstance(path, (str, os.PathLike)) else path).read_bytes()
+    except OSError as exc:
+        raise _config_error(name, None, None, f"cannot read file ({exc.strerror or exc})", "expected a readable TOML file") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise _config_error(name, line, None, f"invalid UTF-8 at byte {exc.start}", "expected UTF-8 text") from None
+    return parse_text(text, name)
+
+
+# --------------------------------------------------------------------------
+# Search path and merge
+# --------------------------------------------------------------------------
+
+
+def shipped_config_dir():
+    """The ``configs/`` folder shipped inside the package (may be missing).
+
+    ``retracesoftware.__path__`` is consulted first: run from the source
+    checkout, ``retracesoftware/__init__.py`` redirects ``__path__`` to the
+    installed copy, while ``importlib.resources.files`` would still answer
+    with the checkout's folder (which holds no configs).  importlib.resources
+    remains the fallback for packages not on a file system (zip imports).
+    """
+    import retracesoftware
+
+    for entry in getattr(retracesoftware, "__path__", ()):
+        candidate = Path(entry) / "configs"
+        if candidate.is_dir():
+            return candidate
+    try:
+        return importlib.resources.files("retracesoftware") / "configs"
+    except (ModuleNotFoundError, TypeError):  # pragma: no cover
+        return None
+
+
+def default_search_path(environ: Mapping[str, str] | None = None, cwd: str | None = None) -> list:
+    """Directories in precedence order: ``$RETRACE_MODULES_PATH`` entries,
+    ``./.retrace/modules``, the shipped ``retracesoftware/configs``.
+
+    A directory named in ``$RETRACE_MODULES_PATH`` that does not exist is an
+    error (a typo there would otherwise silently record the wrong boundary).
+    """
+    environ = os.environ if environ is None else environ
+    cwd = os.getcwd() if cwd is None else cwd
+    dirs: list = []
+    for entry in environ.get(ENV_VAR, "").split(os.pathsep):
+        if not entry.strip():
+            continue
+        full = Path(cwd, entry) if not os.path.isabs(entry) else Path(entry)
+        if not full.is_dir():
+            raise _config_error(
+                f"${ENV_VAR}", None, None, f"{entry!r} is not a directory",
+                f"expected {os.pathsep!r}-separated directories of *.toml boundary configs",
+            )
+        dirs.append(full)
+    dirs.append(Path(cwd, USER_DIR))
+    shipped = shipped_config_dir()
+    if shipped is not None:
+        dirs.append(shipped)
+    return dirs
+
+
+def _config_files(directory) -> list:
+    if isinstance(directory, (str, os.PathLike)):
+        directory = Path(directory)
+    try:
+        if not directory.is_dir():
+            return []
+        entries = list(directory.iterdir())
+    except OSError:
+        return []
+    files = [
+        e for e in entries
+        if e.name.endswith(".toml") and not e.name.startswith(".") and e.is_file()
+    ]
+    return sorted(files, key=lambda e: e.name)
+
+
+def _installed_lookup(installed: Mapping[str, str | None] | None):
+    if installed is not None:
+        table = {_normalise_distribution(k): v for k, v in installed.items()}
+        return lambda name: table.get(_normalise_distribution(name))
+
+    def lookup(name: str) -> str | None:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    return lookup
+
+
+def _resolve_module(module: ModuleConfig, python_version, platform) -> ModuleConfig | None:
+    if module.when is not None and not module.when.matches(python_version, platform):
+        return None
+    types = {
+        name: dataclasses.replace(t, when=None)
+        for name, t in module.types.items()
+        if t.when is None or t.when.matches(python_version, platform)
+    }
+    return dataclasses.replace(module, types=MappingProxyType(types), when=None)
+
+
+def _normalised(modules: Mapping[str, ModuleConfig]) -> dict:
+    def items(values):
+        return sorted(values, key=lambda v: (isinstance(v, str), v if isinstance(v, str) else f"{v:020d}"))
+
+    def callbacks(table):
+        return {fn: items(ix) for fn, ix in sorted(table.items())}
+
+    out = {}
+    for name in sorted(modules):
+        m = modules[name]
+        out[name] = {
+            **{key: sorted(getattr(m, key)) for key in _MODULE_LISTS},
+            "callback": callbacks(m.callback),
+            "types": {
+                tname: {
+                    "methods": sorted(t.methods),
+                    "getters": sorted(t.getters),
+                    "construct": t.construct,
+                    "callback": callbacks(t.callback),
+                }
+                for tname, t in sorted(m.types.items())
+            },
+        }
+    return {"schema": SCHEMA_VERSION, "modules": out}
+
+
+def config_digest(modules: Mapping[str, ModuleConfig]) -> str:
+    """sha256 of the canonical JSON of the effective modules.  Independent of
+    file names, file layout and list order; changes with any directive."""
+    blob = json.dumps(_normalised(modules), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(blob.encode("ascii")).hexdigest()
+
+
+def build_config(
+    layers: Iterable[Iterable[ConfigFile]],
+    *,
+    python_version=None,
+    installed: Mapping[str, str | None] | None = None,
+    platform: str | None = None,
+    files: Sequence[str] = (),
+) -> BoundaryConfig:
+    """Merge parsed files, grouped by search directory (highest precedence
+    first).  A module defined in a higher layer replaces every lower
+    definition of it entirely; two active definitions in the same layer are
+    an error."""
+    pyver = _normalise_python_version(python_version)
+    platform = sys.platform if platform is None else platform
+    lookup = _installed_lookup(installed)
+    modules: dict[str, ModuleConfig] = {}
+    sources: dict[str, str] = {}
+    for layer in layers:
+        this_layer: dict[str, tuple[ModuleConfig, str, int]] = {}
+        for cfg in layer:
+            if cfg.requires is not None:
+                version = lookup(cfg.requires.distribution)
+                if not cfg.requires.satisfied(version):
+                    log.debug("%s: skipped, %s %s does not satisfy [requires]", cfg.path, cfg.requires.distribution, version)
+                    continue
+            for name, module in cfg.modules.items():
+                resolved = _resolve_module(module, pyver, platform)
+                if resolved is None:
+                    log.debug("%s: modules.%s gated out by when", cfg.path, name)
+                    continue
+                line = cfg.lines.get(name, 1)
+                if name in this_layer:
+                    _, other_path, other_line = this_layer[name]
+                    raise _config_error(
+                        cfg.path, line, render_key_path(("modules", name)),
+                        f"also defined in {other_path}:{other_line} (same directory)",
+                        "expected one active definition per directory; gate alternatives with [requires] or when",
+                    )
+                this_layer[name] = (resolved, cfg.path, line)
+        for name, (module, path, _) in this_layer.items():
+            if name not in modules:  # first (highest-precedence) layer wins
+                modules[name] = module
+                sources[name] = path
+    ordered = {name: modules[name] for name in sorted(modules)}
+    return BoundaryConfig(
+        modules=MappingProxyType(ordered),
+        sources=MappingProxyType({name: sources[name] for name in ordered}),
+        digest=config_digest(ordered),
+        files=tuple(files),
+    )
+
+
+def load_config(
+    search_path: Sequence | None = None,
+    *,
+    python_version=None,
+    installed: Mapping[str, str | None] | None = None,
+    platform: str | None = None,
+) -> BoundaryConfig:
+    """Load the effective boundary config.
+
+    search_path: directories, highest precedence first (default
+    :func:`default_search_path`); missing directories are skipped.
+    python_version: tuple or "3.12.1" (default: this interpreter).
+    installed: distribution -> version mapping replacing the
+    importlib.metadata lookup (absent = not installed), for tests and tools.
+    platform: a sys.platform value (default: this one).
+    """
+    dirs = default_search_path() if search_path is None else list(search_path)
+    layers = []
+    read: list[str] = []
+    for directory in dirs:
+        parsed = []
+        for entry in _config_files(directory):
+            cfg = load_file(entry)
+            parsed.append(cfg)
+            read.append(cfg.path)
+        layers.append(parsed)
+    return build_config(layers, python_version=python_version, installed=installed, platform=platform, files=read)
