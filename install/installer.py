@@ -1,0 +1,260 @@
+"""Turn a BoundaryConfig into patches on a live interpreter, and undo them.
+
+* Module functions named by ``proxy`` are replaced by the System's gateways —
+  in their module *and* wherever another loaded module holds a copy
+  (``from time import time``), found in one pass over every module dict.
+* Types get their methods/getters routed through the System (``patch_type``).
+* ``bind`` marks existing singletons (``random._inst``, ``os.environ``) external.
+* ``disable`` functions run with the runtime off; ``callback`` arguments are
+  wrapped so external code calling back into the program is recorded.
+* Modules imported later are patched the moment they finish loading (an
+  import hook around ``importlib._bootstrap._find_and_load``). The import
+  machinery itself (finding and reading source files) runs with the runtime
+  disabled — code is live, only data is recorded — while module bodies run
+  in the importer's phase, so a module's top-level clock read is recorded.
+* ``open()`` gets a raw layer in Python (install/files.py) so file bytes cross
+  the ``os`` boundary.
+
+Everything is undone by ``uninstall()``; installing twice is an error.
+"""
+from __future__ import annotations
+
+import _io
+import builtins
+import logging
+import sys
+import threading
+
+from retracesoftware.install import files
+from retracesoftware.utils import DISABLED, INTERNAL
+from retracesoftware.utils.errors import RecordingError
+
+log = logging.getLogger("retracesoftware")
+
+_importlib_bootstrap = sys.modules["importlib._bootstrap"]
+
+# Our own modules never get their references replaced: they keep the private
+# copies they took at import.
+_OWN_PREFIXES = ("retracesoftware", "msgpack")
+
+
+def _is_own(name: str) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in _OWN_PREFIXES)
+
+
+class Installer:
+    """Apply ``config`` to this interpreter through ``system``."""
+
+    _active: "Installer | None" = None
+
+    def __init__(self, system, config):
+        self.system = system
+        self.config = config
+        self._undo: list = []
+        self._pending = {}
+        self._patched_modules: set[str] = set()
+        self._installed = False
+        self._import_state = threading.local()
+
+    # ------------------------------------------------------------ lifecycle
+    def install(self) -> None:
+        if Installer._active is not None:
+            raise RecordingError(
+                "retrace is already installed in this process — call uninstall() first")
+        Installer._active = self
+        self._installed = True
+        try:
+            self._install_import_hook()
+            replacements = {}
+            self._pending = dict(self.config.modules)
+            for name in list(self._pending):
+                if name in sys.modules:
+                    replacements.update(self._patch_module(name))
+            replacements[id(_io.open)] = (_io.open, files.open)
+            self._replace_everywhere(replacements)
+            files.finalizer_mode = self.system.mode
+        except BaseException:
+            self.uninstall()
+            raise
+
+    def uninstall(self) -> None:
+        while self._undo:
+            undo = self._undo.pop()
+            try:
+                undo()
+            except Exception:  # pragma: no cover - best effort restore
+                log.exception("retrace: undo failed")
+        unpatch = getattr(self.system, "unpatch_all", None)
+        if unpatch is not None:
+            unpatch()
+        self._installed = False
+        if Installer._active is self:
+            Installer._active = None
+
+    # ------------------------------------------------------------- modules
+    def _patch_module(self, name: str) -> dict:
+        """Patch one loaded module; return {id(original): (original, replacement)}."""
+        cfg = self._pending.pop(name, None)
+        if cfg is None or name in self._patched_modules:
+            return {}
+        self._patched_modules.add(name)
+        module = sys.modules[name]
+        system = self.system
+        replaced = {}
+
+        def swap(attr, new):
+            old = module.__dict__[attr]
+            self._set(module, attr, new)
+            replaced[id(old)] = (old, new)
+
+        callbacks = dict(getattr(cfg, "callback", {}) or {})
+        for fname in cfg.proxy:
+            fn = getattr(module, fname, None)
+            if fn is None:
+                log.debug("retrace: %s.%s not in this Python; skipped", name, fname)
+                continue
+            wrapped = system.patch_function(fn, f"{name}.{fname}")
+            if fname in callbacks:
+                wrapped = self._with_callbacks(wrapped, callbacks.pop(fname))
+            swap(fname, wrapped)
+        for fname, positions in callbacks.items():
+            fn = getattr(module, fname, None)
+            if fn is not None:
+                swap(fname, self._with_callbacks(fn, positions))
+        for fname in cfg.disable:
+            fn = getattr(module, fname, None)
+            if fn is not None:
+                swap(fname, system.disable_for(fn))
+        for tname, tcfg in cfg.types.items():
+            cls = getattr(module, tname, None)
+            if cls is None:
+                log.debug("retrace: type %s.%s not in this Python; skipped", name, tname)
+                continue
+            system.patch_type(cls, methods=list(tcfg.methods), getters=list(tcfg.getters),
+                              construct=tcfg.construct, name=f"{name}.{tname}")
+            type_callbacks = getattr(tcfg, "callback", None) or {}
+            for mname, positions in type_callbacks.items():
+                method = cls.__dict__.get(mname)
+                if method is not None:
+                    self._set(cls, mname, self._with_callbacks(method, positions), is_type=True)
+        for attr in cfg.bind:
+            obj = getattr(module, attr, None)
+            if obj is not None:
+                system.bind(obj)
+        return replaced
+
+    def _with_callbacks(self, fn, positions):
+        """Wrap ``fn`` so the callable arguments at ``positions`` become callbacks."""
+        make_callback = self.system.callback
+        indexes = [p for p in positions if isinstance(p, int)]
+        names = [p for p in positions if isinstance(p, str)]
+
+        def with_callbacks(*args, **kwargs):
+            if indexes:
+                args = list(args)
+                for i in indexes:
+                    if i < len(args) and callable(args[i]):
+                        args[i] = make_callback(args[i])
+            for n in names:
+                if callable(kwargs.get(n)):
+                    kwargs[n] = make_callback(kwargs[n])
+            return fn(*args, **kwargs)
+
+        with_callbacks.__wrapped__ = fn
+        with_callbacks.__name__ = getattr(fn, "__name__", "with_callbacks")
+        with_callbacks.__qualname__ = getattr(fn, "__qualname__", with_callbacks.__name__)
+        return with_callbacks
+
+    def _set(self, owner, attr, value, is_type=False):
+        d = owner.__dict__
+        missing = attr not in d
+        old = d.get(attr)
+        if is_type:
+            from retracesoftware.utils import patch_type, unpatch_type
+            token = patch_type(owner, {attr: value})
+            self._undo.append(lambda: unpatch_type(token))
+            return
+        setattr(owner, attr, value)
+
+        def undo():
+            if missing:
+                owner.__dict__.pop(attr, None)
+            else:
+                setattr(owner, attr, old)
+        self._undo.append(undo)
+
+    def _replace_everywhere(self, replacements: dict) -> None:
+        """Replace copies of patched functions held in other modules' globals."""
+        if not replacements:
+            return
+        for mname, module in list(sys.modules.items()):
+            if module is None or _is_own(mname):
+                continue
+            try:
+                d = module.__dict__
+            except AttributeError:
+                continue
+            for key, value in list(d.items()):
+                hit = replacements.get(id(value))
+                if hit is not None and hit[0] is value:
+                    self._set(module, key, hit[1])
+
+    # --------------------------------------------------------------- imports
+    def _install_import_hook(self) -> None:
+        bootstrap = _importlib_bootstrap
+        gate = self.system.gate
+        state = self._import_state
+        original_find_and_load = bootstrap._find_and_load
+        original_call = bootstrap._call_with_frames_removed
+        installer = self
+
+        namespace = {
+            "gate": gate, "state": state, "installer": installer,
+            "DISABLED": DISABLED, "INTERNAL": INTERNAL,
+            "original_find_and_load": original_find_and_load,
+            "original_call": original_call,
+        }
+        # Compiled under importlib's own file name, so CPython's
+        # remove_importlib_frames() drops these frames from tracebacks of
+        # failing imports exactly as it drops importlib's.
+        exec(compile(_IMPORT_HOOK_SOURCE, "<frozen importlib._bootstrap>", "exec"), namespace)
+        _find_and_load = namespace["_find_and_load"]
+        _call_with_frames_removed = namespace["_call_with_frames_removed"]
+
+        self._set(bootstrap, "_find_and_load", _find_and_load)
+        self._set(bootstrap, "_call_with_frames_removed", _call_with_frames_removed)
+
+
+_IMPORT_HOOK_SOURCE = """
+def _find_and_load(name, import_):
+    outer = gate.phase
+    stack = getattr(state, "outer", None)
+    if stack is None:
+        stack = state.outer = []
+    stack.append(outer)
+    if outer == INTERNAL:
+        gate.phase = DISABLED
+    try:
+        module = original_find_and_load(name, import_)
+    finally:
+        stack.pop()
+        gate.phase = outer
+    if name in installer._pending:
+        replaced = installer._patch_module(name)
+        if replaced:
+            installer._replace_everywhere(replaced)
+    return module
+
+
+def _call_with_frames_removed(f, *args, **kwds):
+    # Module bodies (and extension-module init) run in the phase of whoever
+    # imported them, so a module's top-level clock read is recorded.
+    stack = getattr(state, "outer", None)
+    if stack and stack[-1] == INTERNAL and gate.phase == DISABLED:
+        gate.phase = INTERNAL
+        try:
+            return f(*args, **kwds)
+        finally:
+            gate.phase = DISABLED
+    return f(*args, **kwds)
+"""
