@@ -1,0 +1,630 @@
+// Gate (thread-local phase cell) and the two gateways (RecordGateway,
+// ReplayGateway): the hot path of every recorded call.
+//
+// Phase storage.  Each Gate owns a small integer `slot`, handed out by a
+// free-list allocator (GIL-protected).  Each thread owns a thread_local array
+// of 64-bit cells indexed by slot; a cell holds (generation << 2 | phase).
+// Every Gate gets a fresh, never reused generation number, so a slot recycled
+// from a dead Gate reads as DISABLED in every thread that had set the old
+// Gate's phase: get/set are O(1) and need no per-thread cleanup when a Gate
+// dies.  The array grows on the first set of a slot beyond its size; the
+// thread_local std::vector that owns it is freed at thread exit.
+//
+// The raw pointer/size pair is trivially-initialised thread_local (no TLS
+// init guard on the fast path); the owning vector is only touched on growth.
+
+#include "utils.h"
+
+#include <vector>
+
+namespace retrace::utils {
+
+namespace {
+
+thread_local uint64_t* tl_cells = nullptr;
+thread_local size_t tl_ncells = 0;
+thread_local std::vector<uint64_t> tl_cells_owner;
+
+// Slot allocator: process-wide because thread_local storage is (module state
+// cannot hold per-thread data).  Only touched with the GIL held.
+struct SlotAllocator {
+    std::vector<uint32_t> free_slots;
+    uint32_t next_slot = 0;
+    uint64_t next_generation = 1;  // generation 0 == "never set"
+};
+SlotAllocator& allocator() {
+    static SlotAllocator instance;
+    return instance;
+}
+
+}  // namespace
+
+struct GateObject {
+    PyObject_HEAD
+    uint32_t slot;
+    uint64_t generation;
+    PyObject* weakreflist;
+};
+
+PyTypeObject* GateType = nullptr;
+static PyTypeObject* GateUsingType = nullptr;
+static PyTypeObject* RecordGatewayType = nullptr;
+static PyTypeObject* ReplayGatewayType = nullptr;
+
+int gate_get(GateObject* gate) noexcept {
+    uint32_t slot = gate->slot;
+    if (slot < tl_ncells) {
+        uint64_t cell = tl_cells[slot];
+        if ((cell >> 2) == gate->generation) return static_cast<int>(cell & 3);
+    }
+    return DISABLED;
+}
+
+static void grow_cells(uint32_t slot) {
+    size_t want = tl_ncells ? tl_ncells : 16;
+    while (want <= slot) want *= 2;
+    tl_cells_owner.resize(want, 0);
+    tl_cells = tl_cells_owner.data();
+    tl_ncells = tl_cells_owner.size();
+}
+
+void gate_set(GateObject* gate, int phase) {
+    uint32_t slot = gate->slot;
+    if (slot >= tl_ncells) [[unlikely]] grow_cells(slot);
+    tl_cells[slot] = (gate->generation << 2) | static_cast<uint64_t>(phase);
+}
+
+// Validates a Python phase value; returns -1 with an exception set.
+static int phase_from_object(PyObject* value) {
+    if (!PyLong_Check(value)) {
+        PyErr_Format(PyExc_TypeError,
+                     "phase must be an int (DISABLED=0, INTERNAL=1, EXTERNAL=2), got %.200s",
+                     Py_TYPE(value)->tp_name);
+        return -1;
+    }
+    int overflow = 0;
+    long v = PyLong_AsLongAndOverflow(value, &overflow);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    if (overflow || v < 0 || v > 2) {
+        PyErr_Format(PyExc_ValueError,
+                     "phase must be DISABLED=0, INTERNAL=1 or EXTERNAL=2, got %R", value);
+        return -1;
+    }
+    return static_cast<int>(v);
+}
+
+// ------------------------------------------------------------------ Gate type
+
+static PyObject* Gate_new(PyTypeObject* type, PyObject* args, PyObject* kwargs) {
+    if (PyTuple_GET_SIZE(args) != 0 || (kwargs && PyDict_GET_SIZE(kwargs) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "Gate() takes no arguments");
+        return nullptr;
+    }
+    auto* self = reinterpret_cast<GateObject*>(type->tp_alloc(type, 0));
+    if (!self) return nullptr;
+    SlotAllocator& alloc = allocator();
+    if (!alloc.free_slots.empty()) {
+        self->slot = alloc.free_slots.back();
+        alloc.free_slots.pop_back();
+    } else {
+        self->slot = alloc.next_slot++;
+    }
+    self->generation = alloc.next_generation++;
+    self->weakreflist = nullptr;
+    return reinterpret_cast<PyObject*>(self);
+}
+
+static void Gate_dealloc(PyObject* op) {
+    auto* self = reinterpret_cast<GateObject*>(op);
+    PyTypeObject* tp = Py_TYPE(op);
+    if (self->weakreflist) PyObject_ClearWeakRefs(op);
+    allocator().free_slots.push_back(self->slot);
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+static PyObject* Gate_get_phase(PyObject* self, void*) {
+    return PyLong_FromLong(gate_get(reinterpret_cast<GateObject*>(self)));
+}
+
+static int Gate_set_phase(PyObject* self, PyObject* value, void*) {
+    if (!value) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete Gate.phase");
+        return -1;
+    }
+    int phase = phase_from_object(value);
+    if (phase < 0) return -1;
+    gate_set(reinterpret_cast<GateObject*>(self), phase);
+    return 0;
+}
+
+static PyObject* Gate_swap(PyObject* self, PyObject* value) {
+    int phase = phase_from_object(value);
+    if (phase < 0) return nullptr;
+    auto* gate = reinterpret_cast<GateObject*>(self);
+    int old = gate_get(gate);
+    gate_set(gate, phase);
+    return PyLong_FromLong(old);
+}
+
+struct GateUsingObject {
+    PyObject_HEAD
+    GateObject* gate;
+    int phase;
+    int saved;
+};
+
+static PyObject* Gate_using(PyObject* self, PyObject* value) {
+    int phase = phase_from_object(value);
+    if (phase < 0) return nullptr;
+    auto* ctx = PyObject_New(GateUsingObject, GateUsingType);
+    if (!ctx) return nullptr;
+    Py_INCREF(self);
+    ctx->gate = reinterpret_cast<GateObject*>(self);
+    ctx->phase = phase;
+    ctx->saved = DISABLED;
+    return reinterpret_cast<PyObject*>(ctx);
+}
+
+static PyObject* Gate_call(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+    if (nargs < 2) {
+        PyErr_SetString(PyExc_TypeError, "Gate.call(phase, fn, /, *args, **kwargs) needs phase and fn");
+        return nullptr;
+    }
+    int phase = phase_from_object(args[0]);
+    if (phase < 0) return nullptr;
+    auto* gate = reinterpret_cast<GateObject*>(self);
+    int old = gate_get(gate);
+    gate_set(gate, phase);
+    // args[1] is fn; args + 2 are its arguments.  args[1] may be overwritten
+    // temporarily by the callee (PY_VECTORCALL_ARGUMENTS_OFFSET) and restored.
+    PyObject* result = PyObject_Vectorcall(args[1], args + 2,
+                                           static_cast<size_t>(nargs - 2) | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                           kwnames);
+    gate_set(gate, old);
+    return result;
+}
+
+static PyObject* Gate_repr(PyObject* self) {
+    return PyUnicode_FromFormat("<Gate phase=%d>", gate_get(reinterpret_cast<GateObject*>(self)));
+}
+
+static PyGetSetDef Gate_getset[] = {
+    {"phase", Gate_get_phase, Gate_set_phase, "this thread's phase (DISABLED=0, INTERNAL=1, EXTERNAL=2)", nullptr},
+    {nullptr, nullptr, nullptr, nullptr, nullptr},
+};
+
+static PyMethodDef Gate_methods[] = {
+    {"swap", Gate_swap, METH_O, "swap(phase) -> old phase"},
+    {"using", Gate_using, METH_O, "using(phase): context manager setting the phase, restoring it on exit"},
+    {"call", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(Gate_call)),
+     METH_FASTCALL | METH_KEYWORDS,
+     "call(phase, fn, /, *args, **kwargs): run fn with the phase set; restore it on return and on exception"},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+static PyMemberDef Gate_members[] = {
+    {"__weaklistoffset__", RETRACE_T_PYSSIZET, offsetof(GateObject, weakreflist), RETRACE_READONLY, nullptr},
+    {nullptr, 0, 0, 0, nullptr},
+};
+
+static PyType_Slot Gate_slots[] = {
+    {Py_tp_new, reinterpret_cast<void*>(Gate_new)},
+    {Py_tp_dealloc, reinterpret_cast<void*>(Gate_dealloc)},
+    {Py_tp_getset, Gate_getset},
+    {Py_tp_methods, Gate_methods},
+    {Py_tp_members, Gate_members},
+    {Py_tp_repr, reinterpret_cast<void*>(Gate_repr)},
+    {Py_tp_doc, const_cast<char*>("Gate(): a thread-local phase cell; a thread that never set it reads DISABLED.")},
+    {0, nullptr},
+};
+
+static PyType_Spec Gate_spec = {
+    "retracesoftware.utils._utils.Gate", sizeof(GateObject), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE, Gate_slots,
+};
+
+// ------------------------------------------------------------- _GateUsing
+
+static void GateUsing_dealloc(PyObject* op) {
+    auto* self = reinterpret_cast<GateUsingObject*>(op);
+    PyTypeObject* tp = Py_TYPE(op);
+    Py_XDECREF(self->gate);
+    PyObject_Free(op);
+    Py_DECREF(tp);
+}
+
+static PyObject* GateUsing_enter(PyObject* op, PyObject*) {
+    auto* self = reinterpret_cast<GateUsingObject*>(op);
+    self->saved = gate_get(self->gate);
+    gate_set(self->gate, self->phase);
+    return Py_NewRef(op);
+}
+
+static PyObject* GateUsing_exit(PyObject* op, PyObject* const*, Py_ssize_t) {
+    auto* self = reinterpret_cast<GateUsingObject*>(op);
+    gate_set(self->gate, self->saved);
+    Py_RETURN_FALSE;
+}
+
+static PyMethodDef GateUsing_methods[] = {
+    {"__enter__", GateUsing_enter, METH_NOARGS, nullptr},
+    {"__exit__", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(GateUsing_exit)), METH_FASTCALL, nullptr},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+static PyType_Slot GateUsing_slots[] = {
+    {Py_tp_dealloc, reinterpret_cast<void*>(GateUsing_dealloc)},
+    {Py_tp_methods, GateUsing_methods},
+    {0, nullptr},
+};
+
+static PyType_Spec GateUsing_spec = {
+    "retracesoftware.utils._utils._GateUsing", sizeof(GateUsingObject), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION, GateUsing_slots,
+};
+
+// ------------------------------------------------------------- exceptions
+
+PyObject* fetch_exception() noexcept {
+#if PY_VERSION_HEX >= 0x030C0000  // PYVERSIONS: 3.12 single-object exception state
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb && value) PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+#endif
+}
+
+void restore_exception(PyObject* exc) noexcept {
+#if PY_VERSION_HEX >= 0x030C0000  // PYVERSIONS
+    PyErr_SetRaisedException(exc);
+#else
+    PyObject* type = Py_NewRef(reinterpret_cast<PyObject*>(Py_TYPE(exc)));
+    PyObject* tb = PyException_GetTraceback(exc);
+    PyErr_Restore(type, exc, tb);
+#endif
+}
+
+// --------------------------------------------------------------- gateways
+
+struct RecordGatewayObject {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    GateObject* gate;
+    PyObject* target;
+    PyObject* before;  // Py_None: skipped
+    PyObject* after;   // Py_None: identity
+    PyObject* error;   // Py_None: skipped
+    PyObject* weakreflist;
+};
+
+struct ReplayGatewayObject {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    GateObject* gate;
+    PyObject* target;
+    PyObject* replay;
+    PyObject* weakreflist;
+};
+
+static PyObject* RecordGateway_vectorcall(PyObject* op, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
+    auto* self = reinterpret_cast<RecordGatewayObject*>(op);
+    GateObject* gate = self->gate;
+    if (gate_get(gate) != INTERNAL) return PyObject_Vectorcall(self->target, args, nargsf, kwnames);
+
+    if (self->before != Py_None) {
+        PyObject* r = PyObject_Vectorcall(self->before, args, nargsf, kwnames);
+        if (!r) return nullptr;
+        Py_DECREF(r);
+    }
+    gate_set(gate, EXTERNAL);
+    PyObject* result = PyObject_Vectorcall(self->target, args, nargsf, kwnames);
+    gate_set(gate, INTERNAL);
+    if (!result) [[unlikely]] {
+        if (self->error != Py_None) {
+            PyObject* exc = fetch_exception();
+            PyObject* r = PyObject_CallOneArg(self->error, exc);
+            if (!r) {
+                // error() raised: its exception wins, chained to the original
+                // (what `except: error(exc); raise` does in Python).
+                PyObject* newexc = fetch_exception();
+                PyException_SetContext(newexc, exc);  // steals exc
+                restore_exception(newexc);
+            } else {
+                Py_DECREF(r);
+                restore_exception(exc);
+            }
+        }
+        return nullptr;
+    }
+    if (self->after == Py_None) return result;
+    PyObject* out = PyObject_CallOneArg(self->after, result);
+    Py_DECREF(result);
+    return out;
+}
+
+static PyObject* ReplayGateway_vectorcall(PyObject* op, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
+    auto* self = reinterpret_cast<ReplayGatewayObject*>(op);
+    if (gate_get(self->gate) != INTERNAL) return PyObject_Vectorcall(self->target, args, nargsf, kwnames);
+    return PyObject_Vectorcall(self->replay, args, nargsf, kwnames);
+}
+
+static bool check_callable(const char* name, PyObject* value, bool optional) {
+    if (optional && value == Py_None) return true;
+    if (!PyCallable_Check(value)) {
+        PyErr_Format(PyExc_TypeError, "%s must be callable%s, got %.200s", name, optional ? " or None" : "",
+                     Py_TYPE(value)->tp_name);
+        return false;
+    }
+    return true;
+}
+
+static bool check_gate(PyObject* gate) {
+    if (!PyObject_TypeCheck(gate, GateType)) {
+        PyErr_Format(PyExc_TypeError, "gate must be a Gate, got %.200s", Py_TYPE(gate)->tp_name);
+        return false;
+    }
+    return true;
+}
+
+static PyObject* RecordGateway_new(PyTypeObject* type, PyObject* args, PyObject* kwargs) {
+    static const char* kwlist[] = {"gate", "target", "before", "after", "error", nullptr};
+    PyObject *gate, *target, *before = Py_None, *after = Py_None, *error = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|OOO:RecordGateway", const_cast<char**>(kwlist), &gate,
+                                     &target, &before, &after, &error))
+        return nullptr;
+    if (!check_gate(gate) || !check_callable("target", target, false) || !check_callable("before", before, true) ||
+        !check_callable("after", after, true) || !check_callable("error", error, true))
+        return nullptr;
+    auto* self = reinterpret_cast<RecordGatewayObject*>(type->tp_alloc(type, 0));
+    if (!self) return nullptr;
+    self->vectorcall = RecordGateway_vectorcall;
+    self->gate = reinterpret_cast<GateObject*>(Py_NewRef(gate));
+    self->target = Py_NewRef(target);
+    self->before = Py_NewRef(before);
+    self->after = Py_NewRef(after);
+    self->error = Py_NewRef(error);
+    self->weakreflist = nullptr;
+    return reinterpret_cast<PyObject*>(self);
+}
+
+static PyObject* ReplayGateway_new(PyTypeObject* type, PyObject* args, PyObject* kwargs) {
+    static const char* kwlist[] = {"gate", "target", "replay", nullptr};
+    PyObject *gate, *target, *replay;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO:ReplayGateway", const_cast<char**>(kwlist), &gate, &target,
+                                     &replay))
+        return nullptr;
+    if (!check_gate(gate) || !check_callable("target", target, false) || !check_callable("replay", replay, false))
+        return nullptr;
+    auto* self = reinterpret_cast<ReplayGatewayObject*>(type->tp_alloc(type, 0));
+    if (!self) return nullptr;
+    self->vectorcall = ReplayGateway_vectorcall;
+    self->gate = reinterpret_cast<GateObject*>(Py_NewRef(gate));
+    self->target = Py_NewRef(target);
+    self->replay = Py_NewRef(replay);
+    self->weakreflist = nullptr;
+    return reinterpret_cast<PyObject*>(self);
+}
+
+static int RecordGateway_traverse(PyObject* op, visitproc visit, void* arg) {
+    auto* self = reinterpret_cast<RecordGatewayObject*>(op);
+    Py_VISIT(Py_TYPE(op));
+    Py_VISIT(reinterpret_cast<PyObject*>(self->gate));
+    Py_VISIT(self->target);
+    Py_VISIT(self->before);
+    Py_VISIT(self->after);
+    Py_VISIT(self->error);
+    return 0;
+}
+
+static int RecordGateway_clear(PyObject* op) {
+    auto* self = reinterpret_cast<RecordGatewayObject*>(op);
+    // Keep the object callable after a GC clear: swap fields to None (the
+    // vectorcall reads them without NULL checks).  gate stays (it holds no
+    // references, so it cannot be part of a cycle).
+    Py_SETREF(self->target, Py_NewRef(Py_None));
+    Py_SETREF(self->before, Py_NewRef(Py_None));
+    Py_SETREF(self->after, Py_NewRef(Py_None));
+    Py_SETREF(self->error, Py_NewRef(Py_None));
+    return 0;
+}
+
+static void RecordGateway_dealloc(PyObject* op) {
+    auto* self = reinterpret_cast<RecordGatewayObject*>(op);
+    PyTypeObject* tp = Py_TYPE(op);
+    PyObject_GC_UnTrack(op);
+    if (self->weakreflist) PyObject_ClearWeakRefs(op);
+    Py_CLEAR(self->gate);
+    Py_CLEAR(self->target);
+    Py_CLEAR(self->before);
+    Py_CLEAR(self->after);
+    Py_CLEAR(self->error);
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+static int ReplayGateway_traverse(PyObject* op, visitproc visit, void* arg) {
+    auto* self = reinterpret_cast<ReplayGatewayObject*>(op);
+    Py_VISIT(Py_TYPE(op));
+    Py_VISIT(reinterpret_cast<PyObject*>(self->gate));
+    Py_VISIT(self->target);
+    Py_VISIT(self->replay);
+    return 0;
+}
+
+static int ReplayGateway_clear(PyObject* op) {
+    auto* self = reinterpret_cast<ReplayGatewayObject*>(op);
+    Py_SETREF(self->target, Py_NewRef(Py_None));
+    Py_SETREF(self->replay, Py_NewRef(Py_None));
+    return 0;
+}
+
+static void ReplayGateway_dealloc(PyObject* op) {
+    auto* self = reinterpret_cast<ReplayGatewayObject*>(op);
+    PyTypeObject* tp = Py_TYPE(op);
+    PyObject_GC_UnTrack(op);
+    if (self->weakreflist) PyObject_ClearWeakRefs(op);
+    Py_CLEAR(self->gate);
+    Py_CLEAR(self->target);
+    Py_CLEAR(self->replay);
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+// Function-like binding: through an instance -> bound method.
+static PyObject* Gateway_descr_get(PyObject* self, PyObject* obj, PyObject*) {
+    if (obj == nullptr) return Py_NewRef(self);
+    return PyMethod_New(self, obj);
+}
+
+template <typename T>
+static PyObject* Gateway_get_wrapped(PyObject* self, void*) {
+    return Py_NewRef(reinterpret_cast<T*>(self)->target);
+}
+
+template <typename T>
+static PyObject* Gateway_get_name(PyObject* self, void*) {
+    PyObject* name = PyObject_GetAttrString(reinterpret_cast<T*>(self)->target, "__name__");
+    if (!name) {
+        PyErr_Clear();
+        return PyUnicode_FromString(Py_TYPE(self)->tp_name);
+    }
+    return name;
+}
+
+static PyObject* RecordGateway_repr(PyObject* self) {
+    return PyUnicode_FromFormat("<RecordGateway for %R>", reinterpret_cast<RecordGatewayObject*>(self)->target);
+}
+static PyObject* ReplayGateway_repr(PyObject* self) {
+    return PyUnicode_FromFormat("<ReplayGateway for %R>", reinterpret_cast<ReplayGatewayObject*>(self)->target);
+}
+
+static PyGetSetDef RecordGateway_getset[] = {
+    {"__wrapped__", Gateway_get_wrapped<RecordGatewayObject>, nullptr, "the target", nullptr},
+    {"__name__", Gateway_get_name<RecordGatewayObject>, nullptr, "the target's __name__", nullptr},
+    {nullptr, nullptr, nullptr, nullptr, nullptr},
+};
+static PyGetSetDef ReplayGateway_getset[] = {
+    {"__wrapped__", Gateway_get_wrapped<ReplayGatewayObject>, nullptr, "the target", nullptr},
+    {"__name__", Gateway_get_name<ReplayGatewayObject>, nullptr, "the target's __name__", nullptr},
+    {nullptr, nullptr, nullptr, nullptr, nullptr},
+};
+
+static PyMemberDef RecordGateway_members[] = {
+    {"gate", RETRACE_T_OBJECT_EX, offsetof(RecordGatewayObject, gate), RETRACE_READONLY, nullptr},
+    {"target", RETRACE_T_OBJECT_EX, offsetof(RecordGatewayObject, target), RETRACE_READONLY, nullptr},
+    {"before", RETRACE_T_OBJECT_EX, offsetof(RecordGatewayObject, before), RETRACE_READONLY, nullptr},
+    {"after", RETRACE_T_OBJECT_EX, offsetof(RecordGatewayObject, after), RETRACE_READONLY, nullptr},
+    {"error", RETRACE_T_OBJECT_EX, offsetof(RecordGatewayObject, error), RETRACE_READONLY, nullptr},
+    {"__vectorcalloffset__", RETRACE_T_PYSSIZET, offsetof(RecordGatewayObject, vectorcall), RETRACE_READONLY, nullptr},
+    {"__weaklistoffset__", RETRACE_T_PYSSIZET, offsetof(RecordGatewayObject, weakreflist), RETRACE_READONLY, nullptr},
+    {nullptr, 0, 0, 0, nullptr},
+};
+static PyMemberDef ReplayGateway_members[] = {
+    {"gate", RETRACE_T_OBJECT_EX, offsetof(ReplayGatewayObject, gate), RETRACE_READONLY, nullptr},
+    {"target", RETRACE_T_OBJECT_EX, offsetof(ReplayGatewayObject, target), RETRACE_READONLY, nullptr},
+    {"replay", RETRACE_T_OBJECT_EX, offsetof(ReplayGatewayObject, replay), RETRACE_READONLY, nullptr},
+    {"__vectorcalloffset__", RETRACE_T_PYSSIZET, offsetof(ReplayGatewayObject, vectorcall), RETRACE_READONLY, nullptr},
+    {"__weaklistoffset__", RETRACE_T_PYSSIZET, offsetof(ReplayGatewayObject, weakreflist), RETRACE_READONLY, nullptr},
+    {nullptr, 0, 0, 0, nullptr},
+};
+
+static PyType_Slot RecordGateway_slots[] = {
+    {Py_tp_new, reinterpret_cast<void*>(RecordGateway_new)},
+    {Py_tp_dealloc, reinterpret_cast<void*>(RecordGateway_dealloc)},
+    {Py_tp_traverse, reinterpret_cast<void*>(RecordGateway_traverse)},
+    {Py_tp_clear, reinterpret_cast<void*>(RecordGateway_clear)},
+    {Py_tp_call, reinterpret_cast<void*>(PyVectorcall_Call)},
+    {Py_tp_descr_get, reinterpret_cast<void*>(Gateway_descr_get)},
+    {Py_tp_members, RecordGateway_members},
+    {Py_tp_getset, RecordGateway_getset},
+    {Py_tp_repr, reinterpret_cast<void*>(RecordGateway_repr)},
+    {Py_tp_doc, const_cast<char*>(
+        "RecordGateway(gate, target, before=None, after=None, error=None): records an internal->external call.")},
+    {0, nullptr},
+};
+static PyType_Slot ReplayGateway_slots[] = {
+    {Py_tp_new, reinterpret_cast<void*>(ReplayGateway_new)},
+    {Py_tp_dealloc, reinterpret_cast<void*>(ReplayGateway_dealloc)},
+    {Py_tp_traverse, reinterpret_cast<void*>(ReplayGateway_traverse)},
+    {Py_tp_clear, reinterpret_cast<void*>(ReplayGateway_clear)},
+    {Py_tp_call, reinterpret_cast<void*>(PyVectorcall_Call)},
+    {Py_tp_descr_get, reinterpret_cast<void*>(Gateway_descr_get)},
+    {Py_tp_members, ReplayGateway_members},
+    {Py_tp_getset, ReplayGateway_getset},
+    {Py_tp_repr, reinterpret_cast<void*>(ReplayGateway_repr)},
+    {Py_tp_doc, const_cast<char*>("ReplayGateway(gate, target, replay): replay() while INTERNAL, else target().")},
+    {0, nullptr},
+};
+
+// METHOD_DESCRIPTOR: `obj.method(x)` calls gateway(obj, x) without creating a
+// bound method (the interpreter's LOAD_METHOD fast path), as for functions.
+static constexpr unsigned long GATEWAY_FLAGS = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
+                                               Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR;
+
+static PyType_Spec RecordGateway_spec = {
+    "retracesoftware.utils._utils.RecordGateway", sizeof(RecordGatewayObject), 0, GATEWAY_FLAGS,
+    RecordGateway_slots,
+};
+static PyType_Spec ReplayGateway_spec = {
+    "retracesoftware.utils._utils.ReplayGateway", sizeof(ReplayGatewayObject), 0, GATEWAY_FLAGS,
+    ReplayGateway_slots,
+};
+
+// ------------------------------------------------------------- C API capsule
+//
+// Other extensions (e.g. _stream) may read/write a Gate's phase without a
+// Python call: PyCapsule_Import("retracesoftware.utils._utils._C_API", 0).
+// Layout is versioned by `version`; fields are only ever appended.
+
+struct RetraceUtilsCAPI {
+    int version;
+    PyTypeObject* gate_type;
+    int (*gate_get)(PyObject* gate);           // no type check: caller checks gate_type
+    void (*gate_set)(PyObject* gate, int phase);  // phase must be 0, 1 or 2
+};
+
+static int capi_gate_get(PyObject* gate) { return gate_get(reinterpret_cast<GateObject*>(gate)); }
+static void capi_gate_set(PyObject* gate, int phase) { gate_set(reinterpret_cast<GateObject*>(gate), phase); }
+
+static RetraceUtilsCAPI& capi() {
+    static RetraceUtilsCAPI api{1, nullptr, capi_gate_get, capi_gate_set};
+    return api;
+}
+
+static int add_type(PyObject* module, PyType_Spec* spec, PyTypeObject** out, const char* name) {
+    PyObject* type = PyType_FromSpec(spec);
+    if (!type) return -1;
+    *out = reinterpret_cast<PyTypeObject*>(type);
+    Py_INCREF(type);  // one ref kept in *out for the life of the process
+    if (PyModule_AddObject(module, name, type) < 0) {
+        Py_DECREF(type);
+        return -1;
+    }
+    return 0;
+}
+
+int init_gates(PyObject* module) {
+    if (add_type(module, &Gate_spec, &GateType, "Gate") < 0) return -1;
+    if (add_type(module, &GateUsing_spec, &GateUsingType, "_GateUsing") < 0) return -1;
+    if (add_type(module, &RecordGateway_spec, &RecordGatewayType, "RecordGateway") < 0) return -1;
+    if (add_type(module, &ReplayGateway_spec, &ReplayGatewayType, "ReplayGateway") < 0) return -1;
+    if (PyModule_AddIntConstant(module, "DISABLED", DISABLED) < 0) return -1;
+    if (PyModule_AddIntConstant(module, "INTERNAL", INTERNAL) < 0) return -1;
+    if (PyModule_AddIntConstant(module, "EXTERNAL", EXTERNAL) < 0) return -1;
+    capi().gate_type = GateType;
+    PyObject* capsule = PyCapsule_New(&capi(), "retracesoftware.utils._utils._C_API", nullptr);
+    if (!capsule) return -1;
+    if (PyModule_AddObject(module, "_C_API", capsule) < 0) {
+        Py_DECREF(capsule);
+        return -1;
+    }
+    return 0;
+}
+
+}  // namespace retrace::utils

@@ -1,0 +1,14 @@
+// Module plumbing of retracesoftware.utils._utils (pybind11 for the module
+// object only; every hot path is raw CPython API in the other files).
+#include <pybind11/pybind11.h>
+
+#include "utils.h"
+
+namespace py = pybind11;
+using namespace retrace::utils;
+
+PYBIND11_MODULE(_utils, m) {
+    m.doc() = "retracesoftware.utils C++ backend (see utils/README.md)";
+    PyObject* mod = m.ptr();
+    if (init_gates(mod) < 0 || init_fingerprint(mod) < 0) throw py::error_already_set();
+}

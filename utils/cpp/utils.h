@@ -1,0 +1,56 @@
+// Shared declarations of the _utils extension (retracesoftware.utils C++ backend).
+//
+// GIL rules: every function here is called with the GIL held.  The per-thread
+// phase storage is thread_local, so reads/writes need no lock; the slot
+// allocator of Gate objects is only touched with the GIL held (Gate
+// creation/destruction).  Free-threaded (no-GIL) builds are not supported.
+#pragma once
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <cstdint>
+
+// PYVERSIONS: 3.12 made the PyMemberDef constants public (Py_T_*, Py_READONLY).
+#if PY_VERSION_HEX >= 0x030C0000
+#define RETRACE_T_OBJECT_EX Py_T_OBJECT_EX
+#define RETRACE_T_PYSSIZET Py_T_PYSSIZET
+#define RETRACE_READONLY Py_READONLY
+#else
+#include <structmember.h>
+#define RETRACE_T_OBJECT_EX T_OBJECT_EX
+#define RETRACE_T_PYSSIZET T_PYSSIZET
+#define RETRACE_READONLY READONLY
+#endif
+
+namespace retrace::utils {
+
+enum Phase : int { DISABLED = 0, INTERNAL = 1, EXTERNAL = 2 };
+
+// ---- gate.cpp
+struct GateObject;
+extern PyTypeObject* GateType;
+int gate_get(GateObject* gate) noexcept;
+void gate_set(GateObject* gate, int phase);   // phase already validated
+int init_gates(PyObject* module);             // Gate, _GateUsing, RecordGateway, ReplayGateway, _C_API
+
+// ---- fingerprint.cpp
+int init_fingerprint(PyObject* module);
+
+// ---- typepatch.cpp
+int init_typepatch(PyObject* module);
+
+// ---- identity_hash.cpp
+int init_identity_hash(PyObject* module);
+
+// ---- stack.cpp
+int init_stack(PyObject* module);
+
+// Exception save/restore that works on 3.11 (type, value, tb) and 3.12+
+// (single exception object).  Returns a normalised exception instance with
+// its traceback attached (new reference), clearing the error indicator.
+PyObject* fetch_exception() noexcept;
+// Steals `exc`.
+void restore_exception(PyObject* exc) noexcept;
+
+}  // namespace retrace::utils
