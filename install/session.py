@@ -1,0 +1,144 @@
+"""Record/replay sessions: stream + proxy + installer wired for one process.
+
+This is the only module where ``stream`` and ``proxy`` meet (DESIGN §2):
+the stream's StreamWriter/StreamReader already satisfy proxy's Writer/Reader
+protocols, so the adapters are the objects themselves, configured here.
+"""
+from __future__ import annotations
+
+import _thread
+import os
+import sys
+
+from retracesoftware.install.installer import Installer
+from retracesoftware.install.threads import ThreadRegistry, thread_start_functions, wrap_thread_start
+from retracesoftware.utils import DISABLED, INTERNAL
+from retracesoftware.utils.errors import RecordingFormatError, ReplayDivergence
+
+_os_exit = os._exit
+_write_stderr = sys.stderr.write
+_flush_stderr = sys.stderr.flush
+
+
+def stream_writer(path, preamble, *, thread_id=None, **options):
+    """The recording writer (a proxy ``Writer``)."""
+    from retracesoftware.stream import StreamWriter
+    return StreamWriter(path, preamble, thread_id=thread_id, **options)
+
+
+def stream_reader(path):
+    """The recording reader (a proxy ``Reader``)."""
+    from retracesoftware.stream import StreamReader
+    return StreamReader(path)
+
+
+def open_recording(path, pid=None):
+    try:
+        reader = stream_reader(path)
+    except RecordingFormatError:
+        raise
+    except IsADirectoryError:
+        raise RecordingFormatError(f"{path} is a directory, not a recording — give the recording file") from None
+    except PermissionError:
+        raise RecordingFormatError(f"cannot read recording {path}: permission denied — check its mode") from None
+    except OSError as exc:
+        raise RecordingFormatError(f"cannot open recording {path}: {exc.strerror} — check the path") from None
+    return reader
+
+
+class _Session:
+    mode = ""
+
+    def __init__(self, config):
+        self.config = config
+        self.threads = ThreadRegistry()
+        self.system = None
+        self.installer = None
+        self._closed = False
+
+    def _install(self):
+        self.installer = Installer(self.system, self.config)
+        self.installer.install()
+        for module, attr in thread_start_functions():
+            start = getattr(module, attr)
+            wrapped = wrap_thread_start(self.system, self.threads, start)
+            self.installer._set(module, attr, wrapped)
+            self.installer._replace_everywhere({id(start): (start, wrapped)})
+
+    def run(self, fn, *args):
+        """Run the program's code on this thread in the INTERNAL phase."""
+        self.system.gate.phase = INTERNAL
+        return fn(*args)
+
+    def main_finished(self, code):
+        self.exit_code = code
+
+
+class RecordSession(_Session):
+    mode = "record"
+
+    def __init__(self, path, preamble, config, *, stacks=False):
+        super().__init__(config)
+        from retracesoftware.proxy import System
+        self.path = path
+        self.writer = stream_writer(path, preamble, thread_id=self.threads.current)
+        self.system = System("record", writer=self.writer, thread_id=self.threads.current,
+                             stacks=stacks)
+
+    def start(self):
+        self._install()
+
+    def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        self.system.gate.phase = DISABLED
+        try:
+            self.system.finish()
+        finally:
+            self.writer.close()
+
+
+class ReplaySession(_Session):
+    mode = "replay"
+
+    def __init__(self, reader, preamble, config, *, pdb=False, thread_timeout=10.0, debug=False):
+        super().__init__(config)
+        from retracesoftware.proxy import System
+        self.reader = reader
+        self.debug = debug
+        self.pdb = pdb
+        self.system = System("replay", reader=reader, thread_id=self.threads.current,
+                             deadlock_timeout=thread_timeout)
+
+    def start(self):
+        self._install()
+
+    def divergence(self, exc) -> int:
+        try:
+            sys.stdout.flush()
+        except Exception:
+            pass
+        message = str(exc).splitlines() or ["replay diverged"]
+        _write_stderr(f"retrace: error: {message[0]}\n")
+        for line in message[1:]:
+            _write_stderr(f"retrace:   {line}\n")
+        _flush_stderr()
+        self._closed = True
+        return ReplayDivergence.exit_code
+
+    def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        self.system.gate.phase = DISABLED
+        try:
+            self.system.finish()
+        except ReplayDivergence as exc:
+            code = self.divergence(exc)
+            _os_exit(code)
+        finally:
+            try:
+                self.reader.close()
+            except Exception:
+                pass

@@ -1,0 +1,176 @@
+"""Record and replay a whole program in this process (the CLI's engine room).
+
+Record:  choose the hash seed → open the recording (preamble first) → build a
+         System in record mode → install the boundary → run the program as
+         ``__main__`` in the INTERNAL phase → at interpreter exit (after
+         non-daemon threads are joined and the program's atexit handlers
+         ran) close the recording.
+Replay:  open the recording → check the preamble (Python version, sources,
+         configs) → pin the recorded hash seed → System in replay mode →
+         install → run the same program; its boundary calls are answered
+         from the recording → at exit check the whole recording was used.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import time
+
+from retracesoftware import preamble as preamble_mod
+from retracesoftware.runner import Target, UsageError, execute, parse_command, prepare_sys, report_exception
+
+EXIT_DIVERGENCE = 3
+EXIT_BAD_RECORDING = 4
+
+_HASHSEED_MARK = "RETRACE_PINNED_HASHSEED"
+
+# Private references: the program may patch or replace these.
+_os_exit = os._exit
+_execv = os.execv
+_environ = os.environ
+
+
+def _say(opts, message: str) -> None:
+    if opts.verbose:
+        sys.stderr.write(f"retrace: {message}\n")
+        sys.stderr.flush()
+
+
+def _reexec_with_hash_seed(seed: str) -> None:
+    """Restart this command with PYTHONHASHSEED pinned (same pid, same argv)."""
+    env = dict(_environ)
+    env["PYTHONHASHSEED"] = seed
+    env[_HASHSEED_MARK] = seed
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable] + sys.orig_argv[1:], env)
+
+
+def _current_hash_seed() -> str | None:
+    """The seed this interpreter runs with, when we know it."""
+    value = _environ.get("PYTHONHASHSEED")
+    if value is None or value == "random":
+        return None
+    return value
+
+
+def _forget_our_hash_seed() -> None:
+    # The program sees the environment it was started with: if we set
+    # PYTHONHASHSEED ourselves, take it (and our mark) out again.
+    if _environ.pop(_HASHSEED_MARK, None) is not None:
+        _environ.pop("PYTHONHASHSEED", None)
+
+
+def expand_recording_path(pattern: str) -> str:
+    path = pattern.replace("{pid}", str(os.getpid()))
+    if "%" in path:
+        path = time.strftime(path)
+    return path
+
+
+def _load_config():
+    from retracesoftware.install.config import load_config
+    return load_config()
+
+
+def record_main(opts) -> int:
+    interpreter, target = parse_command(opts.command)
+    if interpreter is not None and not _same_interpreter(interpreter):
+        # Another Python: let it record itself with its own retracesoftware.
+        argv = [interpreter, "-m", "retracesoftware"] + _option_args(opts) + ["--"] + opts.command[1:]
+        sys.stdout.flush()
+        os.execvp(interpreter, argv)
+    seed = _current_hash_seed()
+    if seed is None:
+        import random as _random_mod  # before install: our choice is not the program's
+        _reexec_with_hash_seed(str(_random_mod.SystemRandom().randrange(1, 2**32)))
+    pinned_by_us = _environ.get(_HASHSEED_MARK) == seed
+    _forget_our_hash_seed()
+
+    path = expand_recording_path(opts.recording)
+    config = _load_config()
+    from retracesoftware.install.session import RecordSession
+
+    pre = preamble_mod.build(target, hash_seed=seed, config_digest=config.digest,
+                             options={"stacks": opts.stacks, "hash_seed_pinned_by_retrace": pinned_by_us})
+    try:
+        session = RecordSession(path, pre, config, stacks=opts.stacks)
+    except OSError as exc:
+        from retracesoftware.utils.errors import RecordingError
+        raise RecordingError(f"cannot create recording {path}: {exc.strerror} — choose a writable path") from exc
+    _say(opts, f"recording to {path}")
+    atexit.register(session.close)   # registered first, so it runs last
+    prepare_sys(target)
+    session.start()
+    try:
+        session.run(execute, target)
+        code = 0
+    except BaseException as exc:  # the program's own exception: report as python would
+        code = report_exception(exc)
+    session.main_finished(code)
+    return code
+
+
+def replay_main(opts) -> int:
+    from retracesoftware.install.session import ReplaySession, open_recording
+
+    path = opts.recording
+    if not os.path.exists(path):
+        from retracesoftware.utils.errors import RecordingFormatError
+        raise RecordingFormatError(f"recording {path} does not exist — check the path")
+    reader = open_recording(path, pid=opts.pid)
+    pre = reader.preamble
+    if not isinstance(pre, dict) or "target" not in pre:
+        from retracesoftware.utils.errors import RecordingFormatError
+        raise RecordingFormatError(f"{path} has no retrace preamble — not a recording made by retracesoftware")
+    config = _load_config()
+    problems = preamble_mod.check(pre, config_digest=config.digest, force=opts.force)
+    for problem in problems:
+        sys.stderr.write(f"retrace: warning: {problem} (replaying anyway: --force)\n")
+    seed = str(pre.get("hash_seed"))
+    if _current_hash_seed() != seed:
+        reader.close()
+        _reexec_with_hash_seed(seed)
+    _forget_our_hash_seed()
+
+    target = Target.from_json(pre["target"])
+    session = ReplaySession(reader, pre, config, pdb=opts.pdb, thread_timeout=opts.thread_timeout,
+                            debug=opts.debug)
+    atexit.register(session.close)
+    # The program sees what it saw when recorded.
+    sys.argv[:] = list(pre.get("argv", sys.argv))
+    sys.path[:] = list(pre.get("sys_path", sys.path))
+    prepare_sys(target)
+    session.start()
+    try:
+        session.run(execute, target)
+        code = 0
+    except BaseException as exc:
+        from retracesoftware.utils.errors import ReplayDivergence
+        if isinstance(exc, ReplayDivergence):
+            return session.divergence(exc)
+        code = report_exception(exc)
+    session.main_finished(code)
+    return code
+
+
+def _same_interpreter(name: str) -> bool:
+    import shutil
+    found = shutil.which(name) if os.sep not in name else name
+    if found is None:
+        raise UsageError(f"interpreter {name!r} not found on PATH")
+    try:
+        return os.path.samefile(found, sys.executable) or os.path.realpath(found) == os.path.realpath(sys.executable)
+    except OSError:
+        return False
+
+
+def _option_args(opts) -> list[str]:
+    args = ["--recording", opts.recording]
+    for flag in ("force", "debug", "verbose", "stacks"):
+        if getattr(opts, flag):
+            args.append("--" + flag)
+    for name in opts.redact:
+        args += ["--redact", name]
+    return args
