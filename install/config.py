@@ -79,9 +79,11 @@ _TYPE_LISTS = ("methods", "getters")
 _TYPE_KEYS = _TYPE_LISTS + ("construct", "callback", "when")
 _WHEN_KEYS = ("python", "platform")
 # A module attribute has exactly one role.  ("types" are the keys of the
-# types table.)  patch_hash may overlap: a bound type can also get
-# deterministic hashes.
+# types table.)  patch_hash may overlap anything: a bound type can also get
+# deterministic hashes.  proxy + types may overlap: a factory function can
+# share its name with the type of its results (select.poll).
 _EXCLUSIVE_ROLES = ("proxy", "disable", "bind", "immutable", "types")
+_COMPATIBLE_ROLES = frozenset({frozenset(("proxy", "types"))})
 # Directives whose items are type names (may be dotted for nested classes).
 _DOTTED_ITEMS = ("immutable", "patch_hash")
 
@@ -642,7 +644,7 @@ class _Validator:
             for tname, tbody in table.items():
                 types[tname] = self.type_(path + ("types", tname), tname, tbody)
         self.exclusive(path, {**lists, "types": tuple(types)})
-        callback = self.callback(path, body.get("callback", {}), lists["proxy"], "proxy")
+        callback = self.callback(path, body.get("callback", {}))
         when = self.when(path, body["when"]) if "when" in body else None
         return ModuleConfig(
             name=name,
@@ -665,7 +667,7 @@ class _Validator:
         construct = body.get("construct", True)
         if not isinstance(construct, bool):
             raise self.error(path + ("construct",), f"got {_type_name(construct)}", "expected true or false")
-        callback = self.callback(path, body.get("callback", {}), lists["methods"], "methods")
+        callback = self.callback(path, body.get("callback", {}))
         when = self.when(path, body["when"]) if "when" in body else None
         return TypeConfig(name=name, construct=construct, callback=callback, when=when, **lists)
 
@@ -690,33 +692,37 @@ class _Validator:
         return tuple(value)
 
     def exclusive(self, path: tuple, roles: Mapping[str, tuple[str, ...]]) -> None:
-        """A name has one role (e.g. not both proxy and disable)."""
-        keys = [k for k in (_EXCLUSIVE_ROLES if "proxy" in roles else _TYPE_LISTS) if k in roles]
-        owner: dict[str, str] = {}
+        """A name has one role: a function is not both proxied and disabled,
+        a type not both passed by value and bound.  (proxy and types may
+        share a name: a factory such as ``select.poll`` returns instances of
+        a type with the same name.)"""
+        owner: dict[str, list[str]] = {}
+        keys = [k for k in roles if k in _EXCLUSIVE_ROLES or k in _TYPE_LISTS]
         for key in keys:
             for i, name in enumerate(roles[key]):
-                if name in owner:
+                clash = [k for k in owner.get(name, ()) if frozenset((k, key)) not in _COMPATIBLE_ROLES]
+                if clash:
                     where = path + ((key, name) if key == "types" else (key, i))
                     raise self.error(
                         where,
-                        f"{name!r} is also in {owner[name]}",
+                        f"{name!r} is also in {clash[0]}",
                         f"expected each name in only one of {', '.join(keys)}",
                     )
-                owner[name] = key
+                owner.setdefault(name, []).append(key)
 
-    def callback(self, path: tuple, table: Any, functions: tuple[str, ...], listed_in: str) -> Mapping:
+    def callback(self, path: tuple, table: Any) -> Mapping:
+        """Function/method name -> argument positions or keyword names that
+        carry callables.  The function need not be in proxy: registering a
+        handler (signal.signal) is not itself a boundary call, but the
+        handler's later invocations are recorded as CALLBACK events."""
         path = path + ("callback",)
         if not isinstance(table, dict):
             raise self.error(path, f"got {_type_name(table)}", 'expected a table like { "signal" = [1] }')
         out = {}
         for fn, indexes in table.items():
             fpath = path + (fn,)
-            if fn not in functions:
-                raise self.error(
-                    fpath,
-                    f"{fn!r} is not in {listed_in}",
-                    f"expected a callback only on a function listed in {listed_in}",
-                )
+            if not _valid_identifier(fn):
+                raise self.error(fpath, f"invalid function name {fn!r}", "expected a Python identifier")
             if not isinstance(indexes, list) or not indexes:
                 raise self.error(
                     fpath, f"got {_type_name(indexes)}" if not isinstance(indexes, list) else "empty array",
