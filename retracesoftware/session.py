@@ -174,3 +174,34 @@ def _option_args(opts) -> list[str]:
     for name in opts.redact:
         args += ["--redact", name]
     return args
+
+
+def start_recording_in_place(opts) -> None:
+    """Record the running interpreter from here on (the ``.pth`` hook's entry).
+
+    The interpreter itself then runs the program as ``__main__``; the recording
+    replays with ``python -m retracesoftware --recording PATH`` like any other.
+    """
+    _, target = parse_command(opts.command)
+    seed = _current_hash_seed()
+    if seed is None:
+        import random as _random_mod
+        _reexec_with_hash_seed(str(_random_mod.SystemRandom().randrange(1, 2**32)))
+    pinned_by_us = _environ.get(_HASHSEED_MARK) == seed
+    _forget_our_hash_seed()
+    _environ["RETRACE_ACTIVE"] = str(os.getpid())
+    path = expand_recording_path(opts.recording)
+    config = _load_config()
+    from retracesoftware.install.session import RecordSession
+
+    saved_argv = list(sys.argv)
+    sys.argv[:] = target.argv
+    pre = preamble_mod.build(target, hash_seed=seed, config_digest=config.digest,
+                             options={"stacks": False, "hash_seed_pinned_by_retrace": pinned_by_us,
+                                      "started_by": "pth-hook"})
+    sys.argv[:] = saved_argv
+    _environ.pop("RETRACE_ACTIVE", None)
+    session = RecordSession(path, pre, config)
+    atexit.register(session.close)
+    session.start()
+    session.system.gate.phase = 1  # INTERNAL: the interpreter now runs the program
