@@ -142,6 +142,22 @@ SCANNER_CASES = [
         't.toml:6: modules."m".when.platform: got an array',
     ),
     (
+        '[modules."x"]\nproxy = ["ok"]\nbind = ["class"]\n',
+        't.toml:3: modules."x".bind[0]: invalid name \'class\' — expected a Python identifier',
+    ),
+    (
+        '[modules."x"]\nimmutable = ["A.B", "A..B"]\n',
+        't.toml:2: modules."x".immutable[1]: invalid name \'A..B\' — expected a dotted Python name',
+    ),
+    (
+        '[modules."x"]\ncallback = { f = [-1] }\n',
+        't.toml:2: modules."x".callback."f"[0]: negative position -1 — expected an int >= 0',
+    ),
+    (
+        '[modules."x"]\ncallback = { f = [true] }\n',
+        't.toml:2: modules."x".callback."f"[0]: got a boolean',
+    ),
+    (
         'modules = 3\n',
         't.toml:1: modules: got an integer',
     ),
