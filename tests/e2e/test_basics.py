@@ -1,7 +1,7 @@
 """Core scenarios: clocks, randomness, ids, environment, exit codes, errors."""
 import os
 
-from conftest import assert_faithful
+from retrace_testing import assert_faithful
 
 
 def test_flaky_example_replays(scenario):

@@ -2,7 +2,7 @@
 replay; writes never touch the disk on replay."""
 import os
 
-from conftest import assert_faithful
+from retrace_testing import assert_faithful
 
 
 def test_read_data_file_deleted_before_replay(scenario):

@@ -1,7 +1,7 @@
 """Bad usage and bad recordings: one clear line and the documented exit code."""
 import sys
 
-from conftest import run
+from retrace_testing import run
 
 
 def cli(tmp_path, *args):
