@@ -33,6 +33,8 @@ def _env(extra=None):
     env = dict(os.environ)
     env.pop("PYTHONHASHSEED", None)
     env.pop("RETRACE", None)
+    # `python` in a recorded command is the test interpreter, as in an activated venv.
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     env.update(extra or {})
     return env
 
