@@ -82,11 +82,29 @@ class RecordSession(_Session):
         from retracesoftware.proxy import System
         self.path = path
         self.writer = stream_writer(path, preamble, thread_id=self.threads.current)
-        self.system = System("record", writer=self.writer, thread_id=self.threads.current,
-                             stacks=stacks)
+        self.system = None
+        try:
+            self.system = System("record", writer=self.writer, thread_id=self.threads.current,
+                                 stacks=stacks)
+        except BaseException:
+            self.abandon()
+            raise
 
     def start(self):
         self._install()
+
+    def abandon(self):
+        """Undo everything and delete the recording (start-up failed)."""
+        self._closed = True
+        if self.installer is not None:
+            self.installer.uninstall()
+        try:
+            self.writer.close()
+        finally:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
 
     def close(self):
         if self._closed:

@@ -99,10 +99,15 @@ def record_main(opts) -> int:
     except OSError as exc:
         from retracesoftware.utils.errors import RecordingError
         raise RecordingError(f"cannot create recording {path}: {exc.strerror} — choose a writable path") from exc
+    try:
+        prepare_sys(target)
+        session.start()
+    except BaseException:
+        # Nothing half-written is left behind when we fail before the program runs.
+        session.abandon()
+        raise
     _say(opts, f"recording to {path}")
     atexit.register(session.close)   # registered first, so it runs last
-    prepare_sys(target)
-    session.start()
     try:
         session.run(execute, target)
         code = 0
