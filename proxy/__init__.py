@@ -1,1 +1,32 @@
-"""retracesoftware.proxy — the record/replay engine (see README.md)."""
+"""retracesoftware.proxy — the record/replay engine (see README.md).
+
+Pure logic, no I/O: it writes to and reads from the `Writer`/`Reader`
+protocols (protocol.py) and never imports `retracesoftware.stream`.
+"""
+from retracesoftware.utils.errors import ReplayDivergence
+
+from retracesoftware.proxy.memory import Handle, MemoryReader, MemoryWriter
+from retracesoftware.proxy.protocol import Reader, Writer
+from retracesoftware.proxy.stubs import ExternalObject, StubFactory
+from retracesoftware.proxy.system import (RECORD, REPLAY, Callback, System,
+                                          capture_stack, describe_call)
+from retracesoftware.proxy.threads import ThreadIds, ThreadSequencer
+
+__all__ = [
+    "RECORD",
+    "REPLAY",
+    "Callback",
+    "ExternalObject",
+    "Handle",
+    "MemoryReader",
+    "MemoryWriter",
+    "Reader",
+    "ReplayDivergence",
+    "StubFactory",
+    "System",
+    "ThreadIds",
+    "ThreadSequencer",
+    "Writer",
+    "capture_stack",
+    "describe_call",
+]

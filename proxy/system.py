@@ -1,0 +1,746 @@
+"""`System`: the record/replay boundary (DESIGN §3, tape grammar docs/EVENTS.md).
+
+Per call, the work is done by `utils` gateways (vectorcall in the C++
+backend): ``RecordGateway(gate, target, before, after, error)`` on record,
+``ReplayGateway(gate, target, replay)`` on replay. This module builds them
+at patch time and supplies the rare paths (binding new objects, callbacks,
+divergence reports). Our own work runs with the phase DISABLED so that any
+patched thing we touch (locks, ``time``) passes straight through.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import reprlib
+import sys
+import traceback
+
+from retracesoftware import utils
+from retracesoftware.utils import (DISABLED, EXTERNAL, INTERNAL, Gate,
+                                   RecordGateway, ReplayGateway, fingerprint)
+from retracesoftware.utils.errors import ReplayDivergence
+
+from retracesoftware.proxy.memory import is_structseq
+from retracesoftware.proxy.protocol import (BIND, CALL, CALLBACK, CALLBACK_DEF,
+                                            CALLBACK_ERROR, CALLBACK_RESULT,
+                                            ERROR, INIT, NEW, RESULT, STACK,
+                                            event_index)
+from retracesoftware.proxy.stubs import (ExternalObject, StubFactory,
+                                         external_call, external_getattr)
+from retracesoftware.proxy.threads import Deadlock, ThreadIds, ThreadSequencer
+
+RECORD = "record"
+REPLAY = "replay"
+
+_PLAIN = frozenset({type(None), bool, int, float, str, bytes})
+_SCALAR_BASES = (bool, int, float, str, bytes)
+_EXTERNAL_PREFIX = "external:"
+_FP_NO_ARGS = fingerprint()
+
+# Frames of these files are our machinery, not the program: skipped when a
+# divergence names "where" (proxy's own folder and the utils layer).
+_OWN_DIRS = tuple(
+    os.path.dirname(os.path.abspath(p)) + os.sep
+    for p in (__file__, utils.__file__)
+)
+
+
+def _qualname(cls) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _own_frame(filename: str) -> bool:
+    return filename.startswith(_OWN_DIRS) or filename.endswith(("functools.py", "contextlib.py"))
+
+
+def capture_stack():
+    """The replaying/recording Python stack, innermost last, our frames removed."""
+    capture = getattr(utils, "capture_stack", None)
+    if capture is not None:
+        frames = [tuple(f)[:3] for f in capture()]
+    else:
+        frames = [(f.filename, f.lineno, f.name) for f in traceback.extract_stack()]
+    return tuple(f for f in frames if not _own_frame(f[0]))
+
+
+_repr = reprlib.Repr()
+_repr.maxstring = 40
+_repr.maxother = 40
+_repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 4
+
+
+def _summary(value) -> str:
+    """repr of plain values only: never runs a program's (or external) __repr__."""
+    t = type(value)
+    if t in _PLAIN or t in (tuple, list, dict, set, frozenset):
+        try:
+            return _repr.repr(value)
+        except Exception:
+            pass
+    return f"<{t.__name__}>"
+
+
+def describe_call(name, args, kwargs) -> str:
+    parts = [_summary(a) for a in args]
+    parts += [f"{k}={_summary(v)}" for k, v in kwargs.items()]
+    return f"{name}({', '.join(parts)})"
+
+
+def _describe_recorded(name, fp) -> str:
+    if fp == _FP_NO_ARGS:
+        return f"{name}()"
+    return f"{name}(<args fingerprint {fp:#010x}>)" if isinstance(fp, int) else f"{name}(?)"
+
+
+def _where(stack) -> str:
+    if not stack:
+        return "<unknown>"
+    filename, lineno, _ = stack[-1]
+    return f"{os.path.basename(filename)}:{lineno}"
+
+
+class Callback:
+    """A user function handed to external code (``System.callback``)."""
+
+    __slots__ = ("fn", "name", "_system", "_bound", "__weakref__")
+
+    def __init__(self, system, fn, name):
+        self.fn = fn
+        self.name = name
+        self._system = system
+        self._bound = False
+
+    def __call__(self, *args, **kwargs):
+        system = self._system
+        if (not self._bound or system.mode != RECORD
+                or system.gate.phase != EXTERNAL):
+            return self.fn(*args, **kwargs)
+        return system._record_callback(self, args, kwargs)
+
+    def __repr__(self):
+        return f"<retrace callback {self.name}>"
+
+
+class _Enabled:
+    __slots__ = ("_system", "_tid", "_old")
+
+    def __init__(self, system):
+        self._system = system
+
+    def __enter__(self):
+        system = self._system
+        self._tid = system._thread_id()
+        if system._sequencer is not None:
+            system._sequencer.enter(self._tid)
+        self._old = system.gate.swap(INTERNAL)
+        return system
+
+    def __exit__(self, *exc):
+        system = self._system
+        system.gate.phase = self._old
+        if system._sequencer is not None:
+            system._sequencer.leave(self._tid)
+        return False
+
+
+class System:
+    """The boundary between a program (internal) and the world (external).
+
+    ``System("record", writer=w)`` or ``System("replay", reader=r)``; see
+    proxy/README.md for the whole API.
+    """
+
+    def __init__(self, mode, *, writer=None, reader=None, thread_id=None,
+                 record_stacks=False, deadlock_timeout=5.0, stub_factory=None):
+        if mode not in (RECORD, REPLAY):
+            raise ValueError(f"mode must be 'record' or 'replay', got {mode!r}")
+        if mode == RECORD and writer is None:
+            raise TypeError("System('record') needs writer=")
+        if mode == REPLAY and reader is None:
+            raise TypeError("System('replay') needs reader=")
+        self.mode = mode
+        self.gate = Gate()
+        self.writer = writer
+        self.reader = reader
+        self.record_stacks = record_stacks
+        self.stub_factory = stub_factory or StubFactory()
+        self._thread_id = thread_id or ThreadIds()
+        self._sequencer = (ThreadSequencer(reader, self._thread_id, deadlock_timeout=deadlock_timeout)
+                           if mode == REPLAY else None)
+        self._bound: dict[int, object] = {}          # id(obj) -> obj (keeps ids stable)
+        self._proxies: dict[int, tuple] = {}         # id(target) -> (target, proxy)
+        self._types: dict[str, type] = {}            # qualified name -> patched type
+        self._patched_tuple: tuple = ()
+        self._undo: list = []
+        self.divergence: ReplayDivergence | None = None
+        self._external_type = type("ExternalObject", (ExternalObject,), {"__slots__": ()})
+        self._external_type.__getattr__ = self._gateway(external_getattr, "retrace.external.getattr")
+        self._external_type.__call__ = self._gateway(external_call, "retrace.external.call")
+
+    # ------------------------------------------------------------ phases
+    def enable(self):
+        """Context manager: run the body as program code (INTERNAL) on this thread."""
+        return _Enabled(self)
+
+    def run(self, fn, /, *args, **kwargs):
+        with _Enabled(self):
+            return fn(*args, **kwargs)
+
+    def disable_for(self, fn):
+        """``fn`` wrapped to run DISABLED (unrecorded, real calls)."""
+        wrapper = functools.partial(self.gate.call, DISABLED, fn)
+        return wrapper
+
+    def expect_thread(self, tid):
+        """Announce (in the parent, before ``start()``) a thread that will
+        replay as logical thread *tid*: the deadlock watchdog counts it live."""
+        if self._sequencer is not None:
+            self._sequencer.expect(tid)
+
+    @property
+    def thread_id(self):
+        return self._thread_id
+
+    # ---------------------------------------------------------- patching
+    def _gateway(self, target, name):
+        """The gateway for one boundary callable, named *name* on the tape."""
+        if self.mode == RECORD:
+            write = self.writer.write
+            if self.record_stacks:
+                def before(*args, **kwargs):
+                    write(CALL, name, fingerprint(*args, **kwargs), STACK, capture_stack())
+            else:
+                def before(*args, **kwargs):
+                    write(CALL, name, fingerprint(*args, **kwargs))
+            return RecordGateway(self.gate, target, before, self._record_result, self._record_error)
+        return ReplayGateway(self.gate, target, functools.partial(self._replay_call, name))
+
+    def patch_function(self, fn, name=None):
+        """Return the boundary wrapper of *fn* (installing it is the caller's job)."""
+        if not callable(fn):
+            raise TypeError(f"patch_function needs a callable, got {type(fn).__name__}")
+        if name is None:
+            name = f"{getattr(fn, '__module__', None) or '?'}.{getattr(fn, '__qualname__', None) or fn.__name__}"
+        return self._gateway(fn, name)
+
+    def patch(self, owner, attr, name=None):
+        """Replace ``owner.attr`` by its boundary wrapper; undone by `unpatch_all`."""
+        original = owner.__dict__[attr] if attr in getattr(owner, "__dict__", {}) else getattr(owner, attr)
+        if name is None:
+            prefix = owner.__name__ if hasattr(owner, "__name__") else type(owner).__name__
+            name = f"{prefix}.{attr}"
+        wrapper = self.patch_function(original, name)
+        setattr(owner, attr, wrapper)
+        self._undo.append(lambda: setattr(owner, attr, original))
+        return wrapper
+
+    def patch_type(self, cls, methods=None, *, constructor=True, name=None):
+        """Route *methods* of *cls* (default: its public callables) through
+        gateways for instances bound to this System; with *constructor*,
+        instances made while INTERNAL are bound and, on replay, never run the
+        real ``__init__``."""
+        tname = name or _qualname(cls)
+        if methods is None:
+            methods = [m for m, v in vars(cls).items()
+                       if not m.startswith("_") and callable(v)
+                       and not isinstance(v, (staticmethod, classmethod, type))]
+        attrs = {}
+        for m in methods:
+            real = vars(cls)[m] if m in vars(cls) else getattr(cls, m)
+            attrs[m] = self._method(real, f"{tname}.{m}")
+        if constructor:
+            attrs["__init__"] = self._constructor(getattr(cls, "__init__"), f"{tname}.__init__")
+        self._types[tname] = cls
+        self._patched_tuple = tuple(self._types.values())
+        self._apply_attrs(cls, attrs)
+        return cls
+
+    def _apply_attrs(self, cls, attrs):
+        patcher = getattr(utils, "patch_type", None)
+        if patcher is not None:
+            token = patcher(cls, attrs)
+            self._undo.append(lambda: utils.unpatch_type(token))
+            return
+        saved = {k: cls.__dict__[k] for k in attrs if k in cls.__dict__}
+        for k, v in attrs.items():
+            setattr(cls, k, v)
+
+        def undo():
+            for k in attrs:
+                if k in saved:
+                    setattr(cls, k, saved[k])
+                else:
+                    delattr(cls, k)
+        self._undo.append(undo)
+
+    def _method(self, real, name):
+        gateway = self._gateway(real, name)
+        bound = self._bound
+
+        # Instances not bound (made before install, or by our own runtime)
+        # use the real method in both modes.
+        def method(self_, /, *args, **kwargs):
+            if id(self_) in bound:
+                return gateway(self_, *args, **kwargs)
+            return real(self_, *args, **kwargs)
+        _copy_names(method, real, name)
+        return method
+
+    def _constructor(self, real_init, name):
+        if self.mode == RECORD:
+            write, bind, bound = self.writer.write, self.writer.bind, self._bound
+
+            def before(self_, /, *args, **kwargs):
+                if id(self_) in bound:
+                    write(CALL, name, fingerprint(self_, *args, **kwargs))
+                    return
+                write(CALL, name, fingerprint(self_, *args, **kwargs), INIT)
+                bind(self_)
+                bound[id(self_)] = self_
+            gateway = RecordGateway(self.gate, real_init, before, self._record_result, self._record_error)
+        else:
+            gateway = ReplayGateway(self.gate, real_init, functools.partial(self._replay_call, name))
+
+        def __init__(self_, /, *args, **kwargs):
+            return gateway(self_, *args, **kwargs)
+        _copy_names(__init__, real_init, name)
+        return __init__
+
+    def unpatch_all(self):
+        """Undo every patch this System made, newest first."""
+        while self._undo:
+            self._undo.pop()()
+
+    # ----------------------------------------------------------- binding
+    def bind(self, obj):
+        """Mark an existing object as external (e.g. ``random._inst``): its
+        patched methods become boundary calls. Must happen at the same point
+        of the program in record and replay."""
+        tname = _qualname(type(obj))
+        if self.mode == RECORD:
+            self.writer.write(BIND, tname)
+            self.writer.bind(obj)
+        else:
+            old = self.gate.swap(DISABLED)
+            try:
+                index, tag, value = self._read_tagged()
+                if tag != BIND or value != tname:
+                    raise self._diverge(index, _describe_tag(tag, value), f"bind of a {tname}")
+                self._bind_turn(obj)
+            finally:
+                self.gate.phase = old
+        self._bound[id(obj)] = obj
+        return obj
+
+    def is_bound(self, obj) -> bool:
+        return id(obj) in self._bound
+
+    # --------------------------------------------------------- callbacks
+    def callback(self, fn, name=None):
+        """Wrap a user function handed to external code. Made while INTERNAL,
+        the wrapper is bound (a ``CALLBACK_DEF`` event), and each call by
+        external code during a recorded call is recorded and re-run at the
+        same point on replay. Otherwise it just calls *fn*."""
+        if name is None:
+            name = f"{getattr(fn, '__module__', None) or '?'}.{getattr(fn, '__qualname__', None) or type(fn).__name__}"
+        cb = Callback(self, fn, name)
+        if self.gate.phase != INTERNAL:
+            return cb
+        old = self.gate.swap(DISABLED)
+        try:
+            if self.mode == RECORD:
+                self.writer.write(CALLBACK_DEF, name)
+                self.writer.bind(cb)
+            else:
+                index, tag, value = self._read_tagged()
+                if tag != CALLBACK_DEF or value != name:
+                    raise self._diverge(index, _describe_tag(tag, value), f"callback {name} handed out")
+                self._bind_turn(cb)
+            cb._bound = True
+            self._bound[id(cb)] = cb
+        finally:
+            self.gate.phase = old
+        return cb
+
+    def _record_callback(self, cb, args, kwargs):
+        gate = self.gate
+        gate.phase = DISABLED
+        try:
+            args = self._externalize(args)
+            kwargs = self._externalize(kwargs)
+            self.writer.write(CALLBACK, cb, args, kwargs)
+        finally:
+            gate.phase = INTERNAL
+        try:
+            result = cb.fn(*args, **kwargs)
+        except BaseException as exc:
+            gate.phase = DISABLED
+            try:
+                self.writer.write(CALLBACK_ERROR, exc)
+            finally:
+                gate.phase = EXTERNAL
+            raise
+        gate.phase = DISABLED
+        try:
+            self.writer.write(CALLBACK_RESULT)
+        finally:
+            gate.phase = EXTERNAL
+        return result
+
+    def _replay_callback(self, cb, args, kwargs, index):
+        if not isinstance(cb, Callback):
+            raise self._diverge(index, "a callback", _summary(cb))
+        gate = self.gate
+        gate.phase = INTERNAL
+        raised = None
+        try:
+            cb.fn(*args, **kwargs)
+        except ReplayDivergence:
+            raise
+        except BaseException as exc:   # external code saw it; its reaction is on the tape
+            raised = exc
+        finally:
+            gate.phase = DISABLED
+        index, tag, value = self._read_tagged(outcome=True)
+        if tag == CALLBACK_RESULT:
+            if raised is not None:
+                raise self._diverge(index, f"callback {cb.name} to return",
+                                    f"it raised {type(raised).__name__}{_summary(raised.args)}")
+            return
+        if tag == CALLBACK_ERROR:
+            if raised is None:
+                raise self._diverge(index, f"callback {cb.name} to raise {type(value).__name__}{_summary(value.args)}",
+                                    "it returned")
+            if type(raised) is not type(value):
+                raise self._diverge(index, f"callback {cb.name} to raise {type(value).__name__}{_summary(value.args)}",
+                                    f"it raised {type(raised).__name__}{_summary(raised.args)}")
+            return
+        raise self._diverge(index, _describe_tag(tag, value), f"return from callback {cb.name}")
+
+    # ------------------------------------------------------------ record
+    def _record_result(self, result):
+        if type(result) in _PLAIN:
+            self.writer.write(RESULT, result)
+            return result
+        gate = self.gate
+        old = gate.swap(DISABLED)
+        try:
+            result = self._externalize(result)
+            self.writer.write(RESULT, result)
+        finally:
+            gate.phase = old
+        return result
+
+    def _record_error(self, exc):
+        old = self.gate.swap(DISABLED)
+        try:
+            self.writer.write(ERROR, exc)
+        finally:
+            self.gate.phase = old
+
+    def _record_new(self, obj, typename):
+        self.writer.write(NEW, typename)
+        self.writer.bind(obj)
+        self._bound[id(obj)] = obj
+
+    def _externalize(self, v, depth=0):
+        """The value the program gets (and the tape holds) for *v*: bound
+        objects stay, new instances of patched types are bound (``NEW``),
+        other untransportable objects become bound `ExternalObject` proxies."""
+        t = type(v)
+        if t in _PLAIN or id(v) in self._bound:
+            return v
+        if t is tuple or t is list or t is set or t is frozenset:
+            items = [self._externalize(x, depth + 1) for x in v]
+            return v if all(a is b for a, b in zip(items, v)) else t(items)
+        if t is dict:
+            items = {self._externalize(k, depth + 1): self._externalize(x, depth + 1) for k, x in v.items()}
+            return v if all(a is b for a, b in zip(items.values(), v.values())) else items
+        if self._patched_tuple and isinstance(v, self._patched_tuple):
+            self._record_new(v, _qualname(t))
+            return v
+        if isinstance(v, BaseException) or is_structseq(v):
+            return v
+        for base in _SCALAR_BASES:
+            if isinstance(v, base):
+                # The tape stores the base value; record hands out the same
+                # thing replay will.
+                return base(v)
+        entry = self._proxies.get(id(v))
+        if entry is not None:
+            return entry[1]
+        proxy = self._external_type.__new__(self._external_type)
+        object.__setattr__(proxy, "_retrace_target", v)
+        object.__setattr__(proxy, "_retrace_typename", _qualname(t))
+        self._proxies[id(v)] = (v, proxy)
+        self._record_new(proxy, _EXTERNAL_PREFIX + _qualname(t))
+        return proxy
+
+    # ------------------------------------------------------------ replay
+    def _replay_call(self, name, /, *args, **kwargs):
+        gate = self.gate
+        old = gate.swap(DISABLED)
+        try:
+            return self._replay(name, args, kwargs)
+        finally:
+            gate.phase = old
+
+    def _check_failed(self):
+        if self.divergence is not None:
+            raise _copy_divergence(self.divergence)
+
+    def _read_tagged(self, outcome=False):
+        """Read a tag and its first operand in one turn: (index, tag, value)."""
+        self._check_failed()
+        seq = self._sequencer
+        try:
+            seq.acquire()
+        except Deadlock as dead:
+            raise self._deadlock(dead) from None
+        except ReplayDivergence as div:
+            raise _copy_divergence(div) from None
+        try:
+            reader = self.reader
+            index = event_index(reader)
+            try:
+                tag = reader.read()
+            except EOFError:
+                return index, None, None
+            if tag == CALLBACK_RESULT or tag == INIT:     # tags without operand
+                return index, tag, None
+            try:
+                value = reader.read()
+            except EOFError:
+                return index, tag, _EOF
+            return index, tag, value
+        finally:
+            seq.release()
+
+    def _read_turn(self):
+        seq = self._sequencer
+        try:
+            seq.acquire()
+        except Deadlock as dead:
+            raise self._deadlock(dead) from None
+        try:
+            return self.reader.read()
+        finally:
+            seq.release()
+
+    def _bind_turn(self, obj):
+        seq = self._sequencer
+        try:
+            seq.acquire()
+        except Deadlock as dead:
+            raise self._deadlock(dead) from None
+        try:
+            self.reader.bind(obj)
+        finally:
+            seq.release()
+
+    def _replay(self, name, args, kwargs):
+        self._check_failed()
+        seq = self._sequencer
+        reader = self.reader
+        try:
+            seq.acquire()
+        except Deadlock as dead:
+            raise self._deadlock(dead) from None
+        except ReplayDivergence as div:
+            raise _copy_divergence(div) from None
+        recorded_stack = None
+        try:
+            index = event_index(reader)
+            try:
+                tag = reader.read()
+            except EOFError:
+                raise self._diverge(index, "end of recording",
+                                    f"call {describe_call(name, args, kwargs)}") from None
+            if tag != CALL:
+                raise self._diverge(index, _describe_tag(tag, _peek_operand(reader)),
+                                    f"call {describe_call(name, args, kwargs)}")
+            rname = reader.read()
+            rfp = reader.read()
+            if rname != name or rfp != fingerprint(*args, **kwargs):
+                if reader.thread in (None, self._thread_id()):
+                    try:
+                        if reader.read() == STACK:
+                            recorded_stack = reader.read()
+                    except Exception:   # end of tape, a binding: no stack to show
+                        pass
+                actual = describe_call(name, args, kwargs)
+                if rname == name:
+                    actual += f" (args fingerprint {fingerprint(*args, **kwargs):#010x})"
+                raise self._diverge(index, f"call {_describe_recorded(rname, rfp)}",
+                                    f"call {actual}", recorded_stack)
+        finally:
+            seq.release()
+        # The outcome, possibly after other threads' events (the real call
+        # blocked) and after callbacks the external code made.
+        while True:
+            index, tag, value = self._read_tagged(outcome=True)
+            if tag == RESULT:
+                return value
+            if tag == ERROR:
+                raise value
+            if tag == NEW:
+                stub = self._make_stub(value, index)
+                self._bind_turn(stub)
+                self._bound[id(stub)] = stub
+            elif tag == INIT:
+                obj = args[0]
+                self._bind_turn(obj)
+                self._bound[id(obj)] = obj
+            elif tag == STACK:
+                continue
+            elif tag == CALLBACK:
+                cb = value
+                cargs = self._read_turn()
+                ckwargs = self._read_turn()
+                self._replay_callback(cb, cargs, ckwargs, index)
+            else:
+                raise self._diverge(index, _describe_tag(tag, value),
+                                    f"outcome of call {describe_call(name, args, kwargs)}")
+
+    def _make_stub(self, typename, index):
+        if not isinstance(typename, str):
+            raise self._diverge(index, f"NEW {_summary(typename)}", "a type name")
+        if typename.startswith(_EXTERNAL_PREFIX):
+            proxy = self._external_type.__new__(self._external_type)
+            object.__setattr__(proxy, "_retrace_typename", typename[len(_EXTERNAL_PREFIX):])
+            return proxy
+        cls = self._types.get(typename)
+        if cls is None:
+            cls = _resolve_loaded_type(typename)
+        if cls is None:
+            raise self._diverge(index, f"a new {typename} object", "no patched type of that name")
+        return self.stub_factory.create(cls)
+
+    # -------------------------------------------------------- divergence
+    def _diverge(self, index, expected, actual, recorded_stack=None):
+        stack = capture_stack()
+        where = _where(stack)
+        message = f"replay diverged at event {index}: expected {expected}, got {actual} ({where})"
+        if recorded_stack:
+            message += "\nrecorded at:\n" + "".join(
+                f"  {f}:{l} in {n}\n" for f, l, n in recorded_stack)
+        if stack:
+            message += "\nreplaying at:\n" + "".join(f"  {f}:{l} in {n}\n" for f, l, n in stack[-8:])
+        div = ReplayDivergence(message)
+        div.event_index = index
+        div.expected = expected
+        div.actual = actual
+        div.stack = stack
+        div.recorded_stack = tuple(tuple(f) for f in recorded_stack) if recorded_stack else None
+        if self.divergence is None:
+            self.divergence = div
+            if self._sequencer is not None:
+                self._sequencer.fail(div)
+        return div
+
+    def _deadlock(self, dead):
+        waiting = ", ".join(f"thread {t}" for t in sorted(dead.waiting, key=repr)) or "none"
+        finished = ", ".join(f"thread {t}" for t in sorted(dead.finished, key=repr))
+        where = f" (finished: {finished})" if finished else ""
+        return self._diverge(
+            event_index(self.reader),
+            f"thread {dead.head} to make the next call",
+            f"thread {dead.head} never came; waiting for their turn: {waiting}{where}")
+
+    def finish(self):
+        """End of the program. Record: flush. Replay: the tape must be used
+        up (else a divergence naming the first missing event)."""
+        if self.mode == RECORD:
+            self.writer.flush()
+            return
+        self._check_failed()
+        reader = self.reader
+        old = self.gate.swap(DISABLED)
+        try:
+            index = event_index(reader)
+            thread = reader.thread
+            try:
+                tag = reader.read()
+            except EOFError:
+                return
+            value = _peek_operand(reader)
+            if tag == CALL:
+                try:
+                    fp = reader.read()
+                except EOFError:
+                    fp = None
+                expected = f"call {_describe_recorded(value, fp)}"
+            else:
+                expected = _describe_tag(tag, value)
+            if thread is not None:
+                expected += f" (thread {thread})"
+            raise self._diverge(index, expected, "end of replay")
+        finally:
+            self.gate.phase = old
+
+
+class _Eof:
+    def __repr__(self):
+        return "<end of recording>"
+
+
+_EOF = _Eof()
+
+
+def _peek_operand(reader):
+    try:
+        return reader.read()
+    except Exception:
+        return _EOF
+
+
+def _describe_tag(tag, value) -> str:
+    if tag is None:
+        return "end of recording"
+    if tag == CALL:
+        return f"call {value}"
+    if tag in (RESULT, ERROR):
+        return f"{tag.lower()} {_summary(value)}"
+    if tag == CALLBACK:
+        return f"callback {getattr(value, 'name', _summary(value))}"
+    if tag == CALLBACK_DEF:
+        return f"callback {value} handed out"
+    if tag == BIND:
+        return f"bind of a {value}"
+    if tag == CALLBACK_RESULT:
+        return "return from a callback"
+    return f"{tag} {_summary(value)}"
+
+
+def _copy_divergence(div):
+    copy = ReplayDivergence(*div.args)
+    copy.__dict__.update(div.__dict__)
+    return copy
+
+
+def _resolve_loaded_type(typename):
+    """A type by qualified name among *loaded* modules (never imports)."""
+    module_name, _, qual = typename.rpartition(".")
+    while module_name:
+        module = sys.modules.get(module_name)
+        if module is not None:
+            obj = module
+            for part in qual.split("."):
+                obj = getattr(obj, part, None)
+                if obj is None:
+                    break
+            if isinstance(obj, type):
+                return obj
+        module_name, _, head = module_name.rpartition(".")
+        qual = f"{head}.{qual}"
+    return None
+
+
+def _copy_names(wrapper, real, name):
+    for attr in ("__name__", "__qualname__", "__doc__"):
+        try:
+            setattr(wrapper, attr, getattr(real, attr))
+        except (AttributeError, TypeError):
+            pass
+    wrapper.__wrapped__ = real
+    wrapper.__retrace_name__ = name
