@@ -1,7 +1,8 @@
 """pytest plugin: ``pytest --retrace`` records each test and replays it at once.
 
-Registered through the ``pytest11`` entry point; inactive unless ``--retrace``
-is given (or ``install_for_pytest()`` is called from a conftest.py).
+Registered through the ``pytest11`` entry point. It does nothing unless
+``--retrace`` is given or a conftest.py calls
+``retracesoftware.install.install_for_pytest()``.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+    from retracesoftware.install import testing
+
     if config.getoption("retrace", False):
-        from retracesoftware.install.testing import TestRunner
-        config.pluginmanager.register(TestRunner(), "retracesoftware-testrunner")
+        testing.enable_everywhere()
+    config.pluginmanager.register(testing.TestRunner(), "retracesoftware-testrunner")

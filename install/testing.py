@@ -1,0 +1,144 @@
+"""Library test suites under retrace: each test runs recorded, then is replayed
+in-process at once; a replay that diverges fails the test.
+
+Two ways in:
+
+* ``pytest --retrace`` (the plugin in pytest_plugin.py), for every test;
+* ``install_for_pytest()`` in a ``conftest.py``, for the tests under that
+  conftest's folder.
+
+A test that depends on something the runtime cannot see (an unpatched source
+of nondeterminism) is caught when that difference reaches a boundary call
+(other arguments, another call) or the test's outcome (passed once, failed
+the other time): it is reported as a divergence instead of passing.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+
+from retracesoftware.utils import DISABLED, INTERNAL
+from retracesoftware.utils.errors import ReplayDivergence
+
+_scopes: list[str] = []
+_everywhere = False
+
+
+def install_for_pytest(path: str | None = None) -> None:
+    """Record-and-replay every test under ``path`` (default: the calling conftest's folder)."""
+    if path is None:
+        caller = inspect.stack()[1].filename
+        path = os.path.dirname(os.path.abspath(caller))
+    _scopes.append(os.path.abspath(path))
+
+
+def enable_everywhere() -> None:
+    global _everywhere
+    _everywhere = True
+
+
+def applies_to(filename: str) -> bool:
+    if _everywhere:
+        return True
+    filename = os.path.abspath(filename)
+    return any(filename == s or filename.startswith(s + os.sep) for s in _scopes)
+
+
+class _Outcome:
+    def __init__(self, value=None, error=None):
+        self.value = value
+        self.error = error
+
+    def describe(self) -> str:
+        if self.error is None:
+            return "passed"
+        return f"raised {type(self.error).__name__}: {self.error}"
+
+
+class TestRunner:
+    """Runs one callable recorded, then replayed, through the full install stack."""
+
+    __test__ = False  # not a test class for pytest's collector
+
+    def __init__(self, config=None):
+        self._config = config
+
+    def config(self):
+        if self._config is None:
+            from retracesoftware.install.config import load_config
+            self._config = load_config()
+        return self._config
+
+    def _run(self, system, threads, fn):
+        from retracesoftware.install.installer import Installer
+        from retracesoftware.install.threads import thread_start_functions, wrap_thread_start
+
+        installer = Installer(system, self.config())
+        installer.install()
+        try:
+            for module, attr in thread_start_functions():
+                start = getattr(module, attr)
+                wrapped = wrap_thread_start(system, threads, start)
+                installer._set(module, attr, wrapped)
+                installer._replace_everywhere({id(start): (start, wrapped)})
+            gate = system.gate
+            previous = gate.swap(INTERNAL)
+            try:
+                outcome = _Outcome(value=fn())
+            except ReplayDivergence:
+                raise
+            except BaseException as exc:  # the test's own failure
+                outcome = _Outcome(error=exc)
+            finally:
+                gate.phase = previous
+            gate.phase = DISABLED
+            system.finish()
+            return outcome
+        finally:
+            installer.uninstall()
+
+    def record_and_replay(self, fn, name="test"):
+        """Return the recorded outcome's value, or raise its exception; raise
+        ReplayDivergence when the replay does not match."""
+        from retracesoftware.install.threads import ThreadRegistry
+        from retracesoftware.proxy import MemoryWriter, System
+
+        threads = ThreadRegistry()
+        writer = MemoryWriter(thread_id=threads.current)
+        recorded = self._run(System("record", writer=writer, thread_id=threads.current), threads, fn)
+        writer.close()
+        threads = ThreadRegistry()
+        replayed = self._run(System("replay", reader=writer.reader(), thread_id=threads.current),
+                             threads, fn)
+        if (recorded.error is None) != (replayed.error is None) or (
+                recorded.error is not None and type(recorded.error) is not type(replayed.error)):
+            raise ReplayDivergence(
+                f"replay of {name} diverged: recorded run {recorded.describe()}, "
+                f"replay {replayed.describe()} — the test depends on something retrace does not record")
+        if recorded.error is not None:
+            raise recorded.error
+        return recorded.value
+
+    # ------------------------------------------------------------- pytest
+    def pytest_pyfunc_call(self, pyfuncitem):
+        if not applies_to(str(getattr(pyfuncitem, "path", pyfuncitem.fspath))):
+            return None
+        testfunction = pyfuncitem.obj
+        if inspect.iscoroutinefunction(testfunction) or inspect.isasyncgenfunction(testfunction):
+            return None  # async tests: left to their own plugin
+        funcargs = pyfuncitem.funcargs
+        testargs = {arg: funcargs[arg] for arg in pyfuncitem._fixtureinfo.argnames}
+        self.record_and_replay(lambda: testfunction(**testargs), name=pyfuncitem.nodeid)
+        return True
+
+
+# The hook must be tryfirst so pytest's own pyfunc_call does not also run the test.
+try:
+    import pytest as _pytest
+
+    TestRunner.pytest_pyfunc_call = _pytest.hookimpl(tryfirst=True)(TestRunner.pytest_pyfunc_call)
+except ImportError:  # pragma: no cover - pytest is only needed when used with pytest
+    pass
+
+del sys
