@@ -1,0 +1,751 @@
+// StreamReader: frames → events → Python values. Every malformed input ends
+// in a RecordingFormatError (built by _common.format_error, so both backends
+// word it the same); nothing here trusts a length before checking it against
+// the bytes that are really there.
+#include "common.h"
+
+#include <structmember.h>
+#include <unordered_map>
+
+#include <cerrno>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace retrace_stream {
+
+namespace {
+
+enum Kind { K_NONE = 0, K_VALUE, K_BINDING, K_SWITCH, K_DELETE };
+
+struct RCore {
+    std::string payload;
+    std::vector<PyObject*> strings;                  // strong
+    std::unordered_map<uint64_t, PyObject*> bindings;  // strong
+};
+
+struct Reader {
+    PyObject_HEAD
+    RCore core;
+    PyObject* path;
+    PyObject* preamble;
+    PyObject* hooks;     // dict name -> from_state
+    PyObject* thread;
+    PyObject* head;      // decoded head value (K_VALUE) or nullptr
+    PyObject* error;     // sticky RecordingFormatError
+    int fd;
+    int head_kind;
+    bool missing_hook;
+    uint64_t head_offset;
+    size_t pos;
+    uint64_t payload_offset;
+    uint64_t next_offset;
+    uint64_t file_size;
+    uint64_t frame;
+    uint64_t event;
+    uint64_t next_binding;
+};
+
+PyObject* raise_format(Reader* r, const char* what, uint64_t offset, uint64_t frame, const char* todo = nullptr) {
+    PyObject* e = todo
+        ? PyObject_CallFunction(g.format_error, "sKKKs", what, (unsigned long long)offset, (unsigned long long)frame,
+                                (unsigned long long)r->event, todo)
+        : PyObject_CallFunction(g.format_error, "sKKK", what, (unsigned long long)offset, (unsigned long long)frame,
+                                (unsigned long long)r->event);
+    if (!e) return nullptr;
+    PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(e)), e);
+    Py_DECREF(e);
+    return nullptr;
+}
+
+// Read exactly n bytes at off (fewer only at end of file). -1 on error.
+ssize_t pread_full(int fd, void* buf, size_t n, uint64_t off) {
+    size_t got = 0;
+    while (got < n) {
+        ssize_t k = ::pread(fd, static_cast<char*>(buf) + got, n - got, static_cast<off_t>(off + got));
+        if (k < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        if (k == 0) break;
+        got += static_cast<size_t>(k);
+    }
+    return static_cast<ssize_t>(got);
+}
+
+// 1 = frame loaded, 0 = clean end, -1 = error set.
+int next_frame(Reader* r, bool preamble) {
+    uint64_t off = r->next_offset;
+    uint64_t frame = preamble ? 0 : r->frame + 1;
+    const char* todo = preamble ? "the recording has no complete preamble; re-record" : nullptr;
+    if (off >= r->file_size) return 0;
+    uint8_t fh[8];
+    ssize_t n = pread_full(r->fd, fh, 8, off);
+    if (n < 0) { PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, r->path); return -1; }
+    if (n == 0) return 0;
+    if (n < 8) {
+        char msg[128];
+        std::snprintf(msg, sizeof msg, "torn frame: the file ends %zd bytes into a frame header", n);
+        raise_format(r, msg, off, frame, todo);
+        return -1;
+    }
+    uint32_t length, crc;
+    std::memcpy(&length, fh, 4);
+    std::memcpy(&crc, fh + 4, 4);
+    uint64_t avail = r->file_size - off - 8;
+    if (length > avail) {
+        char msg[160];
+        std::snprintf(msg, sizeof msg, "torn frame: %u byte payload, the file ends after %llu", length,
+                      (unsigned long long)avail);
+        raise_format(r, msg, off, frame, todo);
+        return -1;
+    }
+    r->core.payload.resize(length);
+    n = pread_full(r->fd, r->core.payload.data(), length, off + 8);
+    if (n < 0) { PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, r->path); return -1; }
+    if (static_cast<uint64_t>(n) < length) {
+        char msg[160];
+        std::snprintf(msg, sizeof msg, "torn frame: %u byte payload, the file ends after %zd", length, n);
+        raise_format(r, msg, off, frame, todo);
+        return -1;
+    }
+    if (crc32(r->core.payload.data(), length) != crc) {
+        raise_format(r, "CRC mismatch: the frame's bytes were changed", off, frame);
+        return -1;
+    }
+    r->frame = frame;
+    r->pos = 0;
+    r->payload_offset = off + 8;
+    r->next_offset = off + 8 + length;
+    return 1;
+}
+
+// ------------------------------------------------------------ decoding
+
+struct Cursor {
+    const uint8_t* p;
+    const uint8_t* end;
+};
+
+PyObject* bad(const char* msg) {
+    PyErr_SetString(PyExc_ValueError, msg);
+    return nullptr;
+}
+
+inline bool need(Cursor& c, size_t n) { return static_cast<size_t>(c.end - c.p) >= n; }
+inline uint16_t be16(const uint8_t* p) { return (uint16_t(p[0]) << 8) | p[1]; }
+inline uint32_t be32(const uint8_t* p) { uint32_t v; std::memcpy(&v, p, 4); return __builtin_bswap32(v); }
+inline uint64_t be64(const uint8_t* p) { uint64_t v; std::memcpy(&v, p, 8); return __builtin_bswap64(v); }
+
+// Reads a length of `width` bytes; false on truncation.
+inline bool read_len(Cursor& c, int width, size_t* n) {
+    if (!need(c, width)) return false;
+    *n = width == 1 ? c.p[0] : width == 2 ? be16(c.p) : be32(c.p);
+    c.p += width;
+    return true;
+}
+
+PyObject* decode(Reader* r, Cursor& c, int depth);
+
+PyObject* decode_ext(Reader* r, int8_t code, const uint8_t* data, size_t len, int depth);
+
+// Parse an ext header at c (first byte already known to be ext). Sets code/data/len.
+bool parse_ext(Cursor& c, int8_t* code, const uint8_t** data, size_t* len) {
+    uint8_t b = *c.p++;
+    size_t n;
+    switch (b) {
+    case 0xd4: n = 1; break;
+    case 0xd5: n = 2; break;
+    case 0xd6: n = 4; break;
+    case 0xd7: n = 8; break;
+    case 0xd8: n = 16; break;
+    case 0xc7: if (!read_len(c, 1, &n)) return false; break;
+    case 0xc8: if (!read_len(c, 2, &n)) return false; break;
+    default: if (!read_len(c, 4, &n)) return false; break;
+    }
+    if (!need(c, 1 + n)) return false;
+    *code = static_cast<int8_t>(*c.p++);
+    *data = c.p;
+    *len = n;
+    c.p += n;
+    return true;
+}
+
+inline bool is_ext(uint8_t b) { return (b >= 0xc7 && b <= 0xc9) || (b >= 0xd4 && b <= 0xd8); }
+
+PyObject* decode_array(Reader* r, Cursor& c, size_t n, int depth) {
+    if (n > static_cast<size_t>(c.end - c.p)) return bad("array longer than its frame");
+    PyObject* list = PyList_New(static_cast<Py_ssize_t>(n));
+    if (!list) return nullptr;
+    for (size_t i = 0; i < n; i++) {
+        PyObject* item = decode(r, c, depth + 1);
+        if (!item) { Py_DECREF(list); return nullptr; }
+        PyList_SET_ITEM(list, i, item);
+    }
+    return list;
+}
+
+PyObject* decode_map(Reader* r, Cursor& c, size_t n, int depth) {
+    if (n > static_cast<size_t>(c.end - c.p) / 2) return bad("map longer than its frame");
+    PyObject* d = PyDict_New();
+    if (!d) return nullptr;
+    for (size_t i = 0; i < n; i++) {
+        PyObject* k = decode(r, c, depth + 1);
+        if (!k) { Py_DECREF(d); return nullptr; }
+        PyObject* v = decode(r, c, depth + 1);
+        if (!v) { Py_DECREF(k); Py_DECREF(d); return nullptr; }
+        int rc = PyDict_SetItem(d, k, v);
+        Py_DECREF(k);
+        Py_DECREF(v);
+        if (rc < 0) { Py_DECREF(d); return nullptr; }
+    }
+    return d;
+}
+
+PyObject* decode_str(Cursor& c, size_t n) {
+    if (!need(c, n)) return bad("str runs past its frame");
+    PyObject* s = PyUnicode_DecodeUTF8(reinterpret_cast<const char*>(c.p), n, "surrogatepass");
+    c.p += n;
+    return s;
+}
+
+PyObject* decode(Reader* r, Cursor& c, int depth) {
+    if (depth > MAX_DEPTH) return bad("value nested too deeply");
+    if (!need(c, 1)) return bad("value runs past its frame");
+    uint8_t b = *c.p;
+    if (b < 0x80) { c.p++; return PyLong_FromLong(b); }
+    if (b >= 0xe0) { c.p++; return PyLong_FromLong(static_cast<int8_t>(b)); }
+    if ((b & 0xf0) == 0x80) { c.p++; return decode_map(r, c, b & 0x0f, depth); }
+    if ((b & 0xf0) == 0x90) { c.p++; return decode_array(r, c, b & 0x0f, depth); }
+    if ((b & 0xe0) == 0xa0) { c.p++; return decode_str(c, b & 0x1f); }
+    if (is_ext(b)) {
+        int8_t code;
+        const uint8_t* data;
+        size_t len;
+        if (!parse_ext(c, &code, &data, &len)) return bad("extension runs past its frame");
+        if (code == EXT_NEW_BINDING || code == EXT_BINDING_DELETE || code == EXT_THREAD_SWITCH)
+            return bad("event marker inside a value");
+        return decode_ext(r, code, data, len, depth);
+    }
+    c.p++;
+    size_t n;
+    switch (b) {
+    case 0xc0: Py_RETURN_NONE;
+    case 0xc2: Py_RETURN_FALSE;
+    case 0xc3: Py_RETURN_TRUE;
+    case 0xc4: case 0xc5: case 0xc6: {
+        if (!read_len(c, b == 0xc4 ? 1 : b == 0xc5 ? 2 : 4, &n)) return bad("bin runs past its frame");
+        if (!need(c, n)) return bad("bin runs past its frame");
+        PyObject* o = PyBytes_FromStringAndSize(reinterpret_cast<const char*>(c.p), n);
+        c.p += n;
+        return o;
+    }
+    case 0xca: {
+        if (!need(c, 4)) return bad("float runs past its frame");
+        uint32_t bits = be32(c.p); c.p += 4;
+        float f; std::memcpy(&f, &bits, 4);
+        return PyFloat_FromDouble(f);
+    }
+    case 0xcb: {
+        if (!need(c, 8)) return bad("float runs past its frame");
+        uint64_t bits = be64(c.p); c.p += 8;
+        double d; std::memcpy(&d, &bits, 8);
+        return PyFloat_FromDouble(d);
+    }
+    case 0xcc: if (!need(c, 1)) break; c.p += 1; return PyLong_FromLong(c.p[-1]);
+    case 0xcd: if (!need(c, 2)) break; c.p += 2; return PyLong_FromLong(be16(c.p - 2));
+    case 0xce: if (!need(c, 4)) break; c.p += 4; return PyLong_FromUnsignedLong(be32(c.p - 4));
+    case 0xcf: if (!need(c, 8)) break; c.p += 8; return PyLong_FromUnsignedLongLong(be64(c.p - 8));
+    case 0xd0: if (!need(c, 1)) break; c.p += 1; return PyLong_FromLong(static_cast<int8_t>(c.p[-1]));
+    case 0xd1: if (!need(c, 2)) break; c.p += 2; return PyLong_FromLong(static_cast<int16_t>(be16(c.p - 2)));
+    case 0xd2: if (!need(c, 4)) break; c.p += 4; return PyLong_FromLong(static_cast<int32_t>(be32(c.p - 4)));
+    case 0xd3: if (!need(c, 8)) break; c.p += 8; return PyLong_FromLongLong(static_cast<int64_t>(be64(c.p - 8)));
+    case 0xd9: if (!read_len(c, 1, &n)) break; return decode_str(c, n);
+    case 0xda: if (!read_len(c, 2, &n)) break; return decode_str(c, n);
+    case 0xdb: if (!read_len(c, 4, &n)) break; return decode_str(c, n);
+    case 0xdc: if (!read_len(c, 2, &n)) break; return decode_array(r, c, n, depth);
+    case 0xdd: if (!read_len(c, 4, &n)) break; return decode_array(r, c, n, depth);
+    case 0xde: if (!read_len(c, 2, &n)) break; return decode_map(r, c, n, depth);
+    case 0xdf: if (!read_len(c, 4, &n)) break; return decode_map(r, c, n, depth);
+    default: return bad("invalid msgpack type byte 0xc1");
+    }
+    return bad("value runs past its frame");
+}
+
+bool read_index(const uint8_t* data, size_t len, uint64_t* out) {
+    switch (len) {
+    case 1: *out = data[0]; return true;
+    case 2: *out = be16(data); return true;
+    case 4: *out = be32(data); return true;
+    case 8: *out = be64(data); return true;
+    }
+    PyErr_Format(PyExc_ValueError, "index of %zu bytes", len);
+    return false;
+}
+
+// The whole of data must be one array; returns the list.
+PyObject* decode_whole_array(Reader* r, const uint8_t* data, size_t len, int depth) {
+    Cursor c{data, data + len};
+    PyObject* v = decode(r, c, depth + 1);
+    if (!v) return nullptr;
+    if (c.p != c.end) { Py_DECREF(v); return bad("extra bytes in an extension payload"); }
+    if (!PyList_CheckExact(v)) { Py_DECREF(v); return bad("extension payload is not an array"); }
+    return v;
+}
+
+PyObject* decode_ext(Reader* r, int8_t code, const uint8_t* data, size_t len, int depth) {
+    switch (code) {
+    case EXT_STR_REF: {
+        uint64_t idx;
+        if (!read_index(data, len, &idx)) return nullptr;
+        if (idx >= r->core.strings.size()) return bad("reference to an undefined interned string");
+        return Py_NewRef(r->core.strings[idx]);
+    }
+    case EXT_STR_DEF: {
+        PyObject* s = PyUnicode_DecodeUTF8(reinterpret_cast<const char*>(data), len, "surrogatepass");
+        if (!s) return nullptr;
+        r->core.strings.push_back(Py_NewRef(s));
+        return s;
+    }
+    case EXT_HANDLE: {
+        uint64_t idx;
+        if (!read_index(data, len, &idx)) return nullptr;
+        auto it = r->core.bindings.find(idx);
+        if (it == r->core.bindings.end()) {
+            PyErr_Format(PyExc_ValueError, "handle %llu refers to no live binding", (unsigned long long)idx);
+            return nullptr;
+        }
+        return Py_NewRef(it->second);
+    }
+    case EXT_TUPLE: case EXT_SET: case EXT_FROZENSET: {
+        PyObject* list = decode_whole_array(r, data, len, depth);
+        if (!list) return nullptr;
+        PyObject* out = code == EXT_TUPLE ? PyList_AsTuple(list) : code == EXT_SET ? PySet_New(list) : PyFrozenSet_New(list);
+        Py_DECREF(list);
+        return out;
+    }
+    case EXT_BIGINT: {
+        if (len == 0) return bad("empty big int");
+        PyObject* b = PyBytes_FromStringAndSize(reinterpret_cast<const char*>(data), len);
+        if (!b) return nullptr;
+        PyObject* v = PyObject_CallMethod(reinterpret_cast<PyObject*>(&PyLong_Type), "from_bytes", "Os", b, "big");
+        Py_DECREF(b);
+        if (!v) return nullptr;
+        // from_bytes(..., signed=True) without keyword plumbing: fix the sign here.
+        if (data[0] & 0x80) {
+            PyObject* one = PyLong_FromLong(1);
+            PyObject* shift = PyLong_FromSize_t(len * 8);
+            PyObject* mod = one && shift ? PyNumber_Lshift(one, shift) : nullptr;
+            PyObject* neg = mod ? PyNumber_Subtract(v, mod) : nullptr;
+            Py_XDECREF(one); Py_XDECREF(shift); Py_XDECREF(mod);
+            Py_DECREF(v);
+            return neg;
+        }
+        return v;
+    }
+    case EXT_OBJECT: {
+        Cursor c{data, data + len};
+        PyObject* state = decode(r, c, depth + 1);
+        if (!state) return nullptr;
+        if (c.p != c.end) { Py_DECREF(state); return bad("extra bytes in an extension payload"); }
+        PyObject* v = PyObject_CallOneArg(g.rebuild_value, state);
+        Py_DECREF(state);
+        return v;
+    }
+    case EXT_HOOK: {
+        PyObject* pair = decode_whole_array(r, data, len, depth);
+        if (!pair) return nullptr;
+        if (PyList_GET_SIZE(pair) != 2 || !PyUnicode_Check(PyList_GET_ITEM(pair, 0))) {
+            Py_DECREF(pair);
+            return bad("hook payload is not [name, state]");
+        }
+        PyObject* fn = PyDict_GetItemWithError(r->hooks, PyList_GET_ITEM(pair, 0));
+        if (!fn) {
+            if (!PyErr_Occurred()) {
+                PyErr_Format(PyExc_LookupError,
+                             "no reader hook registered for %R (StreamReader.register(name, from_state))",
+                             PyList_GET_ITEM(pair, 0));
+                r->missing_hook = true;
+            }
+            Py_DECREF(pair);
+            return nullptr;
+        }
+        PyObject* v = PyObject_CallOneArg(fn, PyList_GET_ITEM(pair, 1));
+        Py_DECREF(pair);
+        return v;
+    }
+    }
+    PyErr_Format(PyExc_ValueError, "unknown extension type %d", code);
+    return nullptr;
+}
+
+// ------------------------------------------------------------ events
+
+// Decode the next raw event. Returns its kind (K_NONE at clean end), -1 on error.
+// For K_VALUE / K_SWITCH *value is set (new ref); for K_DELETE *index.
+int decode_next(Reader* r, PyObject** value, uint64_t* index, uint64_t* offset) {
+    if (r->error) {
+        PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(r->error)), r->error);
+        return -1;
+    }
+    while (r->pos >= r->core.payload.size()) {
+        int more = next_frame(r, false);
+        if (more < 0) {
+            if (PyErr_ExceptionMatches(g.recording_format_error)) {
+#if PY_VERSION_HEX >= 0x030C0000  // PYVERSIONS
+                r->error = PyErr_GetRaisedException();
+                PyErr_SetRaisedException(Py_NewRef(r->error));
+#else
+                PyObject *t, *v, *tb;
+                PyErr_Fetch(&t, &v, &tb);
+                PyErr_NormalizeException(&t, &v, &tb);
+                r->error = Py_NewRef(v);
+                PyErr_Restore(t, v, tb);
+#endif
+            }
+            return -1;
+        }
+        if (!more) return K_NONE;
+    }
+    const uint8_t* base = reinterpret_cast<const uint8_t*>(r->core.payload.data());
+    Cursor c{base + r->pos, base + r->core.payload.size()};
+    *offset = r->payload_offset + r->pos;
+    int kind = K_VALUE;
+    PyObject* v = nullptr;
+    if (is_ext(*c.p)) {
+        Cursor probe = c;
+        int8_t code;
+        const uint8_t* data;
+        size_t len;
+        if (parse_ext(probe, &code, &data, &len)) {
+            if (code == EXT_NEW_BINDING) {
+                if (len) bad("NEW_BINDING with a payload");
+                else { kind = K_BINDING; v = Py_NewRef(Py_None); c = probe; }
+            } else if (code == EXT_BINDING_DELETE) {
+                if (read_index(data, len, index)) { kind = K_DELETE; v = Py_NewRef(Py_None); c = probe; }
+            } else if (code == EXT_THREAD_SWITCH) {
+                Cursor inner{data, data + len};
+                v = decode(r, inner, 1);
+                if (v && inner.p != inner.end) { Py_CLEAR(v); bad("extra bytes in THREAD_SWITCH"); }
+                kind = K_SWITCH;
+                c = probe;
+            }
+        }
+    }
+    if (kind == K_VALUE && !PyErr_Occurred()) v = decode(r, c, 0);
+    if (!v) {
+        if (r->missing_hook) { r->missing_hook = false; return -1; }
+        // Wrap whatever went wrong as damage at this event.
+        PyObject* name = nullptr;
+        PyObject* msg = nullptr;
+#if PY_VERSION_HEX >= 0x030C0000  // PYVERSIONS
+        PyObject* exc = PyErr_GetRaisedException();
+#else
+        PyObject *t, *exc, *tb;
+        PyErr_Fetch(&t, &exc, &tb);
+        PyErr_NormalizeException(&t, &exc, &tb);
+        Py_XDECREF(t);
+        Py_XDECREF(tb);
+#endif
+        if (exc) {
+            name = PyObject_GetAttrString(reinterpret_cast<PyObject*>(Py_TYPE(exc)), "__name__");
+            msg = PyObject_Str(exc);
+        }
+        PyObject* what = PyUnicode_FromFormat("undecodable event (%S: %S)", name ? name : Py_None, msg ? msg : Py_None);
+        Py_XDECREF(name);
+        Py_XDECREF(msg);
+        Py_XDECREF(exc);
+        PyErr_Clear();
+        if (!what) return -1;
+        PyObject* e = PyObject_CallFunction(g.format_error, "OKKK", what, (unsigned long long)*offset,
+                                            (unsigned long long)r->frame, (unsigned long long)r->event);
+        Py_DECREF(what);
+        if (!e) return -1;
+        r->error = e;
+        PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(e)), e);
+        return -1;
+    }
+    r->pos = static_cast<size_t>(c.p - base);
+    *value = v;
+    return kind;
+}
+
+// Make the head the next value/binding; applies switches and deletes.
+// 1 = head ready, 0 = end, -1 = error.
+int fill(Reader* r) {
+    while (!r->head_kind) {
+        PyObject* v = nullptr;
+        uint64_t index = 0, offset = 0;
+        int kind = decode_next(r, &v, &index, &offset);
+        if (kind < 0) return -1;
+        if (kind == K_NONE) return 0;
+        if (kind == K_SWITCH) {
+            Py_XSETREF(r->thread, v);
+            r->event++;
+        } else if (kind == K_DELETE) {
+            Py_DECREF(v);
+            auto it = r->core.bindings.find(index);
+            if (it != r->core.bindings.end()) {
+                PyObject* o = it->second;
+                r->core.bindings.erase(it);
+                Py_DECREF(o);
+            }
+            r->event++;
+        } else {
+            r->head_kind = kind;
+            r->head = v;
+            r->head_offset = offset;
+        }
+    }
+    return 1;
+}
+
+PyObject* Reader_read(PyObject* self, PyObject*) {
+    Reader* r = reinterpret_cast<Reader*>(self);
+    int rc = fill(r);
+    if (rc < 0) return nullptr;
+    if (rc == 0) { PyErr_SetString(PyExc_EOFError, "end of recording"); return nullptr; }
+    if (r->head_kind == K_BINDING) {
+        PyErr_SetString(PyExc_ValueError, "the next event is NEW_BINDING: call bind(obj), not read()");
+        return nullptr;
+    }
+    PyObject* v = r->head;
+    r->head = nullptr;
+    r->head_kind = K_NONE;
+    r->event++;
+    return v;
+}
+
+PyObject* Reader_next(PyObject* self) {
+    Reader* r = reinterpret_cast<Reader*>(self);
+    PyObject* v = Reader_read(self, nullptr);
+    if (!v && PyErr_ExceptionMatches(PyExc_EOFError)) { PyErr_Clear(); }
+    (void)r;
+    return v;
+}
+
+PyObject* Reader_bind(PyObject* self, PyObject* obj) {
+    Reader* r = reinterpret_cast<Reader*>(self);
+    int rc = fill(r);
+    if (rc < 0) return nullptr;
+    if (rc == 0) { PyErr_SetString(PyExc_EOFError, "end of recording"); return nullptr; }
+    if (r->head_kind != K_BINDING) {
+        PyErr_SetString(PyExc_ValueError, "the next event is a value, not NEW_BINDING: call read()");
+        return nullptr;
+    }
+    Py_CLEAR(r->head);
+    r->head_kind = K_NONE;
+    r->core.bindings[r->next_binding++] = Py_NewRef(obj);
+    r->event++;
+    Py_RETURN_NONE;
+}
+
+PyObject* Reader_register(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+    Reader* r = reinterpret_cast<Reader*>(self);
+    if (nargs != 2 || !PyUnicode_CheckExact(args[0]) || !PyCallable_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "register(name, from_state) needs a str and a callable");
+        return nullptr;
+    }
+    if (PyDict_SetItem(r->hooks, args[0], args[1]) < 0) return nullptr;
+    Py_RETURN_NONE;
+}
+
+PyObject* Reader_close(PyObject* self, PyObject*) {
+    Reader* r = reinterpret_cast<Reader*>(self);
+    if (r->fd >= 0) { ::close(r->fd); r->fd = -1; }
+    Py_RETURN_NONE;
+}
+
+PyObject* Reader_enter(PyObject* self, PyObject*) { return Py_NewRef(self); }
+PyObject* Reader_exit(PyObject* self, PyObject*) { Reader_close(self, nullptr); Py_RETURN_FALSE; }
+
+PyObject* get_thread(PyObject* self, void*) {
+    Reader* r = reinterpret_cast<Reader*>(self);
+    if (fill(r) < 0) return nullptr;
+    return Py_NewRef(r->thread ? r->thread : Py_None);
+}
+
+PyObject* get_next_kind(PyObject* self, void*) {
+    Reader* r = reinterpret_cast<Reader*>(self);
+    int rc = fill(r);
+    if (rc < 0) return nullptr;
+    if (rc == 0) Py_RETURN_NONE;
+    return PyUnicode_FromString(r->head_kind == K_BINDING ? "binding" : "value");
+}
+
+PyObject* get_position(PyObject* self, void*) {
+    Reader* r = reinterpret_cast<Reader*>(self);
+    uint64_t offset = r->head_kind ? r->head_offset
+                      : r->pos < r->core.payload.size() ? r->payload_offset + r->pos : r->next_offset;
+    return PyObject_CallFunction(g.position, "KKK", (unsigned long long)r->frame, (unsigned long long)offset,
+                                 (unsigned long long)r->event);
+}
+
+PyObject* get_events(PyObject* self, void*) { return PyLong_FromUnsignedLongLong(reinterpret_cast<Reader*>(self)->event); }
+PyObject* get_preamble(PyObject* self, void*) {
+    Reader* r = reinterpret_cast<Reader*>(self);
+    return Py_NewRef(r->preamble ? r->preamble : Py_None);
+}
+PyObject* get_path(PyObject* self, void*) {
+    Reader* r = reinterpret_cast<Reader*>(self);
+    return Py_NewRef(r->path ? r->path : Py_None);
+}
+
+PyMethodDef reader_methods[] = {
+    {"read", Reader_read, METH_NOARGS, "read() -> the next value; EOFError at the clean end."},
+    {"bind", Reader_bind, METH_O, "bind(obj): consume the NEW_BINDING at the head and give its handle to obj."},
+    {"register", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(Reader_register)), METH_FASTCALL,
+     "register(name, from_state)"},
+    {"close", Reader_close, METH_NOARGS, nullptr},
+    {"__enter__", Reader_enter, METH_NOARGS, nullptr},
+    {"__exit__", Reader_exit, METH_VARARGS, nullptr},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyGetSetDef reader_getset[] = {
+    {"thread", get_thread, nullptr, "logical thread id of the next value (None before any switch)", nullptr},
+    {"next_kind", get_next_kind, nullptr, "'value', 'binding' or None at the end", nullptr},
+    {"position", get_position, nullptr, "StreamPosition(frame, offset, event)", nullptr},
+    {"events", get_events, nullptr, nullptr, nullptr},
+    {"preamble", get_preamble, nullptr, nullptr, nullptr},
+    {"path", get_path, nullptr, nullptr, nullptr},
+    {nullptr, nullptr, nullptr, nullptr, nullptr},
+};
+
+PyObject* Reader_new(PyTypeObject* type, PyObject*, PyObject*) {
+    Reader* r = reinterpret_cast<Reader*>(type->tp_alloc(type, 0));
+    if (!r) return nullptr;
+    new (&r->core) RCore();
+    r->fd = -1;
+    r->hooks = PyDict_New();
+    if (!r->hooks) { Py_DECREF(r); return nullptr; }
+    return reinterpret_cast<PyObject*>(r);
+}
+
+int Reader_init(PyObject* self, PyObject* args, PyObject* kwds) {
+    Reader* r = reinterpret_cast<Reader*>(self);
+    static const char* kwlist[] = {"path", nullptr};
+    PyObject* fspath;
+    if (r->fd >= 0 || r->preamble) { PyErr_SetString(PyExc_RuntimeError, "StreamReader already initialised"); return -1; }
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&:StreamReader", const_cast<char**>(kwlist), PyUnicode_FSConverter, &fspath))
+        return -1;
+    Py_XSETREF(r->path, PyUnicode_DecodeFSDefault(PyBytes_AS_STRING(fspath)));
+    int fd;
+    const char* cpath = PyBytes_AS_STRING(fspath);
+    Py_BEGIN_ALLOW_THREADS
+    fd = ::open(cpath, O_RDONLY | O_CLOEXEC);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(fspath);
+    if (fd < 0) { PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, r->path); return -1; }
+    r->fd = fd;
+    struct stat st;
+    if (fstat(fd, &st) < 0) { PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, r->path); return -1; }
+    r->file_size = static_cast<uint64_t>(st.st_size);
+    uint8_t head[HEADER_SIZE];
+    ssize_t n = pread_full(fd, head, HEADER_SIZE, 0);
+    if (n < 0) { PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, r->path); return -1; }
+    if (n < 8 || std::memcmp(head, MAGIC, 8) != 0) {
+        raise_format(r, "bad magic: not a retrace recording", 0, 0,
+                     "check the path; this file was not written by retracesoftware");
+        return -1;
+    }
+    if (n < static_cast<ssize_t>(HEADER_SIZE)) {
+        raise_format(r, "file ends inside the header", n, 0, "the recording is empty; re-record");
+        return -1;
+    }
+    uint32_t version;
+    std::memcpy(&version, head + 8, 4);
+    if (version != FORMAT_VERSION) {
+        char msg[128];
+        std::snprintf(msg, sizeof msg, "format version %u, this retracesoftware reads version %u", version, FORMAT_VERSION);
+        raise_format(r, msg, 8, 0, "use the retracesoftware version that made the recording");
+        return -1;
+    }
+    r->next_offset = HEADER_SIZE;
+    int more = next_frame(r, true);
+    if (more < 0) return -1;
+    if (!more) {
+        raise_format(r, "no preamble frame", HEADER_SIZE, 0, "the recording is empty; re-record");
+        return -1;
+    }
+    const uint8_t* base = reinterpret_cast<const uint8_t*>(r->core.payload.data());
+    Cursor c{base, base + r->core.payload.size()};
+    PyObject* pre = decode(r, c, 0);
+    if (!pre || c.p != c.end || !PyDict_CheckExact(pre)) {
+        Py_XDECREF(pre);
+        PyErr_Clear();
+        raise_format(r, "bad preamble (preamble frame is not exactly one map)", r->payload_offset, 0,
+                     "the recording is damaged; re-record");
+        return -1;
+    }
+    r->preamble = pre;
+    for (PyObject* s : r->core.strings) Py_DECREF(s);
+    r->core.strings.clear();  // the preamble does not intern
+    r->core.payload.clear();
+    r->pos = 0;
+    return 0;
+}
+
+int Reader_traverse(PyObject* self, visitproc visit, void* arg) {
+    Reader* r = reinterpret_cast<Reader*>(self);
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(r->hooks);
+    Py_VISIT(r->head);
+    Py_VISIT(r->thread);
+    for (auto& kv : r->core.bindings) Py_VISIT(kv.second);
+    return 0;
+}
+
+int Reader_clear(PyObject* self) {
+    Reader* r = reinterpret_cast<Reader*>(self);
+    Py_CLEAR(r->hooks);
+    Py_CLEAR(r->head);
+    r->head_kind = K_NONE;
+    Py_CLEAR(r->thread);
+    for (auto& kv : r->core.bindings) Py_DECREF(kv.second);
+    r->core.bindings.clear();
+    return 0;
+}
+
+void Reader_dealloc(PyObject* self) {
+    Reader* r = reinterpret_cast<Reader*>(self);
+    PyTypeObject* tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    Reader_clear(self);
+    for (PyObject* s : r->core.strings) Py_DECREF(s);
+    if (r->fd >= 0) ::close(r->fd);
+    Py_CLEAR(r->path);
+    Py_CLEAR(r->preamble);
+    Py_CLEAR(r->error);
+    r->core.~RCore();
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+PyObject* Reader_iter(PyObject* self) { return Py_NewRef(self); }
+
+PyType_Slot reader_slots[] = {
+    {Py_tp_new, reinterpret_cast<void*>(Reader_new)},
+    {Py_tp_init, reinterpret_cast<void*>(Reader_init)},
+    {Py_tp_dealloc, reinterpret_cast<void*>(Reader_dealloc)},
+    {Py_tp_traverse, reinterpret_cast<void*>(Reader_traverse)},
+    {Py_tp_clear, reinterpret_cast<void*>(Reader_clear)},
+    {Py_tp_iter, reinterpret_cast<void*>(Reader_iter)},
+    {Py_tp_iternext, reinterpret_cast<void*>(Reader_next)},
+    {Py_tp_methods, reader_methods},
+    {Py_tp_getset, reader_getset},
+    {Py_tp_doc, const_cast<char*>("StreamReader(path)\n\nReads a recording event by event (docs/FORMAT.md).")},
+    {0, nullptr},
+};
+
+}  // namespace
+
+PyObject* make_reader_type(PyObject* module) {
+    static PyType_Spec spec = {
+        "retracesoftware.stream._stream.StreamReader", sizeof(Reader), 0,
+        Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC, reader_slots,
+    };
+    return PyType_FromModuleAndSpec(module, &spec, nullptr);
+}
+
+}  // namespace retrace_stream

@@ -1,0 +1,1067 @@
+// StreamWriter: the C++ encoder (byte-for-byte the same as stream/_python.py)
+// plus a background flusher thread.
+//
+// Locking (GIL rules):
+//  * `mu` guards the event buffer and encoder tables. A Python thread takes it
+//    for a whole write() call, possibly across calls into Python (hooks,
+//    reduce_value) that release the GIL. To never deadlock against a thread
+//    that holds `mu` and waits for the GIL, it is taken with try_lock first
+//    and otherwise with the GIL released.
+//  * The flusher thread is not a Python thread: it never touches a Python
+//    object and never needs the GIL. It takes `mu` only to swap buffers, then
+//    `io_mu` (order: mu -> io_mu) to keep frames in order on disk.
+#include "common.h"
+
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include <structmember.h>
+#include <cerrno>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+namespace retrace_stream {
+
+namespace {
+
+struct Binding {
+    uint64_t index;
+    PyObject* obj;  // strong
+};
+
+struct Core {
+    std::mutex mu;
+    std::mutex io_mu;
+    std::condition_variable cv;
+    Out buf;     // guarded by mu
+    Out spare;   // guarded by io_mu
+    std::unique_ptr<std::thread> flusher;
+    bool stop = false;
+    int fd = -1;
+    int write_errno = 0;  // guarded by io_mu; reported by the next Python call
+    std::chrono::microseconds interval{100000};
+    size_t buffer_size = 65536;
+    std::unordered_map<PyObject*, Binding> bindings;
+    std::vector<PyObject*> string_list;  // borrowed from `strings`
+};
+
+struct Writer {
+    PyObject_HEAD
+    Core core;  // placement-constructed in tp_new
+    PyObject* path;
+    PyObject* thread_id;
+    PyObject* last_thread;
+    PyObject* strings;  // dict str -> index
+    PyObject* hooks;    // dict type -> (name, to_state)
+    PyObject* bad_value;
+    PyObject* bad_path;  // list of path components, innermost first
+    PyObject* weakrefs;
+    uint64_t events;
+    uint64_t next_binding;
+    unsigned long owner;
+    long pid;
+    bool has_thread;
+    bool closed;
+    bool forked;
+    bool intern;
+    bool constructed;
+};
+
+// ------------------------------------------------------------ encoding
+
+enum { OK = 0, ERR = -1, UNRECORDABLE = -2 };
+
+inline void put_uint(Out& o, uint64_t u) {
+    if (u < 0x80) o.put1(static_cast<uint8_t>(u));
+    else if (u < 0x100) { o.put1(0xcc); o.put1(static_cast<uint8_t>(u)); }
+    else if (u < 0x10000) { o.put1(0xcd); o.put_be16(static_cast<uint16_t>(u)); }
+    else if (u < 0x100000000ull) { o.put1(0xce); o.put_be32(static_cast<uint32_t>(u)); }
+    else { o.put1(0xcf); o.put_be64(u); }
+}
+
+inline void put_int(Out& o, long long v) {
+    if (v >= 0) { put_uint(o, static_cast<uint64_t>(v)); return; }
+    if (v >= -32) o.put1(static_cast<uint8_t>(v));
+    else if (v >= -128) { o.put1(0xd0); o.put1(static_cast<uint8_t>(v)); }
+    else if (v >= -32768) { o.put1(0xd1); o.put_be16(static_cast<uint16_t>(v)); }
+    else if (v >= -2147483648LL) { o.put1(0xd2); o.put_be32(static_cast<uint32_t>(v)); }
+    else { o.put1(0xd3); o.put_be64(static_cast<uint64_t>(v)); }
+}
+
+inline void put_array_header(Out& o, size_t n) {
+    if (n < 16) o.put1(0x90 | n);
+    else if (n < 0x10000) { o.put1(0xdc); o.put_be16(n); }
+    else { o.put1(0xdd); o.put_be32(n); }
+}
+
+inline void put_map_header(Out& o, size_t n) {
+    if (n < 16) o.put1(0x80 | n);
+    else if (n < 0x10000) { o.put1(0xde); o.put_be16(n); }
+    else { o.put1(0xdf); o.put_be32(n); }
+}
+
+// An index as a fixext of 1/2/4/8 big-endian bytes. Needs 10 bytes reserved.
+inline void put_index_ext(Out& o, int8_t code, uint64_t idx) {
+    if (idx < 0x100) { o.put1(0xd4); o.put1(code); o.put1(idx); }
+    else if (idx < 0x10000) { o.put1(0xd5); o.put1(code); o.put_be16(idx); }
+    else if (idx < 0x100000000ull) { o.put1(0xd6); o.put1(code); o.put_be32(idx); }
+    else { o.put1(0xd7); o.put1(code); o.put_be64(idx); }
+}
+
+bool nomem() { PyErr_NoMemory(); return false; }
+
+inline bool put_raw_ext(Out& o, int8_t code, const char* p, size_t n) {
+    if (n > 0xffffffffu) { PyErr_SetString(PyExc_ValueError, "value too large to record"); return false; }
+    if (!o.reserve(n + 6)) return nomem();
+    uint8_t h[6];
+    size_t hl = ext_header(h, n, code);
+    o.put(h, hl);
+    o.put(p, n);
+    return true;
+}
+
+bool put_str_bytes(Out& o, const char* p, size_t n) {
+    if (n > 0xffffffffu) { PyErr_SetString(PyExc_ValueError, "str too large to record"); return false; }
+    if (!o.reserve(n + 5)) return nomem();
+    if (n < 32) o.put1(0xa0 | n);
+    else if (n < 0x100) { o.put1(0xd9); o.put1(n); }
+    else if (n < 0x10000) { o.put1(0xda); o.put_be16(n); }
+    else { o.put1(0xdb); o.put_be32(n); }
+    o.put(p, n);
+    return true;
+}
+
+// UTF-8 of a str, with surrogatepass (lone surrogates come from
+// os.fsdecode of undecodable file names). `holder` keeps the bytes alive.
+const char* utf8_of(PyObject* s, Py_ssize_t* n, PyObject** holder) {
+    *holder = nullptr;
+    const char* p = PyUnicode_AsUTF8AndSize(s, n);
+    if (p) return p;
+    if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) return nullptr;
+    PyErr_Clear();
+    *holder = PyUnicode_AsEncodedString(s, "utf-8", "surrogatepass");
+    if (!*holder) return nullptr;
+    *n = PyBytes_GET_SIZE(*holder);
+    return PyBytes_AS_STRING(*holder);
+}
+
+int encode(Writer* w, Out& o, PyObject* v, int depth);
+
+// Begin an ext whose data is encoded in place: reserve the largest header.
+inline bool ext_begin(Out& o, size_t* mark) {
+    if (!o.reserve(6)) return nomem();
+    *mark = o.size;
+    o.size += 6;
+    return true;
+}
+
+// Close it: write the real header and slide the data down over the gap.
+inline bool ext_end(Out& o, size_t mark, int8_t code) {
+    size_t len = o.size - mark - 6;
+    if (len > 0xffffffffu) { PyErr_SetString(PyExc_ValueError, "value too large to record"); return false; }
+    uint8_t h[6];
+    size_t hl = ext_header(h, len, code);
+    std::memcpy(o.data + mark, h, hl);
+    if (hl != 6) std::memmove(o.data + mark + hl, o.data + mark + 6, len);
+    o.size -= 6 - hl;
+    return true;
+}
+
+int add_path(Writer* w, PyObject* component) {
+    if (!component) return ERR;
+    int rc = PyList_Append(w->bad_path, component);
+    Py_DECREF(component);
+    return rc < 0 ? ERR : UNRECORDABLE;
+}
+
+int encode_items(Writer* w, Out& o, PyObject* seq, int depth) {
+    // list/tuple: items held strongly, size re-checked (a hook may mutate).
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (!o.reserve(5)) return nomem() ? OK : ERR;
+    put_array_header(o, n);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (PySequence_Fast_GET_SIZE(seq) != n) {
+            PyErr_SetString(PyExc_RuntimeError, "list changed size while being recorded");
+            return ERR;
+        }
+        PyObject* item = PySequence_Fast_GET_ITEM(seq, i);
+        Py_INCREF(item);
+        int rc = encode(w, o, item, depth + 1);
+        Py_DECREF(item);
+        if (rc == UNRECORDABLE) return add_path(w, PyUnicode_FromFormat("[%zd]", i));
+        if (rc) return rc;
+    }
+    return OK;
+}
+
+int encode_iterable(Writer* w, Out& o, PyObject* v, Py_ssize_t n, int depth) {
+    if (!o.reserve(5)) return nomem() ? OK : ERR;
+    put_array_header(o, n);
+    PyObject* it = PyObject_GetIter(v);
+    if (!it) return ERR;
+    Py_ssize_t i = 0;
+    PyObject* item;
+    while ((item = PyIter_Next(it))) {
+        int rc = encode(w, o, item, depth + 1);
+        Py_DECREF(item);
+        if (rc == UNRECORDABLE) { Py_DECREF(it); return add_path(w, PyUnicode_FromFormat("[%zd]", i)); }
+        if (rc) { Py_DECREF(it); return rc; }
+        i++;
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred()) return ERR;
+    if (i != n) { PyErr_SetString(PyExc_RuntimeError, "set changed size while being recorded"); return ERR; }
+    return OK;
+}
+
+int encode_str(Writer* w, Out& o, PyObject* v) {
+    Py_ssize_t len = PyUnicode_GET_LENGTH(v);
+    if (w->intern && len >= INTERN_MIN && len <= INTERN_MAX) {
+        PyObject* idx = PyDict_GetItemWithError(w->strings, v);
+        if (idx) {
+            if (!o.reserve(10)) return nomem() ? OK : ERR;
+            put_index_ext(o, EXT_STR_REF, PyLong_AsUnsignedLongLong(idx));
+            return OK;
+        }
+        if (PyErr_Occurred()) return ERR;
+        auto& list = w->core.string_list;
+        if (list.size() < INTERN_LIMIT) {
+            PyObject* num = PyLong_FromSize_t(list.size());
+            if (!num) return ERR;
+            int rc = PyDict_SetItem(w->strings, v, num);
+            Py_DECREF(num);
+            if (rc < 0) return ERR;
+            list.push_back(v);  // the dict holds the reference
+            Py_ssize_t n;
+            PyObject* holder;
+            const char* p = utf8_of(v, &n, &holder);
+            if (!p) return ERR;
+            bool ok = put_raw_ext(o, EXT_STR_DEF, p, n);
+            Py_XDECREF(holder);
+            return ok ? OK : ERR;
+        }
+    }
+    Py_ssize_t n;
+    PyObject* holder;
+    const char* p = utf8_of(v, &n, &holder);
+    if (!p) return ERR;
+    bool ok = put_str_bytes(o, p, n);
+    Py_XDECREF(holder);
+    return ok ? OK : ERR;
+}
+
+int encode_int(Writer*, Out& o, PyObject* v) {
+    int overflow;
+    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (!o.reserve(9)) return nomem() ? OK : ERR;
+    if (!overflow) {
+        if (x == -1 && PyErr_Occurred()) return ERR;
+        put_int(o, x);
+        return OK;
+    }
+    if (overflow > 0) {
+        unsigned long long u = PyLong_AsUnsignedLongLong(v);
+        if (!(u == static_cast<unsigned long long>(-1) && PyErr_Occurred())) {
+            put_uint(o, u);
+            return OK;
+        }
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) return ERR;
+        PyErr_Clear();
+    }
+    PyObject* b = PyObject_CallOneArg(g.bigint_bytes, v);
+    if (!b) return ERR;
+    if (!PyBytes_Check(b)) { Py_DECREF(b); PyErr_SetString(PyExc_TypeError, "bigint_bytes"); return ERR; }
+    bool ok = put_raw_ext(o, EXT_BIGINT, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b));
+    Py_DECREF(b);
+    return ok ? OK : ERR;
+}
+
+int encode_slow(Writer* w, Out& o, PyObject* v, int depth);
+
+int encode(Writer* w, Out& o, PyObject* v, int depth) {
+    PyTypeObject* t = Py_TYPE(v);
+    if (t == &PyUnicode_Type) return encode_str(w, o, v);
+    if (t == &PyLong_Type) return encode_int(w, o, v);
+    if (t == &PyFloat_Type) {
+        if (!o.reserve(9)) return nomem() ? OK : ERR;
+        double d = PyFloat_AS_DOUBLE(v);
+        uint64_t bits;
+        std::memcpy(&bits, &d, 8);
+        o.put1(0xcb);
+        o.put_be64(bits);
+        return OK;
+    }
+    if (v == Py_None || t == &PyBool_Type) {
+        if (!o.reserve(1)) return nomem() ? OK : ERR;
+        o.put1(v == Py_None ? 0xc0 : v == Py_True ? 0xc3 : 0xc2);
+        return OK;
+    }
+    if (t == &PyBytes_Type) {
+        size_t n = PyBytes_GET_SIZE(v);
+        if (n > 0xffffffffu) { PyErr_SetString(PyExc_ValueError, "bytes too large to record"); return ERR; }
+        if (!o.reserve(n + 5)) return nomem() ? OK : ERR;
+        if (n < 0x100) { o.put1(0xc4); o.put1(n); }
+        else if (n < 0x10000) { o.put1(0xc5); o.put_be16(n); }
+        else { o.put1(0xc6); o.put_be32(n); }
+        o.put(PyBytes_AS_STRING(v), n);
+        return OK;
+    }
+    if (!w->core.bindings.empty()) {
+        auto it = w->core.bindings.find(v);
+        if (it != w->core.bindings.end()) {
+            if (!o.reserve(10)) return nomem() ? OK : ERR;
+            put_index_ext(o, EXT_HANDLE, it->second.index);
+            return OK;
+        }
+    }
+    return encode_slow(w, o, v, depth);
+}
+
+int encode_dict(Writer* w, Out& o, PyObject* v, int depth) {
+    Py_ssize_t n = PyDict_GET_SIZE(v);
+    if (!o.reserve(5)) return nomem() ? OK : ERR;
+    put_map_header(o, n);
+    Py_ssize_t pos = 0;
+    PyObject *k, *item;
+    Py_ssize_t seen = 0;
+    while (PyDict_Next(v, &pos, &k, &item)) {
+        Py_INCREF(k);
+        Py_INCREF(item);
+        int rc = encode(w, o, k, depth + 1);
+        if (rc == UNRECORDABLE) rc = add_path(w, PyUnicode_FromFormat("<key %R>", k));
+        if (!rc) {
+            rc = encode(w, o, item, depth + 1);
+            if (rc == UNRECORDABLE) rc = add_path(w, PyUnicode_FromFormat("[%R]", k));
+        }
+        Py_DECREF(k);
+        Py_DECREF(item);
+        if (rc) return rc;
+        seen++;
+        if (PyDict_GET_SIZE(v) != n) break;
+    }
+    if (seen != n || PyDict_GET_SIZE(v) != n) {
+        PyErr_SetString(PyExc_RuntimeError, "dictionary changed size during iteration");
+        return ERR;
+    }
+    return OK;
+}
+
+// ext whose data is the encoding of `payload`; `label` names it in paths.
+int encode_ext_of(Writer* w, Out& o, int8_t code, PyObject* payload, int depth, PyObject* label) {
+    size_t mark;
+    if (!ext_begin(o, &mark)) return ERR;
+    int rc = encode(w, o, payload, depth + 1);
+    if (rc == UNRECORDABLE && label) return add_path(w, PyUnicode_FromFormat("<%S>", label));
+    if (rc) return rc;
+    return ext_end(o, mark, code) ? OK : ERR;
+}
+
+int encode_slow(Writer* w, Out& o, PyObject* v, int depth) {
+    if (depth > MAX_DEPTH) {
+        PyErr_Format(PyExc_ValueError, "value nested deeper than %d levels", MAX_DEPTH);
+        return ERR;
+    }
+    PyTypeObject* t = Py_TYPE(v);
+    if (t == &PyTuple_Type) {
+        size_t mark;
+        if (!ext_begin(o, &mark)) return ERR;
+        int rc = encode_items(w, o, v, depth);
+        if (rc) return rc;
+        return ext_end(o, mark, EXT_TUPLE) ? OK : ERR;
+    }
+    if (t == &PyList_Type) return encode_items(w, o, v, depth);
+    if (t == &PyDict_Type) return encode_dict(w, o, v, depth);
+    if (t == &PySet_Type || t == &PyFrozenSet_Type) {
+        size_t mark;
+        if (!ext_begin(o, &mark)) return ERR;
+        int rc = encode_iterable(w, o, v, PySet_GET_SIZE(v), depth);
+        if (rc) return rc;
+        return ext_end(o, mark, t == &PySet_Type ? EXT_SET : EXT_FROZENSET) ? OK : ERR;
+    }
+    PyObject* hook = PyDict_GetItemWithError(w->hooks, reinterpret_cast<PyObject*>(t));
+    if (hook) {
+        Py_INCREF(hook);
+        PyObject* name = PyTuple_GET_ITEM(hook, 0);
+        PyObject* state = PyObject_CallOneArg(PyTuple_GET_ITEM(hook, 1), v);
+        if (!state) { Py_DECREF(hook); return ERR; }
+        size_t mark;
+        int rc = ERR;
+        if (ext_begin(o, &mark) && o.reserve(1)) {
+            put_array_header(o, 2);
+            rc = encode(w, o, name, depth + 1);
+            if (!rc) {
+                rc = encode(w, o, state, depth + 1);
+                if (rc == UNRECORDABLE) rc = add_path(w, PyUnicode_FromFormat("<%S>", name));
+            }
+            if (!rc && !ext_end(o, mark, EXT_HOOK)) rc = ERR;
+        } else {
+            PyErr_NoMemory();
+        }
+        Py_DECREF(state);
+        Py_DECREF(hook);
+        return rc;
+    }
+    if (PyErr_Occurred()) return ERR;
+    PyObject* reduced = PyObject_CallOneArg(g.reduce_value, v);
+    if (!reduced) return ERR;
+    if (reduced == Py_None) {
+        Py_DECREF(reduced);
+        Py_XSETREF(w->bad_value, Py_NewRef(v));
+        return UNRECORDABLE;
+    }
+    if (!PyTuple_Check(reduced) || PyTuple_GET_SIZE(reduced) != 2) {
+        Py_DECREF(reduced);
+        PyErr_SetString(PyExc_TypeError, "reduce_value must return (code, payload) or None");
+        return ERR;
+    }
+    long code = PyLong_AsLong(PyTuple_GET_ITEM(reduced, 0));
+    PyObject* payload = PyTuple_GET_ITEM(reduced, 1);
+    int rc;
+    if (code == -1 && PyErr_Occurred()) rc = ERR;
+    else if (code == 0) rc = encode(w, o, payload, depth + 1);
+    else {
+        PyObject* label = (PyList_Check(payload) && PyList_GET_SIZE(payload) > 0)
+                              ? PyList_GET_ITEM(payload, 0) : nullptr;
+        rc = encode_ext_of(w, o, static_cast<int8_t>(code), payload, depth, label);
+    }
+    Py_DECREF(reduced);
+    return rc;
+}
+
+// Encode one top-level value; an unrecordable value becomes the TypeError.
+int encode_top(Writer* w, Out& o, PyObject* v) {
+    int rc = encode(w, o, v, 0);
+    if (rc == UNRECORDABLE) {
+        PyObject* err = PyObject_CallFunctionObjArgs(g.unrecordable, w->bad_value, w->bad_path, nullptr);
+        Py_CLEAR(w->bad_value);
+        PyList_SetSlice(w->bad_path, 0, PY_SSIZE_T_MAX, nullptr);
+        if (err) {
+            PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(err)), err);
+            Py_DECREF(err);
+        }
+        return ERR;
+    }
+    if (rc) {
+        Py_CLEAR(w->bad_value);
+        PyList_SetSlice(w->bad_path, 0, PY_SSIZE_T_MAX, nullptr);
+    }
+    return rc;
+}
+
+// ------------------------------------------------------------ file I/O (no GIL)
+
+int write_all(int fd, const struct iovec* iov_in, int cnt) {
+    struct iovec iov[2];
+    std::memcpy(iov, iov_in, sizeof(struct iovec) * cnt);
+    int i = 0;
+    while (i < cnt) {
+        ssize_t n = ::writev(fd, iov + i, cnt - i);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return errno;
+        }
+        size_t left = static_cast<size_t>(n);
+        while (i < cnt && left >= iov[i].iov_len) { left -= iov[i].iov_len; i++; }
+        if (i < cnt) {
+            iov[i].iov_base = static_cast<char*>(iov[i].iov_base) + left;
+            iov[i].iov_len -= left;
+        }
+    }
+    return 0;
+}
+
+// Caller holds `lk` on core.mu; returns with it held again.
+void flush_locked(Core& c, std::unique_lock<std::mutex>& lk) {
+    if (c.buf.size == 0 || c.fd < 0) return;
+    std::unique_lock<std::mutex> io(c.io_mu);
+    c.spare.swap(c.buf);
+    c.buf.size = 0;
+    lk.unlock();
+    uint8_t head[8];
+    uint32_t len = static_cast<uint32_t>(c.spare.size);
+    uint32_t crc = crc32(c.spare.data, c.spare.size);
+    std::memcpy(head, &len, 4);   // little-endian hosts only (x86-64, aarch64)
+    std::memcpy(head + 4, &crc, 4);
+    struct iovec iov[2] = {{head, 8}, {c.spare.data, c.spare.size}};
+    int err = write_all(c.fd, iov, 2);
+    if (err && !c.write_errno) c.write_errno = err;
+    c.spare.size = 0;
+    io.unlock();
+    lk.lock();
+}
+
+void flusher_main(Core* c) {
+    std::unique_lock<std::mutex> lk(c->mu);
+    for (;;) {
+        c->cv.wait_for(lk, c->interval, [c] { return c->stop || c->buf.size >= c->buffer_size; });
+        flush_locked(*c, lk);
+        if (c->stop) return;
+    }
+}
+
+// ------------------------------------------------------------ Python glue
+
+// Take core.mu the GIL-safe way; refuse re-entrant use.
+bool enter(Writer* w) {
+    unsigned long me = PyThread_get_thread_ident();
+    if (w->owner == me) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "StreamWriter used re-entrantly (from a hook or thread_id called by this same write)");
+        return false;
+    }
+    if (!w->core.mu.try_lock()) {
+        Py_BEGIN_ALLOW_THREADS
+        w->core.mu.lock();
+        Py_END_ALLOW_THREADS
+    }
+    w->owner = me;
+    return true;
+}
+
+inline void leave(Writer* w) {
+    w->owner = 0;
+    w->core.mu.unlock();
+}
+
+bool check(Writer* w) {
+    if (w->forked) {
+        PyObject* e = PyObject_CallFunction(g.forked_error, "l", w->pid);
+        if (e) { PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(e)), e); Py_DECREF(e); }
+        return false;
+    }
+    if (w->closed || !w->constructed) {
+        PyErr_SetString(PyExc_ValueError, "StreamWriter is closed");
+        return false;
+    }
+    int err = 0;
+    {
+        std::lock_guard<std::mutex> io(w->core.io_mu);  // never held across Python
+        err = w->core.write_errno;
+        w->core.write_errno = 0;
+    }
+    if (err) {
+        PyErr_Format(g.recording_error, "writing %S failed: %s", w->path, std::strerror(err));
+        return false;
+    }
+    return true;
+}
+
+// Save/restore the pending exception around cleanup.  # PYVERSIONS
+struct SavedError {
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject* exc = PyErr_GetRaisedException();
+    ~SavedError() { PyErr_SetRaisedException(exc); }
+#else
+    PyObject *t, *v, *tb;
+    SavedError() { PyErr_Fetch(&t, &v, &tb); }
+    ~SavedError() { PyErr_Restore(t, v, tb); }
+#endif
+};
+
+void rollback_strings(Writer* w, size_t count) {
+    SavedError saved;
+    auto& list = w->core.string_list;
+    while (list.size() > count) {
+        PyObject* s = list.back();
+        list.pop_back();
+        if (PyDict_DelItem(w->strings, s) < 0) PyErr_Clear();
+    }
+}
+
+// THREAD_SWITCH when `tid` differs from the last thread; returns events added or -1.
+int maybe_switch(Writer* w, Out& o, PyObject* tid) {
+    if (w->has_thread) {
+        int eq = PyObject_RichCompareBool(tid, w->last_thread, Py_EQ);
+        if (eq < 0) return -1;
+        if (eq) return 0;
+    }
+    size_t mark;
+    if (!ext_begin(o, &mark)) return -1;
+    if (encode_top(w, o, tid)) return -1;
+    if (!ext_end(o, mark, EXT_THREAD_SWITCH)) return -1;
+    Py_INCREF(tid);
+    Py_XSETREF(w->last_thread, tid);
+    w->has_thread = true;
+    return 1;
+}
+
+struct CallState {
+    size_t start;
+    size_t nstrings;
+    bool has_thread;
+    PyObject* last_thread;  // strong
+};
+
+void begin_call(Writer* w, CallState& st) {
+    st.start = w->core.buf.size;
+    st.nstrings = w->core.string_list.size();
+    st.has_thread = w->has_thread;
+    st.last_thread = Py_XNewRef(w->last_thread);
+}
+
+void undo_call(Writer* w, CallState& st) {
+    w->core.buf.size = st.start;
+    rollback_strings(w, st.nstrings);
+    w->has_thread = st.has_thread;
+    Py_XSETREF(w->last_thread, st.last_thread);
+    st.last_thread = nullptr;
+}
+
+PyObject* call_thread_id(Writer* w) {
+    if (w->thread_id == Py_None) return nullptr;
+    return PyObject_CallNoArgs(w->thread_id);
+}
+
+PyObject* Writer_write(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+    Writer* w = reinterpret_cast<Writer*>(self);
+    if (!check(w)) return nullptr;
+    PyObject* tid = nullptr;
+    if (w->thread_id != Py_None) {
+        if (w->owner == PyThread_get_thread_ident()) {
+            PyErr_SetString(PyExc_RuntimeError, "StreamWriter used re-entrantly");
+            return nullptr;
+        }
+        tid = PyObject_CallNoArgs(w->thread_id);
+        if (!tid) return nullptr;
+    }
+    if (!enter(w)) { Py_XDECREF(tid); return nullptr; }
+    if (w->forked || w->closed) {  // changed while we waited for the lock
+        leave(w);
+        Py_XDECREF(tid);
+        return check(w), nullptr;
+    }
+    CallState st;
+    begin_call(w, st);
+    Out& o = w->core.buf;
+    int added = 0;
+    if (tid) {
+        added = maybe_switch(w, o, tid);
+        Py_DECREF(tid);
+        if (added < 0) goto fail;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        if (encode_top(w, o, args[i])) goto fail;
+    }
+    w->events += added + nargs;
+    Py_XDECREF(st.last_thread);
+    {
+        bool full = o.size >= w->core.buffer_size;
+        leave(w);
+        if (full) w->core.cv.notify_one();
+    }
+    Py_RETURN_NONE;
+fail:
+    undo_call(w, st);
+    leave(w);
+    return nullptr;
+}
+
+bool bindable(PyObject* obj) {
+    PyTypeObject* t = Py_TYPE(obj);
+    if (obj == Py_None || t == &PyBool_Type || t == &PyLong_Type || t == &PyFloat_Type ||
+        t == &PyUnicode_Type || t == &PyBytes_Type) {
+        PyErr_Format(PyExc_TypeError, "cannot bind a value of immutable type %s", t->tp_name);
+        return false;
+    }
+    return true;
+}
+
+PyObject* Writer_bind(PyObject* self, PyObject* obj) {
+    Writer* w = reinterpret_cast<Writer*>(self);
+    if (!bindable(obj) || !check(w)) return nullptr;
+    PyObject* tid = nullptr;
+    if (w->thread_id != Py_None) {
+        if (w->owner == PyThread_get_thread_ident()) {
+            PyErr_SetString(PyExc_RuntimeError, "StreamWriter used re-entrantly");
+            return nullptr;
+        }
+        tid = PyObject_CallNoArgs(w->thread_id);
+        if (!tid) return nullptr;
+    }
+    if (!enter(w)) { Py_XDECREF(tid); return nullptr; }
+    CallState st;
+    begin_call(w, st);
+    Out& o = w->core.buf;
+    int added = 0;
+    if (w->core.bindings.count(obj)) {
+        PyObject* name = PyObject_CallOneArg(g.type_name, reinterpret_cast<PyObject*>(Py_TYPE(obj)));
+        if (name) { PyErr_Format(PyExc_ValueError, "%U object is already bound", name); Py_DECREF(name); }
+        Py_XDECREF(tid);
+        goto fail;
+    }
+    if (tid) {
+        added = maybe_switch(w, o, tid);
+        Py_DECREF(tid);
+        if (added < 0) goto fail;
+    }
+    if (!o.reserve(3)) { PyErr_NoMemory(); goto fail; }
+    o.put1(0xc7); o.put1(0); o.put1(EXT_NEW_BINDING);
+    w->core.bindings.emplace(obj, Binding{w->next_binding++, Py_NewRef(obj)});
+    w->events += added + 1;
+    Py_XDECREF(st.last_thread);
+    leave(w);
+    Py_RETURN_NONE;
+fail:
+    undo_call(w, st);
+    leave(w);
+    return nullptr;
+}
+
+PyObject* Writer_unbind(PyObject* self, PyObject* obj) {
+    Writer* w = reinterpret_cast<Writer*>(self);
+    if (!check(w) || !enter(w)) return nullptr;
+    auto it = w->core.bindings.find(obj);
+    if (it == w->core.bindings.end()) {
+        leave(w);
+        PyObject* name = PyObject_CallOneArg(g.type_name, reinterpret_cast<PyObject*>(Py_TYPE(obj)));
+        if (name) {
+            PyObject* msg = PyUnicode_FromFormat("%U object is not bound", name);
+            if (msg) { PyErr_SetObject(PyExc_KeyError, msg); Py_DECREF(msg); }
+            Py_DECREF(name);
+        }
+        return nullptr;
+    }
+    Out& o = w->core.buf;
+    if (!o.reserve(10)) { leave(w); return PyErr_NoMemory(); }
+    put_index_ext(o, EXT_BINDING_DELETE, it->second.index);
+    PyObject* held = it->second.obj;
+    w->core.bindings.erase(it);
+    w->events += 1;
+    leave(w);
+    Py_DECREF(held);  // may run arbitrary code: after the lock is released
+    Py_RETURN_NONE;
+}
+
+PyObject* Writer_is_bound(PyObject* self, PyObject* obj) {
+    Writer* w = reinterpret_cast<Writer*>(self);
+    return PyBool_FromLong(w->core.bindings.count(obj) != 0);
+}
+
+PyObject* Writer_register(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+    Writer* w = reinterpret_cast<Writer*>(self);
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "register(type, name, to_state) takes 3 arguments");
+        return nullptr;
+    }
+    if (!PyType_Check(args[0])) { PyErr_SetString(PyExc_TypeError, "register(type, name, to_state): type must be a type"); return nullptr; }
+    if (!PyUnicode_CheckExact(args[1])) { PyErr_SetString(PyExc_TypeError, "register(type, name, to_state): name must be a str"); return nullptr; }
+    if (!PyCallable_Check(args[2])) { PyErr_SetString(PyExc_TypeError, "register(type, name, to_state): to_state must be callable"); return nullptr; }
+    PyObject* pair = PyTuple_Pack(2, args[1], args[2]);
+    if (!pair) return nullptr;
+    int rc = PyDict_SetItem(w->hooks, args[0], pair);
+    Py_DECREF(pair);
+    if (rc < 0) return nullptr;
+    Py_RETURN_NONE;
+}
+
+PyObject* Writer_flush(PyObject* self, PyObject*) {
+    Writer* w = reinterpret_cast<Writer*>(self);
+    if (!check(w)) return nullptr;
+    if (w->owner == PyThread_get_thread_ident()) {
+        PyErr_SetString(PyExc_RuntimeError, "StreamWriter.flush called re-entrantly");
+        return nullptr;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    {
+        std::unique_lock<std::mutex> lk(w->core.mu);
+        flush_locked(w->core, lk);
+    }
+    Py_END_ALLOW_THREADS
+    if (!check(w)) return nullptr;
+    Py_RETURN_NONE;
+}
+
+// Stop the flusher, write what is left, close the file. No Python error set
+// unless it returns false.
+bool close_impl(Writer* w) {
+    if (w->closed || w->forked || !w->constructed) { w->closed = true; return true; }
+    if (w->owner == PyThread_get_thread_ident()) {
+        PyErr_SetString(PyExc_RuntimeError, "StreamWriter.close called re-entrantly");
+        return false;
+    }
+    Core& c = w->core;
+    Py_BEGIN_ALLOW_THREADS
+    {
+        std::unique_lock<std::mutex> lk(c.mu);
+        c.stop = true;
+    }
+    c.cv.notify_one();
+    if (c.flusher && c.flusher->joinable()) c.flusher->join();
+    c.flusher.reset();
+    {
+        std::unique_lock<std::mutex> lk(c.mu);
+        flush_locked(c, lk);
+    }
+    Py_END_ALLOW_THREADS
+    w->closed = true;
+    int err;
+    {
+        std::lock_guard<std::mutex> io(c.io_mu);
+        if (c.fd >= 0) { ::close(c.fd); c.fd = -1; }
+        err = c.write_errno;
+        c.write_errno = 0;
+    }
+    if (err) {
+        PyErr_Format(g.recording_error, "writing %S failed: %s", w->path, std::strerror(err));
+        return false;
+    }
+    return true;
+}
+
+PyObject* Writer_close(PyObject* self, PyObject*) {
+    if (!close_impl(reinterpret_cast<Writer*>(self))) return nullptr;
+    Py_RETURN_NONE;
+}
+
+PyObject* Writer_enter(PyObject* self, PyObject*) { return Py_NewRef(self); }
+
+PyObject* Writer_exit(PyObject* self, PyObject*) {
+    if (!close_impl(reinterpret_cast<Writer*>(self))) return nullptr;
+    Py_RETURN_FALSE;
+}
+
+PyObject* Writer_forked_child(PyObject* self, PyObject*) {
+    Writer* w = reinterpret_cast<Writer*>(self);
+    if (!w->constructed || w->pid == static_cast<long>(getpid())) Py_RETURN_NONE;
+    w->forked = true;
+    w->owner = 0;
+    // The flusher thread does not exist in the child; its std::thread object
+    // must be neither joined nor destroyed (that would terminate). Leak it.
+    (void)w->core.flusher.release();
+    if (w->core.fd >= 0) { ::close(w->core.fd); w->core.fd = -1; }
+    Py_RETURN_NONE;
+}
+
+PyObject* Writer_child_writer(PyObject* self, PyObject* args);
+
+PyMethodDef writer_methods[] = {
+    {"write", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(Writer_write)), METH_FASTCALL,
+     "write(*values): append each value as one event (all or none)."},
+    {"bind", Writer_bind, METH_O, "bind(obj): emit NEW_BINDING; later writes of obj encode a handle."},
+    {"unbind", Writer_unbind, METH_O, "unbind(obj): emit BINDING_DELETE and release obj."},
+    {"is_bound", Writer_is_bound, METH_O, "is_bound(obj) -> bool"},
+    {"register", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(Writer_register)), METH_FASTCALL,
+     "register(type, name, to_state): record values of exactly `type` as a hook value."},
+    {"flush", Writer_flush, METH_NOARGS, "flush(): write everything buffered as one frame, now."},
+    {"close", Writer_close, METH_NOARGS, "close(): flush, stop the flusher thread, close the file."},
+    {"child_writer", Writer_child_writer, METH_VARARGS, "child_writer(path, preamble): a fresh writer with the same options."},
+    {"_forked_child", Writer_forked_child, METH_NOARGS, nullptr},
+    {"__enter__", Writer_enter, METH_NOARGS, nullptr},
+    {"__exit__", Writer_exit, METH_VARARGS, nullptr},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyObject* get_events(PyObject* self, void*) { return PyLong_FromUnsignedLongLong(reinterpret_cast<Writer*>(self)->events); }
+PyObject* get_closed(PyObject* self, void*) { return PyBool_FromLong(reinterpret_cast<Writer*>(self)->closed); }
+PyObject* get_forked(PyObject* self, void*) { return PyBool_FromLong(reinterpret_cast<Writer*>(self)->forked); }
+PyObject* get_pid(PyObject* self, void*) { return PyLong_FromLong(reinterpret_cast<Writer*>(self)->pid); }
+PyObject* get_path(PyObject* self, void*) { return Py_NewRef(reinterpret_cast<Writer*>(self)->path); }
+
+PyGetSetDef writer_getset[] = {
+    {"events", get_events, nullptr, "events written (values, switches, binding events)", nullptr},
+    {"closed", get_closed, nullptr, nullptr, nullptr},
+    {"forked", get_forked, nullptr, "True in a forked child: this writer is the parent's", nullptr},
+    {"pid", get_pid, nullptr, "the process this writer belongs to", nullptr},
+    {"path", get_path, nullptr, nullptr, nullptr},
+    {nullptr, nullptr, nullptr, nullptr, nullptr},
+};
+
+void clear_refs(Writer* w) {
+    for (auto& kv : w->core.bindings) Py_DECREF(kv.second.obj);
+    w->core.bindings.clear();
+    w->core.string_list.clear();
+    Py_CLEAR(w->path);
+    Py_CLEAR(w->thread_id);
+    Py_CLEAR(w->last_thread);
+    Py_CLEAR(w->strings);
+    Py_CLEAR(w->hooks);
+    Py_CLEAR(w->bad_value);
+    Py_CLEAR(w->bad_path);
+}
+
+PyObject* Writer_new(PyTypeObject* type, PyObject*, PyObject*) {
+    Writer* w = reinterpret_cast<Writer*>(type->tp_alloc(type, 0));
+    if (!w) return nullptr;
+    new (&w->core) Core();
+    w->strings = PyDict_New();
+    w->hooks = PyDict_New();
+    w->bad_path = PyList_New(0);
+    w->thread_id = Py_NewRef(Py_None);
+    w->pid = static_cast<long>(getpid());
+    w->intern = true;
+    if (!w->strings || !w->hooks || !w->bad_path) { Py_DECREF(w); return nullptr; }
+    return reinterpret_cast<PyObject*>(w);
+}
+
+int Writer_init(PyObject* self, PyObject* args, PyObject* kwds) {
+    Writer* w = reinterpret_cast<Writer*>(self);
+    static const char* kwlist[] = {"path", "preamble", "thread_id", "flush_interval", "buffer_size", nullptr};
+    PyObject *path, *preamble, *thread_id = Py_None;
+    double interval = 0.1;
+    Py_ssize_t buffer_size = 65536;
+    if (w->constructed) { PyErr_SetString(PyExc_RuntimeError, "StreamWriter already initialised"); return -1; }
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&O|$Odn:StreamWriter", const_cast<char**>(kwlist),
+                                     PyUnicode_FSConverter, &path, &preamble, &thread_id, &interval, &buffer_size))
+        return -1;
+    PyObject* fspath = path;  // bytes from FSConverter
+    if (!PyDict_CheckExact(preamble)) {
+        Py_DECREF(fspath);
+        PyObject* name = PyObject_CallOneArg(g.type_name, reinterpret_cast<PyObject*>(Py_TYPE(preamble)));
+        if (name) { PyErr_Format(PyExc_TypeError, "preamble must be a dict, not %U", name); Py_DECREF(name); }
+        return -1;
+    }
+    if (thread_id != Py_None && !PyCallable_Check(thread_id)) {
+        Py_DECREF(fspath);
+        PyErr_SetString(PyExc_TypeError, "thread_id must be callable or None");
+        return -1;
+    }
+    if (!(interval > 0)) { Py_DECREF(fspath); PyErr_SetString(PyExc_ValueError, "flush_interval must be > 0 seconds"); return -1; }
+    if (buffer_size <= 0) { Py_DECREF(fspath); PyErr_SetString(PyExc_ValueError, "buffer_size must be > 0 bytes"); return -1; }
+    Py_XSETREF(w->path, PyUnicode_DecodeFSDefault(PyBytes_AS_STRING(fspath)));
+    Py_XSETREF(w->thread_id, Py_NewRef(thread_id));
+    w->core.interval = std::chrono::microseconds(static_cast<long long>(interval * 1e6));
+    w->core.buffer_size = static_cast<size_t>(buffer_size);
+
+    // Header + preamble frame, encoded without interning.
+    Out pre;
+    w->intern = false;
+    int rc = encode_top(w, pre, preamble);
+    w->intern = true;
+    if (rc) { Py_DECREF(fspath); return -1; }
+    Out head;
+    if (!head.reserve(HEADER_SIZE + FRAME_HEADER_SIZE)) { Py_DECREF(fspath); PyErr_NoMemory(); return -1; }
+    head.put(MAGIC, 8);
+    uint32_t v = FORMAT_VERSION, len = static_cast<uint32_t>(pre.size), crc = crc32(pre.data, pre.size);
+    head.put(&v, 4);
+    head.put(&len, 4);
+    head.put(&crc, 4);
+    int fd;
+    int err = 0;
+    const char* cpath = PyBytes_AS_STRING(fspath);
+    Py_BEGIN_ALLOW_THREADS
+    fd = ::open(cpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) err = errno;
+    else {
+        if (::fchmod(fd, 0600) < 0) err = errno;
+        struct iovec iov[2] = {{head.data, head.size}, {pre.data, pre.size}};
+        if (!err) err = write_all(fd, iov, 2);
+        if (err) ::close(fd);
+    }
+    Py_END_ALLOW_THREADS
+    if (err) {
+        errno = err;
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, w->path);
+        Py_DECREF(fspath);
+        return -1;
+    }
+    Py_DECREF(fspath);
+    w->core.fd = fd;
+    try {
+        w->core.flusher = std::make_unique<std::thread>(flusher_main, &w->core);
+    } catch (const std::exception& e) {
+        ::close(fd);
+        w->core.fd = -1;
+        PyErr_Format(g.recording_error, "cannot start the stream flusher thread: %s", e.what());
+        return -1;
+    }
+    w->constructed = true;
+    PyObject* r = PyObject_CallOneArg(g.track_writer, self);
+    if (!r) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+int Writer_traverse(PyObject* self, visitproc visit, void* arg) {
+    Writer* w = reinterpret_cast<Writer*>(self);
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(w->thread_id);
+    Py_VISIT(w->last_thread);
+    Py_VISIT(w->hooks);
+    for (auto& kv : w->core.bindings) Py_VISIT(kv.second.obj);
+    return 0;
+}
+
+int Writer_clear(PyObject* self) {
+    Writer* w = reinterpret_cast<Writer*>(self);
+    Py_CLEAR(w->thread_id);
+    Py_CLEAR(w->hooks);
+    Py_CLEAR(w->last_thread);
+    // bindings are released in dealloc (they must stay valid while encoding)
+    return 0;
+}
+
+void Writer_dealloc(PyObject* self) {
+    Writer* w = reinterpret_cast<Writer*>(self);
+    PyTypeObject* tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (w->weakrefs) PyObject_ClearWeakRefs(self);
+    if (!w->closed && !w->forked && w->constructed) {
+        SavedError saved;
+        if (!close_impl(w)) PyErr_WriteUnraisable(self);
+    }
+    clear_refs(w);
+    if (w->forked) {
+        // The child must not run ~mutex on locks another (vanished) thread may hold.
+        (void)w->core.flusher.release();
+    } else {
+        w->core.~Core();
+    }
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+PyMemberDef writer_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(Writer, weakrefs), READONLY, nullptr},
+    {nullptr, 0, 0, 0, nullptr},
+};
+
+PyType_Slot writer_slots[] = {
+    {Py_tp_members, writer_members},
+    {Py_tp_new, reinterpret_cast<void*>(Writer_new)},
+    {Py_tp_init, reinterpret_cast<void*>(Writer_init)},
+    {Py_tp_dealloc, reinterpret_cast<void*>(Writer_dealloc)},
+    {Py_tp_traverse, reinterpret_cast<void*>(Writer_traverse)},
+    {Py_tp_clear, reinterpret_cast<void*>(Writer_clear)},
+    {Py_tp_methods, writer_methods},
+    {Py_tp_getset, writer_getset},
+    {Py_tp_doc, const_cast<char*>("StreamWriter(path, preamble, *, thread_id=None, flush_interval=0.1, buffer_size=65536)\n\n"
+                                  "Appends events to a recording file (docs/FORMAT.md).")},
+    {0, nullptr},
+};
+
+PyObject* Writer_child_writer(PyObject* self, PyObject* args) {
+    Writer* w = reinterpret_cast<Writer*>(self);
+    PyObject *path, *preamble;
+    if (!PyArg_ParseTuple(args, "OO:child_writer", &path, &preamble)) return nullptr;
+    PyObject* kw = Py_BuildValue("{sOsdsn}", "thread_id", w->thread_id ? w->thread_id : Py_None,
+                                 "flush_interval", w->core.interval.count() / 1e6,
+                                 "buffer_size", static_cast<Py_ssize_t>(w->core.buffer_size));
+    if (!kw) return nullptr;
+    PyObject* a = PyTuple_Pack(2, path, preamble);
+    if (!a) { Py_DECREF(kw); return nullptr; }
+    PyObject* nw = PyObject_Call(reinterpret_cast<PyObject*>(Py_TYPE(self)), a, kw);
+    Py_DECREF(a);
+    Py_DECREF(kw);
+    if (!nw) return nullptr;
+    Writer* n = reinterpret_cast<Writer*>(nw);
+    if (w->hooks && PyDict_Update(n->hooks, w->hooks) < 0) { Py_DECREF(nw); return nullptr; }
+    return nw;
+}
+
+}  // namespace
+
+PyObject* make_writer_type(PyObject* module) {
+    static PyType_Spec spec = {
+        "retracesoftware.stream._stream.StreamWriter", sizeof(Writer), 0,
+        Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC, writer_slots,
+    };
+    return PyType_FromModuleAndSpec(module, &spec, nullptr);
+}
+
+}  // namespace retrace_stream
