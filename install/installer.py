@@ -38,6 +38,15 @@ _importlib_bootstrap = sys.modules["importlib._bootstrap"]
 _OWN_PREFIXES = ("retracesoftware", "msgpack")
 
 
+def _has_attr(cls, name: str) -> bool:
+    try:
+        getattr(cls, name)
+    except AttributeError:
+        log.debug("retrace: %s has no method %s; skipped", cls.__name__, name)
+        return False
+    return True
+
+
 def _is_own(name: str) -> bool:
     return any(name == p or name.startswith(p + ".") for p in _OWN_PREFIXES)
 
@@ -130,8 +139,11 @@ class Installer:
             if cls is None:
                 log.debug("retrace: type %s.%s not in this Python; skipped", name, tname)
                 continue
-            system.patch_type(cls, methods=list(tcfg.methods), getters=list(tcfg.getters),
-                              construct=tcfg.construct, name=f"{name}.{tname}")
+            qualified = f"{name}.{tname}"
+            methods = [m for m in tcfg.methods if _has_attr(cls, m)]
+            system.patch_type(cls, methods=methods, constructor=tcfg.construct, name=qualified)
+            for getter in tcfg.getters:
+                self._patch_getter(cls, getter, f"{qualified}.{getter}")
             type_callbacks = getattr(tcfg, "callback", None) or {}
             for mname, positions in type_callbacks.items():
                 method = cls.__dict__.get(mname)
@@ -142,6 +154,38 @@ class Installer:
             if obj is not None:
                 system.bind(obj)
         return replaced
+
+    def _patch_getter(self, cls, attr, name):
+        """Record reads of a data descriptor (property, getset, member) on bound instances."""
+        for klass in cls.__mro__:
+            if attr in klass.__dict__:
+                descriptor = klass.__dict__[attr]
+                break
+        else:
+            log.debug("retrace: %s has no attribute %s; skipped", cls.__name__, attr)
+            return
+        system = self.system
+
+        def read(obj):
+            return descriptor.__get__(obj, type(obj))
+        read.__name__ = attr
+        gateway = system.patch_function(read, name)
+        is_bound = system.is_bound
+
+        def fget(obj):
+            if is_bound(obj):
+                return gateway(obj)
+            return descriptor.__get__(obj, type(obj))
+
+        fset = fdel = None
+        if hasattr(descriptor, "__set__"):
+            def fset(obj, value):
+                descriptor.__set__(obj, value)
+        if hasattr(descriptor, "__delete__"):
+            def fdel(obj):
+                descriptor.__delete__(obj)
+        self._set(cls, attr, property(fget, fset, fdel, getattr(descriptor, "__doc__", None)),
+                  is_type=True)
 
     def _with_callbacks(self, fn, positions):
         """Wrap ``fn`` so the callable arguments at ``positions`` become callbacks."""

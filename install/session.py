@@ -85,7 +85,7 @@ class RecordSession(_Session):
         self.system = None
         try:
             self.system = System("record", writer=self.writer, thread_id=self.threads.current,
-                                 stacks=stacks)
+                                 record_stacks=stacks)
         except BaseException:
             self.abandon()
             raise
@@ -128,6 +128,7 @@ class ReplaySession(_Session):
         self.pdb = pdb
         self.system = System("replay", reader=reader, thread_id=self.threads.current,
                              deadlock_timeout=thread_timeout)
+        self.writer = None
 
     def start(self):
         self._install()
