@@ -47,6 +47,40 @@ def _has_attr(cls, name: str) -> bool:
     return True
 
 
+def _scandir_iterator_type():
+    import os
+    it = os.scandir(".")
+    try:
+        return type(it)
+    finally:
+        it.close()
+
+
+def _poll_type():
+    import select
+    return type(select.poll())
+
+
+#: Types a module makes but does not expose as an attribute.
+_HIDDEN_TYPES = {
+    ("posix", "ScandirIterator"): _scandir_iterator_type,
+    ("select", "poll"): _poll_type,
+}
+
+
+def _resolve_type(module, module_name: str, type_name: str):
+    value = module.__dict__.get(type_name)
+    if isinstance(value, type):
+        return value
+    maker = _HIDDEN_TYPES.get((module_name, type_name))
+    if maker is not None:
+        try:
+            return maker()
+        except Exception:  # pragma: no cover - platform without it
+            return None
+    return None
+
+
 def _is_own(name: str) -> bool:
     return any(name == p or name.startswith(p + ".") for p in _OWN_PREFIXES)
 
@@ -116,6 +150,21 @@ class Installer:
             self._set(module, attr, new)
             replaced[id(old)] = (old, new)
 
+        for tname, tcfg in cfg.types.items():
+            cls = _resolve_type(module, name, tname)
+            if cls is None:
+                log.debug("retrace: type %s.%s not in this Python; skipped", name, tname)
+                continue
+            qualified = f"{name}.{tname}"
+            methods = [m for m in tcfg.methods if _has_attr(cls, m)]
+            system.patch_type(cls, methods=methods, constructor=tcfg.construct, name=qualified)
+            for getter in tcfg.getters:
+                self._patch_getter(cls, getter, f"{qualified}.{getter}")
+            type_callbacks = getattr(tcfg, "callback", None) or {}
+            for mname, positions in type_callbacks.items():
+                method = cls.__dict__.get(mname)
+                if method is not None:
+                    self._set(cls, mname, self._with_callbacks(method, positions), is_type=True)
         callbacks = dict(getattr(cfg, "callback", {}) or {})
         for fname in cfg.proxy:
             fn = getattr(module, fname, None)
@@ -134,21 +183,6 @@ class Installer:
             fn = getattr(module, fname, None)
             if fn is not None:
                 swap(fname, system.disable_for(fn))
-        for tname, tcfg in cfg.types.items():
-            cls = getattr(module, tname, None)
-            if cls is None:
-                log.debug("retrace: type %s.%s not in this Python; skipped", name, tname)
-                continue
-            qualified = f"{name}.{tname}"
-            methods = [m for m in tcfg.methods if _has_attr(cls, m)]
-            system.patch_type(cls, methods=methods, constructor=tcfg.construct, name=qualified)
-            for getter in tcfg.getters:
-                self._patch_getter(cls, getter, f"{qualified}.{getter}")
-            type_callbacks = getattr(tcfg, "callback", None) or {}
-            for mname, positions in type_callbacks.items():
-                method = cls.__dict__.get(mname)
-                if method is not None:
-                    self._set(cls, mname, self._with_callbacks(method, positions), is_type=True)
         for attr in cfg.bind:
             obj = getattr(module, attr, None)
             if obj is not None:
