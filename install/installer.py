@@ -38,6 +38,11 @@ _importlib_bootstrap = sys.modules["importlib._bootstrap"]
 _OWN_PREFIXES = ("retracesoftware", "msgpack")
 
 
+def _is_classmethod(cls, name: str) -> bool:
+    value = cls.__dict__.get(name)
+    return isinstance(value, classmethod) or type(value).__name__ == "classmethod_descriptor"
+
+
 def _has_attr(cls, name: str) -> bool:
     try:
         getattr(cls, name)
@@ -157,7 +162,11 @@ class Installer:
                 continue
             qualified = f"{name}.{tname}"
             methods = [m for m in tcfg.methods if _has_attr(cls, m)]
+            classmethods = [m for m in methods if _is_classmethod(cls, m)]
+            methods = [m for m in methods if m not in classmethods]
             system.patch_type(cls, methods=methods, constructor=tcfg.construct, name=qualified)
+            for m in classmethods:
+                self._patch_classmethod(cls, m, f"{qualified}.{m}")
             for getter in tcfg.getters:
                 self._patch_getter(cls, getter, f"{qualified}.{getter}")
             type_callbacks = getattr(tcfg, "callback", None) or {}
@@ -188,6 +197,16 @@ class Installer:
             if obj is not None:
                 system.bind(obj)
         return replaced
+
+    def _patch_classmethod(self, cls, attr, name):
+        """A classmethod (``datetime.now``) is a boundary call whatever the instance."""
+        descriptor = cls.__dict__[attr]
+
+        def call(klass, *args, **kwargs):
+            return descriptor.__get__(None, klass)(*args, **kwargs)
+        call.__name__ = attr
+        call.__qualname__ = f"{cls.__name__}.{attr}"
+        self._set(cls, attr, classmethod(self.system.patch_function(call, name)), is_type=True)
 
     def _patch_getter(self, cls, attr, name):
         """Record reads of a data descriptor (property, getset, member) on bound instances."""

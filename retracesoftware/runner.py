@@ -126,7 +126,13 @@ def execute(target: Target) -> None:
         exec(compile(target.value, "<string>", "exec"), main.__dict__)
 
 
-_OUR_FILES = {os.path.abspath(__file__).rstrip("co"), runpy.__file__}
+_OUR_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_OUR_FILES = {runpy.__file__}
+
+
+def _is_ours(filename: str) -> bool:
+    filename = os.path.abspath(filename)
+    return filename.startswith(_OUR_DIR + "retracesoftware" + os.sep) or filename in _OUR_FILES
 
 
 def report_exception(exc: BaseException) -> int:
@@ -143,7 +149,7 @@ def report_exception(exc: BaseException) -> int:
             pass
         return 1
     tb = exc.__traceback__
-    while tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename) in _OUR_FILES:
+    while tb is not None and _is_ours(tb.tb_frame.f_code.co_filename):
         tb = tb.tb_next
     exc.__traceback__ = tb
     try:
