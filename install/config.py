@@ -20,9 +20,7 @@ Pure Python, no import of the modules being configured: the loader decides
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
-import importlib.metadata
 import importlib.resources
 import json
 import keyword
@@ -523,6 +521,8 @@ def _config_error(file: str, line: int | None, key: str | None, problem: str, ex
 
 
 def _suggest(word: str, valid: Sequence[str], what: str) -> str:
+    import difflib  # only on the error path
+
     close = difflib.get_close_matches(word, valid, n=1, cutoff=0.6)
     if close:
         return f"did you mean '{close[0]}'?"
@@ -894,6 +894,8 @@ def _installed_lookup(installed: Mapping[str, str | None] | None):
     if installed is not None:
         table = {_normalise_distribution(k): v for k, v in installed.items()}
         return lambda name: table.get(_normalise_distribution(name))
+
+    import importlib.metadata  # lazily: costly to import, needed only for [requires]
 
     def lookup(name: str) -> str | None:
         try:

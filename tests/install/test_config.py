@@ -231,6 +231,18 @@ def test_alternatives_gated_apart_may_share_a_directory(tmp_path):
     assert load_config([tmp_path], python_version=(3, 13)).modules["m"].proxy == ("new",)
 
 
+def test_gated_out_override_does_not_override(tmp_path):
+    shipped, override = tmp_path / "shipped", tmp_path / "override"
+    write(shipped, "time.toml", '[modules."time"]\nproxy = ["time"]\n')
+    write(override, "a.toml", '[requires]\ndistribution = "absent-dist"\n[modules."time"]\nproxy = ["sleep"]\n')
+    write(override, "b.toml", '[modules."time".types.struct_time]\nwhen = { python = "<3" }\n[modules."time"]\nwhen = { python = "<3" }\n')
+    cfg = load_config([override, shipped], installed={})
+    assert cfg.modules["time"].proxy == ("time",)
+    assert cfg.sources["time"] == str(shipped / "time.toml")
+    cfg = load_config([override, shipped], installed={"absent_dist": "1"})
+    assert cfg.modules["time"].proxy == ("sleep",)
+
+
 def test_errors_in_gated_out_files_are_still_errors(tmp_path):
     write(tmp_path, "a.toml", '[requires]\ndistribution = "not-installed-xyz"\n[modules."m"]\nproxxy = []\n')
     with pytest.raises(ConfigError, match="did you mean 'proxy'"):
