@@ -10,6 +10,15 @@ Gate = _impl.Gate
 RecordGateway = _impl.RecordGateway
 ReplayGateway = _impl.ReplayGateway
 fingerprint = _impl.fingerprint
+patch_type = _impl.patch_type
+unpatch_type = _impl.unpatch_type
+PatchToken = _impl.PatchToken
+identity_hash = _impl.identity_hash
+set_identity_hashing = _impl.set_identity_hashing
+identity_hashing_enabled = _impl.identity_hashing_enabled
+capture_stack = _impl.capture_stack
+StackDelta = _impl.StackDelta
+from retracesoftware.utils._intercept import MISSING, InterceptDict  # noqa: E402  (pure Python, both backends)
 
 __all__ = [
     "BACKEND",
@@ -21,4 +30,14 @@ __all__ = [
     "RecordGateway",
     "ReplayGateway",
     "fingerprint",
+    "patch_type",
+    "unpatch_type",
+    "PatchToken",
+    "identity_hash",
+    "set_identity_hashing",
+    "identity_hashing_enabled",
+    "capture_stack",
+    "StackDelta",
+    "InterceptDict",
+    "MISSING",
 ]

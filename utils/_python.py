@@ -261,3 +261,255 @@ def fingerprint(*args, **kwargs):
             _fp_encode(k, 0, out)
             _fp_encode(v, 0, out)
     return _zlib.crc32(b"".join(out))
+
+
+# ------------------------------------------------------------------ patch_type
+#
+# Pure Python cannot set attributes on immutable types (TypeError "cannot set
+# ... attribute of immutable type"), so this backend uses ctypes (part of
+# CPython) to clear Py_TPFLAGS_IMMUTABLETYPE around type.__setattr__, exactly
+# as the C++ backend does.  PYVERSIONS: on 3.12+ "static builtin" types keep
+# their dict in the interpreter state; we write that dict
+# (PyType_GetDict) and call PyType_Modified, and refuse slot dunders there.
+
+from retracesoftware.utils import env as _env
+from retracesoftware.utils._intercept import InterceptDict  # noqa: E402,F401  (shared by both backends)
+
+_IMMUTABLETYPE = 1 << 8
+_STATIC_BUILTIN = 1 << 1
+_ctypes_api = None
+
+
+def _api():
+    global _ctypes_api
+    if _ctypes_api is None:
+        import ctypes
+
+        # Offset of tp_flags in PyTypeObject: PyVarObject head (3 words), then
+        # tp_name, tp_basicsize, tp_itemsize, and 15 pointer-sized slots up to
+        # tp_as_buffer (stable across 3.11-3.13, non-free-threaded builds).
+        word = ctypes.sizeof(ctypes.c_void_p)
+        offset = word * (3 + 3 + 15)
+        get_dict = None
+        if _env.PY312_PLUS:  # PYVERSIONS
+            get_dict = ctypes.pythonapi.PyType_GetDict
+            get_dict.restype = ctypes.py_object
+            get_dict.argtypes = [ctypes.py_object]
+        modified = ctypes.pythonapi.PyType_Modified
+        modified.restype = None
+        modified.argtypes = [ctypes.py_object]
+        _ctypes_api = (ctypes, offset, get_dict, modified)
+    return _ctypes_api
+
+
+def _flags_cell(cls):
+    ctypes, offset, _, _ = _api()
+    return ctypes.c_ulong.from_address(id(cls) + offset)
+
+
+def _type_dict(cls):
+    _, _, get_dict, _ = _api()
+    if get_dict is not None:
+        return get_dict(cls)
+    return _real_dict_of(cls)
+
+
+def _real_dict_of(cls):
+    # 3.11: the mappingproxy wraps the real tp_dict; gc.get_referents exposes it.
+    import gc
+
+    for ref in gc.get_referents(cls.__dict__):
+        if type(ref) is dict:
+            return ref
+    raise RuntimeError(f"cannot reach the dict of {cls!r}")
+
+
+def _is_dunder(name):
+    return len(name) >= 5 and name[:2] == "__" and name[-2:] == "__"
+
+
+_NOTHING = object()
+
+
+def _set_type_attr(cls, name, value):
+    flags = _flags_cell(cls)
+    if _env.PY312_PLUS and flags.value & _STATIC_BUILTIN:  # PYVERSIONS
+        if _is_dunder(name):
+            raise TypeError(
+                f"patch_type: cannot set {name!r} on static builtin type '{cls.__module__}.{cls.__qualname__}' "
+                "on Python 3.12+: CPython offers no public way to update its C slots (patch a non-dunder "
+                "method instead)"
+            )
+        d = _type_dict(cls)
+        if value is _NOTHING:
+            del d[name]
+        else:
+            d[name] = value
+        _api()[3](cls)
+        return
+    saved = flags.value
+    flags.value = saved & ~_IMMUTABLETYPE
+    try:
+        if value is _NOTHING:
+            type.__delattr__(cls, name)
+        else:
+            type.__setattr__(cls, name, value)
+    finally:
+        flags.value = saved
+    _api()[3](cls)
+
+
+class PatchToken:
+    """Returned by patch_type; pass to unpatch_type to restore."""
+
+    __slots__ = ("cls", "_saved", "active")
+
+    def __init__(self, cls):
+        self.cls = cls
+        self._saved = []
+        self.active = True
+
+    @property
+    def names(self):
+        return tuple(name for name, _ in self._saved)
+
+    def _restore(self):
+        for name, old in reversed(self._saved):
+            _set_type_attr(self.cls, name, old)
+
+    def __repr__(self):
+        return f"<PatchToken {self.cls.__module__}.{self.cls.__qualname__} {'active' if self.active else 'restored'}>"
+
+
+def patch_type(cls, attrs):
+    """Set attributes on any type (static/immutable too); returns a PatchToken."""
+    if not isinstance(cls, type):
+        raise TypeError(f"patch_type: cls must be a type, got {type(cls).__name__}")
+    if not isinstance(attrs, dict):
+        raise TypeError(f"patch_type: attrs must be a dict, got {type(attrs).__name__}")
+    token = PatchToken(cls)
+    for name, value in list(attrs.items()):
+        try:
+            if not isinstance(name, str):
+                raise TypeError(f"patch_type: attribute names must be str, got {type(name).__name__}")
+            old = _type_dict(cls).get(name, _NOTHING)
+            _set_type_attr(cls, name, value)
+        except BaseException:
+            try:
+                token._restore()
+            except Exception:
+                pass
+            raise
+        token._saved.append((name, old))
+    return token
+
+
+def unpatch_type(token):
+    """Restore exactly what patch_type changed (new attributes are deleted)."""
+    if not isinstance(token, PatchToken):
+        raise TypeError(f"unpatch_type: expected a PatchToken, got {type(token).__name__}")
+    if not token.active:
+        raise ValueError("unpatch_type: this token was already unpatched")
+    token.active = False
+    token._restore()
+
+
+# -------------------------------------------------------------- identity hash
+#
+# The same side table and the same counter sequence as the C++ backend (see
+# utils/cpp/identity_hash.cpp), so identity_hash() agrees across backends.
+# Switching object.__hash__ itself (set_identity_hashing) needs to replace the
+# tp_hash C slot of object and of every type inheriting it: impossible from
+# pure Python on 3.12+ (object is a static builtin whose slots cannot be
+# updated) and through a slow Python-level __hash__ on 3.11, so this backend
+# refuses it with NotImplementedError on every version.
+
+_hash_counter = 0
+_hash_table = {}  # id(obj) -> (hash, weakref)
+_MASK64 = (1 << 64) - 1
+
+
+def _counter_hash(n):
+    return ((n * 0x9E3779B97F4A7C15) & _MASK64) >> 2
+
+
+def identity_hash(obj):
+    """The counter-based hash of obj (assigned on first use; the address hash
+    for objects that cannot be weakly referenced)."""
+    global _hash_counter
+    key = id(obj)
+    entry = _hash_table.get(key)
+    if entry is not None:
+        return entry[0]
+    import weakref
+
+    try:
+        ref = weakref.ref(obj, lambda r, key=key: _hash_table.pop(key, None))
+    except TypeError:
+        return object.__hash__(obj)
+    _hash_counter += 1
+    h = _counter_hash(_hash_counter)
+    _hash_table[key] = (h, ref)
+    return h
+
+
+def set_identity_hashing(enabled):
+    """Switch counter-based object.__hash__ on or off (C++ backend only)."""
+    if enabled:
+        raise NotImplementedError(
+            "set_identity_hashing: replacing object.__hash__ for every type needs the C++ backend "
+            "(retracesoftware.utils._utils); CPython offers no pure-Python way to update object's tp_hash slot"
+        )
+
+
+def identity_hashing_enabled():
+    return False
+
+
+# ----------------------------------------------------------------------- stack
+
+import sys as _sys  # noqa: E402
+
+
+def capture_stack(skip=0):
+    """The caller's stack as ((filename, lineno, funcname), ...), outermost
+    first; skip drops that many innermost frames."""
+    if skip < 0:
+        raise ValueError("capture_stack: skip must be >= 0")
+    frame = _sys._getframe(1)
+    entries = []
+    index = 0
+    while frame is not None:
+        if index >= skip:
+            code = frame.f_code
+            entries.append((code.co_filename, frame.f_lineno, code.co_name))
+        index += 1
+        frame = frame.f_back
+    entries.reverse()
+    return tuple(entries)
+
+
+class StackDelta:
+    """Stack captures reported as a delta from the previous one."""
+
+    __slots__ = ("previous",)
+
+    def __init__(self):
+        self.previous = ()
+
+    def capture(self, skip=0):
+        """(common, new_frames): frames shared (outermost) with the previous
+        capture, and the frames after them."""
+        if skip < 0:
+            raise ValueError("capture_stack: skip must be >= 0")
+        now = capture_stack(skip + 1)
+        prev = self.previous
+        common = 0
+        limit = min(len(now), len(prev))
+        while common < limit and now[common] == prev[common]:
+            common += 1
+        self.previous = now
+        return common, now[common:]
+
+    def reset(self):
+        self.previous = ()

@@ -1,0 +1,241 @@
+// Deterministic identity hashes (DESIGN §3): object.__hash__ from a
+// per-process counter, assigned on first hash, so hash() and set order of
+// objects with the default (address-based) hash are the same in record and
+// replay.
+//
+// Choice: a side table {object address -> (hash, weakref)} rather than a
+// per-object slot.  CPython objects have no spare header field and the object
+// layout of existing types cannot change, so a slot is impossible for types
+// we do not own.  The weakref's callback erases the entry when the object
+// dies, so the table never outlives (or leaks) an object and a reused address
+// never inherits a stale hash.  Objects that cannot be weakly referenced
+// (plain object() instances, __slots__ classes without __weakref__) keep the
+// address hash: there would be no way to forget them.
+//
+// Switching on: every type whose tp_hash is object's default hash (found by
+// walking object.__subclasses__() recursively) gets our tp_hash, and
+// object.__dict__['__hash__'] becomes a method descriptor calling it, so
+// object.__hash__(x) and super().__hash__() agree with hash(x).  Types created
+// while on inherit it.  Classes (type and its metaclasses) are left alone:
+// the runtime's own caches are keyed by classes.  Objects alive at switch-on
+// that are GC-tracked and weakrefable are snapshotted with their current
+// address hash, so dicts and sets that already hold them keep working.
+// Switching off restores every pointer and the dict entry; objects hashed
+// while on keep their counter hash (it is stable for their whole life).
+#include "utils.h"
+
+#include <unordered_map>
+#include <vector>
+
+namespace retrace::utils {
+
+namespace {
+
+struct Entry {
+    Py_hash_t hash;
+    PyObject* weakref;  // owned
+};
+
+// Process-wide: tp_hash is a C function pointer with no context argument,
+// so its state cannot live in module state.  GIL-protected.
+struct IdentityHashState {
+    bool enabled = false;
+    uint64_t counter = 0;
+    hashfunc original = nullptr;  // object's tp_hash at import
+    std::unordered_map<PyObject*, Entry> table;
+    std::unordered_map<PyObject*, PyObject*> owner_of_ref;  // weakref -> object
+    std::vector<PyTypeObject*> patched;                    // borrowed: static or immortal-ish; see enable()
+    std::vector<PyObject*> patched_refs;                    // strong refs keeping patched heap types alive
+    PyObject* forget = nullptr;                             // weakref callback
+    PyObject* saved_object_hash = nullptr;                  // object.__dict__['__hash__'] before enable
+    PyObject* hash_descr = nullptr;                         // our replacement
+};
+IdentityHashState& state() {
+    static IdentityHashState s;
+    return s;
+}
+
+Py_hash_t counter_hash(uint64_t n) {
+    // Spread the counter (golden-ratio multiply) so set layouts look like
+    // real hashes; keep it non-negative, so never -1.
+    return static_cast<Py_hash_t>((n * 0x9E3779B97F4A7C15ull) >> 2);
+}
+
+// Returns -1 with an exception set on failure.
+Py_hash_t lookup_or_assign(PyObject* obj, bool snapshot) {
+    IdentityHashState& s = state();
+    auto it = s.table.find(obj);
+    if (it != s.table.end()) return it->second.hash;
+    if (!PyType_SUPPORTS_WEAKREFS(Py_TYPE(obj))) return s.original(obj);
+    PyObject* ref = PyWeakref_NewRef(obj, s.forget);
+    if (!ref) {
+        // A type that advertises weakrefs but refuses one: no way to forget
+        // the object, so it keeps its address hash.
+        PyErr_Clear();
+        return s.original(obj);
+    }
+    Py_hash_t h = snapshot ? s.original(obj) : counter_hash(++s.counter);
+    s.table.emplace(obj, Entry{h, ref});
+    s.owner_of_ref.emplace(ref, obj);
+    return h;
+}
+
+Py_hash_t identity_tp_hash(PyObject* obj) { return lookup_or_assign(obj, false); }
+
+PyObject* forget_cb(PyObject*, PyObject* ref) {
+    IdentityHashState& s = state();
+    auto it = s.owner_of_ref.find(ref);
+    if (it != s.owner_of_ref.end()) {
+        s.table.erase(it->second);
+        s.owner_of_ref.erase(it);
+        Py_DECREF(ref);  // the weakref machinery holds its own reference during the callback
+    }
+    Py_RETURN_NONE;
+}
+
+PyObject* identity_hash(PyObject*, PyObject* obj) {
+    Py_hash_t h = lookup_or_assign(obj, false);
+    if (h == -1 && PyErr_Occurred()) return nullptr;
+    return PyLong_FromSsize_t(h);
+}
+
+PyObject* object_hash_method(PyObject* self, PyObject*) { return identity_hash(nullptr, self); }
+
+PyMethodDef forget_def = {"_identity_hash_forget", forget_cb, METH_O, nullptr};
+PyMethodDef object_hash_def = {"__hash__", object_hash_method, METH_NOARGS,
+                               "Return a deterministic (counter-based) identity hash."};
+
+int walk_and_patch(PyTypeObject* tp) {
+    IdentityHashState& s = state();
+    if (PyType_IsSubtype(tp, &PyType_Type)) return 0;  // classes keep the address hash
+    if (tp->tp_hash == s.original) {
+        tp->tp_hash = identity_tp_hash;
+        s.patched.push_back(tp);
+        if (tp->tp_flags & Py_TPFLAGS_HEAPTYPE) s.patched_refs.push_back(Py_NewRef(reinterpret_cast<PyObject*>(tp)));
+    }
+    PyObject* subs = PyObject_CallMethod(reinterpret_cast<PyObject*>(tp), "__subclasses__", nullptr);
+    if (!subs) return -1;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(subs); ++i) {
+        if (walk_and_patch(reinterpret_cast<PyTypeObject*>(PyList_GET_ITEM(subs, i))) < 0) {
+            Py_DECREF(subs);
+            return -1;
+        }
+    }
+    Py_DECREF(subs);
+    return 0;
+}
+
+int set_object_dict_hash(PyObject* value) {
+    PyObject* dict;
+#if PY_VERSION_HEX >= 0x030C0000  // PYVERSIONS: object's dict lives in the interpreter state
+    dict = PyType_GetDict(&PyBaseObject_Type);
+#else
+    dict = Py_NewRef(PyBaseObject_Type.tp_dict);
+#endif
+    if (!dict) return -1;
+    int rc = PyDict_SetItemString(dict, "__hash__", value);
+    Py_DECREF(dict);
+    PyType_Modified(&PyBaseObject_Type);
+    return rc;
+}
+
+int snapshot_live_objects() {
+    PyObject* gc = PyImport_ImportModule("gc");
+    if (!gc) return -1;
+    PyObject* objs = PyObject_CallMethod(gc, "get_objects", nullptr);
+    Py_DECREF(gc);
+    if (!objs) return -1;
+    IdentityHashState& s = state();
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(objs); ++i) {
+        PyObject* o = PyList_GET_ITEM(objs, i);
+        if (Py_TYPE(o)->tp_hash != identity_tp_hash || !PyType_SUPPORTS_WEAKREFS(Py_TYPE(o))) continue;
+        if (s.table.count(o)) continue;
+        lookup_or_assign(o, true);
+    }
+    Py_DECREF(objs);
+    return 0;
+}
+
+PyObject* set_identity_hashing(PyObject*, PyObject* arg) {
+    int enable = PyObject_IsTrue(arg);
+    if (enable < 0) return nullptr;
+    IdentityHashState& s = state();
+    if (enable == static_cast<int>(s.enabled)) Py_RETURN_NONE;
+    if (enable) {
+        PyObject* dict;
+#if PY_VERSION_HEX >= 0x030C0000  // PYVERSIONS
+        dict = PyType_GetDict(&PyBaseObject_Type);
+#else
+        dict = Py_NewRef(PyBaseObject_Type.tp_dict);
+#endif
+        if (!dict) return nullptr;
+        PyObject* saved = PyDict_GetItemString(dict, "__hash__");
+        Py_DECREF(dict);
+        if (!saved) {
+            PyErr_SetString(PyExc_RuntimeError, "set_identity_hashing: object.__dict__ has no __hash__");
+            return nullptr;
+        }
+        s.saved_object_hash = Py_NewRef(saved);
+        if (walk_and_patch(&PyBaseObject_Type) < 0 || set_object_dict_hash(s.hash_descr) < 0) {
+            PyObject* exc = fetch_exception();
+            for (PyTypeObject* tp : s.patched) tp->tp_hash = s.original;
+            s.patched.clear();
+            for (PyObject* r : s.patched_refs) Py_DECREF(r);
+            s.patched_refs.clear();
+            restore_exception(exc);
+            Py_CLEAR(s.saved_object_hash);
+            return nullptr;
+        }
+        s.enabled = true;
+        if (snapshot_live_objects() < 0) return nullptr;
+    } else {
+        for (PyTypeObject* tp : s.patched) tp->tp_hash = s.original;
+        s.patched.clear();
+        for (PyObject* r : s.patched_refs) Py_DECREF(r);
+        s.patched_refs.clear();
+        // Types created while on may have inherited our tp_hash: find them.
+        std::vector<PyTypeObject*> stack{&PyBaseObject_Type};
+        int rc = set_object_dict_hash(s.saved_object_hash);
+        Py_CLEAR(s.saved_object_hash);
+        s.enabled = false;
+        if (rc < 0) return nullptr;
+        while (!stack.empty()) {
+            PyTypeObject* tp = stack.back();
+            stack.pop_back();
+            if (PyType_IsSubtype(tp, &PyType_Type)) continue;  // never patched (see walk_and_patch)
+            if (tp->tp_hash == identity_tp_hash) tp->tp_hash = s.original;
+            PyObject* subs = PyObject_CallMethod(reinterpret_cast<PyObject*>(tp), "__subclasses__", nullptr);
+            if (!subs) return nullptr;
+            for (Py_ssize_t i = 0; i < PyList_GET_SIZE(subs); ++i)
+                stack.push_back(reinterpret_cast<PyTypeObject*>(PyList_GET_ITEM(subs, i)));
+            Py_DECREF(subs);  // types stay alive: each is referenced by its base's subclass list or ours
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+PyObject* identity_hashing_enabled(PyObject*, PyObject*) { return PyBool_FromLong(state().enabled); }
+
+PyMethodDef functions[] = {
+    {"identity_hash", identity_hash, METH_O,
+     "identity_hash(obj) -> int: the counter-based hash of obj (assigned on first use; the address hash for "
+     "objects that cannot be weakly referenced)"},
+    {"set_identity_hashing", set_identity_hashing, METH_O,
+     "set_identity_hashing(enabled): switch counter-based object.__hash__ on or off"},
+    {"identity_hashing_enabled", identity_hashing_enabled, METH_NOARGS, "True while identity hashing is on"},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+}  // namespace
+
+int init_identity_hash(PyObject* module) {
+    IdentityHashState& s = state();
+    s.original = PyBaseObject_Type.tp_hash;
+    s.forget = PyCFunction_NewEx(&forget_def, nullptr, nullptr);
+    if (!s.forget) return -1;
+    s.hash_descr = PyDescr_NewMethod(&PyBaseObject_Type, &object_hash_def);
+    if (!s.hash_descr) return -1;
+    return PyModule_AddFunctions(module, functions);
+}
+
+}  // namespace retrace::utils
