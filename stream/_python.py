@@ -8,6 +8,7 @@ at import, so an installer that later patches ``os``, ``time``, ``_thread`` or
 from __future__ import annotations
 
 import os as _os
+import weakref as _weakref
 from _thread import allocate_lock as _allocate_lock, start_new_thread as _start_new_thread, \
     get_ident as _get_ident
 from time import monotonic as _monotonic
@@ -220,7 +221,9 @@ class StreamWriter:
         self._flusher_running = True
         self._flusher_done = _allocate_lock()
         self._flusher_done.acquire()
-        _start_new_thread(self._flusher, ())
+        self._flusher_ident = _start_new_thread(
+            StreamWriter._flusher,
+            (_weakref.ref(self), self._wake, self._flusher_done, flush_interval))
 
     # -------------------------------------------------------------- state
     @property
@@ -381,16 +384,21 @@ class StreamWriter:
         finally:
             self._io_lock.release()
 
-    def _flusher(self):
+    @staticmethod
+    def _flusher(ref, wake, done, interval):
+        # Holds only a weak reference between rounds, so an unclosed writer
+        # can still be collected (its __del__ flushes and closes).
         try:
-            while self._flusher_running:
-                self._wake.acquire(True, self._flush_interval)
-                if self._forked or self._fd < 0:
+            while True:
+                wake.acquire(True, interval)
+                w = ref()
+                if w is None or not w._flusher_running or w._forked or w._fd < 0:
                     return
-                self._flush_once()
+                w._flush_once()
+                del w
         finally:
             try:
-                self._flusher_done.release()
+                done.release()
             except RuntimeError:
                 pass
 
@@ -411,7 +419,8 @@ class StreamWriter:
             raise RuntimeError("StreamWriter.close called re-entrantly")
         self._flusher_running = False
         self._signal()
-        self._flusher_done.acquire()
+        if _get_ident() != self._flusher_ident:  # __del__ may run on the flusher
+            self._flusher_done.acquire()
         self._flush_once()
         self._closed = True
         fd, self._fd = self._fd, -1
