@@ -80,6 +80,10 @@ def _summary(value) -> str:
     return f"<{t.__name__}>"
 
 
+def _describe_exc(exc) -> str:
+    return f"{type(exc).__name__}({', '.join(_summary(a) for a in exc.args)})"
+
+
 def describe_call(name, args, kwargs) -> str:
     parts = [_summary(a) for a in args]
     parts += [f"{k}={_summary(v)}" for k, v in kwargs.items()]
@@ -405,15 +409,15 @@ class System:
         if tag == CALLBACK_RESULT:
             if raised is not None:
                 raise self._diverge(index, f"callback {cb.name} to return",
-                                    f"it raised {type(raised).__name__}{_summary(raised.args)}")
+                                    f"it raised {_describe_exc(raised)}")
             return
         if tag == CALLBACK_ERROR:
             if raised is None:
-                raise self._diverge(index, f"callback {cb.name} to raise {type(value).__name__}{_summary(value.args)}",
+                raise self._diverge(index, f"callback {cb.name} to raise {_describe_exc(value)}",
                                     "it returned")
             if type(raised) is not type(value):
-                raise self._diverge(index, f"callback {cb.name} to raise {type(value).__name__}{_summary(value.args)}",
-                                    f"it raised {type(raised).__name__}{_summary(raised.args)}")
+                raise self._diverge(index, f"callback {cb.name} to raise {_describe_exc(value)}",
+                                    f"it raised {_describe_exc(raised)}")
             return
         raise self._diverge(index, _describe_tag(tag, value), f"return from callback {cb.name}")
 
@@ -699,6 +703,8 @@ def _describe_tag(tag, value) -> str:
         return "end of recording"
     if tag == CALL:
         return f"call {value}"
+    if tag == ERROR and isinstance(value, BaseException):
+        return f"error {_describe_exc(value)}"
     if tag in (RESULT, ERROR):
         return f"{tag.lower()} {_summary(value)}"
     if tag == CALLBACK:

@@ -20,6 +20,7 @@ import time as _time
 
 _allocate_lock = _thread.allocate_lock
 _get_ident = _thread.get_ident
+_RLock = _thread.RLock
 _Condition = _threading.Condition
 _monotonic = _time.monotonic
 
@@ -80,7 +81,7 @@ class ThreadSequencer:
     def __init__(self, reader, thread_id, *, deadlock_timeout=5.0):
         self._reader = reader
         self._thread_id = thread_id
-        self._cond = _Condition(_allocate_lock())
+        self._cond = _Condition(_RLock())  # re-entrant: fail() may run inside a turn
         self._live: dict[object, int] = {}     # tid -> nesting count (pending = 0 allowed)
         self._expected: set = set()
         self._finished: set = set()
