@@ -105,7 +105,8 @@ def test_switch_on_off_in_process():
         assert hash(fn) == object.__hash__(fn)
         u.set_identity_hashing(False)
         assert not u.identity_hashing_enabled()
-        assert hash(A()) == object.__hash__(A())
+        x = A()
+        assert hash(x) == object.__hash__(x) != u.identity_hash(x)  # address hash again
         gc.collect()
         print("ok")
     """)

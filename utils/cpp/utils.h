@@ -9,6 +9,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <cstddef>
 #include <cstdint>
 
 // PYVERSIONS: 3.12 made the PyMemberDef constants public (Py_T_*, Py_READONLY).
