@@ -15,6 +15,7 @@ import reprlib
 import sys
 import traceback
 
+from retracesoftware import functional as F
 from retracesoftware import utils
 from retracesoftware.utils import (DISABLED, EXTERNAL, INTERNAL, Gate,
                                    RecordGateway, ReplayGateway, fingerprint)
@@ -177,6 +178,15 @@ class System:
         self._patched_tuple: tuple = ()
         self._undo: list = []
         self.divergence: ReplayDivergence | None = None
+        if mode == RECORD:
+            # The per-call result path, native: a plain value (exact type
+            # None/bool/int/float/str/bytes) is written as RESULT value and
+            # returned; anything else takes the Python path (_record_result).
+            self._record_after = F.if_then_else(
+                F.compose(_PLAIN.__contains__, type),
+                F.side_effect(F.partial(writer.write, RESULT)),
+                self._record_result)
+            self._record_error = F.partial(writer.write, ERROR)
         self._external_type = type("ExternalObject", (ExternalObject,), {"__slots__": ()})
         self._external_type.__getattr__ = self._gateway(external_getattr, "retrace.external.getattr")
         self._external_type.__call__ = self._gateway(external_call, "retrace.external.call")
@@ -214,9 +224,9 @@ class System:
                 def before(*args, **kwargs):
                     write(CALL, name, fingerprint(*args, **kwargs), STACK, capture_stack())
             else:
-                def before(*args, **kwargs):
-                    write(CALL, name, fingerprint(*args, **kwargs))
-            return RecordGateway(self.gate, target, before, self._record_result, self._record_error)
+                # write(CALL, name, fingerprint(*a, **kw)), all native.
+                before = F.compose(F.partial(write, CALL, name), fingerprint)
+            return RecordGateway(self.gate, target, before, self._record_after, self._record_error)
         return ReplayGateway(self.gate, target, functools.partial(self._replay_call, name))
 
     def patch_function(self, fn, name=None):
@@ -301,7 +311,7 @@ class System:
                 write(CALL, name, fingerprint(self_, *args, **kwargs), INIT)
                 bind(self_)
                 bound[id(self_)] = self_
-            gateway = RecordGateway(self.gate, real_init, before, self._record_result, self._record_error)
+            gateway = RecordGateway(self.gate, real_init, before, self._record_after, self._record_error)
         else:
             gateway = ReplayGateway(self.gate, real_init, functools.partial(self._replay_call, name))
 
@@ -434,13 +444,6 @@ class System:
         finally:
             gate.phase = old
         return result
-
-    def _record_error(self, exc):
-        old = self.gate.swap(DISABLED)
-        try:
-            self.writer.write(ERROR, exc)
-        finally:
-            self.gate.phase = old
 
     def _record_new(self, obj, typename):
         self.writer.write(NEW, typename)
