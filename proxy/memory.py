@@ -15,7 +15,10 @@ Same semantics as the file stream (docs/ARCHITECTURE.md §stream), minus bytes:
   catches what the real stream would refuse.
 * ``bind(obj)`` appends a ``bind`` entry; the reader's ``bind(obj)`` consumes
   it and later handles decode to *that* object. ``unbind`` appends ``unbind``,
-  which the reader applies transparently.
+  which the reader applies transparently. Errors match the stream's: reading
+  a value at a binding (or binding at a value) is a ValueError, binding a
+  scalar a TypeError, binding twice a ValueError, unbinding an unbound
+  object a KeyError.
 * The event index counts value and bind entries (not thread switches or
   unbinds).
 """
@@ -142,6 +145,8 @@ class MemoryWriter:
     def bind(self, obj):
         with self._lock:
             self._check_open()
+            if type(obj) in _SCALARS:
+                raise TypeError(f"MemoryWriter: cannot bind a {type(obj).__name__} value")
             if id(obj) in self._handles:
                 raise ValueError(f"MemoryWriter: {type(obj).__name__} object is already bound")
             index = self._next_handle
@@ -156,7 +161,7 @@ class MemoryWriter:
             self._check_open()
             entry = self._handles.pop(id(obj), None)
             if entry is None:
-                raise ValueError(f"MemoryWriter: {type(obj).__name__} object is not bound")
+                raise KeyError(f"MemoryWriter: {type(obj).__name__} object is not bound")
             self.tape.append((UNBIND, entry[0]))
 
     def flush(self):
@@ -243,8 +248,7 @@ class MemoryReader:
             raise EOFError("end of recording")
         kind, payload = entry
         if kind != VALUE:
-            raise RecordingFormatError(
-                f"expected a value at event {self._events}, found a NEW_BINDING")
+            raise ValueError(f"expected a value at event {self._events}, found a NEW_BINDING")
         self._pos += 1
         self._events += 1
         return self._decode(payload)
@@ -255,8 +259,7 @@ class MemoryReader:
             raise EOFError("end of recording (expected NEW_BINDING)")
         kind, payload = entry
         if kind != BIND:
-            raise RecordingFormatError(
-                f"expected NEW_BINDING at event {self._events}, found a value")
+            raise ValueError(f"expected NEW_BINDING at event {self._events}, found a value")
         self._pos += 1
         self._events += 1
         self._bindings[payload] = obj
@@ -272,5 +275,8 @@ class MemoryReader:
         return self._events
 
     @property
-    def exhausted(self) -> bool:
-        return self._skip() is None
+    def next_kind(self):
+        entry = self._skip()
+        if entry is None:
+            return None
+        return "value" if entry[0] == VALUE else "binding"

@@ -58,8 +58,11 @@ class Reader(Protocol):
     handled transparently; ``EOFError`` at the clean end; a handle decodes to
     the object given to ``bind``). ``bind(obj)`` consumes the ``NEW_BINDING`` at
     the head. ``thread`` is the logical thread id of the next value, without
-    consuming it (None at the end). ``position`` identifies the next event: an
-    int event index, or a tuple whose last item is the event index.
+    consuming it (None before any thread switch). ``next_kind`` is "value",
+    "binding" or None at the end (optional: without it the end is found by
+    ``read()`` raising ``EOFError``). ``position`` identifies the next event:
+    an int event index, an object with an int ``.event``, or a tuple whose
+    last item is the event index.
     """
 
     def read(self) -> Any: ...
@@ -75,9 +78,18 @@ class Reader(Protocol):
 ThreadId = Callable[[], Any]
 
 
+def at_end(reader: Any) -> bool:
+    """True when *reader* says its tape is used up (``next_kind is None``)."""
+    kind = getattr(reader, "next_kind", "value")
+    return kind is None
+
+
 def event_index(reader: Any) -> int | None:
     """The event index of the next event of *reader* (see `Reader.position`)."""
     pos = getattr(reader, "position", None)
+    event = getattr(pos, "event", None)          # stream's StreamPosition
+    if isinstance(event, int):
+        return event
     if isinstance(pos, tuple):
         pos = pos[-1] if pos else None
     return pos if isinstance(pos, int) else None

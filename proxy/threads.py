@@ -15,6 +15,8 @@ from ``_thread`` captured at import (coverage.py's ``isolate_module`` habit).
 from __future__ import annotations
 
 import _thread
+
+from retracesoftware.proxy.protocol import at_end
 import threading as _threading
 import time as _time
 
@@ -155,7 +157,7 @@ class ThreadSequencer:
                 if self._failure is not None:
                     raise self._failure
                 head = self._reader.thread
-                if head is None or head == me:
+                if head is None or head == me or at_end(self._reader):
                     return
                 self._waiting[me] = head
                 try:

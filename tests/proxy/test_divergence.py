@@ -198,3 +198,13 @@ def test_thread_that_never_comes_is_reported_not_hung(world):
     first = str(info.value).splitlines()[0]
     assert "expected thread 1 to make the next call" in first
     assert "thread 1 never came; waiting for their turn: thread 0" in first
+
+
+def test_extra_call_with_threads_is_reported_at_once(world):
+    tids = ThreadIds()
+    writer = record(world, lambda w, s: (tids.set(0), w.time()), thread_id=tids)
+    with pytest.raises(ReplayDivergence) as info:
+        # A hang here would mean the sequencer waits for a tape that has ended.
+        replay(world, writer, lambda w, s: (tids.set(0), w.time(), w.random()),
+               thread_id=tids, deadlock_timeout=600)
+    assert "expected end of recording, got call fakeworld.random()" in str(info.value)

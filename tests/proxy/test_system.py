@@ -327,3 +327,32 @@ def test_external_object_type_is_per_system():
     b = System("record", writer=MemoryWriter())
     assert a._external_type is not b._external_type
     assert issubclass(a._external_type, ExternalObject)
+
+
+def test_memory_tape_errors_match_the_stream_contract():
+    class Thing:
+        pass
+
+    thing = Thing()
+    writer = MemoryWriter()
+    with pytest.raises(TypeError):
+        writer.bind(3)
+    writer.bind(thing)
+    with pytest.raises(ValueError):
+        writer.bind(thing)
+    writer.write("tag", thing, [thing])
+    writer.unbind(thing)
+    with pytest.raises(KeyError):
+        writer.unbind(thing)
+    reader = MemoryReader(writer)
+    assert reader.next_kind == "binding"
+    with pytest.raises(ValueError):
+        reader.read()
+    mine = Thing()
+    reader.bind(mine)
+    with pytest.raises(ValueError):
+        reader.bind(Thing())
+    assert reader.read() == "tag"
+    assert reader.read() is mine
+    assert reader.read() == [mine]
+    assert reader.next_kind is None and reader.position == 4
