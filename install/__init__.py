@@ -5,18 +5,26 @@ See README.md in this folder. Public entry points::
     install_for_pytest()        # in a conftest.py: record+replay each test below it
     TestRunner                  # the same, for one callable
     Installer, load_config      # the machinery the CLI uses
+    stream_writer, stream_reader  # the stream <-> proxy adapters
+
+Imports are lazy: the ``.pth`` hook and the CLI pay only for what they use.
 """
-from retracesoftware.install.testing import TestRunner, install_for_pytest  # noqa: F401
+
+_LAZY = {
+    "TestRunner": "retracesoftware.install.testing",
+    "install_for_pytest": "retracesoftware.install.testing",
+    "Installer": "retracesoftware.install.installer",
+    "load_config": "retracesoftware.install.config",
+    "stream_writer": "retracesoftware.install.session",
+    "stream_reader": "retracesoftware.install.session",
+}
+
+__all__ = sorted(_LAZY)
 
 
 def __getattr__(name):
-    if name == "Installer":
-        from retracesoftware.install.installer import Installer
-        return Installer
-    if name == "load_config":
-        from retracesoftware.install.config import load_config
-        return load_config
-    if name in ("stream_writer", "stream_reader"):
-        from retracesoftware.install import session
-        return getattr(session, name)
-    raise AttributeError(name)
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'retracesoftware.install' has no attribute {name!r}")
+    import importlib
+    return getattr(importlib.import_module(module), name)
