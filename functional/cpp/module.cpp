@@ -27,7 +27,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 
 namespace {
 
@@ -145,6 +144,16 @@ PyObject* call_at_least(const char* name, Py_ssize_t n, Py_ssize_t given) {
 
 inline Py_ssize_t kwcount(PyObject* kwnames) { return kwnames ? PyTuple_GET_SIZE(kwnames) : 0; }
 
+// PyObject_Vectorcall without its per-call PyThreadState_Get() and
+// _Py_CheckFunctionResult() (both out-of-line calls from an extension). The
+// check still happens once, when our own result returns to the interpreter;
+// this matters because these calls are the whole cost of a combinator.
+inline PyObject* vcall(PyObject* callable, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
+    vectorcallfunc func = PyVectorcall_Function(callable);
+    if (func) return func(callable, args, nargsf, kwnames);
+    return PyObject_Vectorcall(callable, args, nargsf, kwnames);
+}
+
 // Common check for "exactly one positional, no keywords" callables. Returns
 // false with an exception set.
 inline bool one_arg(const char* name, size_t nargsf, PyObject* kwnames) {
@@ -173,7 +182,9 @@ public:
             if (!heap_) PyErr_NoMemory();
         }
     }
-    ~ArgBuffer() { PyMem_Free(heap_); }
+    ~ArgBuffer() {
+        if (heap_) PyMem_Free(heap_);
+    }
     ArgBuffer(const ArgBuffer&) = delete;
     ArgBuffer& operator=(const ArgBuffer&) = delete;
     bool ok() const { return data_ != nullptr; }
@@ -277,13 +288,13 @@ PyMemberDef comb_members[] = {
 // Call fn(arg) with vectorcall; does not steal arg.
 inline PyObject* call_one(PyObject* fn, PyObject* arg) {
     PyObject* stack[2] = {nullptr, arg};
-    return PyObject_Vectorcall(fn, stack + 1, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr);
+    return vcall(fn, stack + 1, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr);
 }
 
 PyObject* compose_call(PyObject* self, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
     PyObject** f = fields(self);
     Py_ssize_t n = Py_SIZE(self);
-    PyObject* r = PyObject_Vectorcall(f[n - 1], args, nargsf, kwnames);
+    PyObject* r = vcall(f[n - 1], args, nargsf, kwnames);
     for (Py_ssize_t i = n - 2; r && i >= 0; --i) {
         PyObject* next = call_one(f[i], r);
         Py_DECREF(r);
@@ -295,7 +306,7 @@ PyObject* compose_call(PyObject* self, PyObject* const* args, size_t nargsf, PyO
 PyObject* sequence_call(PyObject* self, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
     PyObject** f = fields(self);
     Py_ssize_t n = Py_SIZE(self);
-    PyObject* r = PyObject_Vectorcall(f[0], args, nargsf, kwnames);
+    PyObject* r = vcall(f[0], args, nargsf, kwnames);
     for (Py_ssize_t i = 1; r && i < n; ++i) {
         PyObject* next = call_one(f[i], r);
         Py_DECREF(r);
@@ -336,7 +347,7 @@ PyGetSetDef compose_getset[] = {
 PyObject* and_call(PyObject* self, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
     PyObject** f = fields(self);
     for (Py_ssize_t i = 0; i < Py_SIZE(self); ++i) {
-        PyObject* r = PyObject_Vectorcall(f[i], args, nargsf, kwnames);
+        PyObject* r = vcall(f[i], args, nargsf, kwnames);
         if (!r) return nullptr;
         int t = PyObject_IsTrue(r);
         Py_DECREF(r);
@@ -349,7 +360,7 @@ PyObject* and_call(PyObject* self, PyObject* const* args, size_t nargsf, PyObjec
 PyObject* or_call(PyObject* self, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
     PyObject** f = fields(self);
     for (Py_ssize_t i = 0; i < Py_SIZE(self); ++i) {
-        PyObject* r = PyObject_Vectorcall(f[i], args, nargsf, kwnames);
+        PyObject* r = vcall(f[i], args, nargsf, kwnames);
         if (!r) return nullptr;
         int t = PyObject_IsTrue(r);
         Py_DECREF(r);
@@ -360,7 +371,7 @@ PyObject* or_call(PyObject* self, PyObject* const* args, size_t nargsf, PyObject
 }
 
 PyObject* not_call(PyObject* self, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
-    PyObject* r = PyObject_Vectorcall(fields(self)[0], args, nargsf, kwnames);
+    PyObject* r = vcall(fields(self)[0], args, nargsf, kwnames);
     if (!r) return nullptr;
     int t = PyObject_IsTrue(r);
     Py_DECREF(r);
@@ -402,32 +413,61 @@ PyGetSetDef not_getset[] = {
 
 // ---------------------------------------------------------------------------
 // partial
-// fields: [0] func, [1] bound keywords dict or NULL (none), [2..] bound args;
-// aux = number of bound positionals.
+// fields: [0] func, [1] bound keywords dict or NULL (none), [2] the bound
+// keyword names as a tuple or NULL, [3 .. 3+aux) bound positionals, then the
+// bound keyword values in the order of [2]. aux = number of bound positionals.
+// Keeping names and values apart lets a call without keywords of its own pass
+// the bound keywords straight through vectorcall, with no dict built.
 // ---------------------------------------------------------------------------
+
+constexpr Py_ssize_t kPartialArgs = 3;
 
 PyObject* partial_call(PyObject* self, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
     PyObject** f = fields(self);
     PyObject* func = f[0];
     PyObject* bound_kw = f[1];
+    PyObject* bound_names = f[2];
     Py_ssize_t nbound = as_comb(self)->aux;
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     Py_ssize_t nkw = kwcount(kwnames);
-
-    if (nbound == 0 && !bound_kw) return PyObject_Vectorcall(func, args, nargsf, kwnames);
+    PyObject** bound = f + kPartialArgs;
 
     if (!bound_kw) {
+        if (nbound == 0) return vcall(func, args, nargsf, kwnames);
+        if (nbound == 1 && (nargsf & PY_VECTORCALL_ARGUMENTS_OFFSET)) {
+            // The caller lent us args[-1] (PEP 590): put the bound argument
+            // there instead of copying the arguments, and put it back after
+            // (what CPython's functools.partial does too).
+            PyObject** slot = const_cast<PyObject**>(args) - 1;
+            PyObject* saved = *slot;
+            *slot = bound[0];
+            PyObject* r = vcall(func, slot, static_cast<size_t>(nargs + 1), kwnames);
+            *slot = saved;
+            return r;
+        }
         ArgBuffer buf(nbound + nargs + nkw);
         if (!buf.ok()) return nullptr;
         PyObject** stack = buf.args();
-        std::memcpy(stack, f + 2, sizeof(PyObject*) * static_cast<size_t>(nbound));
-        if (nargs + nkw)
-            std::memcpy(stack + nbound, args, sizeof(PyObject*) * static_cast<size_t>(nargs + nkw));
-        return PyObject_Vectorcall(func, stack, static_cast<size_t>(nbound + nargs) | PY_VECTORCALL_ARGUMENTS_OFFSET,
-                                   kwnames);
+        for (Py_ssize_t i = 0; i < nbound; ++i) stack[i] = bound[i];
+        for (Py_ssize_t i = 0; i < nargs + nkw; ++i) stack[nbound + i] = args[i];
+        return vcall(func, stack, static_cast<size_t>(nbound + nargs) | PY_VECTORCALL_ARGUMENTS_OFFSET, kwnames);
     }
 
-    // Bound keywords: merge into a fresh dict, call keywords override bound ones.
+    Py_ssize_t nbound_kw = PyTuple_GET_SIZE(bound_names);
+    if (nkw == 0) {
+        // Bound keywords only: positionals, then the bound values, named by
+        // the bound names tuple.
+        ArgBuffer buf(nbound + nargs + nbound_kw);
+        if (!buf.ok()) return nullptr;
+        PyObject** stack = buf.args();
+        for (Py_ssize_t i = 0; i < nbound; ++i) stack[i] = bound[i];
+        for (Py_ssize_t i = 0; i < nargs; ++i) stack[nbound + i] = args[i];
+        for (Py_ssize_t i = 0; i < nbound_kw; ++i) stack[nbound + nargs + i] = bound[nbound + i];
+        return vcall(func, stack, static_cast<size_t>(nbound + nargs) | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                     bound_names);
+    }
+
+    // Both: merge into a fresh dict, call keywords override bound ones.
     PyObject* kw = PyDict_Copy(bound_kw);
     if (!kw) return nullptr;
     for (Py_ssize_t i = 0; i < nkw; ++i) {
@@ -442,8 +482,8 @@ PyObject* partial_call(PyObject* self, PyObject* const* args, size_t nargsf, PyO
         return nullptr;
     }
     PyObject** stack = buf.args();
-    std::memcpy(stack, f + 2, sizeof(PyObject*) * static_cast<size_t>(nbound));
-    if (nargs) std::memcpy(stack + nbound, args, sizeof(PyObject*) * static_cast<size_t>(nargs));
+    for (Py_ssize_t i = 0; i < nbound; ++i) stack[i] = bound[i];
+    for (Py_ssize_t i = 0; i < nargs; ++i) stack[nbound + i] = args[i];
     PyObject* r = PyObject_VectorcallDict(func, stack, static_cast<size_t>(nbound + nargs), kw);
     Py_DECREF(kw);
     return r;
@@ -454,23 +494,38 @@ PyObject* partial_new(PyTypeObject* type, PyObject* args, PyObject* kwargs) {
     PyObject* func = PyTuple_GET_ITEM(args, 0);
     if (!check_callable("partial", 1, func)) return nullptr;
     Py_ssize_t nbound = PyTuple_GET_SIZE(args) - 1;
-    PyObject* self = comb_alloc(type, nbound + 2, partial_call);
+    Py_ssize_t nbound_kw = kwargs ? PyDict_GET_SIZE(kwargs) : 0;
+    PyObject* self = comb_alloc(type, kPartialArgs + nbound + nbound_kw, partial_call);
     if (!self) return nullptr;
+    PyObject** f = fields(self);
     as_comb(self)->aux = nbound;
     set_field(self, 0, func);
-    if (kwargs && PyDict_GET_SIZE(kwargs) != 0) {
-        PyObject* kw = PyDict_Copy(kwargs);
-        if (!kw) {
+    for (Py_ssize_t i = 0; i < nbound; ++i) set_field(self, kPartialArgs + i, PyTuple_GET_ITEM(args, i + 1));
+    if (nbound_kw) {
+        f[1] = PyDict_Copy(kwargs);
+        f[2] = PyTuple_New(nbound_kw);
+        if (!f[1] || !f[2]) {
             Py_DECREF(self);
             return nullptr;
         }
-        fields(self)[1] = kw;
+        PyObject *key, *value;
+        Py_ssize_t pos = 0, i = 0;
+        while (PyDict_Next(f[1], &pos, &key, &value)) {
+            PyTuple_SET_ITEM(f[2], i, Py_NewRef(key));
+            set_field(self, kPartialArgs + nbound + i, value);
+            ++i;
+        }
     }
-    for (Py_ssize_t i = 0; i < nbound; ++i) set_field(self, i + 2, PyTuple_GET_ITEM(args, i + 1));
     return self;
 }
 
-PyObject* partial_get_args(PyObject* self, void*) { return get_field_tuple(self, reinterpret_cast<void*>(2)); }
+PyObject* partial_get_args(PyObject* self, void*) {
+    Py_ssize_t nbound = as_comb(self)->aux;
+    PyObject* t = PyTuple_New(nbound);
+    if (!t) return nullptr;
+    for (Py_ssize_t i = 0; i < nbound; ++i) PyTuple_SET_ITEM(t, i, Py_NewRef(fields(self)[kPartialArgs + i]));
+    return t;
+}
 
 PyObject* partial_get_keywords(PyObject* self, void*) {
     PyObject* kw = fields(self)[1];
@@ -482,7 +537,7 @@ PyObject* partial_repr(PyObject* self) {
     if (!parts) return nullptr;
     PyObject** f = fields(self);
     bool ok = append_repr(parts, f[0]);
-    for (Py_ssize_t i = 2; ok && i < Py_SIZE(self); ++i) ok = append_repr(parts, f[i]);
+    for (Py_ssize_t i = 0; ok && i < as_comb(self)->aux; ++i) ok = append_repr(parts, f[kPartialArgs + i]);
     if (ok && f[1]) {
         PyObject *key, *value;
         Py_ssize_t pos = 0;
@@ -546,12 +601,12 @@ PyGetSetDef func_getset[] = {
 
 PyObject* if_then_else_call(PyObject* self, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
     PyObject** f = fields(self);
-    PyObject* c = PyObject_Vectorcall(f[0], args, nargsf, kwnames);
+    PyObject* c = vcall(f[0], args, nargsf, kwnames);
     if (!c) return nullptr;
     int t = PyObject_IsTrue(c);
     Py_DECREF(c);
     if (t < 0) return nullptr;
-    return PyObject_Vectorcall(t ? f[1] : f[2], args, nargsf, kwnames);
+    return vcall(t ? f[1] : f[2], args, nargsf, kwnames);
 }
 
 PyObject* if_then_else_new(PyTypeObject* type, PyObject* args, PyObject* kwargs) {
@@ -572,14 +627,14 @@ PyGetSetDef if_then_else_getset[] = {
 PyObject* dispatch_call(PyObject* self, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
     PyObject** f = fields(self);
     for (Py_ssize_t i = 1; i < Py_SIZE(self); i += 2) {
-        PyObject* r = PyObject_Vectorcall(f[i], args, nargsf, kwnames);
+        PyObject* r = vcall(f[i], args, nargsf, kwnames);
         if (!r) return nullptr;
         int t = PyObject_IsTrue(r);
         Py_DECREF(r);
         if (t < 0) return nullptr;
-        if (t) return PyObject_Vectorcall(f[i + 1], args, nargsf, kwnames);
+        if (t) return vcall(f[i + 1], args, nargsf, kwnames);
     }
-    return PyObject_Vectorcall(f[0], args, nargsf, kwnames);
+    return vcall(f[0], args, nargsf, kwnames);
 }
 
 PyObject* dispatch_new(PyTypeObject* type, PyObject* args, PyObject* kwargs) {
@@ -875,7 +930,7 @@ PyObject* side_effect_call(PyObject* self, PyObject* const* args, size_t nargsf,
     // Hold the first argument: func may drop the caller's last other reference
     // only if the caller lent it to us borrowed from a container it mutates.
     PyObject* first = Py_NewRef(args[0]);
-    PyObject* r = PyObject_Vectorcall(fields(self)[0], args, nargsf, kwnames);
+    PyObject* r = vcall(fields(self)[0], args, nargsf, kwnames);
     if (!r) {
         Py_DECREF(first);
         return nullptr;
@@ -897,7 +952,7 @@ PyObject* side_effect_new(PyTypeObject* type, PyObject* args, PyObject* kwargs) 
 
 PyObject* handle_call(PyObject* self, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
     PyObject** f = fields(self);
-    PyObject* r = PyObject_Vectorcall(f[0], args, nargsf, kwnames);
+    PyObject* r = vcall(f[0], args, nargsf, kwnames);
     if (r) return r;
 #if PY_VERSION_HEX >= 0x030C0000  // PYVERSIONS: PyErr_GetRaisedException is 3.12+
     PyObject* exc = PyErr_GetRaisedException();
@@ -988,7 +1043,7 @@ PyObject* apply_with_call(PyObject* self, PyObject* const* args, size_t nargsf, 
         stack[done] = call_one(f[1], args[done]);
         if (!stack[done]) goto out;
     }
-    r = PyObject_Vectorcall(f[0], stack, static_cast<size_t>(nargs) | PY_VECTORCALL_ARGUMENTS_OFFSET, kwnames);
+    r = vcall(f[0], stack, static_cast<size_t>(nargs) | PY_VECTORCALL_ARGUMENTS_OFFSET, kwnames);
 out:
     for (Py_ssize_t i = 0; i < done; ++i) Py_DECREF(stack[i]);
     return r;
