@@ -164,7 +164,11 @@ class Installer:
             methods = [m for m in tcfg.methods if _has_attr(cls, m)]
             classmethods = [m for m in methods if _is_classmethod(cls, m)]
             methods = [m for m in methods if m not in classmethods]
-            system.patch_type(cls, methods=methods, constructor=tcfg.construct, name=qualified)
+            if methods or tcfg.construct:
+                # Only then are the type's instances external objects (bound by
+                # identity); a type patched for its classmethods alone (datetime)
+                # keeps passing its instances by value.
+                system.patch_type(cls, methods=methods, constructor=tcfg.construct, name=qualified)
             for m in classmethods:
                 self._patch_classmethod(cls, m, f"{qualified}.{m}")
             for getter in tcfg.getters:
