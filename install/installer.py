@@ -32,6 +32,9 @@ from retracesoftware.utils.errors import RecordingError
 log = logging.getLogger("retracesoftware")
 
 _importlib_bootstrap = sys.modules["importlib._bootstrap"]
+_METHOD_TYPES = (type(len), type([].append), type(object().__str__), type(_io.open.__call__))
+import types as _types  # noqa: E402
+_METHOD_TYPES = _METHOD_TYPES + (_types.MethodType,)
 
 # Our own modules never get their references replaced: they keep the private
 # copies they took at import.
@@ -120,6 +123,7 @@ class Installer:
                     replacements.update(self._patch_module(name))
             replacements[id(_io.open)] = (_io.open, files.open)
             self._replace_everywhere(replacements)
+            self._rebind_bound_methods()
             files.finalizer_mode = self.system.mode
         except BaseException:
             self.uninstall()
@@ -283,6 +287,33 @@ class Installer:
             else:
                 setattr(owner, attr, old)
         self._undo.append(undo)
+
+    def _rebind_bound_methods(self) -> None:
+        """Refresh method objects bound before install to now-external objects.
+
+        ``random.random`` is ``random._inst.random`` fetched at import: a
+        method object that calls the C method directly, past the patched type.
+        Fetching it again goes through the patched type.
+        """
+        is_bound = self.system.is_bound
+        for mname, module in list(sys.modules.items()):
+            if module is None or _is_own(mname):
+                continue
+            d = getattr(module, "__dict__", None)
+            if not isinstance(d, dict):
+                continue
+            for key, value in list(d.items()):
+                owner = getattr(value, "__self__", None)
+                if owner is None or isinstance(owner, type) or type(value) not in _METHOD_TYPES:
+                    continue
+                try:
+                    bound_here = is_bound(owner)
+                except TypeError:
+                    continue
+                if bound_here:
+                    fresh = getattr(owner, value.__name__, None)
+                    if fresh is not None and fresh != value:
+                        self._set(module, key, fresh)
 
     def _replace_everywhere(self, replacements: dict) -> None:
         """Replace copies of patched functions held in other modules' globals."""
