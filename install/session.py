@@ -70,6 +70,16 @@ class _Session:
         self.system.gate.phase = INTERNAL
         return fn(*args)
 
+    def report(self, reporter, exc):
+        """Print the program's uncaught exception as the interpreter would:
+        outside the recording (source lines for the traceback are read live)."""
+        gate = self.system.gate
+        previous = gate.swap(DISABLED)
+        try:
+            return reporter(exc)
+        finally:
+            gate.phase = previous
+
     def main_finished(self, code):
         self.exit_code = code
 

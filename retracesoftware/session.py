@@ -112,7 +112,7 @@ def record_main(opts) -> int:
         session.run(execute, target)
         code = 0
     except BaseException as exc:  # the program's own exception: report as python would
-        code = report_exception(exc)
+        code = session.report(report_exception, exc)
     session.main_finished(code)
     return code
 
@@ -155,7 +155,7 @@ def replay_main(opts) -> int:
         from retracesoftware.utils.errors import ReplayDivergence
         if isinstance(exc, ReplayDivergence):
             return session.divergence(exc)
-        code = report_exception(exc)
+        code = session.report(report_exception, exc)
     session.main_finished(code)
     return code
 
