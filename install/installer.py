@@ -355,6 +355,32 @@ class Installer:
 
         self._set(bootstrap, "_find_and_load", _find_and_load)
         self._set(bootstrap, "_call_with_frames_removed", _call_with_frames_removed)
+        # Finding a module and reading its code are the import system's own
+        # business wherever they are called from (runpy, importlib.util,
+        # pkgutil): always outside the recording.
+        self._set(bootstrap, "_find_spec", self._disabled(bootstrap._find_spec))
+        external = sys.modules["importlib._bootstrap_external"]
+        for cls_name, method in (("SourceLoader", "get_code"), ("FileLoader", "get_data"),
+                                 ("SourceFileLoader", "path_stats"),
+                                 ("SourcelessFileLoader", "get_code")):
+            cls = getattr(external, cls_name, None)
+            if cls is not None and method in cls.__dict__:
+                self._set(cls, method, self._disabled(cls.__dict__[method]))
+
+    def _disabled(self, fn):
+        """``fn`` run with the runtime off; a plain function, so it binds as a method."""
+        gate = self.system.gate
+
+        def run_disabled(*args, **kwargs):
+            previous = gate.swap(DISABLED)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                gate.phase = previous
+        run_disabled.__name__ = getattr(fn, "__name__", "run_disabled")
+        run_disabled.__qualname__ = getattr(fn, "__qualname__", run_disabled.__name__)
+        run_disabled.__wrapped__ = fn
+        return run_disabled
 
 
 _IMPORT_HOOK_SOURCE = """

@@ -7,6 +7,7 @@ failing program is the same with and without retrace.
 """
 from __future__ import annotations
 
+import io
 import os
 import runpy
 import sys
@@ -41,6 +42,11 @@ class Target:
     @classmethod
     def from_json(cls, data: dict) -> "Target":
         return cls(data["kind"], data["value"], tuple(data["args"]), data.get("path", ""))
+
+
+# Taken before anything is patched: the program's source is code, read live
+# from disk, never data from the recording.
+_open_source = io.open
 
 
 class UsageError(Exception):
@@ -111,7 +117,7 @@ def _main_module() -> types.ModuleType:
 def execute(target: Target) -> None:
     """Run the program; exceptions (incl. SystemExit) propagate to the caller."""
     if target.kind == "script":
-        with open(target.path, "rb") as fh:
+        with _open_source(target.path, "rb") as fh:
             source = fh.read()
         code = compile(source, target.path, "exec")
         main = _main_module()
