@@ -40,7 +40,9 @@ class FileIO(_pyio.FileIO):
 
     def __del__(self):
         fd = getattr(self, "_fd", -1)
-        if fd >= 0 and getattr(self, "_closefd", False):
+        # _pyio.FileIO.close() leaves _fd set (it tracks closing in IOBase),
+        # so a closed file must not close its old descriptor number again.
+        if fd >= 0 and getattr(self, "_closefd", False) and not self.closed:
             self._fd = -1
             if finalizer_mode == "record":
                 try:
