@@ -25,13 +25,14 @@ import logging
 import sys
 import threading
 
-from retracesoftware.install import files
+from retracesoftware.install import files, fs
 from retracesoftware.utils import DISABLED, INTERNAL
 from retracesoftware.utils.errors import RecordingError
 
 log = logging.getLogger("retracesoftware")
 
 _importlib_bootstrap = sys.modules["importlib._bootstrap"]
+_real_scandir = fs._real_scandir
 _METHOD_TYPES = (type(len), type([].append), type(object().__str__), type(_io.open.__call__))
 import types as _types  # noqa: E402
 _METHOD_TYPES = _METHOD_TYPES + (_types.MethodType,)
@@ -121,7 +122,11 @@ class Installer:
             for name in list(self._pending):
                 if name in sys.modules:
                     replacements.update(self._patch_module(name))
+            # Substitutes: Python implementations whose external effects go
+            # through recorded primitives (see files.py, fs.py).
             replacements[id(_io.open)] = (_io.open, files.open)
+            scandir = fs.make_scandir(self.system.patch_function(fs.listing, "posix.scandir"))
+            replacements[id(_real_scandir)] = (_real_scandir, scandir)
             self._replace_everywhere(replacements)
             self._rebind_bound_methods()
             files.finalizer_mode = self.system.mode
