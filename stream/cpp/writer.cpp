@@ -613,11 +613,6 @@ void undo_call(Writer* w, CallState& st) {
     st.last_thread = nullptr;
 }
 
-PyObject* call_thread_id(Writer* w) {
-    if (w->thread_id == Py_None) return nullptr;
-    return PyObject_CallNoArgs(w->thread_id);
-}
-
 PyObject* Writer_write(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
     Writer* w = reinterpret_cast<Writer*>(self);
     if (!check(w)) return nullptr;

@@ -110,3 +110,13 @@ def values():
 @pytest.fixture
 def deep_equal():
     return same
+
+
+def pytest_collection_modifyitems(config, items):
+    """`slow` tests are opt-in: run them with `-m slow`."""
+    if "slow" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow; run with -m slow")
+    for item in items:
+        if "slow" in item.keywords and str(item.fspath).startswith(str(config.rootpath / "tests" / "stream")):
+            item.add_marker(skip)

@@ -329,6 +329,7 @@ def test_closed_and_reentrant(impl, tmp_path):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # PYVERSIONS 3.12+
 def test_fork_child_cannot_write_parents_stream(impl, tmp_path):
     p = tmp_path / "parent.bin"
     cp = tmp_path / "child.bin"
