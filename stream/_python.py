@@ -23,6 +23,8 @@ _write = _os.write
 _open = _os.open
 _close = _os.close
 _fchmod = _os.fchmod
+_fstat = _os.fstat
+_read = _os.read
 _fspath = _os.fspath
 _getpid = _os.getpid
 _O_FLAGS = _os.O_WRONLY | _os.O_CREAT | _os.O_TRUNC | getattr(_os, "O_CLOEXEC", 0)
@@ -61,9 +63,9 @@ class _Encoder:
         self.packer = _msgpack.Packer(use_bin_type=True, unicode_errors="surrogatepass",
                                       autoreset=True)
         self.intern_on = intern
-        self.strings = {}       # str -> index
+        self.strings = {}       # str -> encoded STR_REF (bytes)
         self.string_list = []   # index -> str (for rollback)
-        self.bindings = {}      # id(obj) -> (index, obj)
+        self.bindings = {}      # id(obj) -> (index, obj, encoded HANDLE bytes)
         self.next_binding = 0
         self.hooks = {}         # type -> (name, to_state)
 
@@ -81,12 +83,12 @@ class _Encoder:
         pack = self.packer.pack
         if t is str:
             if self.intern_on and C.INTERN_MIN <= len(v) <= C.INTERN_MAX:
-                idx = self.strings.get(v)
-                if idx is not None:
-                    out += self.ext(C.EXT_STR_REF, _index_bytes(idx))
+                ref = self.strings.get(v)
+                if ref is not None:
+                    out += ref
                     return
                 if len(self.string_list) < C.INTERN_LIMIT:
-                    self.strings[v] = len(self.string_list)
+                    self.strings[v] = self.ext(C.EXT_STR_REF, _index_bytes(len(self.string_list)))
                     self.string_list.append(v)
                     out += self.ext(C.EXT_STR_DEF, v.encode("utf-8", "surrogatepass"))
                     return
@@ -101,7 +103,7 @@ class _Encoder:
         else:
             b = self.bindings.get(id(v))
             if b is not None:
-                out += self.ext(C.EXT_HANDLE, _index_bytes(b[0]))
+                out += b[2]
             elif t is tuple:
                 out += self.ext(C.EXT_TUPLE, self.encode_array(v))
             elif t is list:
@@ -279,8 +281,15 @@ class StreamWriter:
 
     def write(self, *values):
         """Append each value as one event (atomically: all or none)."""
-        self._check()
-        self._enter()
+        if self._forked or self._closed or self._error is not None:
+            self._check()
+        me = _get_ident()
+        if self._owner == me:
+            raise RuntimeError("StreamWriter used re-entrantly (from a hook or thread_id "
+                               "called by this same write)")
+        lock = self._lock
+        lock.acquire()
+        self._owner = me
         buf = self._buf
         start = len(buf)
         enc = self._enc
@@ -288,16 +297,23 @@ class StreamWriter:
         last = (self._has_thread, self._last_thread)
         try:
             n = self._switch(buf) if self._thread_id is not None else 0
+            encode = enc.encode
             for v in values:
-                enc.encode_top(v, buf)
+                encode(v, buf)
             self._events += n + len(values)
+        except _Unrecordable as e:
+            del buf[start:]
+            enc.rollback_strings(nstrings)
+            self._has_thread, self._last_thread = last
+            raise C.unrecordable(e.value, e.path) from None
         except BaseException:
             del buf[start:]
             enc.rollback_strings(nstrings)
             self._has_thread, self._last_thread = last
             raise
         finally:
-            self._leave()
+            self._owner = None
+            lock.release()
         if len(buf) >= self._buffer_size:
             self._signal()
 
@@ -316,7 +332,8 @@ class StreamWriter:
                 raise ValueError(f"{C.type_name(t)} object is already bound")
             n = self._switch(buf) if self._thread_id is not None else 0
             buf += self._enc.ext(C.EXT_NEW_BINDING, b"")
-            self._enc.bindings[id(obj)] = (self._enc.next_binding, obj)
+            idx = self._enc.next_binding
+            self._enc.bindings[id(obj)] = (idx, obj, self._enc.ext(C.EXT_HANDLE, _index_bytes(idx)))
             self._enc.next_binding += 1
             self._events += n + 1
         except BaseException:
@@ -469,8 +486,33 @@ class StreamWriter:
         return w
 
 
-class _Handle:
-    pass
+class _File:
+    """Sequential reads through private os references (the installer may
+    patch builtins.open and io at replay time)."""
+
+    def __init__(self, path):
+        self.fd = _open(path, _os.O_RDONLY | getattr(_os, "O_CLOEXEC", 0))
+        self.size = _fstat(self.fd).st_size
+        self.pos = 0
+
+    def read(self, n):
+        n = max(0, min(n, self.size - self.pos))  # never allocate past the file
+        chunks = []
+        while n > 0:
+            b = _read(self.fd, n)
+            if not b:
+                break
+            chunks.append(b)
+            n -= len(b)
+            self.pos += len(b)
+        return b"".join(chunks)
+
+    def close(self):
+        if self.fd >= 0:
+            _close(self.fd)
+            self.fd = -1
+
+    __del__ = close
 
 
 class StreamReader:
@@ -478,7 +520,7 @@ class StreamReader:
 
     def __init__(self, path):
         self.path = _fspath(path)
-        self._f = open(self.path, "rb")
+        self._f = _File(self.path)
         self._strings = []
         self._bindings = {}
         self._next_binding = 0
