@@ -16,6 +16,13 @@ from retracesoftware.utils import DISABLED, INTERNAL
 from retracesoftware.utils.errors import RecordingFormatError, ReplayDivergence
 
 _os_exit = os._exit
+_wall_clock = __import__("time").time
+
+
+def _exit_marker(code):
+    """The recording's last call: the program's exit code (checked on
+    replay: a different exit code is a divergence) and when it ended."""
+    return (code, _wall_clock())
 _write_stderr = sys.stderr.write
 _flush_stderr = sys.stderr.flush
 
@@ -80,8 +87,22 @@ class _Session:
         finally:
             gate.phase = previous
 
+    exit_code = None
+
     def main_finished(self, code):
         self.exit_code = code
+
+    def _exit_call(self):
+        """Make the EXIT boundary call (retrace.exit) on the main thread."""
+        if self.threads.current() != 0:
+            return None
+        marker = self.system.patch_function(_exit_marker, "retrace.exit")
+        gate = self.system.gate
+        previous = gate.swap(INTERNAL)
+        try:
+            return marker(self.exit_code)
+        finally:
+            gate.phase = previous
 
 
 class RecordSession(_Session):
@@ -120,10 +141,12 @@ class RecordSession(_Session):
         if self._closed:
             return
         self._closed = True
-        self.system.gate.phase = DISABLED
         try:
+            self._exit_call()
+            self.system.gate.phase = DISABLED
             self.system.finish()
         finally:
+            self.system.gate.phase = DISABLED
             self.writer.close()
 
 
@@ -160,8 +183,9 @@ class ReplaySession(_Session):
         if self._closed:
             return
         self._closed = True
-        self.system.gate.phase = DISABLED
         try:
+            self._exit_call()
+            self.system.gate.phase = DISABLED
             self.system.finish()
         except ReplayDivergence as exc:
             code = self.divergence(exc)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import time
 
 from retracesoftware.utils.errors import VersionMismatch
 
@@ -50,6 +51,7 @@ def build(target, *, hash_seed: str, config_digest: str, options: dict) -> dict:
         "config_digest": config_digest,
         "sources": sources,
         "pid": os.getpid(),
+        "started_at": time.time(),
         "options": options,
     }
 

@@ -1,0 +1,165 @@
+"""``python -m retracesoftware inspect PATH [--json]``: what is in a recording.
+
+Walks the recording with the stream reader (no replay, no program code) and
+summarises: the program and where it ran, whether the recording is complete
+(or where it ends early and why), events per kind and per thread, the busiest
+boundary functions, bindings, sizes.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import os
+import sys
+import time
+
+from retracesoftware.utils.errors import RecordingFormatError
+
+TOP = 15
+
+
+class _Placeholder:
+    __slots__ = ()
+
+
+def summarise(path: str) -> dict:
+    from retracesoftware.install.session import open_recording
+
+    reader = open_recording(path)
+    pre = reader.preamble
+    if not isinstance(pre, dict):
+        raise RecordingFormatError(f"{path} has no retrace preamble — not a recording made by retracesoftware")
+    calls = collections.Counter()
+    tags = collections.Counter()
+    per_thread = collections.Counter()
+    threads_seen = []
+    bindings = 0
+    values = 0
+    damage = None
+    exit_info = None
+    expect_name = False
+    last_values = collections.deque(maxlen=4)
+    try:
+        while True:
+            kind = reader.next_kind
+            if kind is None:
+                break
+            tid = reader.thread
+            if tid not in per_thread:
+                threads_seen.append(tid)
+            per_thread[tid] += 1
+            if kind == "binding":
+                reader.bind(_Placeholder())
+                bindings += 1
+                continue
+            value = reader.read()
+            values += 1
+            last_values.append(value)
+            if expect_name:
+                if isinstance(value, str):
+                    calls[value] += 1
+                expect_name = False
+            elif isinstance(value, str) and value.isupper() and value.replace("_", "").isalpha():
+                tags[value] += 1
+                expect_name = value == "CALL"
+    except RecordingFormatError as exc:
+        damage = str(exc)
+    except EOFError:
+        pass
+    position = reader.position
+    events = getattr(position, "event", values + bindings)
+    frames = getattr(position, "frame", None)
+    reader.close()
+    tail = list(last_values)
+    if len(tail) >= 3 and tail[-3] == "EXIT":
+        exit_info = {"exit_code": tail[-2], "ended_at": tail[-1]}
+    started = pre.get("started_at")
+    summary = {
+        "path": os.path.abspath(path),
+        "size_bytes": os.path.getsize(path),
+        "frames": frames,
+        "format_version": pre.get("preamble_version"),
+        "retrace_version": pre.get("retrace_version"),
+        "python_version": pre.get("python_version", "").split()[0] if pre.get("python_version") else None,
+        "argv": pre.get("argv"),
+        "target": pre.get("target"),
+        "cwd": pre.get("cwd"),
+        "pid": pre.get("pid"),
+        "started_at": started,
+        "complete": damage is None and exit_info is not None,
+        "damage": damage,
+        "exit_code": exit_info["exit_code"] if exit_info else None,
+        "duration_s": (exit_info["ended_at"] - started) if exit_info and isinstance(started, (int, float)) else None,
+        "events": events,
+        "values": values,
+        "bindings": bindings,
+        "calls": sum(calls.values()),
+        "tags": dict(tags),
+        "threads": len([t for t in threads_seen if t is not None]) or 1,
+        "events_per_thread": {str(t): n for t, n in per_thread.items()},
+        "top_functions": calls.most_common(TOP),
+        "children": pre.get("children", []),
+    }
+    if events:
+        summary["bytes_per_event"] = round(summary["size_bytes"] / events, 2)
+    return summary
+
+
+def _program(summary) -> str:
+    target = summary.get("target") or {}
+    kind, value, args = target.get("kind"), target.get("value"), target.get("args", [])
+    if kind == "module":
+        words = ["python", "-m", value, *args]
+    elif kind == "code":
+        words = ["python", "-c", value, *args]
+    else:
+        words = ["python", value or "?", *args]
+    return " ".join(words)
+
+
+def render(summary: dict) -> str:
+    lines = []
+    size = summary["size_bytes"]
+    lines.append(f"recording:  {summary['path']} ({size:,} bytes, {summary['frames']} frames)")
+    started = summary.get("started_at")
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if isinstance(started, (int, float)) else "?"
+    lines.append(f"program:    {_program(summary)}")
+    lines.append(f"            recorded {when} with Python {summary.get('python_version')}, "
+                 f"pid {summary.get('pid')}, cwd {summary.get('cwd')}")
+    if summary["damage"]:
+        lines.append(f"status:     ends early at event {summary['events']} — {summary['damage']}")
+    elif not summary["complete"]:
+        lines.append(f"status:     ends early at event {summary['events']} (the program did not exit "
+                     f"normally while recording: killed, or still running)")
+    else:
+        duration = summary.get("duration_s")
+        extra = f", ran {duration:.3f} s" if isinstance(duration, (int, float)) else ""
+        lines.append(f"status:     complete, exit code {summary['exit_code']}{extra}")
+    tags = summary["tags"]
+    lines.append(f"events:     {summary['events']:,} ({summary['calls']:,} boundary calls, "
+                 f"{tags.get('CALLBACK', 0)} callbacks, {tags.get('ERROR', 0)} errors, "
+                 f"{summary['bindings']} bindings; {summary.get('bytes_per_event', 0)} bytes/event)")
+    per_thread = summary["events_per_thread"]
+    lines.append(f"threads:    {summary['threads']}" + (
+        "  (" + ", ".join(f"thread {t}: {n:,}" for t, n in per_thread.items()) + ")" if per_thread else ""))
+    children = summary.get("children") or []
+    lines.append(f"processes:  {1 + len(children)}" + (
+        "  (children: " + ", ".join(str(c) for c in children) + ")" if children else ""))
+    if summary["top_functions"]:
+        lines.append("top boundary functions:")
+        width = len(f"{summary['top_functions'][0][1]:,}")
+        for name, count in summary["top_functions"]:
+            lines.append(f"  {count:>{width},}  {name}")
+    return "\n".join(lines) + "\n"
+
+
+def inspect_main(opts) -> int:
+    path = opts.recording
+    if not os.path.exists(path):
+        raise RecordingFormatError(f"recording {path} does not exist — check the path")
+    summary = summarise(path)
+    if opts.json:
+        sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
+    else:
+        sys.stdout.write(render(summary))
+    return 0
