@@ -38,7 +38,7 @@ def summarise(path: str) -> dict:
     damage = None
     exit_info = None
     expect_name = False
-    last_values = collections.deque(maxlen=4)
+    last_values = collections.deque(maxlen=6)
     try:
         while True:
             kind = reader.next_kind
@@ -71,8 +71,13 @@ def summarise(path: str) -> dict:
     frames = getattr(position, "frame", None)
     reader.close()
     tail = list(last_values)
-    if len(tail) >= 3 and tail[-3] == "EXIT":
-        exit_info = {"exit_code": tail[-2], "ended_at": tail[-1]}
+    # The last call of a complete recording is retrace.exit -> (exit code, end time).
+    if (len(tail) >= 5 and tail[-5] == "CALL" and tail[-4] == "retrace.exit" and tail[-2] == "RESULT"
+            and isinstance(tail[-1], tuple) and len(tail[-1]) == 2):
+        exit_info = {"exit_code": tail[-1][0], "ended_at": tail[-1][1]}
+        calls["retrace.exit"] -= 1
+        if not calls["retrace.exit"]:
+            del calls["retrace.exit"]
     started = pre.get("started_at")
     summary = {
         "path": os.path.abspath(path),
