@@ -41,7 +41,7 @@ def build(target, *, hash_seed: str, config_digest: str, options: dict) -> dict:
         "python_version_info": list(sys.version_info[:3]),
         "implementation": sys.implementation.name,
         "executable": sys.executable,
-        "argv": list(sys.argv),
+        "argv": list(target.argv),
         "target": target.to_json(),
         "cwd": os.getcwd(),
         "sys_path": list(sys.path),
