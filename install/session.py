@@ -66,6 +66,12 @@ class _Session:
     def _install(self):
         self.installer = Installer(self.system, self.config)
         self.installer.install()
+        # importlib.util and friends hold their own copy of _find_spec.
+        bootstrap = sys.modules["importlib._bootstrap"]
+        disabled = bootstrap._find_spec
+        original = getattr(disabled, "__wrapped__", None)
+        if original is not None:
+            self.installer._replace_everywhere({id(original): (original, disabled)})
         for module, attr in thread_start_functions():
             start = getattr(module, attr)
             wrapped = wrap_thread_start(self.system, self.threads, start)
