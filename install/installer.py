@@ -25,7 +25,7 @@ import logging
 import sys
 import threading
 
-from retracesoftware.install import files, fs
+from retracesoftware.install import buffers, files, fs
 from retracesoftware.utils import DISABLED, INTERNAL
 from retracesoftware.utils.errors import RecordingError
 
@@ -88,6 +88,13 @@ def _resolve_type(module, module_name: str, type_name: str):
         except Exception:  # pragma: no cover - platform without it
             return None
     return None
+
+
+def _named(fn, cls, attr):
+    fn.__name__ = attr
+    fn.__qualname__ = f"{cls.__name__}.{attr}"
+    fn.__module__ = cls.__module__
+    return fn
 
 
 def _is_own(name: str) -> bool:
@@ -173,11 +180,23 @@ class Installer:
             methods = [m for m in tcfg.methods if _has_attr(cls, m)]
             classmethods = [m for m in methods if _is_classmethod(cls, m)]
             methods = [m for m in methods if m not in classmethods]
+            # Methods that fill a caller's buffer go through their
+            # bytes-returning sibling (buffers.py), which must be patched.
+            adapters = {m: a for m, a in buffers.METHOD_ADAPTERS.get((name, tname), {}).items()
+                        if m in methods}
+            for m, (sibling, _) in adapters.items():
+                if sibling not in methods and _has_attr(cls, sibling):
+                    methods.append(sibling)
+            methods = [m for m in methods if m not in adapters or adapters[m][0] == m]
             if methods or tcfg.construct:
                 # Only then are the type's instances external objects (bound by
                 # identity); a type patched for its classmethods alone (datetime)
                 # keeps passing its instances by value.
                 system.patch_type(cls, methods=methods, constructor=tcfg.construct, name=qualified)
+            for m, (sibling, make_adapter) in adapters.items():
+                patched_sibling = cls.__dict__.get(sibling)
+                if patched_sibling is not None:
+                    self._set(cls, m, _named(make_adapter(patched_sibling), cls, m), is_type=True)
             for m in classmethods:
                 self._patch_classmethod(cls, m, f"{qualified}.{m}")
             for getter in tcfg.getters:
@@ -193,7 +212,16 @@ class Installer:
             if fn is None:
                 log.debug("retrace: %s.%s not in this Python; skipped", name, fname)
                 continue
-            wrapped = system.patch_function(fn, f"{name}.{fname}")
+            adapter = buffers.FUNCTION_ADAPTERS.get((name, fname))
+            sibling = getattr(module, adapter[0], None) if adapter is not None else None
+            if sibling is not None:
+                # Fills the caller's buffers: through the bytes-returning
+                # sibling (buffers.py), so replay fills them too.
+                wrapped = adapter[1](system.patch_function(sibling, f"{name}.{adapter[0]}"))
+                wrapped.__name__ = wrapped.__qualname__ = fname
+                wrapped.__module__ = getattr(fn, "__module__", name)
+            else:
+                wrapped = system.patch_function(fn, f"{name}.{fname}")
             if fname in callbacks:
                 wrapped = self._with_callbacks(wrapped, callbacks.pop(fname))
             swap(fname, wrapped)
