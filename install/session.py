@@ -66,6 +66,8 @@ class _Session:
     def _install(self):
         self.installer = Installer(self.system, self.config)
         self.installer.install()
+        from retracesoftware.install import debugging
+        debugging.install(self.system, self.installer._set)
         # importlib.util and friends hold their own copy of _find_spec.
         bootstrap = sys.modules["importlib._bootstrap"]
         disabled = bootstrap._find_spec

@@ -114,8 +114,18 @@ def _main_module() -> types.ModuleType:
     return main
 
 
-def execute(target: Target) -> None:
-    """Run the program; exceptions (incl. SystemExit) propagate to the caller."""
+def execute(target: Target, debugger=None) -> None:
+    """Run the program; exceptions (incl. SystemExit) propagate to the caller.
+
+    With ``debugger`` (a ``pdb.Pdb``), the program runs under it and stops at
+    its first line.
+    """
+    def run(code, globals_):
+        if debugger is None:
+            exec(code, globals_)
+        else:
+            debugger.run(code, globals_)
+
     if target.kind == "script":
         with _open_source(target.path, "rb") as fh:
             source = fh.read()
@@ -123,13 +133,21 @@ def execute(target: Target) -> None:
         main = _main_module()
         main.__dict__.update(__file__=target.path, __cached__=None, __loader__=None,
                              __package__=None, __spec__=None)
-        exec(code, main.__dict__)
+        run(code, main.__dict__)
     elif target.kind == "module":
-        runpy._run_module_as_main(target.value, alter_argv=True)  # what `python -m` uses
+        if debugger is None:
+            runpy._run_module_as_main(target.value, alter_argv=True)  # what `python -m` uses
+            return
+        mod_name, spec, code = runpy._get_module_details(target.value)
+        sys.argv[0] = spec.origin
+        main = _main_module()
+        main.__dict__.update(__name__="__main__", __file__=spec.origin, __cached__=spec.cached,
+                             __loader__=spec.loader, __package__=spec.parent, __spec__=spec)
+        run(code, main.__dict__)
     else:
         main = _main_module()
         main.__dict__.update(__package__=None, __spec__=None, __loader__=None)
-        exec(compile(target.value, "<string>", "exec"), main.__dict__)
+        run(compile(target.value, "<string>", "exec"), main.__dict__)
 
 
 _OUR_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep

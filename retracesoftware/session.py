@@ -148,13 +148,22 @@ def replay_main(opts) -> int:
     sys.path[:] = list(pre.get("sys_path", sys.path))
     prepare_sys(target)
     session.start()
+    debugger = None
+    if opts.pdb:
+        from retracesoftware.install import debugging
+        debugger = debugging.make_debugger(session.system)
     try:
-        session.run(execute, target)
+        session.run(execute, target, debugger)
         code = 0
     except BaseException as exc:
         from retracesoftware.utils.errors import ReplayDivergence
         if isinstance(exc, ReplayDivergence):
-            return session.divergence(exc)
+            code = session.divergence(exc)
+            if opts.pdb:
+                from retracesoftware.install import debugging
+                sys.stderr.write("retrace: opening the debugger where the replay diverged\n")
+                debugging.post_mortem(session.system, exc)
+            return code
         code = session.report(report_exception, exc)
     session.main_finished(code)
     return code

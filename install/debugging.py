@@ -1,0 +1,77 @@
+"""Debuggers inside a recorded or replayed program (DESIGN §1, issue 8).
+
+``breakpoint()``, ``pdb`` and ``--pdb`` must work on a replay: the debugger's
+own terminal I/O, file reads (``.pdbrc``, source lines) and imports are never
+taken from (or written to) the recording. Every entry point of bdb/pdb runs
+with the runtime DISABLED and gives the program its phase back when it
+resumes; expressions typed at the prompt run disabled too (real calls).
+"""
+from __future__ import annotations
+
+import functools
+
+from retracesoftware.utils import DISABLED
+
+# (module, class, methods): every way control enters the debugger.
+_ENTRY_POINTS = (
+    # Not run/runcall/runeval: they execute the program itself, which must
+    # keep its own phase.
+    ("bdb", "Bdb", ("trace_dispatch", "set_trace", "reset")),
+    ("pdb", "Pdb", ("__init__", "interaction", "set_trace")),
+)
+
+
+def _disabled_method(gate, method):
+    @functools.wraps(method)
+    def run_disabled(*args, **kwargs):
+        previous = gate.swap(DISABLED)
+        try:
+            return method(*args, **kwargs)
+        finally:
+            gate.phase = previous
+    run_disabled.__retrace_disabled__ = True
+    return run_disabled
+
+
+def install(system, set_attr) -> None:
+    """Wrap the debugger classes; ``set_attr(owner, name, value)`` records undo."""
+    import bdb
+    import pdb
+    modules = {"bdb": bdb, "pdb": pdb}
+    gate = system.gate
+    for module_name, class_name, methods in _ENTRY_POINTS:
+        cls = getattr(modules[module_name], class_name)
+        for name in methods:
+            method = cls.__dict__.get(name)
+            if method is None or getattr(method, "__retrace_disabled__", False):
+                continue
+            set_attr(cls, name, _disabled_method(gate, method))
+    breakpointhook = __import__("sys").breakpointhook
+    # The default hook imports the debugger named by PYTHONBREAKPOINT: keep that
+    # (and its imports) outside the recording as well.
+    set_attr(__import__("sys"), "breakpointhook", _disabled_method(gate, breakpointhook))
+
+
+def make_debugger(system):
+    """A pdb.Pdb built outside the recording (for --pdb)."""
+    import pdb
+    gate = system.gate
+    previous = gate.swap(DISABLED)
+    try:
+        return pdb.Pdb()
+    finally:
+        gate.phase = previous
+
+
+def post_mortem(system, exc) -> None:
+    """Open pdb at the program frame where the replay diverged."""
+    import pdb
+    gate = system.gate
+    previous = gate.swap(DISABLED)
+    try:
+        tb = exc.__traceback__
+        debugger = pdb.Pdb()
+        debugger.reset()
+        debugger.interaction(None, tb)
+    finally:
+        gate.phase = previous
