@@ -51,7 +51,7 @@ class Workload:
 WORKLOADS = (
     Workload("startup", "startup.py", 1, 1, 0,
              "start, one clock read, exit (the fixed cost of retrace)"),
-    Workload("cpu", "cpu.py", 2_000_000, 50_000, 0,
+    Workload("cpu", "cpu.py", 5_000_000, 50_000, 0,
              "CPU-bound pure Python, a few clock calls"),
     Workload("clock", "clock.py", 1_000_000, 20_000, 1,
              "N time.time() calls"),
@@ -366,6 +366,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--markdown", action="store_true",
                         help="print the table as Markdown with the machine line (for README.md)")
+    parser.add_argument("--json-out", metavar="PATH", help="also write the JSON results to PATH")
     parser.add_argument("--repeat", type=int, help="repetitions of plain/record/replay (default 5; 1 with --quick)")
     parser.add_argument("--backend", choices=BACKENDS + ("both",), default="both")
     parser.add_argument("--only", help="comma-separated workload names")
@@ -389,12 +390,9 @@ def main(argv=None) -> int:
         if "startup" not in wanted:  # needed for the net ns/call figure
             workloads.insert(0, WORKLOADS[0])
 
-    quiet = args.json or args.markdown
-
-    def progress(text: str) -> None:
-        if not quiet:
-            sys.stderr.write(text)
-            sys.stderr.flush()
+    def progress(text: str) -> None:  # stderr: stdout stays clean for --json / --markdown
+        sys.stderr.write(text)
+        sys.stderr.flush()
 
     scratch = tempfile.mkdtemp(prefix="retrace-bench-")
     cells: list[Cell] = []
@@ -416,8 +414,12 @@ def main(argv=None) -> int:
     info = machine(args.python)
     info.update(mode="quick" if args.quick else "full", repeat=repeat, elapsed_s=round(elapsed, 1))
 
+    report = {"machine": info, "results": rows}
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(report, f, indent=2)
     if args.json:
-        print(json.dumps({"machine": info, "results": rows}, indent=2))
+        print(json.dumps(report, indent=2))
     elif args.markdown:
         print(f"{info['date']} · `{info['uname']}` · {info['cpus']} CPUs · Python {info['python']} · "
               f"{info['mode']} run, median of {repeat} · {info['elapsed_s']} s in all\n")
