@@ -9,6 +9,7 @@ resumes; expressions typed at the prompt run disabled too (real calls).
 from __future__ import annotations
 
 import functools
+import sys
 
 from retracesoftware.utils import DISABLED
 
@@ -22,8 +23,13 @@ _ENTRY_POINTS = (
 
 
 def _disabled_method(gate, method):
+    takes_frame = method.__name__ == "set_trace"
+
     @functools.wraps(method)
     def run_disabled(*args, **kwargs):
+        if takes_frame and len(args) < 2 and kwargs.get("frame") is None:
+            # Bdb.set_trace(frame=None) would stop in this wrapper's frame.
+            kwargs["frame"] = sys._getframe(1)
         previous = gate.swap(DISABLED)
         try:
             return method(*args, **kwargs)
@@ -31,6 +37,37 @@ def _disabled_method(gate, method):
             gate.phase = previous
     run_disabled.__retrace_disabled__ = True
     return run_disabled
+
+
+def _make_breakpointhook(gate):
+    """``sys.breakpointhook`` honouring PYTHONBREAKPOINT like CPython's, whose
+    imports happen outside the recording, stopping in the caller's frame."""
+    environ = __import__("posix").environ  # the real environment, never recorded
+
+    def breakpointhook(*args, **kwargs):
+        hookname = environ.get(b"PYTHONBREAKPOINT", b"").decode("utf-8", "replace")
+        if hookname == "0":
+            return None
+        previous = gate.swap(DISABLED)
+        try:
+            if not hookname or hookname == "pdb.set_trace":
+                import pdb
+                debugger = pdb.Pdb()
+                call = None
+            else:
+                import importlib
+                modname, _, funcname = hookname.rpartition(".")
+                call = getattr(importlib.import_module(modname or "builtins"), funcname)
+        except Exception:
+            import warnings
+            warnings.warn(f"Ignoring unimportable $PYTHONBREAKPOINT: {hookname!r}", RuntimeWarning)
+            return None
+        finally:
+            gate.phase = previous
+        if call is None:
+            return debugger.set_trace(sys._getframe(1))
+        return call(*args, **kwargs)
+    return breakpointhook
 
 
 def install(system, set_attr) -> None:
@@ -46,10 +83,8 @@ def install(system, set_attr) -> None:
             if method is None or getattr(method, "__retrace_disabled__", False):
                 continue
             set_attr(cls, name, _disabled_method(gate, method))
-    breakpointhook = __import__("sys").breakpointhook
-    # The default hook imports the debugger named by PYTHONBREAKPOINT: keep that
-    # (and its imports) outside the recording as well.
-    set_attr(__import__("sys"), "breakpointhook", _disabled_method(gate, breakpointhook))
+    if sys.breakpointhook is sys.__breakpointhook__:
+        set_attr(sys, "breakpointhook", _make_breakpointhook(gate))
 
 
 def make_debugger(system):
