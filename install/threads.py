@@ -1,32 +1,86 @@
-"""Logical thread ids and thread start-up under retrace (DESIGN §4).
+"""Threads under retrace (DESIGN §4): logical ids, idents, and locks as
+ordering points.
 
-The parent assigns each new thread the next logical id *when it starts it*
-(in program order, so the numbering is the same on record and replay,
-whatever the OS does), and the child runs in the parent's phase.
+* **Logical ids.** The parent assigns each new thread the next logical id
+  *when it starts it* (program order, so the numbering is the same on record
+  and replay whatever the OS does) and announces it to the replay sequencer
+  (``System.expect_thread``) before the OS thread exists. The child runs its
+  function as program code (``System.run``: INTERNAL, counted live by the
+  sequencer while it runs).
+* **Idents.** Each logical thread's ``(get_ident(), get_native_id())`` is a
+  boundary call (``retrace.thread.identify``) made once when it starts, and
+  ``_thread.start_new_thread``'s return value is recorded; on replay
+  ``get_ident``/``get_native_id`` answer the recorded values for program
+  code, so ``Thread.ident``, ``native_id``, ``threading._active`` keys and
+  names built from them are as recorded. Our own code (DISABLED) sees the
+  real values.
+* **Locks.** ``_thread.allocate_lock``/``threading.Lock`` and
+  ``_thread.RLock``/``threading.RLock`` called by program code make
+  `RecordedLock` / `RecordedRLock` objects whose acquires are sync points
+  (`proxy.threads.SyncPoints`: ``SYNC result`` written after the real
+  acquire; on replay each acquire waits for its turn and then takes the real
+  lock). Everything threading builds on locks (Condition, Semaphore,
+  BoundedSemaphore, Event, Barrier, Timer, queue.Queue, Thread.start's
+  handshake, concurrent.futures) thereby replays in recorded order. Locks
+  made by our runtime (DISABLED) or before install are real and never
+  recorded; the runtime also holds private references taken at import.
+* **SimpleQueue.** ``_queue.SimpleQueue`` is C code with its own internal
+  lock; program code gets `SimpleQueue`, a Python queue with the same API
+  built on a recorded lock, so gets and puts replay in recorded order.
 """
 from __future__ import annotations
 
 import _thread
+import operator
+import sys
 import threading
+from collections import deque as _deque
 
-from retracesoftware.utils import INTERNAL
+from retracesoftware import functional as F
+from retracesoftware.proxy.threads import SyncPoints, real_wait
+from retracesoftware.utils import DISABLED, INTERNAL
 
 _get_ident = _thread.get_ident
+_get_native_id = getattr(_thread, "get_native_id", None)
 _allocate_lock = _thread.allocate_lock
+_RealRLock = _thread.RLock
+_LockType = _thread.LockType
+_Condition = threading.Condition
+
+try:
+    import _queue
+    _RealSimpleQueue = _queue.SimpleQueue
+    _Empty = _queue.Empty
+except ImportError:  # pragma: no cover - every CPython we support has it
+    _queue = None
+    _RealSimpleQueue = None
+    _Empty = None
+
+MAIN = 0
+
+
+class _Ids(dict):
+    """OS ident -> logical id; a thread we did not start reads -1."""
+
+    __slots__ = ()
+
+    def __missing__(self, ident):
+        return -1
 
 
 class ThreadRegistry:
-    """Maps OS thread idents to logical ids (main thread = 0)."""
+    """Maps OS thread idents to logical ids (main thread = 0).
+
+    ``current()`` is native code (a dict lookup composed with
+    ``_thread.get_ident``): the stream writer calls it on every write.
+    """
 
     def __init__(self) -> None:
-        self._ids: dict[int, int] = {_get_ident(): 0}
+        self._ids = _Ids({_get_ident(): MAIN})
+        self.current = F.compose(self._ids.__getitem__, _get_ident)
         self._next = 1
         self._lock = _allocate_lock()
-        self.on_start = None  # optional callable(logical_id) run in the new thread
-
-    def current(self) -> int:
-        """Logical id of the calling thread; threads we did not start get -1."""
-        return self._ids.get(_get_ident(), -1)
+        self.idents: dict[int, tuple] = {}   # logical id -> recorded (ident, native_id)
 
     def allocate(self) -> int:
         with self._lock:
@@ -42,40 +96,329 @@ class ThreadRegistry:
 
     def reset_after_fork(self) -> None:
         """In a forked child only the forking thread survives; it becomes 0."""
-        self._ids = {_get_ident(): 0}
+        self._ids.clear()
+        self._ids[_get_ident()] = MAIN
         self._next = 1
         self._lock = _allocate_lock()
 
 
-def wrap_thread_start(system, registry: ThreadRegistry, start):
+def _identify():
+    return (_get_ident(), _get_native_id() if _get_native_id is not None else None)
+
+
+class ThreadSupport:
+    """Installs everything above for one System; ``install(installer)``."""
+
+    def __init__(self, system, registry: ThreadRegistry):
+        self.system = system
+        self.registry = registry
+        self.gate = system.gate
+        self.replaying = system.mode == "replay"
+        self.sync = SyncPoints(system)
+        self.identify = system.patch_function(_identify, "retrace.thread.identify")
+        self.Lock = self._lock_class()
+        self.RLock = self._rlock_class()
+        self.SimpleQueue = self._simple_queue_class()
+
+    # ----------------------------------------------------------- classes
+    def _lock_class(self):
+        sync, system = self.sync, self.system
+        LT = _LockType
+        lock_of = operator.attrgetter("_lock")
+
+        def blocking(lock, what):
+            real_wait(system, lambda t: LT.acquire(lock, True, t) if t else LT.acquire(lock, False), what)
+
+        def enter_replay(self_, *a):
+            blocking(self_._lock, "lock.acquire")
+
+        def acquire(self_, *args, **kwargs):
+            return LT.acquire(self_._lock, *args, **kwargs)
+
+        def acquire_replay(self_, *args, **kwargs):
+            blocking(self_._lock, "lock.acquire")
+
+        enter = sync.method(F.compose(LT.__enter__, lock_of), "lock.acquire", enter_replay)
+        acquire_m = sync.method(acquire, "lock.acquire", acquire_replay)
+        exit_ = sync.plain(F.compose(LT.release, lock_of, F.first_arg))
+        release_ = sync.plain(F.compose(LT.release, lock_of))
+        locked_ = sync.method(F.compose(LT.locked, lock_of), "lock.locked")
+
+        class RecordedLock:
+            """A ``_thread.lock`` made by program code under retrace."""
+            __slots__ = ("_lock", "__weakref__")
+
+            def __init__(self):
+                self._lock = _allocate_lock()
+
+            __enter__ = enter
+            __exit__ = exit_
+            acquire = acquire_lock = acquire_m
+            release = release_lock = release_
+            locked = locked_lock = locked_
+
+            def _at_fork_reinit(self):
+                self._lock._at_fork_reinit()
+
+            def __repr__(self):
+                return repr(self._lock)
+
+        RecordedLock.__module__ = "_thread"
+        RecordedLock.__qualname__ = RecordedLock.__name__ = "lock"
+        return RecordedLock
+
+    def _rlock_class(self):
+        sync, system = self.sync, self.system
+        RT = _RealRLock
+
+        def blocking(self_, what):
+            real_wait(system, lambda t: RT.acquire(self_, True, t) if t else RT.acquire(self_, False), what)
+
+        def acquire_replay(self_, *args, **kwargs):
+            blocking(self_, "rlock.acquire")
+
+        def acquire_restore_replay(self_, state):
+            # _release_save gave (count, owner) with owner = this thread:
+            # taking the lock count times as this thread restores exactly that.
+            blocking(self_, "rlock.acquire (Condition.wait)")
+            for _ in range(state[0] - 1):
+                RT.acquire(self_)
+
+        class RecordedRLock(RT):
+            """A ``_thread.RLock`` made by program code under retrace."""
+            __slots__ = ()
+            acquire = sync.method(RT.acquire, "rlock.acquire", acquire_replay)
+            __enter__ = sync.method(RT.__enter__, "rlock.acquire", acquire_replay)
+            _acquire_restore = sync.method(RT._acquire_restore, "rlock.acquire (Condition.wait)",
+                                           acquire_restore_replay)
+
+        RecordedRLock.__module__ = "_thread"
+        RecordedRLock.__qualname__ = RecordedRLock.__name__ = "RLock"
+        return RecordedRLock
+
+    def _simple_queue_class(self):
+        gate = self.gate
+        RLock = self.RLock
+        real = _RealSimpleQueue
+
+        class SimpleQueue:
+            """``queue.SimpleQueue`` for program code under retrace: the same
+            API on a recorded lock (a C SimpleQueue's internal lock would
+            hand items to getters in an unrecorded order)."""
+
+            def __new__(cls, *args, **kwargs):
+                if gate.phase != INTERNAL and real is not None:
+                    return real(*args, **kwargs)
+                return object.__new__(cls)
+
+            def __init__(self):
+                self._queue = _deque()
+                self._not_empty = _Condition(RLock())
+
+            def put(self, item, block=True, timeout=None):
+                with self._not_empty:
+                    self._queue.append(item)
+                    self._not_empty.notify()
+
+            def put_nowait(self, item):
+                return self.put(item, block=False)
+
+            def get(self, block=True, timeout=None):
+                with self._not_empty:
+                    if not block:
+                        if not self._queue:
+                            raise _Empty
+                    elif timeout is None:
+                        while not self._queue:
+                            self._not_empty.wait()
+                    elif timeout < 0:
+                        raise ValueError("'timeout' must be a non-negative number")
+                    else:
+                        import time   # the program's (recorded) clock
+                        endtime = time.monotonic() + timeout
+                        while not self._queue:
+                            remaining = endtime - time.monotonic()
+                            if remaining <= 0.0:
+                                raise _Empty
+                            self._not_empty.wait(remaining)
+                    return self._queue.popleft()
+
+            def get_nowait(self):
+                return self.get(False)
+
+            def empty(self):
+                with self._not_empty:
+                    return not self._queue
+
+            def qsize(self):
+                with self._not_empty:
+                    return len(self._queue)
+
+            __class_getitem__ = classmethod(lambda cls, item: cls)
+
+        SimpleQueue.__module__ = "_queue"
+        return SimpleQueue
+
+    # ---------------------------------------------------------- factories
+    def _factories(self):
+        gate, Lock, RLock = self.gate, self.Lock, self.RLock
+
+        def allocate_lock():
+            if gate.phase == INTERNAL:
+                return Lock()
+            return _allocate_lock()
+        allocate_lock.__name__ = "allocate_lock"
+        allocate_lock.__qualname__ = "allocate_lock"
+
+        def make_rlock(*args, **kwargs):
+            if gate.phase == INTERNAL:
+                return RLock(*args, **kwargs)
+            return _RealRLock(*args, **kwargs)
+        make_rlock.__name__ = make_rlock.__qualname__ = "RLock"
+        return allocate_lock, make_rlock
+
+    def _ident_functions(self):
+        gate, ids, idents = self.gate, self.registry._ids, self.registry.idents
+
+        def get_ident():
+            if gate.phase == INTERNAL:
+                got = idents.get(ids[_get_ident()])
+                if got is not None:
+                    return got[0]
+            return _get_ident()
+        get_ident.__name__ = get_ident.__qualname__ = "get_ident"
+
+        def get_native_id():
+            if gate.phase == INTERNAL:
+                got = idents.get(ids[_get_ident()])
+                if got is not None and got[1] is not None:
+                    return got[1]
+            return _get_native_id()
+        get_native_id.__name__ = get_native_id.__qualname__ = "get_native_id"
+        return get_ident, get_native_id
+
+    # ------------------------------------------------------------ install
+    def install(self, installer) -> None:
+        system, registry, gate = self.system, self.registry, self.gate
+        replacements = {}
+
+        def put(module, attr, new):
+            old = module.__dict__.get(attr)
+            if old is None:
+                return
+            installer._set(module, attr, new)
+            if not isinstance(old, type):
+                replacements[id(old)] = (old, new)
+
+        allocate_lock, make_rlock = self._factories()
+        put(_thread, "allocate_lock", allocate_lock)
+        put(_thread, "allocate", allocate_lock)
+        put(_thread, "RLock", make_rlock)
+        # PYVERSIONS: 3.13's threading.Lock is the lock type itself.
+        if threading.__dict__.get("Lock") is _LockType:
+            installer._set(threading, "Lock", allocate_lock)
+        put(threading, "_allocate_lock", allocate_lock)
+        put(threading, "_CRLock", make_rlock)
+        if _queue is not None:
+            installer._set(_queue, "SimpleQueue", self.SimpleQueue)
+            queue_mod = sys.modules.get("queue")
+            if queue_mod is not None and queue_mod.__dict__.get("SimpleQueue") is _RealSimpleQueue:
+                installer._set(queue_mod, "SimpleQueue", self.SimpleQueue)
+
+        for module, attr in thread_start_functions():
+            start = getattr(module, attr)
+            put(module, attr, wrap_thread_start(system, registry, start, self))
+
+        if self.replaying:
+            get_ident, get_native_id = self._ident_functions()
+            put(_thread, "get_ident", get_ident)
+            if _get_native_id is not None:
+                put(_thread, "get_native_id", get_native_id)
+
+        # Thread.start/_bootstrap_inner order threads in threading._active
+        # under this module lock: make it an ordering point too.
+        limbo = threading.__dict__.get("_active_limbo_lock")
+        if type(limbo) is _LockType and not limbo.locked():
+            installer._set(threading, "_active_limbo_lock", self.Lock())
+
+        installer._replace_everywhere(replacements)
+
+        # The main thread: live for the deadlock watchdog; its ident recorded.
+        if system._sequencer is not None:
+            system._sequencer.enter(MAIN)
+        old = gate.swap(INTERNAL)
+        try:
+            recorded = self.identify()
+        finally:
+            gate.phase = old
+        registry.idents[MAIN] = tuple(recorded)
+        if self.replaying:
+            self._adopt_main_ident(recorded)
+
+    def _adopt_main_ident(self, recorded):
+        """On replay program code sees the recorded main ident: re-key
+        threading's table of threads so current_thread() still finds it."""
+        ident, native_id = recorded
+        main = threading.main_thread()
+        real = main.ident
+        active = threading._active
+        if active.get(real) is main:
+            del active[real]
+            active[ident] = main
+        main._ident = ident
+        if native_id is not None and hasattr(main, "_native_id"):
+            main._native_id = native_id
+
+    def at_exit(self) -> None:
+        """Replay, at program exit: wait until the other threads (daemon
+        threads still running when the recorded process ended) consumed the
+        rest of the tape; a thread needing events past its end waits for
+        good, as it did in the recorded process."""
+        seq = self.system._sequencer
+        if seq is None:
+            return
+        from retracesoftware.proxy.threads import Deadlock
+        old = self.gate.swap(DISABLED)
+        try:
+            seq.drain()
+        except Deadlock as dead:
+            raise self.system._deadlock(dead) from None
+        finally:
+            self.gate.phase = old
+
+
+def wrap_thread_start(system, registry: ThreadRegistry, start, support=None):
     """Wrap ``_thread.start_new_thread``-like ``start(func, args, kwargs=None, ...)``."""
     gate = system.gate
-    thread_started = getattr(system, "thread_started", None)
-    thread_exited = getattr(system, "thread_exited", None)
+    identify = support.identify if support is not None else None
+    returns_ident = getattr(start, "__name__", "") in ("start_new_thread", "start_new")
 
     # start_new_thread(function, args[, kwargs]) and 3.13's
     # start_joinable_thread(function, handle=None, daemon=True) both take the
     # function first and call it in the new thread with what follows.
     def start_thread(function, *rest, **kw):
-        phase = gate.phase
-        if phase != INTERNAL:
+        if gate.phase != INTERNAL:
             return start(function, *rest, **kw)
         tid = registry.allocate()
+        system.expect_thread(tid)
+
+        def body(*a, **k):
+            if identify is not None:
+                registry.idents[tid] = tuple(identify())
+            return function(*a, **k)
 
         def run_as_logical_thread(*a, **k):
             registry.adopt(tid)
-            if thread_started is not None:
-                thread_started(tid)
-            gate.phase = phase
             try:
-                return function(*a, **k)
+                return system.run(body, *a, **k)
             finally:
-                gate.phase = 0
-                if thread_exited is not None:
-                    thread_exited(tid)
                 registry.forget()
 
-        return start(run_as_logical_thread, *rest, **kw)
+        result = start(run_as_logical_thread, *rest, **kw)
+        if returns_ident:
+            # The ident the program is handed is the recorded one.
+            result = system.patch_function(F.constantly(result), "retrace.thread.start")()
+        return result
 
     start_thread.__name__ = getattr(start, "__name__", "start_new_thread")
     start_thread.__wrapped__ = start
@@ -89,6 +432,3 @@ def thread_start_functions():
         if hasattr(_thread, attr):
             names.append((_thread, attr))
     return names
-
-
-del threading

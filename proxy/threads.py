@@ -16,9 +16,14 @@ from __future__ import annotations
 
 import _thread
 
-from retracesoftware.proxy.protocol import at_end
+import operator
 import threading as _threading
 import time as _time
+
+from retracesoftware import functional as F
+from retracesoftware.proxy.protocol import at_end, event_index
+from retracesoftware.utils.errors import ReplayDivergence as ReplayDivergenceType
+from retracesoftware.utils import DISABLED, RecordGateway, ReplayGateway
 
 _allocate_lock = _thread.allocate_lock
 _get_ident = _thread.get_ident
@@ -88,7 +93,10 @@ class ThreadSequencer:
         self._expected: set = set()
         self._finished: set = set()
         self._waiting: dict[object, object] = {}   # tid -> head it saw
+        self._blocked: dict[object, object] = {}   # tid -> what it waits for outside the tape
         self._failure = None
+        self._draining = False
+        self._exiting = False
         self.deadlock_timeout = deadlock_timeout
 
     # -- liveness --------------------------------------------------------
@@ -130,8 +138,14 @@ class ThreadSequencer:
     # -- turns -----------------------------------------------------------
     def _all_blocked(self):
         # A waiting thread is live by definition; the others are live when
-        # entered or announced.
-        return (set(self._live) | self._expected) <= set(self._waiting)
+        # entered or announced. A thread blocked on a real lock after its
+        # turn (`wait_real`) cannot move the head either.
+        return (set(self._live) | self._expected) <= (set(self._waiting) | set(self._blocked))
+
+    def _deadlock(self, head):
+        waiting = dict(self._waiting)
+        waiting.update(self._blocked)
+        return Deadlock(head, waiting, set(self._finished))
 
     def _wait_out_deadlock(self, head):
         """Every live thread waits and none owns the head: unless a thread
@@ -141,14 +155,17 @@ class ThreadSequencer:
         while True:
             remaining = deadline - _monotonic()
             if remaining <= 0:
-                raise Deadlock(head, dict(self._waiting), set(self._finished))
+                raise self._deadlock(head)
             self._cond.wait(remaining)
             if (self._failure is not None or not self._all_blocked()
                     or self._reader.thread != head):
                 return
 
-    def acquire(self):
-        """Wait until the head is ours; return with the condition held."""
+    def acquire(self, what=None):
+        """Wait until the head is ours; return with the condition held.
+
+        *what* describes what the caller is about to do (named in a deadlock
+        report)."""
         cond = self._cond
         cond.acquire()
         try:
@@ -157,9 +174,13 @@ class ThreadSequencer:
                 if self._failure is not None:
                     raise self._failure
                 head = self._reader.thread
-                if head is None or head == me or at_end(self._reader):
+                if at_end(self._reader):
+                    if self._exiting and me not in self._draining_threads():
+                        self._park(me)
                     return
-                self._waiting[me] = head
+                if head is None or head == me:
+                    return
+                self._waiting[me] = head if what is None else (head, what)
                 try:
                     if self._all_blocked():
                         self._wait_out_deadlock(head)
@@ -173,9 +194,83 @@ class ThreadSequencer:
 
     def release(self):
         cond = self._cond
-        if self._waiting:
+        if self._waiting or self._draining:
             cond.notify_all()
         cond.release()
+
+    # -- blocking outside the tape ---------------------------------------
+    def wait_real(self, attempt, what):
+        """Block in a real primitive after this thread's turn (a replayed
+        lock acquire that the recording says succeeded).
+
+        ``attempt(timeout)`` tries the real operation, blocking at most
+        *timeout* seconds (0: do not block), and returns whether it succeeded.
+        While it blocks the thread counts as unable to move the head, so a
+        replay in which every thread waits (for a turn or a real lock) is
+        reported as a `Deadlock` after ``deadlock_timeout``; in a healthy
+        replay the holder releases and the wait ends without any timeout
+        mattering."""
+        if attempt(0):
+            return
+        me = self._thread_id()
+        with self._cond:
+            self._blocked[me] = what
+            self._cond.notify_all()
+        try:
+            while True:
+                if attempt(self.deadlock_timeout):
+                    return
+                with self._cond:
+                    if self._failure is not None:
+                        raise self._failure
+                    if self._all_blocked():
+                        raise self._deadlock(self._reader.thread)
+        finally:
+            with self._cond:
+                self._blocked.pop(me, None)
+                self._cond.notify_all()
+
+    # -- the end of the program ------------------------------------------
+    def _draining_threads(self):
+        return self._drainers
+
+    _drainers: frozenset = frozenset()
+
+    def _park(self, me):
+        """A thread that needs events past the end of a finished recording
+        (a daemon thread still running when the recorded process exited)
+        waits here for good, as it did in the recorded process."""
+        self._live.pop(me, None)
+        self._cond.notify_all()
+        while True:
+            self._cond.wait()
+
+    def drain(self):
+        """At program exit (replay): the calling thread stops replaying and
+        waits until the other threads consumed the rest of the tape (daemon
+        threads' last events may follow the main thread's). Returns at the
+        end of the tape, or when the head belongs to the caller (the caller's
+        own missing events: `System.finish` reports them); raises `Deadlock`
+        when no live thread can move the head for ``deadlock_timeout``."""
+        with self._cond:
+            me = self._thread_id()
+            self._live.pop(me, None)
+            self._drainers = self._drainers | {me}
+            self._draining = True
+            self._exiting = True
+            self._cond.notify_all()
+            while True:
+                if self._failure is not None:
+                    raise self._failure
+                if at_end(self._reader):
+                    return
+                head = self._reader.thread
+                if head == me or head is None:
+                    return
+                if self._all_blocked():
+                    self._wait_out_deadlock(head)
+                else:
+                    self._cond.wait()
 
     def __enter__(self):
         self.acquire()
@@ -184,3 +279,128 @@ class ThreadSequencer:
     def __exit__(self, *exc):
         self.release()
         return False
+
+
+# ---------------------------------------------------------------- sync points
+SYNC = "SYNC"                # SYNC value            a synchronisation point completed
+SYNC_ERROR = "SYNC_ERROR"    # SYNC_ERROR exception  it raised
+
+
+class SyncPoints:
+    """Synchronisation points (lock acquires) as ordering events.
+
+    A sync point is an operation on an object private to the program whose
+    *order* across threads is what matters, not data from outside: a lock
+    acquire. Record: the real operation runs, then ``SYNC result`` is
+    written — after it completed, so the tape order of acquires of one lock
+    is the order in which threads got it (the writer is called while the
+    lock is held). Nothing identifies the lock: the events are ordered per
+    thread, and the sequencer hands each thread its events in tape order.
+
+    Replay: the thread waits for its turn (its ``SYNC`` at the head of the
+    tape), consumes it, *then* performs the real operation when the
+    recording says it succeeded (``on_replay``), blocking if it must. The
+    real acquire is kept (rather than skipped) so every lock's real state —
+    ``locked()``, an RLock's owner and count, a Condition's waiter locks —
+    stays what the program expects, and because it is always safe: every
+    event the previous holder wrote before releasing precedes this acquire
+    on the tape, so when our turn comes the holder needs no further turn to
+    release; it releases by running its own code. A try-acquire or timed
+    acquire that failed (``SYNC False``) returns False at once: replay never
+    waits out a recorded timeout. Releases are not events (they never
+    block).
+
+    Built from `utils` gateways so the record path is native code (C++
+    backend): ``RecordGateway(gate, target, after=side_effect(partial(
+    write, SYNC)))``; each gateway binds like a method.
+    """
+
+    def __init__(self, system):
+        self.system = system
+        self.gate = system.gate
+        self.mode = system.mode
+        if self.mode == "record":
+            write = system.writer.write
+            self._after = F.side_effect(F.partial(write, SYNC))
+            self._error = F.partial(write, SYNC_ERROR)
+
+    def method(self, target, name, on_replay=None):
+        """A method (binds ``self``) that is a sync point. *target*
+        ``(self, *args)`` is the real operation; on replay, when the recorded
+        result is not False, ``on_replay(self, *args)`` (if given) performs
+        the real effect after the turn, and the recorded result is returned."""
+        if self.mode == "record":
+            return RecordGateway(self.gate, target, None, self._after, self._error)
+        replay = _SyncReplay(self.system, name, on_replay)
+        return ReplayGateway(self.gate, target, replay)
+
+    def plain(self, target):
+        """A method that is not a sync point (release): the real operation,
+        binding ``self`` like a method, in both modes."""
+        return ReplayGateway(self.gate, target, target)
+
+
+class _SyncReplay:
+    __slots__ = ("system", "name", "on_replay")
+
+    def __init__(self, system, name, on_replay):
+        self.system = system
+        self.name = name
+        self.on_replay = on_replay
+
+    def __call__(self, *args, **kwargs):
+        system = self.system
+        gate = system.gate
+        old = gate.swap(DISABLED)
+        try:
+            index, tag, value = _read_sync(system, self.name)
+            if tag == SYNC:
+                if value is not False and self.on_replay is not None:
+                    self.on_replay(*args, **kwargs)
+                return value
+            if tag == SYNC_ERROR and isinstance(value, BaseException):
+                raise value
+            from retracesoftware.proxy.system import _describe_tag
+            raise system._diverge(index, _describe_tag(tag, value), self.name)
+        finally:
+            gate.phase = old
+
+
+def _read_sync(system, what):
+    """One turn: (event index, tag, operand) of this thread's next event."""
+    from retracesoftware.proxy.system import _copy_divergence
+    system._check_failed()
+    seq = system._sequencer
+    try:
+        seq.acquire(what)
+    except Deadlock as dead:
+        raise system._deadlock(dead) from None
+    except ReplayDivergenceType as div:
+        raise _copy_divergence(div) from None
+    try:
+        reader = system.reader
+        index = event_index(reader)
+        try:
+            tag = reader.read()
+        except EOFError:
+            return index, None, None
+        try:
+            value = reader.read()
+        except EOFError:
+            return index, tag, None
+        return index, tag, value
+    finally:
+        seq.release()
+
+
+def real_wait(system, attempt, what):
+    """Run ``attempt(timeout) -> bool`` until it succeeds, watched by the
+    replay sequencer's deadlock watchdog (see `ThreadSequencer.wait_real`)."""
+    seq = system._sequencer
+    if seq is None:
+        attempt(-1)
+        return
+    try:
+        seq.wait_real(attempt, what)
+    except Deadlock as dead:
+        raise system._deadlock(dead) from None
