@@ -11,7 +11,7 @@ import os
 import sys
 
 from retracesoftware.install.installer import Installer
-from retracesoftware.install.threads import ThreadRegistry, thread_start_functions, wrap_thread_start
+from retracesoftware.install.threads import ThreadRegistry, ThreadSupport
 from retracesoftware.utils import DISABLED, INTERNAL
 from retracesoftware.utils.errors import RecordingFormatError, ReplayDivergence
 
@@ -61,6 +61,7 @@ class _Session:
         self.threads = ThreadRegistry()
         self.system = None
         self.installer = None
+        self.thread_support = None
         self._closed = False
 
     def _install(self):
@@ -74,11 +75,8 @@ class _Session:
         original = getattr(disabled, "__wrapped__", None)
         if original is not None:
             self.installer._replace_everywhere({id(original): (original, disabled)})
-        for module, attr in thread_start_functions():
-            start = getattr(module, attr)
-            wrapped = wrap_thread_start(self.system, self.threads, start)
-            self.installer._set(module, attr, wrapped)
-            self.installer._replace_everywhere({id(start): (start, wrapped)})
+        self.thread_support = ThreadSupport(self.system, self.threads)
+        self.thread_support.install(self.installer)
 
     def run(self, fn, *args):
         """Run the program's code on this thread in the INTERNAL phase."""
@@ -194,6 +192,8 @@ class ReplaySession(_Session):
         try:
             self._exit_call()
             self.system.gate.phase = DISABLED
+            if self.thread_support is not None:
+                self.thread_support.at_exit()
             self.system.finish()
         except ReplayDivergence as exc:
             code = self.divergence(exc)
