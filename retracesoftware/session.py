@@ -218,4 +218,20 @@ def start_recording_in_place(opts) -> None:
     session = RecordSession(path, pre, config)
     atexit.register(session.close)
     session.start()
-    session.system.gate.phase = 1  # INTERNAL: the interpreter now runs the program
+    _enable_at_main(session.system.gate)
+
+
+def _enable_at_main(gate) -> None:
+    """Switch the main thread to INTERNAL when ``__main__``'s code starts.
+
+    The rest of start-up (site, other .pth files, sitecustomize) is not the
+    program: a replay started from the CLI does not run it. A one-shot
+    profile hook sees the first frame of ``__main__`` module code (script,
+    ``-c`` or ``-m``), turns recording on and removes itself.
+    """
+    def watch(frame, event, arg):
+        if event == "call" and frame.f_code.co_name == "<module>" \
+                and frame.f_globals.get("__name__") == "__main__":
+            sys.setprofile(None)
+            gate.phase = 1  # INTERNAL
+    sys.setprofile(watch)
