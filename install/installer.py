@@ -90,6 +90,22 @@ def _resolve_type(module, module_name: str, type_name: str):
     return None
 
 
+def _poll_substitute(system, name):
+    from retracesoftware.install import polling
+    return polling.make_poll(system, name)
+
+
+#: (module, function) -> factory(system, name) of a Python substitute that
+#: realises the boundary the config names (see each module's docstring).
+_SUBSTITUTES = {
+    ("select", "poll"): _poll_substitute,
+}
+
+
+def _is_builtin_type(cls) -> bool:
+    return not (cls.__flags__ & (1 << 9))   # Py_TPFLAGS_HEAPTYPE
+
+
 def _named(fn, cls, attr):
     fn.__name__ = attr
     fn.__qualname__ = f"{cls.__name__}.{attr}"
@@ -214,7 +230,10 @@ class Installer:
                 continue
             adapter = buffers.FUNCTION_ADAPTERS.get((name, fname))
             sibling = getattr(module, adapter[0], None) if adapter is not None else None
-            if sibling is not None:
+            substitute = _SUBSTITUTES.get((name, fname))
+            if substitute is not None:
+                wrapped = substitute(system, f"{name}.{fname}")
+            elif sibling is not None:
                 # Fills the caller's buffers: through the bytes-returning
                 # sibling (buffers.py), so replay fills them too.
                 wrapped = adapter[1](system.patch_function(sibling, f"{name}.{adapter[0]}"))
@@ -363,6 +382,23 @@ class Installer:
                 hit = replacements.get(id(value))
                 if hit is not None and hit[0] is value:
                     self._set(module, key, hit[1])
+                elif (isinstance(value, type) and value.__module__ == mname
+                      and not _is_builtin_type(value)):
+                    self._replace_in_class(value, replacements)
+
+    def _replace_in_class(self, cls, replacements: dict) -> None:
+        """Class attributes holding a patched function (``selectors.
+        SelectSelector._select = select.select``, ``PollSelector._selector_cls
+        = select.poll``). A builtin does not bind as a method; its Python
+        replacement is made a staticmethod so it does not either."""
+        for key, value in list(cls.__dict__.items()):
+            hit = replacements.get(id(value))
+            if hit is None or hit[0] is not value:
+                continue
+            new = hit[1]
+            if not hasattr(type(value), "__get__") and hasattr(type(new), "__get__"):
+                new = staticmethod(new)
+            self._set(cls, key, new)
 
     # --------------------------------------------------------------- imports
     def _install_import_hook(self) -> None:
