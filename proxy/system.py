@@ -10,6 +10,7 @@ patched thing we touch (locks, ``time``) passes straight through.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import reprlib
 import sys
@@ -18,17 +19,20 @@ import traceback
 from retracesoftware import functional as F
 from retracesoftware import utils
 from retracesoftware.utils import (DISABLED, EXTERNAL, INTERNAL, Gate,
-                                   RecordGateway, ReplayGateway, fingerprint)
+                                   MethodGateway, NewGateway, RecordGateway,
+                                   ReplayGateway, fingerprint)
 from retracesoftware.utils.errors import ReplayDivergence
 
 from retracesoftware.proxy.memory import is_structseq
 from retracesoftware.proxy.protocol import (BIND, CALL, CALLBACK, CALLBACK_DEF,
                                             CALLBACK_ERROR, CALLBACK_RESULT,
-                                            ERROR, INIT, NEW, RESULT, STACK,
+                                            ERROR, NEW, RESULT, STACK,
                                             event_index)
 from retracesoftware.proxy.stubs import (ExternalObject, StubFactory,
                                          external_call, external_getattr)
 from retracesoftware.proxy.threads import Deadlock, ThreadIds, ThreadSequencer
+
+log = logging.getLogger("retracesoftware")
 
 RECORD = "record"
 REPLAY = "replay"
@@ -250,24 +254,42 @@ class System:
 
     def patch_type(self, cls, methods=None, *, constructor=True, name=None):
         """Route *methods* of *cls* (default: its public callables) through
-        gateways for instances bound to this System; with *constructor*,
-        instances made while INTERNAL are bound and, on replay, never run the
-        real ``__init__``."""
+        gateways for instances bound to this System. With *constructor*,
+        ``cls.__new__`` is patched: the real allocation always runs, and an
+        instance allocated while INTERNAL is bound (``NEW``) at that point in
+        record and replay; its ``__init__`` is then an ordinary boundary
+        method (recorded; not run on replay)."""
         tname = name or _qualname(cls)
         if methods is None:
             methods = [m for m, v in vars(cls).items()
                        if not m.startswith("_") and callable(v)
                        and not isinstance(v, (staticmethod, classmethod, type))]
+        methods = list(methods)
+        self._types[tname] = cls
+        self._patched_tuple = tuple(self._types.values())
+        if constructor:
+            if self._patch_new(cls, tname) and "__init__" not in methods \
+                    and getattr(cls, "__init__") is not object.__init__:
+                methods.append("__init__")
         attrs = {}
         for m in methods:
             real = vars(cls)[m] if m in vars(cls) else getattr(cls, m)
-            attrs[m] = self._method(real, f"{tname}.{m}")
-        if constructor:
-            attrs["__init__"] = self._constructor(getattr(cls, "__init__"), f"{tname}.__init__")
-        self._types[tname] = cls
-        self._patched_tuple = tuple(self._types.values())
-        self._apply_attrs(cls, attrs)
+            # Native per call: id(self) in self._bound ? gateway : real.
+            attrs[m] = MethodGateway(self._bound, self._gateway(real, f"{tname}.{m}"), real)
+        if attrs:
+            self._apply_attrs(cls, attrs)
         return cls
+
+    def _patch_new(self, cls, tname) -> bool:
+        """Patch ``cls.__new__`` to bind instances allocated while INTERNAL.
+        False where CPython does not let us (3.12+ static builtin types)."""
+        on_new = self._on_new_record if self.mode == RECORD else self._on_new_replay
+        try:
+            self._apply_attrs(cls, {"__new__": NewGateway(cls, self.gate, on_new)})
+        except TypeError as exc:   # PYVERSIONS: 3.12+ static builtins refuse dunders
+            log.debug("retrace: %s: instances are not bound at construction (%s)", tname, exc)
+            return False
+        return True
 
     def _apply_attrs(self, cls, attrs):
         patcher = getattr(utils, "patch_type", None)
@@ -287,45 +309,36 @@ class System:
                     delattr(cls, k)
         self._undo.append(undo)
 
-    def _method(self, real, name):
-        gateway = self._gateway(real, name)
-        bound = self._bound
-
-        # Instances not bound (made before install, or by our own runtime)
-        # use the real method in both modes.
-        def method(self_, /, *args, **kwargs):
-            if id(self_) in bound:
-                return gateway(self_, *args, **kwargs)
-            return real(self_, *args, **kwargs)
-        _copy_names(method, real, name)
-        return method
-
-    def _constructor(self, real_init, name):
-        if self.mode == RECORD:
-            write, bind, bound = self.writer.write, self.writer.bind, self._bound
-
-            def before(self_, /, *args, **kwargs):
-                if id(self_) in bound:
-                    write(CALL, name, fingerprint(self_, *args, **kwargs))
-                    return
-                write(CALL, name, fingerprint(self_, *args, **kwargs), INIT)
-                bind(self_)
-                bound[id(self_)] = self_
-            gateway = RecordGateway(self.gate, real_init, before, self._record_after, self._record_error)
-        else:
-            gateway = ReplayGateway(self.gate, real_init, functools.partial(self._replay_call, name))
-
-        def __init__(self_, /, *args, **kwargs):
-            return gateway(self_, *args, **kwargs)
-        _copy_names(__init__, real_init, name)
-        return __init__
-
     def unpatch_all(self):
         """Undo every patch this System made, newest first."""
         while self._undo:
             self._undo.pop()()
 
     # ----------------------------------------------------------- binding
+    def _on_new_record(self, obj):
+        """NewGateway hook (phase INTERNAL): the program allocated *obj*."""
+        gate = self.gate
+        gate.phase = DISABLED
+        try:
+            self.writer.write(NEW, _qualname(type(obj)))
+            self.writer.bind(obj)
+            self._bound[id(obj)] = obj
+        finally:
+            gate.phase = INTERNAL
+
+    def _on_new_replay(self, obj):
+        gate = self.gate
+        gate.phase = DISABLED
+        try:
+            tname = _qualname(type(obj))
+            index, tag, value = self._read_tagged()
+            if tag != NEW or value != tname:
+                raise self._diverge(index, _describe_tag(tag, value), f"new {tname} object")
+            self._bind_turn(obj)
+            self._bound[id(obj)] = obj
+        finally:
+            gate.phase = INTERNAL
+
     def bind(self, obj):
         """Mark an existing object as external (e.g. ``random._inst``): its
         patched methods become boundary calls. Must happen at the same point
@@ -513,7 +526,7 @@ class System:
                 tag = reader.read()
             except EOFError:
                 return index, None, None
-            if tag == CALLBACK_RESULT or tag == INIT:     # tags without operand
+            if tag == CALLBACK_RESULT:     # the tag without operand
                 return index, tag, None
             try:
                 value = reader.read()
@@ -594,10 +607,6 @@ class System:
                 stub = self._make_stub(value, index)
                 self._bind_turn(stub)
                 self._bound[id(stub)] = stub
-            elif tag == INIT:
-                obj = args[0]
-                self._bind_turn(obj)
-                self._bound[id(obj)] = obj
             elif tag == STACK:
                 continue
             elif tag == CALLBACK:
@@ -716,6 +725,8 @@ def _describe_tag(tag, value) -> str:
         return f"callback {value} handed out"
     if tag == BIND:
         return f"bind of a {value}"
+    if tag == NEW:
+        return f"new {value} object"
     if tag == CALLBACK_RESULT:
         return "return from a callback"
     return f"{tag} {_summary(value)}"
@@ -743,13 +754,3 @@ def _resolve_loaded_type(typename):
         module_name, _, head = module_name.rpartition(".")
         qual = f"{head}.{qual}"
     return None
-
-
-def _copy_names(wrapper, real, name):
-    for attr in ("__name__", "__qualname__", "__doc__"):
-        try:
-            setattr(wrapper, attr, getattr(real, attr))
-        except (AttributeError, TypeError):
-            pass
-    wrapper.__wrapped__ = real
-    wrapper.__retrace_name__ = name

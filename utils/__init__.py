@@ -9,6 +9,8 @@ EXTERNAL = _impl.EXTERNAL
 Gate = _impl.Gate
 RecordGateway = _impl.RecordGateway
 ReplayGateway = _impl.ReplayGateway
+MethodGateway = _impl.MethodGateway
+NewGateway = _impl.NewGateway
 fingerprint = _impl.fingerprint
 patch_type = _impl.patch_type
 unpatch_type = _impl.unpatch_type
@@ -29,6 +31,8 @@ __all__ = [
     "Gate",
     "RecordGateway",
     "ReplayGateway",
+    "MethodGateway",
+    "NewGateway",
     "fingerprint",
     "patch_type",
     "unpatch_type",

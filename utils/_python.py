@@ -204,6 +204,122 @@ class ReplayGateway(_Gateway):
         return f"<ReplayGateway for {self.target!r}>"
 
 
+class MethodGateway:
+    """``MethodGateway(bound, gateway, real)``: in a patched type's dict in
+    place of a method; ``gateway(self, ...)`` when ``id(self) in bound``, else
+    ``real(self, ...)``. Binds like a function."""
+
+    __slots__ = ("bound", "gateway", "real", "__weakref__")
+
+    def __init__(self, bound, gateway, real):
+        if not hasattr(bound, "__contains__"):
+            raise TypeError(f"bound must be a dict or set of ids, got {type(bound).__name__}")
+        if not callable(gateway) or not callable(real):
+            raise TypeError(f"gateway and real must be callable, got {type(gateway).__name__} "
+                            f"and {type(real).__name__}")
+        self.bound = bound
+        self.gateway = gateway
+        self.real = real
+
+    def __call__(self, *args, **kwargs):
+        if not args:
+            raise TypeError(f"{self!r} needs its instance as first argument")
+        if id(args[0]) in self.bound:
+            return self.gateway(*args, **kwargs)
+        return self.real(*args, **kwargs)
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return self
+        return _types.MethodType(self, obj)
+
+    @property
+    def __wrapped__(self):
+        return self.real
+
+    @property
+    def __name__(self):
+        return getattr(self.real, "__name__", "MethodGateway")
+
+    def __repr__(self):
+        return f"<MethodGateway for {self.real!r}>"
+
+
+def _c_tp_new(owner):
+    """A ctypes callable for the C tp_new of *owner* (a type)."""
+    import ctypes
+
+    proto = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.py_object, ctypes.py_object, ctypes.c_void_p)
+    return proto(_tp_new_cell(owner).value)
+
+
+class NewGateway:
+    """``NewGateway(cls, gate, on_new=None)``: a ``__new__`` for *cls* that
+    runs its original allocation (resolved now, before patching: the nearest
+    ``__new__`` along the MRO; a C ``tp_new`` is called directly), then
+    ``on_new(obj)`` when the gate's phase is INTERNAL. Acts as a staticmethod."""
+
+    __slots__ = ("cls", "gate", "on_new", "__wrapped__", "_cell", "_object", "_native", "_python",
+                 "__weakref__")
+
+    def __init__(self, cls, gate, on_new=None):
+        if not isinstance(cls, type):
+            raise TypeError(f"cls must be a type, got {type(cls).__name__}")
+        if not isinstance(gate, Gate):
+            raise TypeError(f"gate must be a Gate, got {type(gate).__name__}")
+        if on_new is not None and not callable(on_new):
+            raise TypeError(f"on_new must be callable or None, got {type(on_new).__name__}")
+        self.cls = cls
+        self.gate = gate
+        self.on_new = on_new
+        self._cell = gate._cell
+        found = None
+        for klass in cls.__mro__:
+            d = _type_dict(klass)
+            if "__new__" in d:
+                found = d["__new__"]
+                break
+        if found is None:
+            raise TypeError(f"NewGateway: {cls.__name__} has no __new__")
+        self.__wrapped__ = found
+        self._object = self._native = self._python = None
+        owner = getattr(found, "__self__", None)
+        if type(found) is _types.BuiltinFunctionType and isinstance(owner, type):
+            if owner is object:
+                self._object = True
+            else:
+                self._native = _c_tp_new(owner)
+        else:
+            self._python = cls.__new__          # staticmethod unwrapped
+
+    @property
+    def __name__(self):
+        return "__new__"
+
+    def __call__(self, *args, **kwargs):
+        cls = self.cls
+        if not args or not isinstance(args[0], type):
+            raise TypeError(f"{cls.__module__}.{cls.__qualname__}.__new__(X): X is not a type object")
+        subtype = args[0]
+        if not issubclass(subtype, cls):
+            raise TypeError(f"{cls.__qualname__}.__new__({subtype.__qualname__}): {subtype.__qualname__} "
+                            f"is not a subtype of {cls.__qualname__}")
+        if self._object:
+            if (len(args) > 1 or kwargs) and subtype.__init__ is object.__init__:
+                raise TypeError(f"{subtype.__qualname__}() takes no arguments")
+            obj = object.__new__(subtype)
+        elif self._native is not None:
+            obj = self._native(subtype, args[1:], id(kwargs) if kwargs else None)
+        else:
+            obj = self._python(*args, **kwargs)
+        if self.on_new is not None and self._cell.phase == INTERNAL:
+            self.on_new(obj)
+        return obj
+
+    def __repr__(self):
+        return f"<NewGateway for {self.cls.__module__}.{self.cls.__qualname__}>"
+
+
 # ------------------------------------------------------------------ fingerprint
 #
 # The byte encoding below is the contract shared with the C++ backend
@@ -359,23 +475,77 @@ def _set_type_attr(cls, name, value):
     _api()[3](cls)
 
 
+def _tp_new_cell(cls):
+    """The tp_new slot of *cls* as a ctypes cell (word 39 of PyTypeObject)."""
+    ctypes, offset, _, _ = _api()
+    word = ctypes.sizeof(ctypes.c_void_p)
+    # tp_base is word 32 (checked: a wrong layout must not write tp_new).
+    if ctypes.c_void_p.from_address(id(cls) + word * 32).value != (id(cls.__base__) if cls.__base__ else None):
+        raise RuntimeError("retracesoftware.utils: unexpected PyTypeObject layout")
+    return ctypes.c_void_p.from_address(id(cls) + word * 39)
+
+
+def _type_and_subclasses(cls):
+    out = [cls]
+    i = 0
+    while i < len(out):
+        for sub in type.__subclasses__(out[i]):
+            if not any(o is sub for o in out):
+                out.append(sub)
+        i += 1
+    return out
+
+
 class PatchToken:
     """Returned by patch_type; pass to unpatch_type to restore."""
 
-    __slots__ = ("cls", "_saved", "active")
+    __slots__ = ("cls", "_saved", "active", "_saved_new")
 
     def __init__(self, cls):
         self.cls = cls
         self._saved = []
         self.active = True
+        # Setting then restoring `__new__` leaves CPython's slot_tp_new in
+        # tp_new (see utils/cpp/typepatch.cpp): keep tp_new of the type and
+        # its subclasses (weakly) and put them back on restore.
+        self._saved_new = []
+
+    def _snapshot_new(self):
+        import weakref
+
+        for t in _type_and_subclasses(self.cls):
+            self._saved_new.append((weakref.ref(t), _tp_new_cell(t).value))
+
+    def _restore_new(self, patched):
+        done = []
+        for ref, fn in self._saved_new:
+            t = ref()
+            if t is None:
+                continue
+            _tp_new_cell(t).value = fn
+            _api()[3](t)
+            done.append(t)
+        for s in _type_and_subclasses(self.cls):
+            if any(s is d for d in done):
+                continue
+            cell = _tp_new_cell(s)
+            if cell.value != patched or s.__base__ is None or "__new__" in _type_dict(s):
+                continue
+            if type(s.__new__) is not _types.BuiltinFunctionType:
+                continue
+            cell.value = _tp_new_cell(s.__base__).value
+            _api()[3](s)
 
     @property
     def names(self):
         return tuple(name for name, _ in self._saved)
 
     def _restore(self):
+        patched = _tp_new_cell(self.cls).value if self._saved_new else None
         for name, old in reversed(self._saved):
             _set_type_attr(self.cls, name, old)
+        if self._saved_new:
+            self._restore_new(patched)
 
     def __repr__(self):
         return f"<PatchToken {self.cls.__module__}.{self.cls.__qualname__} {'active' if self.active else 'restored'}>"
@@ -388,6 +558,8 @@ def patch_type(cls, attrs):
     if not isinstance(attrs, dict):
         raise TypeError(f"patch_type: attrs must be a dict, got {type(attrs).__name__}")
     token = PatchToken(cls)
+    if "__new__" in attrs and not (_env.PY312_PLUS and _flags_cell(cls).value & _STATIC_BUILTIN):  # PYVERSIONS
+        token._snapshot_new()
     for name, value in list(attrs.items()):
         try:
             if not isinstance(name, str):

@@ -83,16 +83,95 @@ void set_type_attr(PyTypeObject* tp, PyObject* name, PyObject* value) {
     PyType_Modified(tp);
 }
 
+// New reference to a weakref's target, or nullptr (dead; no error set).
+PyObject* weak_target(PyObject* ref) {
+#if PY_VERSION_HEX >= 0x030D0000  // PYVERSIONS: PyWeakref_GetObject is deprecated in 3.13
+    PyObject* obj = nullptr;
+    if (PyWeakref_GetRef(ref, &obj) < 0) PyErr_Clear();
+    return obj;
+#else
+    PyObject* obj = PyWeakref_GetObject(ref);
+    return obj == Py_None ? nullptr : Py_NewRef(obj);
+#endif
+}
+
+// `cls` and its subclasses, transitively, parents before children.
+std::vector<py::object> type_and_subclasses(py::handle cls) {
+    std::vector<py::object> out{py::reinterpret_borrow<py::object>(cls)};
+    for (size_t i = 0; i < out.size(); i++) {
+        py::object subs = out[i].attr("__subclasses__")();
+        for (py::handle s : subs) {
+            bool seen = false;
+            for (auto& o : out) seen = seen || o.ptr() == s.ptr();
+            if (!seen) out.push_back(py::reinterpret_borrow<py::object>(s));
+        }
+    }
+    return out;
+}
+
+bool has_own_new(PyTypeObject* tp) {
+    PyObject* dict = type_dict(tp);
+    if (!dict) throw py::error_already_set();
+    PyObject* name = PyUnicode_InternFromString("__new__");
+    int r = name ? PyDict_Contains(dict, name) : -1;
+    Py_XDECREF(name);
+    Py_DECREF(dict);
+    if (r < 0) throw py::error_already_set();
+    return r == 1;
+}
+
 struct PatchToken {
     py::object cls;
     std::vector<std::pair<py::object, py::object>> saved;  // (name, old value or null handle)
     bool active = true;
+    // Setting and then restoring `__new__` does not give a type its C tp_new
+    // back: CPython's slot update keeps slot_tp_new for a builtin __new__
+    // (typeobject.c update_one_slot: "specific = type->tp_new"), after which
+    // every instantiation fails with "T.__new__(S) is not safe" or "object.
+    // __new__() takes exactly one argument".  So when `__new__` is patched we
+    // keep tp_new of the type and of each subclass (weakly) and put them back.
+    std::vector<std::pair<py::object, newfunc>> saved_new;  // (weakref to type, tp_new)
+
+    void snapshot_new() {
+        for (auto& t : type_and_subclasses(cls)) {
+            PyObject* ref = PyWeakref_NewRef(t.ptr(), nullptr);
+            if (!ref) throw py::error_already_set();
+            saved_new.emplace_back(py::reinterpret_steal<py::object>(ref),
+                                   reinterpret_cast<PyTypeObject*>(t.ptr())->tp_new);
+        }
+    }
+
+    void restore_new(newfunc patched) {
+        std::vector<PyObject*> done;
+        for (auto& [ref, fn] : saved_new) {
+            PyObject* t = weak_target(ref.ptr());
+            if (!t) continue;
+            reinterpret_cast<PyTypeObject*>(t)->tp_new = fn;
+            PyType_Modified(reinterpret_cast<PyTypeObject*>(t));
+            done.push_back(t);
+            Py_DECREF(t);  // still alive: in the subclass lists
+        }
+        // Subclasses created while patched inherit from their base, as
+        // PyType_Ready would have made them, unless they define __new__.
+        for (auto& s : type_and_subclasses(cls)) {
+            auto* st = reinterpret_cast<PyTypeObject*>(s.ptr());
+            bool old = false;
+            for (PyObject* d : done) old = old || d == s.ptr();
+            if (old || st->tp_new != patched || !st->tp_base || has_own_new(st)) continue;
+            py::object found = s.attr("__new__");
+            if (!PyCFunction_Check(found.ptr())) continue;  // a Python __new__ above: slot_tp_new is right
+            st->tp_new = st->tp_base->tp_new;
+            PyType_Modified(st);
+        }
+    }
 
     void restore() {
         auto* tp = reinterpret_cast<PyTypeObject*>(cls.ptr());
+        newfunc patched = tp->tp_new;
         // Reverse order, so a name listed twice ends at its first old value.
         for (auto it = saved.rbegin(); it != saved.rend(); ++it)
             set_type_attr(tp, it->first.ptr(), it->second ? it->second.ptr() : nullptr);
+        if (!saved_new.empty()) restore_new(patched);
     }
 };
 
@@ -107,6 +186,7 @@ py::object patch_type(py::handle cls, py::handle attrs) {
     if (!(tp->tp_flags & Py_TPFLAGS_READY) && PyType_Ready(tp) < 0) throw py::error_already_set();
     PatchToken token;
     token.cls = py::reinterpret_borrow<py::object>(cls);
+    if (!is_static_builtin(tp) && PyDict_GetItemString(attrs.ptr(), "__new__")) token.snapshot_new();
     // Copy the items first: a value's __set_name__ or a slot update must not
     // be able to mutate the dict we iterate.
     py::list items = py::reinterpret_steal<py::list>(PyDict_Items(attrs.ptr()));

@@ -44,6 +44,9 @@ int init_typepatch(PyObject* module);
 // ---- identity_hash.cpp
 int init_identity_hash(PyObject* module);
 
+// ---- boundary.cpp
+int init_boundary(PyObject* module);           // MethodGateway, NewGateway
+
 // ---- stack.cpp
 int init_stack(PyObject* module);
 
