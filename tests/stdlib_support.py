@@ -57,16 +57,16 @@ def _snapshot(directory) -> dict:
 
 def assert_offline_faithful(scenario: Scenario, *args, env=None, delete=(), replays=1,
                             check_plain_differs=True, expected_code=None) -> Run:
-    """Record; delete *delete* (paths relative to the scenario); replay offline
+    """Record; delete *delete* (glob patterns relative to the scenario); replay offline
     *replays* times: stdout bytes and exit code equal, no file made or removed."""
     rec = assert_faithful(scenario, *args, env=env, replays=0,
                           check_plain_differs=check_plain_differs, expected_code=expected_code)
-    for name in delete:
-        path = scenario.dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+    for pattern in delete:
+        for path in scenario.dir.glob(pattern):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
     for _ in range(replays):
         before = _snapshot(scenario.dir)
         rep = replay_offline(scenario, env=env)
