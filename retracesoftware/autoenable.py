@@ -35,9 +35,15 @@ def _command():
     return argv
 
 
+_started = False
+
+
 def start() -> None:
-    if os.environ.get("RETRACE_ACTIVE") == str(os.getpid()):
+    # site may process a site-packages folder (and so our .pth) twice.
+    global _started
+    if _started:
         return
+    _started = True
     command = _command()
     if command is None:
         return

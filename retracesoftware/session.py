@@ -203,7 +203,6 @@ def start_recording_in_place(opts) -> None:
         _reexec_with_hash_seed(str(_random_mod.SystemRandom().randrange(1, 2**32)))
     pinned_by_us = _environ.get(_HASHSEED_MARK) == seed
     _forget_our_hash_seed()
-    _environ["RETRACE_ACTIVE"] = str(os.getpid())
     path = expand_recording_path(opts.recording)
     config = _load_config()
     from retracesoftware.install.session import RecordSession
@@ -214,7 +213,6 @@ def start_recording_in_place(opts) -> None:
                              options={"stacks": False, "hash_seed_pinned_by_retrace": pinned_by_us,
                                       "started_by": "pth-hook"})
     sys.argv[:] = saved_argv
-    _environ.pop("RETRACE_ACTIVE", None)
     session = RecordSession(path, pre, config)
     atexit.register(session.close)
     session.start()
