@@ -69,7 +69,7 @@ class _Ids(dict):
 
 
 class ThreadRegistry:
-    """Maps OS thread idents to logical ids (main thread = 0).
+    """Maps OS thread idents to logical ids (main thread = 0, see `allocate`).
 
     ``current()`` is native code (a dict lookup composed with
     ``_thread.get_ident``): the stream writer calls it on every write.
@@ -78,17 +78,22 @@ class ThreadRegistry:
     def __init__(self) -> None:
         self._ids = _Ids({_get_ident(): MAIN})
         self.current = F.compose(self._ids.__getitem__, _get_ident)
-        self._next = 1
+        self._children: dict = {}
         self._lock = _allocate_lock()
-        self.idents: dict[int, tuple] = {}   # logical id -> recorded (ident, native_id)
+        self.idents: dict = {}   # logical id -> recorded (ident, native_id)
 
-    def allocate(self) -> int:
+    def allocate(self):
+        """The logical id of the calling thread's next child: the main
+        thread's children are 1, 2, 3…; thread ``t``'s are ``"t.1"``,
+        ``"t.2"``… Each parent numbers its own children in its own program
+        order, so ids do not depend on how parents interleave."""
+        parent = self.current()
         with self._lock:
-            tid = self._next
-            self._next += 1
-            return tid
+            n = self._children.get(parent, 0) + 1
+            self._children[parent] = n
+        return n if parent == MAIN else f"{parent}.{n}"
 
-    def adopt(self, tid: int) -> None:
+    def adopt(self, tid) -> None:
         self._ids[_get_ident()] = tid
 
     def forget(self) -> None:
@@ -98,7 +103,7 @@ class ThreadRegistry:
         """In a forked child only the forking thread survives; it becomes 0."""
         self._ids.clear()
         self._ids[_get_ident()] = MAIN
-        self._next = 1
+        self._children = {}
         self._lock = _allocate_lock()
 
 
