@@ -476,6 +476,63 @@ class StreamWriter:
             except OSError:
                 pass
 
+    def reopen(self, path, preamble):
+        """In a forked child: continue *this* writer on a new file *path*.
+
+        Everything that holds the writer (or its bound methods) keeps working.
+        The new file gets its own header and *preamble*, a fresh intern table
+        and thread state; the objects still bound stay bound: the file starts
+        with one NEW_BINDING per live binding, in binding order (new indices
+        0..k-1). Returns k. Only valid in a forked child (``forked``)."""
+        if not self._forked:
+            raise RecordingError("StreamWriter.reopen is for a forked child; this writer "
+                                 "belongs to this process")
+        if type(preamble) is not dict:
+            raise TypeError(f"preamble must be a dict, not {C.type_name(type(preamble))}")
+        live = sorted(self._enc.bindings.values(), key=lambda b: b[0])
+        enc = _Encoder()
+        enc.hooks = self._enc.hooks
+        out = bytearray()
+        for i, (_, obj, _) in enumerate(live):
+            out += enc.ext(C.EXT_NEW_BINDING, b"")
+            enc.bindings[id(obj)] = (i, obj, enc.ext(C.EXT_HANDLE, _index_bytes(i)))
+        enc.next_binding = len(live)
+        pre = bytearray()
+        _Encoder(intern=False).encode_top(preamble, pre)
+        path = _fspath(path)
+        fd = _open(path, _O_FLAGS, 0o600)
+        try:
+            _fchmod(fd, 0o600)
+            _write_all(fd, C.HEADER + _FRAME.pack(len(pre), _crc32(pre)) + pre)
+        except BaseException:
+            _close(fd)
+            raise
+        # The parent's locks may have been held by a thread that does not
+        # exist here: fresh ones.
+        self._lock = _allocate_lock()
+        self._io_lock = _allocate_lock()
+        self._wake = _allocate_lock()
+        self._wake.acquire()
+        self.path = path
+        self._enc = enc
+        self._buf = out
+        self._events = len(live)
+        self._last_thread = None
+        self._has_thread = False
+        self._owner = None
+        self._closed = False
+        self._error = None
+        self._pid = _getpid()
+        self._fd = fd
+        self._forked = False
+        self._flusher_running = True
+        self._flusher_done = _allocate_lock()
+        self._flusher_done.acquire()
+        self._flusher_ident = _start_new_thread(
+            StreamWriter._flusher,
+            (_weakref.ref(self), self._wake, self._flusher_done, self._flush_interval))
+        return len(live)
+
     def child_writer(self, path, preamble):
         """A fresh writer for this (forked) process with the same thread_id,
         flush_interval, buffer_size and hooks."""
@@ -699,6 +756,30 @@ class StreamReader:
             else:
                 self._head = ev
         return True
+
+    def reopen(self, path):
+        """Continue with the recording at *path* (a forked child's, written by
+        ``StreamWriter.reopen``): its header and preamble are read (``preamble``
+        is the new one), the intern table and thread state start afresh, hooks
+        stay, and the objects still bound here take the new file's first k
+        NEW_BINDING markers in binding order. Returns k."""
+        fresh = type(self)(path)
+        live = [obj for _, obj in sorted(self._bindings.items(), key=lambda kv: kv[0])]
+        hooks = self._hooks
+        old = self._f
+        self.__dict__.update(fresh.__dict__)
+        self._hooks = hooks
+        fresh._f = None
+        old.close()
+        for i, obj in enumerate(live):
+            if not self._fill() or self._head[0] != "binding":
+                offset = self._head[2] if self._head is not None else self._offset
+                raise C.format_error(
+                    f"the recording does not start with the {len(live)} bindings inherited "
+                    f"from its parent (found {i})", offset, self._frame, self._event,
+                    "it is not this parent's child recording")
+            self.bind(obj)
+        return len(live)
 
     # ----------------------------------------------------------------- API
     def register(self, name, from_state):

@@ -5,6 +5,7 @@
 #include "common.h"
 
 #include <structmember.h>
+#include <algorithm>
 #include <unordered_map>
 
 #include <cerrno>
@@ -591,11 +592,15 @@ PyObject* get_path(PyObject* self, void*) {
     return Py_NewRef(r->path ? r->path : Py_None);
 }
 
+PyObject* Reader_reopen(PyObject* self, PyObject* path);
+
 PyMethodDef reader_methods[] = {
     {"read", Reader_read, METH_NOARGS, "read() -> the next value; EOFError at the clean end."},
     {"bind", Reader_bind, METH_O, "bind(obj): consume the NEW_BINDING at the head and give its handle to obj."},
     {"register", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(Reader_register)), METH_FASTCALL,
      "register(name, from_state)"},
+    {"reopen", Reader_reopen, METH_O,
+     "reopen(path) -> int: continue with another recording (a forked child's); the live bindings carry over."},
     {"close", Reader_close, METH_NOARGS, nullptr},
     {"__enter__", Reader_enter, METH_NOARGS, nullptr},
     {"__exit__", Reader_exit, METH_VARARGS, nullptr},
@@ -737,6 +742,60 @@ PyType_Slot reader_slots[] = {
     {Py_tp_doc, const_cast<char*>("StreamReader(path)\n\nReads a recording event by event (docs/FORMAT.md).")},
     {0, nullptr},
 };
+
+// Continue with the recording at `path` (a forked child's, written by
+// StreamWriter.reopen): a fresh reader's state is swapped in (hooks stay),
+// and the objects still bound here take its first k NEW_BINDING markers in
+// binding order. Returns k.
+PyObject* Reader_reopen(PyObject* self, PyObject* path) {
+    Reader* r = reinterpret_cast<Reader*>(self);
+    PyObject* fresh = PyObject_CallOneArg(reinterpret_cast<PyObject*>(Py_TYPE(self)), path);
+    if (!fresh) return nullptr;
+    Reader* n = reinterpret_cast<Reader*>(fresh);
+    std::vector<std::pair<uint64_t, PyObject*>> live(r->core.bindings.begin(), r->core.bindings.end());
+    std::sort(live.begin(), live.end());
+    for (auto& b : live) Py_INCREF(b.second);
+    std::swap(r->core, n->core);
+    std::swap(r->path, n->path);
+    std::swap(r->preamble, n->preamble);
+    std::swap(r->thread, n->thread);
+    std::swap(r->head, n->head);
+    std::swap(r->error, n->error);
+    std::swap(r->fd, n->fd);
+    std::swap(r->head_kind, n->head_kind);
+    std::swap(r->missing_hook, n->missing_hook);
+    std::swap(r->head_offset, n->head_offset);
+    std::swap(r->pos, n->pos);
+    std::swap(r->payload_offset, n->payload_offset);
+    std::swap(r->next_offset, n->next_offset);
+    std::swap(r->file_size, n->file_size);
+    std::swap(r->frame, n->frame);
+    std::swap(r->event, n->event);
+    std::swap(r->next_binding, n->next_binding);
+    Py_DECREF(fresh);  // releases the old state
+    size_t i = 0;
+    for (; i < live.size(); i++) {
+        int rc = fill(r);
+        if (rc < 0) break;
+        if (rc == 0 || r->head_kind != K_BINDING) {
+            uint64_t off = r->head_kind ? r->head_offset : r->next_offset;
+            char msg[160];
+            std::snprintf(msg, sizeof msg, "the recording does not start with the %zu bindings inherited "
+                          "from its parent (found %zu)", live.size(), i);
+            raise_format(r, msg, off, r->frame, "it is not this parent's child recording");
+            break;
+        }
+        Py_CLEAR(r->head);
+        r->head_kind = K_NONE;
+        r->core.bindings[r->next_binding++] = live[i].second;  // steals the reference
+        r->event++;
+    }
+    if (i < live.size()) {
+        for (size_t j = i; j < live.size(); j++) Py_DECREF(live[j].second);
+        return nullptr;
+    }
+    return PyLong_FromSize_t(live.size());
+}
 
 }  // namespace
 

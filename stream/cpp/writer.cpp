@@ -17,6 +17,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <algorithm>
 #include <unordered_map>
 
 #include <structmember.h>
@@ -834,6 +835,7 @@ PyObject* Writer_forked_child(PyObject* self, PyObject*) {
 }
 
 PyObject* Writer_child_writer(PyObject* self, PyObject* args);
+PyObject* Writer_reopen(PyObject* self, PyObject* args);
 
 PyMethodDef writer_methods[] = {
     {"write", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(Writer_write)), METH_FASTCALL,
@@ -846,6 +848,8 @@ PyMethodDef writer_methods[] = {
     {"flush", Writer_flush, METH_NOARGS, "flush(): write everything buffered as one frame, now."},
     {"close", Writer_close, METH_NOARGS, "close(): flush, stop the flusher thread, close the file."},
     {"child_writer", Writer_child_writer, METH_VARARGS, "child_writer(path, preamble): a fresh writer with the same options."},
+    {"reopen", Writer_reopen, METH_VARARGS,
+     "reopen(path, preamble) -> int: in a forked child, continue this writer on a new file."},
     {"_forked_child", Writer_forked_child, METH_NOARGS, nullptr},
     {"__enter__", Writer_enter, METH_NOARGS, nullptr},
     {"__exit__", Writer_exit, METH_VARARGS, nullptr},
@@ -1047,6 +1051,103 @@ PyObject* Writer_child_writer(PyObject* self, PyObject* args) {
     Writer* n = reinterpret_cast<Writer*>(nw);
     if (w->hooks && PyDict_Update(n->hooks, w->hooks) < 0) { Py_DECREF(nw); return nullptr; }
     return nw;
+}
+
+// In a forked child: continue this writer on a new file (see _python.py
+// StreamWriter.reopen for the contract). The parent's Core is abandoned, not
+// destroyed: its mutexes may be held by a thread that does not exist here.
+PyObject* Writer_reopen(PyObject* self, PyObject* args) {
+    Writer* w = reinterpret_cast<Writer*>(self);
+    PyObject *fspath, *preamble;
+    if (!PyArg_ParseTuple(args, "O&O:reopen", PyUnicode_FSConverter, &fspath, &preamble)) return nullptr;
+    if (!w->forked) {
+        Py_DECREF(fspath);
+        PyErr_SetString(g.recording_error, "StreamWriter.reopen is for a forked child; this writer belongs to this process");
+        return nullptr;
+    }
+    if (!PyDict_CheckExact(preamble)) {
+        Py_DECREF(fspath);
+        PyObject* name = PyObject_CallOneArg(g.type_name, reinterpret_cast<PyObject*>(Py_TYPE(preamble)));
+        if (name) { PyErr_Format(PyExc_TypeError, "preamble must be a dict, not %U", name); Py_DECREF(name); }
+        return nullptr;
+    }
+    PyObject* upath = PyUnicode_DecodeFSDefault(PyBytes_AS_STRING(fspath));
+    if (!upath) { Py_DECREF(fspath); return nullptr; }
+    Out pre;
+    w->intern = false;
+    int rc = encode_top(w, pre, preamble);
+    w->intern = true;
+    if (rc) { Py_DECREF(fspath); Py_DECREF(upath); return nullptr; }
+    Out head;
+    if (!head.reserve(HEADER_SIZE + FRAME_HEADER_SIZE)) { Py_DECREF(fspath); Py_DECREF(upath); return PyErr_NoMemory(); }
+    head.put(MAGIC, 8);
+    uint32_t v = FORMAT_VERSION, len = static_cast<uint32_t>(pre.size), crc = crc32(pre.data, pre.size);
+    head.put(&v, 4);
+    head.put(&len, 4);
+    head.put(&crc, 4);
+    int fd, err = 0;
+    const char* cpath = PyBytes_AS_STRING(fspath);
+    Py_BEGIN_ALLOW_THREADS
+    fd = ::open(cpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) err = errno;
+    else {
+        if (::fchmod(fd, 0600) < 0) err = errno;
+        struct iovec iov[2] = {{head.data, head.size}, {pre.data, pre.size}};
+        if (!err) err = write_all(fd, iov, 2);
+        if (err) ::close(fd);
+    }
+    Py_END_ALLOW_THREADS
+    Py_DECREF(fspath);
+    if (err) {
+        errno = err;
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, upath);
+        Py_DECREF(upath);
+        return nullptr;
+    }
+    // Live bindings in binding order; they become 0..k-1 in the new file.
+    std::vector<Binding> live;
+    live.reserve(w->core.bindings.size());
+    for (auto& kv : w->core.bindings) live.push_back(kv.second);
+    std::sort(live.begin(), live.end(), [](const Binding& a, const Binding& b) { return a.index < b.index; });
+    auto interval = w->core.interval;
+    size_t buffer_size = w->core.buffer_size;
+    w->core.bindings.clear();   // references move into `live`
+    (void)w->core.flusher.release();
+    new (&w->core) Core();      // abandon the parent's Core (see above)
+    w->core.interval = interval;
+    w->core.buffer_size = buffer_size;
+    Out& o = w->core.buf;
+    if (!o.reserve(3 * live.size() + 1)) {
+        for (auto& b : live) Py_DECREF(b.obj);
+        ::close(fd);
+        Py_DECREF(upath);
+        return PyErr_NoMemory();
+    }
+    uint64_t i = 0;
+    for (auto& b : live) {
+        o.put1(0xc7); o.put1(0); o.put1(EXT_NEW_BINDING);
+        w->core.bindings.emplace(b.obj, Binding{i++, b.obj});
+    }
+    w->next_binding = i;
+    w->events = i;
+    PyDict_Clear(w->strings);
+    Py_CLEAR(w->last_thread);
+    w->has_thread = false;
+    w->owner = 0;
+    w->closed = false;
+    w->pid = static_cast<long>(getpid());
+    Py_SETREF(w->path, upath);
+    w->core.fd = fd;
+    try {
+        w->core.flusher = std::make_unique<std::thread>(flusher_main, &w->core);
+    } catch (const std::exception& e) {
+        ::close(fd);
+        w->core.fd = -1;
+        PyErr_Format(g.recording_error, "cannot start the stream flusher thread: %s", e.what());
+        return nullptr;
+    }
+    w->forked = false;
+    return PyLong_FromUnsignedLongLong(i);
 }
 
 }  // namespace
