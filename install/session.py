@@ -41,6 +41,9 @@ def stream_reader(path):
 
 def open_recording(path, pid=None):
     try:
+        if os.path.isfile(path) and os.path.getsize(path) == 0:
+            raise RecordingFormatError(f"{path} is empty (0 bytes): the recording was never written "
+                                       f"— re-record")
         reader = stream_reader(path)
     except RecordingFormatError:
         raise
@@ -51,6 +54,70 @@ def open_recording(path, pid=None):
     except OSError as exc:
         raise RecordingFormatError(f"cannot open recording {path}: {exc.strerror} — check the path") from None
     return reader
+
+
+def _stop_line(exc, event) -> str:
+    """The one line a replay stops with when its recording runs out early."""
+    if isinstance(exc, EOFError):
+        return (f"the recording ends early at event {event} (the recorded program was killed) "
+                f"— replay stopped there")
+    reason = getattr(exc, "reason", None) or str(exc)
+    if reason.startswith("torn frame"):
+        return (f"the recording ends early at event {event} (torn frame: the recorded program was "
+                f"killed while its recording was being written) — replay stopped there")
+    offset = getattr(exc, "offset", None)
+    where = f", byte {offset}" if offset is not None else ""
+    return (f"the recording is damaged at event {event}{where} ({reason}) — replay stopped there; "
+            f"re-record to replay past it")
+
+
+class ReplayReader:
+    """The StreamReader as the replay engine sees it.
+
+    A recording that stops early (no ``retrace.exit`` call at its end: the
+    program was killed, or writing the recording failed) or is damaged (torn
+    frame, CRC mismatch) ends the replay at that event with one line and exit
+    code 4, whichever thread or call reaches it — instead of a divergence
+    report (exit 3) about whatever call happened to come next, a traceback
+    from a thread, or an exception the program could catch. The end of the
+    tape *after* the exit call (``finish``) is ordinary: EOFError passes on.
+    """
+
+    __slots__ = ("_reader", "_session", "read", "bind")
+
+    def __init__(self, reader, session):
+        from retracesoftware.functional import handle
+        self._reader = reader
+        self._session = session
+        # Native wrappers: no cost on the replay hot path until the end.
+        self.read = handle(reader.read, (EOFError, RecordingFormatError), self._ended)
+        self.bind = handle(reader.bind, (EOFError, RecordingFormatError), self._ended)
+
+    def _ended(self, exc):
+        if isinstance(exc, EOFError) and self._session.exit_replayed:
+            raise exc
+        if isinstance(exc, RecordingFormatError) and exc.event is not None:
+            event = exc.event
+        else:
+            event = getattr(self._reader.position, "event", self._reader.position)
+        self._session.stop_early(_stop_line(exc, event))
+
+    @property
+    def thread(self):
+        try:
+            return self._reader.thread
+        except RecordingFormatError as exc:
+            return self._ended(exc)
+
+    @property
+    def next_kind(self):
+        try:
+            return self._reader.next_kind
+        except RecordingFormatError as exc:
+            return self._ended(exc)
+
+    def __getattr__(self, name):
+        return getattr(self._reader, name)
 
 
 class _Session:
@@ -162,12 +229,19 @@ class ReplaySession(_Session):
     def __init__(self, reader, preamble, config, *, pdb=False, thread_timeout=10.0, debug=False):
         super().__init__(config)
         from retracesoftware.proxy import System
-        self.reader = reader
+        self.exit_replayed = False
+        self.reader = reader = ReplayReader(reader, self)
         self.debug = debug
         self.pdb = pdb
         self.system = System("replay", reader=reader, thread_id=self.threads.current,
                              deadlock_timeout=thread_timeout)
         self.writer = None
+        # A process recorded through the .pth hook cannot see its own exit
+        # code at exit (the interpreter has not decided it yet): None was recorded.
+        self.exit_code_known = (preamble.get("options") or {}).get("started_by") != "pth-hook"
+
+    def main_finished(self, code):
+        self.exit_code = code if self.exit_code_known else None
 
     def start(self):
         self._install()
@@ -185,12 +259,27 @@ class ReplaySession(_Session):
         self._closed = True
         return ReplayDivergence.exit_code
 
+    def stop_early(self, line):
+        """The recording ends (or is damaged) here: stop the whole replay,
+        from any thread, with one line and exit code 4. The program's own
+        atexit handlers do not run: the recorded program never got there."""
+        try:
+            sys.stdout.flush()
+        except Exception:
+            pass
+        try:
+            _write_stderr(f"retrace: error: {line}\n")
+            _flush_stderr()
+        finally:
+            _os_exit(RecordingFormatError.exit_code)
+
     def close(self):
         if self._closed:
             return
         self._closed = True
         try:
             self._exit_call()
+            self.exit_replayed = True
             self.system.gate.phase = DISABLED
             if self.thread_support is not None:
                 self.thread_support.at_exit()
