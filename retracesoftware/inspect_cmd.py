@@ -36,6 +36,7 @@ def summarise(path: str) -> dict:
     bindings = 0
     values = 0
     damage = None
+    damage_reason = None
     exit_info = None
     expect_name = False
     last_values = collections.deque(maxlen=6)
@@ -64,6 +65,7 @@ def summarise(path: str) -> dict:
                 expect_name = value == "CALL"
     except RecordingFormatError as exc:
         damage = str(exc)
+        damage_reason = getattr(exc, "reason", None)
     except EOFError:
         pass
     position = reader.position
@@ -93,6 +95,7 @@ def summarise(path: str) -> dict:
         "started_at": started,
         "complete": damage is None and exit_info is not None,
         "damage": damage,
+        "damage_reason": damage_reason,
         "exit_code": exit_info["exit_code"] if exit_info else None,
         "duration_s": (exit_info["ended_at"] - started) if exit_info and isinstance(started, (int, float)) else None,
         "events": events,
@@ -132,10 +135,17 @@ def render(summary: dict) -> str:
     lines.append(f"            recorded {when} with Python {summary.get('python_version')}, "
                  f"pid {summary.get('pid')}, cwd {summary.get('cwd')}")
     if summary["damage"]:
-        lines.append(f"status:     ends early at event {summary['events']} — {summary['damage']}")
+        reason = summary.get("damage_reason") or summary["damage"]
+        if reason.startswith("torn frame"):
+            lines.append(f"status:     ends early at event {summary['events']} (torn frame: the program was "
+                         f"killed while its recording was being written); the events before it replay")
+        else:
+            lines.append(f"status:     damaged at event {summary['events']} ({reason}); "
+                         f"the events before it replay")
     elif not summary["complete"]:
         lines.append(f"status:     ends early at event {summary['events']} (the program did not exit "
-                     f"normally while recording: killed, or still running)")
+                     f"normally while recording: killed, still running, or its recording could not "
+                     f"be written)")
     else:
         duration = summary.get("duration_s")
         extra = f", ran {duration:.3f} s" if isinstance(duration, (int, float)) else ""
