@@ -106,6 +106,43 @@ def _is_builtin_type(cls) -> bool:
     return not (cls.__flags__ & (1 << 9))   # Py_TPFLAGS_HEAPTYPE
 
 
+#: (module, type, method) -> methods of the instances that external code
+#: makes from a class argument and calls back (see _with_callbacks).
+_INSTANCE_CALLBACKS = {
+    ("_sqlite3", "Connection", "create_aggregate"): ("step", "finalize"),
+    ("_sqlite3", "Connection", "create_window_function"): ("step", "value", "inverse", "finalize"),
+}
+
+
+def _callable_name(fn):
+    return f"{getattr(fn, '__module__', None) or '?'}.{getattr(fn, '__qualname__', None) or type(fn).__name__}"
+
+
+class _CallbackInstance:
+    """What external code gets instead of an instance of a callback class:
+    the named methods are callbacks (made while the program runs the
+    constructor callback, so at the same point on replay)."""
+
+    def __init__(self, system, instance, methods):
+        self._instance = instance
+        for m in methods:
+            real = getattr(instance, m, None)
+            if real is not None:
+                setattr(self, m, system.callback(real, f"{_callable_name(type(instance))}.{m}"))
+
+    def __getattr__(self, attr):
+        return getattr(self._instance, attr)
+
+
+def _instance_callback_factory(system, cls, methods):
+    def make(*args, **kwargs):
+        return _CallbackInstance(system, cls(*args, **kwargs), methods)
+    make.__name__ = getattr(cls, "__name__", "make")
+    make.__qualname__ = getattr(cls, "__qualname__", make.__name__)
+    make.__module__ = getattr(cls, "__module__", None)
+    return make
+
+
 def _named(fn, cls, attr):
     fn.__name__ = attr
     fn.__qualname__ = f"{cls.__name__}.{attr}"
@@ -221,7 +258,11 @@ class Installer:
             for mname, positions in type_callbacks.items():
                 method = cls.__dict__.get(mname)
                 if method is not None:
-                    self._set(cls, mname, self._with_callbacks(method, positions), is_type=True)
+                    # Positions do not count self (docs/CONFIGS.md).
+                    self._set(cls, mname, self._with_callbacks(
+                        method, positions, offset=1,
+                        instance_methods=_INSTANCE_CALLBACKS.get((name, tname, mname))),
+                        is_type=True)
         callbacks = dict(getattr(cfg, "callback", {}) or {})
         for fname in cfg.proxy:
             fn = getattr(module, fname, None)
@@ -300,10 +341,22 @@ class Installer:
         self._set(cls, attr, property(fget, fset, fdel, getattr(descriptor, "__doc__", None)),
                   is_type=True)
 
-    def _with_callbacks(self, fn, positions):
-        """Wrap ``fn`` so the callable arguments at ``positions`` become callbacks."""
-        make_callback = self.system.callback
-        indexes = [p for p in positions if isinstance(p, int)]
+    def _with_callbacks(self, fn, positions, offset=0, instance_methods=None):
+        """Wrap ``fn`` so the callable arguments at ``positions`` (+ *offset*
+        for methods, whose positions do not count self) become callbacks.
+
+        With *instance_methods* the argument is a class that external code
+        instantiates and then drives through those methods (a sqlite3
+        aggregate's ``step``/``finalize``): making an instance is a callback,
+        and so is every call of those methods on it."""
+        system = self.system
+        if instance_methods:
+            def make_callback(cls):
+                return system.callback(_instance_callback_factory(system, cls, instance_methods),
+                                       _callable_name(cls))
+        else:
+            make_callback = system.callback
+        indexes = [p + offset for p in positions if isinstance(p, int)]
         names = [p for p in positions if isinstance(p, str)]
 
         def with_callbacks(*args, **kwargs):
