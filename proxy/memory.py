@@ -89,7 +89,9 @@ class MemoryWriter:
         self._last_thread = _NOTHING
         self._handles: dict[int, tuple[int, object]] = {}   # id(obj) -> (index, obj)
         self._next_handle = 0
-        self._lock = _thread.allocate_lock()
+        # Re-entrant: a weakref callback (a bound object dying during a
+        # garbage collection triggered inside write) may call unbind.
+        self._lock = _thread.RLock()
         self.closed = False
         self.events = 0
 

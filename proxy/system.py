@@ -15,6 +15,7 @@ import os
 import reprlib
 import sys
 import traceback
+import weakref
 
 from retracesoftware import functional as F
 from retracesoftware import utils
@@ -108,6 +109,61 @@ def _where(stack) -> str:
     return f"{os.path.basename(filename)}:{lineno}"
 
 
+class BindingToken:
+    """What a recording writer binds in place of a program object.
+
+    The writer keeps what it binds alive until ``unbind``; binding a token
+    instead lets the object itself die. The System writes the token wherever
+    the object appears in a value (same handle on the tape), and when the
+    object dies (weakref callback) unbinds the token (``BINDING_DELETE``).
+    Hashes by address, never through identity hashing, so the runtime's own
+    objects do not consume the program's deterministic hash counter.
+    """
+
+    __slots__ = ("typename", "__weakref__")
+
+    def __init__(self, typename):
+        self.typename = typename
+
+    def __hash__(self):
+        return id(self) >> 4
+
+    def __repr__(self):
+        return f"<binding of a {self.typename}>"
+
+
+class _BoundRef(weakref.ref):
+    """A weak reference to a bound object, remembering its key and token."""
+
+    __slots__ = ("key", "token", "proxy_key")
+
+    def __new__(cls, obj, callback, key, token, proxy_key=None):
+        self = super().__new__(cls, obj, callback)
+        self.key = key
+        self.token = token
+        self.proxy_key = proxy_key
+        return self
+
+    def __init__(self, obj, callback, key, token, proxy_key=None):
+        super().__init__(obj, callback)
+
+
+class _StrongRef:
+    """Stand-in for `_BoundRef` for objects that cannot be weakly referenced
+    (``_random.Random``, ``sqlite3.Connection``): held until the System goes."""
+
+    __slots__ = ("obj", "key", "token", "proxy_key")
+
+    def __init__(self, obj, key, token):
+        self.obj = obj
+        self.key = key
+        self.token = token
+        self.proxy_key = None
+
+    def __call__(self):
+        return self.obj
+
+
 class Callback:
     """A user function handed to external code (``System.callback``)."""
 
@@ -176,8 +232,11 @@ class System:
         self._thread_id = thread_id or ThreadIds()
         self._sequencer = (ThreadSequencer(reader, self._thread_id, deadlock_timeout=deadlock_timeout)
                            if mode == REPLAY else None)
-        self._bound: dict[int, object] = {}          # id(obj) -> obj (keeps ids stable)
-        self._proxies: dict[int, tuple] = {}         # id(target) -> (target, proxy)
+        # id(obj) -> _BoundRef (weak; removed when obj dies) or _StrongRef.
+        # Keyed by id: the runtime never hashes program objects.
+        self._bound: dict[int, object] = {}
+        self._proxies: dict[int, _BoundRef] = {}     # id(target) -> ref to its ExternalObject
+        self._pending_unbind: list = []              # tokens a busy writer refused
         self._types: dict[str, type] = {}            # qualified name -> patched type
         self._patched_tuple: tuple = ()
         self._undo: list = []
@@ -320,9 +379,7 @@ class System:
         gate = self.gate
         gate.phase = DISABLED
         try:
-            self.writer.write(NEW, _qualname(type(obj)))
-            self.writer.bind(obj)
-            self._bound[id(obj)] = obj
+            self._bind_record(obj, NEW, _qualname(type(obj)))
         finally:
             gate.phase = INTERNAL
 
@@ -335,7 +392,7 @@ class System:
             if tag != NEW or value != tname:
                 raise self._diverge(index, _describe_tag(tag, value), f"new {tname} object")
             self._bind_turn(obj)
-            self._bound[id(obj)] = obj
+            self._track(obj, None)
         finally:
             gate.phase = INTERNAL
 
@@ -345,8 +402,11 @@ class System:
         of the program in record and replay."""
         tname = _qualname(type(obj))
         if self.mode == RECORD:
-            self.writer.write(BIND, tname)
-            self.writer.bind(obj)
+            old = self.gate.swap(DISABLED)
+            try:
+                self._bind_record(obj, BIND, tname)
+            finally:
+                self.gate.phase = old
         else:
             old = self.gate.swap(DISABLED)
             try:
@@ -354,13 +414,84 @@ class System:
                 if tag != BIND or value != tname:
                     raise self._diverge(index, _describe_tag(tag, value), f"bind of a {tname}")
                 self._bind_turn(obj)
+                self._track(obj, None)
             finally:
                 self.gate.phase = old
-        self._bound[id(obj)] = obj
         return obj
 
     def is_bound(self, obj) -> bool:
         return id(obj) in self._bound
+
+    def _bind_record(self, obj, tag, typename, proxy_key=None):
+        """Record: write ``tag typename ⟨B⟩`` binding a token for *obj*."""
+        if self._pending_unbind:
+            self._flush_unbinds()
+        token = BindingToken(typename)
+        self.writer.write(tag, typename)
+        self.writer.bind(token)
+        return self._track(obj, token, proxy_key)
+
+    def _track(self, obj, token, proxy_key=None):
+        key = id(obj)
+        try:
+            ref = _BoundRef(obj, self._released, key, token, proxy_key)
+        except TypeError:           # no weakref support: held for good
+            ref = _StrongRef(obj, key, token)
+        self._bound[key] = ref
+        return ref
+
+    def _released(self, ref):
+        """Weakref callback: a bound object died (it runs inside its dealloc,
+        before the address can be reused)."""
+        bound = self._bound
+        if bound.get(ref.key) is ref:
+            del bound[ref.key]
+        if ref.proxy_key is not None and self._proxies.get(ref.proxy_key) is ref:
+            del self._proxies[ref.proxy_key]
+        if ref.token is not None:
+            self._unbind(ref.token)
+
+    def _unbind(self, token):
+        gate = self.gate
+        old = gate.swap(DISABLED)
+        try:
+            self.writer.unbind(token)
+        except Exception:
+            # The writer is busy on this thread (GC ran inside a write) or
+            # closed: retried at the next binding and at finish().
+            self._pending_unbind.append(token)
+        finally:
+            gate.phase = old
+
+    def _flush_unbinds(self):
+        pending, self._pending_unbind = self._pending_unbind, []
+        for token in pending:
+            try:
+                self.writer.unbind(token)
+            except KeyError:
+                pass
+            except Exception:
+                self._pending_unbind.append(token)
+
+    def _to_tape(self, v, depth=0):
+        """*v* as written: bound objects replaced by their tokens."""
+        t = type(v)
+        if t in _PLAIN:
+            return v
+        ref = self._bound.get(id(v))
+        if ref is not None:
+            return ref.token if ref.token is not None else v
+        if depth > 100:
+            return v
+        if t is tuple or t is list or t is set or t is frozenset:
+            items = [self._to_tape(x, depth + 1) for x in v]
+            return v if all(a is b for a, b in zip(items, v)) else t(items)
+        if t is dict:
+            items = [(self._to_tape(k, depth + 1), self._to_tape(x, depth + 1)) for k, x in v.items()]
+            if all(a is k and b is x for (a, b), (k, x) in zip(items, v.items())):
+                return v
+            return dict(items)
+        return v
 
     # --------------------------------------------------------- callbacks
     def callback(self, fn, name=None):
@@ -376,15 +507,14 @@ class System:
         old = self.gate.swap(DISABLED)
         try:
             if self.mode == RECORD:
-                self.writer.write(CALLBACK_DEF, name)
-                self.writer.bind(cb)
+                self._bind_record(cb, CALLBACK_DEF, name)
             else:
                 index, tag, value = self._read_tagged()
                 if tag != CALLBACK_DEF or value != name:
                     raise self._diverge(index, _describe_tag(tag, value), f"callback {name} handed out")
                 self._bind_turn(cb)
+                self._track(cb, None)
             cb._bound = True
-            self._bound[id(cb)] = cb
         finally:
             self.gate.phase = old
         return cb
@@ -395,7 +525,7 @@ class System:
         try:
             args = self._externalize(args)
             kwargs = self._externalize(kwargs)
-            self.writer.write(CALLBACK, cb, args, kwargs)
+            self.writer.write(CALLBACK, self._to_tape(cb), self._to_tape(args), self._to_tape(kwargs))
         finally:
             gate.phase = INTERNAL
         try:
@@ -453,15 +583,10 @@ class System:
         old = gate.swap(DISABLED)
         try:
             result = self._externalize(result)
-            self.writer.write(RESULT, result)
+            self.writer.write(RESULT, self._to_tape(result))
         finally:
             gate.phase = old
         return result
-
-    def _record_new(self, obj, typename):
-        self.writer.write(NEW, typename)
-        self.writer.bind(obj)
-        self._bound[id(obj)] = obj
 
     def _externalize(self, v, depth=0):
         """The value the program gets (and the tape holds) for *v*: bound
@@ -477,7 +602,7 @@ class System:
             items = {self._externalize(k, depth + 1): self._externalize(x, depth + 1) for k, x in v.items()}
             return v if all(a is b for a, b in zip(items.values(), v.values())) else items
         if self._patched_tuple and isinstance(v, self._patched_tuple):
-            self._record_new(v, _qualname(t))
+            self._bind_record(v, NEW, _qualname(t))
             return v
         if isinstance(v, BaseException) or is_structseq(v):
             return v
@@ -486,14 +611,16 @@ class System:
                 # The tape stores the base value; record hands out the same
                 # thing replay will.
                 return base(v)
-        entry = self._proxies.get(id(v))
-        if entry is not None:
-            return entry[1]
+        ref = self._proxies.get(id(v))
+        proxy = ref() if ref is not None else None
+        if proxy is not None:
+            return proxy
+        # The proxy holds its target; the System holds the proxy weakly, so
+        # both go (BINDING_DELETE) when the program drops the proxy.
         proxy = self._external_type.__new__(self._external_type)
         object.__setattr__(proxy, "_retrace_target", v)
         object.__setattr__(proxy, "_retrace_typename", _qualname(t))
-        self._proxies[id(v)] = (v, proxy)
-        self._record_new(proxy, _EXTERNAL_PREFIX + _qualname(t))
+        self._proxies[id(v)] = self._bind_record(proxy, NEW, _EXTERNAL_PREFIX + _qualname(t), proxy_key=id(v))
         return proxy
 
     # ------------------------------------------------------------ replay
@@ -606,7 +733,7 @@ class System:
             if tag == NEW:
                 stub = self._make_stub(value, index)
                 self._bind_turn(stub)
-                self._bound[id(stub)] = stub
+                self._track(stub, None)
             elif tag == STACK:
                 continue
             elif tag == CALLBACK:
@@ -667,6 +794,8 @@ class System:
         """End of the program. Record: flush. Replay: the tape must be used
         up (else a divergence naming the first missing event)."""
         if self.mode == RECORD:
+            if self._pending_unbind:
+                self._flush_unbinds()
             self.writer.flush()
             return
         self._check_failed()
