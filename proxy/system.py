@@ -43,30 +43,45 @@ _SCALAR_BASES = (bool, int, float, str, bytes)
 _EXTERNAL_PREFIX = "external:"
 _FP_NO_ARGS = fingerprint()
 
-# Frames of these files are our machinery, not the program: skipped when a
-# divergence names "where" (proxy's own folder and the utils layer).
-_OWN_DIRS = tuple(
-    os.path.dirname(os.path.abspath(p)) + os.sep
-    for p in (__file__, utils.__file__)
-)
+# Frames that are not the program's: every file of the installed
+# retracesoftware package (all layers, the CLI, the runner), and the frozen
+# runpy/importlib frames that start a script or run an import (the
+# installer's import hook is compiled under importlib's name too).
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_MACHINERY_PREFIXES = ("<frozen runpy>", "<frozen importlib")
+
+# The standard library: a call the stdlib makes on the program's behalf is
+# reported at the program's line. site-packages may live inside it.
+_STDLIB_DIRS = tuple({os.path.dirname(os.path.abspath(p)) + os.sep
+                      for p in (os.__file__, traceback.__file__)})
+_SITE_DIRS = ("site-packages", "dist-packages")
 
 
 def _qualname(cls) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _own_frame(filename: str) -> bool:
-    return filename.startswith(_OWN_DIRS) or filename.endswith(("functools.py", "contextlib.py"))
+def _machinery_frame(filename: str) -> bool:
+    return filename.startswith(_PACKAGE_DIR) or filename.startswith(_MACHINERY_PREFIXES)
+
+
+def _stdlib_frame(filename: str) -> bool:
+    if filename.startswith("<frozen "):
+        return True
+    if not filename.startswith(_STDLIB_DIRS):
+        return False
+    return not any(part in _SITE_DIRS for part in filename.split(os.sep))
 
 
 def capture_stack():
-    """The replaying/recording Python stack, innermost last, our frames removed."""
+    """The program's Python stack, innermost last: frames of retracesoftware
+    itself and of frozen runpy/importlib removed (stdlib frames stay)."""
     capture = getattr(utils, "capture_stack", None)
     if capture is not None:
         frames = [tuple(f)[:3] for f in capture()]
     else:
         frames = [(f.filename, f.lineno, f.name) for f in traceback.extract_stack()]
-    return tuple(f for f in frames if not _own_frame(f[0]))
+    return tuple(f for f in frames if not _machinery_frame(f[0]))
 
 
 _repr = reprlib.Repr()
@@ -103,8 +118,13 @@ def _describe_recorded(name, fp) -> str:
 
 
 def _where(stack) -> str:
+    """file:line of the innermost frame outside the stdlib (the program's
+    line when the stdlib made the call on its behalf), else the innermost."""
     if not stack:
         return "<unknown>"
+    for filename, lineno, _ in reversed(stack):
+        if not _stdlib_frame(filename):
+            return f"{os.path.basename(filename)}:{lineno}"
     filename, lineno, _ = stack[-1]
     return f"{os.path.basename(filename)}:{lineno}"
 
