@@ -1,0 +1,469 @@
+"""Child processes under retrace: ``os.fork()`` and subprocesses of this Python.
+
+Design and trade-offs: docs/CHILDREN.md. In short:
+
+* Every recorded process writes its own recording file. A process's children
+  live in the directory ``<its recording>.children/``, named
+  ``<parent pid>-<n>.bin`` (n counts the parent's children from 0); a forked
+  child shares its parent's directory, a subprocess child (which is a root
+  recording of its own) keeps its children in ``<its file>.children/``. So
+  every process of a run is reachable from the one recording path, and a
+  SIGKILLed parent loses nothing its children wrote.
+* fork, record: the real fork happens first; the parent then makes the
+  pseudo boundary call ``posix.fork`` whose result is ``(child pid, file
+  name)``; the child continues the *same* StreamWriter on its own file
+  (``StreamWriter.reopen``: live bindings carried over), with the forking
+  thread as logical thread 0.
+* fork, replay: the parent reads ``(pid, name)`` from its tape, then really
+  forks; the real child continues the same StreamReader on the child's file
+  (``StreamReader.reopen``) and returns 0, so what it prints is reproduced
+  live. The parent returns the recorded pid. A replayed wait that reaps that
+  pid first really waits for the replay child, so the shared stdout gets the
+  children's output in the recorded order.
+* ``_posixsubprocess.fork_exec`` of ``sys.executable`` (subprocess,
+  multiprocessing's spawn helpers): at record the child's argv is rewritten
+  to ``sys.executable -m retracesoftware --recording <child file> --
+  <argv>``; the boundary call's result is ``(pid, name)``. On replay the
+  parent spawns ``sys.executable -m retracesoftware --recording <child
+  file>`` with the recorded stdio disposition (inherited stdout/stderr stay
+  inherited; pipes and files become /dev/null: the parent's pipe contents
+  come from its own tape). Other executables stay pure data: nothing is
+  spawned on replay.
+* ``os._exit`` closes the recording (or checks the replay's end) first.
+"""
+from __future__ import annotations
+
+import os
+import posix
+import sys
+import time
+
+import _posixsubprocess
+from _thread import get_ident as _get_ident
+
+from retracesoftware.utils import DISABLED, INTERNAL
+from retracesoftware.utils.errors import RecordingFormatError
+
+# Private references, taken before anything is patched.
+_real_fork = posix.fork
+_real_exit = posix._exit
+_real_waitpid = posix.waitpid
+_real_fork_exec = _posixsubprocess.fork_exec
+_getpid = posix.getpid
+_open = posix.open
+_dup = posix.dup
+_dup2 = posix.dup2
+_close = posix.close
+_listdir = posix.listdir
+_makedirs = os.makedirs
+_isdir = os.path.isdir
+_exists = os.path.exists
+_abspath = os.path.abspath
+_samefile = os.path.samefile
+_realpath = os.path.realpath
+_fsdecode = os.fsdecode
+_fsencode = os.fsencode
+_wall_clock = time.time
+_write_stderr = sys.stderr.write
+
+SUFFIX = ".bin"
+DIR_SUFFIX = ".children"
+
+#: The wait functions whose recorded results name a reaped child.
+WAITS = ("wait", "waitpid", "wait3", "wait4", "waitid")
+
+
+def children_dir(recording_path: str) -> str:
+    return _abspath(recording_path) + DIR_SUFFIX
+
+
+def remove_stale_children(recording_path: str) -> None:
+    """A new recording at *path* replaces an old one's children too."""
+    import shutil
+    d = children_dir(recording_path)
+    if _isdir(d):
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _is_this_python(executable_list) -> bool:
+    for candidate in executable_list or ():
+        path = _fsdecode(candidate)
+        if not _exists(path):
+            continue
+        try:
+            return _samefile(path, sys.executable) or _realpath(path) == _realpath(sys.executable)
+        except OSError:
+            return False
+    return False
+
+
+def _recordable_argv(args) -> list[str] | None:
+    """The child's argv rewritten to record itself, or None if the CLI
+    could not run it (interpreter options, no program)."""
+    from retracesoftware.runner import UsageError, parse_command
+    words = [_fsdecode(a) for a in args]
+    if not words:
+        return None
+    words[0] = sys.executable
+    try:
+        parse_command(words)
+    except UsageError:
+        return None
+    return words
+
+
+class ChildProcesses:
+    """Fork and subprocess handling for one session (record or replay)."""
+
+    def __init__(self, session, recording_path, *, pid_chain=None):
+        self.session = session
+        self.system = session.system
+        self.mode = session.mode
+        self.dir = children_dir(recording_path)
+        self.pid = _getpid()
+        self._count = 0
+        self._outcomes = {}
+        #: replay: recorded pid -> ("fork", real pid) | ("spawn", Popen)
+        self._live = {}
+        #: replay --pid: names of the fork children still to become, in order
+        self.chain = list(pid_chain) if pid_chain is not None else None
+        self._saved_fds = None
+        self._fork_call = self.system.patch_function(self._fork_outcome, "posix.fork")
+        self._fork_exec_call = self.system.patch_function(self._record_fork_exec, "_posixsubprocess.fork_exec")
+
+    # ------------------------------------------------------------ install
+    def install(self, installer):
+        fork = self._record_fork if self.mode == "record" else self._replay_fork
+        self._substitute(installer, posix, "fork", _substitute_named(fork, "fork", "posix"))
+        self._substitute(installer, posix, "_exit", _substitute_named(self._exit, "_exit", "posix"))
+        self._substitute(installer, _posixsubprocess, "fork_exec",
+                         _substitute_named(self._fork_exec, "fork_exec", "_posixsubprocess"))
+        if self.mode == "replay":
+            for name in WAITS:
+                patched = getattr(posix, name, None)
+                if patched is not None:
+                    self._substitute(installer, posix, name, self._replayed_wait(patched, name))
+        if self.chain:
+            self._mute()
+
+    @staticmethod
+    def _substitute(installer, module, attr, new):
+        old = module.__dict__[attr]
+        installer._set(module, attr, new)
+        installer._replace_everywhere({id(old): (old, new)})
+
+    def _next_name(self) -> str:
+        name = f"{self.pid}-{self._count}{SUFFIX}"
+        self._count += 1
+        return name
+
+    def _path(self, name) -> str:
+        return os.path.join(self.dir, name)
+
+    # --------------------------------------------------------------- fork
+    def _fork_outcome(self):
+        outcome = self._outcomes.pop(_get_ident())
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def _quiet_fork(self):
+        """The real fork, without 3.12's multi-threaded-fork warning when the
+        only other threads are our stream's (the program's own would warn
+        without retrace too)."""
+        import threading
+        if threading.active_count() > 1:
+            return _real_fork()
+        import warnings
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="This process .* is multi-threaded",
+                                    category=DeprecationWarning)  # PYVERSIONS: 3.12+
+            return _real_fork()
+
+    def _record_fork(self):
+        gate = self.system.gate
+        if gate.phase != INTERNAL:
+            return _real_fork()
+        name = self._next_name()
+        gate.phase = DISABLED
+        try:
+            pid = self._quiet_fork()
+        except OSError as exc:
+            gate.phase = INTERNAL
+            self._outcomes[_get_ident()] = exc
+            return self._fork_call()
+        if pid == 0:
+            try:
+                self._become_record_child(name)
+            finally:
+                gate.phase = INTERNAL
+            return 0
+        gate.phase = INTERNAL
+        self._outcomes[_get_ident()] = (pid, name)
+        return self._fork_call()[0]
+
+    def _become_record_child(self, name):
+        session = self.session
+        parent = self.pid
+        session.threads.reset_after_fork()
+        self.pid = _getpid()
+        self._count = 0
+        self._live = {}
+        pre = dict(session.preamble)
+        pre["pid"] = self.pid
+        pre["started_at"] = _wall_clock()
+        pre["process"] = {"kind": "fork", "parent_pid": parent, "name": name}
+        _makedirs(self.dir, exist_ok=True)
+        session.writer.reopen(self._path(name), pre)
+
+    def _replay_fork(self):
+        gate = self.system.gate
+        if gate.phase != INTERNAL:
+            return _real_fork()
+        pid, name = self._fork_call()
+        if self.chain is not None:
+            # --pid: only the chain to the chosen child is followed, in this process.
+            if self.chain and self.chain[0] == name:
+                self.chain.pop(0)
+                self._become_replay_child(name)
+                if not self.chain:
+                    self._unmute()
+                return 0
+            return pid
+        gate.phase = DISABLED
+        try:
+            real = self._quiet_fork()
+        finally:
+            gate.phase = INTERNAL
+        if real == 0:
+            self._become_replay_child(name)
+            return 0
+        self._live[pid] = ("fork", real)
+        return pid
+
+    def _become_replay_child(self, name):
+        gate = self.system.gate
+        previous = gate.swap(DISABLED)
+        try:
+            self.session.threads.reset_after_fork()
+            self.pid = _getpid()
+            self._count = 0
+            self._live = {}
+            try:
+                self.system.reader.reopen(self._path(name))
+            except (OSError, RecordingFormatError) as exc:
+                what = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                _write_stderr(f"retrace: error: cannot replay forked child {name}: {what} — "
+                              f"the recording's children directory {self.dir} is incomplete\n")
+                _real_exit(RecordingFormatError.exit_code)
+        finally:
+            gate.phase = previous
+
+    # ---------------------------------------------------------- subprocess
+    def _record_fork_exec(self, *args):
+        """The real call at record (runs EXTERNAL inside the boundary call):
+        a child running this Python is made to record itself."""
+        args = list(args)
+        name = None
+        if _is_this_python(args[1]):
+            argv = _recordable_argv(args[0])
+            if argv is not None:
+                name = self._next_name()
+                _makedirs(self.dir, exist_ok=True)
+                args[0] = [sys.executable, "-m", "retracesoftware", "--recording", self._path(name),
+                           "--", *argv]
+                args[1] = [_fsencode(sys.executable)]
+        return (_real_fork_exec(*args), name)
+
+    def _fork_exec(self, *args):
+        if self.system.gate.phase != INTERNAL:
+            return _real_fork_exec(*args)
+        pid, name = self._fork_exec_call(*args)
+        if name is not None and self.mode == "replay" and self.chain is None:
+            self._spawn_replay(pid, name, args)
+        return pid
+
+    def _spawn_replay(self, pid, name, args):
+        import subprocess
+        p2cread, c2pwrite, errwrite = args[6], args[9], args[11]
+
+        def disposition(fd, own):
+            if fd == -1:
+                return None              # inherited from the parent
+            if fd in (0, 1, 2):
+                return fd                # the parent's own stdio
+            return subprocess.DEVNULL   # a pipe or file: its data is the parent's, on its tape
+        stdin = disposition(p2cread, 0)
+        stdout = disposition(c2pwrite, 1)
+        stderr = subprocess.STDOUT if errwrite != -1 and errwrite == c2pwrite else disposition(errwrite, 2)
+        cmd = [sys.executable, "-m", "retracesoftware", "--recording", self._path(name)]
+        gate = self.system.gate
+        previous = gate.swap(DISABLED)
+        try:
+            self._live[pid] = ("spawn", subprocess.Popen(cmd, stdin=stdin, stdout=stdout, stderr=stderr))
+        finally:
+            gate.phase = previous
+
+    # --------------------------------------------------------------- waits
+    def _replayed_wait(self, patched, name):
+        wait_real = self.wait_for
+
+        def wait(*args, **kwargs):
+            result = patched(*args, **kwargs)
+            if name == "waitid":
+                pid = getattr(result, "si_pid", 0) if result is not None else 0
+            else:
+                pid = result[0] if isinstance(result, tuple) and result else 0
+            if pid:
+                wait_real(pid)
+            return result
+        wait.__name__ = wait.__qualname__ = name
+        wait.__module__ = "posix"
+        wait.__wrapped__ = patched
+        return wait
+
+    def wait_for(self, recorded_pid):
+        """Replay: the recorded child *recorded_pid* was reaped here; wait
+        for its replay process to end too."""
+        entry = self._live.pop(recorded_pid, None)
+        if entry is None:
+            return
+        gate = self.system.gate
+        previous = gate.swap(DISABLED)
+        try:
+            kind, proc = entry
+            if kind == "spawn":
+                proc.wait()
+            else:
+                while True:
+                    try:
+                        _real_waitpid(proc, 0)
+                        break
+                    except ChildProcessError:
+                        break
+                    except InterruptedError:
+                        continue
+        finally:
+            gate.phase = previous
+
+    def wait_all(self):
+        """Replay: the program ends; its replay children end before it."""
+        for pid in list(self._live):
+            self.wait_for(pid)
+
+    # ---------------------------------------------------------------- exit
+    def _exit(self, code):
+        session = self.session
+        if self.system.gate.phase == INTERNAL and session.system is self.system:
+            try:
+                session.main_finished(code)
+                session.close()
+            except BaseException as exc:  # never stop the program from exiting
+                _write_stderr(f"retrace: error: while closing the recording at os._exit: {exc}\n")
+        _real_exit(code)
+
+    # ------------------------------------------------------- --pid muting
+    def _mute(self):
+        """--pid: the ancestors' output is not the chosen child's."""
+        null = _open(os.devnull, os.O_WRONLY)
+        self._saved_fds = (_dup(1), _dup(2))
+        _dup2(null, 1)
+        _dup2(null, 2)
+        _close(null)
+
+    def _unmute(self):
+        if self._saved_fds is None:
+            return
+        out, err = self._saved_fds
+        self._saved_fds = None
+        _dup2(out, 1)
+        _dup2(err, 2)
+        _close(out)
+        _close(err)
+
+
+def _substitute_named(fn, name, module):
+    def substitute(*args, **kwargs):
+        return fn(*args, **kwargs)
+    substitute.__name__ = substitute.__qualname__ = name
+    substitute.__module__ = module
+    substitute.__wrapped__ = fn
+    return substitute
+
+
+# ------------------------------------------------------------- lookup
+def _preamble(path):
+    from retracesoftware.stream import StreamReader
+    try:
+        with StreamReader(path) as reader:
+            pre = reader.preamble
+    except (OSError, RecordingFormatError):
+        return None
+    return pre if isinstance(pre, dict) else None
+
+
+def processes(recording_path: str, *, _parent_pid=None, _depth=0):
+    """Every child recording reachable from *recording_path*, depth first:
+    dicts with path, name, pid, parent_pid, kind ("fork" / "subprocess"),
+    depth, preamble (None when unreadable)."""
+    d = children_dir(recording_path)
+    if not _isdir(d) or _depth > 64:
+        return []
+    out = []
+    for name in sorted(_listdir(d), key=_name_order):
+        if not name.endswith(SUFFIX):
+            continue
+        path = os.path.join(d, name)
+        pre = _preamble(path)
+        proc = (pre or {}).get("process") or {}
+        kind = "fork" if proc.get("kind") == "fork" else "subprocess"
+        try:
+            parent_pid = int(name.split("-", 1)[0])
+        except ValueError:
+            parent_pid = None
+        entry = {"path": path, "name": name, "pid": (pre or {}).get("pid"),
+                 "parent_pid": parent_pid, "kind": kind, "depth": _depth, "preamble": pre}
+        out.append(entry)
+        if kind == "subprocess":
+            out.extend(processes(path, _depth=_depth + 1))
+    return out
+
+
+def _name_order(name):
+    head, _, rest = name.partition("-")
+    try:
+        return (int(head), int(rest.split(".", 1)[0]))
+    except ValueError:
+        return (1 << 62, 0)
+
+
+def locate(recording_path: str, pid: int):
+    """``--pid PID``: (recording to replay, names of the fork children to
+    follow from it). A subprocess child is a recording of its own (empty
+    chain); a forked child is reached by replaying its nearest non-forked
+    ancestor and following the forks down to it."""
+    from retracesoftware.runner import UsageError
+    root_pre = _preamble(recording_path)
+    if root_pre is not None and root_pre.get("pid") == pid:
+        return recording_path, []
+    procs = processes(recording_path)
+    by_dir = {}
+    for p in procs:
+        by_dir.setdefault(os.path.dirname(p["path"]), []).append(p)
+    target = next((p for p in procs if p["pid"] == pid), None)
+    if target is None:
+        known = ", ".join(str(p["pid"]) for p in procs) or "none"
+        raise UsageError(f"the recording has no process {pid} (child processes: {known}) — "
+                         f"see python -m retracesoftware inspect {recording_path}")
+    chain = []
+    current = target
+    while current["kind"] == "fork":
+        chain.insert(0, current["name"])
+        folder = os.path.dirname(current["path"])
+        owner = folder[: -len(DIR_SUFFIX)]
+        parent = next((p for p in by_dir.get(folder, ()) if p["pid"] == current["parent_pid"]
+                       and p is not current), None)
+        if parent is None:
+            return owner, chain
+        current = parent
+    return current["path"], chain
