@@ -124,6 +124,12 @@ def replay_main(opts) -> int:
     if not os.path.exists(path):
         from retracesoftware.utils.errors import RecordingFormatError
         raise RecordingFormatError(f"recording {path} does not exist — check the path")
+    chain = None
+    if opts.pid is not None:
+        # One process of the run: a subprocess child is a recording of its
+        # own; a forked child is reached through its ancestors (children.py).
+        from retracesoftware.install.children import locate
+        path, chain = locate(path, opts.pid)
     reader = open_recording(path, pid=opts.pid)
     pre = reader.preamble
     if not isinstance(pre, dict) or "target" not in pre:
@@ -141,7 +147,7 @@ def replay_main(opts) -> int:
 
     target = Target.from_json(pre["target"])
     session = ReplaySession(reader, pre, config, pdb=opts.pdb, thread_timeout=opts.thread_timeout,
-                            debug=opts.debug)
+                            debug=opts.debug, pid_chain=chain or None)
     atexit.register(session.close)
     # The program sees what it saw when recorded.
     sys.argv[:] = list(pre.get("argv", sys.argv))
