@@ -22,7 +22,26 @@ class _Placeholder:
     __slots__ = ()
 
 
-def summarise(path: str) -> dict:
+def _children(path: str) -> list:
+    """Every child process recorded under *path* (install/children.py):
+    pid, parent pid, how it was made, its program and how it ended."""
+    from retracesoftware.install.children import processes
+    out = []
+    for proc in processes(path):
+        entry = {"pid": proc["pid"], "parent_pid": proc["parent_pid"], "kind": proc["kind"],
+                 "path": proc["path"], "depth": proc["depth"]}
+        try:
+            sub = summarise(proc["path"], with_children=False)
+        except RecordingFormatError as exc:
+            entry.update(complete=False, damage=str(exc), exit_code=None, events=None, argv=None)
+        else:
+            entry.update(complete=sub["complete"], damage=sub["damage"], exit_code=sub["exit_code"],
+                         events=sub["events"], argv=sub["argv"])
+        out.append(entry)
+    return out
+
+
+def summarise(path: str, *, with_children: bool = True) -> dict:
     from retracesoftware.install.session import open_recording
 
     reader = open_recording(path)
@@ -106,7 +125,7 @@ def summarise(path: str) -> dict:
         "threads": len([t for t in threads_seen if t is not None]) or 1,
         "events_per_thread": {str(t): n for t, n in per_thread.items()},
         "top_functions": calls.most_common(TOP),
-        "children": pre.get("children", []),
+        "children": _children(path) if with_children else [],
     }
     if events:
         summary["bytes_per_event"] = round(summary["size_bytes"] / events, 2)
@@ -159,7 +178,22 @@ def render(summary: dict) -> str:
         "  (" + ", ".join(f"thread {t}: {n:,}" for t, n in per_thread.items()) + ")" if per_thread else ""))
     children = summary.get("children") or []
     lines.append(f"processes:  {1 + len(children)}" + (
-        "  (children: " + ", ".join(str(c) for c in children) + ")" if children else ""))
+        "  (replay one with --pid PID)" if children else ""))
+    if children:
+        lines.append(f"  pid {summary.get('pid')}: main process")
+        for child in children:
+            how = "forked by" if child["kind"] == "fork" else "subprocess of"
+            if child["complete"]:
+                end = f"exit code {child['exit_code']}"
+            elif child.get("damage"):
+                end = "damaged recording"
+            else:
+                end = "ends early (killed or still running)"
+            program = " ".join(child["argv"] or []) if child["kind"] != "fork" else ""
+            indent = "  " * (child["depth"] + 1)
+            lines.append(f"{indent}pid {child['pid']}: {how} {child['parent_pid']}"
+                         + (f", python {program}" if program else "")
+                         + f", {child['events']} events, {end}")
     if summary["top_functions"]:
         lines.append("top boundary functions:")
         width = len(f"{summary['top_functions'][0][1]:,}")
