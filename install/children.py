@@ -200,7 +200,11 @@ class ChildProcesses:
             return 0
         gate.phase = INTERNAL
         self._outcomes[_get_ident()] = (pid, name)
-        return self._fork_call()[0]
+        result = self._fork_call()[0]
+        # The child's replay starts by replaying this tape up to here: get it
+        # on disk now, so a parent killed later does not take it along.
+        self.session.writer.flush()
+        return result
 
     def _become_record_child(self, name):
         session = self.session

@@ -1,0 +1,235 @@
+"""Child processes (issue 8, docs/CHILDREN.md): os.fork children and
+subprocess / multiprocessing children running this Python are recorded too,
+reachable from the one recording path; replaying the parent reproduces what
+it got from them and what they printed on the shared stdout; --pid replays
+one child; inspect lists them."""
+import json
+import os
+import re
+import sys
+
+import pytest
+
+from retrace_testing import assert_faithful, run
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+
+
+def _children(s):
+    d = s.dir / (s.recording.name + ".children")
+    return sorted(d.glob("*.bin")) if d.is_dir() else []
+
+
+def _inspect(s):
+    r = run([sys.executable, "-m", "retracesoftware", "inspect", str(s.recording), "--json"], s.dir)
+    assert r.returncode == 0, r.err
+    return json.loads(r.stdout)
+
+
+FORK = """
+    import os, random, time
+    print("parent before", random.random(), flush=True)
+    pid = os.fork()
+    if pid == 0:
+        print("child", random.random(), time.time(), os.urandom(4).hex(), flush=True)
+        os._exit(5)
+    _, status = os.waitpid(pid, 0)
+    print("parent after", os.waitstatus_to_exitcode(status), random.random(), time.time())
+"""
+
+
+def test_fork_child_and_parent_print(scenario):
+    s = scenario(FORK)
+    rec = assert_faithful(s, replays=2)
+    assert rec.out.count("child ") == 1
+    assert len(_children(s)) == 1
+
+
+def test_fork_child_exits_normally_and_forks_again(scenario):
+    # The child returns to the program (normal exit, atexit, flush) and forks
+    # a grandchild of its own; the parent waits with os.wait().
+    s = scenario("""
+        import os, random, sys
+        print("top", random.random(), flush=True)
+        if os.fork() == 0:
+            print("child", random.random(), flush=True)
+            g = os.fork()
+            if g == 0:
+                print("grandchild", random.random(), flush=True)
+                sys.exit(3)
+            print("child reaped", os.waitstatus_to_exitcode(os.waitpid(g, 0)[1]), flush=True)
+            sys.exit(2)
+        pid, status = os.wait()
+        print("parent reaped", os.waitstatus_to_exitcode(status), random.random())
+    """)
+    rec = assert_faithful(s)
+    assert rec.out.index("grandchild") < rec.out.index("child reaped") < rec.out.index("parent reaped")
+    assert len(_children(s)) == 2
+
+
+def test_subprocess_run_captures_childs_random_output(scenario):
+    s = scenario("""
+        import subprocess, sys, random
+        r = subprocess.run([sys.executable, "kid.py", "a"], capture_output=True, text=True)
+        print("captured", r.returncode, r.stdout.strip(), r.stderr.strip())
+        print("parent", random.random())
+    """)
+    s.write("kid.py", """
+        import os, random, sys
+        print("kid", sys.argv[1:], random.random())
+        print("err", os.urandom(2).hex(), file=sys.stderr)
+        sys.exit(4)
+    """)
+    assert_faithful(s, replays=2)
+    assert len(_children(s)) == 1
+
+
+def test_subprocess_child_inherits_stdout(scenario):
+    s = scenario("""
+        import subprocess, sys, random
+        print("parent first", random.random(), flush=True)
+        code = subprocess.call([sys.executable, "kid.py", "inherit"])
+        print("parent after", code, random.random())
+    """)
+    s.write("kid.py", """
+        import random, sys, time
+        print("kid prints", sys.argv[1:], random.random(), time.time())
+        sys.exit(6)
+    """)
+    rec = assert_faithful(s, replays=2)
+    assert rec.out.index("parent first") < rec.out.index("kid prints") < rec.out.index("parent after")
+
+
+def test_multiprocessing_fork_process(scenario):
+    s = scenario("""
+        import multiprocessing as mp, random
+
+        def work(n):
+            print("worker", n, random.random(), flush=True)
+
+        if __name__ == "__main__":
+            ctx = mp.get_context("fork")
+            for i in range(2):
+                p = ctx.Process(target=work, args=(i,))
+                p.start()
+                p.join()
+                print("joined", i, p.exitcode, flush=True)
+            print("parent", random.random())
+    """)
+    rec = assert_faithful(s)
+    assert rec.out.count("worker") == 2
+    assert len(_children(s)) == 2
+
+
+def test_multiprocessing_fork_pool_map(scenario):
+    s = scenario("""
+        import multiprocessing as mp, random, os
+
+        def work(n):
+            return n, random.random()
+
+        if __name__ == "__main__":
+            with mp.get_context("fork").Pool(2) as pool:
+                print(sorted(pool.map(work, range(4))))
+            print("parent", random.random())
+    """)
+    assert_faithful(s)
+
+
+def test_pid_replays_one_child(scenario):
+    s = scenario("""
+        import os, random, subprocess, sys
+        print("parent", random.random(), flush=True)
+        pid = os.fork()
+        if pid == 0:
+            print("forked child", random.random(), flush=True)
+            os._exit(9)
+        os.waitpid(pid, 0)
+        subprocess.run([sys.executable, "kid.py"])
+        print("parent end", random.random())
+    """)
+    s.write("kid.py", """
+        import random, sys
+        print("kid", random.random())
+        sys.exit(4)
+    """)
+    rec = assert_faithful(s)
+    info = _inspect(s)
+    kinds = {c["kind"]: c for c in info["children"]}
+    assert set(kinds) == {"fork", "subprocess"}
+    forked_line = next(line for line in rec.out.splitlines() if line.startswith("forked child"))
+    kid_line = next(line for line in rec.out.splitlines() if line.startswith("kid"))
+
+    one = s.replay("--pid", str(kinds["fork"]["pid"]))
+    assert one.out == forked_line + "\n", one.err
+    assert one.returncode == 9, one.err
+    one = s.replay("--pid", str(kinds["subprocess"]["pid"]))
+    assert one.out == kid_line + "\n", one.err
+    assert one.returncode == 4, one.err
+    main = s.replay("--pid", str(info["pid"]))
+    assert main.stdout == rec.stdout
+
+    bad = s.replay("--pid", "1")
+    assert bad.returncode == 2 and "no process 1" in bad.err
+
+
+def test_inspect_lists_the_processes(scenario):
+    s = scenario(FORK)
+    s.write("kid.py", "print('kid')\n")
+    s.script.write_text(s.script.read_text() + "import subprocess, sys\nsubprocess.run([sys.executable, 'kid.py'])\n")
+    rec = s.record()
+    assert rec.returncode == 0, rec.err
+    info = _inspect(s)
+    assert info["pid"] and len(info["children"]) == 2
+    fork, sub = info["children"]
+    assert fork["kind"] == "fork" and fork["parent_pid"] == info["pid"] and fork["exit_code"] == 5
+    assert sub["kind"] == "subprocess" and sub["argv"] == ["kid.py"] and sub["exit_code"] == 0
+    text = run([sys.executable, "-m", "retracesoftware", "inspect", str(s.recording)], s.dir).out
+    assert "processes:  3" in text
+    assert re.search(rf"pid {fork['pid']}: forked by {info['pid']}, \d+ events, exit code 5", text), text
+    assert f"pid {sub['pid']}: subprocess of {info['pid']}, python kid.py" in text
+
+
+def test_other_executables_are_not_spawned_on_replay(scenario):
+    # A child that is not this Python is data: replay spawns nothing (it
+    # would leave a marker file); a python child is replayed, never re-run
+    # for real (its own file writes are recorded, so no marker either).
+    s = scenario("""
+        import subprocess, sys, random
+        out = subprocess.run(["/bin/sh", "-c", "touch marker-sh; echo sh $$"], capture_output=True).stdout
+        print(out.split()[0], random.random())
+        subprocess.run([sys.executable, "kid.py"])
+    """)
+    s.write("kid.py", """
+        import os, random
+        open("marker-py", "w").close()
+        print("kid", random.random())
+    """)
+    rec = assert_faithful(s)
+    assert "kid" in rec.out
+    for marker in s.dir.glob("marker-*"):
+        marker.unlink()
+    rep = s.replay()
+    assert rep.stdout == rec.stdout, rep.err
+    assert not list(s.dir.glob("marker-*")), "replay ran a child for real"
+
+
+def test_parent_killed_keeps_childrens_recordings(scenario):
+    # The child finishes and exits; the parent is SIGKILLed afterwards:
+    # the child's recording is complete and replays on its own.
+    s = scenario("""
+        import os, random, signal
+        pid = os.fork()
+        if pid == 0:
+            print("child", random.random(), flush=True)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    rec = s.record()
+    assert rec.returncode == -9
+    info = _inspect(s)
+    (child,) = info["children"]
+    assert child["complete"] and child["exit_code"] == 0
+    one = s.replay("--pid", str(child["pid"]))
+    assert one.stdout == rec.stdout and one.returncode == 0, one.err
