@@ -12,6 +12,9 @@ N calls of ``time.time`` (a trivial external function):
 * record/memory   the same, writing to MemoryWriter (a Python test backend:
                   its encoding dominates; the real stream's writer is C++)
 * replay/memory   replaying those N calls from a MemoryReader
+* record/stream   recording to the real `retracesoftware.stream.StreamWriter`
+                  (a temp file; background flusher), best of 3 runs of N
+* replay/stream   replaying those 3N calls from a StreamReader
 
 and prints ns per call, overhead over plain, and ratios. Nothing is asserted.
 """
@@ -22,6 +25,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 
@@ -63,6 +67,29 @@ def measure(calls: int) -> dict:
         out["replay/memory"] = loop(wrapped, calls)
     replayer.finish()
     out["events_per_call"] = writer.events / calls
+
+    try:
+        from retracesoftware import stream
+    except ImportError:                     # stream layer not installed
+        return out
+    out["backend_stream"] = stream.BACKEND
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "bench.bin")
+        swriter = stream.StreamWriter(path, {"bench": "proxy"})
+        system = System("record", writer=swriter)
+        wrapped = system.patch_function(target, "time.time")
+        with system.enable():
+            out["record/stream"] = best(wrapped, calls)
+        system.finish()
+        swriter.close()
+        out["bytes_per_call"] = os.path.getsize(path) / (3 * calls)
+        reader = stream.StreamReader(path)
+        replayer = System("replay", reader=reader)
+        wrapped = replayer.patch_function(target, "time.time")
+        with replayer.enable():
+            out["replay/stream"] = loop(wrapped, 3 * calls)
+        replayer.finish()
+        reader.close()
     return out
 
 
@@ -83,14 +110,19 @@ def main() -> None:
             print(f"{backend}: failed\n{proc.stderr}", file=sys.stderr)
             continue
         rows.append((backend, json.loads(proc.stdout.strip().splitlines()[-1])))
-    print(f"proxy overhead per call of time.time(), {args.calls} calls, best of 3 (record/null)")
-    print(f"{'backend':8} {'plain':>8} {'rec/null':>9} {'+ns':>7} {'ratio':>6} "
-          f"{'rec/mem':>8} {'+ns':>7} {'replay':>8} {'ev/call':>7}")
+    print(f"proxy overhead per call of time.time(), {args.calls} calls, best of 3 (record/null, record/stream)")
+    print(f"{'backend':8} {'plain':>7} {'rec/null':>8} {'+ns':>6} {'rec/mem':>8} {'+ns':>7} "
+          f"{'rec/stream':>10} {'+ns':>6} {'ratio':>6} {'B/call':>6} {'rp/mem':>7} {'rp/stream':>9}")
     for backend, r in rows:
         plain = r["plain"]
-        print(f"{backend:8} {plain:8.1f} {r['record/null']:9.1f} {r['record/null'] - plain:7.1f} "
-              f"{r['record/null'] / plain:6.2f} {r['record/memory']:8.1f} "
-              f"{r['record/memory'] - plain:7.1f} {r['replay/memory']:8.1f} {r['events_per_call']:7.1f}")
+        stream = r.get("record/stream", float("nan"))
+        print(f"{backend:8} {plain:7.1f} {r['record/null']:8.1f} {r['record/null'] - plain:6.1f} "
+              f"{r['record/memory']:8.1f} {r['record/memory'] - plain:7.1f} "
+              f"{stream:10.1f} {stream - plain:6.1f} {stream / plain:6.2f} "
+              f"{r.get('bytes_per_call', float('nan')):6.1f} {r['replay/memory']:7.1f} "
+              f"{r.get('replay/stream', float('nan')):9.1f}")
+    print("ns per call; +ns = added over plain; B/call = recording bytes per call; "
+          "rp = replay (no real call)")
 
 
 if __name__ == "__main__":

@@ -20,8 +20,9 @@ import weakref
 from retracesoftware import functional as F
 from retracesoftware import utils
 from retracesoftware.utils import (DISABLED, EXTERNAL, INTERNAL, Gate,
-                                   MethodGateway, NewGateway, RecordGateway,
-                                   ReplayGateway, fingerprint)
+                                   MethodGateway, NewGateway, RecordCallGateway,
+                                   RecordGateway, ReplayGateway, fingerprint,
+                                   flush_pending_calls)
 from retracesoftware.utils.errors import ReplayDivergence
 
 from retracesoftware.proxy.memory import is_structseq
@@ -306,10 +307,11 @@ class System:
             if self.record_stacks:
                 def before(*args, **kwargs):
                     write(CALL, name, fingerprint(*args, **kwargs), STACK, capture_stack())
-            else:
-                # write(CALL, name, fingerprint(*a, **kw)), all native.
-                before = F.compose(F.partial(write, CALL, name), fingerprint)
-            return RecordGateway(self.gate, target, before, self._record_after, self._record_error)
+                return RecordGateway(self.gate, target, before, self._record_after, self._record_error)
+            # All native: CALL written with its outcome in one write (a
+            # callback during the call flushes it first: _record_callback).
+            return RecordCallGateway(self.gate, target, write, CALL, name, RESULT, ERROR,
+                                     self._record_result)
         return ReplayGateway(self.gate, target, functools.partial(self._replay_call, name))
 
     def patch_function(self, fn, name=None):
@@ -543,6 +545,8 @@ class System:
         gate = self.gate
         gate.phase = DISABLED
         try:
+            # The enclosing recorded call's CALL must precede the callback.
+            flush_pending_calls()
             args = self._externalize(args)
             kwargs = self._externalize(kwargs)
             self.writer.write(CALLBACK, self._to_tape(cb), self._to_tape(args), self._to_tape(kwargs))

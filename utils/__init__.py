@@ -11,6 +11,8 @@ RecordGateway = _impl.RecordGateway
 ReplayGateway = _impl.ReplayGateway
 MethodGateway = _impl.MethodGateway
 NewGateway = _impl.NewGateway
+RecordCallGateway = _impl.RecordCallGateway
+flush_pending_calls = _impl.flush_pending_calls
 fingerprint = _impl.fingerprint
 patch_type = _impl.patch_type
 unpatch_type = _impl.unpatch_type
@@ -33,6 +35,8 @@ __all__ = [
     "ReplayGateway",
     "MethodGateway",
     "NewGateway",
+    "RecordCallGateway",
+    "flush_pending_calls",
     "fingerprint",
     "patch_type",
     "unpatch_type",

@@ -204,6 +204,93 @@ class ReplayGateway(_Gateway):
         return f"<ReplayGateway for {self.target!r}>"
 
 
+_PLAIN_TYPES = frozenset({type(None), bool, int, float, str, bytes})
+
+
+class _PendingCalls(_threading.local):
+    def __init__(self):
+        self.stack = []          # [write, call_tag, name, fp, written]
+
+
+_pending = _PendingCalls()
+
+
+class RecordCallGateway(_Gateway):
+    """``RecordCallGateway(gate, target, write, call_tag, name, result_tag,
+    error_tag, slow=None)``: a recorded call whose CALL is written together
+    with its outcome (see README.md; same writes as the C++ backend)."""
+
+    __slots__ = ("gate", "target", "write", "call_tag", "name", "result_tag", "error_tag", "slow",
+                 "_cell", "_fp_noargs", "__weakref__")
+
+    def __init__(self, gate, target, write, call_tag, name, result_tag, error_tag, slow=None):
+        if not isinstance(gate, Gate):
+            raise TypeError(f"gate must be a Gate, got {type(gate).__name__}")
+        if not callable(target) or not callable(write) or (slow is not None and not callable(slow)):
+            raise TypeError("target and write must be callable, slow callable or None")
+        self.gate = gate
+        self.target = target
+        self.write = write
+        self.call_tag = call_tag
+        self.name = name
+        self.result_tag = result_tag
+        self.error_tag = error_tag
+        self.slow = slow
+        self._cell = gate._cell
+        self._fp_noargs = fingerprint()
+
+    def __call__(self, *args, **kwargs):
+        cell = self._cell
+        if cell.phase != INTERNAL:
+            return self.target(*args, **kwargs)
+        fp = fingerprint(*args, **kwargs) if (args or kwargs) else self._fp_noargs
+        frame = [self.write, self.call_tag, self.name, fp, False]
+        stack = _pending.stack
+        stack.append(frame)
+        cell.phase = EXTERNAL
+        try:
+            result = self.target(*args, **kwargs)
+        except BaseException as exc:
+            cell.phase = INTERNAL
+            stack.pop()
+            if frame[4]:
+                self.write(self.error_tag, exc)
+            else:
+                self.write(self.call_tag, self.name, fp, self.error_tag, exc)
+            raise
+        cell.phase = INTERNAL
+        stack.pop()
+        if type(result) in _PLAIN_TYPES:
+            if frame[4]:
+                self.write(self.result_tag, result)
+            else:
+                self.write(self.call_tag, self.name, fp, self.result_tag, result)
+            return result
+        if not frame[4]:
+            self.write(self.call_tag, self.name, fp)
+        if self.slow is not None:
+            return self.slow(result)
+        self.write(self.result_tag, result)
+        return result
+
+    def __repr__(self):
+        return f"<RecordCallGateway {self.name!r} for {self.target!r}>"
+
+
+def flush_pending_calls():
+    """Write the CALL of every recorded call in progress on this thread that
+    has not been written yet (oldest first); returns how many were written."""
+    stack = _pending.stack
+    start = len(stack)
+    while start > 0 and not stack[start - 1][4]:
+        start -= 1
+    for frame in stack[start:]:
+        write, call_tag, name, fp, _ = frame
+        write(call_tag, name, fp)
+        frame[4] = True
+    return len(stack) - start
+
+
 class MethodGateway:
     """``MethodGateway(bound, gateway, real)``: in a patched type's dict in
     place of a method; ``gateway(self, ...)`` when ``id(self) in bound``, else

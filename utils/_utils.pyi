@@ -65,6 +65,33 @@ class NewGateway:
     def __init__(self, cls: type, gate: Gate, on_new: Optional[Callable[[Any], Any]] = None) -> None: ...
     def __call__(self, subtype: type, /, *args: Any, **kwargs: Any) -> Any: ...
 
+class RecordCallGateway:
+    gate: Gate
+    target: Callable[..., Any]
+    write: Callable[..., Any]
+    call_tag: Any
+    name: Any
+    result_tag: Any
+    error_tag: Any
+    slow: Optional[Callable[[Any], Any]]
+    __wrapped__: Callable[..., Any]
+    __name__: str
+    def __init__(
+        self,
+        gate: Gate,
+        target: Callable[..., Any],
+        write: Callable[..., Any],
+        call_tag: Any,
+        name: Any,
+        result_tag: Any,
+        error_tag: Any,
+        slow: Optional[Callable[[Any], Any]] = None,
+    ) -> None: ...
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+    def __get__(self, obj: Any, objtype: Optional[type] = None) -> Any: ...
+
+def flush_pending_calls() -> int: ...
+
 def fingerprint(*args: Any, **kwargs: Any) -> int: ...
 
 class PatchToken:

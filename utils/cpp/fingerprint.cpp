@@ -127,8 +127,20 @@ bool encode(PyObject* x, int depth, std::string& out) {
 }
 
 PyObject* fingerprint(PyObject*, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+    return fingerprint_vector(args, nargs, kwnames);
+}
+
+PyMethodDef fingerprint_def = {
+    "fingerprint", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(fingerprint)),
+    METH_FASTCALL | METH_KEYWORDS,
+    "fingerprint(*args, **kwargs) -> int: deterministic 32-bit hash of call arguments (see utils/README.md)"};
+
+}  // namespace
+
+PyObject* fingerprint_vector(PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+    // No reserve(): short encodings (no or few small arguments, the common
+    // case) stay in std::string's inline buffer, without a heap allocation.
     std::string out;
-    out.reserve(64);
     out.push_back('A');
     put_u32(out, static_cast<uint32_t>(nargs));
     for (Py_ssize_t i = 0; i < nargs; ++i)
@@ -144,13 +156,6 @@ PyObject* fingerprint(PyObject*, PyObject* const* args, Py_ssize_t nargs, PyObje
     }
     return PyLong_FromUnsignedLong(crc32(out));
 }
-
-PyMethodDef fingerprint_def = {
-    "fingerprint", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(fingerprint)),
-    METH_FASTCALL | METH_KEYWORDS,
-    "fingerprint(*args, **kwargs) -> int: deterministic 32-bit hash of call arguments (see utils/README.md)"};
-
-}  // namespace
 
 int init_fingerprint(PyObject* module) {
     PyObject* fn = PyCFunction_NewEx(&fingerprint_def, nullptr, nullptr);

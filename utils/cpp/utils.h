@@ -37,6 +37,11 @@ int init_gates(PyObject* module);             // Gate, _GateUsing, RecordGateway
 
 // ---- fingerprint.cpp
 int init_fingerprint(PyObject* module);
+// fingerprint(*args, **kwargs) on a vectorcall argument array (new reference).
+PyObject* fingerprint_vector(PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames);
+
+// ---- record_call.cpp
+int init_record_call(PyObject* module);       // RecordCallGateway, flush_pending_calls
 
 // ---- typepatch.cpp
 int init_typepatch(PyObject* module);
