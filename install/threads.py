@@ -58,6 +58,10 @@ except ImportError:  # pragma: no cover - every CPython we support has it
 
 MAIN = 0
 
+# The real _thread functions, for code that must never see our patches.
+import types as _types  # noqa: E402
+_REAL_THREAD = _types.SimpleNamespace(**vars(_thread))
+
 
 class _Ids(dict):
     """OS ident -> logical id; a thread we did not start reads -1."""
@@ -347,6 +351,13 @@ class ThreadSupport:
             installer._set(threading, "_active_limbo_lock", self.Lock())
 
         installer._replace_everywhere(replacements)
+
+        # The import system's module locks belong to the interpreter, not the
+        # program (an import may happen on record and not on replay, where our
+        # runtime already loaded the module): importlib keeps the real _thread.
+        bootstrap = sys.modules.get("importlib._bootstrap")
+        if bootstrap is not None and bootstrap.__dict__.get("_thread") is _thread:
+            installer._set(bootstrap, "_thread", _REAL_THREAD)
 
         # The main thread: live for the deadlock watchdog; its ident recorded.
         if system._sequencer is not None:
