@@ -219,6 +219,24 @@ class ChildProcesses:
         pre["process"] = {"kind": "fork", "parent_pid": parent, "name": name}
         _makedirs(self.dir, exist_ok=True)
         session.writer.reopen(self._path(name), pre)
+        self._identify_main()
+
+    def _identify_main(self):
+        """The surviving thread is the child's main thread: its (ident,
+        native id) are recorded first thing on the child's tape, and on
+        replay program code sees those (as for the main thread at start)."""
+        support = self.session.thread_support
+        if support is None:
+            return
+        gate = self.system.gate
+        previous = gate.swap(INTERNAL)
+        try:
+            recorded = tuple(support.identify())
+        finally:
+            gate.phase = previous
+        self.session.threads.idents[0] = recorded
+        if self.mode == "replay":
+            support._adopt_main_ident(recorded)
 
     def _replay_fork(self):
         gate = self.system.gate
@@ -262,6 +280,7 @@ class ChildProcesses:
                 _real_exit(RecordingFormatError.exit_code)
         finally:
             gate.phase = previous
+        self._identify_main()
 
     # ---------------------------------------------------------- subprocess
     def _record_fork_exec(self, *args):

@@ -149,6 +149,12 @@ class _Session:
         original = getattr(disabled, "__wrapped__", None)
         if original is not None:
             self.installer._replace_everywhere({id(original): (original, disabled)})
+        # The C import path (IMPORT_NAME of a module still initialising) calls
+        # _lock_unlock_module directly, in the importer's phase: its module
+        # lock owner must be the real thread ident, as when _find_and_load
+        # (disabled) took the lock — else replay waits on itself forever.
+        self.installer._set(bootstrap, "_lock_unlock_module",
+                            self.installer._disabled(bootstrap._lock_unlock_module))
         self.thread_support = ThreadSupport(self.system, self.threads)
         self.thread_support.install(self.installer)
 
