@@ -129,11 +129,14 @@ def test_multiprocessing_fork_pool_map(scenario):
             return n, random.random()
 
         if __name__ == "__main__":
-            with mp.get_context("fork").Pool(2) as pool:
-                print(sorted(pool.map(work, range(4))))
+            pool = mp.get_context("fork").Pool(2)
+            print(sorted(pool.map(work, range(4))))
+            pool.close()
+            pool.join()
             print("parent", random.random())
     """)
     assert_faithful(s)
+    assert len(_children(s)) == 2
 
 
 def test_pid_replays_one_child(scenario):
