@@ -164,6 +164,7 @@ class Installer:
         self.config = config
         self._undo: list = []
         self._pending = {}
+        self._on_import: dict = {}   # module name -> fn(module), see when_imported
         self._patched_modules: set[str] = set()
         self._installed = False
         self._import_state = threading.local()
@@ -375,6 +376,16 @@ class Installer:
         with_callbacks.__qualname__ = getattr(fn, "__qualname__", with_callbacks.__name__)
         return with_callbacks
 
+    def when_imported(self, name: str, fn) -> None:
+        """Run ``fn(module)`` once module *name* is loaded: now if it already
+        is, else right after its import finishes (code patches that are not
+        config, e.g. install/threads.py's)."""
+        module = sys.modules.get(name)
+        if module is not None:
+            fn(module)
+        else:
+            self._on_import[name] = fn
+
     def _set(self, owner, attr, value, is_type=False):
         d = owner.__dict__
         missing = attr not in d
@@ -523,6 +534,8 @@ def _find_and_load(name, import_):
         replaced = installer._patch_module(name)
         if replaced:
             installer._replace_everywhere(replaced)
+    if name in installer._on_import:
+        installer._on_import.pop(name)(module)
     return module
 
 
