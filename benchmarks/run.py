@@ -143,6 +143,18 @@ def run_process(argv, env, cwd, timeout) -> RunResult:
     return RunResult(time.perf_counter() - started, done.returncode, done.stdout, done.stderr)
 
 
+def first_difference(recorded: bytes, replayed: bytes, width: int = 80) -> str:
+    """Where two outputs part: 'line L: recorded ... / replayed ...'."""
+    a, b = recorded.splitlines(), replayed.splitlines()
+    for i in range(max(len(a), len(b))):
+        x = a[i] if i < len(a) else b"<no line>"
+        y = b[i] if i < len(b) else b"<no line>"
+        if x != y:
+            return (f"line {i + 1}: recorded {x[:width].decode(errors='replace')!r}"
+                    f" / replayed {y[:width].decode(errors='replace')!r}")
+    return "same lines, different line endings"
+
+
 def tree_bytes(root: str) -> int:
     total = 0
     for folder, _, files in os.walk(root):
@@ -247,7 +259,8 @@ def bench_cell(wl: Workload, backend: str, n: int, repeat: int, python: str,
         same = replay.stdout == record.stdout
         cell.faithful_reps.append(same)
         if not same:
-            cell.failure = cell.failure or "replay: stdout differs from the record run's"
+            cell.failure = cell.failure or ("replay: stdout differs from the record run's: "
+                                            + first_difference(record.stdout, replay.stdout))
             break
         progress(".")
         if last_folder is not None:
@@ -276,6 +289,9 @@ def cell_row(cell: Cell, startup: dict[str, Cell]) -> dict:
         "replay_s": replay,
         "record_ratio": record / plain if plain and record else None,
         "replay_ratio": replay / plain if plain and replay else None,
+        "plain_spread": spread(cell.plain),
+        "seconds": {m: [round(r.seconds, 4) for r in getattr(cell, m)]
+                    for m in ("plain", "record", "replay")},
         "recording_bytes": int(size) if size is not None else None,
         "events": cell.events,
         "events_counted_by": cell.events_source or None,
@@ -295,11 +311,19 @@ def cell_row(cell: Cell, startup: dict[str, Cell]) -> dict:
     return row
 
 
+def spread(runs: list[RunResult]) -> float | None:
+    """(slowest - fastest) / median of the successful runs: the noise level."""
+    times = [r.seconds for r in runs if r.ok]
+    if len(times) < 2:
+        return None
+    return (max(times) - min(times)) / statistics.median(times)
+
+
 def fmt(value, spec: str, missing: str = "-") -> str:
     return missing if value is None else format(value, spec)
 
 
-COLUMNS = ("workload", "backend", "plain s", "record s", "replay s", "rec/plain", "rep/plain",
+COLUMNS = ("workload", "backend", "plain s", "noise", "record s", "replay s", "rec/plain", "rep/plain",
            "bytes", "events", "B/event", "ns/call", "faithful", "varies", "status")
 
 
@@ -312,7 +336,9 @@ def table_cells(row: dict) -> list[str]:
             ns_text += f" ({row['ns_per_call_net']:.0f} net)"
     return [
         row["workload"], row["backend"],
-        fmt(row["plain_s"], ".3f"), fmt(row["record_s"], ".3f"), fmt(row["replay_s"], ".3f"),
+        fmt(row["plain_s"], ".3f"),
+        "-" if row["plain_spread"] is None else f"{row['plain_spread'] * 100:.0f}%",
+        fmt(row["record_s"], ".3f"), fmt(row["replay_s"], ".3f"),
         fmt(row["record_ratio"], ".2f"), fmt(row["replay_ratio"], ".2f"),
         fmt(row["recording_bytes"], ","), fmt(row["events"], ","),
         fmt(row["bytes_per_event"], ".1f"), ns_text,
