@@ -100,7 +100,7 @@ class ReplayReader:
             event = exc.event
         else:
             event = getattr(self._reader.position, "event", self._reader.position)
-        self._session.stop_early(_stop_line(exc, event))
+        self._session.stop_early(_stop_line(exc, event), exc)
 
     @property
     def thread(self):
@@ -279,7 +279,7 @@ class ReplaySession(_Session):
         self._closed = True
         return ReplayDivergence.exit_code
 
-    def stop_early(self, line):
+    def stop_early(self, line, exc=None):
         """The recording ends (or is damaged) here: stop the whole replay,
         from any thread, with one line and exit code 4. The program's own
         atexit handlers do not run: the recorded program never got there."""
@@ -288,6 +288,11 @@ class ReplaySession(_Session):
         except Exception:
             pass
         try:
+            if self.debug:
+                import traceback
+                traceback.print_stack()
+                if exc is not None:
+                    traceback.print_exception(exc)
             _write_stderr(f"retrace: error: {line}\n")
             _flush_stderr()
         finally:
