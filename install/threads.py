@@ -309,6 +309,7 @@ class ThreadSupport:
     # ------------------------------------------------------------ install
     def install(self, installer) -> None:
         system, registry, gate = self.system, self.registry, self.gate
+        self._installer = installer
         replacements = {}
 
         def put(module, attr, new):
@@ -359,6 +360,8 @@ class ThreadSupport:
         if bootstrap is not None and bootstrap.__dict__.get("_thread") is _thread:
             installer._set(bootstrap, "_thread", _REAL_THREAD)
 
+        installer.when_imported("asyncio.base_events", self._patch_asyncio)
+
         # The main thread: live for the deadlock watchdog; its ident recorded.
         if system._sequencer is not None:
             system._sequencer.enter(MAIN)
@@ -370,6 +373,24 @@ class ThreadSupport:
         registry.idents[MAIN] = tuple(recorded)
         if self.replaying:
             self._adopt_main_ident(recorded)
+
+    def _patch_asyncio(self, module):
+        """``call_soon_threadsafe`` appends to the loop's ready queue and then
+        wakes the loop through its self-pipe (a recorded send). Two threads
+        doing that at once race on the append order; doing both under one
+        recorded lock makes the order the recorded one."""
+        loop_type = getattr(module, "BaseEventLoop", None)
+        original = getattr(loop_type, "call_soon_threadsafe", None)
+        if original is None:
+            return
+        lock = self.Lock()
+
+        def call_soon_threadsafe(self_, *args, **kwargs):
+            with lock:
+                return original(self_, *args, **kwargs)
+        call_soon_threadsafe.__wrapped__ = original
+        call_soon_threadsafe.__name__ = call_soon_threadsafe.__qualname__ = "call_soon_threadsafe"
+        self._installer._set(loop_type, "call_soon_threadsafe", call_soon_threadsafe)
 
     def _adopt_main_ident(self, recorded):
         """On replay program code sees the recorded main ident: re-key

@@ -72,11 +72,13 @@ print("".join(map(str, got)))
 def test_rlock_nested(scenario):
     check(scenario, """
 lock = threading.RLock()
+go = threading.Event()
 out = []
 def inner(k):
     with lock:
         out.append(k)
 def work(k):
+    go.wait()
     for i in range(200):
         with lock:
             inner(k)
@@ -84,6 +86,7 @@ def work(k):
             inner(k)
 ts = [threading.Thread(target=work, args=(k,)) for k in range(4)]
 for t in ts: t.start()
+go.set()
 for t in ts: t.join()
 print("".join(map(str, out)))
 """)
@@ -124,8 +127,10 @@ def test_semaphore_and_bounded_semaphore(scenario):
     check(scenario, """
 sem = threading.Semaphore(2)
 bsem = threading.BoundedSemaphore(1)
+go = threading.Event()
 out = []
 def work(k):
+    go.wait()
     for i in range(100):
         with sem:
             out.append(k)
@@ -134,6 +139,7 @@ def work(k):
             out.append(k + 4)
 ts = [threading.Thread(target=work, args=(k,)) for k in range(4)]
 for t in ts: t.start()
+go.set()
 for t in ts: t.join()
 print("".join(map(str, out)))
 """)
@@ -248,7 +254,7 @@ print(got, q.qsize(), q.empty())
 
 def test_thread_pool_executor(scenario):
     check(scenario, """
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 lock = threading.Lock()
 order = []
 def task(k):
@@ -256,9 +262,15 @@ def task(k):
     with lock:
         order.append(k)
     return k * k
+done = []
+def finished(f):
+    with lock:
+        done.append(f.result())
 with ThreadPoolExecutor(max_workers=4) as pool:
     futures = [pool.submit(task, k) for k in range(60)]
-    done = [f.result() for f in as_completed(futures)]
+    for f in futures:
+        f.add_done_callback(finished)
+    results = [f.result() for f in futures]
 print(order)
 print(done)
 print(sorted(threading.current_thread().name for _ in range(1)))
@@ -337,28 +349,31 @@ def test_asyncio_run_in_executor_and_call_soon_threadsafe(scenario):
     check(scenario, """
 import asyncio
 lock = threading.Lock()
+go = threading.Event()
 order = []
 def blocking(k):
-    spin(500 + 100 * (k % 5))
+    go.wait()
+    spin(2000 + 300 * (k % 5))
     with lock:
         order.append(k)
     return k
 async def main():
     loop = asyncio.get_running_loop()
-    results = []
-    got = asyncio.Queue()
+    got = []
     def from_thread(k):
-        for i in range(5):
-            spin(200)
-            loop.call_soon_threadsafe(got.put_nowait, (k, i))
+        go.wait()
+        for i in range(20):
+            spin(100)
+            loop.call_soon_threadsafe(got.append, (k, i))
     ts = [threading.Thread(target=from_thread, args=(k,)) for k in range(3)]
     for t in ts: t.start()
     futs = [loop.run_in_executor(None, blocking, k) for k in range(12)]
-    for f in asyncio.as_completed(futs):
-        results.append(await f)
-    seen = [await got.get() for _ in range(15)]
+    go.set()
+    results = [await f for f in asyncio.as_completed(futs)]
     for t in ts: t.join()
-    return results, seen
+    while len(got) < 60:
+        await asyncio.sleep(0)
+    return results, got
 print(asyncio.run(main()), order)
 """)
 
