@@ -23,6 +23,7 @@ _write = _os.write
 _open = _os.open
 _close = _os.close
 _fchmod = _os.fchmod
+_ftruncate = _os.ftruncate
 _fstat = _os.fstat
 _read = _os.read
 _fspath = _os.fspath
@@ -208,6 +209,8 @@ class StreamWriter:
         self._error = None
         self._pid = _getpid()
         self._fd = -1
+        self._failed = False   # a frame could not be written: later frames are dropped
+        self._written = 0      # bytes of whole frames on disk
 
         pre = bytearray()
         _Encoder(intern=False).encode_top(preamble, pre)
@@ -219,6 +222,7 @@ class StreamWriter:
             _close(fd)
             raise
         self._fd = fd
+        self._written = len(C.HEADER) + _FRAME.size + len(pre)
         C.track_writer(self)
         self._flusher_running = True
         self._flusher_done = _allocate_lock()
@@ -235,6 +239,13 @@ class StreamWriter:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def failed(self) -> bool:
+        """True once a frame could not be written (disk full, I/O error):
+        from then on events are dropped, the file keeps the whole frames
+        written before."""
+        return self._failed
 
     @property
     def pid(self) -> int:
@@ -395,9 +406,19 @@ class StreamWriter:
         finally:
             self._lock.release()
         try:
-            _write_all(self._fd, frame)
+            if not self._failed:
+                _write_all(self._fd, frame)
+                self._written += len(frame)
         except OSError as e:
+            # Never write a later frame after a lost one (the tape would have
+            # a silent hole); cut a partly written frame off, so the file
+            # ends cleanly after the last whole frame.
             self._error = e
+            self._failed = True
+            try:
+                _ftruncate(self._fd, self._written)
+            except OSError:
+                pass
         finally:
             self._io_lock.release()
 
@@ -524,6 +545,8 @@ class StreamWriter:
         self._error = None
         self._pid = _getpid()
         self._fd = fd
+        self._failed = False
+        self._written = len(C.HEADER) + _FRAME.size + len(pre)
         self._forked = False
         self._flusher_running = True
         self._flusher_done = _allocate_lock()

@@ -46,6 +46,8 @@ struct Core {
     bool stop = false;
     int fd = -1;
     int write_errno = 0;  // guarded by io_mu; reported by the next Python call
+    bool failed = false;  // guarded by io_mu: a frame was lost; later frames are dropped
+    uint64_t written = 0; // guarded by io_mu: bytes of whole frames on disk
     std::chrono::microseconds interval{100000};
     size_t buffer_size = 65536;
     std::unordered_map<PyObject*, Binding> bindings;
@@ -490,8 +492,19 @@ void flush_locked(Core& c, std::unique_lock<std::mutex>& lk) {
     std::memcpy(head, &len, 4);   // little-endian hosts only (x86-64, aarch64)
     std::memcpy(head + 4, &crc, 4);
     struct iovec iov[2] = {{head, 8}, {c.spare.data, c.spare.size}};
-    int err = write_all(c.fd, iov, 2);
-    if (err && !c.write_errno) c.write_errno = err;
+    if (!c.failed) {
+        int err = write_all(c.fd, iov, 2);
+        if (err) {
+            // Never write a later frame after a lost one (the tape would have
+            // a silent hole); cut a partly written frame off, so the file
+            // ends cleanly after the last whole frame.
+            if (!c.write_errno) c.write_errno = err;
+            c.failed = true;
+            if (::ftruncate(c.fd, static_cast<off_t>(c.written)) != 0) { /* best effort */ }
+        } else {
+            c.written += 8 + c.spare.size;
+        }
+    }
     c.spare.size = 0;
     io.unlock();
     lk.lock();
@@ -857,6 +870,16 @@ PyMethodDef writer_methods[] = {
 };
 
 PyObject* get_events(PyObject* self, void*) { return PyLong_FromUnsignedLongLong(reinterpret_cast<Writer*>(self)->events); }
+PyObject* get_failed(PyObject* self, void*) {
+    Writer* w = reinterpret_cast<Writer*>(self);
+    bool failed;
+    {
+        std::lock_guard<std::mutex> io(w->core.io_mu);
+        failed = w->core.failed;
+    }
+    return PyBool_FromLong(failed);
+}
+
 PyObject* get_closed(PyObject* self, void*) { return PyBool_FromLong(reinterpret_cast<Writer*>(self)->closed); }
 PyObject* get_forked(PyObject* self, void*) { return PyBool_FromLong(reinterpret_cast<Writer*>(self)->forked); }
 PyObject* get_pid(PyObject* self, void*) { return PyLong_FromLong(reinterpret_cast<Writer*>(self)->pid); }
@@ -865,6 +888,7 @@ PyObject* get_path(PyObject* self, void*) { return Py_NewRef(reinterpret_cast<Wr
 PyGetSetDef writer_getset[] = {
     {"events", get_events, nullptr, "events written (values, switches, binding events)", nullptr},
     {"closed", get_closed, nullptr, nullptr, nullptr},
+    {"failed", get_failed, nullptr, "True once a frame could not be written: later events are dropped", nullptr},
     {"forked", get_forked, nullptr, "True in a forked child: this writer is the parent's", nullptr},
     {"pid", get_pid, nullptr, "the process this writer belongs to", nullptr},
     {"path", get_path, nullptr, nullptr, nullptr},
@@ -961,6 +985,7 @@ int Writer_init(PyObject* self, PyObject* args, PyObject* kwds) {
     }
     Py_DECREF(fspath);
     w->core.fd = fd;
+    w->core.written = head.size + pre.size;
     try {
         w->core.flusher = std::make_unique<std::thread>(flusher_main, &w->core);
     } catch (const std::exception& e) {
@@ -1138,6 +1163,7 @@ PyObject* Writer_reopen(PyObject* self, PyObject* args) {
     w->pid = static_cast<long>(getpid());
     Py_SETREF(w->path, upath);
     w->core.fd = fd;
+    w->core.written = head.size + pre.size;
     try {
         w->core.flusher = std::make_unique<std::thread>(flusher_main, &w->core);
     } catch (const std::exception& e) {
