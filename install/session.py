@@ -129,14 +129,10 @@ class _Session:
         self.system = None
         self.installer = None
         self.thread_support = None
+        #: child-process handling, set by the top layer (retracesoftware/children.py):
+        #: replay waits for its replay children before the end checks
         self.children = None
         self._closed = False
-
-    def _install_children(self, recording_path, pid_chain=None):
-        """fork / subprocess children recorded and replayed (install/children.py)."""
-        from retracesoftware.install.children import ChildProcesses
-        self.children = ChildProcesses(self, recording_path, pid_chain=pid_chain)
-        self.children.install(self.installer)
 
     def _install(self):
         self.installer = Installer(self.system, self.config)
@@ -196,11 +192,9 @@ class RecordSession(_Session):
 
     def __init__(self, path, preamble, config, *, stacks=False):
         super().__init__(config)
-        from retracesoftware.install.children import remove_stale_children
         from retracesoftware.proxy import System
         self.path = path
         self.preamble = preamble
-        remove_stale_children(path)
         self.writer = stream_writer(path, preamble, thread_id=self.threads.current)
         self.system = None
         try:
@@ -212,7 +206,6 @@ class RecordSession(_Session):
 
     def start(self):
         self._install()
-        self._install_children(self.path)
 
     def abandon(self):
         """Undo everything and delete the recording (start-up failed)."""
@@ -243,10 +236,8 @@ class RecordSession(_Session):
 class ReplaySession(_Session):
     mode = "replay"
 
-    def __init__(self, reader, preamble, config, *, pdb=False, thread_timeout=10.0, debug=False,
-                 pid_chain=None):
+    def __init__(self, reader, preamble, config, *, pdb=False, thread_timeout=10.0, debug=False):
         super().__init__(config)
-        self.pid_chain = pid_chain
         from retracesoftware.proxy import System
         self.exit_replayed = False
         self.reader = reader = ReplayReader(reader, self)
@@ -264,7 +255,6 @@ class ReplaySession(_Session):
 
     def start(self):
         self._install()
-        self._install_children(self.reader.path, self.pid_chain)
 
     def divergence(self, exc) -> int:
         try:

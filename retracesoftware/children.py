@@ -1,6 +1,7 @@
 """Child processes under retrace: ``os.fork()`` and subprocesses of this Python.
 
-Design and trade-offs: docs/CHILDREN.md. In short:
+Design and trade-offs: docs/CHILDREN.md. Installed by the CLI's sessions
+(retracesoftware/session.py) after ``session.start()``. In short:
 
 * Every recorded process writes its own recording file. A process's children
   live in the directory ``<its recording>.children/``, named
@@ -308,6 +309,17 @@ class ChildProcesses:
 
     def _spawn_replay(self, pid, name, args):
         import subprocess
+        gate = self.system.gate
+        previous = gate.swap(DISABLED)
+        try:
+            problem = _unreplayable(self._path(name))
+        finally:
+            gate.phase = previous
+        if problem is not None:
+            # The parent's replay does not depend on it (what the parent got
+            # from the child is on the parent's tape); say what is missing.
+            _write_stderr(f"retrace: warning: child process {pid} is not replayed: {problem}\n")
+            return
         p2cread, c2pwrite, errwrite = args[6], args[9], args[11]
 
         def disposition(fd, own):
@@ -405,6 +417,13 @@ class ChildProcesses:
         _close(err)
 
 
+def install(session, recording_path, *, pid_chain=None):
+    """Child-process handling for a started session (record or replay)."""
+    session.children = ChildProcesses(session, recording_path, pid_chain=pid_chain)
+    session.children.install(session.installer)
+    return session.children
+
+
 def _substitute_named(fn, name, module):
     def substitute(*args, **kwargs):
         return fn(*args, **kwargs)
@@ -412,6 +431,20 @@ def _substitute_named(fn, name, module):
     substitute.__module__ = module
     substitute.__wrapped__ = fn
     return substitute
+
+
+def _unreplayable(path):
+    """Why the child recording at *path* cannot be replayed here, or None."""
+    from retracesoftware import preamble as preamble_mod
+    from retracesoftware.utils.errors import VersionMismatch
+    pre = _preamble(path)
+    if pre is None:
+        return f"its recording {path} is missing or damaged"
+    try:
+        preamble_mod.check(pre, config_digest=None, force=False)
+    except VersionMismatch as exc:
+        return str(exc).split(" — ")[0]
+    return None
 
 
 # ------------------------------------------------------------- lookup

@@ -23,9 +23,9 @@ class _Placeholder:
 
 
 def _children(path: str) -> list:
-    """Every child process recorded under *path* (install/children.py):
+    """Every child process recorded under *path* (retracesoftware/children.py):
     pid, parent pid, how it was made, its program and how it ended."""
-    from retracesoftware.install.children import processes
+    from retracesoftware.children import processes
     out = []
     for proc in processes(path):
         entry = {"pid": proc["pid"], "parent_pid": proc["parent_pid"], "kind": proc["kind"],

@@ -17,6 +17,7 @@ import os
 import sys
 import time
 
+from retracesoftware import children
 from retracesoftware import preamble as preamble_mod
 from retracesoftware.runner import Target, UsageError, execute, parse_command, prepare_sys, report_exception
 
@@ -94,6 +95,7 @@ def record_main(opts) -> int:
 
     pre = preamble_mod.build(target, hash_seed=seed, config_digest=config.digest,
                              options={"stacks": opts.stacks, "hash_seed_pinned_by_retrace": pinned_by_us})
+    children.remove_stale_children(path)
     try:
         session = RecordSession(path, pre, config, stacks=opts.stacks)
     except OSError as exc:
@@ -102,6 +104,7 @@ def record_main(opts) -> int:
     try:
         prepare_sys(target)
         session.start()
+        children.install(session, path)
     except BaseException:
         # Nothing half-written is left behind when we fail before the program runs.
         session.abandon()
@@ -128,8 +131,7 @@ def replay_main(opts) -> int:
     if opts.pid is not None:
         # One process of the run: a subprocess child is a recording of its
         # own; a forked child is reached through its ancestors (children.py).
-        from retracesoftware.install.children import locate
-        path, chain = locate(path, opts.pid)
+        path, chain = children.locate(path, opts.pid)
     reader = open_recording(path, pid=opts.pid)
     pre = reader.preamble
     if not isinstance(pre, dict) or "target" not in pre:
@@ -147,13 +149,14 @@ def replay_main(opts) -> int:
 
     target = Target.from_json(pre["target"])
     session = ReplaySession(reader, pre, config, pdb=opts.pdb, thread_timeout=opts.thread_timeout,
-                            debug=opts.debug, pid_chain=chain or None)
+                            debug=opts.debug)
     atexit.register(session.close)
     # The program sees what it saw when recorded.
     sys.argv[:] = list(pre.get("argv", sys.argv))
     sys.path[:] = list(pre.get("sys_path", sys.path))
     prepare_sys(target)
     session.start()
+    children.install(session, path, pid_chain=chain or None)
     debugger = None
     if opts.pdb:
         from retracesoftware.install import debugging
@@ -219,9 +222,11 @@ def start_recording_in_place(opts) -> None:
                              options={"stacks": False, "hash_seed_pinned_by_retrace": pinned_by_us,
                                       "started_by": "pth-hook"})
     sys.argv[:] = saved_argv
+    children.remove_stale_children(path)
     session = RecordSession(path, pre, config)
     atexit.register(session.close)
     session.start()
+    children.install(session, path)
     _enable_at_main(session.system.gate)
 
 
