@@ -187,6 +187,38 @@ class _Session:
             gate.phase = previous
 
 
+class RecordingWriter:
+    """The StreamWriter as the record engine sees it.
+
+    Writing the recording must never break the program (docs/RELIABILITY.md):
+    when a write fails (disk full, file too large, I/O error) the stream
+    writer becomes ``failed`` (later events are dropped, the file ends after
+    its last whole frame) and raises ``RecordingError`` once, from whichever
+    boundary call comes next. Here that error is turned into one warning line
+    on stderr; the program goes on, unrecorded from there. Other
+    RecordingErrors (a forked child using its parent's writer) pass on.
+    """
+
+    __slots__ = ("_writer", "_session", "write", "bind", "unbind", "flush")
+
+    def __init__(self, writer, session):
+        from retracesoftware.functional import handle
+        from retracesoftware.utils.errors import RecordingError
+        self._writer = writer
+        self._session = session
+        # Native wrappers: nothing added on the hot path until a failure.
+        for name in ("write", "bind", "unbind", "flush"):
+            object.__setattr__(self, name, handle(getattr(writer, name), RecordingError, self._failed))
+
+    def _failed(self, exc):
+        if not self._writer.failed:
+            raise exc
+        self._session.write_failed(exc)
+
+    def __getattr__(self, name):
+        return getattr(self._writer, name)
+
+
 class RecordSession(_Session):
     mode = "record"
 
@@ -196,10 +228,16 @@ class RecordSession(_Session):
         self.path = path
         self.preamble = preamble
         self.writer = stream_writer(path, preamble, thread_id=self.threads.current)
+        self._warned = None
+        try:
+            st = os.stat(path)
+            self._file_identity = (os.getpid(), st.st_dev, st.st_ino)
+        except OSError:
+            self._file_identity = None
         self.system = None
         try:
-            self.system = System("record", writer=self.writer, thread_id=self.threads.current,
-                                 record_stacks=stacks)
+            self.system = System("record", writer=RecordingWriter(self.writer, self),
+                                 thread_id=self.threads.current, record_stacks=stacks)
         except BaseException:
             self.abandon()
             raise
@@ -220,17 +258,60 @@ class RecordSession(_Session):
             except OSError:
                 pass
 
+    def write_failed(self, exc):
+        """One warning per recording file; the program goes on."""
+        path = getattr(self.writer, "path", self.path)
+        if self._warned == path:
+            return
+        self._warned = path
+        reason = exc.__cause__.strerror if isinstance(exc.__cause__, OSError) else None
+        reason = reason or str(exc).rsplit(": ", 1)[-1]
+        self._warn(f"cannot write the recording {path} ({reason}) — the program goes on unrecorded; "
+                   f"the recording keeps what was written before and is incomplete")
+
+    def _warn(self, line):
+        gate = self.system.gate if self.system is not None else None
+        previous = gate.swap(DISABLED) if gate is not None else None
+        try:
+            _write_stderr(f"retrace: warning: {line}\n")
+            _flush_stderr()
+        except Exception:
+            pass
+        finally:
+            if gate is not None:
+                gate.phase = previous
+
+    def _check_file_still_there(self):
+        identity = self._file_identity
+        if identity is None or identity[0] != os.getpid():
+            return
+        try:
+            st = os.stat(self.path)
+            same = (st.st_dev, st.st_ino) == identity[1:]
+        except OSError:
+            same = False
+        if not same:
+            self._warn(f"the recording {self.path} was removed or replaced while the program ran "
+                       f"— nothing of this run was kept")
+
     def close(self):
         if self._closed:
             return
         self._closed = True
+        from retracesoftware.utils.errors import RecordingError
         try:
             self._exit_call()
             self.system.gate.phase = DISABLED
             self.system.finish()
         finally:
             self.system.gate.phase = DISABLED
-            self.writer.close()
+            try:
+                self.writer.close()
+            except RecordingError as exc:
+                if not getattr(self.writer, "failed", False):
+                    raise
+                self.write_failed(exc)
+            self._check_file_still_there()
 
 
 class ReplaySession(_Session):

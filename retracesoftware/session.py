@@ -99,8 +99,15 @@ def record_main(opts) -> int:
     try:
         session = RecordSession(path, pre, config, stacks=opts.stacks)
     except OSError as exc:
-        from retracesoftware.utils.errors import RecordingError
-        raise RecordingError(f"cannot create recording {path}: {exc.strerror} — choose a writable path") from exc
+        # Policy (docs/RELIABILITY.md): retrace never stops the program from
+        # running; without a recording it runs as plain python would.
+        _cannot_create(path, exc)
+        prepare_sys(target)
+        try:
+            execute(target)
+            return 0
+        except BaseException as exc:
+            return report_exception(exc)
     try:
         prepare_sys(target)
         session.start()
@@ -118,6 +125,12 @@ def record_main(opts) -> int:
         code = session.report(report_exception, exc)
     session.main_finished(code)
     return code
+
+
+def _cannot_create(path, exc) -> None:
+    sys.stderr.write(f"retrace: warning: cannot create the recording {path} "
+                     f"({exc.strerror or exc}) — running the program without recording\n")
+    sys.stderr.flush()
 
 
 def replay_main(opts) -> int:
@@ -223,7 +236,11 @@ def start_recording_in_place(opts) -> None:
                                       "started_by": "pth-hook"})
     sys.argv[:] = saved_argv
     children.remove_stale_children(path)
-    session = RecordSession(path, pre, config)
+    try:
+        session = RecordSession(path, pre, config)
+    except OSError as exc:
+        _cannot_create(path, exc)
+        return
     atexit.register(session.close)
     session.start()
     children.install(session, path)
