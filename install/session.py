@@ -120,6 +120,89 @@ class ReplayReader:
         return getattr(self._reader, name)
 
 
+#: Tape value of a redacted environment read: this prefix + the variable's name.
+REDACTED_MARKER = "\x00retrace:redacted:"
+_ENVIRON_GETITEM = "os._Environ.__getitem__"   # the boundary name configs/os.toml gives it
+
+
+class RedactedValue:
+    """What a replayed program gets for an environment variable redacted at
+    record time (``--redact NAME``). Reading it is fine; *using* it (str(),
+    printing, comparing, hashing, concatenating, any str method, truth value,
+    os.fspath, …) stops the replay with one line and exit code 4: the value
+    is not in the recording, so nothing computed from it could replay."""
+
+    __slots__ = ("_name", "_session")
+
+    def __init__(self, name, session):
+        object.__setattr__(self, "_name", name)
+        object.__setattr__(self, "_session", session)
+
+    def _used(self, *args, **kwargs):
+        name = object.__getattribute__(self, "_name")
+        object.__getattribute__(self, "_session").stop_early(
+            f"the program used the environment variable {name}, whose value was redacted from this "
+            f"recording (--redact {name}) — replay stopped there; re-record without --redact {name} "
+            f"to replay past it")
+
+    def __getattr__(self, attr):
+        self._used()
+
+    def __setattr__(self, attr, value):
+        self._used()
+
+
+for _dunder in ("__str__", "__repr__", "__format__", "__bytes__", "__fspath__", "__hash__", "__bool__",
+                "__len__", "__iter__", "__contains__", "__getitem__", "__eq__", "__ne__", "__lt__",
+                "__le__", "__gt__", "__ge__", "__add__", "__radd__", "__mul__", "__rmul__", "__mod__",
+                "__rmod__", "__index__", "__int__", "__float__", "__reduce__", "__reduce_ex__",
+                "__copy__", "__deepcopy__", "__call__"):
+    setattr(RedactedValue, _dunder, RedactedValue._used)
+del _dunder
+
+
+def _install_redaction(session, names):
+    """``os.environ[NAME]`` for the redacted *names* (docs/SECRETS.md).
+
+    Record: the program gets the real value; the tape gets the call with
+    ``REDACTED_MARKER + NAME`` as its result, written through a boundary
+    function of the same name, so the tape keeps its usual shape.
+    Replay: a result carrying the marker is handed to the program as a
+    `RedactedValue`. Other variables and other readers are untouched.
+    """
+    import os as os_module
+    environ = os_module.environ
+    cls = type(environ)
+    installed = cls.__dict__["__getitem__"]
+    gate = session.system.gate
+    names = frozenset(names)
+    if session.mode == "record":
+        markers = {name: REDACTED_MARKER + name for name in names}
+        tape = session.system.patch_function(lambda self, key: markers[key], _ENVIRON_GETITEM)
+
+        def getitem(self, key):
+            if self is environ and gate.phase == INTERNAL and type(key) is str and key in names:
+                previous = gate.swap(DISABLED)
+                try:
+                    real = installed(self, key)       # unrecorded: the gateway passes through
+                except KeyError:
+                    real = None
+                finally:
+                    gate.phase = previous
+                if real is None:
+                    return installed(self, key)       # records the KeyError as usual
+                tape(self, key)
+                return real
+            return installed(self, key)
+    else:
+        def getitem(self, key):
+            value = installed(self, key)
+            if type(value) is str and value.startswith(REDACTED_MARKER):
+                return RedactedValue(value[len(REDACTED_MARKER):], session)
+            return value
+    session.installer._set(cls, "__getitem__", getitem)
+
+
 class _Session:
     mode = ""
 
@@ -222,11 +305,12 @@ class RecordingWriter:
 class RecordSession(_Session):
     mode = "record"
 
-    def __init__(self, path, preamble, config, *, stacks=False):
+    def __init__(self, path, preamble, config, *, stacks=False, redact=()):
         super().__init__(config)
         from retracesoftware.proxy import System
         self.path = path
         self.preamble = preamble
+        self.redact = tuple(redact)
         self.writer = stream_writer(path, preamble, thread_id=self.threads.current)
         self._warned = None
         try:
@@ -244,6 +328,8 @@ class RecordSession(_Session):
 
     def start(self):
         self._install()
+        if self.redact:
+            _install_redaction(self, self.redact)
 
     def abandon(self):
         """Undo everything and delete the recording (start-up failed)."""
@@ -273,7 +359,8 @@ class RecordSession(_Session):
         gate = self.system.gate if self.system is not None else None
         previous = gate.swap(DISABLED) if gate is not None else None
         try:
-            _write_stderr(f"retrace: warning: {line}\n")
+            from retracesoftware.install.masking import mask
+            _write_stderr(f"retrace: warning: {mask(line)}\n")
             _flush_stderr()
         except Exception:
             pass
@@ -320,6 +407,7 @@ class ReplaySession(_Session):
     def __init__(self, reader, preamble, config, *, pdb=False, thread_timeout=10.0, debug=False):
         super().__init__(config)
         from retracesoftware.proxy import System
+        self.preamble = preamble
         self.exit_replayed = False
         self.reader = reader = ReplayReader(reader, self)
         self.debug = debug
@@ -336,13 +424,17 @@ class ReplaySession(_Session):
 
     def start(self):
         self._install()
+        redacted = (self.preamble.get("options") or {}).get("redacted") if isinstance(self.preamble, dict) else None
+        if redacted:
+            _install_redaction(self, redacted)
 
     def divergence(self, exc) -> int:
         try:
             sys.stdout.flush()
         except Exception:
             pass
-        message = str(exc).splitlines() or ["replay diverged"]
+        from retracesoftware.install.masking import mask
+        message = mask(str(exc)).splitlines() or ["replay diverged"]
         _write_stderr(f"retrace: error: {message[0]}\n")
         for line in message[1:]:
             _write_stderr(f"retrace:   {line}\n")
@@ -364,7 +456,8 @@ class ReplaySession(_Session):
                 traceback.print_stack()
                 if exc is not None:
                     traceback.print_exception(exc)
-            _write_stderr(f"retrace: error: {line}\n")
+            from retracesoftware.install.masking import mask
+            _write_stderr(f"retrace: error: {mask(line)}\n")
             _flush_stderr()
         finally:
             _os_exit(RecordingFormatError.exit_code)

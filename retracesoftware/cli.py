@@ -144,7 +144,8 @@ def _prepend(first, it):
 
 
 def error_line(what: str) -> str:
-    return f"retrace: error: {what}"
+    from retracesoftware.install.masking import mask
+    return f"retrace: error: {mask(what)}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -206,9 +206,10 @@ def inspect_main(opts) -> int:
     path = opts.recording
     if not os.path.exists(path):
         raise RecordingFormatError(f"recording {path} does not exist — check the path")
-    summary = summarise(path)
+    from retracesoftware.install.masking import mask, mask_data
+    summary = mask_data(summarise(path))
     if opts.json:
         sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
     else:
-        sys.stdout.write(render(summary))
+        sys.stdout.write(mask(render(summary)))
     return 0

@@ -94,10 +94,11 @@ def record_main(opts) -> int:
     from retracesoftware.install.session import RecordSession
 
     pre = preamble_mod.build(target, hash_seed=seed, config_digest=config.digest,
-                             options={"stacks": opts.stacks, "hash_seed_pinned_by_retrace": pinned_by_us})
+                             options={"stacks": opts.stacks, "hash_seed_pinned_by_retrace": pinned_by_us,
+                                      "redacted": list(opts.redact)})
     children.remove_stale_children(path)
     try:
-        session = RecordSession(path, pre, config, stacks=opts.stacks)
+        session = RecordSession(path, pre, config, stacks=opts.stacks, redact=opts.redact)
     except OSError as exc:
         # Policy (docs/RELIABILITY.md): retrace never stops the program from
         # running; without a recording it runs as plain python would.
@@ -128,8 +129,9 @@ def record_main(opts) -> int:
 
 
 def _cannot_create(path, exc) -> None:
-    sys.stderr.write(f"retrace: warning: cannot create the recording {path} "
-                     f"({exc.strerror or exc}) — running the program without recording\n")
+    from retracesoftware.install.masking import mask
+    sys.stderr.write(mask(f"retrace: warning: cannot create the recording {path} "
+                          f"({exc.strerror or exc}) — running the program without recording\n"))
     sys.stderr.flush()
 
 

@@ -1,0 +1,124 @@
+"""Masking secrets in everything retrace displays (docs/RELIABILITY.md, "Secrets").
+
+`mask(text)` is applied to our own output only — ``inspect`` (text and
+``--json``), divergence reports, error and warning lines — never to the
+program's own output and never to the recording (for that: ``--redact``).
+
+Two things are masked:
+
+* the values of environment variables whose *names* look secret
+  (`looks_secret`), wherever they appear in the text (values of 4+
+  characters, from this process's environment);
+* strings that *look* like secrets whatever their origin: ``name=value`` /
+  ``name: value`` / ``--name value`` where the name looks secret, HTTP
+  ``Bearer``/``Basic`` credentials, passwords in URLs, PEM private keys, JWTs,
+  and the well-known token shapes (AWS access key ids, GitHub, Slack,
+  OpenAI-style ``sk-`` keys).
+"""
+from __future__ import annotations
+
+import os
+import re
+
+MASK = "***"
+_posix_environ = __import__("posix").environ
+
+#: Name fragments that make an environment variable secret.
+SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASSPHRASE", "KEY", "AUTH", "CREDENTIAL",
+                "COOKIE", "SESSION", "PRIVATE", "SIGNATURE", "APIKEY", "PASS", "PWD")
+_NOT_SECRET = frozenset({"PWD", "OLDPWD", "XAUTHORITY", "SSH_AUTH_SOCK", "KEYMAP", "GPG_AGENT_INFO",
+                         "SESSION_MANAGER", "XDG_SESSION_ID", "XDG_SESSION_TYPE", "XDG_SESSION_CLASS",
+                         "XDG_SESSION_DESKTOP", "DBUS_SESSION_BUS_ADDRESS"})
+_WORD_RE = re.compile(r"[A-Za-z][a-z]*|[0-9]+")
+
+_NAME = (r"[A-Za-z0-9_.-]*(?:token|secret|passw(?:or)?d|passphrase|api[_-]?key|access[_-]?key|"
+         r"private[_-]?key|secret[_-]?key|auth|credential|cookie|session[_-]?id|signature)[A-Za-z0-9_.-]*")
+_OPTION = re.compile(r"(?i)--?" + _NAME)
+_PATTERNS = [
+    # PEM private keys (whole block)
+    (re.compile(r"-----BEGIN ([A-Z ]*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----", re.S),
+     lambda m: f"-----BEGIN {m.group(1)}PRIVATE KEY-----{MASK}-----END {m.group(1)}PRIVATE KEY-----"),
+    # Authorization headers
+    (re.compile(r"(?i)\b(bearer|basic|token)(\s+)([A-Za-z0-9._~+/=-]{8,})"),
+     lambda m: f"{m.group(1)}{m.group(2)}{MASK}"),
+    # user:password@host in URLs
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/:@]+:)([^\s/@]+)(@)"),
+     lambda m: f"{m.group(1)}{MASK}{m.group(3)}"),
+    # name=value, name: value, "name": "value"
+    # (":" only with a quote before it or a space after it: "auth.py:12" is a place)
+    (re.compile(r"(?i)(\b" + _NAME + r"(?:\s*=\s*|['\"]\s*:\s*|:\s+))(['\"]?)([^\s'\",;&)}\]]+)"),
+     lambda m: f"{m.group(1)}{m.group(2)}{MASK}"),
+    # --password value (command lines)
+    (re.compile(r"(?i)(--?" + _NAME + r"\s+)(['\"]?)([^\s'\"-][^\s'\"]*)"),
+     lambda m: f"{m.group(1)}{m.group(2)}{MASK}"),
+    # well-known token shapes
+    (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), lambda m: MASK),
+    (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}\b"), lambda m: MASK),
+    (re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}\b"), lambda m: MASK),
+    (re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}\b"), lambda m: MASK),
+    (re.compile(r"\bsk-[A-Za-z0-9_-]{20,}\b"), lambda m: MASK),
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\b"), lambda m: MASK),
+]
+
+
+def looks_secret(name: str) -> bool:
+    """Does an environment variable's *name* say its value is a secret?"""
+    upper = name.upper()
+    if upper in _NOT_SECRET:
+        return False
+    words = {w.upper() for w in _WORD_RE.findall(name.replace("_", " ").replace("-", " "))}
+    words |= set(upper.replace("-", "_").split("_"))
+    if words & set(SECRET_WORDS):
+        return True
+    # APITOKEN, DBPASSWORD, MYSECRETKEY: long fragments inside one word
+    return any(w in upper for w in ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "PRIVATE",
+                                    "APIKEY", "COOKIE"))
+
+
+def _real_environ() -> dict[str, str]:
+    # posix.environ: the process's real environment as it started, never the
+    # os.environ the installer patched (reading that at replay would be a
+    # boundary call, and at record it would be recorded).
+    return {os.fsdecode(k): os.fsdecode(v) for k, v in dict(_posix_environ).items()}
+
+
+def secret_values(environ=None) -> dict[str, str]:
+    """value -> variable name, for secret-looking variables with values of 4+ characters."""
+    environ = _real_environ() if environ is None else environ
+    found = {}
+    for name in list(environ):
+        try:
+            value = environ[name]
+        except KeyError:
+            continue
+        if isinstance(value, str) and len(value) >= 4 and looks_secret(name):
+            found[value] = name
+    return found
+
+
+def mask(text: str, environ=None) -> str:
+    """*text* with secret values and secret-looking strings replaced by ``***``."""
+    if not isinstance(text, str) or not text:
+        return text
+    for value in sorted(secret_values(environ), key=len, reverse=True):
+        if value in text:
+            text = text.replace(value, MASK)
+    for pattern, repl in _PATTERNS:
+        text = pattern.sub(repl, text)
+    return text
+
+
+def mask_data(value, environ=None):
+    """`mask` applied to every string inside lists/tuples/dicts (for --json)."""
+    if isinstance(value, str):
+        return mask(value, environ)
+    if isinstance(value, (list, tuple)):
+        items = [mask_data(v, environ) for v in value]
+        # argv-style lists: ["--password", "x"] masks the word after the option
+        for i in range(len(items) - 1):
+            if isinstance(items[i], str) and _OPTION.fullmatch(items[i]) and isinstance(items[i + 1], str):
+                items[i + 1] = MASK
+        return type(value)(items)
+    if isinstance(value, dict):
+        return {k: mask_data(v, environ) for k, v in value.items()}
+    return value
