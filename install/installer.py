@@ -106,6 +106,8 @@ def _is_builtin_type(cls) -> bool:
     return not (cls.__flags__ & (1 << 9))   # Py_TPFLAGS_HEAPTYPE
 
 
+_ITERATOR_METHODS = frozenset({"__iter__", "__reversed__"})
+
 #: (module, type, method) -> methods of the instances that external code
 #: makes from a class argument and calls back (see _with_callbacks).
 _INSTANCE_CALLBACKS = {
@@ -242,7 +244,11 @@ class Installer:
                 if sibling not in methods and _has_attr(cls, sibling):
                     methods.append(sibling)
             methods = [m for m in methods if m not in adapters or adapters[m][0] == m]
-            if methods or tcfg.construct:
+            # An iterator cannot cross the boundary: __iter__ is recorded as
+            # the list of what it yields (os.environ's keys).
+            iterators = [m for m in methods if m in _ITERATOR_METHODS]
+            methods = [m for m in methods if m not in iterators]
+            if methods or tcfg.construct or iterators:
                 # Only then are the type's instances external objects (bound by
                 # identity); a type patched for its classmethods alone (datetime)
                 # keeps passing its instances by value.
@@ -251,6 +257,8 @@ class Installer:
                 patched_sibling = cls.__dict__.get(sibling)
                 if patched_sibling is not None:
                     self._set(cls, m, _named(make_adapter(patched_sibling), cls, m), is_type=True)
+            for m in iterators:
+                self._patch_iterator(cls, m, f"{qualified}.{m}")
             for m in classmethods:
                 self._patch_classmethod(cls, m, f"{qualified}.{m}")
             for getter in tcfg.getters:
@@ -299,6 +307,23 @@ class Installer:
             if obj is not None:
                 system.bind(obj)
         return replaced
+
+    def _patch_iterator(self, cls, attr, name):
+        """``__iter__`` of bound instances: one boundary call returning the
+        items as a list, iterated in program code."""
+        real = cls.__dict__.get(attr) or getattr(cls, attr)
+
+        def items(obj):
+            return list(real(obj))
+        items.__name__ = attr
+        gateway = self.system.patch_function(items, name)
+        is_bound = self.system.is_bound
+
+        def iterate(obj):
+            if is_bound(obj):
+                return iter(gateway(obj))
+            return real(obj)
+        self._set(cls, attr, _named(iterate, cls, attr), is_type=True)
 
     def _patch_classmethod(self, cls, attr, name):
         """A classmethod (``datetime.now``) is a boundary call whatever the instance."""
