@@ -36,6 +36,7 @@ _real_scandir = fs._real_scandir
 _METHOD_TYPES = (type(len), type([].append), type(object().__str__), type(_io.open.__call__))
 import types as _types  # noqa: E402
 _METHOD_TYPES = _METHOD_TYPES + (_types.MethodType,)
+_FunctionType = _types.FunctionType
 
 # Our own modules never get their references replaced: they keep the private
 # copies they took at import.
@@ -474,6 +475,25 @@ class Installer:
                 elif (isinstance(value, type) and value.__module__ == mname
                       and not _is_builtin_type(value)):
                     self._replace_in_class(value, replacements)
+                elif type(value) is _FunctionType and getattr(value, "__module__", None) == mname:
+                    self._replace_in_defaults(value, replacements)
+
+    def _replace_in_defaults(self, fn, replacements: dict) -> None:
+        """Default arguments bound at definition (``tempfile``'s
+        ``def cleanup(self, unlink=_os.unlink)``) are copies too."""
+        defaults = fn.__defaults__
+        if defaults and any(id(v) in replacements and replacements[id(v)][0] is v for v in defaults):
+            new = tuple(replacements[id(v)][1] if id(v) in replacements and replacements[id(v)][0] is v
+                        else v for v in defaults)
+            fn.__defaults__ = new
+            self._undo.append(lambda: setattr(fn, "__defaults__", defaults))
+        kwdefaults = fn.__kwdefaults__
+        if kwdefaults and any(id(v) in replacements and replacements[id(v)][0] is v
+                              for v in kwdefaults.values()):
+            new_kw = {k: (replacements[id(v)][1] if id(v) in replacements and replacements[id(v)][0] is v
+                          else v) for k, v in kwdefaults.items()}
+            fn.__kwdefaults__ = new_kw
+            self._undo.append(lambda: setattr(fn, "__kwdefaults__", kwdefaults))
 
     def _replace_in_class(self, cls, replacements: dict) -> None:
         """Class attributes holding a patched function (``selectors.
@@ -481,6 +501,9 @@ class Installer:
         = select.poll``). A builtin does not bind as a method; its Python
         replacement is made a staticmethod so it does not either."""
         for key, value in list(cls.__dict__.items()):
+            if type(value) is _FunctionType:
+                self._replace_in_defaults(value, replacements)
+                continue
             hit = replacements.get(id(value))
             if hit is None or hit[0] is not value:
                 continue
