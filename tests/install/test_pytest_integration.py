@@ -1,0 +1,86 @@
+"""install_for_pytest / pytest --retrace on a small library test suite: each
+test runs recorded, then replayed in-process; a replay that diverges fails."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+from retrace_testing import _env
+
+CONFTEST = """
+from retracesoftware.install import install_for_pytest
+install_for_pytest()
+"""
+
+SUITE = '''
+import os, random, time, uuid, json
+
+def test_clock_and_random(tmp_path):
+    stamp = time.time()
+    values = [random.random() for _ in range(3)]
+    (tmp_path / "out.json").write_text(json.dumps({"t": stamp, "v": values, "id": str(uuid.uuid4())}))
+    assert json.loads((tmp_path / "out.json").read_text())["v"] == values
+
+def test_reads_a_file(tmp_path):
+    p = tmp_path / "data.txt"
+    p.write_text("abc" * 10)
+    assert p.read_text().count("abc") == 10
+
+def test_fails_for_real():
+    assert random.random() > 2, "this test fails in both runs"
+
+def test_environment():
+    assert os.environ.get("HOME") is not None or True
+'''
+
+HIDDEN = '''
+import time
+
+def test_depends_on_an_unrecorded_clock(tmp_path):
+    # time.time runs unrecorded (configured `disable`): the value differs
+    # between the recorded run and the replay, and reaches a boundary call.
+    with open(tmp_path / "stamp.txt", "w") as f:
+        f.write(repr(time.time()))
+'''
+
+OVERRIDE = """
+[modules."time"]
+disable = ["time"]
+"""
+
+
+def _pytest(cwd, *args, env=None):
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "--rootdir", str(cwd), *args], cwd=cwd, env=_env(env),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+    return proc.returncode, proc.stdout.decode()
+
+
+def test_sample_suite_under_install_for_pytest(tmp_path):
+    (tmp_path / "conftest.py").write_text(CONFTEST)
+    (tmp_path / "test_sample.py").write_text(SUITE)
+    code, out = _pytest(tmp_path)
+    assert "3 passed, 1 failed" in out, out
+    assert "test_fails_for_real" in out and "this test fails in both runs" in out
+    assert "ReplayDivergence" not in out, out
+
+
+def test_unseen_nondeterminism_is_a_divergence(tmp_path):
+    (tmp_path / "conftest.py").write_text(CONFTEST)
+    (tmp_path / "test_hidden.py").write_text(HIDDEN)
+    override = tmp_path / "modules"
+    override.mkdir()
+    (override / "time.toml").write_text(OVERRIDE)
+    code, out = _pytest(tmp_path, env={"RETRACE_MODULES_PATH": str(override)})
+    assert code != 0, out
+    assert "1 failed" in out, out
+    assert "ReplayDivergence" in out and "posix.write" in out, out
+
+
+def test_pytest_retrace_flag(tmp_path):
+    (tmp_path / "test_sample.py").write_text(SUITE)
+    code, out = _pytest(tmp_path, "--retrace")
+    assert "3 passed, 1 failed" in out, out
+    code, out = _pytest(tmp_path)  # without the flag the plugin stays out of the way
+    assert "3 passed, 1 failed" in out, out
