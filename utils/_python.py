@@ -443,6 +443,12 @@ def _fp_encode(x, depth, out):
     elif isinstance(x, bytes):
         n = bytes.__len__(x)
         out.append(b"B" + _pack_I(n & 0xFFFFFFFF) + bytes.__getitem__(x, slice(0, _FP_PREFIX)))
+    elif isinstance(x, bytearray):
+        n = bytearray.__len__(x)
+        out.append(b"B" + _pack_I(n & 0xFFFFFFFF) + bytes(bytearray.__getitem__(x, slice(0, _FP_PREFIX))))
+    elif isinstance(x, memoryview) and x.c_contiguous:
+        n = x.nbytes
+        out.append(b"B" + _pack_I(n & 0xFFFFFFFF) + x.cast("B")[:_FP_PREFIX].tobytes())
     elif isinstance(x, (tuple, list)) and depth < _FP_DEPTH:
         base = tuple if isinstance(x, tuple) else list
         n = base.__len__(x)

@@ -8,6 +8,8 @@
 //   float  'D' f64
 //   str    'S' u32(len) first 64 code points as UTF-32-LE (surrogates kept)
 //   bytes  'B' u32(len) first 64 bytes
+//          (bytearray and C-contiguous memoryview hash as the bytes they hold:
+//          buffered writers hand os.write a memoryview of their buffer)
 //   tuple  'U' / list 'L'  u32(len) enc(first 16 items)   (depth < 3, else as "other")
 //   other  'O' type.__name__ (UTF-8) '\0'
 // All integers little-endian.  Subclasses of int/float/str/bytes/tuple/list
@@ -99,6 +101,17 @@ bool encode(PyObject* x, int depth, std::string& out) {
         out.push_back('B');
         put_u32(out, static_cast<uint32_t>(n));
         out.append(PyBytes_AS_STRING(x), n < static_cast<Py_ssize_t>(PREFIX) ? n : PREFIX);
+    } else if (PyByteArray_Check(x)) {
+        Py_ssize_t n = PyByteArray_GET_SIZE(x);
+        out.push_back('B');
+        put_u32(out, static_cast<uint32_t>(n));
+        out.append(PyByteArray_AS_STRING(x), n < static_cast<Py_ssize_t>(PREFIX) ? n : PREFIX);
+    } else if (PyMemoryView_Check(x) && PyBuffer_IsContiguous(PyMemoryView_GET_BUFFER(x), 'C')) {
+        const Py_buffer* view = PyMemoryView_GET_BUFFER(x);
+        Py_ssize_t n = view->len;
+        out.push_back('B');
+        put_u32(out, static_cast<uint32_t>(n));
+        out.append(static_cast<const char*>(view->buf), n < static_cast<Py_ssize_t>(PREFIX) ? n : PREFIX);
     } else if ((PyTuple_Check(x) || PyList_Check(x)) && depth < MAX_DEPTH) {
         bool is_tuple = PyTuple_Check(x);
         Py_ssize_t n = is_tuple ? PyTuple_GET_SIZE(x) : PyList_GET_SIZE(x);
