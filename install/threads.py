@@ -381,15 +381,39 @@ class ThreadSupport:
         recorded lock makes the order the recorded one."""
         loop_type = getattr(module, "BaseEventLoop", None)
         original = getattr(loop_type, "call_soon_threadsafe", None)
-        if original is None:
+        original_init = loop_type.__dict__.get("__init__") if loop_type is not None else None
+        if original is None or original_init is None:
             return
         lock = self.Lock()
+        gate = self.gate
+
+        class ReadyQueue(_deque):
+            """The loop's ready queue: the loop thread asks whether it is
+            empty (to choose its poll timeout) and how long it is under the
+            same recorded lock that call_soon_threadsafe appends under, so
+            those reads see what they saw on record."""
+            __slots__ = ()
+
+            def __bool__(self):
+                with lock:
+                    return _deque.__len__(self) != 0
+
+            def __len__(self):
+                with lock:
+                    return _deque.__len__(self)
+
+        def __init__(self_, *args, **kwargs):
+            original_init(self_, *args, **kwargs)
+            if gate.phase == INTERNAL and type(self_._ready) is _deque:
+                self_._ready = ReadyQueue(self_._ready)
 
         def call_soon_threadsafe(self_, *args, **kwargs):
             with lock:
                 return original(self_, *args, **kwargs)
-        call_soon_threadsafe.__wrapped__ = original
-        call_soon_threadsafe.__name__ = call_soon_threadsafe.__qualname__ = "call_soon_threadsafe"
+        for fn, real in ((__init__, original_init), (call_soon_threadsafe, original)):
+            fn.__wrapped__ = real
+            fn.__qualname__ = f"BaseEventLoop.{fn.__name__}"
+        self._installer._set(loop_type, "__init__", __init__)
         self._installer._set(loop_type, "call_soon_threadsafe", call_soon_threadsafe)
 
     def _adopt_main_ident(self, recorded):
