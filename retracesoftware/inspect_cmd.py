@@ -111,6 +111,7 @@ def summarise(path: str, *, with_children: bool = True) -> dict:
         "target": pre.get("target"),
         "cwd": pre.get("cwd"),
         "pid": pre.get("pid"),
+        "hash_seed": pre.get("hash_seed"),
         "started_at": started,
         "complete": damage is None and exit_info is not None,
         "damage": damage,
