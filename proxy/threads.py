@@ -97,6 +97,7 @@ class ThreadSequencer:
         self._failure = None
         self._draining = False
         self._exiting = False
+        self.main_thread = 0   # logical id of the thread that runs the program's exit
         self.deadlock_timeout = deadlock_timeout
 
     # -- liveness --------------------------------------------------------
@@ -158,7 +159,7 @@ class ThreadSequencer:
                 raise self._deadlock(head)
             self._cond.wait(remaining)
             if (self._failure is not None or not self._all_blocked()
-                    or self._reader.thread != head):
+                    or self._reader.thread != head or at_end(self._reader)):
                 return
 
     def acquire(self, what=None):
@@ -175,10 +176,16 @@ class ThreadSequencer:
                     raise self._failure
                 head = self._reader.thread
                 if at_end(self._reader):
-                    if self._exiting and me not in self._draining_threads():
+                    if me in self._drainers or me == self.main_thread:
+                        return          # the caller reports the missing event
+                    if self._exiting:
                         self._park(me)
-                    return
-                if head is None or head == me:
+                    # The recording ends where the recorded process exited:
+                    # another thread needing more events was still running
+                    # then (a daemon thread). It waits for the program to
+                    # exit, as it did then; if nothing else can run, the
+                    # watchdog reports it.
+                elif head is None or head == me:
                     return
                 self._waiting[me] = head if what is None else (head, what)
                 try:
@@ -231,9 +238,6 @@ class ThreadSequencer:
                 self._cond.notify_all()
 
     # -- the end of the program ------------------------------------------
-    def _draining_threads(self):
-        return self._drainers
-
     _drainers: frozenset = frozenset()
 
     def _park(self, me):
