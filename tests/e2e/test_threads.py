@@ -128,12 +128,14 @@ def test_semaphore_and_bounded_semaphore(scenario):
 sem = threading.Semaphore(2)
 bsem = threading.BoundedSemaphore(1)
 go = threading.Event()
+out_lock = threading.Lock()   # two threads may be inside sem at once
 out = []
 def work(k):
     go.wait()
     for i in range(100):
         with sem:
-            out.append(k)
+            with out_lock:
+                out.append(k)
             spin(10)
         with bsem:
             out.append(k + 4)
