@@ -97,13 +97,26 @@ PollObject.__module__ = "select"
 PollObject.__qualname__ = PollObject.__name__ = "poll"
 
 
+class _PollFactory:
+    """``select.poll`` under retrace. A callable object, not a function: like
+    the builtin it replaces it does not bind as a method when a class body
+    copies it (``selectors.PollSelector._selector_cls = select.poll``)."""
+
+    __slots__ = ("_recorded",)
+    __name__ = __qualname__ = "poll"
+    __module__ = "select"
+    __doc__ = _real_poll.__doc__
+
+    def __init__(self, recorded):
+        self._recorded = recorded
+
+    def __call__(self):
+        return PollObject(self._recorded)
+
+    def __repr__(self):
+        return "<built-in function poll>"
+
+
 def make_poll(system, name):
     """``select.poll`` for *system*: each wait is the boundary call *name*.poll."""
-    recorded = system.patch_function(poll_once, f"{name}.poll")
-
-    def poll():
-        return PollObject(recorded)
-    poll.__name__ = poll.__qualname__ = "poll"
-    poll.__module__ = "select"
-    poll.__doc__ = _real_poll.__doc__
-    return poll
+    return _PollFactory(system.patch_function(poll_once, f"{name}.poll"))
