@@ -16,7 +16,10 @@ install_for_pytest()
 SUITE = '''
 import os, random, time, uuid, json
 
+RUNS = []
+
 def test_clock_and_random(tmp_path):
+    RUNS.append(1)
     stamp = time.time()
     values = [random.random() for _ in range(3)]
     (tmp_path / "out.json").write_text(json.dumps({"t": stamp, "v": values, "id": str(uuid.uuid4())}))
@@ -32,6 +35,9 @@ def test_fails_for_real():
 
 def test_environment():
     assert os.environ.get("HOME") is not None or True
+
+def test_zz_each_test_ran_recorded_then_replayed():
+    assert len(RUNS) == EXPECTED_RUNS, RUNS
 '''
 
 HIDDEN = '''
@@ -59,9 +65,9 @@ def _pytest(cwd, *args, env=None):
 
 def test_sample_suite_under_install_for_pytest(tmp_path):
     (tmp_path / "conftest.py").write_text(CONFTEST)
-    (tmp_path / "test_sample.py").write_text(SUITE)
+    (tmp_path / "test_sample.py").write_text(SUITE.replace("EXPECTED_RUNS", "2"))
     code, out = _pytest(tmp_path)
-    assert "3 passed, 1 failed" in out, out
+    assert "1 failed, 4 passed" in out, out
     assert "test_fails_for_real" in out and "this test fails in both runs" in out
     assert "ReplayDivergence" not in out, out
 
@@ -79,8 +85,10 @@ def test_unseen_nondeterminism_is_a_divergence(tmp_path):
 
 
 def test_pytest_retrace_flag(tmp_path):
-    (tmp_path / "test_sample.py").write_text(SUITE)
+    (tmp_path / "test_sample.py").write_text(SUITE.replace("EXPECTED_RUNS", "2"))
     code, out = _pytest(tmp_path, "--retrace")
-    assert "3 passed, 1 failed" in out, out
-    code, out = _pytest(tmp_path)  # without the flag the plugin stays out of the way
-    assert "3 passed, 1 failed" in out, out
+    assert "1 failed, 4 passed" in out, out
+    # Without the flag the plugin stays out of the way: each test runs once.
+    (tmp_path / "test_sample.py").write_text(SUITE.replace("EXPECTED_RUNS", "1"))
+    code, out = _pytest(tmp_path)
+    assert "1 failed, 4 passed" in out, out
