@@ -50,6 +50,8 @@ _real_fork = posix.fork
 _real_exit = posix._exit
 _real_waitpid = posix.waitpid
 _real_fork_exec = _posixsubprocess.fork_exec
+_real_posix_spawn = getattr(posix, "posix_spawn", None)
+_POSIX_SPAWN_DUP2 = getattr(posix, "POSIX_SPAWN_DUP2", None)
 _getpid = posix.getpid
 _open = posix.open
 _dup = posix.dup
@@ -131,6 +133,7 @@ class ChildProcesses:
         self._saved_fds = None
         self._fork_call = self.system.patch_function(self._fork_outcome, "posix.fork")
         self._fork_exec_call = self.system.patch_function(self._record_fork_exec, "_posixsubprocess.fork_exec")
+        self._posix_spawn_call = self.system.patch_function(self._record_posix_spawn, "posix.posix_spawn")
 
     # ------------------------------------------------------------ install
     def install(self, installer):
@@ -139,6 +142,10 @@ class ChildProcesses:
         self._substitute(installer, posix, "_exit", _substitute_named(self._exit, "_exit", "posix"))
         self._substitute(installer, _posixsubprocess, "fork_exec",
                          _substitute_named(self._fork_exec, "fork_exec", "_posixsubprocess"))
+        if _real_posix_spawn is not None:
+            # PYVERSIONS: 3.13's subprocess spawns with posix_spawn when it can close fds.
+            self._substitute(installer, posix, "posix_spawn",
+                             _substitute_named(self._posix_spawn, "posix_spawn", "posix"))
         if self.mode == "replay":
             for name in WAITS:
                 patched = getattr(posix, name, None)
@@ -305,6 +312,34 @@ class ChildProcesses:
         pid, name = self._fork_exec_call(*args)
         if name is not None and self.mode == "replay" and self.chain is None:
             self._spawn_replay(pid, name, args)
+        return pid
+
+    def _record_posix_spawn(self, path, argv, env, **kwargs):
+        """posix_spawn at record: a child running this Python records itself."""
+        name = None
+        if _is_this_python([path]):
+            words = _recordable_argv(argv)
+            if words is not None:
+                name = self._next_name()
+                _makedirs(self.dir, exist_ok=True)
+                path = sys.executable
+                argv = [sys.executable, "-m", "retracesoftware", "--recording", self._path(name),
+                        "--", *words]
+        return (_real_posix_spawn(path, argv, env, **kwargs), name)
+
+    def _posix_spawn(self, path, argv, env, **kwargs):
+        if self.system.gate.phase != INTERNAL:
+            return _real_posix_spawn(path, argv, env, **kwargs)
+        pid, name = self._posix_spawn_call(path, argv, env, **kwargs)
+        if name is not None and self.mode == "replay" and self.chain is None:
+            # The child's stdio as fork_exec would name it: -1 = inherited.
+            fds = {0: -1, 1: -1, 2: -1}
+            for action in kwargs.get("file_actions") or ():
+                if action and action[0] == _POSIX_SPAWN_DUP2 and action[2] in fds:
+                    fds[action[2]] = action[1]
+            stdio = [None] * 12
+            stdio[6], stdio[9], stdio[11] = fds[0], fds[1], fds[2]
+            self._spawn_replay(pid, name, stdio)
         return pid
 
     def _spawn_replay(self, pid, name, args):
