@@ -13,6 +13,13 @@ from _thread import allocate_lock as _allocate_lock, start_new_thread as _start_
     get_ident as _get_ident
 from time import monotonic as _monotonic
 
+try:
+    from _signal import SIG_BLOCK as _SIG_BLOCK, pthread_sigmask as _pthread_sigmask, \
+        valid_signals as _valid_signals
+    _ALL_SIGNALS = _valid_signals()
+except ImportError:  # pragma: no cover - platforms without pthread_sigmask
+    _pthread_sigmask = None
+
 import msgpack as _msgpack
 
 from retracesoftware.utils.errors import RecordingError, RecordingFormatError
@@ -426,6 +433,10 @@ class StreamWriter:
     def _flusher(ref, wake, done, interval):
         # Holds only a weak reference between rounds, so an unclosed writer
         # can still be collected (its __del__ flushes and closes).
+        # Signals are the program's: one it blocks on its own threads (to
+        # sigwait for it) must never be delivered to this thread.
+        if _pthread_sigmask is not None:
+            _pthread_sigmask(_SIG_BLOCK, _ALL_SIGNALS)
         try:
             while True:
                 wake.acquire(True, interval)

@@ -22,6 +22,8 @@
 
 #include <structmember.h>
 #include <cerrno>
+#include <csignal>
+#include <pthread.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -511,6 +513,11 @@ void flush_locked(Core& c, std::unique_lock<std::mutex>& lk) {
 }
 
 void flusher_main(Core* c) {
+    // Signals are the program's: a signal it blocks on its own threads (to
+    // sigwait for it, say) must never be delivered to ours.
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, nullptr);
     std::unique_lock<std::mutex> lk(c->mu);
     for (;;) {
         c->cv.wait_for(lk, c->interval, [c] { return c->stop || c->buf.size >= c->buffer_size; });

@@ -56,12 +56,6 @@ def test_itimer_handler_runs_inside_pause(scenario):
     assert_offline_faithful(s, replays=2)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the recording's background flusher thread (stream/_python.py "
-    "_start_new_thread(...flusher), stream/cpp/writer.cpp std::thread(flusher_main)) "
-    "does not block signals, so a process-directed SIGUSR2 the program blocked "
-    "in its own thread is delivered to the flusher and kills the recording "
-    "(exit -SIGUSR2). Needs the stream layer to block all signals in its threads."))
 def test_sigwait_and_pthread_sigmask(scenario):
     s = scenario("""
         import os, signal, random
