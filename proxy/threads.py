@@ -98,6 +98,7 @@ class ThreadSequencer:
         self._draining = False
         self._exiting = False
         self.main_thread = 0   # logical id of the thread that runs the program's exit
+        self._reserved = None  # a thread still completing its turn (see reserve)
         self.deadlock_timeout = deadlock_timeout
 
     # -- liveness --------------------------------------------------------
@@ -185,6 +186,8 @@ class ThreadSequencer:
                     # then (a daemon thread). It waits for the program to
                     # exit, as it did then; if nothing else can run, the
                     # watchdog reports it.
+                elif self._reserved is not None and self._reserved != me:
+                    pass                # another thread finishes its turn's real lock acquire
                 elif head is None or head == me:
                     return
                 self._waiting[me] = head if what is None else (head, what)
@@ -204,6 +207,19 @@ class ThreadSequencer:
         if self._waiting or self._draining:
             cond.notify_all()
         cond.release()
+
+    def reserve(self):
+        """Inside a turn: keep every other thread from taking a turn until
+        `unreserve` — the caller consumed its event and must still complete
+        the real operation it stands for (a lock acquire) before any later
+        event may happen. Without this a thread whose turn comes later could
+        grab the real lock first."""
+        self._reserved = self._thread_id()
+
+    def unreserve(self):
+        with self._cond:
+            self._reserved = None
+            self._cond.notify_all()
 
     # -- blocking outside the tape ---------------------------------------
     def wait_real(self, attempt, what):
@@ -357,10 +373,15 @@ class _SyncReplay:
         gate = system.gate
         old = gate.swap(DISABLED)
         try:
-            index, tag, value = _read_sync(system, self.name)
+            index, tag, value = _read_sync(system, self.name,
+                                           reserve=lambda t, v: t == SYNC and v is not False
+                                           and self.on_replay is not None)
             if tag == SYNC:
                 if value is not False and self.on_replay is not None:
-                    self.on_replay(*args, **kwargs)
+                    try:
+                        self.on_replay(*args, **kwargs)
+                    finally:
+                        system._sequencer.unreserve()
                 return value
             if tag == SYNC_ERROR and isinstance(value, BaseException):
                 raise value
@@ -370,8 +391,10 @@ class _SyncReplay:
             gate.phase = old
 
 
-def _read_sync(system, what):
-    """One turn: (event index, tag, operand) of this thread's next event."""
+def _read_sync(system, what, reserve=None):
+    """One turn: (event index, tag, operand) of this thread's next event.
+    When ``reserve(tag, value)`` is true the turn stays reserved for the
+    caller (`ThreadSequencer.reserve`) until it calls ``unreserve``."""
     from retracesoftware.proxy.system import _copy_divergence
     system._check_failed()
     seq = system._sequencer
@@ -392,6 +415,8 @@ def _read_sync(system, what):
             value = reader.read()
         except EOFError:
             return index, tag, None
+        if reserve is not None and reserve(tag, value):
+            seq.reserve()
         return index, tag, value
     finally:
         seq.release()
