@@ -138,7 +138,8 @@ def work(k):
                 out.append(k)
             spin(10)
         with bsem:
-            out.append(k + 4)
+            with out_lock:
+                out.append(k + 4)
 ts = [threading.Thread(target=work, args=(k,)) for k in range(4)]
 for t in ts: t.start()
 go.set()
@@ -259,7 +260,9 @@ def test_thread_pool_executor(scenario):
 from concurrent.futures import ThreadPoolExecutor
 lock = threading.Lock()
 order = []
+go = threading.Event()
 def task(k):
+    go.wait()
     spin(300 + 50 * (k % 7))
     with lock:
         order.append(k)
@@ -272,6 +275,7 @@ with ThreadPoolExecutor(max_workers=4) as pool:
     futures = [pool.submit(task, k) for k in range(60)]
     for f in futures:
         f.add_done_callback(finished)
+    go.set()
     results = [f.result() for f in futures]
 print(order)
 print(done)
