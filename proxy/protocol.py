@@ -86,6 +86,11 @@ def at_end(reader: Any) -> bool:
 
 def event_index(reader: Any) -> int | None:
     """The event index of the next event of *reader* (see `Reader.position`)."""
+    # The stream readers keep it as a plain int (`events`): no position tuple
+    # to build on every read of a replay.
+    events = getattr(reader, "events", None)
+    if type(events) is int:
+        return events
     pos = getattr(reader, "position", None)
     event = getattr(pos, "event", None)          # stream's StreamPosition
     if isinstance(event, int):
