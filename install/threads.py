@@ -361,6 +361,8 @@ class ThreadSupport:
             installer._set(bootstrap, "_thread", _REAL_THREAD)
 
         installer.when_imported("asyncio.base_events", self._patch_asyncio)
+        if self.replaying:
+            self._patch_join(installer)
 
         # The main thread: live for the deadlock watchdog; its ident recorded.
         if system._sequencer is not None:
@@ -373,6 +375,35 @@ class ThreadSupport:
         registry.idents[MAIN] = tuple(recorded)
         if self.replaying:
             self._adopt_main_ident(recorded)
+
+    def _patch_join(self, installer):
+        """Replay: a thread waiting in ``Thread.join()`` cannot move the head
+        either; the sequencer must know, or a replay where the joined thread
+        waits for the joiner's turn would hang instead of being reported."""
+        system, gate = self.system, self.gate
+        real_join = threading.Thread.join
+
+        def join(self_, timeout=None):
+            if timeout is not None or gate.phase != INTERNAL:
+                return real_join(self_, timeout)
+
+            def attempt(t):
+                # Program phase: join's own current_thread() must see the
+                # recorded idents threading._active is keyed by.
+                gate.phase = INTERNAL
+                try:
+                    real_join(self_, t if t and t > 0 else 0)
+                    return not self_.is_alive()
+                finally:
+                    gate.phase = DISABLED
+            old = gate.swap(DISABLED)
+            try:
+                real_wait(system, attempt, f"join {self_.name}")
+            finally:
+                gate.phase = old
+        join.__wrapped__ = real_join
+        join.__name__, join.__qualname__ = "join", "Thread.join"
+        installer._set(threading.Thread, "join", join)
 
     def _patch_asyncio(self, module):
         """``call_soon_threadsafe`` appends to the loop's ready queue and then

@@ -17,6 +17,7 @@ REPLAYS = 5
 PRELUDE = """
 import sys, threading
 sys.setswitchinterval(1e-6)
+start_gate = threading.Event()    # workers start together
 def spin(n=200):
     x = 0
     for i in range(n):
@@ -34,12 +35,14 @@ def test_lock_order_of_appends(scenario):
 lock = threading.Lock()
 out = []
 def work(k):
+    start_gate.wait()
     for i in range(300):
         with lock:
             out.append(k)
         spin(20)
 ts = [threading.Thread(target=work, args=(k,)) for k in range(4)]
 for t in ts: t.start()
+start_gate.set()
 for t in ts: t.join()
 print("".join(map(str, out)))
 """)
@@ -54,6 +57,7 @@ def note(x):
     with out_lock:
         got.append(x)
 def work(k):
+    start_gate.wait()
     for i in range(300):
         if lock.acquire(blocking=False):
             note(k)
@@ -64,6 +68,7 @@ def work(k):
         lock.acquire(); note(k); lock.release()
 ts = [threading.Thread(target=work, args=(k,)) for k in range(4)]
 for t in ts: t.start()
+start_gate.set()
 for t in ts: t.join()
 print("".join(map(str, got)))
 """)
@@ -235,6 +240,7 @@ q = queue.SimpleQueue()
 got = []
 lock = threading.Lock()
 def producer(k):
+    start_gate.wait()
     for i in range(150):
         q.put((k, i))
         spin(5)
@@ -248,6 +254,7 @@ def consumer(k):
 cs = [threading.Thread(target=consumer, args=(k,)) for k in range(2)]
 ps = [threading.Thread(target=producer, args=(k,)) for k in range(3)]
 for t in cs + ps: t.start()
+start_gate.set()
 for t in ps: t.join()
 for t in cs: q.put(None)
 for t in cs: t.join()
@@ -313,12 +320,14 @@ def leaf(name):
         with lock:
             out.append(name)
 def parent(k):
+    start_gate.wait()
     kids = [threading.Thread(target=leaf, args=(f"{k}{c}",)) for c in "ab"]
     for t in kids: t.start()
     leaf(str(k))
     for t in kids: t.join()
 ts = [threading.Thread(target=parent, args=(k,)) for k in range(3)]
 for t in ts: t.start()
+start_gate.set()
 for t in ts: t.join()
 print(" ".join(out))
 print(sorted(t.name for t in threading.enumerate()))
