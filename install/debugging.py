@@ -24,12 +24,23 @@ _ENTRY_POINTS = (
 
 def _disabled_method(gate, method):
     takes_frame = method.__name__ == "set_trace"
+    is_init = method.__name__ == "__init__"
 
     @functools.wraps(method)
     def run_disabled(*args, **kwargs):
         if takes_frame and len(args) < 2 and kwargs.get("frame") is None:
             # Bdb.set_trace(frame=None) would stop in this wrapper's frame.
             kwargs["frame"] = sys._getframe(1)
+        if is_init:
+            # Never stop or step inside our own frames (this wrapper, the
+            # Python backend's Gate property): the user debugs the program.
+            # Pdb(self, completekey, stdin, stdout, skip, ...)
+            skip = kwargs.get("skip") if "skip" in kwargs else (args[4] if len(args) > 4 else None)
+            patterns = set(skip or ()) | {"retracesoftware", "retracesoftware.*"}
+            if len(args) > 4:
+                args = args[:4] + (patterns,) + args[5:]
+            else:
+                kwargs["skip"] = patterns
         previous = gate.swap(DISABLED)
         try:
             return method(*args, **kwargs)
