@@ -406,24 +406,29 @@ class ThreadSupport:
         installer._set(threading.Thread, "join", join)
 
     def _patch_asyncio(self, module):
-        """``call_soon_threadsafe`` appends to the loop's ready queue and then
-        wakes the loop through its self-pipe (a recorded send). Two threads
-        doing that at once race on the append order; doing both under one
-        recorded lock makes the order the recorded one."""
+        """The loop's ready queue is appended to by the loop thread
+        (``call_soon``, due timers) and by other threads
+        (``call_soon_threadsafe``, executor futures completing) without a
+        lock: the order of the handles, hence of the callbacks, would be a
+        data race. The ready queue of a loop made by program code does every
+        append, and the loop's reads of its emptiness and length, under one
+        recorded lock, so they happen in the recorded order."""
         loop_type = getattr(module, "BaseEventLoop", None)
-        original = getattr(loop_type, "call_soon_threadsafe", None)
         original_init = loop_type.__dict__.get("__init__") if loop_type is not None else None
-        if original is None or original_init is None:
+        if original_init is None:
             return
         lock = self.Lock()
         gate = self.gate
 
         class ReadyQueue(_deque):
-            """The loop's ready queue: the loop thread asks whether it is
-            empty (to choose its poll timeout) and how long it is under the
-            same recorded lock that call_soon_threadsafe appends under, so
-            those reads see what they saw on record."""
+            """The loop's ready queue (see above); ``popleft`` by the loop
+            thread needs no lock: it takes the oldest of the ``len()`` items
+            it counted under the lock."""
             __slots__ = ()
+
+            def append(self, item):
+                with lock:
+                    _deque.append(self, item)
 
             def __bool__(self):
                 with lock:
@@ -438,14 +443,9 @@ class ThreadSupport:
             if gate.phase == INTERNAL and type(self_._ready) is _deque:
                 self_._ready = ReadyQueue(self_._ready)
 
-        def call_soon_threadsafe(self_, *args, **kwargs):
-            with lock:
-                return original(self_, *args, **kwargs)
-        for fn, real in ((__init__, original_init), (call_soon_threadsafe, original)):
-            fn.__wrapped__ = real
-            fn.__qualname__ = f"BaseEventLoop.{fn.__name__}"
+        __init__.__wrapped__ = original_init
+        __init__.__qualname__ = "BaseEventLoop.__init__"
         self._installer._set(loop_type, "__init__", __init__)
-        self._installer._set(loop_type, "call_soon_threadsafe", call_soon_threadsafe)
 
     def _adopt_main_ident(self, recorded):
         """On replay program code sees the recorded main ident: re-key
