@@ -26,8 +26,28 @@ def spin(n=200):
 """
 
 
+PLAIN_TRIES = 6
+
+
+def assert_scheduling_dependent(s):
+    """The scenario's output depends on scheduling: some plain run prints
+    something else than the first. On a loaded machine two runs in a row
+    may interleave alike, so up to PLAIN_TRIES runs are compared (a
+    scenario whose output never varies fails)."""
+    first = s.plain()
+    assert first.returncode == 0, first.err
+    for _ in range(PLAIN_TRIES - 1):
+        if s.plain().stdout != first.stdout:
+            return
+    raise AssertionError(
+        f"{PLAIN_TRIES} plain runs printed the same output, so this scenario cannot "
+        "detect an unfaithful replay:\n" + first.out + first.err)
+
+
 def check(scenario, body):
-    return assert_faithful(scenario(PRELUDE + body), replays=REPLAYS)
+    s = scenario(PRELUDE + body)
+    assert_scheduling_dependent(s)
+    return assert_faithful(s, replays=REPLAYS, check_plain_differs=False)
 
 
 def test_lock_order_of_appends(scenario):
@@ -89,6 +109,7 @@ def work(k):
             inner(k)
             spin(10)
             inner(k)
+        spin(10)
 ts = [threading.Thread(target=work, args=(k,)) for k in range(4)]
 for t in ts: t.start()
 go.set()
@@ -163,6 +184,9 @@ def work(k):
         e.wait()
         with lock:
             out.append(k)
+        spin(10 * k)
+        with lock:
+            out.append(k)
 ts = [threading.Thread(target=work, args=(k,)) for k in range(4)]
 for t in ts: t.start()
 for e in go:
@@ -196,6 +220,7 @@ def test_timer(scenario):
 lock = threading.Lock()
 out = []
 def fire(k):
+    spin(20 * (k % 4))
     with lock:
         out.append(k)
 for rnd in range(10):
@@ -319,6 +344,7 @@ def leaf(name):
     for i in range(50):
         with lock:
             out.append(name)
+        spin(20)
 def parent(k):
     start_gate.wait()
     kids = [threading.Thread(target=leaf, args=(f"{k}{c}",)) for c in "ab"]
