@@ -37,6 +37,8 @@ _METHOD_TYPES = (type(len), type([].append), type(object().__str__), type(_io.op
 import types as _types  # noqa: E402
 _METHOD_TYPES = _METHOD_TYPES + (_types.MethodType,)
 _FunctionType = _types.FunctionType
+# Where a reference to a patched function can sit (see _reference_index).
+_IN_MODULE, _IN_CLASS, _IN_DEFAULTS, _IN_KWDEFAULTS = range(4)
 
 # Our own modules never get their references replaced: they keep the private
 # copies they took at import.
@@ -171,6 +173,8 @@ class Installer:
         self._patched_modules: set[str] = set()
         self._installed = False
         self._import_state = threading.local()
+        self._index = None          # see _reference_index
+        self._index_size = -1
 
     # ------------------------------------------------------------ lifecycle
     def install(self) -> None:
@@ -458,9 +462,62 @@ class Installer:
                         self._set(module, key, fresh)
 
     def _replace_everywhere(self, replacements: dict) -> None:
-        """Replace copies of patched functions held in other modules' globals."""
+        """Replace copies of patched functions: in other modules' globals, in
+        class attributes (``selectors.SelectSelector._select = select.select``)
+        and in default arguments (``tempfile``'s ``unlink=_os.unlink``).
+
+        One reverse index ``id(value) -> places`` serves every call made while
+        no module was imported, so patching N groups costs one scan, not N.
+        """
         if not replacements:
             return
+        index = self._reference_index()
+        for old, new in list(replacements.values()):
+            places = index.pop(id(old), None)
+            if not places:
+                continue
+            moved = []
+            for kind, owner, key, value in places:
+                if value is not old:
+                    continue
+                if kind == _IN_MODULE:
+                    if owner.__dict__.get(key) is old:
+                        self._set(owner, key, new)
+                elif kind == _IN_CLASS:
+                    if owner.__dict__.get(key) is old:
+                        value_new = new
+                        # A builtin does not bind as a method; its Python
+                        # replacement is made a staticmethod so it does not either.
+                        if not hasattr(type(old), "__get__") and hasattr(type(new), "__get__"):
+                            value_new = staticmethod(new)
+                        self._set(owner, key, value_new)
+                elif kind == _IN_DEFAULTS:
+                    self._replace_default(owner, key, old, new)
+                else:
+                    self._replace_kwdefault(owner, key, old, new)
+                moved.append((kind, owner, key, new))
+            if moved:
+                index.setdefault(id(new), []).extend(moved)
+
+    def _reference_index(self) -> dict:
+        modules_now = len(sys.modules)
+        if self._index is not None and self._index_size == modules_now:
+            return self._index
+        index: dict = {}
+
+        def add(kind, owner, key, value):
+            places = index.get(id(value))
+            if places is None:
+                index[id(value)] = [(kind, owner, key, value)]
+            else:
+                places.append((kind, owner, key, value))
+
+        def add_defaults(fn):
+            for i, v in enumerate(fn.__defaults__ or ()):
+                add(_IN_DEFAULTS, fn, i, v)
+            for name, v in (fn.__kwdefaults__ or {}).items():
+                add(_IN_KWDEFAULTS, fn, name, v)
+
         for mname, module in list(sys.modules.items()):
             if module is None or _is_own(mname):
                 continue
@@ -469,48 +526,33 @@ class Installer:
             except AttributeError:
                 continue
             for key, value in list(d.items()):
-                hit = replacements.get(id(value))
-                if hit is not None and hit[0] is value:
-                    self._set(module, key, hit[1])
-                elif (isinstance(value, type) and value.__module__ == mname
-                      and not _is_builtin_type(value)):
-                    self._replace_in_class(value, replacements)
+                add(_IN_MODULE, module, key, value)
+                if isinstance(value, type):
+                    if value.__module__ == mname and not _is_builtin_type(value):
+                        for ckey, cvalue in list(value.__dict__.items()):
+                            if type(cvalue) is _FunctionType:
+                                add_defaults(cvalue)
+                            else:
+                                add(_IN_CLASS, value, ckey, cvalue)
                 elif type(value) is _FunctionType and getattr(value, "__module__", None) == mname:
-                    self._replace_in_defaults(value, replacements)
+                    add_defaults(value)
+        self._index = index
+        self._index_size = len(sys.modules)
+        return index
 
-    def _replace_in_defaults(self, fn, replacements: dict) -> None:
-        """Default arguments bound at definition (``tempfile``'s
-        ``def cleanup(self, unlink=_os.unlink)``) are copies too."""
+    def _replace_default(self, fn, position, old, new) -> None:
         defaults = fn.__defaults__
-        if defaults and any(id(v) in replacements and replacements[id(v)][0] is v for v in defaults):
-            new = tuple(replacements[id(v)][1] if id(v) in replacements and replacements[id(v)][0] is v
-                        else v for v in defaults)
-            fn.__defaults__ = new
-            self._undo.append(lambda: setattr(fn, "__defaults__", defaults))
-        kwdefaults = fn.__kwdefaults__
-        if kwdefaults and any(id(v) in replacements and replacements[id(v)][0] is v
-                              for v in kwdefaults.values()):
-            new_kw = {k: (replacements[id(v)][1] if id(v) in replacements and replacements[id(v)][0] is v
-                          else v) for k, v in kwdefaults.items()}
-            fn.__kwdefaults__ = new_kw
-            self._undo.append(lambda: setattr(fn, "__kwdefaults__", kwdefaults))
+        if not defaults or position >= len(defaults) or defaults[position] is not old:
+            return
+        fn.__defaults__ = defaults[:position] + (new,) + defaults[position + 1:]
+        self._undo.append(lambda: setattr(fn, "__defaults__", defaults))
 
-    def _replace_in_class(self, cls, replacements: dict) -> None:
-        """Class attributes holding a patched function (``selectors.
-        SelectSelector._select = select.select``, ``PollSelector._selector_cls
-        = select.poll``). A builtin does not bind as a method; its Python
-        replacement is made a staticmethod so it does not either."""
-        for key, value in list(cls.__dict__.items()):
-            if type(value) is _FunctionType:
-                self._replace_in_defaults(value, replacements)
-                continue
-            hit = replacements.get(id(value))
-            if hit is None or hit[0] is not value:
-                continue
-            new = hit[1]
-            if not hasattr(type(value), "__get__") and hasattr(type(new), "__get__"):
-                new = staticmethod(new)
-            self._set(cls, key, new)
+    def _replace_kwdefault(self, fn, name, old, new) -> None:
+        kwdefaults = fn.__kwdefaults__
+        if not kwdefaults or kwdefaults.get(name) is not old:
+            return
+        fn.__kwdefaults__ = {**kwdefaults, name: new}
+        self._undo.append(lambda: setattr(fn, "__kwdefaults__", kwdefaults))
 
     # --------------------------------------------------------------- imports
     def _install_import_hook(self) -> None:
