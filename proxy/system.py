@@ -744,12 +744,33 @@ class System:
                     actual += f" (args fingerprint {fingerprint(*args, **kwargs):#010x})"
                 raise self._diverge(index, f"call {_describe_recorded(rname, rfp)}",
                                     f"call {actual}", recorded_stack)
+            # Fast path: the outcome usually follows at once on this thread;
+            # take it in the same turn instead of queueing for another.
+            pending = None
+            if reader.next_kind == "value" and reader.thread == self._thread_id():
+                oindex = event_index(reader)
+                otag = reader.read()
+                if otag == CALLBACK_RESULT:
+                    pending = (oindex, otag, None)
+                else:
+                    try:
+                        pending = (oindex, otag, reader.read())
+                    except EOFError:
+                        pending = (oindex, otag, _EOF)
         finally:
             seq.release()
+        if pending is not None:
+            if pending[1] == RESULT:
+                return pending[2]
+            if pending[1] == ERROR:
+                raise pending[2]
         # The outcome, possibly after other threads' events (the real call
         # blocked) and after callbacks the external code made.
         while True:
-            index, tag, value = self._read_tagged(outcome=True)
+            if pending is not None:
+                (index, tag, value), pending = pending, None
+            else:
+                index, tag, value = self._read_tagged(outcome=True)
             if tag == RESULT:
                 return value
             if tag == ERROR:
