@@ -1,8 +1,8 @@
 """Threads replay faithfully (DESIGN §4, issue 9).
 
 Each scenario's output depends on thread scheduling (checked: among up to
-PLAIN_TRIES plain runs, one prints something else than the first), is recorded through the CLI, and replayed 5 times with byte-identical
-stdout. Programs set a tiny switch interval so the interpreter switches
+PLAIN_TRIES plain runs, one prints something else than the first), is
+recorded through the CLI, and replayed 5 times with byte-identical stdout. Programs set a tiny switch interval so the interpreter switches
 threads inside the loops (switch-heavy code), which makes the interleaving
 vary from run to run.
 """
