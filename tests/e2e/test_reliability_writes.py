@@ -78,8 +78,9 @@ def test_disk_full_while_recording(scenario):
     _assert_program_unchanged(s, proc, "cannot write the recording")
     assert "File too large" in proc.stderr.decode()
     assert 0 < s.recording.stat().st_size <= limit
-    summary = _assert_incomplete_but_replayable(s)
-    assert summary["events"] > 0
+    # How many whole frames fit under the limit depends on when the flusher
+    # ran (a loaded machine flushes bigger frames): zero is legitimate.
+    _assert_incomplete_but_replayable(s)
 
 
 def test_real_full_filesystem(scenario, tmp_path):
