@@ -345,18 +345,11 @@ class ThreadSupport:
             if _get_native_id is not None:
                 put(_thread, "get_native_id", get_native_id)
 
-        # Thread.start/_bootstrap_inner/_delete add and remove threads in
-        # threading._active under this module lock: make it an ordering
-        # point too. (The recorded idents of a finished thread and of a
-        # later one can be equal — the OS reuses them — so the order of one
-        # thread's removal and the other's insertion must be the recorded
-        # one, or the removal deletes the live thread's entry.)
-        # PYVERSIONS: an RLock on 3.11+ (a plain lock before).
+        # Thread.start/_bootstrap_inner order threads in threading._active
+        # under this module lock: make it an ordering point too.
         limbo = threading.__dict__.get("_active_limbo_lock")
-        if type(limbo) in (_LockType, _RealRLock) and limbo.acquire(False):
-            limbo.release()
-            new = self.Lock() if type(limbo) is _LockType else self.RLock()
-            installer._set(threading, "_active_limbo_lock", new)
+        if type(limbo) is _LockType and not limbo.locked():
+            installer._set(threading, "_active_limbo_lock", self.Lock())
 
         installer._replace_everywhere(replacements)
 
