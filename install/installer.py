@@ -173,6 +173,7 @@ class Installer:
         self._patched_modules: set[str] = set()
         self._installed = False
         self._import_state = threading.local()
+        self._import_replacements: dict = {}
         self._index = None          # see _reference_index
         self._index_size = -1
 
@@ -192,6 +193,7 @@ class Installer:
                     replacements.update(self._patch_module(name))
             # Substitutes: Python implementations whose external effects go
             # through recorded primitives (see files.py, fs.py).
+            replacements.update(self._import_replacements)
             replacements[id(_io.open)] = (_io.open, files.open)
             scandir = fs.make_scandir(self.system.patch_function(fs.listing, "posix.scandir"))
             replacements[id(_real_scandir)] = (_real_scandir, scandir)
@@ -581,7 +583,16 @@ class Installer:
         # Finding a module and reading its code are the import system's own
         # business wherever they are called from (runpy, importlib.util,
         # pkgutil): always outside the recording.
-        self._set(bootstrap, "_find_spec", self._disabled(bootstrap._find_spec))
+        original_find_spec = bootstrap._find_spec
+        disabled_find_spec = self._disabled(original_find_spec)
+        self._set(bootstrap, "_find_spec", disabled_find_spec)
+        # importlib.util and friends hold their own copy of _find_spec.
+        self._import_replacements = {id(original_find_spec): (original_find_spec, disabled_find_spec)}
+        # The C import path (IMPORT_NAME of a module still initialising) calls
+        # _lock_unlock_module directly, in the importer's phase: its module
+        # lock owner must be the real thread ident, as when _find_and_load
+        # (disabled) took the lock — else replay waits on itself forever.
+        self._set(bootstrap, "_lock_unlock_module", self._disabled(bootstrap._lock_unlock_module))
         external = sys.modules["importlib._bootstrap_external"]
         for cls_name, method in (("SourceLoader", "get_code"), ("FileLoader", "get_data"),
                                  ("SourceFileLoader", "path_stats"),

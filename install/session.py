@@ -203,6 +203,23 @@ def _install_redaction(session, names):
     session.installer._set(cls, "__getitem__", getitem)
 
 
+def install_boundary(system, config, threads):
+    """Everything that makes ``system`` the boundary of this interpreter —
+    config patches, the import hook, debuggers, threads — shared by the CLI
+    sessions and TestRunner. Returns ``(installer, thread_support)``."""
+    from retracesoftware.install import debugging
+    installer = Installer(system, config)
+    installer.install()
+    try:
+        debugging.install(system, installer._set)
+        thread_support = ThreadSupport(system, threads)
+        thread_support.install(installer)
+    except BaseException:
+        installer.uninstall()
+        raise
+    return installer, thread_support
+
+
 class _Session:
     mode = ""
 
@@ -218,24 +235,7 @@ class _Session:
         self._closed = False
 
     def _install(self):
-        self.installer = Installer(self.system, self.config)
-        self.installer.install()
-        from retracesoftware.install import debugging
-        debugging.install(self.system, self.installer._set)
-        # importlib.util and friends hold their own copy of _find_spec.
-        bootstrap = sys.modules["importlib._bootstrap"]
-        disabled = bootstrap._find_spec
-        original = getattr(disabled, "__wrapped__", None)
-        if original is not None:
-            self.installer._replace_everywhere({id(original): (original, disabled)})
-        # The C import path (IMPORT_NAME of a module still initialising) calls
-        # _lock_unlock_module directly, in the importer's phase: its module
-        # lock owner must be the real thread ident, as when _find_and_load
-        # (disabled) took the lock — else replay waits on itself forever.
-        self.installer._set(bootstrap, "_lock_unlock_module",
-                            self.installer._disabled(bootstrap._lock_unlock_module))
-        self.thread_support = ThreadSupport(self.system, self.threads)
-        self.thread_support.install(self.installer)
+        self.installer, self.thread_support = install_boundary(self.system, self.config, self.threads)
 
     def run(self, fn, *args):
         """Run the program's code on this thread in the INTERNAL phase."""

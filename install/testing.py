@@ -71,17 +71,10 @@ class TestRunner:
         return self._config
 
     def _run(self, system, threads, fn):
-        from retracesoftware.install.installer import Installer
-        from retracesoftware.install.threads import thread_start_functions, wrap_thread_start
+        from retracesoftware.install.session import install_boundary
 
-        installer = Installer(system, self.config())
-        installer.install()
+        installer, thread_support = install_boundary(system, self.config(), threads)
         try:
-            for module, attr in thread_start_functions():
-                start = getattr(module, attr)
-                wrapped = wrap_thread_start(system, threads, start)
-                installer._set(module, attr, wrapped)
-                installer._replace_everywhere({id(start): (start, wrapped)})
             gate = system.gate
             previous = gate.swap(INTERNAL)
             try:
@@ -93,6 +86,7 @@ class TestRunner:
             finally:
                 gate.phase = previous
             gate.phase = DISABLED
+            thread_support.at_exit()   # replay: let other threads use up their events
             system.finish()
             return outcome
         finally:
