@@ -227,11 +227,13 @@ def test_timer(scenario):
 lock = threading.Lock()
 out = []
 def fire(k):
-    spin(20 * (k % 4))
-    with lock:
-        out.append(k)
+    for step in range(3):
+        spin(20 * (k % 4) + 10)
+        with lock:
+            out.append(k)
 for rnd in range(10):
-    timers = [threading.Timer(0.0005 * (k % 3), fire, args=(k,)) for k in range(6)]
+    # Equal delays: which timer thread appends first is up to the scheduler.
+    timers = [threading.Timer(0.0005, fire, args=(k,)) for k in range(6)]
     for t in timers: t.start()
     timers[5].cancel()
     for t in timers: t.join()
