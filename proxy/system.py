@@ -827,13 +827,13 @@ class System:
         return div
 
     def _deadlock(self, dead):
-        waiting = ", ".join(f"thread {t}" for t in sorted(dead.waiting, key=repr)) or "none"
         finished = ", ".join(f"thread {t}" for t in sorted(dead.finished, key=repr))
-        where = f" (finished: {finished})" if finished else ""
+        where = f"; finished: {finished}" if finished else ""
+        expected = ("more events after the end of the recording" if dead.at_end
+                    else f"thread {dead.head} to take the next event")
         return self._diverge(
-            event_index(self.reader),
-            f"thread {dead.head} to make the next call",
-            f"thread {dead.head} never came; waiting for their turn: {waiting}{where}")
+            event_index(self.reader), expected,
+            f"a deadlock: {dead.describe()}{where}")
 
     def finish(self):
         """End of the program. Record: flush. Replay: the tape must be used

@@ -66,14 +66,56 @@ class ThreadIds:
 _MISSING = object()
 
 
+_OWN_DIR = __file__.rsplit("/proxy/", 1)[0] + "/"
+
+
+def _program_frames(os_idents, tids):
+    """tid -> "file:line" of the innermost frame outside our runtime of each
+    stuck thread (where the program waits), for the deadlock report."""
+    import sys
+    frames = sys._current_frames()
+    where = {}
+    for tid in tids:
+        frame = frames.get(os_idents.get(tid))
+        while frame is not None and frame.f_code.co_filename.startswith(_OWN_DIR):
+            frame = frame.f_back
+        if frame is not None:
+            where[tid] = f"{frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.f_lineno}"
+    return where
+
+
 class Deadlock(Exception):
     """Raised inside the sequencer; System turns it into ReplayDivergence."""
 
-    def __init__(self, head, waiting, finished):
+    def __init__(self, head, waiting, finished, blocked=None, reserved=None, at_end=False):
         super().__init__(head, waiting, finished)
         self.head = head
-        self.waiting = waiting
+        self.waiting = waiting      # tid -> what it waits a turn for
         self.finished = finished
+        self.blocked = blocked or {}  # tid -> real primitive it blocks in after its turn
+        self.reserved = reserved    # thread holding the turn reservation (or None)
+        self.at_end = at_end
+        self.where = {}             # tid -> "file:line" where the program waits
+
+    def describe(self):
+        """One clause per stuck thread: what it waits for."""
+        parts = []
+        for tid in sorted(set(self.waiting) | set(self.blocked), key=repr):
+            if tid in self.blocked:
+                text = f"thread {tid} blocks in {self.blocked[tid]} after its turn"
+            else:
+                what = self.waiting[tid]
+                what = what[1] if isinstance(what, tuple) else None
+                text = f"thread {tid} waits for its turn" + (f" at {what}" if what else "")
+            if tid in self.where:
+                text += f" ({self.where[tid]})"
+            if tid == self.reserved:
+                text += " (holding the turn)"
+            parts.append(text)
+        if (not self.at_end and self.head is not None
+                and self.head not in self.waiting and self.head not in self.blocked):
+            parts.insert(0, f"thread {self.head} never came")
+        return "; ".join(parts) or "no thread is live"
 
 
 class ThreadSequencer:
@@ -94,6 +136,7 @@ class ThreadSequencer:
         self._finished: set = set()
         self._waiting: dict[object, object] = {}   # tid -> head it saw
         self._blocked: dict[object, object] = {}   # tid -> what it waits for outside the tape
+        self._os_idents: dict[object, int] = {}    # tid -> OS ident (for deadlock reports)
         self._failure = None
         self._draining = False
         self._exiting = False
@@ -145,9 +188,10 @@ class ThreadSequencer:
         return (set(self._live) | self._expected) <= (set(self._waiting) | set(self._blocked))
 
     def _deadlock(self, head):
-        waiting = dict(self._waiting)
-        waiting.update(self._blocked)
-        return Deadlock(head, waiting, set(self._finished))
+        dead = Deadlock(head, dict(self._waiting), set(self._finished), dict(self._blocked),
+                        self._reserved, at_end(self._reader))
+        dead.where = _program_frames(self._os_idents, set(dead.waiting) | set(dead.blocked))
+        return dead
 
     def _wait_out_deadlock(self, head):
         """Every live thread waits and none owns the head: unless a thread
@@ -191,6 +235,7 @@ class ThreadSequencer:
                 elif head is None or head == me:
                     return
                 self._waiting[me] = head if what is None else (head, what)
+                self._os_idents[me] = _get_ident()
                 try:
                     if self._all_blocked():
                         self._wait_out_deadlock(head)
@@ -238,6 +283,7 @@ class ThreadSequencer:
         me = self._thread_id()
         with self._cond:
             self._blocked[me] = what
+            self._os_idents[me] = _get_ident()
             self._cond.notify_all()
         try:
             while True:
