@@ -66,6 +66,12 @@ class ThreadIds:
 _MISSING = object()
 
 
+import os as _os
+_TRACE = None
+if _os.environ.get("RETRACE_DEBUG_SEQUENCER"):
+    from collections import deque as _dq
+    _TRACE = _dq(maxlen=60)
+
 _OWN_DIR = __file__.rsplit("/proxy/", 1)[0] + "/"
 
 
@@ -77,7 +83,15 @@ def _program_frames(os_idents, tids):
     where = {}
     for tid in tids:
         frame = frames.get(os_idents.get(tid))
-        while frame is not None and frame.f_code.co_filename.startswith(_OWN_DIR):
+        # Innermost first: frames of a primitive our runtime waits in
+        # (threading.Condition), then our runtime's, then the program's.
+        seen_own = False
+        while frame is not None:
+            own = frame.f_code.co_filename.startswith(_OWN_DIR)
+            if own:
+                seen_own = True
+            elif seen_own:
+                break
             frame = frame.f_back
         if frame is not None:
             where[tid] = f"{frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.f_lineno}"
@@ -112,6 +126,9 @@ class Deadlock(Exception):
             if tid == self.reserved:
                 text += " (holding the turn)"
             parts.append(text)
+        if self.reserved is not None and self.reserved not in self.waiting \
+                and self.reserved not in self.blocked:
+            parts.append(f"thread {self.reserved} holds the turn")
         if (not self.at_end and self.head is not None
                 and self.head not in self.waiting and self.head not in self.blocked):
             parts.insert(0, f"thread {self.head} never came")
@@ -143,6 +160,12 @@ class ThreadSequencer:
         self.main_thread = 0   # logical id of the thread that runs the program's exit
         self._reserved = None  # a thread still completing its turn (see reserve)
         self.deadlock_timeout = deadlock_timeout
+        self._changes = 0      # bumped on every state change (see _wait_turn)
+
+    def _changed(self):
+        """The state changed (caller holds the condition): wake every waiter."""
+        self._changes += 1
+        self._cond.notify_all()
 
     # -- liveness --------------------------------------------------------
     def expect(self, tid):
@@ -150,14 +173,14 @@ class ThreadSequencer:
         with self._cond:
             self._expected.add(tid)
             self._finished.discard(tid)
-            self._cond.notify_all()
+            self._changed()
 
     def enter(self, tid):
         with self._cond:
             self._expected.discard(tid)
             self._finished.discard(tid)
             self._live[tid] = self._live.get(tid, 0) + 1
-            self._cond.notify_all()
+            self._changed()
 
     def leave(self, tid):
         with self._cond:
@@ -167,14 +190,14 @@ class ThreadSequencer:
                 self._finished.add(tid)
             else:
                 self._live[tid] = n
-            self._cond.notify_all()
+            self._changed()
 
     def fail(self, exc):
         """Make every waiting and future reader raise *exc*'s kind."""
         with self._cond:
             if self._failure is None:
                 self._failure = exc
-            self._cond.notify_all()
+            self._changed()
 
     @property
     def failure(self):
@@ -191,21 +214,41 @@ class ThreadSequencer:
         dead = Deadlock(head, dict(self._waiting), set(self._finished), dict(self._blocked),
                         self._reserved, at_end(self._reader))
         dead.where = _program_frames(self._os_idents, set(dead.waiting) | set(dead.blocked))
+        if _TRACE is not None:
+            import sys
+            sys.stderr.write(f"SEQ reserved={self._reserved} live={self._live} expected={self._expected}\n")
+            for item in list(_TRACE):
+                sys.stderr.write(f"SEQ {item}\n")
+            import traceback
+            frames = sys._current_frames()
+            for tid, ident in self._os_idents.items():
+                f = frames.get(ident)
+                if f is not None:
+                    sys.stderr.write(f"SEQ stack of {tid}:\n" + "".join(
+                        "SEQ   " + line.replace("\n", "\nSEQ   ") + "\n"
+                        for line in traceback.format_stack(f)[-7:]))
         return dead
 
-    def _wait_out_deadlock(self, head):
-        """Every live thread waits and none owns the head: unless a thread
-        that is still starting up arrives (or the state changes) within
-        ``deadlock_timeout``, no thread will ever move the head again."""
-        deadline = _monotonic() + self.deadlock_timeout
-        while True:
-            remaining = deadline - _monotonic()
-            if remaining <= 0:
-                raise self._deadlock(head)
-            self._cond.wait(remaining)
-            if (self._failure is not None or not self._all_blocked()
-                    or self._reader.thread != head or at_end(self._reader)):
-                return
+    def _wait_turn(self, head, stuck):
+        """Wait once on the condition (caller holds it); the caller then
+        re-evaluates everything. *stuck* is the caller's ``[changes, since]``:
+        while every live thread waits (for a turn or a real lock) the state
+        can only move if a thread still starting up arrives, so when it has
+        not changed for ``deadlock_timeout`` no thread will ever move the
+        head again: `Deadlock`. Any change (an event consumed, a thread
+        entering, leaving or unblocking, a turn reservation ending) restarts
+        the clock; in a healthy replay the timeout never matters."""
+        if not self._all_blocked():
+            stuck[0] = None
+            self._cond.wait()
+            return
+        now = _monotonic()
+        if stuck[0] != self._changes:
+            stuck[0], stuck[1] = self._changes, now
+        remaining = stuck[1] + self.deadlock_timeout - now
+        if remaining <= 0:
+            raise self._deadlock(head)
+        self._cond.wait(remaining)
 
     def acquire(self, what=None):
         """Wait until the head is ours; return with the condition held.
@@ -216,6 +259,7 @@ class ThreadSequencer:
         cond.acquire()
         try:
             me = self._thread_id()
+            stuck = [None, 0.0]
             while True:
                 if self._failure is not None:
                     raise self._failure
@@ -233,14 +277,13 @@ class ThreadSequencer:
                 elif self._reserved is not None and self._reserved != me:
                     pass                # another thread finishes its turn's real lock acquire
                 elif head is None or head == me:
+                    self._t("turn", head)
                     return
+                self._t("wait", head, self._reserved)
                 self._waiting[me] = head if what is None else (head, what)
                 self._os_idents[me] = _get_ident()
                 try:
-                    if self._all_blocked():
-                        self._wait_out_deadlock(head)
-                    else:
-                        cond.wait()
+                    self._wait_turn(head, stuck)
                 finally:
                     self._waiting.pop(me, None)
         except BaseException:
@@ -249,9 +292,14 @@ class ThreadSequencer:
 
     def release(self):
         cond = self._cond
+        self._changes += 1          # the head moved (or may have)
         if self._waiting or self._draining:
             cond.notify_all()
         cond.release()
+
+    def _t(self, *what):
+        if _TRACE is not None:
+            _TRACE.append((self._thread_id(), event_index(self._reader), *what))
 
     def reserve(self):
         """Inside a turn: keep every other thread from taking a turn until
@@ -260,11 +308,13 @@ class ThreadSequencer:
         event may happen. Without this a thread whose turn comes later could
         grab the real lock first."""
         self._reserved = self._thread_id()
+        self._t("reserve")
 
     def unreserve(self):
         with self._cond:
+            self._t("unreserve", self._reserved)
             self._reserved = None
-            self._cond.notify_all()
+            self._changed()
 
     # -- blocking outside the tape ---------------------------------------
     def wait_real(self, attempt, what):
@@ -284,20 +334,31 @@ class ThreadSequencer:
         with self._cond:
             self._blocked[me] = what
             self._os_idents[me] = _get_ident()
-            self._cond.notify_all()
+            self._changed()
         try:
+            # Re-check every slice; report only a state that did not change
+            # for deadlock_timeout (a waiting head owner may just not have
+            # been scheduled yet).
+            step = self.deadlock_timeout / 4
+            stuck_mark = since = None
             while True:
-                if attempt(self.deadlock_timeout):
+                if attempt(step):
                     return
                 with self._cond:
                     if self._failure is not None:
                         raise self._failure
-                    if self._all_blocked():
+                    if not self._all_blocked():
+                        stuck_mark = None
+                        continue
+                    now = _monotonic()
+                    if stuck_mark != self._changes:
+                        stuck_mark, since = self._changes, now
+                    elif now - since >= self.deadlock_timeout - step / 2:
                         raise self._deadlock(self._reader.thread)
         finally:
             with self._cond:
                 self._blocked.pop(me, None)
-                self._cond.notify_all()
+                self._changed()
 
     # -- the end of the program ------------------------------------------
     _drainers: frozenset = frozenset()
@@ -307,7 +368,7 @@ class ThreadSequencer:
         (a daemon thread still running when the recorded process exited)
         waits here for good, as it did in the recorded process."""
         self._live.pop(me, None)
-        self._cond.notify_all()
+        self._changed()
         while True:
             self._cond.wait()
 
@@ -324,7 +385,8 @@ class ThreadSequencer:
             self._drainers = self._drainers | {me}
             self._draining = True
             self._exiting = True
-            self._cond.notify_all()
+            self._changed()
+            stuck = [None, 0.0]
             while True:
                 if self._failure is not None:
                     raise self._failure
@@ -333,10 +395,7 @@ class ThreadSequencer:
                 head = self._reader.thread
                 if head == me or head is None:
                     return
-                if self._all_blocked():
-                    self._wait_out_deadlock(head)
-                else:
-                    self._cond.wait()
+                self._wait_turn(head, stuck)
 
     def __enter__(self):
         self.acquire()
