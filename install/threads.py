@@ -363,6 +363,7 @@ class ThreadSupport:
         installer.when_imported("asyncio.base_events", self._patch_asyncio)
         if self.replaying:
             self._patch_join(installer)
+            self._patch_delete(installer)
 
         # The main thread: live for the deadlock watchdog; its ident recorded.
         if system._sequencer is not None:
@@ -404,6 +405,32 @@ class ThreadSupport:
         join.__wrapped__ = real_join
         join.__name__, join.__qualname__ = "join", "Thread.join"
         installer._set(threading.Thread, "join", join)
+
+    def _patch_delete(self, installer):
+        """Replay: idents are the recorded ones, and the OS reuses idents, so
+        a finished thread and a later one may have the same recorded ident.
+        On record the first one's ``_delete()`` necessarily ran before the
+        later one existed; on replay the later one may already have put
+        itself in ``threading._active`` under that key when the first one
+        gets to ``_delete()``, which would remove the live thread's entry
+        (its ``current_thread()`` would become a dummy thread). A thread
+        removes only its own entry."""
+        real_delete = threading.Thread._delete
+
+        def _delete(self_):
+            active = threading._active
+            with threading._active_limbo_lock:
+                ident = threading.get_ident()   # patched: the recorded ident
+                if active.get(ident) is self_:
+                    del active[ident]
+                    return
+                for key, thread in list(active.items()):
+                    if thread is self_:
+                        del active[key]
+                        return
+        _delete.__wrapped__ = real_delete
+        _delete.__name__, _delete.__qualname__ = "_delete", "Thread._delete"
+        installer._set(threading.Thread, "_delete", _delete)
 
     def _patch_asyncio(self, module):
         """The loop's ready queue is appended to by the loop thread
