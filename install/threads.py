@@ -364,6 +364,11 @@ class ThreadSupport:
         if self.replaying:
             self._patch_join(installer)
             self._patch_delete(installer)
+        # multiprocessing.pool's handler threads poll their Thread object's
+        # `_state`, which Pool.close()/terminate() set from another thread
+        # with no lock: a data race whose outcome decides whether a handler
+        # makes one more round of calls. Ordered, it replays as recorded.
+        ordered_attribute(threading.Thread, "_state", self.Lock(), installer)
 
         # The main thread: live for the deadlock watchdog; its ident recorded.
         if system._sequencer is not None:
@@ -504,6 +509,43 @@ class ThreadSupport:
             raise self.system._deadlock(dead) from None
         finally:
             self.gate.phase = old
+
+
+def ordered_attribute(cls, name, lock, installer):
+    """Make reads and writes of ``obj.<name>`` on instances of *cls* by
+    program code sync points: each takes *lock* (a recorded lock), so their
+    order across threads is recorded and replayed. For attributes that
+    threads use as unlocked flags (a data race the recording could not
+    otherwise reproduce). The value stays in the instance ``__dict__``."""
+    if name in cls.__dict__:
+        return
+
+    class Ordered:
+        __slots__ = ()
+
+        def __get__(self, obj, owner=None):
+            if obj is None:
+                return self
+            with lock:
+                try:
+                    return obj.__dict__[name]
+                except KeyError:
+                    raise AttributeError(
+                        f"{type(obj).__name__!r} object has no attribute {name!r}") from None
+
+        def __set__(self, obj, value):
+            with lock:
+                obj.__dict__[name] = value
+
+        def __delete__(self, obj):
+            with lock:
+                try:
+                    del obj.__dict__[name]
+                except KeyError:
+                    raise AttributeError(name) from None
+
+    Ordered.__qualname__ = f"ordered_attribute.<{cls.__name__}.{name}>"
+    installer._set(cls, name, Ordered())
 
 
 def wrap_thread_start(system, registry: ThreadRegistry, start, support=None):
