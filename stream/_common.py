@@ -193,6 +193,16 @@ def reduce_value(value):
                 v = getattr(value, name, None)
                 if v is not None:
                     attrs[name] = v
+        # Attributes the raiser set beyond args (ssl's verify_code/reason/
+        # library, set from C; json's msg/pos; a library's own codes): the
+        # plain values among them. Our own bookkeeping (_retrace*) and
+        # traceback machinery are not the exception's data.
+        extra = getattr(value, "__dict__", None)
+        if extra:
+            for name, v in extra.items():
+                if (type(name) is str and not name.startswith(("_retrace", "__"))
+                        and name not in attrs and _plain(v)):
+                    attrs[name] = v
         return EXT_OBJECT, ["exc", tp.__module__, tp.__qualname__, tuple(value.args), attrs]
     if isinstance(value, _Enum):
         return EXT_OBJECT, ["enum", tp.__module__, tp.__qualname__, value._value_]
@@ -232,6 +242,18 @@ def reduce_value(value):
     return None
 
 
+_PLAIN = (type(None), bool, int, float, str, bytes)
+
+
+def _plain(v, depth=0):
+    """A value any backend records as is (for exception attributes)."""
+    if type(v) in _PLAIN:
+        return True
+    if type(v) in (tuple, list) and depth < 3 and len(v) <= 64:
+        return all(_plain(x, depth + 1) for x in v)
+    return False
+
+
 def rebuild_value(state):
     """Inverse of reduce_value for EXT_OBJECT: *state* is ``[kind, *fields]``."""
     if type(state) is not list or not state or type(state[0]) is not str:
@@ -251,7 +273,7 @@ def rebuild_value(state):
                 exc = BaseException.__new__(cls)
                 exc.args = args
         for name, v in attrs.items():
-            if name in _OSERROR_ATTRS:
+            if type(name) is str and not name.startswith("__"):
                 try:
                     setattr(exc, name, v)
                 except (AttributeError, TypeError):

@@ -126,11 +126,6 @@ def test_tls_over_memory_bios(scenario):
     assert_offline_faithful(s, delete=["cert.pem", "key.pem"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "attributes an exception gets beyond its args (SSLCertVerificationError."
-    "verify_code/.reason/.library, set in C) are not recorded: the tape stores "
-    "exceptions as type + args (stream/proxy). Replay raises "
-    "AttributeError: 'SSLCertVerificationError' object has no attribute 'verify_code'."))
 def test_tls_error_attributes(scenario):
     s = scenario(BIO_PAIR.replace("CLIENT_CTX", "ssl.create_default_context()") + """
     try:
