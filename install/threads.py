@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import _thread
 import operator
+import os as _os
 import sys
 import threading
 from collections import deque as _deque
@@ -553,6 +554,37 @@ def wrap_thread_start(system, registry: ThreadRegistry, start, support=None):
     gate = system.gate
     identify = support.identify if support is not None else None
     returns_ident = getattr(start, "__name__", "") in ("start_new_thread", "start_new")
+    replaying = system.mode == "replay"
+    holders: dict = {}          # recorded ident -> real lock held while its thread runs
+    holders_lock = _allocate_lock()
+    if replaying and hasattr(_os, "register_at_fork"):
+        # In a forked child only the forking thread survives.
+        _os.register_at_fork(after_in_child=holders.clear)
+
+    def _claim_ident(ident):
+        """Replay: the OS reuses idents, so a recorded ident may repeat; on
+        record the thread that had it first had ended before the later one
+        started. Keep that order: a thread whose recorded ident belongs to
+        a logical thread still running waits until that one ended (before
+        it enters threading._active or runs program code). Returns the
+        real lock to release when this thread ends."""
+        mine = _allocate_lock()
+        mine.acquire()
+        with holders_lock:
+            previous = holders.get(ident)
+            holders[ident] = mine
+        if previous is not None and previous.locked():
+            def attempt(t):
+                got = previous.acquire(True, t) if t else previous.acquire(False)
+                if got:
+                    previous.release()
+                return got
+            old = gate.swap(DISABLED)
+            try:
+                real_wait(system, attempt, f"the end of the thread that had ident {ident} before")
+            finally:
+                gate.phase = old
+        return mine
 
     # start_new_thread(function, args[, kwargs]) and 3.13's
     # start_joinable_thread(function, handle=None, daemon=True) both take the
@@ -563,9 +595,14 @@ def wrap_thread_start(system, registry: ThreadRegistry, start, support=None):
         tid = registry.allocate()
         system.expect_thread(tid)
 
+        done = [None]
+
         def body(*a, **k):
             if identify is not None:
-                registry.idents[tid] = tuple(identify())
+                recorded = tuple(identify())
+                registry.idents[tid] = recorded
+                if replaying:
+                    done[0] = _claim_ident(recorded[0])
             return function(*a, **k)
 
         def run_as_logical_thread(*a, **k):
@@ -574,6 +611,8 @@ def wrap_thread_start(system, registry: ThreadRegistry, start, support=None):
                 return system.run(body, *a, **k)
             finally:
                 registry.forget()
+                if done[0] is not None:
+                    done[0].release()
 
         result = start(run_as_logical_thread, *rest, **kw)
         if returns_ident:
