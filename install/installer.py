@@ -313,6 +313,14 @@ class Installer:
             obj = getattr(module, attr, None)
             if obj is not None:
                 system.bind(obj)
+        for dotted in cfg.immutable:
+            obj = module
+            for part in dotted.split("."):
+                obj = getattr(obj, part, None)
+            if isinstance(obj, type):
+                system.pass_by_value(obj)
+            else:
+                log.debug("retrace: immutable %s.%s not in this Python; skipped", name, dotted)
         return replaced
 
     def _patch_iterator(self, cls, attr, name):

@@ -260,6 +260,7 @@ class System:
         self._pending_unbind: list = []              # tokens a busy writer refused
         self._types: dict[str, type] = {}            # qualified name -> patched type
         self._patched_tuple: tuple = ()
+        self._by_value: tuple = ()                   # config `immutable`: stored by value
         self._undo: list = []
         self.divergence: ReplayDivergence | None = None
         if mode == RECORD:
@@ -332,6 +333,13 @@ class System:
         setattr(owner, attr, wrapper)
         self._undo.append(lambda: setattr(owner, attr, original))
         return wrapper
+
+    def pass_by_value(self, cls):
+        """Instances of *cls* a boundary call returns are stored on the tape
+        by value (the stream must know how to encode them: see
+        ``stream._common.reduce_value``), not proxied."""
+        if cls not in self._by_value:
+            self._by_value = self._by_value + (cls,)
 
     def patch_type(self, cls, methods=None, *, constructor=True, name=None):
         """Route *methods* of *cls* (default: its public callables) through
@@ -628,7 +636,7 @@ class System:
         if self._patched_tuple and isinstance(v, self._patched_tuple):
             self._bind_record(v, NEW, _qualname(t))
             return v
-        if isinstance(v, BaseException) or is_structseq(v):
+        if isinstance(v, BaseException) or is_structseq(v) or isinstance(v, self._by_value):
             return v
         for base in _SCALAR_BASES:
             if isinstance(v, base):

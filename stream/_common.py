@@ -228,6 +228,8 @@ def reduce_value(value):
             return EXT_OBJECT, ["timezone", *value.__getinitargs__()]
     if tp.__module__ == "zoneinfo" and tp.__name__ == "ZoneInfo" and value.key is not None:
         return EXT_OBJECT, ["zoneinfo", value.key]
+    if tp.__module__ == "sqlite3" and tp.__name__ == "Row":
+        return EXT_OBJECT, ["sqlite3.Row", list(value.keys()), tuple(value)]
     if tp.__module__ == "decimal" and tp.__name__ == "Decimal":
         return EXT_OBJECT, ["decimal", str(value)]
     if tp is complex:
@@ -240,6 +242,20 @@ def reduce_value(value):
         if isinstance(value, base):
             return 0, base(value)
     return None
+
+
+def _sqlite_row(keys, values):
+    """A real ``sqlite3.Row`` with these column names and values, made from
+    a private in-memory cursor whose description has the recorded names
+    (a Row takes its keys from its cursor's description)."""
+    import sqlite3
+    con = sqlite3.connect(":memory:")
+    try:
+        quoted = ", ".join('NULL AS "' + k.replace('"', '""') + '"' for k in keys) or "NULL"
+        cur = con.execute("SELECT " + quoted)
+        return sqlite3.Row(cur, values)
+    finally:
+        con.close()
 
 
 _PLAIN = (type(None), bool, int, float, str, bytes)
@@ -279,6 +295,9 @@ def rebuild_value(state):
                 except (AttributeError, TypeError):
                     pass
         return exc
+    if kind == "sqlite3.Row":
+        keys, values = f
+        return _sqlite_row(list(keys), tuple(values))
     if kind == "enum":
         module, qualname, value = f
         cls = _lookup(module, qualname)

@@ -63,12 +63,6 @@ def test_user_functions_aggregates_collations(scenario):
     assert_offline_faithful(s)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sqlite3.Row results cross the boundary as ExternalObject proxies (not "
-    "iterable: TypeError: 'ExternalObject' object is not iterable). The config's "
-    "`immutable` directive (stored by value) is not implemented by proxy/stream: "
-    "a Row needs a by-value encoding (description + values) and a replay-side "
-    "rebuild, or proxy-side iteration forwarding for ExternalObject."))
 def test_row_factory_rows(scenario):
     s = scenario("""
         import sqlite3, random
@@ -77,7 +71,9 @@ def test_row_factory_rows(scenario):
         con.execute("create table t (x integer, s text)")
         con.execute("insert into t values (?, ?)", (random.randint(0, 1000), "a"))
         row = con.execute("select x, s from t limit 1").fetchone()
-        print(row.keys(), tuple(row), row["x"])
+        print(row.keys(), tuple(row), row["x"], row[1], len(row), type(row).__name__)
+        rows = con.execute('select x * 2 as "dbl x", s from t').fetchall()
+        print([(r["dbl x"], r["s"]) for r in rows], rows[0] == rows[0])
     """)
     assert_offline_faithful(s)
 
