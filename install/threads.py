@@ -362,8 +362,8 @@ class ThreadSupport:
             installer._set(bootstrap, "_thread", _REAL_THREAD)
 
         installer.when_imported("asyncio.base_events", self._patch_asyncio)
+        self._patch_join(installer)
         if self.replaying:
-            self._patch_join(installer)
             self._patch_delete(installer)
         # multiprocessing.pool's handler threads poll their Thread object's
         # `_state`, which Pool.close()/terminate() set from another thread
@@ -384,23 +384,33 @@ class ThreadSupport:
             self._adopt_main_ident(recorded)
 
     def _patch_join(self, installer):
-        """Replay: a thread waiting in ``Thread.join()`` cannot move the head
-        either; the sequencer must know, or a replay where the joined thread
-        waits for the joiner's turn would hang instead of being reported."""
-        system, gate = self.system, self.gate
+        """``Thread.join()``, ``join(timeout)`` and ``is_alive()``.
+
+        * Untimed join, replay: a thread waiting in it cannot move the head
+          either; the sequencer must know (`real_wait`), or a replay where
+          the joined thread waits for the joiner's turn would hang instead
+          of being reported.
+        * ``join(timeout)`` and ``is_alive()`` tell the program how far
+          another thread got, which on replay is not how far it got on
+          record: both are sync points whose result (ended / alive) is
+          recorded. Replay returns it; when it says the thread had ended,
+          the replay first waits for that thread's real end (safe: every
+          event that thread made precedes this one on the tape, so it needs
+          no further turn), and a timed join that timed out returns at once
+          (replay never waits out a recorded timeout)."""
+        system, gate, sync = self.system, self.gate, self.sync
+        replaying = self.replaying
         real_join = threading.Thread.join
+        real_is_alive = threading.Thread.is_alive
 
-        def join(self_, timeout=None):
-            if timeout is not None or gate.phase != INTERNAL:
-                return real_join(self_, timeout)
-
+        def wait_end(self_):
             def attempt(t):
                 # Program phase: join's own current_thread() must see the
                 # recorded idents threading._active is keyed by.
                 gate.phase = INTERNAL
                 try:
                     real_join(self_, t if t and t > 0 else 0)
-                    return not self_.is_alive()
+                    return not real_is_alive(self_)
                 finally:
                     gate.phase = DISABLED
             old = gate.swap(DISABLED)
@@ -408,9 +418,44 @@ class ThreadSupport:
                 real_wait(system, attempt, f"join {self_.name}")
             finally:
                 gate.phase = old
+
+        def timed_join(self_, timeout):
+            real_join(self_, timeout)
+            return not real_is_alive(self_)
+
+        def ended_on_replay(self_, timeout):
+            wait_end(self_)
+
+        joined = sync.method(timed_join, "thread.join(timeout)", ended_on_replay)
+        alive = sync.method(real_is_alive, "thread.is_alive")
+
+        def join(self_, timeout=None):
+            if gate.phase != INTERNAL:
+                return real_join(self_, timeout)
+            if timeout is None:
+                if replaying:
+                    wait_end(self_)
+                    return None
+                return real_join(self_)
+            if self_ is threading.current_thread() or not self_._started.is_set():
+                return real_join(self_, timeout)      # raises RuntimeError as usual
+            joined(self_, timeout)
+            return None
+
+        def is_alive(self_):
+            if gate.phase != INTERNAL:
+                return real_is_alive(self_)
+            result = alive(self_)
+            if replaying and not result and real_is_alive(self_):
+                wait_end(self_)
+            return result
+
         join.__wrapped__ = real_join
         join.__name__, join.__qualname__ = "join", "Thread.join"
+        is_alive.__wrapped__ = real_is_alive
+        is_alive.__name__, is_alive.__qualname__ = "is_alive", "Thread.is_alive"
         installer._set(threading.Thread, "join", join)
+        installer._set(threading.Thread, "is_alive", is_alive)
 
     def _patch_delete(self, installer):
         """Replay: idents are the recorded ones, and the OS reuses idents, so

@@ -469,3 +469,29 @@ print("done")
     assert rep.returncode == 3, rep.err
     assert "replay diverged" in rep.err and "thread" in rep.err, rep.err
     assert elapsed < 60, elapsed
+
+
+def test_join_timeout_and_is_alive_as_recorded(scenario):
+    # How far a thread got when another one asked (join(timeout), is_alive())
+    # depends on scheduling; the replay must answer as recorded, and a
+    # multiprocessing Pool used as a context manager (terminate() polls its
+    # handler threads' is_alive()) must replay.
+    check(scenario, """
+import multiprocessing as mp, random
+def work(n):
+    spin(n)
+answers = []
+for rnd in range(20):
+    t = threading.Thread(target=work, args=(3000 + 100 * (rnd % 7),))
+    t.start()
+    t.join(0.0005)
+    answers.append(int(t.is_alive()))
+    t.join()
+    answers.append(int(t.is_alive()))
+print("".join(map(str, answers)))
+def sq(x):
+    return x * x, random.random()
+if __name__ == "__main__":
+    with mp.get_context("fork").Pool(2) as pool:
+        print(sorted(pool.map(sq, range(4))))
+""")
