@@ -16,6 +16,10 @@ from retracesoftware.utils import DISABLED, INTERNAL
 from retracesoftware.utils.errors import RecordingFormatError, ReplayDivergence
 
 _os_exit = os._exit
+_allocate_lock = _thread.allocate_lock
+_start_new_thread = _thread.start_new_thread
+#: seconds a replay whose tape has run out (no exit trailer) may stay blocked
+_TAPE_END_GRACE = 1.0
 _wall_clock = __import__("time").time
 
 
@@ -409,6 +413,7 @@ class ReplaySession(_Session):
         from retracesoftware.proxy import System
         self.preamble = preamble
         self.exit_replayed = False
+        self._end_watch = False
         self.reader = reader = ReplayReader(reader, self)
         self.debug = debug
         self.pdb = pdb
@@ -424,6 +429,8 @@ class ReplaySession(_Session):
 
     def start(self):
         self._install()
+        if self.system._sequencer is not None:
+            self.system._sequencer.on_end = self._tape_ended
         redacted = (self.preamble.get("options") or {}).get("redacted") if isinstance(self.preamble, dict) else None
         if redacted:
             _install_redaction(self, redacted)
@@ -441,6 +448,35 @@ class ReplaySession(_Session):
         _flush_stderr()
         self._closed = True
         return ReplayDivergence.exit_code
+
+    def _tape_ended(self):
+        """Every event is consumed and the recording has no ``retrace.exit``
+        trailer (so far): the recorded process was killed, or its recording
+        stopped, about here. Anything it did after this left no trace, so no
+        output either. Usually the program soon asks for another event and
+        the replay stops there (`ReplayReader`); but it may instead block for
+        good in something unrecorded it was blocked in when it died (a pool
+        worker its parent killed, waiting on a lock the parent holds). So a
+        watchdog stops the replay if the tape is still at its end after a
+        grace period (not at once: a process replaying one forked child with
+        ``--pid`` switches to the child's tape right after the fork)."""
+        if self._closed or self.exit_replayed or self._end_watch:
+            return
+        self._end_watch = True
+        seq = self.system._sequencer
+        from retracesoftware.proxy.protocol import at_end, event_index
+
+        def watch():
+            pause = _allocate_lock()
+            pause.acquire()
+            pause.acquire(True, _TAPE_END_GRACE)     # a sleep on a private primitive
+            with seq._cond:
+                if self._closed or self.exit_replayed or not at_end(self.reader):
+                    self._end_watch = False
+                    return
+                index = event_index(self.reader)
+            self.stop_early(_stop_line(EOFError("end of recording"), index))
+        _start_new_thread(watch, ())
 
     def stop_early(self, line, exc=None):
         """The recording ends (or is damaged) here: stop the whole replay,

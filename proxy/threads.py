@@ -161,6 +161,8 @@ class ThreadSequencer:
         self._reserved = None  # a thread still completing its turn (see reserve)
         self.deadlock_timeout = deadlock_timeout
         self._changes = 0      # bumped on every state change (see _wait_turn)
+        #: called (condition held) when a turn consumed the tape's last event
+        self.on_end = None
 
     def _changed(self):
         """The state changed (caller holds the condition): wake every waiter."""
@@ -293,6 +295,8 @@ class ThreadSequencer:
     def release(self):
         cond = self._cond
         self._changes += 1          # the head moved (or may have)
+        if self.on_end is not None and at_end(self._reader):
+            self.on_end()
         if self._waiting or self._draining:
             cond.notify_all()
         cond.release()
