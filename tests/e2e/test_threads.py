@@ -8,7 +8,6 @@ vary from run to run.
 """
 import time
 
-import pytest
 
 from retrace_testing import assert_faithful
 
@@ -118,9 +117,6 @@ print("".join(map(str, out)))
 """)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "replay occasionally deadlocks (1 in 3 runs on 3.12/python): main waits in "
-    "Thread.start's _started.wait() with the head its own; cause not yet identified"))
 def test_condition_producer_consumers(scenario):
     check(scenario, """
 cond = threading.Condition()
@@ -200,10 +196,6 @@ print("".join(map(str, out)), go[0].is_set())
 """)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "replay occasionally deadlocks (2 in ~20 runs on 3.11/cpp at HEAD 9b5e8b8+): the thread "
-    "whose SYNC is at the head is itself blocked/waiting (stale turn reservation or a real "
-    "waiter-lock acquire that cannot complete); cause not yet identified"))
 def test_barrier(scenario):
     check(scenario, """
 barrier = threading.Barrier(4)
@@ -267,10 +259,6 @@ print(got, q.empty())
 """)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "replay occasionally diverges (seen 1 in ~8 runs of this file on 3.11/python "
-    "backend after the _active_limbo_lock and asyncio fixes; the same recording "
-    "then replayed 10/10): cause not yet identified"))
 def test_simple_queue(scenario):
     check(scenario, """
 import queue
@@ -349,11 +337,6 @@ with lock:
 """)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "threading._active_limbo_lock is an RLock on 3.11+ and is not recorded: a finished "
-    "thread and a later one can have the same recorded ident (OS reuse), and on replay the "
-    "finished thread's _delete() can remove the live thread's _active entry, whose "
-    "current_thread() then makes a _DummyThread (an unrecorded Event.set -> divergence)"))
 def test_threads_started_from_threads(scenario):
     check(scenario, """
 lock = threading.Lock()
@@ -378,10 +361,6 @@ print(sorted(t.name for t in threading.enumerate()))
 """)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "occasional replay deadlock on a loaded machine (CI: 1 of 6 runs, 3.13/python): the main "
-    "thread waits for a turn that is its own after threads 1-3 finished; same family as "
-    "reused idents in threading._active (see test_threads_started_from_threads); issue 9 open"))
 def test_idents_native_ids_and_names_as_recorded(scenario):
     # Idents and native ids differ between runs by themselves: the replay
     # must show the recorded ones.
@@ -408,10 +387,6 @@ print(main.name, main.ident, main.native_id, threading.get_ident() == main.ident
 """)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "occasional replay deadlock on a loaded machine (CI: 2 of 6 runs, 3.12/3.13 python backend): "
-    "the loop thread waits for its turn in selector_events while an executor thread holds the "
-    "head; the ready-queue race is fixed, this residue is not understood yet; issue 9 open"))
 def test_asyncio_run_in_executor_and_call_soon_threadsafe(scenario):
     check(scenario, """
 import asyncio
