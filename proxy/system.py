@@ -253,6 +253,8 @@ class System:
         self._thread_id = thread_id or ThreadIds()
         self._sequencer = (ThreadSequencer(reader, self._thread_id, deadlock_timeout=deadlock_timeout)
                            if mode == REPLAY else None)
+        if self._sequencer is not None:
+            self._sequencer.describe_next = self._describe_head
         # id(obj) -> _BoundRef (weak; removed when obj dies) or _StrongRef.
         # Keyed by id: the runtime never hashes program objects.
         self._bound: dict[int, object] = {}
@@ -834,11 +836,19 @@ class System:
                 self._sequencer.fail(div)
         return div
 
+    def _describe_head(self):
+        """Consume the event at the head of the tape and name it."""
+        reader = self.reader
+        tag = reader.read()
+        value = _peek_operand(reader)
+        return _describe_tag(tag, value)
+
     def _deadlock(self, dead):
         finished = ", ".join(f"thread {t}" for t in sorted(dead.finished, key=repr))
         where = f"; finished: {finished}" if finished else ""
         expected = ("more events after the end of the recording" if dead.at_end
-                    else f"thread {dead.head} to take the next event")
+                    else f"thread {dead.head} to take the next event"
+                    + (f" ({dead.next_event})" if dead.next_event else ""))
         return self._diverge(
             event_index(self.reader), expected,
             f"a deadlock: {dead.describe()}{where}")
@@ -911,6 +921,8 @@ def _describe_tag(tag, value) -> str:
         return f"new {value} object"
     if tag == CALLBACK_RESULT:
         return "return from a callback"
+    if tag == "SYNC":
+        return f"a sync point (lock acquire, join, is_alive) that returned {_summary(value)}"
     return f"{tag} {_summary(value)}"
 
 

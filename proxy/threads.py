@@ -110,6 +110,7 @@ class Deadlock(Exception):
         self.reserved = reserved    # thread holding the turn reservation (or None)
         self.at_end = at_end
         self.where = {}             # tid -> "file:line" where the program waits
+        self.next_event = None      # what the head event is ("call time.time", ...)
 
     def describe(self):
         """One clause per stuck thread: what it waits for."""
@@ -163,6 +164,8 @@ class ThreadSequencer:
         self._changes = 0      # bumped on every state change (see _wait_turn)
         #: called (condition held) when a turn consumed the tape's last event
         self.on_end = None
+        #: () -> str naming the event at the head (consumes it), for deadlock reports
+        self.describe_next = None
 
     def _changed(self):
         """The state changed (caller holds the condition): wake every waiter."""
@@ -216,6 +219,12 @@ class ThreadSequencer:
         dead = Deadlock(head, dict(self._waiting), set(self._finished), dict(self._blocked),
                         self._reserved, at_end(self._reader))
         dead.where = _program_frames(self._os_idents, set(dead.waiting) | set(dead.blocked))
+        if self.describe_next is not None and not dead.at_end:
+            try:
+                # The replay is over: consuming the head to name it is fine.
+                dead.next_event = self.describe_next()
+            except Exception:
+                pass
         if _TRACE is not None:
             import sys
             sys.stderr.write(f"SEQ reserved={self._reserved} live={self._live} expected={self._expected}\n")
