@@ -462,9 +462,14 @@ class ReplaySession(_Session):
         ``--pid`` switches to the child's tape right after the fork)."""
         if self._closed or self.exit_replayed or self._end_watch:
             return
+        from retracesoftware.proxy.protocol import at_end, event_index
+        if not getattr(self.children, "spawning", False):
+            # Stop at once: after its last event the recorded process did
+            # nothing anyone saw (it may have got a real lock another
+            # process then waited for: a pool worker its parent killed).
+            self.stop_early(_stop_line(EOFError("end of recording"), event_index(self.reader)))
         self._end_watch = True
         seq = self.system._sequencer
-        from retracesoftware.proxy.protocol import at_end, event_index
 
         def watch():
             pause = _allocate_lock()
@@ -481,11 +486,9 @@ class ReplaySession(_Session):
     def stop_early(self, line, exc=None):
         """The recording ends (or is damaged) here: stop the whole replay,
         from any thread, with one line and exit code 4. The program's own
-        atexit handlers do not run: the recorded program never got there."""
-        try:
-            sys.stdout.flush()
-        except Exception:
-            pass
+        atexit handlers do not run: the recorded program never got there.
+        Output still in the program's buffers is not flushed either: the
+        recorded program had not written it by this event."""
         try:
             if self.debug:
                 import traceback

@@ -131,6 +131,9 @@ class ChildProcesses:
         #: replay --pid: names of the fork children still to become, in order
         self.chain = list(pid_chain) if pid_chain is not None else None
         self._saved_fds = None
+        #: replay: inside a fork/spawn whose replay child is still to be made
+        #: (the tape may end with that event: the session must not stop first)
+        self.spawning = False
         self._fork_call = self.system.patch_function(self._fork_outcome, "posix.fork")
         self._fork_exec_call = self.system.patch_function(self._record_fork_exec, "_posixsubprocess.fork_exec")
         self._posix_spawn_call = self.system.patch_function(self._record_posix_spawn, "posix.posix_spawn")
@@ -250,6 +253,14 @@ class ChildProcesses:
         gate = self.system.gate
         if gate.phase != INTERNAL:
             return _real_fork()
+        self.spawning = True
+        try:
+            return self._replay_fork_now()
+        finally:
+            self.spawning = False
+
+    def _replay_fork_now(self):
+        gate = self.system.gate
         pid, name = self._fork_call()
         if self.chain is not None:
             # --pid: only the chain to the chosen child is followed, in this process.
@@ -309,9 +320,13 @@ class ChildProcesses:
     def _fork_exec(self, *args):
         if self.system.gate.phase != INTERNAL:
             return _real_fork_exec(*args)
-        pid, name = self._fork_exec_call(*args)
-        if name is not None and self.mode == "replay" and self.chain is None:
-            self._spawn_replay(pid, name, args)
+        self.spawning = self.mode == "replay"
+        try:
+            pid, name = self._fork_exec_call(*args)
+            if name is not None and self.mode == "replay" and self.chain is None:
+                self._spawn_replay(pid, name, args)
+        finally:
+            self.spawning = False
         return pid
 
     def _record_posix_spawn(self, path, argv, env, **kwargs):
@@ -330,6 +345,13 @@ class ChildProcesses:
     def _posix_spawn(self, path, argv, env, **kwargs):
         if self.system.gate.phase != INTERNAL:
             return _real_posix_spawn(path, argv, env, **kwargs)
+        self.spawning = self.mode == "replay"
+        try:
+            return self._posix_spawn_replayed(path, argv, env, **kwargs)
+        finally:
+            self.spawning = False
+
+    def _posix_spawn_replayed(self, path, argv, env, **kwargs):
         pid, name = self._posix_spawn_call(path, argv, env, **kwargs)
         if name is not None and self.mode == "replay" and self.chain is None:
             # The child's stdio as fork_exec would name it: -1 = inherited.
