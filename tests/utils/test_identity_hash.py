@@ -56,6 +56,7 @@ ORDER_PROGRAM = textwrap.dedent("""
     padding = [bytearray(int(sys.argv[1])) for _ in range(int(sys.argv[2]))]  # shift the heap layout
     class Plain:
         def __init__(self, n): self.n = n
+    shift = [Plain(-1) for _ in range(int(sys.argv[2]))]  # same size class: shifts the objects below
     u.set_identity_hashing(True)
     objs = [Plain(i) for i in range(40)]
     s = set(objs)
@@ -80,7 +81,7 @@ def test_set_order_is_deterministic_across_processes():
 def test_set_order_differs_without_it():
     load_backend("cpp")
     code = ORDER_PROGRAM.replace("u.set_identity_hashing(True)", "pass")
-    outs = {run(code, str(100 + 997 * i), str(3 + i)).stdout for i in range(4)}
+    outs = {run(code, str(100 + 997 * i), str(3 + 5 * i)).stdout for i in range(4)}
     assert len(outs) > 1  # proves the test above can fail
 
 
