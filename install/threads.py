@@ -362,6 +362,7 @@ class ThreadSupport:
             installer._set(bootstrap, "_thread", _REAL_THREAD)
 
         installer.when_imported("asyncio.base_events", self._patch_asyncio)
+        installer.when_imported("asyncio.tasks", self._patch_as_completed)
         self._patch_join(installer)
         if self.replaying:
             self._patch_delete(installer)
@@ -524,6 +525,41 @@ class ThreadSupport:
         __init__.__wrapped__ = original_init
         __init__.__qualname__ = "BaseEventLoop.__init__"
         self._installer._set(loop_type, "__init__", __init__)
+
+    def _patch_as_completed(self, tasks):
+        """``asyncio.as_completed(aws)`` wraps the awaitables in tasks in the
+        iteration order of ``set(aws)``: an order of hashes, i.e. of memory
+        addresses, which differ between record and replay, so the tasks
+        would be scheduled in another order. Program code gets them wrapped
+        in the order it passed them (duplicates dropped, as the set did)."""
+        original = tasks.__dict__.get("as_completed")
+        if original is None:
+            return
+        gate = self.gate
+        ensure_future = tasks.ensure_future
+        running_loop = tasks.events._get_running_loop
+        is_future, is_coroutine = tasks.futures.isfuture, tasks.coroutines.iscoroutine
+
+        def as_completed(fs, *, timeout=None):
+            if gate.phase == INTERNAL and not (is_future(fs) or is_coroutine(fs)):
+                loop = running_loop()
+                if loop is not None:
+                    seen, ordered = set(), []
+                    for aw in fs:
+                        if id(aw) not in seen:
+                            seen.add(id(aw))
+                            ordered.append(ensure_future(aw, loop=loop))
+                    fs = ordered
+            return original(fs, timeout=timeout)
+
+        as_completed.__wrapped__ = original
+        as_completed.__name__ = as_completed.__qualname__ = "as_completed"
+        as_completed.__doc__ = original.__doc__
+        as_completed.__module__ = original.__module__
+        self._installer._set(tasks, "as_completed", as_completed)
+        package = sys.modules.get("asyncio")
+        if package is not None and package.__dict__.get("as_completed") is original:
+            self._installer._set(package, "as_completed", as_completed)
 
     def _adopt_main_ident(self, recorded):
         """On replay program code sees the recorded main ident: re-key
