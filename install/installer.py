@@ -105,6 +105,26 @@ _SUBSTITUTES = {
 }
 
 
+#: Functions that, called after a replay ended (finalizers at interpreter
+#: exit: multiprocessing's ``_ConnectionBase.__del__``), would act on
+#: descriptor numbers that are recorded values, not this process's: they do
+#: nothing then. On record the same late calls closed the real descriptors
+#: the program owned, which a replay never opened.
+_INERT_AFTER_REPLAY = frozenset({("posix", "close"), ("posix", "closerange")})
+
+
+def _inert_after_replay(system, fn):
+    def call(*args, **kwargs):
+        if getattr(system, "replay_ended", False):
+            return None
+        return fn(*args, **kwargs)
+    call.__name__ = getattr(fn, "__name__", "call")
+    call.__qualname__ = getattr(fn, "__qualname__", call.__name__)
+    call.__doc__ = getattr(fn, "__doc__", None)
+    call.__wrapped__ = fn
+    return call
+
+
 def _is_builtin_type(cls) -> bool:
     return not (cls.__flags__ & (1 << 9))   # Py_TPFLAGS_HEAPTYPE
 
@@ -297,6 +317,8 @@ class Installer:
                 wrapped.__name__ = wrapped.__qualname__ = fname
                 wrapped.__module__ = getattr(fn, "__module__", name)
             else:
+                if system.mode == "replay" and (name, fname) in _INERT_AFTER_REPLAY:
+                    fn = _inert_after_replay(system, fn)
                 wrapped = system.patch_function(fn, f"{name}.{fname}")
             if fname in callbacks:
                 wrapped = self._with_callbacks(wrapped, callbacks.pop(fname))

@@ -510,6 +510,7 @@ class ReplaySession(_Session):
                 self.children.wait_all()   # their output lands before the parent's end
             self._exit_call()
             self.exit_replayed = True
+            self.system.replay_ended = True   # see installer._INERT_AFTER_REPLAY
             self.system.gate.phase = DISABLED
             if self.thread_support is not None:
                 self.thread_support.at_exit()

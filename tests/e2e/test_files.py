@@ -83,3 +83,23 @@ def test_pathlib_read_text(scenario):
     """)
     data = s.write("numbers.txt", " ".join(str(i * 7) for i in range(100)))
     assert_faithful(s, before_replay=data.unlink)
+
+
+def test_finalizer_closing_descriptors_after_the_replay_ended(scenario):
+    # A finalizer that runs at interpreter exit (after the replay ended)
+    # closes descriptors whose numbers came from the recording: on replay
+    # that must not touch this process's descriptors (no EBADF noise).
+    s = scenario("""
+        import os, random
+        class Pipe:
+            def __init__(self):
+                self.r, self.w = os.pipe()
+            def __del__(self):
+                os.close(self.r)
+                os.close(self.w)
+        keep = [Pipe() for _ in range(3)]
+        print(random.random(), [p.r for p in keep][:1] != [None])
+    """)
+    assert_faithful(s)
+    rep = s.replay()
+    assert "Exception ignored" not in rep.err and "Bad file descriptor" not in rep.err, rep.err
