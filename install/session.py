@@ -429,8 +429,14 @@ class ReplaySession(_Session):
 
     def start(self):
         self._install()
-        if self.system._sequencer is not None:
-            self.system._sequencer.on_end = self._tape_ended
+        seq = self.system._sequencer
+        if seq is not None:
+            raw = getattr(self.reader, "_reader", None)
+            if raw is not None and hasattr(type(raw), "next_kind"):
+                # The stream reader itself (native with the C++ backend):
+                # checked after every turn, so no wrapper in between.
+                seq.end_probe = lambda: raw.next_kind is None
+            seq.on_end = self._tape_ended
         redacted = (self.preamble.get("options") or {}).get("redacted") if isinstance(self.preamble, dict) else None
         if redacted:
             _install_redaction(self, redacted)

@@ -164,6 +164,8 @@ class ThreadSequencer:
         self._changes = 0      # bumped on every state change (see _wait_turn)
         #: called (condition held) when a turn consumed the tape's last event
         self.on_end = None
+        #: () -> bool: the tape is used up (set with on_end; a cheap probe)
+        self.end_probe = lambda: at_end(self._reader)
         #: () -> str naming the event at the head (consumes it), for deadlock reports
         self.describe_next = None
 
@@ -304,8 +306,13 @@ class ThreadSequencer:
     def release(self):
         cond = self._cond
         self._changes += 1          # the head moved (or may have)
-        if self.on_end is not None and at_end(self._reader):
-            self.on_end()
+        if self.on_end is not None:
+            try:
+                ended = self.end_probe()
+            except Exception:       # damaged: the next read reports it
+                ended = False
+            if ended:
+                self.on_end()
         if self._waiting or self._draining:
             cond.notify_all()
         cond.release()
