@@ -8,6 +8,7 @@ vary from run to run.
 """
 import time
 
+import pytest
 
 from retrace_testing import assert_faithful
 
@@ -420,6 +421,11 @@ print(asyncio.run(main()), order)
 """)
 
 
+@pytest.mark.xfail(strict=False, reason=(
+    "rare (1 of ~60 CI runs: 3.13/python): SYNC events do not name their lock, so the changed "
+    "program's extra `with lock:` consumes a SYNC recorded for another lock (Thread.start's "
+    "handshake) and the threads' real lock states go astray; one such path blocks a thread "
+    "outside the sequencer's watch (a hang, not a report). Needs lock ids in SYNC events; issue 9"))
 def test_replay_that_cannot_proceed_is_reported_in_bounded_time(scenario):
     """The program is changed after recording so that a worker waits for a
     lock acquire the recording never gives it while the main thread waits
