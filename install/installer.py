@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import _io
 import builtins
+import functools
 import logging
 import sys
 import threading
@@ -114,14 +115,11 @@ _INERT_AFTER_REPLAY = frozenset({("posix", "close"), ("posix", "closerange")})
 
 
 def _inert_after_replay(system, fn):
+    @functools.wraps(fn)
     def call(*args, **kwargs):
         if getattr(system, "replay_ended", False):
             return None
         return fn(*args, **kwargs)
-    call.__name__ = getattr(fn, "__name__", "call")
-    call.__qualname__ = getattr(fn, "__qualname__", call.__name__)
-    call.__doc__ = getattr(fn, "__doc__", None)
-    call.__wrapped__ = fn
     return call
 
 

@@ -414,11 +414,7 @@ class ThreadSupport:
                     return not real_is_alive(self_)
                 finally:
                     gate.phase = DISABLED
-            old = gate.swap(DISABLED)
-            try:
-                real_wait(system, attempt, f"join {self_.name}")
-            finally:
-                gate.phase = old
+            _real_wait_disabled(system, attempt, f"join {self_.name}")
 
         def timed_join(self_, timeout):
             real_join(self_, timeout)
@@ -593,6 +589,17 @@ class ThreadSupport:
             self.gate.phase = old
 
 
+def _real_wait_disabled(system, attempt, what):
+    """`real_wait` from program code: our runtime's waiting (the sequencer's
+    condition allocates locks) must not make recorded locks."""
+    gate = system.gate
+    old = gate.swap(DISABLED)
+    try:
+        real_wait(system, attempt, what)
+    finally:
+        gate.phase = old
+
+
 def ordered_attribute(cls, name, lock, installer):
     """Make reads and writes of ``obj.<name>`` on instances of *cls* by
     program code sync points: each takes *lock* (a recorded lock), so their
@@ -660,11 +667,7 @@ def wrap_thread_start(system, registry: ThreadRegistry, start, support=None):
                 if got:
                     previous.release()
                 return got
-            old = gate.swap(DISABLED)
-            try:
-                real_wait(system, attempt, f"the end of the thread that had ident {ident} before")
-            finally:
-                gate.phase = old
+            _real_wait_disabled(system, attempt, f"the end of the thread that had ident {ident} before")
         return mine
 
     # start_new_thread(function, args[, kwargs]) and 3.13's

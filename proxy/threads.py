@@ -17,6 +17,9 @@ from __future__ import annotations
 import _thread
 
 import operator
+import os as _os
+import sys
+from collections import deque as _deque
 import threading as _threading
 import time as _time
 
@@ -66,11 +69,9 @@ class ThreadIds:
 _MISSING = object()
 
 
-import os as _os
-_TRACE = None
-if _os.environ.get("RETRACE_DEBUG_SEQUENCER"):
-    from collections import deque as _dq
-    _TRACE = _dq(maxlen=60)
+#: RETRACE_DEBUG_SEQUENCER=1: the last sequencer steps, dumped with a
+#: deadlock report (docs/THREADS.md).
+_TRACE = _deque(maxlen=60) if _os.environ.get("RETRACE_DEBUG_SEQUENCER") else None
 
 _OWN_DIR = __file__.rsplit("/proxy/", 1)[0] + "/"
 
@@ -78,7 +79,6 @@ _OWN_DIR = __file__.rsplit("/proxy/", 1)[0] + "/"
 def _program_frames(os_idents, tids):
     """tid -> "file:line" of the innermost frame outside our runtime of each
     stuck thread (where the program waits), for the deadlock report."""
-    import sys
     frames = sys._current_frames()
     where = {}
     for tid in tids:
@@ -228,19 +228,24 @@ class ThreadSequencer:
             except Exception:
                 pass
         if _TRACE is not None:
-            import sys
-            sys.stderr.write(f"SEQ reserved={self._reserved} live={self._live} expected={self._expected}\n")
-            for item in list(_TRACE):
-                sys.stderr.write(f"SEQ {item}\n")
-            import traceback
-            frames = sys._current_frames()
-            for tid, ident in self._os_idents.items():
-                f = frames.get(ident)
-                if f is not None:
-                    sys.stderr.write(f"SEQ stack of {tid}:\n" + "".join(
-                        "SEQ   " + line.replace("\n", "\nSEQ   ") + "\n"
-                        for line in traceback.format_stack(f)[-7:]))
+            self._dump_trace()
         return dead
+
+    def _dump_trace(self):
+        """RETRACE_DEBUG_SEQUENCER: the last steps and each stuck thread's
+        stack, on stderr (a debugging aid for us, next to the report)."""
+        import traceback
+        write = sys.stderr.write
+        write(f"SEQ reserved={self._reserved} live={self._live} expected={self._expected}\n")
+        for item in list(_TRACE):
+            write(f"SEQ {item}\n")
+        frames = sys._current_frames()
+        for tid, ident in self._os_idents.items():
+            frame = frames.get(ident)
+            if frame is not None:
+                write(f"SEQ stack of {tid}:\n" + "".join(
+                    "SEQ   " + line.replace("\n", "\nSEQ   ") + "\n"
+                    for line in traceback.format_stack(frame)[-7:]))
 
     def _wait_turn(self, head, stuck):
         """Wait once on the condition (caller holds it); the caller then
@@ -255,13 +260,18 @@ class ThreadSequencer:
             stuck[0] = None
             self._cond.wait()
             return
-        now = _monotonic()
-        if stuck[0] != self._changes:
-            stuck[0], stuck[1] = self._changes, now
-        remaining = stuck[1] + self.deadlock_timeout - now
+        remaining = self.deadlock_timeout - self._unchanged_for(stuck)
         if remaining <= 0:
             raise self._deadlock(head)
         self._cond.wait(remaining)
+
+    def _unchanged_for(self, stuck):
+        """Seconds the state has not changed, tracked in the caller's
+        ``stuck = [changes, since]`` (caller holds the condition)."""
+        now = _monotonic()
+        if stuck[0] != self._changes:
+            stuck[0], stuck[1] = self._changes, now
+        return now - stuck[1]
 
     def acquire(self, what=None):
         """Wait until the head is ours; return with the condition held.
@@ -290,9 +300,11 @@ class ThreadSequencer:
                 elif self._reserved is not None and self._reserved != me:
                     pass                # another thread finishes its turn's real lock acquire
                 elif head is None or head == me:
-                    self._t("turn", head)
+                    if _TRACE is not None:
+                        self._t("turn", head)
                     return
-                self._t("wait", head, self._reserved)
+                if _TRACE is not None:
+                    self._t("wait", head, self._reserved)
                 self._waiting[me] = head if what is None else (head, what)
                 self._os_idents[me] = _get_ident()
                 try:
@@ -318,8 +330,7 @@ class ThreadSequencer:
         cond.release()
 
     def _t(self, *what):
-        if _TRACE is not None:
-            _TRACE.append((self._thread_id(), event_index(self._reader), *what))
+        _TRACE.append((self._thread_id(), event_index(self._reader), *what))
 
     def reserve(self):
         """Inside a turn: keep every other thread from taking a turn until
@@ -328,11 +339,13 @@ class ThreadSequencer:
         event may happen. Without this a thread whose turn comes later could
         grab the real lock first."""
         self._reserved = self._thread_id()
-        self._t("reserve")
+        if _TRACE is not None:
+            self._t("reserve")
 
     def unreserve(self):
         with self._cond:
-            self._t("unreserve", self._reserved)
+            if _TRACE is not None:
+                self._t("unreserve", self._reserved)
             self._reserved = None
             self._changed()
 
@@ -360,7 +373,7 @@ class ThreadSequencer:
             # for deadlock_timeout (a waiting head owner may just not have
             # been scheduled yet).
             step = self.deadlock_timeout / 4
-            stuck_mark = since = None
+            stuck = [None, 0.0]
             while True:
                 if attempt(step):
                     return
@@ -368,12 +381,8 @@ class ThreadSequencer:
                     if self._failure is not None:
                         raise self._failure
                     if not self._all_blocked():
-                        stuck_mark = None
-                        continue
-                    now = _monotonic()
-                    if stuck_mark != self._changes:
-                        stuck_mark, since = self._changes, now
-                    elif now - since >= self.deadlock_timeout - step / 2:
+                        stuck[0] = None
+                    elif self._unchanged_for(stuck) >= self.deadlock_timeout - step / 2:
                         raise self._deadlock(self._reader.thread)
         finally:
             with self._cond:

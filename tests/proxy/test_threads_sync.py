@@ -59,7 +59,7 @@ def program(tids, system, out):
         t.join()
 
 
-def record_and_replay(replay_program=program):
+def record():
     tids = ThreadIds()
     writer = MemoryWriter(thread_id=tids)
     rec = System("record", writer=writer, thread_id=tids)
@@ -67,11 +67,20 @@ def record_and_replay(replay_program=program):
     tids.set(0)
     rec.run(program, tids, rec, recorded)
     rec.finish()
+    return tids, writer, recorded
+
+
+def replay(tids, writer, replay_program=program):
     replayed = []
     rep = System("replay", reader=MemoryReader(writer), thread_id=tids, deadlock_timeout=2.0)
     rep.run(replay_program, tids, rep, replayed)
     rep.finish()
-    return writer, recorded, replayed
+    return replayed
+
+
+def record_and_replay(replay_program=program):
+    tids, writer, recorded = record()
+    return writer, recorded, replay(tids, writer, replay_program)
 
 
 def test_acquire_order_replays():
@@ -84,18 +93,9 @@ def test_acquire_order_replays():
 
 def test_recorded_order_is_used_not_a_fresh_one():
     # Five replays of one recording agree with it, although the workers race.
-    tids = ThreadIds()
-    writer = MemoryWriter(thread_id=tids)
-    rec = System("record", writer=writer, thread_id=tids)
-    recorded = []
-    tids.set(0)
-    rec.run(program, tids, rec, recorded)
+    tids, writer, recorded = record()
     for _ in range(5):
-        replayed = []
-        rep = System("replay", reader=MemoryReader(writer), thread_id=tids, deadlock_timeout=2.0)
-        rep.run(program, tids, rep, replayed)
-        rep.finish()
-        assert replayed == recorded
+        assert replay(tids, writer) == recorded
 
 
 def test_real_lock_wait_that_cannot_end_is_a_divergence():
