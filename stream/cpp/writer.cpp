@@ -10,7 +10,17 @@
 //  * The flusher thread is not a Python thread: it never touches a Python
 //    object and never needs the GIL. It takes `mu` only to swap buffers, then
 //    `io_mu` (order: mu -> io_mu) to keep frames in order on disk.
+//  * A write never releases the GIL merely because the flusher is swapping
+//    buffers (it spins briefly first, `enter`), and never blocks on `io_mu`
+//    while a frame is being written (`check` reads the atomic `has_error`).
+//    A write is often inside the program's critical section (a recorded lock
+//    acquire writes its SYNC while holding the lock): dropping the GIL there
+//    lets another thread block on that lock, and once threads sleep on a
+//    lock every release is a handoff between threads (a convoy) — plain
+//    CPython never drops the GIL inside `with lock: counter += 1`.
 #include "common.h"
+
+#include <atomic>
 
 #include <chrono>
 #include <condition_variable>
@@ -48,6 +58,7 @@ struct Core {
     bool stop = false;
     int fd = -1;
     int write_errno = 0;  // guarded by io_mu; reported by the next Python call
+    std::atomic<bool> has_error{false};  // write_errno != 0 (read without io_mu)
     bool failed = false;  // guarded by io_mu: a frame was lost; later frames are dropped
     uint64_t written = 0; // guarded by io_mu: bytes of whole frames on disk
     std::chrono::microseconds interval{100000};
@@ -501,6 +512,7 @@ void flush_locked(Core& c, std::unique_lock<std::mutex>& lk) {
             // a silent hole); cut a partly written frame off, so the file
             // ends cleanly after the last whole frame.
             if (!c.write_errno) c.write_errno = err;
+            c.has_error.store(true, std::memory_order_release);
             c.failed = true;
             if (::ftruncate(c.fd, static_cast<off_t>(c.written)) != 0) { /* best effort */ }
         } else {
@@ -528,6 +540,24 @@ void flusher_main(Core* c) {
 
 // ------------------------------------------------------------ Python glue
 
+// Try to take *mu* for a few microseconds with the GIL held: the flusher
+// holds it only to swap buffers. A Python thread holding it across a hook
+// that released the GIL keeps it longer; then the caller gives up the GIL.
+bool spin_lock(std::mutex& mu) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
+    for (;;) {
+        for (int i = 0; i < 64; i++) {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#elif defined(__aarch64__)
+            asm volatile("yield");
+#endif
+            if (mu.try_lock()) return true;
+        }
+        if (std::chrono::steady_clock::now() >= deadline) return false;
+    }
+}
+
 // Take core.mu the GIL-safe way; refuse re-entrant use.
 bool enter(Writer* w) {
     unsigned long me = PyThread_get_thread_ident();
@@ -536,7 +566,7 @@ bool enter(Writer* w) {
                         "StreamWriter used re-entrantly (from a hook or thread_id called by this same write)");
         return false;
     }
-    if (!w->core.mu.try_lock()) {
+    if (!w->core.mu.try_lock() && !spin_lock(w->core.mu)) {
         Py_BEGIN_ALLOW_THREADS
         w->core.mu.lock();
         Py_END_ALLOW_THREADS
@@ -561,10 +591,11 @@ bool check(Writer* w) {
         return false;
     }
     int err = 0;
-    {
+    if (w->core.has_error.load(std::memory_order_acquire)) {
         std::lock_guard<std::mutex> io(w->core.io_mu);  // never held across Python
         err = w->core.write_errno;
         w->core.write_errno = 0;
+        w->core.has_error.store(false, std::memory_order_relaxed);
     }
     if (err) {
         PyErr_Format(g.recording_error, "writing %S failed: %s", w->path, std::strerror(err));
@@ -822,6 +853,7 @@ bool close_impl(Writer* w) {
         if (c.fd >= 0) { ::close(c.fd); c.fd = -1; }
         err = c.write_errno;
         c.write_errno = 0;
+        c.has_error.store(false, std::memory_order_relaxed);
     }
     if (err) {
         PyErr_Format(g.recording_error, "writing %S failed: %s", w->path, std::strerror(err));
