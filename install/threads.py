@@ -38,7 +38,7 @@ import threading
 from collections import deque as _deque
 
 from retracesoftware import functional as F
-from retracesoftware.proxy.threads import SyncPoints, real_wait
+from retracesoftware.proxy.threads import LockIds, SyncPoints, real_wait
 from retracesoftware.utils import DISABLED, INTERNAL
 
 _get_ident = _thread.get_ident
@@ -124,7 +124,9 @@ class ThreadSupport:
         self.registry = registry
         self.gate = system.gate
         self.replaying = system.mode == "replay"
-        self.sync = SyncPoints(system)
+        # Sites of locks are named past threading.py's frames and ours.
+        self.lock_ids = LockIds(registry.current, (threading.__file__, __file__))
+        self.sync = SyncPoints(system, self.lock_ids)
         self.identify = system.patch_function(_identify, "retrace.thread.identify")
         self.Lock = self._lock_class()
         self.RLock = self._rlock_class()
@@ -132,40 +134,23 @@ class ThreadSupport:
 
     # ----------------------------------------------------------- classes
     def _lock_class(self):
-        sync, system = self.sync, self.system
+        sync, system, lock_ids = self.sync, self.system, self.lock_ids
         LT = _LockType
         lock_of = operator.attrgetter("_lock")
 
         def blocking(lock, what):
             real_wait(system, lambda t: LT.acquire(lock, True, t) if t else LT.acquire(lock, False), what)
 
-        def enter_replay(self_, *a):
-            blocking(self_._lock, "lock.acquire")
-
-        def acquire(self_, *args, **kwargs):
-            return LT.acquire(self_._lock, *args, **kwargs)
-
         def acquire_replay(self_, *args, **kwargs):
             blocking(self_._lock, "lock.acquire")
 
-        enter = sync.method(F.compose(LT.__enter__, lock_of), "lock.acquire", enter_replay)
-        acquire_m = sync.method(acquire, "lock.acquire", acquire_replay)
-        exit_ = sync.plain(F.compose(LT.release, lock_of, F.first_arg))
-        release_ = sync.plain(F.compose(LT.release, lock_of))
-        locked_ = sync.method(F.compose(LT.locked, lock_of), "lock.locked")
-
         class RecordedLock:
             """A ``_thread.lock`` made by program code under retrace."""
-            __slots__ = ("_lock", "__weakref__")
+            __slots__ = ("_lock", "_id", "__weakref__")
 
             def __init__(self):
                 self._lock = _allocate_lock()
-
-            __enter__ = enter
-            __exit__ = exit_
-            acquire = acquire_lock = acquire_m
-            release = release_lock = release_
-            locked = locked_lock = locked_
+                self._id = lock_ids(1)
 
             def _at_fork_reinit(self):
                 self._lock._at_fork_reinit()
@@ -173,12 +158,24 @@ class ThreadSupport:
             def __repr__(self):
                 return repr(self._lock)
 
+        # Native all the way (no Python frame between the real acquire and
+        # the SYNC write, see SyncPoints): acquire(*args) is the real
+        # lock's acquire with the RecordedLock argument swapped for it.
+        real_of = F.if_then_else(F.isinstance_of(RecordedLock), lock_of, F.identity)
+        RecordedLock.__enter__ = sync.acquire(F.compose(LT.__enter__, lock_of), "lock.acquire",
+                                              acquire_replay)
+        RecordedLock.acquire = RecordedLock.acquire_lock = sync.acquire(
+            F.apply_with(LT.acquire, real_of), "lock.acquire", acquire_replay)
+        RecordedLock.__exit__ = sync.plain(F.compose(LT.release, lock_of, F.first_arg))
+        RecordedLock.release = RecordedLock.release_lock = sync.plain(F.compose(LT.release, lock_of))
+        RecordedLock.locked = RecordedLock.locked_lock = sync.method(
+            F.compose(LT.locked, lock_of), "lock.locked")
         RecordedLock.__module__ = "_thread"
         RecordedLock.__qualname__ = RecordedLock.__name__ = "lock"
         return RecordedLock
 
     def _rlock_class(self):
-        sync, system = self.sync, self.system
+        sync, system, lock_ids = self.sync, self.system, self.lock_ids
         RT = _RealRLock
 
         def blocking(self_, what):
@@ -196,11 +193,15 @@ class ThreadSupport:
 
         class RecordedRLock(RT):
             """A ``_thread.RLock`` made by program code under retrace."""
-            __slots__ = ()
-            acquire = sync.method(RT.acquire, "rlock.acquire", acquire_replay)
-            __enter__ = sync.method(RT.__enter__, "rlock.acquire", acquire_replay)
-            _acquire_restore = sync.method(RT._acquire_restore, "rlock.acquire (Condition.wait)",
-                                           acquire_restore_replay)
+            __slots__ = ("_id",)
+
+            def __init__(self, *args, **kwargs):
+                self._id = lock_ids(1)
+
+            acquire = sync.acquire(RT.acquire, "rlock.acquire", acquire_replay)
+            __enter__ = sync.acquire(RT.__enter__, "rlock.acquire", acquire_replay)
+            _acquire_restore = sync.acquire(RT._acquire_restore, "rlock.acquire (Condition.wait)",
+                                            acquire_restore_replay, returns=None)
 
         RecordedRLock.__module__ = "_thread"
         RecordedRLock.__qualname__ = RecordedRLock.__name__ = "RLock"

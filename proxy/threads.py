@@ -18,6 +18,7 @@ import _thread
 
 import operator
 import os as _os
+from zlib import crc32 as _crc32
 import sys
 from collections import deque as _deque
 import threading as _threading
@@ -440,6 +441,60 @@ SYNC = "SYNC"                # SYNC value            a synchronisation point com
 SYNC_ERROR = "SYNC_ERROR"    # SYNC_ERROR exception  it raised
 
 
+class LockIds:
+    """Deterministic ids for the program's locks, written in their ``SYNC``
+    events so a replay that hands a thread another lock's acquire (a
+    changed program replayed with ``--force``) diverges at once instead of
+    leaving real lock states astray.
+
+    A lock's id is a 7-bit hash (one byte on the tape, as ``True`` was) of
+    (creating logical thread, creation site, how many locks that thread made
+    at that site before). The site is the innermost frame outside
+    ``threading.py`` that asked for the lock, named by file basename and
+    ``co_qualname`` (no line numbers, no directories: the same code
+    installed elsewhere gets the same ids). Counting per site keeps ids
+    stable when another site's locks differ in number between record and
+    replay (a module imported by the program on record but by our runtime
+    before the replay began). 7 bits: a mismatch escapes detection with
+    probability 1/128 per event, and a diverged program makes many."""
+
+    MASK = 0x7F
+
+    def __init__(self, thread_id, skip_files=()):
+        self._thread_id = thread_id
+        self._counts: dict = {}
+        self._skip = frozenset(skip_files)
+        #: replay: id -> where the last lock with that id was made (reports)
+        self.sites: dict = {}
+
+    def __call__(self, depth=1):
+        """The id of a lock made by the caller *depth* frames up."""
+        frame = sys._getframe(depth + 1)
+        skip = self._skip
+        while frame.f_back is not None and frame.f_code.co_filename in skip:
+            frame = frame.f_back
+        code = frame.f_code
+        site = f"{code.co_filename.rsplit('/', 1)[-1]}:{getattr(code, 'co_qualname', code.co_name)}"
+        key = (self._thread_id(), site)
+        n = self._counts.get(key, 0)
+        self._counts[key] = n + 1
+        lock_id = _crc32(f"{key[0]}|{site}|{n}".encode()) & self.MASK
+        self.sites[lock_id] = f"lock #{lock_id} (made {_ordinal(n + 1)} in {site} by thread {key[0]})"
+        return lock_id
+
+    def describe(self, lock_id):
+        return self.sites.get(lock_id, f"lock #{lock_id}")
+
+
+def _ordinal(n):
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+_ID_OF = F.compose(operator.attrgetter("_id"), F.first_arg)
+_SUCCEEDED = F.partial(operator.is_not, False)
+
+
 class SyncPoints:
     """Synchronisation points (lock acquires) as ordering events.
 
@@ -448,11 +503,15 @@ class SyncPoints:
     acquire. Record: the real operation runs, then ``SYNC result`` is
     written — after it completed, so the tape order of acquires of one lock
     is the order in which threads got it (the writer is called while the
-    lock is held). Nothing identifies the lock: the events are ordered per
-    thread, and the sequencer hands each thread its events in tape order.
+    lock is held, in native code: no point where the GIL could pass to a
+    thread that would then block on the lock). For a lock acquire the
+    result is the lock's id (`LockIds`) when it succeeded, ``False`` when it
+    did not; the events are ordered per thread, and the sequencer hands
+    each thread its events in tape order.
 
     Replay: the thread waits for its turn (its ``SYNC`` at the head of the
-    tape), consumes it, *then* performs the real operation when the
+    tape), consumes it, checks that it was recorded for the same lock (else
+    a divergence naming both), *then* performs the real operation when the
     recording says it succeeded (``on_replay``), blocking if it must. The
     real acquire is kept (rather than skipped) so every lock's real state —
     ``locked()``, an RLock's owner and count, a Condition's waiter locks —
@@ -464,15 +523,15 @@ class SyncPoints:
     waits out a recorded timeout. Releases are not events (they never
     block).
 
-    Built from `utils` gateways so the record path is native code (C++
-    backend): ``RecordGateway(gate, target, after=side_effect(partial(
-    write, SYNC)))``; each gateway binds like a method.
+    Built from `utils` gateways and `functional` combinators so the record
+    path is native code (C++ backend); each gateway binds like a method.
     """
 
-    def __init__(self, system):
+    def __init__(self, system, lock_ids=None):
         self.system = system
         self.gate = system.gate
         self.mode = system.mode
+        self.lock_ids = lock_ids
         if self.mode == "record":
             write = system.writer.write
             self._after = F.side_effect(F.partial(write, SYNC))
@@ -488,32 +547,70 @@ class SyncPoints:
         replay = _SyncReplay(self.system, name, on_replay)
         return ReplayGateway(self.gate, target, replay)
 
+    def acquire(self, target, name, on_replay, returns=True):
+        """A lock acquire on ``self`` (which has an ``_id``): *target*
+        ``(self, *args)`` is the real acquire, true when it got the lock.
+        Records ``SYNC <lock id>`` or ``SYNC False``; returns what the real
+        one did: a bool, or None when ``returns`` is None (an acquire that
+        cannot fail, such as RLock._acquire_restore)."""
+        if self.mode == "record":
+            if returns is None:
+                rec = F.if_then_else(target, _ID_OF, _ID_OF)
+                after = F.compose(F.constantly(None), self._after)
+            else:
+                rec = F.if_then_else(target, _ID_OF, F.constantly(False))
+                after = F.compose(_SUCCEEDED, self._after)
+            return RecordGateway(self.gate, rec, None, after, self._error)
+        replay = _SyncReplay(self.system, name, on_replay, self.lock_ids, returns)
+        return ReplayGateway(self.gate, target, replay)
+
     def plain(self, target):
         """A method that is not a sync point (release): the real operation,
         binding ``self`` like a method, in both modes."""
         return ReplayGateway(self.gate, target, target)
 
 
-class _SyncReplay:
-    __slots__ = ("system", "name", "on_replay")
+_NO_LOCK = object()
 
-    def __init__(self, system, name, on_replay):
+
+class _SyncReplay:
+    __slots__ = ("system", "name", "on_replay", "lock_ids", "returns")
+
+    def __init__(self, system, name, on_replay, lock_ids=None, returns=_NO_LOCK):
         self.system = system
         self.name = name
         self.on_replay = on_replay
+        self.lock_ids = lock_ids
+        self.returns = returns   # lock acquires: what success returns
 
     def __call__(self, *args, **kwargs):
         system = self.system
         gate = system.gate
         old = gate.swap(DISABLED)
         try:
+            on_replay = self.on_replay
             index, tag, value = _read_sync(system, self.name,
                                            reserve=lambda t, v: t == SYNC and v is not False
-                                           and self.on_replay is not None)
+                                           and on_replay is not None)
             if tag == SYNC:
-                if value is not False and self.on_replay is not None:
+                if value is False:
+                    return False
+                if self.returns is not _NO_LOCK:
+                    # A lock acquire: the recorded value is the lock's id
+                    # (True in recordings made before ids: not checked).
+                    mine = args[0]._id
+                    if value is not True and value != mine:
+                        if on_replay is not None:
+                            system._sequencer.unreserve()
+                        ids = self.lock_ids
+                        recorded = ids.describe(value) if ids else f"lock #{value}"
+                        ours = ids.describe(mine) if ids else f"lock #{mine}"
+                        raise system._diverge(index, f"an acquire of {recorded}",
+                                              f"{self.name} of {ours}")
+                    value = self.returns
+                if on_replay is not None:
                     try:
-                        self.on_replay(*args, **kwargs)
+                        on_replay(*args, **kwargs)
                     finally:
                         system._sequencer.unreserve()
                 return value

@@ -154,13 +154,13 @@ def replay_main(opts) -> int:
         raise RecordingFormatError(f"{path} has no retrace preamble — not a recording made by retracesoftware")
     config = _load_config()
     problems = preamble_mod.check(pre, config_digest=config.digest, force=opts.force)
-    for problem in problems:
-        sys.stderr.write(f"retrace: warning: {problem} (replaying anyway: --force)\n")
     seed = str(pre.get("hash_seed"))
     if _current_hash_seed() != seed:
         reader.close()
-        _reexec_with_hash_seed(seed)
+        _reexec_with_hash_seed(seed)   # checks again there: warn once, there
     _forget_our_hash_seed()
+    for problem in problems:
+        sys.stderr.write(f"retrace: warning: {problem} (replaying anyway: --force)\n")
 
     target = Target.from_json(pre["target"])
     session = ReplaySession(reader, pre, config, pdb=opts.pdb, thread_timeout=opts.thread_timeout,

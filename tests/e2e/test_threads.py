@@ -6,6 +6,7 @@ recorded through the CLI, and replayed 5 times with byte-identical stdout. Progr
 threads inside the loops (switch-heavy code), which makes the interleaving
 vary from run to run.
 """
+import re
 import time
 
 import pytest
@@ -421,11 +422,6 @@ print(asyncio.run(main()), order)
 """)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "rare (1 of ~60 CI runs: 3.13/python): SYNC events do not name their lock, so the changed "
-    "program's extra `with lock:` consumes a SYNC recorded for another lock (Thread.start's "
-    "handshake) and the threads' real lock states go astray; one such path blocks a thread "
-    "outside the sequencer's watch (a hang, not a report). Needs lock ids in SYNC events; issue 9"))
 def test_replay_that_cannot_proceed_is_reported_in_bounded_time(scenario):
     """The program is changed after recording so that a worker waits for a
     lock acquire the recording never gives it while the main thread waits
@@ -450,6 +446,41 @@ print("done")
     assert rep.returncode == 3, rep.err
     assert "replay diverged" in rep.err and "thread" in rep.err, rep.err
     assert elapsed < 60, elapsed
+
+
+def test_changed_program_taking_another_lock_is_reported_naming_both(scenario):
+    """SYNC events carry the lock's id: a changed program that takes lock
+    `a` where the recording took lock `b` diverges at that acquire, naming
+    both locks and the line, instead of replaying with lock states astray."""
+    s = scenario(PRELUDE + """
+a = threading.Lock()
+b = threading.Lock()
+out = []
+def work():
+    for i in range(3):
+        with a:
+            out.append(i)
+t = threading.Thread(target=work)
+t.start()
+with b:
+    out.append("main")
+t.join()
+print(sorted(map(str, out)))
+""")
+    rec = s.record()
+    assert rec.returncode == 0, rec.err
+    lines = s.script.read_text().splitlines()
+    line = lines.index("with b:") + 1
+    s.script.write_text(s.script.read_text().replace("with b:", "with a:"))
+    rep = s.replay("--force", "--thread-timeout", "5")
+    assert rep.returncode == 3, rep.err
+    assert "replay diverged" in rep.err, rep.err
+    found = re.search(r"expected an acquire of lock #(\d+) \(made (\d+)\w\w in app\.py:<module> by thread 0\), "
+                      r"got lock\.acquire of lock #(\d+) \(made (\d+)\w\w in app\.py:<module> by thread 0\)",
+                      rep.err)
+    assert found, rep.err
+    assert found[1] != found[3] and int(found[2]) == int(found[4]) + 1, rep.err   # b was made right after a
+    assert f"app.py:{line})" in rep.err, rep.err
 
 
 def test_join_timeout_and_is_alive_as_recorded(scenario):

@@ -176,3 +176,80 @@ def test_drain_waits_for_other_threads_last_events():
     rep._sequencer.drain()
     rep.finish()
     assert len(seen) == 1 and len(seen[0]) == 20
+
+
+def make_identified_lock_class(system, ids):
+    """Like make_lock_class, with lock ids in the SYNC events (SyncPoints.acquire)."""
+    sync = SyncPoints(system, ids)
+    LT = _thread.LockType
+
+    def on_replay(self_, *a):
+        real_wait(system, lambda t: LT.acquire(self_.lock, True, t) if t else LT.acquire(self_.lock, False),
+                  "lock.acquire")
+
+    class Lock:
+        def __init__(self):
+            self.lock = _thread.allocate_lock()
+            self._id = ids(1)
+        acquire = sync.acquire(lambda self_, *a: LT.acquire(self_.lock, *a), "lock.acquire", on_replay)
+        release = sync.plain(lambda self_: LT.release(self_.lock))
+    return Lock
+
+
+def test_lock_ids_are_recorded_and_a_swapped_lock_diverges():
+    """SYNC carries the acquired lock's id (False for a failed try); a
+    replay that takes another lock where the recording took this one is a
+    divergence naming both, not a silent reordering."""
+    from retracesoftware.proxy.threads import LockIds
+
+    def prog(system, ids, swap):
+        Lock = make_identified_lock_class(system, ids)
+        a, b = Lock(), Lock()
+        assert a._id != b._id
+        first, second = (b, a) if swap else (a, b)
+        assert first.acquire() is True
+        assert second.acquire(False) is True
+        assert first.acquire(False) is False      # held: a failed try
+        first.release()
+        second.release()
+        return a._id, b._id
+
+    tids = ThreadIds()
+    tids.set(0)
+    writer = MemoryWriter(thread_id=tids)
+    rec = System("record", writer=writer, thread_id=tids)
+    ids = rec.run(prog, rec, LockIds(tids), False)
+    rec.finish()
+    syncs = [writer.tape[i + 1][1] for i, (kind, v) in enumerate(writer.tape) if v == SYNC]
+    assert syncs == [ids[0], ids[1], False]
+
+    rep = System("replay", reader=MemoryReader(writer), thread_id=tids)
+    assert rep.run(prog, rep, LockIds(tids), False) == ids
+    rep.finish()
+
+    rep = System("replay", reader=MemoryReader(writer), thread_id=tids)
+    with pytest.raises(ReplayDivergence) as info:
+        rep.run(prog, rep, LockIds(tids), True)
+    message = str(info.value)
+    assert f"expected an acquire of lock #{ids[0]} (made 1st in test_threads_sync.py:" in message, message
+    assert f"got lock.acquire of lock #{ids[1]} (made 2nd in" in message, message
+
+
+def test_lock_ids_depend_on_thread_site_and_count_not_on_other_sites():
+    from retracesoftware.proxy.threads import LockIds
+    tids = ThreadIds()
+    tids.set(0)
+
+    def make_here(ids):
+        return ids(1)
+
+    def make_elsewhere(ids):
+        return ids(1)
+
+    one, two = LockIds(tids), LockIds(tids)
+    a = [make_here(one) for _ in range(5)]
+    make_elsewhere(two)                 # an extra lock at another site...
+    b = [make_here(two) for _ in range(5)]
+    assert a == b                       # ...does not shift this site's ids
+    assert len(set(a)) > 1
+    assert all(0 <= x < 128 for x in a)
