@@ -468,14 +468,23 @@ class LockIds:
         self.sites: dict = {}
 
     def __call__(self, depth=1):
-        """The id of a lock made by the caller *depth* frames up."""
-        frame = sys._getframe(depth + 1)
+        """The id of a lock made by the caller *depth* frames up; ``True``
+        (recorded, never checked) for a lock made by a thread that has no
+        logical id (started before install or by C code): such threads share
+        one id, so their creation counts are not deterministic."""
+        tid = self._thread_id()
+        if tid == -1:
+            return True
+        try:
+            frame = sys._getframe(depth + 1)
+        except ValueError:      # called with a shallower stack (from C)
+            frame = sys._getframe(1)
         skip = self._skip
         while frame.f_back is not None and frame.f_code.co_filename in skip:
             frame = frame.f_back
         code = frame.f_code
         site = f"{code.co_filename.rsplit('/', 1)[-1]}:{getattr(code, 'co_qualname', code.co_name)}"
-        key = (self._thread_id(), site)
+        key = (tid, site)
         n = self._counts.get(key, 0)
         self._counts[key] = n + 1
         lock_id = _crc32(f"{key[0]}|{site}|{n}".encode()) & self.MASK
