@@ -60,6 +60,11 @@ def open_recording(path, pid=None):
     return reader
 
 
+def _can_hash_identities() -> bool:
+    from retracesoftware import utils
+    return utils.BACKEND == "cpp"
+
+
 def _stop_line(exc, event) -> str:
     """The one line a replay stops with when its recording runs out early."""
     if isinstance(exc, EOFError):
@@ -240,6 +245,16 @@ class _Session:
 
     def _install(self):
         self.installer, self.thread_support = install_boundary(self.system, self.config, self.threads)
+        if self._identity_hashing():
+            # hash() of the program's plain objects (hence the iteration
+            # order of sets of them) from per-thread counters, not addresses
+            # (docs/THREADS.md): set order replays as recorded.
+            from retracesoftware import utils
+            utils.set_identity_hashing(True, gate=self.system.gate, thread_id=self.threads.current)
+            self.installer._undo.append(lambda: utils.set_identity_hashing(False))
+
+    def _identity_hashing(self) -> bool:
+        return False
 
     def run(self, fn, *args):
         """Run the program's code on this thread in the INTERNAL phase."""
@@ -315,6 +330,9 @@ class RecordSession(_Session):
         self.path = path
         self.preamble = preamble
         self.redact = tuple(redact)
+        if isinstance(preamble, dict):
+            # The replay switches identity hashing on exactly when the record had it.
+            preamble.setdefault("options", {})["identity_hashing"] = _can_hash_identities()
         self.writer = stream_writer(path, preamble, thread_id=self.threads.current)
         self._warned = None
         try:
@@ -329,6 +347,9 @@ class RecordSession(_Session):
         except BaseException:
             self.abandon()
             raise
+
+    def _identity_hashing(self) -> bool:
+        return bool((self.preamble.get("options") or {}).get("identity_hashing"))
 
     def start(self):
         self._install()
@@ -426,6 +447,17 @@ class ReplaySession(_Session):
 
     def main_finished(self, code):
         self.exit_code = code if self.exit_code_known else None
+
+    def _identity_hashing(self) -> bool:
+        options = (self.preamble.get("options") or {}) if isinstance(self.preamble, dict) else {}
+        if not options.get("identity_hashing"):
+            return False
+        if not _can_hash_identities():
+            sys.stderr.write("retrace: warning: [no-identity-hash] the recording hashed plain objects "
+                             "deterministically, which needs the C++ backend: the iteration order of sets "
+                             "of them may differ on this replay\n")
+            return False
+        return True
 
     def start(self):
         self._install()

@@ -718,7 +718,7 @@ def identity_hash(obj):
     return h
 
 
-def set_identity_hashing(enabled):
+def set_identity_hashing(enabled, /, *, gate=None, thread_id=None):
     """Switch counter-based object.__hash__ on or off (C++ backend only)."""
     if enabled:
         raise NotImplementedError(

@@ -240,11 +240,13 @@ def test_lock_ids_depend_on_thread_site_and_count_not_on_other_sites():
     tids = ThreadIds()
     tids.set(0)
 
+    # depth 0: the site is the function that asks (as RecordedLock.__init__
+    # asks with depth 1 for its caller).
     def make_here(ids):
-        return ids(1)
+        return ids(0)
 
     def make_elsewhere(ids):
-        return ids(1)
+        return ids(0)
 
     one, two = LockIds(tids), LockIds(tids)
     a = [make_here(one) for _ in range(5)]

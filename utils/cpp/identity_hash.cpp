@@ -22,6 +22,15 @@
 // address hash, so dicts and sets that already hold them keep working.
 // Switching off restores every pointer and the dict entry; objects hashed
 // while on keep their counter hash (it is stable for their whole life).
+//
+// In a session (`set_identity_hashing(True, gate=..., thread_id=...)`) only
+// a first hash made by program code (the gate's phase is INTERNAL on the
+// hashing thread) takes a counter, and the counter is per logical thread
+// (`thread_id()`), mixed with that thread's id: threads interleave
+// differently on record and replay, and our runtime's own hashing (any
+// other phase) differs between the two, so neither may shift the numbers
+// the program's objects get. A first hash in another phase stores the
+// address hash (stable, not deterministic).
 #include "utils.h"
 
 #include <unordered_map>
@@ -49,6 +58,9 @@ struct IdentityHashState {
     PyObject* forget = nullptr;                             // weakref callback
     PyObject* saved_object_hash = nullptr;                  // object.__dict__['__hash__'] before enable
     PyObject* hash_descr = nullptr;                         // our replacement
+    GateObject* gate = nullptr;                             // session: count only its INTERNAL phase
+    PyObject* thread_id = nullptr;                          // session: () -> logical thread id
+    PyObject* counters = nullptr;                           // session: dict thread id -> last count
 };
 IdentityHashState& state() {
     static IdentityHashState s;
@@ -59,6 +71,55 @@ Py_hash_t counter_hash(uint64_t n) {
     // Spread the counter (golden-ratio multiply) so set layouts look like
     // real hashes; keep it non-negative, so never -1.
     return static_cast<Py_hash_t>((n * 0x9E3779B97F4A7C15ull) >> 2);
+}
+
+// A stable 64-bit key for a logical thread id: ints by value, strs by
+// FNV-1a of their UTF-8 (str hashes are salted per process).
+bool thread_key(PyObject* tid, uint64_t* out) {
+    if (PyLong_Check(tid)) {
+        long long v = PyLong_AsLongLong(tid);
+        if (v == -1 && PyErr_Occurred()) return false;
+        *out = static_cast<uint64_t>(v);
+        return true;
+    }
+    if (PyUnicode_Check(tid)) {
+        Py_ssize_t n;
+        const char* p = PyUnicode_AsUTF8AndSize(tid, &n);
+        if (!p) return false;
+        uint64_t h = 0xcbf29ce484222325ull;
+        for (Py_ssize_t i = 0; i < n; i++) h = (h ^ static_cast<unsigned char>(p[i])) * 0x100000001b3ull;
+        *out = h;
+        return true;
+    }
+    Py_hash_t h = PyObject_Hash(tid);
+    if (h == -1) return false;
+    *out = static_cast<uint64_t>(h);
+    return true;
+}
+
+// The next counter hash of the calling logical thread; false with an
+// exception set on failure.
+bool thread_counter_hash(IdentityHashState& s, Py_hash_t* out) {
+    PyObject* tid = PyObject_CallNoArgs(s.thread_id);
+    if (!tid) return false;
+    uint64_t key;
+    if (!thread_key(tid, &key)) { Py_DECREF(tid); return false; }
+    PyObject* last = PyDict_GetItemWithError(s.counters, tid);  // borrowed
+    unsigned long long n = 0;
+    if (last) {
+        n = PyLong_AsUnsignedLongLong(last);
+        if (n == static_cast<unsigned long long>(-1) && PyErr_Occurred()) { Py_DECREF(tid); return false; }
+    } else if (PyErr_Occurred()) {
+        Py_DECREF(tid);
+        return false;
+    }
+    PyObject* next = PyLong_FromUnsignedLongLong(n + 1);
+    int rc = next ? PyDict_SetItem(s.counters, tid, next) : -1;
+    Py_XDECREF(next);
+    Py_DECREF(tid);
+    if (rc < 0) return false;
+    *out = counter_hash((n + 1) + key * 0x100000001b3ull);
+    return true;
 }
 
 // Returns -1 with an exception set on failure.
@@ -74,7 +135,18 @@ Py_hash_t lookup_or_assign(PyObject* obj, bool snapshot) {
         PyErr_Clear();
         return s.original(obj);
     }
-    Py_hash_t h = snapshot ? s.original(obj) : counter_hash(++s.counter);
+    Py_hash_t h;
+    if (snapshot || (s.gate && gate_get(s.gate) != INTERNAL)) {
+        h = s.original(obj);
+    } else if (s.thread_id) {
+        if (!thread_counter_hash(s, &h)) {
+            // Never fail a hash() because of us: the address hash is stable.
+            PyErr_Clear();
+            h = s.original(obj);
+        }
+    } else {
+        h = counter_hash(++s.counter);
+    }
     s.table.emplace(obj, Entry{h, ref});
     s.owner_of_ref.emplace(ref, obj);
     return h;
@@ -156,12 +228,46 @@ int snapshot_live_objects() {
     return 0;
 }
 
-PyObject* set_identity_hashing(PyObject*, PyObject* arg) {
+void clear_session(IdentityHashState& s) {
+    Py_CLEAR(s.gate);
+    Py_CLEAR(s.thread_id);
+    Py_CLEAR(s.counters);
+}
+
+PyObject* set_identity_hashing(PyObject*, PyObject* args, PyObject* kwargs) {
+    static const char* kwlist[] = {"enabled", "gate", "thread_id", nullptr};
+    PyObject* arg;
+    PyObject* gate = Py_None;
+    PyObject* thread_id = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$OO:set_identity_hashing", const_cast<char**>(kwlist),
+                                     &arg, &gate, &thread_id))
+        return nullptr;
     int enable = PyObject_IsTrue(arg);
     if (enable < 0) return nullptr;
+    if (gate != Py_None && !PyObject_TypeCheck(gate, GateType)) {
+        PyErr_Format(PyExc_TypeError, "set_identity_hashing: gate must be a Gate, not %s", Py_TYPE(gate)->tp_name);
+        return nullptr;
+    }
+    if (thread_id != Py_None && !PyCallable_Check(thread_id)) {
+        PyErr_Format(PyExc_TypeError, "set_identity_hashing: thread_id must be callable, not %s",
+                     Py_TYPE(thread_id)->tp_name);
+        return nullptr;
+    }
     IdentityHashState& s = state();
-    if (enable == static_cast<int>(s.enabled)) Py_RETURN_NONE;
+    if (enable == static_cast<int>(s.enabled)) {
+        if (enable && (gate != Py_None || thread_id != Py_None)) {
+            PyErr_SetString(PyExc_RuntimeError, "set_identity_hashing: already on (switch it off first)");
+            return nullptr;
+        }
+        Py_RETURN_NONE;
+    }
     if (enable) {
+        PyObject* counters = PyDict_New();
+        if (!counters) return nullptr;
+        clear_session(s);
+        s.counters = counters;
+        if (gate != Py_None) s.gate = reinterpret_cast<GateObject*>(Py_NewRef(gate));
+        if (thread_id != Py_None) s.thread_id = Py_NewRef(thread_id);
         PyObject* dict;
 #if PY_VERSION_HEX >= 0x030C0000  // PYVERSIONS
         dict = PyType_GetDict(&PyBaseObject_Type);
@@ -184,11 +290,13 @@ PyObject* set_identity_hashing(PyObject*, PyObject* arg) {
             s.patched_refs.clear();
             restore_exception(exc);
             Py_CLEAR(s.saved_object_hash);
+            clear_session(s);
             return nullptr;
         }
         s.enabled = true;
         if (snapshot_live_objects() < 0) return nullptr;
     } else {
+        clear_session(s);
         for (PyTypeObject* tp : s.patched) tp->tp_hash = s.original;
         s.patched.clear();
         for (PyObject* r : s.patched_refs) Py_DECREF(r);
@@ -220,8 +328,10 @@ PyMethodDef functions[] = {
     {"identity_hash", identity_hash, METH_O,
      "identity_hash(obj) -> int: the counter-based hash of obj (assigned on first use; the address hash for "
      "objects that cannot be weakly referenced)"},
-    {"set_identity_hashing", set_identity_hashing, METH_O,
-     "set_identity_hashing(enabled): switch counter-based object.__hash__ on or off"},
+    {"set_identity_hashing", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(set_identity_hashing)),
+     METH_VARARGS | METH_KEYWORDS,
+     "set_identity_hashing(enabled, /, *, gate=None, thread_id=None): switch counter-based object.__hash__ on "
+     "or off; with gate, only first hashes in its INTERNAL phase take a counter, per thread_id() when given"},
     {"identity_hashing_enabled", identity_hashing_enabled, METH_NOARGS, "True while identity hashing is on"},
     {nullptr, nullptr, 0, nullptr},
 };
