@@ -773,7 +773,15 @@ class System:
             if pending[1] == RESULT:
                 return pending[2]
             if pending[1] == ERROR:
-                raise pending[2]
+                # No local may keep the exception: its traceback holds this
+                # frame, and that cycle would keep every frame below alive
+                # (with their locals) until a GC run, unlike on record, so
+                # finalizers (weakref callbacks that close fds...) would run
+                # at other points than recorded.
+                try:
+                    raise pending[2]
+                finally:
+                    pending = None
         # The outcome, possibly after other threads' events (the real call
         # blocked) and after callbacks the external code made.
         while True:
@@ -784,7 +792,10 @@ class System:
             if tag == RESULT:
                 return value
             if tag == ERROR:
-                raise value
+                try:
+                    raise value      # (no local may keep it: see above)
+                finally:
+                    value = None
             if tag == NEW:
                 stub = self._make_stub(value, index)
                 self._bind_turn(stub)

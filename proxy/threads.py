@@ -624,7 +624,10 @@ class _SyncReplay:
                         system._sequencer.unreserve()
                 return value
             if tag == SYNC_ERROR and isinstance(value, BaseException):
-                raise value
+                try:
+                    raise value      # no local may keep it (see System._replay)
+                finally:
+                    value = None
             from retracesoftware.proxy.system import _describe_tag
             raise system._diverge(index, _describe_tag(tag, value), self.name)
         finally:

@@ -100,19 +100,36 @@ def _is_this_python(executable_list) -> bool:
     return False
 
 
-def _recordable_argv(args) -> list[str] | None:
-    """The child's argv rewritten to record itself, or None if the CLI
-    could not run it (interpreter options, no program)."""
-    from retracesoftware.runner import UsageError, parse_command
+def _recordable_argv(args) -> tuple[list[str], list[str]] | None:
+    """``(interpreter options, argv)`` for a child of this Python to record
+    itself, or None if the CLI could not run it. The options (multiprocessing
+    passes ``-B`` and the like, see subprocess._args_from_interpreter_flags)
+    go to the interpreter that runs retrace too, so they are in effect
+    there. -E/-I children are not recorded: they would ignore the
+    PYTHONHASHSEED the CLI pins."""
+    from retracesoftware.runner import UsageError, parse_command, split_interpreter_options
     words = [_fsdecode(a) for a in args]
     if not words:
         return None
-    words[0] = sys.executable
     try:
-        parse_command(words)
+        options, rest = split_interpreter_options(words[1:], check=False)
+        if any(o[1:2] not in ("W", "X") and ("E" in o or "I" in o) for o in options):
+            return None
+        parse_command([sys.executable, *rest])
     except UsageError:
         return None
-    return words
+    return options, [sys.executable, *options, *rest]
+
+
+def _replay_command(args, path) -> list[str]:
+    """The command replaying a child recorded from argv *args* (the same
+    interpreter options as on record)."""
+    from retracesoftware.runner import UsageError, split_interpreter_options
+    try:
+        options = split_interpreter_options([_fsdecode(a) for a in args[1:]], check=False)[0] if args else []
+    except UsageError:
+        options = []
+    return [sys.executable, *options, "-m", "retracesoftware", "--recording", path]
 
 
 class ChildProcesses:
@@ -308,11 +325,12 @@ class ChildProcesses:
         args = list(args)
         name = None
         if _is_this_python(args[1]):
-            argv = _recordable_argv(args[0])
-            if argv is not None:
+            found = _recordable_argv(args[0])
+            if found is not None:
+                options, argv = found
                 name = self._next_name()
                 _makedirs(self.dir, exist_ok=True)
-                args[0] = [sys.executable, "-m", "retracesoftware", "--recording", self._path(name),
+                args[0] = [sys.executable, *options, "-m", "retracesoftware", "--recording", self._path(name),
                            "--", *argv]
                 args[1] = [_fsencode(sys.executable)]
         return (_real_fork_exec(*args), name)
@@ -324,7 +342,7 @@ class ChildProcesses:
         try:
             pid, name = self._fork_exec_call(*args)
             if name is not None and self.mode == "replay" and self.chain is None:
-                self._spawn_replay(pid, name, args)
+                self._spawn_replay(pid, name, args, args[0])
         finally:
             self.spawning = False
         return pid
@@ -333,12 +351,13 @@ class ChildProcesses:
         """posix_spawn at record: a child running this Python records itself."""
         name = None
         if _is_this_python([path]):
-            words = _recordable_argv(argv)
-            if words is not None:
+            found = _recordable_argv(argv)
+            if found is not None:
+                options, words = found
                 name = self._next_name()
                 _makedirs(self.dir, exist_ok=True)
                 path = sys.executable
-                argv = [sys.executable, "-m", "retracesoftware", "--recording", self._path(name),
+                argv = [sys.executable, *options, "-m", "retracesoftware", "--recording", self._path(name),
                         "--", *words]
         return (_real_posix_spawn(path, argv, env, **kwargs), name)
 
@@ -361,10 +380,10 @@ class ChildProcesses:
                     fds[action[2]] = action[1]
             stdio = [None] * 12
             stdio[6], stdio[9], stdio[11] = fds[0], fds[1], fds[2]
-            self._spawn_replay(pid, name, stdio)
+            self._spawn_replay(pid, name, stdio, argv)
         return pid
 
-    def _spawn_replay(self, pid, name, args):
+    def _spawn_replay(self, pid, name, args, argv):
         import subprocess
         gate = self.system.gate
         previous = gate.swap(DISABLED)
@@ -388,7 +407,7 @@ class ChildProcesses:
         stdin = disposition(p2cread, 0)
         stdout = disposition(c2pwrite, 1)
         stderr = subprocess.STDOUT if errwrite != -1 and errwrite == c2pwrite else disposition(errwrite, 2)
-        cmd = [sys.executable, "-m", "retracesoftware", "--recording", self._path(name)]
+        cmd = _replay_command(argv, self._path(name))
         gate = self.system.gate
         previous = gate.swap(DISABLED)
         try:

@@ -68,11 +68,7 @@ def parse_command(words: list[str]) -> tuple[str | None, Target]:
     base = os.path.basename(first)
     if base in PYTHON_NAMES or base.startswith("python3.") or _same_file(first, sys.executable):
         interpreter = first
-        words = words[1:]
-        # Interpreter options we understand and can apply in-process are not
-        # supported; say so rather than silently ignoring them.
-        while words and words[0].startswith("-") and words[0] not in ("-m", "-c"):
-            raise UsageError(f"interpreter option {words[0]!r} is not supported under retrace")
+        _, words = split_interpreter_options(words[1:])
     if not words:
         raise UsageError("no program given to python; give a script, -m module or -c code")
     if words[0] == "-m":
@@ -89,6 +85,68 @@ def parse_command(words: list[str]) -> tuple[str | None, Target]:
     if not os.path.exists(script):
         raise UsageError(f"can't open file {script!r}: No such file or directory")
     return interpreter, Target("script", script, tuple(words[1:]), os.path.abspath(script))
+
+
+# Interpreter options: single letters that map to a sys.flags field (the
+# count must match), and -W/-X with an argument. -u changes only buffering
+# (the bytes written are the same). Others (-i, -x, -R...) are refused.
+_FLAG_LETTERS = {"b": "bytes_warning", "B": "dont_write_bytecode", "d": "debug", "E": "ignore_environment",
+                 "I": "isolated", "O": "optimize", "P": "safe_path", "q": "quiet", "s": "no_user_site",
+                 "S": "no_site", "v": "verbose"}
+
+
+def split_interpreter_options(words: list[str], check: bool = True) -> tuple[list[str], list[str]]:
+    """Split ``[options..., program...]`` after the interpreter's name.
+
+    Options must already be in effect in this interpreter (a recorded
+    program runs in-process: it cannot get options of its own), so
+    ``python -m retracesoftware -- python -B app.py`` is accepted when this
+    interpreter runs with -B (or PYTHONDONTWRITEBYTECODE), and otherwise is
+    a UsageError saying to put the option before ``-m retracesoftware``.
+    Subprocesses of this Python recorded by retrace get their options that
+    way (children.py; ``check=False``: only parse). Returns (options, rest)."""
+    options = []
+    i = 0
+    while i < len(words) and words[i].startswith("-") and words[i] not in ("-m", "-c", "-", "--"):
+        word = words[i]
+        letters = word[1:]
+        if letters[:1] in ("W", "X"):
+            arg = letters[1:]
+            taken = 1
+            if not arg:
+                if i + 1 >= len(words):
+                    raise UsageError(f"interpreter option {word!r} needs an argument")
+                arg = words[i + 1]
+                taken = 2
+            if not check:
+                in_effect = True
+            elif letters[0] == "W":
+                in_effect = arg in sys.warnoptions
+            else:
+                key, _, value = arg.partition("=")
+                in_effect = key in sys._xoptions and (not value or sys._xoptions[key] == value)
+            if not in_effect:
+                raise UsageError(f"interpreter option '-{letters[0]} {arg}' is not in effect here: "
+                                 f"put it before -m retracesoftware (python -{letters[0]} {arg} -m retracesoftware ...)")
+            options.extend(words[i:i + taken])
+            i += taken
+            continue
+        counts: dict = {}
+        for ch in letters:
+            if ch == "u":
+                continue
+            if ch not in _FLAG_LETTERS or not hasattr(sys.flags, _FLAG_LETTERS[ch]):
+                raise UsageError(f"interpreter option {word!r} is not supported under retrace")
+            counts[ch] = counts.get(ch, 0) + 1
+        for ch, n in (counts.items() if check else ()):
+            have = int(getattr(sys.flags, _FLAG_LETTERS[ch]))
+            # -I implies -E and -s; -O counts (-OO is 2).
+            if have < n or (ch in "ObvdO" and have != n):
+                raise UsageError(f"interpreter option {word!r} is not in effect here: put it before "
+                                 f"-m retracesoftware (python {word} -m retracesoftware ...)")
+        options.append(word)
+        i += 1
+    return options, words[i:]
 
 
 def _same_file(a: str, b: str) -> bool:

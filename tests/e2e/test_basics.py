@@ -138,3 +138,32 @@ def test_module_level_clock_in_imported_module(scenario):
     """)
     s.write("helper.py", "import time\nSTARTED = time.time()\n")
     assert_faithful(s)
+
+
+def test_objects_freed_after_a_replayed_error_are_freed_when_recorded(scenario):
+    # A replayed OSError must not keep the frames it passed through (and
+    # their locals) alive longer than the real one did: finalizers (here a
+    # __del__ that prints; in multiprocessing a weakref callback closing
+    # fds, a recorded call) must run at the same point as on record.
+    s = scenario("""
+import os, random
+
+class Resource:
+    def __init__(self, n):
+        self.n = n
+    def __del__(self):
+        print("freed", self.n, flush=True)
+
+def attempt(n):
+    r = Resource(n)
+    try:
+        os.stat("/nonexistent/%d" % n)
+    except OSError as exc:
+        print("error", exc.errno)
+
+for n in range(3):
+    attempt(n)
+    print("after", n, random.random())
+""")
+    rec = assert_faithful(s, check_plain_differs=True)
+    assert rec.out.index("freed 0") < rec.out.index("after 0"), rec.out

@@ -139,6 +139,35 @@ def test_multiprocessing_fork_pool_map(scenario):
     assert len(_children(s)) == 2
 
 
+def test_multiprocessing_spawn_process(scenario):
+    # A spawn child is `python [-B ...] -c "from multiprocessing.spawn import
+    # spawn_main; ..." --multiprocessing-fork` with pipes passed by fd: it
+    # records itself (its interpreter options go to the interpreter running
+    # retrace), and the parent's replay replays it, so what it prints is
+    # reproduced.
+    s = scenario("""
+        import multiprocessing as mp, random
+
+        def work(n, q):
+            print("worker", n, random.random(), flush=True)
+            q.put((n, random.random()))
+
+        if __name__ == "__main__":
+            ctx = mp.get_context("spawn")
+            q = ctx.Queue()
+            for i in range(2):
+                p = ctx.Process(target=work, args=(i, q))
+                p.start()
+                got = q.get()
+                p.join()   # the replay waits for the child's replay here: output in recorded order
+                print("joined", i, p.exitcode, got, flush=True)
+            print("parent", random.random())
+    """)
+    rec = assert_faithful(s, env={"PYTHONDONTWRITEBYTECODE": "1"})
+    assert rec.out.count("worker") == 2
+    assert len(_children(s)) >= 2
+
+
 def test_pid_replays_one_child(scenario):
     s = scenario("""
         import os, random, subprocess, sys

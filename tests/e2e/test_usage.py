@@ -62,3 +62,24 @@ def test_changed_source_is_refused(tmp_path):
     rep = cli(tmp_path, "--recording", "r.bin")
     assert rep.returncode == 4, rep.err
     assert "changed" in rep.err and "--force" in rep.err
+
+
+def test_interpreter_options_in_effect_are_accepted(tmp_path):
+    # `python -O -m retracesoftware ... -- python -O app.py`: the option is in
+    # effect in the interpreter that runs the program, so it is honoured.
+    (tmp_path / "app.py").write_text("import sys\nassert False, 'asserts run'\nprint(sys.flags.optimize)\n")
+    r = run([sys.executable, "-O", "-m", "retracesoftware", "--recording", "o.bin", "--",
+             "python", "-O", "app.py"], tmp_path)
+    assert r.returncode == 0 and r.stdout == b"1\n", r.err
+    rep = run([sys.executable, "-O", "-m", "retracesoftware", "--recording", "o.bin"], tmp_path)
+    assert rep.returncode == 0 and rep.stdout == b"1\n", rep.err
+
+
+def test_interpreter_option_not_in_effect_says_where_to_put_it(tmp_path):
+    (tmp_path / "app.py").write_text("print(1)\n")
+    r = cli(tmp_path, "--recording", "x.bin", "--", "python", "-O", "app.py")
+    assert r.returncode == 2, r.err
+    assert "'-O' is not in effect here: put it before -m retracesoftware" in r.err, r.err
+    assert len(r.err.strip().splitlines()) == 1
+    r = cli(tmp_path, "--recording", "x.bin", "--", "python", "-i", "app.py")
+    assert r.returncode == 2 and "'-i' is not supported under retrace" in r.err, r.err
