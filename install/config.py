@@ -643,7 +643,9 @@ class _Validator:
                 raise self.error(path + ("types",), f"got {_type_name(table)}", 'expected tables [modules."<m>".types."<Type>"]')
             for tname, tbody in table.items():
                 types[tname] = self.type_(path + ("types", tname), tname, tbody)
-        self.exclusive(path, {**lists, "types": tuple(types)})
+        value_types = set(lists["immutable"])
+        self.exclusive(path, {**lists, "types": tuple(
+            t for t, cfg in types.items() if cfg.construct or t not in value_types)})
         callback = self.callback(path, body.get("callback", {}))
         when = self.when(path, body["when"]) if "when" in body else None
         return ModuleConfig(
@@ -695,7 +697,9 @@ class _Validator:
         """A name has one role: a function is not both proxied and disabled,
         a type not both passed by value and bound.  (proxy and types may
         share a name: a factory such as ``select.poll`` returns instances of
-        a type with the same name.)"""
+        a type with the same name; and a type table with ``construct =
+        false`` may name an immutable type: a value type whose class methods
+        read the outside world, ``datetime.now``.)"""
         owner: dict[str, list[str]] = {}
         keys = [k for k in roles if k in _EXCLUSIVE_ROLES or k in _TYPE_LISTS]
         for key in keys:

@@ -43,8 +43,14 @@ def test_datetime_now_and_today(scenario):
         import datetime
         print(datetime.datetime.now(), datetime.datetime.utcnow(), datetime.date.today())
         print(datetime.datetime.now(datetime.timezone.utc).isoformat())
+        # Real datetimes while recording too: the program computes with them.
+        now = datetime.datetime.now()
+        print(type(now).__name__, isinstance(now, datetime.datetime), now + datetime.timedelta(seconds=1) > now)
+        print((datetime.datetime.now(datetime.timezone.utc) - datetime.datetime(2000, 1, 1,
+              tzinfo=datetime.timezone.utc)).days > 0, datetime.datetime.now().astimezone().tzinfo is not None)
     """)
-    assert_faithful(s)
+    rec = assert_faithful(s)
+    assert "datetime True True" in rec.out and "True True" in rec.out, rec.out
 
 
 def test_random_module_and_instances(scenario):
