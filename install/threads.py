@@ -146,11 +146,11 @@ class ThreadSupport:
 
         class RecordedLock:
             """A ``_thread.lock`` made by program code under retrace."""
-            __slots__ = ("_lock", "_id", "__weakref__")
+            __slots__ = ("_lock", "_id", "_key", "__weakref__")
 
             def __init__(self):
                 self._lock = _allocate_lock()
-                self._id = lock_ids(1)
+                self._id, self._key = lock_ids.make(1)
 
             def _at_fork_reinit(self):
                 self._lock._at_fork_reinit()
@@ -193,10 +193,10 @@ class ThreadSupport:
 
         class RecordedRLock(RT):
             """A ``_thread.RLock`` made by program code under retrace."""
-            __slots__ = ("_id",)
+            __slots__ = ("_id", "_key")
 
             def __init__(self, *args, **kwargs):
-                self._id = lock_ids(1)
+                self._id, self._key = lock_ids.make(1)
 
             acquire = sync.acquire(RT.acquire, "rlock.acquire", acquire_replay)
             __enter__ = sync.acquire(RT.__enter__, "rlock.acquire", acquire_replay)
@@ -364,6 +364,7 @@ class ThreadSupport:
 
         installer.when_imported("asyncio.base_events", self._patch_asyncio)
         installer.when_imported("asyncio.tasks", self._patch_as_completed)
+        installer.when_imported("concurrent.futures._base", self._patch_acquire_futures)
         self._patch_join(installer)
         if self.replaying:
             self._patch_delete(installer)
@@ -557,6 +558,28 @@ class ThreadSupport:
         package = sys.modules.get("asyncio")
         if package is not None and package.__dict__.get("as_completed") is original:
             self._installer._set(package, "as_completed", as_completed)
+
+    def _patch_acquire_futures(self, base):
+        """``concurrent.futures.wait()``/``as_completed()`` take the futures'
+        condition locks in ``id()`` order (a deadlock-free global order).
+        Addresses differ on replay, so the locks would be taken in another
+        order than recorded (a divergence: SYNC events name their lock).
+        Futures made by program code are ordered by their lock's recorded
+        identity instead (same on record and replay); others keep ``id()``."""
+        acquire = base.__dict__.get("_AcquireFutures")
+        original = getattr(acquire, "__init__", None) if acquire is not None else None
+        if original is None:
+            return
+
+        def stable(future):
+            key = getattr(getattr(getattr(future, "_condition", None), "_lock", None), "_key", None)
+            return (0, key) if key is not None else (1, ("", "", id(future)))
+
+        def __init__(self_, futures):
+            self_.futures = sorted(futures, key=stable)
+        __init__.__wrapped__ = original
+        __init__.__qualname__ = "_AcquireFutures.__init__"
+        self._installer._set(acquire, "__init__", __init__)
 
     def _adopt_main_ident(self, recorded):
         """On replay program code sees the recorded main ident: re-key

@@ -472,9 +472,17 @@ class LockIds:
         (recorded, never checked) for a lock made by a thread that has no
         logical id (started before install or by C code): such threads share
         one id, so their creation counts are not deterministic."""
+        return self.make(depth + 1)[0]
+
+    def make(self, depth=1):
+        """``(id, key)``: the id (above) and the lock's whole identity
+        ``(thread, site, count)`` as strings and an int, a sort key that is
+        the same on record and replay (code that orders locks by ``id()``,
+        such as concurrent.futures' wait(), orders them by it instead); None
+        for a lock made by a thread without a logical id."""
         tid = self._thread_id()
         if tid == -1:
-            return True
+            return True, None
         try:
             frame = sys._getframe(depth + 1)
         except ValueError:      # called with a shallower stack (from C)
@@ -489,7 +497,7 @@ class LockIds:
         self._counts[key] = n + 1
         lock_id = _crc32(f"{key[0]}|{site}|{n}".encode()) & self.MASK
         self.sites[lock_id] = f"lock #{lock_id} (made {_ordinal(n + 1)} in {site} by thread {key[0]})"
-        return lock_id
+        return lock_id, (str(tid), site, n)
 
     def describe(self, lock_id):
         return self.sites.get(lock_id, f"lock #{lock_id}")

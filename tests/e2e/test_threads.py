@@ -318,6 +318,27 @@ print(sorted(threading.current_thread().name for _ in range(1)))
 """)
 
 
+@pytest.mark.skipif(__import__("retracesoftware.utils", fromlist=["BACKEND"]).BACKEND != "cpp",
+                    reason="as_completed iterates a set of futures: its order replays only with "
+                           "identity hashing (C++ backend)")
+def test_futures_wait_and_as_completed(scenario):
+    # wait() and as_completed() take the futures' locks in id() order; the
+    # replay (whose addresses differ) must take them in the recorded order.
+    check(scenario, """
+from concurrent.futures import ThreadPoolExecutor, as_completed, wait, FIRST_COMPLETED
+def task(k):
+    spin(200 + 97 * (k % 5))
+    return k
+with ThreadPoolExecutor(max_workers=3) as pool:
+    futures = [pool.submit(task, k) for k in range(12)]
+    print([f.result() for f in as_completed(futures)])
+    more = [pool.submit(task, k) for k in range(12)]
+    first, rest = wait(more, return_when=FIRST_COMPLETED)
+    print(len(first) >= 1, sorted(f.result() for f in first | rest))
+    print([f.result() for f in as_completed(more)])
+""")
+
+
 def test_daemon_threads_alive_at_exit(scenario):
     check(scenario, """
 lock = threading.Lock()
