@@ -6,6 +6,7 @@ protocols, so the adapters are the objects themselves, configured here.
 """
 from __future__ import annotations
 
+import _io
 import _thread
 import os
 import sys
@@ -252,6 +253,47 @@ class _Session:
             from retracesoftware import utils
             utils.set_identity_hashing(True, gate=self.system.gate, thread_id=self.threads.current)
             self.installer._undo.append(lambda: utils.set_identity_hashing(False))
+        gate = self.system.gate
+        previous = gate.swap(INTERNAL)
+        try:
+            self._program_state_made_before_start()
+        finally:
+            gate.phase = previous
+
+    def _program_state_made_before_start(self):
+        """State the program would have made itself but our start-up made
+        before recording began, remade as program code (same in record and
+        replay, so the tape agrees):
+
+        * ``sys.stdin``: the interpreter opened it before us, so its reads
+          were not recorded (a piped-in input replayed from whatever the
+          replay's stdin was). When it is not a terminal it is reopened on
+          fd 0 through the recorded ``open``, with the same encoding, errors
+          and newline handling. (A terminal stays as it is: ``input()`` reads
+          a terminal through the C readline, not through ``sys.stdin``.)
+        * ``logging._startTime`` (``%(relativeCreated)``): taken from the
+          clock when our runtime imported logging; retaken from the
+          recorded clock now."""
+        stdin = sys.stdin
+        try:
+            reopen = (stdin is not None and stdin is sys.__stdin__ and stdin.fileno() == 0
+                      and not stdin.isatty() and isinstance(stdin, _io.TextIOWrapper))
+        except (OSError, ValueError, AttributeError):
+            reopen = False
+        if reopen:
+            try:
+                # The interpreter's own stdin splits lines at "\n" only
+                # (universal newlines on Windows).
+                new = open(0, "r", encoding=stdin.encoding, errors=stdin.errors,
+                           newline=None if os.name == "nt" else "\n", closefd=False)
+            except OSError:
+                new = None
+            if new is not None:
+                sys.stdin = new
+        logging = sys.modules.get("logging")
+        if logging is not None and isinstance(getattr(logging, "_startTime", None), (int, float)):
+            import time
+            logging._startTime = time.time_ns() if isinstance(logging._startTime, int) else time.time()
 
     def _identity_hashing(self) -> bool:
         return False

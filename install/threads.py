@@ -365,6 +365,7 @@ class ThreadSupport:
         installer.when_imported("asyncio.base_events", self._patch_asyncio)
         installer.when_imported("asyncio.tasks", self._patch_as_completed)
         installer.when_imported("concurrent.futures._base", self._patch_acquire_futures)
+        self._patch_excepthook(installer)
         self._patch_join(installer)
         if self.replaying:
             self._patch_delete(installer)
@@ -558,6 +559,28 @@ class ThreadSupport:
         package = sys.modules.get("asyncio")
         if package is not None and package.__dict__.get("as_completed") is original:
             self._installer._set(package, "as_completed", as_completed)
+
+    def _patch_excepthook(self, installer):
+        """The default ``threading.excepthook`` prints a thread's uncaught
+        exception with its source lines, read from disk: our runtime's
+        reading (as for the main thread's traceback), not recorded program
+        I/O, whose reads would differ on replay (the source may be cached
+        there). A hook the program installs runs as program code."""
+        original = threading.excepthook
+        if original is not getattr(threading, "__excepthook__", None):
+            return
+        gate = self.gate
+
+        def excepthook(args, /):
+            previous = gate.swap(DISABLED)
+            try:
+                return original(args)
+            finally:
+                gate.phase = previous
+        excepthook.__wrapped__ = original
+        excepthook.__name__ = excepthook.__qualname__ = "excepthook"
+        excepthook.__doc__ = original.__doc__
+        installer._set(threading, "excepthook", excepthook)
 
     def _patch_acquire_futures(self, base):
         """``concurrent.futures.wait()``/``as_completed()`` take the futures'

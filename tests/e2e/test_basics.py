@@ -173,3 +173,52 @@ for n in range(3):
 """)
     rec = assert_faithful(s, check_plain_differs=True)
     assert rec.out.index("freed 0") < rec.out.index("after 0"), rec.out
+
+
+def test_piped_stdin_is_recorded(scenario):
+    # sys.stdin (made by the interpreter before recording began), its
+    # buffer and input() read the recorded input on replay, whatever the
+    # replay's own stdin is.
+    s = scenario("""
+import sys
+first = sys.stdin.readline()
+second = input()
+rest = sys.stdin.buffer.read()
+print(repr(first), repr(second), repr(rest))
+""")
+    rec = s.record(stdin=b"hello\nworld\nthe rest\n")
+    assert rec.returncode == 0, rec.err
+    plain = s.plain(stdin=b"hello\nworld\nthe rest\n")
+    assert rec.stdout == plain.stdout and rec.out.startswith("'hello\\n' 'world' b"), rec.out
+    for stdin in (b"", b"something else\n"):
+        rep = s.replay(stdin=stdin)
+        assert rep.returncode == 0, rep.err
+        assert rep.stdout == rec.stdout, rep.out + rep.err
+
+
+def test_uncaught_exception_in_a_thread(scenario):
+    s = scenario("""
+import threading, random
+def worker():
+    raise ValueError("boom %.3f" % random.random())
+t = threading.Thread(target=worker)
+t.start(); t.join()
+print("done", random.random())
+""")
+    rec = assert_faithful(s)
+    assert "ValueError: boom" in rec.err and 'raise ValueError("boom' in rec.err, rec.err
+
+
+def test_logging_relative_created(scenario):
+    s = scenario("""
+import logging, sys, time
+logging.basicConfig(stream=sys.stdout, format="%(relativeCreated)d %(message)s")
+time.sleep(0.01)
+logging.warning("hello")
+""")
+    rec = s.record()
+    assert rec.returncode == 0, rec.err
+    assert int(rec.out.split()[0]) >= 10, rec.out     # from our start, not the runtime's import
+    for _ in range(2):
+        rep = s.replay()
+        assert rep.returncode == 0 and rep.stdout == rec.stdout, rep.out + rep.err
