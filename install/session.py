@@ -217,11 +217,12 @@ def install_boundary(system, config, threads):
     """Everything that makes ``system`` the boundary of this interpreter —
     config patches, the import hook, debuggers, threads — shared by the CLI
     sessions and TestRunner. Returns ``(installer, thread_support)``."""
-    from retracesoftware.install import debugging
+    from retracesoftware.install import debugging, mmaps
     installer = Installer(system, config)
     installer.install()
     try:
         debugging.install(system, installer._set)
+        mmaps.install(system, installer)
         thread_support = ThreadSupport(system, threads)
         thread_support.install(installer)
     except BaseException:
