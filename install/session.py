@@ -61,6 +61,10 @@ def open_recording(path, pid=None):
     return reader
 
 
+#: set in the environment of a subprocess replayed by a replaying parent
+CHILD_REPLAY_ENV = "RETRACE_CHILD_REPLAY"
+
+
 def _can_hash_identities() -> bool:
     from retracesoftware import utils
     return utils.BACKEND == "cpp"
@@ -398,6 +402,14 @@ class RecordSession(_Session):
         self._install()
         if self.redact:
             _install_redaction(self, self.redact)
+        # Killed by SIGTERM (a pool worker its parent terminates), the
+        # process still leaves every event it made (C++ backend).
+        arm = getattr(self.writer, "flush_on_sigterm", None)
+        if arm is not None:
+            try:
+                arm()
+            except Exception:
+                pass
 
     def abandon(self):
         """Undo everything and delete the recording (start-up failed)."""
@@ -487,6 +499,8 @@ class ReplaySession(_Session):
         # A process recorded through the .pth hook cannot see its own exit
         # code at exit (the interpreter has not decided it yet): None was recorded.
         self.exit_code_known = (preamble.get("options") or {}).get("started_by") != "pth-hook"
+        #: a child process replayed by a replaying parent (see stop_early)
+        self.child_replay = os.environ.get(CHILD_REPLAY_ENV) == "1"
 
     def main_finished(self, code):
         self.exit_code = code if self.exit_code_known else None
@@ -569,7 +583,14 @@ class ReplaySession(_Session):
         from any thread, with one line and exit code 4. The program's own
         atexit handlers do not run: the recorded program never got there.
         Output still in the program's buffers is not flushed either: the
-        recorded program had not written it by this event."""
+        recorded program had not written it by this event.
+
+        A replayed *child* process (forked or spawned by a replaying parent,
+        ``child_replay``) whose recording just ends (the child was killed:
+        a pool worker its parent terminated) stops silently: its death is
+        part of the recorded run, and the parent's replay goes on."""
+        if self.child_replay and (exc is None or isinstance(exc, EOFError)):
+            _os_exit(RecordingFormatError.exit_code)
         try:
             if self.debug:
                 import traceback

@@ -304,6 +304,7 @@ class ChildProcesses:
         previous = gate.swap(DISABLED)
         try:
             self.session.threads.reset_after_fork()
+            self.session.child_replay = True
             self.pid = _getpid()
             self._count = 0
             self._live = {}
@@ -388,9 +389,16 @@ class ChildProcesses:
         gate = self.system.gate
         previous = gate.swap(DISABLED)
         try:
-            problem = _unreplayable(self._path(name))
+            path = self._path(name)
+            problem = _unreplayable(path)
+            # No file at all while its siblings are there: the child was
+            # killed before its recording began (a pool worker terminated
+            # while starting up). It did nothing a replay could show.
+            killed_at_start = problem is not None and not _exists(path) and _isdir(self.dir)
         finally:
             gate.phase = previous
+        if killed_at_start:
+            return
         if problem is not None:
             # The parent's replay does not depend on it (what the parent got
             # from the child is on the parent's tape); say what is missing.
@@ -411,7 +419,11 @@ class ChildProcesses:
         gate = self.system.gate
         previous = gate.swap(DISABLED)
         try:
-            self._live[pid] = ("spawn", subprocess.Popen(cmd, stdin=stdin, stdout=stdout, stderr=stderr))
+            from retracesoftware.install.session import CHILD_REPLAY_ENV
+            env = dict(os.environ)
+            env[CHILD_REPLAY_ENV] = "1"
+            self._live[pid] = ("spawn", subprocess.Popen(cmd, stdin=stdin, stdout=stdout, stderr=stderr,
+                                                         env=env))
         finally:
             gate.phase = previous
 

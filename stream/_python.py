@@ -562,10 +562,23 @@ class StreamWriter:
         self._flusher_running = True
         self._flusher_done = _allocate_lock()
         self._flusher_done.acquire()
+        # The inherited bindings reach the disk now: a child killed before
+        # the flusher's first round still leaves a replayable start.
+        if out:
+            self._flush_once()
         self._flusher_ident = _start_new_thread(
             StreamWriter._flusher,
             (_weakref.ref(self), self._wake, self._flusher_done, self._flush_interval))
         return len(live)
+
+    def flush_on_sigterm(self):
+        """C++ backend only (a C-level handler and a thread of ours flush
+        before the process dies of SIGTERM): here False, nothing armed. A
+        Python-level handler would run only when the main thread next runs
+        bytecode, never if it is blocked in a C call, and the process would
+        then not die of the signal at all."""
+        self._check()
+        return False
 
     def child_writer(self, path, preamble):
         """A fresh writer for this (forked) process with the same thread_id,

@@ -32,6 +32,7 @@
 
 #include <structmember.h>
 #include <cerrno>
+#include <cstring>
 #include <csignal>
 #include <pthread.h>
 #include <fcntl.h>
@@ -87,6 +88,7 @@ struct Writer {
     bool forked;
     bool intern;
     bool constructed;
+    bool term_wanted;   // flush_on_sigterm() was asked for: re-armed by reopen()
 };
 
 // ------------------------------------------------------------ encoding
@@ -538,6 +540,131 @@ void flusher_main(Core* c) {
     }
 }
 
+// ------------------------------------------------------------ SIGTERM
+
+// flush_on_sigterm(): a process killed by SIGTERM (Pool.terminate(), kill)
+// would lose what is still buffered. While SIGTERM is at its default, a
+// C-level handler (async-signal-safe: one write() to a pipe) wakes a thread
+// of ours, which flushes the buffer and then kills the process with
+// SIGTERM at its default disposition again, so it dies as it would have.
+// No Python code runs: a Python-level handler would run only when the main
+// thread next runs bytecode (never, if it is blocked in sem_wait). The
+// program cannot tell: Python's signal module keeps its own table
+// (getsignal says SIG_DFL), and a handler it installs replaces ours.
+// Process-wide (signal dispositions are): one armed writer at a time.
+namespace term {
+std::atomic<Core*> core{nullptr};
+std::atomic<long> pid{0};
+int pipe_r = -1, pipe_w = -1;
+std::thread* thread = nullptr;
+Writer* owner = nullptr;
+
+extern "C" void on_signal(int sig) {
+    int saved = errno;
+    if (static_cast<long>(::getpid()) == pid.load()) {
+        char c = static_cast<char>(sig);
+        if (::write(pipe_w, &c, 1) < 0) { /* nothing to do in a handler */ }
+    } else {
+        // A forked child not re-armed yet: die as SIGTERM would have.
+        struct sigaction dfl;
+        std::memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        sigemptyset(&dfl.sa_mask);
+        ::sigaction(sig, &dfl, nullptr);
+        ::kill(::getpid(), sig);
+    }
+    errno = saved;
+}
+
+void thread_main(int rfd) {
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, nullptr);
+    for (;;) {
+        char c = 0;
+        ssize_t n = ::read(rfd, &c, 1);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0 || c == 0) return;   // disarmed
+        Core* co = core.load();
+        if (co) {
+            std::unique_lock<std::mutex> lk(co->mu);
+            flush_locked(*co, lk);
+        }
+        struct sigaction dfl;
+        std::memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        sigemptyset(&dfl.sa_mask);
+        ::sigaction(c, &dfl, nullptr);
+        ::kill(::getpid(), c);
+        // Every other thread blocks it (the program masked SIGTERM after we
+        // armed): it stays pending, as it would have without us.
+        return;
+    }
+}
+
+// Arm for *w*; false (nothing changed) unless SIGTERM is at its default.
+bool arm(Writer* w) {
+    struct sigaction now;
+    if (::sigaction(SIGTERM, nullptr, &now) != 0) return false;
+    // (ours is inherited by a forked child, which re-arms in reopen())
+    if ((now.sa_handler != SIG_DFL && now.sa_handler != on_signal) || (now.sa_flags & SA_SIGINFO)) return false;
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) return false;
+    try {
+        thread = new std::thread(thread_main, fds[0]);
+    } catch (...) {
+        ::close(fds[0]); ::close(fds[1]);
+        return false;
+    }
+    pipe_r = fds[0]; pipe_w = fds[1];
+    core.store(&w->core);
+    pid.store(static_cast<long>(::getpid()));
+    owner = w;
+    struct sigaction act;
+    std::memset(&act, 0, sizeof act);
+    act.sa_handler = on_signal;
+    sigemptyset(&act.sa_mask);
+    act.sa_flags = SA_RESTART;   // the program's system calls never see EINTR from us
+    ::sigaction(SIGTERM, &act, nullptr);
+    return true;
+}
+
+// Undo arm() (call without the GIL: joins our thread).
+void disarm(Writer* w) {
+    if (owner != w) return;
+    struct sigaction now;
+    if (::sigaction(SIGTERM, nullptr, &now) == 0 && now.sa_handler == on_signal) {
+        struct sigaction dfl;
+        std::memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        sigemptyset(&dfl.sa_mask);
+        ::sigaction(SIGTERM, &dfl, nullptr);
+    }
+    core.store(nullptr);
+    char stop = 0;
+    if (::write(pipe_w, &stop, 1) < 0) { /* the thread ends at close below */ }
+    if (thread && thread->joinable()) thread->join();
+    delete thread;
+    thread = nullptr;
+    ::close(pipe_r); ::close(pipe_w);
+    pipe_r = pipe_w = -1;
+    owner = nullptr;
+}
+
+// In a forked child: our thread does not exist here and the pipe is the
+// parent's. Forget both (the handler already refuses to use them: pid).
+void forget_after_fork(Writer* w) {
+    if (owner != w) return;
+    (void)thread;   // leaked: a std::thread of a vanished thread must not be joined or destroyed
+    thread = nullptr;
+    core.store(nullptr);
+    if (pipe_r >= 0) ::close(pipe_r);
+    if (pipe_w >= 0) ::close(pipe_w);
+    pipe_r = pipe_w = -1;
+    owner = nullptr;
+}
+}  // namespace term
+
 // ------------------------------------------------------------ Python glue
 
 // Try to take *mu* for a few microseconds with the GIL held: the flusher
@@ -834,6 +961,7 @@ bool close_impl(Writer* w) {
     }
     Core& c = w->core;
     Py_BEGIN_ALLOW_THREADS
+    term::disarm(w);
     {
         std::unique_lock<std::mutex> lk(c.mu);
         c.stop = true;
@@ -879,6 +1007,7 @@ PyObject* Writer_forked_child(PyObject* self, PyObject*) {
     if (!w->constructed || w->pid == static_cast<long>(getpid())) Py_RETURN_NONE;
     w->forked = true;
     w->owner = 0;
+    term::forget_after_fork(w);
     // The flusher thread does not exist in the child; its std::thread object
     // must be neither joined nor destroyed (that would terminate). Leak it.
     (void)w->core.flusher.release();
@@ -888,6 +1017,15 @@ PyObject* Writer_forked_child(PyObject* self, PyObject*) {
 
 PyObject* Writer_child_writer(PyObject* self, PyObject* args);
 PyObject* Writer_reopen(PyObject* self, PyObject* args);
+
+PyObject* Writer_flush_on_sigterm(PyObject* self, PyObject*) {
+    Writer* w = reinterpret_cast<Writer*>(self);
+    if (!check(w)) return nullptr;
+    w->term_wanted = true;
+    if (term::owner == w) Py_RETURN_TRUE;
+    if (term::owner != nullptr) Py_RETURN_FALSE;
+    return PyBool_FromLong(term::arm(w));
+}
 
 PyMethodDef writer_methods[] = {
     {"write", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(Writer_write)), METH_FASTCALL,
@@ -902,6 +1040,8 @@ PyMethodDef writer_methods[] = {
     {"child_writer", Writer_child_writer, METH_VARARGS, "child_writer(path, preamble): a fresh writer with the same options."},
     {"reopen", Writer_reopen, METH_VARARGS,
      "reopen(path, preamble) -> int: in a forked child, continue this writer on a new file."},
+    {"flush_on_sigterm", Writer_flush_on_sigterm, METH_NOARGS,
+     "flush_on_sigterm() -> bool: while SIGTERM is at its default, flush before dying of it (C++ only)."},
     {"_forked_child", Writer_forked_child, METH_NOARGS, nullptr},
     {"__enter__", Writer_enter, METH_NOARGS, nullptr},
     {"__exit__", Writer_exit, METH_VARARGS, nullptr},
@@ -1203,6 +1343,12 @@ PyObject* Writer_reopen(PyObject* self, PyObject* args) {
     Py_SETREF(w->path, upath);
     w->core.fd = fd;
     w->core.written = head.size + pre.size;
+    if (i > 0) {
+        // The inherited bindings reach the disk now: a child killed before
+        // the flusher's first round still leaves a replayable start.
+        std::unique_lock<std::mutex> lk(w->core.mu);
+        flush_locked(w->core, lk);
+    }
     try {
         w->core.flusher = std::make_unique<std::thread>(flusher_main, &w->core);
     } catch (const std::exception& e) {
@@ -1212,6 +1358,7 @@ PyObject* Writer_reopen(PyObject* self, PyObject* args) {
         return nullptr;
     }
     w->forked = false;
+    if (w->term_wanted && term::owner == nullptr) term::arm(w);
     return PyLong_FromUnsignedLongLong(i);
 }
 

@@ -12,6 +12,8 @@ import pytest
 
 from retrace_testing import assert_faithful, run
 
+from retracesoftware import utils
+
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 
 
@@ -166,6 +168,42 @@ def test_multiprocessing_spawn_process(scenario):
     rec = assert_faithful(s, env={"PYTHONDONTWRITEBYTECODE": "1"})
     assert rec.out.count("worker") == 2
     assert len(_children(s)) >= 2
+
+
+def test_pool_workers_terminated_by_the_pool_replay_their_output(scenario):
+    # `with Pool()` ends with terminate(): SIGTERM to workers blocked waiting
+    # for work. Their recordings are flushed before they die (C++ backend),
+    # so their replays print what they printed, and end quietly.
+    s = scenario("""
+        import multiprocessing as mp, signal
+
+        def work(x):
+            print("child", x, flush=True)
+            return x * x
+
+        if __name__ == "__main__":
+            print(signal.getsignal(signal.SIGTERM))
+            for method in ("fork", "spawn"):
+                with mp.get_context(method).Pool(2) as pool:
+                    print(sorted(pool.map(work, range(4))), flush=True)
+            print("done")
+    """)
+    env = {"PYTHONDONTWRITEBYTECODE": "1"}
+    rec = s.record(env=env)
+    assert rec.returncode == 0, rec.err
+    assert rec.out.count("child") == 8 and "done" in rec.out, rec.out
+    plain = s.plain(env=env)
+    assert rec.out.splitlines()[0] == plain.out.splitlines()[0]   # SIGTERM still reads as default
+    for _ in range(2):
+        rep = s.replay(env=env)
+        assert rep.returncode == 0, rep.err
+        assert "retrace: error" not in rep.err, rep.err
+        if utils.BACKEND == "cpp":
+            # (processes' writes may interleave differently, even within a line)
+            assert rep.out.count("child") == 8, rep.out + rep.err
+            assert rep.out.count("[0, 1, 4, 9]") == 2 and "done" in rep.out, rep.out + rep.err
+        else:   # workers killed with events still buffered: their tail is lost
+            assert "done" in rep.out, rep.out + rep.err
 
 
 def test_pid_replays_one_child(scenario):

@@ -60,3 +60,41 @@ def test_sigkill_leaves_readable_prefix(impl, tmp_path, trial):
         assert "torn frame" in str(e)  # never a CRC error or garbage
         assert e.offset < path.stat().st_size
     assert i > flushed  # everything flushed before the kill is there
+
+
+TERM_CHILD = r"""
+import sys, importlib, os, signal, threading
+impl = importlib.import_module(sys.argv[1])
+w = impl.StreamWriter(sys.argv[2], {"child": True}, thread_id=lambda: 1, flush_interval=60.0)
+print(w.flush_on_sigterm(), signal.getsignal(signal.SIGTERM) == signal.SIG_DFL, flush=True)
+for i in range(1000):
+    w.write(i)
+blocked = threading.Lock()
+blocked.acquire()
+print("ready", flush=True)
+blocked.acquire()          # blocked in C for good: only the signal ends it
+"""
+
+
+def test_sigterm_flushes_before_the_process_dies_of_it(impl, tmp_path):
+    # C++: the events still buffered (flush_interval 60 s) reach the disk and
+    # the process dies of SIGTERM as before, though its main thread is
+    # blocked in C. Python backend: nothing armed (it says False).
+    path = tmp_path / "term.bin"
+    proc = subprocess.Popen([sys.executable, "-c", TERM_CHILD, impl.__name__, str(path)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        armed, default = proc.stdout.readline().split()
+        assert default == "True"
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+    assert proc.returncode == -signal.SIGTERM
+    assert armed == ("True" if impl.__name__.endswith("_stream") else "False")
+    if armed == "True":
+        r = impl.StreamReader(path)
+        assert [r.read() for _ in range(1000)] == list(range(1000))
