@@ -42,9 +42,17 @@ def _disabled_method(gate, method):
             else:
                 kwargs["skip"] = patterns
         previous = gate.swap(DISABLED)
+        # The debugger talks to the real terminal: the program's sys.stdin
+        # may be the recorded one (install/session.py reopens a piped stdin).
+        program_stdin, real_stdin = sys.stdin, sys.__stdin__
+        swap = real_stdin is not None and program_stdin is not real_stdin
+        if swap:
+            sys.stdin = real_stdin
         try:
             return method(*args, **kwargs)
         finally:
+            if swap and sys.stdin is real_stdin:
+                sys.stdin = program_stdin
             gate.phase = previous
     run_disabled.__retrace_disabled__ = True
     return run_disabled

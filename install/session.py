@@ -277,14 +277,10 @@ class _Session:
           and newline handling. (A terminal stays as it is: ``input()`` reads
           a terminal through the C readline, not through ``sys.stdin``.)
         * ``logging._startTime`` (``%(relativeCreated)``): taken from the
-          clock when our runtime imported logging; retaken from the
-          recorded clock now."""
+          clock when our runtime imported logging; set to the recording's
+          start time (in its preamble)."""
         stdin = sys.stdin
-        try:
-            reopen = (stdin is not None and stdin is sys.__stdin__ and stdin.fileno() == 0
-                      and not stdin.isatty() and isinstance(stdin, _io.TextIOWrapper))
-        except (OSError, ValueError, AttributeError):
-            reopen = False
+        reopen = self._reopen_stdin(stdin)
         if reopen:
             try:
                 # The interpreter's own stdin splits lines at "\n" only
@@ -296,11 +292,28 @@ class _Session:
             if new is not None:
                 sys.stdin = new
         logging = sys.modules.get("logging")
-        if logging is not None and isinstance(getattr(logging, "_startTime", None), (int, float)):
-            import time
-            logging._startTime = time.time_ns() if isinstance(logging._startTime, int) else time.time()
+        started = (self.preamble.get("started_at") if isinstance(getattr(self, "preamble", None), dict)
+                   else None)
+        if (logging is not None and isinstance(started, (int, float))
+                and isinstance(getattr(logging, "_startTime", None), (int, float))):
+            # The preamble's start time: the same on record and replay, and
+            # no extra event on the tape.
+            logging._startTime = int(started * 1e9) if isinstance(logging._startTime, int) else started
 
     def _identity_hashing(self) -> bool:
+        return False
+
+    @staticmethod
+    def _stdin_reopenable(stdin) -> bool:
+        try:
+            return (stdin is not None and stdin is sys.__stdin__ and stdin.fileno() == 0
+                    and not stdin.isatty() and isinstance(stdin, _io.TextIOWrapper))
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def _reopen_stdin(self, stdin) -> bool:
+        """Record: whether to (decided here, kept in the preamble); replay:
+        what the record did, whatever this process's stdin is."""
         return False
 
     def run(self, fn, *args):
@@ -378,8 +391,10 @@ class RecordSession(_Session):
         self.preamble = preamble
         self.redact = tuple(redact)
         if isinstance(preamble, dict):
-            # The replay switches identity hashing on exactly when the record had it.
-            preamble.setdefault("options", {})["identity_hashing"] = _can_hash_identities()
+            # The replay does these exactly when the record did.
+            options = preamble.setdefault("options", {})
+            options["identity_hashing"] = _can_hash_identities()
+            options["stdin_reopened"] = self._stdin_reopenable(sys.stdin)
         self.writer = stream_writer(path, preamble, thread_id=self.threads.current)
         self._warned = None
         try:
@@ -397,6 +412,9 @@ class RecordSession(_Session):
 
     def _identity_hashing(self) -> bool:
         return bool((self.preamble.get("options") or {}).get("identity_hashing"))
+
+    def _reopen_stdin(self, stdin) -> bool:
+        return bool((self.preamble.get("options") or {}).get("stdin_reopened")) and self._stdin_reopenable(stdin)
 
     def start(self):
         self._install()
@@ -504,6 +522,17 @@ class ReplaySession(_Session):
 
     def main_finished(self, code):
         self.exit_code = code if self.exit_code_known else None
+
+    def _reopen_stdin(self, stdin) -> bool:
+        options = (self.preamble.get("options") or {}) if isinstance(self.preamble, dict) else {}
+        if not options.get("stdin_reopened"):
+            return False
+        # As recorded, even if this replay's stdin is a terminal (its reads
+        # come from the tape); only a missing stdin cannot be reopened.
+        try:
+            return stdin is not None and stdin.fileno() == 0
+        except (OSError, ValueError, AttributeError):
+            return False
 
     def _identity_hashing(self) -> bool:
         options = (self.preamble.get("options") or {}) if isinstance(self.preamble, dict) else {}
