@@ -27,6 +27,7 @@ import sys
 import threading
 
 from retracesoftware.install import buffers, files, fs
+from retracesoftware.proxy.system import Callback as _Callback
 from retracesoftware.utils import DISABLED, INTERNAL
 from retracesoftware.utils.errors import RecordingError
 
@@ -218,6 +219,7 @@ class Installer:
             self._replace_everywhere(replacements)
             self._rebind_bound_methods()
             files.finalizer_mode = self.system.mode
+            self.when_imported("_signal", self._patch_getsignal)
         except BaseException:
             self.uninstall()
             raise
@@ -429,12 +431,46 @@ class Installer:
             for n in names:
                 if callable(kwargs.get(n)):
                     kwargs[n] = make_callback(kwargs[n])
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            # A callback handed back (signal.signal's previous handler) is
+            # the program's own function again.
+            return result.fn if type(result) is _Callback else result
 
         with_callbacks.__wrapped__ = fn
         with_callbacks.__name__ = getattr(fn, "__name__", "with_callbacks")
         with_callbacks.__qualname__ = getattr(fn, "__qualname__", with_callbacks.__name__)
         return with_callbacks
+
+    def _patch_getsignal(self, module) -> None:
+        """Signal handlers the program installs are callbacks (configs/
+        signal.toml); ``getsignal`` answers with the program's own function,
+        as ``signal.signal`` does for the previous handler (asyncio.run()
+        compares it with ``default_int_handler``). At uninstall, handlers
+        still installed are unwrapped, so the program's functions stay."""
+        real = module.__dict__.get("getsignal")
+        real_signal = module.__dict__.get("signal")
+        if real is None or real_signal is None:
+            return
+        real_signal = getattr(real_signal, "__wrapped__", real_signal)
+
+        def getsignal(signalnum):
+            handler = real(signalnum)
+            return handler.fn if type(handler) is _Callback else handler
+        getsignal.__name__ = getsignal.__qualname__ = "getsignal"
+        getsignal.__doc__ = real.__doc__
+        getsignal.__wrapped__ = real
+        self._set(module, "getsignal", getsignal)
+
+        def unwrap_handlers():
+            for signum in range(1, getattr(module, "NSIG", 65)):
+                try:
+                    handler = real(signum)
+                    if type(handler) is _Callback:
+                        real_signal(signum, handler.fn)
+                except (OSError, ValueError, RuntimeError):
+                    pass
+        # Runs after the attribute undos of later patches, before earlier ones.
+        self._undo.append(unwrap_handlers)
 
     def when_imported(self, name: str, fn) -> None:
         """Run ``fn(module)`` once module *name* is loaded: now if it already
@@ -459,7 +495,9 @@ class Installer:
 
         def undo():
             if missing:
-                owner.__dict__.pop(attr, None)
+                # (a class's __dict__ is a read-only mappingproxy: delattr)
+                if attr in owner.__dict__:
+                    delattr(owner, attr)
             else:
                 setattr(owner, attr, old)
         self._undo.append(undo)

@@ -14,6 +14,7 @@ the other time): it is reported as a divergence instead of passing.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import sys
@@ -127,11 +128,40 @@ class TestRunner:
         return True
 
 
-# The hook must be tryfirst so pytest's own pyfunc_call does not also run the test.
+    def pytest_runtest_call(self, item):
+        """``unittest.TestCase`` tests (pytest's TestCaseFunction items) do
+        not go through ``pytest_pyfunc_call``: the test method itself is
+        recorded and replayed (setUp/tearDown run once, around both, like
+        fixtures around a function test)."""
+        if not _is_unittest_item(item) or not applies_to(str(getattr(item, "path", item.fspath))):
+            return
+        original = item.obj
+        if inspect.iscoroutinefunction(original) or getattr(original, "__retrace_wrapped__", False):
+            return  # async test methods run on their own loop: left alone
+        runner = self
+
+        @functools.wraps(original)
+        def recorded_and_replayed(*args, **kwargs):
+            return runner.record_and_replay(lambda: original(*args, **kwargs), name=item.nodeid)
+        recorded_and_replayed.__retrace_wrapped__ = True
+        item.obj = recorded_and_replayed
+
+
+def _is_unittest_item(item) -> bool:
+    try:
+        from _pytest.unittest import TestCaseFunction
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(item, TestCaseFunction)
+
+
+# The hooks must be tryfirst: pytest's own pyfunc_call must not also run the
+# test, and the unittest method must be wrapped before pytest calls it.
 try:
     import pytest as _pytest
 
     TestRunner.pytest_pyfunc_call = _pytest.hookimpl(tryfirst=True)(TestRunner.pytest_pyfunc_call)
+    TestRunner.pytest_runtest_call = _pytest.hookimpl(tryfirst=True)(TestRunner.pytest_runtest_call)
 except ImportError:  # pragma: no cover - pytest is only needed when used with pytest
     pass
 

@@ -31,6 +31,7 @@ from retracesoftware.utils import DISABLED, RecordGateway, ReplayGateway
 
 _allocate_lock = _thread.allocate_lock
 _get_ident = _thread.get_ident
+_getframe = sys._getframe
 _RLock = _thread.RLock
 _Condition = _threading.Condition
 _monotonic = _time.monotonic
@@ -484,9 +485,9 @@ class LockIds:
         if tid == -1:
             return True, None
         try:
-            frame = sys._getframe(depth + 1)
+            frame = _getframe(depth + 1)
         except ValueError:      # called with a shallower stack (from C)
-            frame = sys._getframe(1)
+            frame = _getframe(1)
         skip = self._skip
         while frame.f_back is not None and frame.f_code.co_filename in skip:
             frame = frame.f_back

@@ -92,3 +92,55 @@ def test_pytest_retrace_flag(tmp_path):
     (tmp_path / "test_sample.py").write_text(SUITE.replace("EXPECTED_RUNS", "1"))
     code, out = _pytest(tmp_path)
     assert "1 failed, 4 passed" in out, out
+
+
+SUITE_MORE = '''
+import asyncio, random, signal, threading, unittest
+
+RUNS = []
+class TestUnittestStyle(unittest.TestCase):
+    def setUp(self):
+        self.seed = 3
+
+    def test_method_is_recorded_and_replayed(self):
+        RUNS.append(random.random() + self.seed)
+
+    def test_zz_it_ran_twice(self):
+        self.assertEqual(len(RUNS), 2)
+
+def test_asyncio_run_and_signal_handlers():
+    async def main():
+        await asyncio.sleep(0)
+        return random.random()
+    asyncio.run(main())
+    def handler(signum, frame):
+        pass
+    previous = signal.signal(signal.SIGUSR1, handler)
+    assert signal.getsignal(signal.SIGUSR1) is handler
+    assert signal.signal(signal.SIGUSR1, previous) is handler
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+'''
+
+CONFTEST_CHECK = '''
+import json, signal, threading
+BEFORE = dict(vars(threading.Thread))
+
+def pytest_sessionfinish(session):
+    # Outside every recorded test: nothing of retrace may be left.
+    left = sorted(k for k in set(BEFORE) | set(vars(threading.Thread))
+                  if BEFORE.get(k) is not vars(threading.Thread).get(k))
+    with open("leftovers.json", "w") as f:
+        json.dump({"thread_attrs": left,
+                   "sigint_default": signal.getsignal(signal.SIGINT) is signal.default_int_handler}, f)
+'''
+
+
+def test_unittest_asyncio_signals_and_uninstall(tmp_path):
+    (tmp_path / "test_more.py").write_text(SUITE_MORE)
+    (tmp_path / "conftest.py").write_text(CONFTEST_CHECK)
+    code, out = _pytest(tmp_path, "--retrace")
+    assert code == 0 and "3 passed" in out, out
+    assert "undo failed" not in out, out
+    left = json.loads((tmp_path / "leftovers.json").read_text())
+    assert left == {"thread_attrs": [], "sigint_default": True}, left
