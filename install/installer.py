@@ -220,6 +220,8 @@ class Installer:
             self._rebind_bound_methods()
             files.finalizer_mode = self.system.mode
             self.when_imported("_signal", self._patch_getsignal)
+            self.when_imported("socket", self._patch_socket_finalizer)
+            self._gc_callbacks_outside()
         except BaseException:
             self.uninstall()
             raise
@@ -471,6 +473,68 @@ class Installer:
                     pass
         # Runs after the attribute undos of later patches, before earlier ones.
         self._undo.append(unwrap_handlers)
+
+    def _gc_callbacks_outside(self) -> None:
+        """``gc.callbacks`` run when a collection happens, which is not at
+        the same point on record and replay (our runtime allocates too): a
+        callback making a boundary call (hypothesis times collections with
+        ``time.perf_counter``) would put events on the tape that the replay
+        makes elsewhere. The program's callbacks run outside the recording,
+        between two of ours: the first sets DISABLED (and keeps the second
+        last in the list), the second restores the phase, so the collection
+        itself (finalizers) runs in the phase it happened in."""
+        import gc
+        callbacks = gc.callbacks
+        gate = self.system.gate
+        saved = threading.local()
+
+        def retrace_gc_enter(phase, info):
+            saved.phase = gate.swap(DISABLED)
+            if callbacks and callbacks[-1] is not retrace_gc_leave:
+                try:
+                    callbacks.remove(retrace_gc_leave)
+                except ValueError:
+                    pass
+                callbacks.append(retrace_gc_leave)
+
+        def retrace_gc_leave(phase, info):
+            previous = getattr(saved, "phase", None)
+            if previous is not None:
+                saved.phase = None
+                gate.phase = previous
+
+        callbacks.insert(0, retrace_gc_enter)
+        callbacks.append(retrace_gc_leave)
+
+        def undo():
+            for cb in (retrace_gc_enter, retrace_gc_leave):
+                while cb in callbacks:
+                    callbacks.remove(cb)
+        self._undo.append(undo)
+
+    def _patch_socket_finalizer(self, module) -> None:
+        """An unclosed socket's finalizer formats its ResourceWarning with
+        ``repr(sock)``, which calls ``sock.fileno()`` (even when the warning
+        is filtered out): a boundary call made whenever the garbage gets
+        collected, which on replay (a stub, no finalizer) never happens. The
+        finalizer runs outside the recording; a replayed stub has no real
+        descriptor, so it warns of nothing."""
+        cls = module.__dict__.get("socket")
+        base = getattr(module, "_socket", None)
+        base_type = getattr(base, "socket", None) if base is not None else None
+        finalize = getattr(base_type, "__del__", None) if base_type is not None else None
+        if cls is None or finalize is None or "__del__" in cls.__dict__:
+            return
+        gate = self.system.gate
+
+        def __del__(sock):
+            previous = gate.swap(DISABLED)
+            try:
+                finalize(sock)
+            finally:
+                gate.phase = previous
+        __del__.__qualname__ = "socket.__del__"
+        self._set(cls, "__del__", __del__)
 
     def when_imported(self, name: str, fn) -> None:
         """Run ``fn(module)`` once module *name* is loaded: now if it already
