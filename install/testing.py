@@ -75,6 +75,7 @@ class TestRunner:
         from retracesoftware.install.session import install_boundary
 
         installer, thread_support = install_boundary(system, self.config(), threads)
+        _identity_hashing(system, threads)
         try:
             gate = system.gate
             previous = gate.swap(INTERNAL)
@@ -145,6 +146,20 @@ class TestRunner:
             return runner.record_and_replay(lambda: original(*args, **kwargs), name=item.nodeid)
         recorded_and_replayed.__retrace_wrapped__ = True
         item.obj = recorded_and_replayed
+
+
+def _identity_hashing(system, threads) -> None:
+    """Deterministic identity hashes (C++ backend), as in CLI sessions, so
+    sets of the test's objects iterate alike on record and replay. Switched
+    on once per process (the snapshot of live objects costs); each pass
+    (record, replay) restarts the per-thread counters with its own gate."""
+    from retracesoftware import utils
+    if utils.BACKEND != "cpp":
+        return
+    try:
+        utils.set_identity_hashing(True, gate=system.gate, thread_id=threads.current)
+    except Exception:   # never fail a test because of this
+        pass
 
 
 def _is_unittest_item(item) -> bool:

@@ -144,3 +144,31 @@ def test_unittest_asyncio_signals_and_uninstall(tmp_path):
     assert "undo failed" not in out, out
     left = json.loads((tmp_path / "leftovers.json").read_text())
     assert left == {"thread_attrs": [], "sigint_default": True}, left
+
+
+SUITE_SETS = '''
+import random
+
+class Item:
+    pass
+
+def test_set_of_plain_objects_orders_alike_on_replay():
+    items = []
+    for i in range(40):
+        item = Item()
+        item.n = i
+        items.append(item)
+    order = [item.n for item in set(items)]
+    # The order reaches a boundary call (seeding a Random is recorded).
+    random.Random(sum(i * n for i, n in enumerate(order))).random()
+'''
+
+
+def test_set_order_under_retrace(tmp_path):
+    from retracesoftware import utils
+    if utils.BACKEND != "cpp":
+        import pytest
+        pytest.skip("identity hashing needs the C++ backend")
+    (tmp_path / "test_sets.py").write_text(SUITE_SETS)
+    code, out = _pytest(tmp_path, "--retrace")
+    assert code == 0 and "1 passed" in out, out

@@ -256,8 +256,15 @@ PyObject* set_identity_hashing(PyObject*, PyObject* args, PyObject* kwargs) {
     IdentityHashState& s = state();
     if (enable == static_cast<int>(s.enabled)) {
         if (enable && (gate != Py_None || thread_id != Py_None)) {
-            PyErr_SetString(PyExc_RuntimeError, "set_identity_hashing: already on (switch it off first)");
-            return nullptr;
+            // Already on: a new session (the pytest integration records and
+            // replays each test with a System of its own): counters restart,
+            // no new snapshot (objects keep the hashes they have).
+            PyObject* counters = PyDict_New();
+            if (!counters) return nullptr;
+            clear_session(s);
+            s.counters = counters;
+            if (gate != Py_None) s.gate = reinterpret_cast<GateObject*>(Py_NewRef(gate));
+            if (thread_id != Py_None) s.thread_id = Py_NewRef(thread_id);
         }
         Py_RETURN_NONE;
     }
