@@ -170,7 +170,22 @@ def replay_main(opts) -> int:
     sys.argv[:] = list(pre.get("argv", sys.argv))
     sys.path[:] = list(pre.get("sys_path", sys.path))
     prepare_sys(target)
-    session.start()
+    try:
+        session.start()
+    except BaseException as exc:
+        from retracesoftware.utils.errors import ReplayDivergence
+        if not isinstance(exc, ReplayDivergence):
+            raise
+        # Diverged before the program began (the tape disagrees with what
+        # start-up makes): report and leave now. Half-installed, the
+        # interpreter's own shutdown could wait for threads that are not
+        # there (threading compares idents that are recorded ones).
+        code = session.divergence(exc)
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
     children.install(session, path, pid_chain=chain or None)
     debugger = None
     if opts.pdb:

@@ -85,6 +85,11 @@ BAD_FILES = {
                                    "damaged at event"),
     "call name edited, CRC fixed": (lambda g: replace_in_events(g, b"time.time", b"time.tame"), 3,
                                     "expected call time.tame"),
+    # A divergence before the program starts (retrace's own start-up calls)
+    # must end the replay at once, not hang in the interpreter's shutdown.
+    "start-up call edited, CRC fixed": (
+        lambda g: replace_in_events(g, b"retrace.thread.identify", b"retrace.thread.identifz"), 3,
+        "expected call retrace.thread.identifz"),
     "preamble replaced by a list": (
         lambda g: g[:HEADER] + struct.pack("<II", 1, zlib.crc32(b"\x90")) + b"\x90", 4, "bad preamble"),
 }
