@@ -526,6 +526,21 @@ void flush_locked(Core& c, std::unique_lock<std::mutex>& lk) {
     lk.lock();
 }
 
+// Our threads must never take one of the program's signals: they are born
+// with every signal blocked (blocking them first thing in the thread would
+// leave a window in which a process-directed signal the program blocks on
+// its own threads, to sigwait for it, is delivered to ours and kills the
+// process by its default action).
+struct BlockAllSignals {
+    sigset_t old;
+    BlockAllSignals() {
+        sigset_t all;
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, &old);
+    }
+    ~BlockAllSignals() { pthread_sigmask(SIG_SETMASK, &old, nullptr); }
+};
+
 void flusher_main(Core* c) {
     // Signals are the program's: a signal it blocks on its own threads (to
     // sigwait for it, say) must never be delivered to ours.
@@ -611,6 +626,7 @@ bool arm(Writer* w) {
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0) return false;
     try {
+        BlockAllSignals blocked;
         thread = new std::thread(thread_main, fds[0]);
     } catch (...) {
         ::close(fds[0]); ::close(fds[1]);
@@ -1166,6 +1182,7 @@ int Writer_init(PyObject* self, PyObject* args, PyObject* kwds) {
     w->core.fd = fd;
     w->core.written = head.size + pre.size;
     try {
+        BlockAllSignals blocked;
         w->core.flusher = std::make_unique<std::thread>(flusher_main, &w->core);
     } catch (const std::exception& e) {
         ::close(fd);
@@ -1350,6 +1367,7 @@ PyObject* Writer_reopen(PyObject* self, PyObject* args) {
         flush_locked(w->core, lk);
     }
     try {
+        BlockAllSignals blocked;
         w->core.flusher = std::make_unique<std::thread>(flusher_main, &w->core);
     } catch (const std::exception& e) {
         ::close(fd);
