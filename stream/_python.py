@@ -14,11 +14,24 @@ from _thread import allocate_lock as _allocate_lock, start_new_thread as _start_
 from time import monotonic as _monotonic
 
 try:
-    from _signal import SIG_BLOCK as _SIG_BLOCK, pthread_sigmask as _pthread_sigmask, \
-        valid_signals as _valid_signals
+    from _signal import SIG_BLOCK as _SIG_BLOCK, SIG_SETMASK as _SIG_SETMASK, \
+        pthread_sigmask as _pthread_sigmask, valid_signals as _valid_signals
     _ALL_SIGNALS = _valid_signals()
 except ImportError:  # pragma: no cover - platforms without pthread_sigmask
     _pthread_sigmask = None
+
+
+def _start_blocked(fn, args):
+    """Start our thread with every signal blocked from birth (see the C++
+    writer's BlockAllSignals): a signal the program blocks on its own
+    threads must never be delivered to ours."""
+    if _pthread_sigmask is None:
+        return _start_new_thread(fn, args)
+    old = _pthread_sigmask(_SIG_BLOCK, _ALL_SIGNALS)
+    try:
+        return _start_new_thread(fn, args)
+    finally:
+        _pthread_sigmask(_SIG_SETMASK, old)
 
 import msgpack as _msgpack
 
@@ -234,7 +247,7 @@ class StreamWriter:
         self._flusher_running = True
         self._flusher_done = _allocate_lock()
         self._flusher_done.acquire()
-        self._flusher_ident = _start_new_thread(
+        self._flusher_ident = _start_blocked(
             StreamWriter._flusher,
             (_weakref.ref(self), self._wake, self._flusher_done, flush_interval))
 
@@ -566,7 +579,7 @@ class StreamWriter:
         # the flusher's first round still leaves a replayable start.
         if out:
             self._flush_once()
-        self._flusher_ident = _start_new_thread(
+        self._flusher_ident = _start_blocked(
             StreamWriter._flusher,
             (_weakref.ref(self), self._wake, self._flusher_done, self._flush_interval))
         return len(live)
