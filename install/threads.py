@@ -374,6 +374,14 @@ class ThreadSupport:
         # with no lock: a data race whose outcome decides whether a handler
         # makes one more round of calls. Ordered, it replays as recorded.
         ordered_attribute(threading.Thread, "_state", self.Lock(), installer)
+        # socketserver's serve_forever() polls a flag shutdown() sets from
+        # another thread: whether the server makes one more poll() depends
+        # on the race. (The lock is made now, at the same point in both
+        # modes, whenever the module gets imported.)
+        shutdown_lock = self.Lock()
+        installer.when_imported("socketserver", lambda module: ordered_attribute(
+            module.BaseServer, "_BaseServer__shutdown_request", shutdown_lock, installer)
+            if hasattr(module, "BaseServer") else None)
 
         # The main thread: live for the deadlock watchdog; its ident recorded.
         if system._sequencer is not None:
