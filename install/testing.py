@@ -94,11 +94,29 @@ class TestRunner:
         finally:
             installer.uninstall()
 
+    #: run the test once, plainly, before recording it (see record_and_replay)
+    warm_up = True
+
     def record_and_replay(self, fn, name="test"):
         """Return the recorded outcome's value, or raise its exception; raise
-        ReplayDivergence when the replay does not match."""
+        ReplayDivergence when the replay does not match.
+
+        With ``warm_up`` the test first runs once with nothing installed and
+        its outcome ignored: what a first run does once and the process then
+        caches (linecache, lazy imports, memoised lookups, a library's
+        caches) is done before the recording, so the recording and the
+        replay start from the same warm state instead of the replay missing
+        the calls the recording made to fill them."""
         from retracesoftware.install.threads import ThreadRegistry
         from retracesoftware.proxy import MemoryWriter, System
+
+        if self.warm_up:
+            try:
+                fn()
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException:
+                pass
 
         threads = ThreadRegistry()
         writer = MemoryWriter(thread_id=threads.current)
