@@ -97,7 +97,7 @@ class TestRunner:
     #: run the test once, plainly, before recording it (see record_and_replay)
     warm_up = True
 
-    def record_and_replay(self, fn, name="test"):
+    def record_and_replay(self, fn, name="test", reset=None):
         """Return the recorded outcome's value, or raise its exception; raise
         ReplayDivergence when the replay does not match.
 
@@ -106,7 +106,9 @@ class TestRunner:
         caches (linecache, lazy imports, memoised lookups, a library's
         caches) is done before the recording, so the recording and the
         replay start from the same warm state instead of the replay missing
-        the calls the recording made to fill them."""
+        the calls the recording made to fill them. *reset* (if given) runs
+        between the runs, outside the recording: a unittest test's
+        tearDown + setUp, so each run starts from a fresh fixture."""
         from retracesoftware.install.threads import ThreadRegistry
         from retracesoftware.proxy import MemoryWriter, System
 
@@ -117,11 +119,15 @@ class TestRunner:
                 raise
             except BaseException:
                 pass
+            if reset is not None:
+                reset()
 
         threads = ThreadRegistry()
         writer = MemoryWriter(thread_id=threads.current)
         recorded = self._run(System("record", writer=writer, thread_id=threads.current), threads, fn)
         writer.close()
+        if reset is not None:
+            reset()
         threads = ThreadRegistry()
         replayed = self._run(System("replay", reader=writer.reader(), thread_id=threads.current),
                              threads, fn)
@@ -159,9 +165,18 @@ class TestRunner:
             return  # async test methods run on their own loop: left alone
         runner = self
 
+        testcase = getattr(original, "__self__", None)
+
+        def reset():
+            # A fresh fixture for each run, as unittest would give a new test.
+            testcase.tearDown()
+            testcase.doCleanups()
+            testcase.setUp()
+
         @functools.wraps(original)
         def recorded_and_replayed(*args, **kwargs):
-            return runner.record_and_replay(lambda: original(*args, **kwargs), name=item.nodeid)
+            return runner.record_and_replay(lambda: original(*args, **kwargs), name=item.nodeid,
+                                            reset=reset if testcase is not None else None)
         recorded_and_replayed.__retrace_wrapped__ = True
         item.obj = recorded_and_replayed
 

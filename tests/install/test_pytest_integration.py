@@ -110,6 +110,15 @@ class TestUnittestStyle(unittest.TestCase):
         # a plain warm-up, the recording, the replay
         self.assertEqual(len(RUNS), 3)
 
+class TestFreshFixtureForEachRun(unittest.TestCase):
+    # tearDown + setUp run between the warm-up, the recording and the replay
+    def setUp(self):
+        self.items = []
+
+    def test_body_mutates_its_fixture(self):
+        self.items.append(random.random())
+        self.assertEqual(len(self.items), 1)
+
 def test_asyncio_run_and_signal_handlers():
     async def main():
         await asyncio.sleep(0)
@@ -163,7 +172,7 @@ def test_unittest_asyncio_signals_and_uninstall(tmp_path):
     (tmp_path / "test_more.py").write_text(SUITE_MORE)
     (tmp_path / "conftest.py").write_text(CONFTEST_CHECK)
     code, out = _pytest(tmp_path, "--retrace")
-    assert code == 0 and "3 passed" in out, out
+    assert code == 0 and "4 passed" in out, out
     assert "undo failed" not in out, out
     left = json.loads((tmp_path / "leftovers.json").read_text())
     assert left == {"thread_attrs": [], "sigint_default": True}, left
