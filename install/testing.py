@@ -166,15 +166,21 @@ class TestRunner:
         runner = self
 
         testcase = getattr(original, "__self__", None)
+        fixture_keys = []
 
         def reset():
-            # A fresh fixture for each run, as unittest would give a new test.
+            # A fresh fixture for each run, as unittest would give a new
+            # test: tearDown, forget what the body set on self, setUp.
             testcase.tearDown()
             testcase.doCleanups()
+            for key in [k for k in vars(testcase) if k not in fixture_keys[0]]:
+                delattr(testcase, key)
             testcase.setUp()
 
         @functools.wraps(original)
         def recorded_and_replayed(*args, **kwargs):
+            if testcase is not None:
+                fixture_keys[:] = [set(vars(testcase))]   # as setUp left it
             return runner.record_and_replay(lambda: original(*args, **kwargs), name=item.nodeid,
                                             reset=reset if testcase is not None else None)
         recorded_and_replayed.__retrace_wrapped__ = True

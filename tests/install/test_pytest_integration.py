@@ -118,6 +118,8 @@ class TestFreshFixtureForEachRun(unittest.TestCase):
     def test_body_mutates_its_fixture(self):
         self.items.append(random.random())
         self.assertEqual(len(self.items), 1)
+        self.assertFalse(hasattr(self, "count"))
+        self.count = 1      # set by the body: gone before the next run
 
 def test_asyncio_run_and_signal_handlers():
     async def main():
