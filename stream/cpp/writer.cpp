@@ -574,6 +574,15 @@ int pipe_r = -1, pipe_w = -1;
 std::thread* thread = nullptr;
 Writer* owner = nullptr;
 
+// Async-signal-safe (sigaction is).
+void default_disposition(int sig) {
+    struct sigaction dfl;
+    std::memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    ::sigaction(sig, &dfl, nullptr);
+}
+
 extern "C" void on_signal(int sig) {
     int saved = errno;
     if (static_cast<long>(::getpid()) == pid.load()) {
@@ -581,11 +590,7 @@ extern "C" void on_signal(int sig) {
         if (::write(pipe_w, &c, 1) < 0) { /* nothing to do in a handler */ }
     } else {
         // A forked child not re-armed yet: die as SIGTERM would have.
-        struct sigaction dfl;
-        std::memset(&dfl, 0, sizeof dfl);
-        dfl.sa_handler = SIG_DFL;
-        sigemptyset(&dfl.sa_mask);
-        ::sigaction(sig, &dfl, nullptr);
+        default_disposition(sig);
         ::kill(::getpid(), sig);
     }
     errno = saved;
@@ -605,11 +610,7 @@ void thread_main(int rfd) {
             std::unique_lock<std::mutex> lk(co->mu);
             flush_locked(*co, lk);
         }
-        struct sigaction dfl;
-        std::memset(&dfl, 0, sizeof dfl);
-        dfl.sa_handler = SIG_DFL;
-        sigemptyset(&dfl.sa_mask);
-        ::sigaction(c, &dfl, nullptr);
+        default_disposition(c);
         ::kill(::getpid(), c);
         // Every other thread blocks it (the program masked SIGTERM after we
         // armed): it stays pending, as it would have without us.
@@ -650,11 +651,7 @@ void disarm(Writer* w) {
     if (owner != w) return;
     struct sigaction now;
     if (::sigaction(SIGTERM, nullptr, &now) == 0 && now.sa_handler == on_signal) {
-        struct sigaction dfl;
-        std::memset(&dfl, 0, sizeof dfl);
-        dfl.sa_handler = SIG_DFL;
-        sigemptyset(&dfl.sa_mask);
-        ::sigaction(SIGTERM, &dfl, nullptr);
+        default_disposition(SIGTERM);
     }
     core.store(nullptr);
     char stop = 0;

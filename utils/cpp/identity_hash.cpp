@@ -234,6 +234,17 @@ void clear_session(IdentityHashState& s) {
     Py_CLEAR(s.counters);
 }
 
+// A session's gate and thread ids, with fresh counters (None: not used).
+bool start_session(IdentityHashState& s, PyObject* gate, PyObject* thread_id) {
+    PyObject* counters = PyDict_New();
+    if (!counters) return false;
+    clear_session(s);
+    s.counters = counters;
+    if (gate != Py_None) s.gate = reinterpret_cast<GateObject*>(Py_NewRef(gate));
+    if (thread_id != Py_None) s.thread_id = Py_NewRef(thread_id);
+    return true;
+}
+
 PyObject* set_identity_hashing(PyObject*, PyObject* args, PyObject* kwargs) {
     static const char* kwlist[] = {"enabled", "gate", "thread_id", nullptr};
     PyObject* arg;
@@ -259,22 +270,12 @@ PyObject* set_identity_hashing(PyObject*, PyObject* args, PyObject* kwargs) {
             // Already on: a new session (the pytest integration records and
             // replays each test with a System of its own): counters restart,
             // no new snapshot (objects keep the hashes they have).
-            PyObject* counters = PyDict_New();
-            if (!counters) return nullptr;
-            clear_session(s);
-            s.counters = counters;
-            if (gate != Py_None) s.gate = reinterpret_cast<GateObject*>(Py_NewRef(gate));
-            if (thread_id != Py_None) s.thread_id = Py_NewRef(thread_id);
+            if (!start_session(s, gate, thread_id)) return nullptr;
         }
         Py_RETURN_NONE;
     }
     if (enable) {
-        PyObject* counters = PyDict_New();
-        if (!counters) return nullptr;
-        clear_session(s);
-        s.counters = counters;
-        if (gate != Py_None) s.gate = reinterpret_cast<GateObject*>(Py_NewRef(gate));
-        if (thread_id != Py_None) s.thread_id = Py_NewRef(thread_id);
+        if (!start_session(s, gate, thread_id)) return nullptr;
         PyObject* dict;
 #if PY_VERSION_HEX >= 0x030C0000  // PYVERSIONS
         dict = PyType_GetDict(&PyBaseObject_Type);
