@@ -727,6 +727,22 @@ def set_identity_hashing(enabled, /, *, gate=None, thread_id=None):
         )
 
 
+def identity_id(obj, /):
+    """id(obj): deterministic ids need the C++ backend (set_identity_ids)."""
+    return id(obj)
+
+
+def set_identity_ids(enabled, /):
+    if enabled:
+        raise NotImplementedError(
+            "set_identity_ids: deterministic id() and default reprs need the C++ backend "
+            "(retracesoftware.utils BACKEND == 'cpp')")
+
+
+def identity_ids_enabled():
+    return False
+
+
 def identity_hashing_enabled():
     return False
 
