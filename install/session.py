@@ -12,6 +12,7 @@ import os
 import sys
 
 from retracesoftware.install import output as _output  # noqa: F401  (private refs taken before patching)
+from retracesoftware.install import foreign as _foreign
 from retracesoftware.install import zone as _zone
 from retracesoftware.install.installer import Installer
 from retracesoftware.install.threads import ThreadRegistry, ThreadSupport
@@ -266,6 +267,9 @@ class _Session:
             # The recorded time zone, and time.tzset() (install/zone.py).
             _zone.install(self, self.installer)
         if self._output_recorded():
+            # Foreign calls through ctypes (install/foreign.py): recorded
+            # from the same recordings on as the output check.
+            _foreign.install_when_imported(self, self.installer)
             # stdout/stderr writes are output events (install/output.py).
             from retracesoftware.install import output
             self.output = output.install(self, self.installer, check=self._check_output())
