@@ -270,6 +270,8 @@ class _Session:
             # Foreign calls through ctypes (install/foreign.py): recorded
             # from the same recordings on as the output check.
             _foreign.install_when_imported(self, self.installer)
+            from retracesoftware.install import numpy_support
+            numpy_support.install(self.system, self.installer)
             # stdout/stderr writes are output events (install/output.py).
             from retracesoftware.install import output
             self.output = output.install(self, self.installer, check=self._check_output())

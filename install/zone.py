@@ -25,6 +25,7 @@ _real_tzset = getattr(time, "tzset", None)
 _putenv = getattr(posix, "putenv", None)
 _unsetenv = getattr(posix, "unsetenv", None)
 _environ = posix.environ
+_urandom = posix.urandom
 _ZONEINFO_DIRS = ("/usr/share/zoneinfo", "/usr/lib/zoneinfo", "/usr/share/lib/zoneinfo", "/etc/zoneinfo")
 _MAX_ZONE_FILE = 1 << 20
 
@@ -110,7 +111,6 @@ class ZoneReplay:
             self._gate.phase = previous
 
     def _apply(self, tz, data):
-        import tempfile
         directory = path = None
         if data is not None and isinstance(data, bytes):
             # The file stays while it is the zone in use: glibc skips
@@ -119,7 +119,11 @@ class ZoneReplay:
             if self._live is None:
                 import atexit
                 atexit.register(self._at_exit)
-            directory = tempfile.mkdtemp(prefix="retrace-zone-")
+            # (not tempfile: its first use reads the environment, which is
+            # the program's to read, on the tape)
+            base = (_environ.get(b"TMPDIR") or b"/tmp").decode("utf-8", "surrogateescape")
+            directory = os.path.join(base, f"retrace-zone-{posix.getpid()}-{_urandom(6).hex()}")
+            posix.mkdir(directory, 0o700)
             path = os.path.join(directory, "zone")
             fd = posix.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
