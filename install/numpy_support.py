@@ -27,8 +27,11 @@ def _patch(system, installer, numpy) -> None:
     datetime_data = getattr(numpy, "datetime_data", None)
     if not isinstance(dt64, type) or datetime_data is None:
         return
-    real_new = dt64.__new__
     gate = system.gate
+    # The type's own C constructor, called directly (calling the
+    # ``__new__`` wrapper once ours is in the type's dict is refused).
+    from retracesoftware.utils import NewGateway
+    real_new = NewGateway(dt64, gate, None)
 
     def read_clock(word, *args):
         value = real_new(dt64, word, *args)
