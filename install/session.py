@@ -406,6 +406,8 @@ class RecordSession(_Session):
         try:
             self.system = System("record", writer=RecordingWriter(self.writer, self),
                                  thread_id=self.threads.current, record_stacks=stacks)
+            from retracesoftware.install.summaries import summaries
+            self.system.summaries = summaries(config)    # ARGS of configs' `summarise`
         except BaseException:
             self.abandon()
             raise
