@@ -164,7 +164,7 @@ def replay_main(opts) -> int:
 
     target = Target.from_json(pre["target"])
     session = ReplaySession(reader, pre, config, pdb=opts.pdb, thread_timeout=opts.thread_timeout,
-                            debug=opts.debug)
+                            debug=opts.debug, check_output=getattr(opts, "check_output", True))
     atexit.register(session.close)
     # The program sees what it saw when recorded.
     sys.argv[:] = list(pre.get("argv", sys.argv))
