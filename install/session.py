@@ -397,7 +397,7 @@ class RecordingWriter:
 class RecordSession(_Session):
     mode = "record"
 
-    def __init__(self, path, preamble, config, *, stacks=False, redact=()):
+    def __init__(self, path, preamble, config, *, stacks=False, redact=(), compress=True):
         super().__init__(config)
         from retracesoftware.proxy import System
         self.path = path
@@ -409,7 +409,7 @@ class RecordSession(_Session):
             options["identity_hashing"] = _can_hash_identities()
             options.setdefault("output_recorded", True)
             options["stdin_reopened"] = self._stdin_reopenable(sys.stdin)
-        self.writer = stream_writer(path, preamble, thread_id=self.threads.current)
+        self.writer = stream_writer(path, preamble, thread_id=self.threads.current, compress=compress)
         self._warned = None
         try:
             st = os.stat(path)

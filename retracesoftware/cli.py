@@ -37,6 +37,7 @@ options:
   --pid PID          replay the child process PID of a recording (see inspect)
   --redact NAME      record the environment variable NAME as a redaction marker instead of its value (repeatable)
   --no-check-output  replay without comparing what the program writes to stdout/stderr with the recording
+  --no-compress      write the recording's frames uncompressed (default: zstd per frame)
   --thread-timeout S seconds a replay may wait with every thread blocked before reporting a divergence (default 10)
 """
 
@@ -53,6 +54,7 @@ class Options:
         self.verbose = False
         self.pdb = False
         self.stacks = False
+        self.compress = True
         self.pid: int | None = None
         self.redact: list[str] = []
         self.thread_timeout = 10.0
@@ -97,6 +99,8 @@ def parse_args(argv: list[str]) -> tuple[str, Options]:
             opts.stacks = True
         elif arg == "--no-check-output":
             opts.check_output = False
+        elif arg == "--no-compress":
+            opts.compress = False
         elif arg == "--json":
             opts.json = True
         elif arg == "--pid":
