@@ -431,7 +431,7 @@ class RecordingWriter:
 class RecordSession(_Session):
     mode = "record"
 
-    def __init__(self, path, preamble, config, *, stacks=False, redact=()):
+    def __init__(self, path, preamble, config, *, stacks=False, redact=(), compress=True):
         super().__init__(config)
         from retracesoftware.proxy import System
         self.path = path
@@ -445,7 +445,7 @@ class RecordSession(_Session):
             options["zone"] = _zone.capture()
             options.setdefault("output_recorded", True)
             options["stdin_reopened"] = self._stdin_reopenable(sys.stdin)
-        self.writer = stream_writer(path, preamble, thread_id=self.threads.current)
+        self.writer = stream_writer(path, preamble, thread_id=self.threads.current, compress=compress)
         self._warned = None
         try:
             st = os.stat(path)
@@ -456,6 +456,8 @@ class RecordSession(_Session):
         try:
             self.system = System("record", writer=RecordingWriter(self.writer, self),
                                  thread_id=self.threads.current, record_stacks=stacks)
+            from retracesoftware.install.summaries import summaries
+            self.system.summaries = summaries(config)    # ARGS of configs' `summarise`
         except BaseException:
             self.abandon()
             raise
