@@ -372,6 +372,23 @@ class _Session:
         """Print the program's uncaught exception as the interpreter would:
         outside the recording (source lines for the traceback are read live)."""
         gate = self.system.gate
+        if self.output is not None and not isinstance(exc, (SystemExit, KeyboardInterrupt)):
+            # The exception's text is output too: checked like a write to
+            # stderr (a replay raising the same exception with another
+            # message would otherwise differ silently on stderr). Not the
+            # traceback's frames: their file names may be remapped.
+            previous = gate.swap(DISABLED)
+            try:
+                import traceback
+                text = "".join(traceback.format_exception_only(exc))
+            except Exception:
+                text = None
+            gate.phase = INTERNAL
+            try:
+                if text is not None and self.system.divergence is None:
+                    self.output.emit("stderr", text, lambda: None)
+            finally:
+                gate.phase = previous
         previous = gate.swap(DISABLED)
         try:
             return reporter(exc)
