@@ -433,21 +433,28 @@ class ChildProcesses:
 
         def wait(*args, **kwargs):
             result = patched(*args, **kwargs)
+            expected = None
             if name == "waitid":
                 pid = getattr(result, "si_pid", 0) if result is not None else 0
             else:
                 pid = result[0] if isinstance(result, tuple) and result else 0
+                if pid and len(result) > 1 and isinstance(result[1], int):
+                    try:
+                        expected = os.waitstatus_to_exitcode(result[1])
+                    except ValueError:
+                        expected = None
             if pid:
-                wait_real(pid)
+                wait_real(pid, expected)
             return result
         wait.__name__ = wait.__qualname__ = name
         wait.__module__ = "posix"
         wait.__wrapped__ = patched
         return wait
 
-    def wait_for(self, recorded_pid):
+    def wait_for(self, recorded_pid, expected=None):
         """Replay: the recorded child *recorded_pid* was reaped here; wait
-        for its replay process to end too."""
+        for its replay process to end too. *expected*: the exit code the
+        recording says it had."""
         entry = self._live.pop(recorded_pid, None)
         if entry is None:
             return
@@ -470,7 +477,9 @@ class ChildProcesses:
                         continue
         finally:
             gate.phase = previous
-        if code == 3:   # the child's replay diverged (its lines are above)
+        if code == 3 and expected is not None and expected != 3:
+            # The child's replay diverged (its lines are above), where the
+            # recorded child exited with another code.
             self._child_diverged(recorded_pid)
 
     def _child_diverged(self, recorded_pid):
