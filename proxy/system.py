@@ -334,7 +334,17 @@ class System:
             # callback during the call flushes it first: _record_callback).
             return RecordCallGateway(self.gate, target, write, CALL, name, RESULT, ERROR,
                                      self._record_result)
-        return ReplayGateway(self.gate, target, functools.partial(self._replay_call, name))
+        return ReplayGateway(self.gate, target, self._replay_entry(name))
+
+    def _replay_entry(self, name):
+        """The gateway's replay callable. A recorded exception is raised from
+        native code (a finished generator's ``throw``) once our frames have
+        returned: its traceback holds only the program's frames, as on
+        record (a traceback the program formats reads no file of ours)."""
+        call = functools.partial(self._replay_call, name)
+        if F.BACKEND != "cpp":
+            return F.partial(_raise_marked, call)
+        return F.compose(_UNMARK, call)
 
     def patch_function(self, fn, name=None):
         """Return the boundary wrapper of *fn* (installing it is the caller's job)."""
@@ -797,15 +807,11 @@ class System:
             if pending[1] == RESULT:
                 return pending[2]
             if pending[1] == ERROR:
-                # No local may keep the exception: its traceback holds this
-                # frame, and that cycle would keep every frame below alive
-                # (with their locals) until a GC run, unlike on record, so
-                # finalizers (weakref callbacks that close fds...) would run
-                # at other points than recorded.
-                try:
-                    raise pending[2]
-                finally:
-                    pending = None
+                # Raised by the gateway's native unwrapping (_replay_entry),
+                # after this frame is gone: no cycle through it keeps frames
+                # alive until a GC run (finalizers would run off their
+                # recorded points), and no frame of ours in the traceback.
+                return _Raised(pending[2])
         # The outcome, possibly after other threads' events (the real call
         # blocked) and after callbacks the external code made.
         while True:
@@ -816,10 +822,7 @@ class System:
             if tag == RESULT:
                 return value
             if tag == ERROR:
-                try:
-                    raise value      # (no local may keep it: see above)
-                finally:
-                    value = None
+                return _Raised(value)      # raised natively (see above)
             if tag == NEW:
                 stub = self._make_stub(value, index)
                 self._bind_turn(stub)
@@ -920,6 +923,38 @@ class System:
             raise self._diverge(index, expected, "end of replay")
         finally:
             self.gate.phase = old
+
+
+class _Raised:
+    """A recorded exception `_replay` hands back for the gateway to raise."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc):
+        self.exc = exc
+
+
+def _finished_generator():
+    yield
+
+
+_DONE = _finished_generator()
+_DONE.close()
+# throw() on a finished generator raises its argument from C: no frame added.
+_UNMARK = F.if_then_else(F.isinstance_of(_Raised),
+                         F.compose(_DONE.throw, __import__("operator").attrgetter("exc")), F.identity)
+
+
+def _raise_marked(call, *args, **kwargs):
+    """Python backend: the gateway is Python too, so frames of ours stay."""
+    result = call(*args, **kwargs)
+    if type(result) is _Raised:
+        exc, result = result.exc, None
+        try:
+            raise exc
+        finally:
+            exc = None
+    return result
 
 
 class _Eof:

@@ -36,6 +36,8 @@ options:
   --stacks           record a stack trace with every boundary call (bigger recordings, better divergence reports)
   --pid PID          replay the child process PID of a recording (see inspect)
   --redact NAME      record the environment variable NAME as a redaction marker instead of its value (repeatable)
+  --no-check-output  replay without comparing what the program writes to stdout/stderr with the recording
+  --no-compress      write the recording's frames uncompressed (default: zstd per frame)
   --thread-timeout S seconds a replay may wait with every thread blocked before reporting a divergence (default 10)
 """
 
@@ -52,11 +54,13 @@ class Options:
         self.verbose = False
         self.pdb = False
         self.stacks = False
+        self.compress = True
         self.pid: int | None = None
         self.redact: list[str] = []
         self.thread_timeout = 10.0
         self.command: list[str] | None = None
         self.json = False
+        self.check_output = True
 
 
 def parse_args(argv: list[str]) -> tuple[str, Options]:
@@ -93,6 +97,10 @@ def parse_args(argv: list[str]) -> tuple[str, Options]:
             opts.pdb = True
         elif arg == "--stacks":
             opts.stacks = True
+        elif arg == "--no-check-output":
+            opts.check_output = False
+        elif arg == "--no-compress":
+            opts.compress = False
         elif arg == "--json":
             opts.json = True
         elif arg == "--pid":
