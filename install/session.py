@@ -11,6 +11,9 @@ import _thread
 import os
 import sys
 
+from retracesoftware.install import output as _output  # noqa: F401  (private refs taken before patching)
+from retracesoftware.install import foreign as _foreign
+from retracesoftware.install import zone as _zone
 from retracesoftware.install.installer import Installer
 from retracesoftware.install.threads import ThreadRegistry, ThreadSupport
 from retracesoftware.utils import DISABLED, INTERNAL
@@ -258,7 +261,17 @@ class _Session:
             from retracesoftware import utils
             utils.set_identity_hashing(True, gate=self.system.gate, thread_id=self.threads.current)
             self.installer._undo.append(lambda: utils.set_identity_hashing(False))
+            if self._identity_ids():
+                self._install_identity_ids()
+        if isinstance(getattr(self, "preamble", None), dict) and "zone" in (self.preamble.get("options") or {}):
+            # The recorded time zone, and time.tzset() (install/zone.py).
+            _zone.install(self, self.installer)
         if self._output_recorded():
+            # Foreign calls through ctypes (install/foreign.py): recorded
+            # from the same recordings on as the output check.
+            _foreign.install_when_imported(self, self.installer)
+            from retracesoftware.install import numpy_support
+            numpy_support.install(self.system, self.installer)
             # stdout/stderr writes are output events (install/output.py).
             from retracesoftware.install import output
             self.output = output.install(self, self.installer, check=self._check_output())
@@ -308,6 +321,27 @@ class _Session:
         return False
 
     output = None
+
+    def _identity_ids(self) -> bool:
+        options = (self.preamble.get("options") or {}) if isinstance(getattr(self, "preamble", None), dict) else {}
+        return bool(options.get("identity_ids"))
+
+    def _install_identity_ids(self):
+        """``id()`` and the default reprs (``<Foo object at 0x…>``, functions,
+        generators, coroutines) from per-thread counters, like the hashes
+        (utils/README.md): sorting by id and printing default reprs replay.
+        Our own runtime keeps the real ``id`` (its tables are keyed by
+        addresses): every loaded module of ours gets it as a global."""
+        import builtins
+        from retracesoftware import utils
+        real_id = builtins.id
+        for name, module in list(sys.modules.items()):
+            if module is not None and (name == "retracesoftware" or name.startswith("retracesoftware.")) \
+                    and "id" not in module.__dict__:
+                self.installer._set(module, "id", real_id)
+        utils.set_identity_ids(True)
+        self.installer._undo.append(lambda: utils.set_identity_ids(False))
+        self.installer._set(builtins, "id", utils.identity_id)
 
     def _output_recorded(self) -> bool:
         options = (self.preamble.get("options") or {}) if isinstance(getattr(self, "preamble", None), dict) else {}
@@ -407,6 +441,8 @@ class RecordSession(_Session):
             # The replay does these exactly when the record did.
             options = preamble.setdefault("options", {})
             options["identity_hashing"] = _can_hash_identities()
+            options["identity_ids"] = _can_hash_identities()
+            options["zone"] = _zone.capture()
             options.setdefault("output_recorded", True)
             options["stdin_reopened"] = self._stdin_reopenable(sys.stdin)
         self.writer = stream_writer(path, preamble, thread_id=self.threads.current, compress=compress)

@@ -453,14 +453,16 @@ class ChildProcesses:
             return
         gate = self.system.gate
         previous = gate.swap(DISABLED)
+        code = None
         try:
             kind, proc = entry
             if kind == "spawn":
-                proc.wait()
+                code = proc.wait()
             else:
                 while True:
                     try:
-                        _real_waitpid(proc, 0)
+                        _, status = _real_waitpid(proc, 0)
+                        code = os.waitstatus_to_exitcode(status)
                         break
                     except ChildProcessError:
                         break
@@ -468,6 +470,27 @@ class ChildProcesses:
                         continue
         finally:
             gate.phase = previous
+        if code == 3:   # the child's replay diverged (its lines are above)
+            self._child_diverged(recorded_pid)
+
+    def _child_diverged(self, recorded_pid):
+        """A replayed child that diverged makes the parent's replay diverge
+        too: what the parent did with the child's results is not the
+        recorded run any more."""
+        system = self.system
+        if system.divergence is not None:
+            return
+        from retracesoftware.proxy.protocol import event_index
+        reader = getattr(self.session, "reader", None)
+        index = event_index(reader) if reader is not None else None
+        previous = system.gate.swap(DISABLED)
+        try:
+            div = system._diverge(index, f"child process {recorded_pid} to replay as recorded",
+                                  f"its replay diverged (see its retrace: lines)")
+        finally:
+            system.gate.phase = previous
+        if previous == INTERNAL:
+            raise div
 
     def wait_all(self):
         """Replay: the program ends; its replay children end before it."""
