@@ -613,6 +613,36 @@ class ReplaySession(_Session):
                 seq.end_probe = lambda: raw.next_kind is None
             seq.on_end = self._tape_ended
         _install_redaction(self)
+        self._patch_thread_excepthook()
+
+    def find_divergence(self, exc):
+        """The ReplayDivergence behind *exc*: itself, one in its
+        ``__context__``/``__cause__`` chain (a ``with`` block's ``__exit__``
+        that failed while it propagated: "release unlocked lock"), or the
+        one the engine recorded; None if the replay did not diverge."""
+        seen = set()
+        while exc is not None and id(exc) not in seen:
+            if isinstance(exc, ReplayDivergence):
+                return exc
+            seen.add(id(exc))
+            exc = exc.__cause__ or exc.__context__
+        return getattr(self.system, "divergence", None)
+
+    def _patch_thread_excepthook(self):
+        """A divergence in a thread other than the main one ends the replay
+        with its one report (no thread traceback of ours)."""
+        import threading
+        original = threading.excepthook
+
+        def excepthook(args, /):
+            found = self.find_divergence(args.exc_value) if args.exc_value is not None else None
+            if found is None:
+                return original(args)
+            code = self.divergence(found)
+            _os_exit(code)
+        excepthook.__wrapped__ = original
+        excepthook.__name__ = excepthook.__qualname__ = "excepthook"
+        self.installer._set(threading, "excepthook", excepthook)
 
     def divergence(self, exc) -> int:
         try:

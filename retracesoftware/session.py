@@ -235,8 +235,9 @@ def replay_main(opts) -> int:
         session.run(execute, target, debugger)
         code = 0
     except BaseException as exc:
-        from retracesoftware.utils.errors import ReplayDivergence
-        if isinstance(exc, ReplayDivergence):
+        found = session.find_divergence(exc)
+        if found is not None:
+            exc = found
             code = session.divergence(exc)
             if opts.pdb:
                 from retracesoftware.install import debugging
