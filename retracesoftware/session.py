@@ -117,7 +117,7 @@ def record_main(opts) -> int:
     children.remove_stale_children(path)
     try:
         session = RecordSession(path, pre, config, stacks=opts.stacks, redact=opts.redact,
-                                no_redact=opts.no_redact)
+                                no_redact=opts.no_redact, compress=opts.compress)
     except OSError as exc:
         import errno
         if exc.errno == errno.EBUSY:
@@ -199,7 +199,7 @@ def replay_main(opts) -> int:
         sys.stderr.write(f"retrace: warning: {problem} (replaying anyway: --force)\n")
 
     session = ReplaySession(reader, pre, config, pdb=opts.pdb, thread_timeout=opts.thread_timeout,
-                            debug=opts.debug)
+                            debug=opts.debug, check_output=getattr(opts, "check_output", True))
     atexit.register(session.close)
     # Our own imports happen now, before the recorded sys.path is in place
     # (a recording must not be able to steer them).
@@ -298,6 +298,8 @@ def _option_args(opts) -> list[str]:
         args += ["--redact", name]
     for name in getattr(opts, "no_redact", ()):
         args += ["--no-redact", name]
+    if not opts.compress:
+        args.append("--no-compress")
     return args
 
 
