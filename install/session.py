@@ -262,11 +262,15 @@ def _install_redaction(session, redaction=None):
                 session.system.fingerprint_exempt = exempt
                 if name not in warned:
                     warned.add(name)
-                    _write_stderr(f"retrace: warning: the environment variable {masking.printable(name)} was "
-                                  f"redacted from this recording and is not set here: the program gets a "
-                                  f"placeholder of the same length — set {masking.printable(name)} to replay "
-                                  f"with its value\n")
-                    _flush_stderr()
+                    previous = gate.swap(DISABLED)     # our warning is not the program's output
+                    try:
+                        _write_stderr(f"retrace: warning: the environment variable {masking.printable(name)} was "
+                                      f"redacted from this recording and is not set here: the program gets a "
+                                      f"placeholder of the same length — set {masking.printable(name)} to replay "
+                                      f"with its value\n")
+                        _flush_stderr()
+                    finally:
+                        gate.phase = previous
                 return text.encode("utf-8", "surrogateescape") if type(value) is bytes else text
             return real
     session.installer._set(cls, "__getitem__", getitem)
@@ -734,6 +738,8 @@ class ReplaySession(_Session):
         if self.child_replay and (exc is None or isinstance(exc, EOFError)):
             _os_exit(RecordingFormatError.exit_code)
         try:
+            if self.system is not None:
+                self.system.gate.phase = DISABLED   # our line is not the program's output
             if self.debug:
                 import traceback
                 traceback.print_stack()

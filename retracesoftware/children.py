@@ -196,7 +196,7 @@ class ChildProcesses:
             line = (f"bad recording: child recording name {printable(repr(name))[:60]} is not PID-N.bin "
                     f"inside {printable(self.dir)} — the file was altered; re-record")
             if self.mode == "replay":
-                self.session.stop_early(line)
+                self.session.stop_early(line, RecordingFormatError(line))
             raise RecordingFormatError(line)
         return os.path.join(self.dir, name)
 

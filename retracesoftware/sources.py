@@ -25,11 +25,13 @@ from _thread import get_ident as _get_ident
 
 from retracesoftware.preamble import file_digest
 from retracesoftware.utils import DISABLED, INTERNAL
+from retracesoftware.utils.errors import RecordingFormatError
 
 _STDLIB = os.path.dirname(os.__file__) + os.sep
 _OURS = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep + "retracesoftware" + os.sep
 _SITE_DIRS = ("site-packages", "dist-packages")
 _listdir = os.listdir
+_write_stderr = sys.stderr.write
 
 
 def _site_split(path: str):
@@ -168,7 +170,7 @@ class SourceCheck:
         if recorded is None or not isinstance(recorded, (tuple, list)) or len(recorded) != 3:
             line = (f"the recording has no digest of source file {shown}, which this replay imports — "
                     f"it was not recorded from these sources; re-record")
-            self.session.stop_early(line)
+            self.session.stop_early(line, RecordingFormatError(line))
             return
         kind, where, digest = recorded
         if kind == "dist" and here[0] == "dist":
@@ -179,9 +181,14 @@ class SourceCheck:
         if self.force:
             if path not in self._warned:
                 self._warned.add(path)
-                sys.stderr.write(f"retrace: warning: {problem} (replaying anyway: --force)\n")
+                previous = self.system.gate.swap(DISABLED)   # not the program's output
+                try:
+                    _write_stderr(f"retrace: warning: {problem} (replaying anyway: --force)\n")
+                finally:
+                    self.system.gate.phase = previous
             return
-        self.session.stop_early(f"{problem} — replay with the recorded sources, or pass --force to try anyway")
+        line = f"{problem} — replay with the recorded sources, or pass --force to try anyway"
+        self.session.stop_early(line, RecordingFormatError(line))
 
 
 def install(session, *, force: bool = False) -> SourceCheck:
