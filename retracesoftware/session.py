@@ -170,6 +170,10 @@ def replay_main(opts) -> int:
     sys.argv[:] = list(pre.get("argv", sys.argv))
     sys.path[:] = list(pre.get("sys_path", sys.path))
     prepare_sys(target)
+    from retracesoftware import debugger as debugger_mod
+    debugging = debugger_mod.requested(opts)
+    if debugging:
+        debugger_mod.prepare()
     try:
         session.start()
     except BaseException as exc:
@@ -187,10 +191,7 @@ def replay_main(opts) -> int:
         finally:
             os._exit(code)
     children.install(session, path, pid_chain=chain or None)
-    debugger = None
-    if opts.pdb:
-        from retracesoftware.install import debugging
-        debugger = debugging.make_debugger(session.system)
+    debugger = debugger_mod.start(session, opts) if debugging else None
     try:
         session.run(execute, target, debugger)
         code = 0
@@ -198,12 +199,15 @@ def replay_main(opts) -> int:
         from retracesoftware.utils.errors import ReplayDivergence
         if isinstance(exc, ReplayDivergence):
             code = session.divergence(exc)
-            if opts.pdb:
-                from retracesoftware.install import debugging
-                sys.stderr.write("retrace: opening the debugger where the replay diverged\n")
-                debugging.post_mortem(session.system, exc)
+            if debugger is not None:
+                # In the program's frame where it happened (docs/DEBUGGING.md).
+                debugger.post_mortem(exc, "divergence")
             return code
         code = session.report(report_exception, exc)
+        if debugger is not None and not isinstance(exc, (SystemExit, KeyboardInterrupt)):
+            debugger.post_mortem(exc, "exception")
+    if debugger is not None:
+        debugger.finished(code)
     session.main_finished(code)
     return code
 
