@@ -318,11 +318,14 @@ class Engine:
             return
         ident = _get_ident()
         st = self.states.get(ident)
-        if st is None:
+        if st is None or not st.stack:
+            # A new thread, or one that has no frame of ours: OS idents are
+            # reused by the next thread once one ends.
             tid = self.thread_of()
             if tid is None:
                 return
-            st = self.states[ident] = ThreadState(tid)
+            if st is None or st.tid != tid:
+                st = self.states[ident] = ThreadState(tid)
         if event == "line":
             st.lines += 1
             if self.travel is not None:
@@ -387,6 +390,14 @@ class Engine:
         travel = self.travel
         kind = travel["kind"]
         if kind == "start":
+            if travel.get("run"):
+                # Restarted, running to the first breakpoint.
+                self.travel = None
+                self.unmute()
+                self.frontend.arrived(frame)
+                self.frontend.set_continue()
+                self.frontend.trace_dispatch(frame, "line", None)
+                return
             self._arrive(frame, travel.get("message"))
         elif kind == "position":
             tid, n = travel["target"]
@@ -453,7 +464,7 @@ class Engine:
         """rstep / rnext / rcontinue / rwatch / start from the stopped thread."""
         st = self.thread_state(ident)
         if what == "start":
-            self.travel_to({"kind": "start"})
+            self.travel_to({"kind": "start", "run": bool(params.get("run"))})
             return
         if st is None:
             raise ValueError("no position here (not a program thread)")
