@@ -204,6 +204,10 @@ def replay_main(opts) -> int:
     # Our own imports happen now, before the recorded sys.path is in place
     # (a recording must not be able to steer them).
     _import_runtime_modules(opts)
+    from retracesoftware import debugger as debugger_mod
+    debugging = debugger_mod.requested(opts)
+    if debugging:
+        debugger_mod.prepare()
     try:
         session.start()
     except BaseException as exc:
@@ -223,10 +227,7 @@ def replay_main(opts) -> int:
     from retracesoftware import sources
     sources.install(session, force=opts.force)
     children.install(session, path, pid_chain=chain or None, trust=opts.trust)
-    debugger = None
-    if opts.pdb:
-        from retracesoftware.install import debugging
-        debugger = debugging.make_debugger(session.system)
+    debugger = debugger_mod.start(session, opts) if debugging else None
     # The program sees what it saw when recorded.
     sys.argv[:] = list(pre.get("argv", sys.argv))
     sys.path[:] = list(pre.get("sys_path", sys.path))
@@ -239,12 +240,15 @@ def replay_main(opts) -> int:
         if found is not None:
             exc = found
             code = session.divergence(exc)
-            if opts.pdb:
-                from retracesoftware.install import debugging
-                sys.stderr.write("retrace: opening the debugger where the replay diverged\n")
-                debugging.post_mortem(session.system, exc)
+            if debugger is not None:
+                # In the program's frame where it happened (docs/DEBUGGING.md).
+                debugger.post_mortem(exc, "divergence")
             return code
         code = session.report(report_exception, exc)
+        if debugger is not None and not isinstance(exc, (SystemExit, KeyboardInterrupt)):
+            debugger.post_mortem(exc, "exception")
+    if debugger is not None:
+        debugger.finished(code)
     session.main_finished(code)
     return code
 
