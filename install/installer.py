@@ -200,6 +200,15 @@ def _is_type(value) -> bool:
     return issubclass(type(value), type)
 
 
+#: Functions that find and read program source (see _disable_source_readers).
+_SOURCE_READERS = {
+    "inspect": ("getmodule", "getsourcefile", "getabsfile", "findsource", "getfile",
+                "getsourcelines", "getsource", "getframeinfo", "getinnerframes",
+                "getouterframes", "trace"),   # not stack(): it counts its caller's frames
+    "linecache": ("getline", "getlines", "updatecache", "checkcache", "lazycache"),
+}
+
+
 def _is_own(name: str) -> bool:
     return any(name == p or name.startswith(p + ".") for p in _OWN_PREFIXES)
 
@@ -245,6 +254,8 @@ class Installer:
             self._replace_everywhere(replacements)
             self._rebind_bound_methods()
             files.finalizer_mode = self.system.mode
+            for module_name in _SOURCE_READERS:
+                self.when_imported(module_name, self._disable_source_readers)
             self.when_imported("_signal", self._patch_getsignal)
             self.when_imported("socket", self._patch_socket_finalizer)
             self._gc_callbacks_outside()
@@ -423,13 +434,33 @@ class Installer:
                 return gateway(obj)
             return descriptor.__get__(obj, type(obj))
 
+        # Setting (and deleting) the attribute of a bound instance is a
+        # boundary call like a method: on replay the real object behind it
+        # was never initialised (sqlite3's ``conn.isolation_level = None``
+        # raised "Base Connection.__init__ not called").
         fset = fdel = None
         if hasattr(descriptor, "__set__"):
-            def fset(obj, value):
+            def write(obj, value):
                 descriptor.__set__(obj, value)
+            write.__name__ = attr
+            set_gateway = system.patch_function(write, f"{name}.__set__")
+
+            def fset(obj, value):
+                if is_bound(obj):
+                    set_gateway(obj, value)
+                else:
+                    descriptor.__set__(obj, value)
         if hasattr(descriptor, "__delete__"):
-            def fdel(obj):
+            def delete(obj):
                 descriptor.__delete__(obj)
+            delete.__name__ = attr
+            delete_gateway = system.patch_function(delete, f"{name}.__delete__")
+
+            def fdel(obj):
+                if is_bound(obj):
+                    delete_gateway(obj)
+                else:
+                    descriptor.__delete__(obj)
         self._set(cls, attr, property(fget, fset, fdel, getattr(descriptor, "__doc__", None)),
                   is_type=True)
 
@@ -469,6 +500,24 @@ class Installer:
         with_callbacks.__name__ = getattr(fn, "__name__", "with_callbacks")
         with_callbacks.__qualname__ = getattr(fn, "__qualname__", with_callbacks.__name__)
         return with_callbacks
+
+    def _disable_source_readers(self, module) -> None:
+        """Finding and reading the program's own source is code, not data
+        (like the import system's finders, run DISABLED): ``inspect.stack()``
+        and ``getmodule`` ``stat`` every module file in ``sys.modules``
+        order, which our runtime's own imports change on replay; linecache
+        fills its cache whenever a traceback is formatted, our runtime's
+        included. Live on replay; the recording's source digests say the
+        files are the recorded ones."""
+        replacements = {}
+        for fname in _SOURCE_READERS.get(module.__name__, ()):
+            fn = module.__dict__.get(fname)
+            if type(fn) is not _FunctionType:
+                continue
+            disabled = self._disabled(fn)
+            self._set(module, fname, disabled)
+            replacements[id(fn)] = (fn, disabled)
+        self._replace_everywhere(replacements)
 
     def _patch_getsignal(self, module) -> None:
         """Signal handlers the program installs are callbacks (configs/
