@@ -152,3 +152,42 @@ def test_pytest_session_with_filterwarnings_error(scenario):
     rec = assert_faithful(s, command=["python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
                                       "test_app.py"], check_plain_differs=False, expected_code=1)
     assert b"1 failed, 1 passed" in rec.stdout and b"warning" not in rec.stdout, rec.out
+
+
+def test_user_declared_library_boundary_never_runs_on_replay(scenario):
+    # A model download and a heavy inference call, declared external in
+    # .retrace/modules/: recorded, and on replay not run at all (nothing
+    # on stderr, no side effect), yet the program gets the same values.
+    s = scenario("""
+        import heavylib
+        meta = heavylib.download("m1")
+        model = heavylib.Model("m1")
+        print(meta, model.predict(3))
+    """)
+    s.write("heavylib/__init__.py", """
+        import random, sys
+        class Model:
+            def __init__(self, name):
+                print("LOADING MODEL", name, file=sys.stderr)
+                self.name = name
+            def predict(self, x):
+                print("RUNNING INFERENCE", file=sys.stderr)
+                return [x * random.random(), self.name]
+        def download(name):
+            print("DOWNLOADING", name, file=sys.stderr)
+            open("downloaded.txt", "w").close()
+            return {"name": name, "size": random.randrange(10**6)}
+    """)
+    s.write(".retrace/modules/heavylib.toml", """
+        [modules."heavylib"]
+        proxy = ["download"]
+        [modules."heavylib".types."Model"]
+        methods = ["__init__", "predict"]
+    """)
+    rec = assert_faithful(s, before_replay=lambda: (s.dir / "downloaded.txt").unlink())
+    assert b"DOWNLOADING" in rec.stderr and b"RUNNING INFERENCE" in rec.stderr
+    rep = s.replay()
+    assert rep.stdout == rec.stdout and rep.returncode == 0
+    assert b"DOWNLOADING" not in rep.stderr and b"LOADING MODEL" not in rep.stderr
+    assert b"RUNNING INFERENCE" not in rep.stderr
+    assert not (s.dir / "downloaded.txt").exists()
