@@ -330,11 +330,23 @@ def start_recording_in_place(opts) -> None:
     from retracesoftware.install.session import RecordSession
 
     saved_argv = list(sys.argv)
+    saved_path = list(sys.path)
     sys.argv[:] = target.argv
-    pre = preamble_mod.build(target, hash_seed=seed, config_digest=config.digest,
-                             options={"stacks": False, "hash_seed_pinned_by_retrace": pinned_by_us,
-                                      "started_by": "pth-hook"})
-    sys.argv[:] = saved_argv
+    # At .pth time the interpreter has not yet put the program's own entry
+    # at sys.path[0] (it does once site is done). The replay sets sys.path
+    # to the recorded one and then replaces entry 0 with that entry
+    # (runner.prepare_sys): without it there, the replay lost the first real
+    # entry (a PYTHONPATH folder, or python3XX.zip).
+    if not sys.flags.safe_path:   # PYVERSIONS: -P / PYTHONSAFEPATH (3.11+)
+        sys.path.insert(0, os.path.dirname(target.path) if target.kind == "script" else
+                        (os.getcwd() if target.kind == "module" else ""))
+    try:
+        pre = preamble_mod.build(target, hash_seed=seed, config_digest=config.digest,
+                                 options={"stacks": False, "hash_seed_pinned_by_retrace": pinned_by_us,
+                                          "started_by": "pth-hook"})
+    finally:
+        sys.argv[:] = saved_argv
+        sys.path[:] = saved_path
     children.remove_stale_children(path)
     try:
         session = RecordSession(path, pre, config)
