@@ -119,9 +119,18 @@ class ReplayReader:
     @property
     def thread(self):
         try:
-            return self._reader.thread
+            tid = self._reader.thread
         except RecordingFormatError as exc:
             return self._ended(exc)
+        if tid is None or type(tid) is int or type(tid) is str:
+            return tid
+        # Logical thread ids are ints or "t.n" strings; anything else (a
+        # list: unhashable) is a damaged or forged THREAD_SWITCH.
+        from retracesoftware.install.masking import printable
+        exc = RecordingFormatError(f"bad thread id {printable(repr(tid))[:40]} in a thread switch")
+        exc.reason = f"bad thread id {printable(repr(tid))[:40]} in a thread switch"
+        exc.event = getattr(self._reader.position, "event", None)
+        return self._ended(exc)
 
     @property
     def next_kind(self):
