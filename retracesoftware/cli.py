@@ -22,6 +22,8 @@ usage: python -m retracesoftware --recording PATH [options] -- [python] (script.
        python -m retracesoftware --recording PATH [options]            (replay)
        python -m retracesoftware inspect PATH [--json]
        python -m retracesoftware enable-hook | disable-hook
+       python -m retracesoftware (report | trace | summary) PATH [-o OUT] [options]   (see COMMAND --help)
+       python -m retracesoftware mcp                                               (MCP server on stdio)
 
 options:
   --recording PATH   recording file; {pid} and strftime patterns (%Y%m%d-%H%M%S) are expanded when recording
@@ -148,9 +150,20 @@ def error_line(what: str) -> str:
     return f"retrace: error: {mask(what)}"
 
 
+#: views computed from a recording (retracesoftware/views/): command -> module with main(argv)
+VIEW_COMMANDS = {
+    "report": "retracesoftware.views.report",
+    "trace": "retracesoftware.views.trace",
+    "summary": "retracesoftware.views.summary",
+    "mcp": "retracesoftware.views.mcp_server",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv[: argv.index("--")] if "--" in argv else "--debug" in argv
+    if argv and argv[0] in VIEW_COMMANDS:
+        return _view_main(argv[0], [a for a in argv[1:] if a != "--debug"], debug)
     try:
         verb, opts = parse_args(argv)
     except UsageError as exc:
@@ -182,6 +195,35 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, RetraceError):
             print(error_line(str(exc)), file=sys.stderr)
             return exc.exit_code
+        print(error_line(f"internal error: {type(exc).__name__}: {exc} — rerun with --debug and report it"),
+              file=sys.stderr)
+        return 1
+
+
+def _view_main(command: str, argv: list[str], debug: bool) -> int:
+    """Run one view command with the CLI's errors and exit codes."""
+    import importlib
+    try:
+        return importlib.import_module(VIEW_COMMANDS[command]).main(argv)
+    except UsageError as exc:
+        print(error_line(f"{exc} — see python -m retracesoftware {command} --help"), file=sys.stderr)
+        return EXIT_USAGE
+    except SystemExit as exc:   # argparse --help
+        return exc.code if isinstance(exc.code, int) else 0
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from retracesoftware.utils.errors import RetraceError
+        if debug:
+            import traceback
+            traceback.print_exc()
+        if isinstance(exc, RetraceError):
+            print(error_line(str(exc)), file=sys.stderr)
+            return exc.exit_code
+        if isinstance(exc, OSError):
+            print(error_line(f"{exc.strerror or exc} ({exc.filename or command}) — check the path"),
+                  file=sys.stderr)
+            return 1
         print(error_line(f"internal error: {type(exc).__name__}: {exc} — rerun with --debug and report it"),
               file=sys.stderr)
         return 1
