@@ -27,7 +27,7 @@ class Event:
     replay supplied it, else None."""
 
     __slots__ = ("index", "thread", "kind", "name", "args", "result", "error", "stack", "depth",
-                 "time_ns", "end_index")
+                 "time_ns", "end_index", "where")
 
     def __init__(self, index, thread, kind, name=None, args=None, result=None, error=None, stack=None,
                  depth=0):
@@ -42,6 +42,7 @@ class Event:
         self.depth = depth
         self.time_ns = None
         self.end_index = index
+        self.where = None
 
     def to_dict(self) -> dict:
         return {"index": self.index, "thread": self.thread, "kind": self.kind, "name": self.name,
@@ -96,7 +97,7 @@ def preamble(path) -> dict:
     return pre
 
 
-def walk(path, *, times=None, on_progress=None):
+def walk(path, *, times=None, where=None, on_progress=None):
     """Yield `Event`s of *path* in tape order of their completion (a call is
     yielded at its outcome; its ``index`` is where it started).
 
@@ -112,7 +113,9 @@ def walk(path, *, times=None, on_progress=None):
     total = os.path.getsize(path)
     step = 0
     time_of = iter(times) if times is not None else None
+    where_of = iter(where) if where is not None else None
     now = None
+    here = None
     try:
         while True:
             try:
@@ -133,6 +136,8 @@ def walk(path, *, times=None, on_progress=None):
             index += 1
             if time_of is not None:
                 now = next(time_of, None)
+            if where_of is not None:
+                here = next(where_of, None)
             step += 1
             if on_progress is not None and step >= 4096:
                 step = 0
@@ -142,7 +147,7 @@ def walk(path, *, times=None, on_progress=None):
             state = states.get(thread)
             if state is None:
                 state = states[thread] = _ThreadState()
-            yield from _step(state, thread, index, value, now)
+            yield from _step(state, thread, index, value, now, here)
     finally:
         reader.close()
     # Calls still open at the end (the program was killed mid-call).
@@ -157,7 +162,7 @@ walk.damage = None
 _BINDING = object()
 
 
-def _step(state, thread, index, value, now):
+def _step(state, thread, index, value, now, here=None):
     pending = state.pending
     if pending is not None:
         what, event, remaining = pending
@@ -225,6 +230,7 @@ def _step(state, thread, index, value, now):
     if value == "CALL":
         event = Event(index, thread, "call", depth=depth)
         event.time_ns = now
+        event.where = here
         state.pending = ("call", event, 2)
     elif value == "STACK":
         state.pending = ("stack", None, 1)
@@ -233,10 +239,12 @@ def _step(state, thread, index, value, now):
     elif value in BINDING_TAGS:
         event = Event(index, thread, value.lower(), depth=depth)
         event.time_ns = now
+        event.where = here
         state.pending = (value, event, BINDING_TAGS[value])
     elif value == "CALLBACK":
         event = Event(index, thread, "callback", depth=depth)
         event.time_ns = now
+        event.where = here
         state.pending = ("CALLBACK", event, 3)
     elif value == "CALLBACK_RESULT":
         if state.callbacks:
@@ -246,8 +254,10 @@ def _step(state, thread, index, value, now):
     elif value in ("SYNC", "SYNC_ERROR"):
         event = Event(index, thread, "sync", name="lock/sync", depth=depth)
         event.time_ns = now
+        event.where = here
         state.pending = (value, event, 1)
     else:
         event = Event(index, thread, "value", result=value, depth=depth)
         event.time_ns = now
+        event.where = here
         yield event

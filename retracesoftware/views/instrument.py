@@ -196,6 +196,14 @@ class Tracer:
         return slot
 
     # ----------------------------------------------------------- events
+    def innermost(self):
+        """Code slot of the calling thread's innermost project frame, or -1."""
+        tslot = self.thread_slot_of.get(_get_ident())
+        if tslot is None:
+            return -1
+        stack = self.stacks[tslot]
+        return stack[-2] if stack else -1
+
     def begin(self, code, frame, is_call):
         slot = self._code_slot(code, frame)
         if slot < 0:
@@ -374,9 +382,13 @@ class TimedReader:
     every event it hands out (``reads.bin``: one int64 ns per value or
     NEW_BINDING, in tape order) and progress (byte offset) to the parent."""
 
-    def __init__(self, reader, out_dir, progress_fd, gate_box):
+    def __init__(self, reader, out_dir, progress_fd, gate_box, tracer=None):
         self._reader = reader
         self._times = array.array("q")
+        self._where = array.array("i")
+        self._where_fd = _os_open(os.path.join(out_dir, "where.bin"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                                  0o600)
+        self._tracer = tracer
         self._fd = _os_open(os.path.join(out_dir, "reads.bin"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         self._progress_fd = progress_fd
         self._gate_box = gate_box
@@ -385,6 +397,8 @@ class TimedReader:
     def _note(self):
         times = self._times
         times.append(_perf_counter_ns())
+        tracer = self._tracer
+        self._where.append(tracer.innermost() if tracer is not None else -1)
         if len(times) >= _FLUSH_ITEMS:
             self.flush()
 
@@ -407,12 +421,13 @@ class TimedReader:
                 from retracesoftware.utils import DISABLED
                 previous = gate.swap(DISABLED)
             try:
-                view = memoryview(times.tobytes())
-                while view:
-                    n = _os_write(self._fd, view)
-                    view = view[n:]
+                for fd, items in ((self._fd, times), (self._where_fd, self._where)):
+                    view = memoryview(items.tobytes())
+                    while view:
+                        view = view[_os_write(fd, view):]
                 self._count += len(times)
                 del times[:]
+                del self._where[:]
                 if self._progress_fd is not None:
                     try:
                         offset = getattr(self._reader.position, "offset", None)
@@ -463,7 +478,7 @@ def _child_main(argv) -> int:
 
     def open_recording(p, pid=None):
         reader = original_open(p, pid=pid)
-        timed = TimedReader(reader, out_dir, progress_fd, gate_box)
+        timed = TimedReader(reader, out_dir, progress_fd, gate_box, tracer)
         state["reader"] = timed
         return timed
 
@@ -600,6 +615,36 @@ class InstrumentedRun:
                 items = array.array("q")
                 items.frombytes(data[: len(data) - len(data) % 8])
                 yield from items
+
+    def read_where(self, chunk=1 << 16):
+        """Code slot of the innermost project frame of the thread that
+        consumed each event (tape order; -1: none), for "where"."""
+        path = os.path.join(self.dir, "where.bin")
+        if not os.path.exists(path):
+            return
+        with open(path, "rb") as fh:
+            while True:
+                data = fh.read(4 * chunk)
+                if not data:
+                    return
+                items = array.array("i")
+                items.frombytes(data[: len(data) - len(data) % 4])
+                yield from items
+
+    def where(self, slot) -> str | None:
+        if slot is None or slot < 0 or slot >= len(self.codes):
+            return None
+        filename, qualname, module, line = self.codes[slot]
+        return f"{qualname} ({os.path.basename(filename)}:{line})"
+
+    @property
+    def program_traceback(self) -> list[str]:
+        """The replayed program's uncaught-exception traceback (its stderr)."""
+        lines = [line for line in self.stderr.splitlines() if not line.startswith("retrace:")]
+        for i in range(len(lines) - 1, -1, -1):
+            if lines[i].startswith("Traceback (most recent call last):"):
+                return lines[i:i + 80]
+        return []
 
     def unit_of(self, slot) -> tuple[str, str | None]:
         """(module, class or None) of a code slot, for the architecture map."""
