@@ -215,6 +215,9 @@ def _step(state, thread, index, value, now, here=None):
             state.pending = None
             if what == "SYNC":
                 event.result = value
+                # a lock acquire records the lock's id (an int), other sync points a bool
+                if isinstance(value, int) and not isinstance(value, bool):
+                    event.name = "lock acquire"
             else:
                 event.error = value
             yield event
@@ -252,7 +255,7 @@ def _step(state, thread, index, value, now, here=None):
     elif value == "CALLBACK_ERROR":
         state.pending = ("CALLBACK_ERROR", None, 1)
     elif value in ("SYNC", "SYNC_ERROR"):
-        event = Event(index, thread, "sync", name="lock/sync", depth=depth)
+        event = Event(index, thread, "sync", name="sync point", depth=depth)
         event.time_ns = now
         event.where = here
         state.pending = (value, event, 1)
