@@ -394,11 +394,16 @@ class TimedReader:
         self._gate_box = gate_box
         self._count = 0
 
+    stop_at = None          # event index at which to stop (stack_at / eval_at)
+    on_stop = None
+
     def _note(self):
         times = self._times
         times.append(_perf_counter_ns())
         tracer = self._tracer
         self._where.append(tracer.innermost() if tracer is not None else -1)
+        if self.stop_at is not None and self._count + len(times) - 1 == self.stop_at:
+            self.on_stop(sys._getframe(2))
         if len(times) >= _FLUSH_ITEMS:
             self.flush()
 
@@ -544,6 +549,13 @@ def _child_main(argv) -> int:
             if previous is not None:
                 gate.phase = previous
 
+    stop_at = options.get("stop_at")
+    if stop_at is not None:
+        def on_stop(frame):
+            _stopped_at(frame, tracer, gate_box[0], out_dir, options.get("expression"))
+        TimedReader.stop_at = int(stop_at)
+        TimedReader.on_stop = staticmethod(on_stop)
+
     install_session.open_recording = open_recording
     install_session.ReplaySession = InstrumentedReplaySession
     import atexit
@@ -552,6 +564,78 @@ def _child_main(argv) -> int:
     outcome["exit_code"] = outcome["exit_code"] if outcome["exit_code"] is not None else code
     outcome["replay_exit"] = code
     return code
+
+
+def _stopped_at(frame, tracer, gate, out_dir, expression):
+    """The replay reached the requested event: write the program's stack
+    there (and the value of *expression* in its innermost program frame),
+    then end the process. Runs DISABLED: an expression's calls are live."""
+    from retracesoftware.utils import DISABLED
+    previous = gate.swap(DISABLED) if gate is not None else None
+    ours = os.path.dirname(os.path.dirname(os.path.realpath(__file__))) + os.sep
+    frames = []
+    target = None
+    f = frame
+    while f is not None:
+        filename = f.f_code.co_filename
+        if not os.path.realpath(filename).startswith(ours) and filename != "<string>" or (
+                filename == "<string>" and f.f_globals.get("__name__") == "__main__"
+                and "_child_main" not in f.f_globals):
+            project = tracer.slot_of.get(id(f.f_code), -1) >= 0
+            frames.append({"file": filename, "line": f.f_lineno,
+                           "function": getattr(f.f_code, "co_qualname", f.f_code.co_name), "project": project})
+            if target is None and project:
+                target = f
+        f = f.f_back
+    frames.reverse()      # outermost first
+    result = {"stack": frames, "thread": None}
+    try:
+        result["thread"] = tracer.threads[tracer._thread_slot()]
+    except Exception:
+        pass
+    if expression is not None:
+        if target is None:
+            target = frame
+            while target is not None and os.path.realpath(target.f_code.co_filename).startswith(ours):
+                target = target.f_back
+        if target is None:
+            result["error"] = "no program frame at this event"
+        else:
+            result["frame"] = {"file": target.f_code.co_filename, "line": target.f_lineno,
+                               "function": getattr(target.f_code, "co_qualname", target.f_code.co_name)}
+            try:
+                value = eval(expression, target.f_globals, dict(target.f_locals))
+                try:
+                    text = repr(value)
+                except Exception as exc:
+                    text = f"<unprintable {type(value).__name__}: {exc!r}>"
+                result["value"] = text if len(text) <= 4000 else text[:4000] + "…"
+                result["type"] = type(value).__name__
+            except BaseException as exc:
+                result["error"] = f"{type(exc).__name__}: {exc}"
+    data = json.dumps(result, default=str).encode()
+    fd = _os_open(os.path.join(out_dir, "stop.json"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    view = memoryview(data)
+    while view:
+        view = view[_os_write(fd, view):]
+    _os_close(fd)
+    os._exit(0)
+
+
+def stop_at_event(path, event, expression=None) -> dict:
+    """Replay *path* to event *event* and return the program's stack there
+    (``stack``: outermost first, ``project`` marks the project's frames),
+    and with *expression* its value in the innermost project frame."""
+    run = run_instrumented(path, spans=False, stop_at=int(event), expression=expression)
+    try:
+        try:
+            with open(os.path.join(run.dir, "stop.json"), "rb") as fh:
+                return json.loads(fh.read())
+        except (OSError, ValueError):
+            reason = run.problem or f"the replay ended before event {event}"
+            return {"error": reason, "stack": []}
+    finally:
+        run.close()
 
 
 # ------------------------------------------------------------------ parent side
@@ -673,7 +757,7 @@ def _read_preamble(path):
 
 
 def run_instrumented(path, *, include=(), exclude=(), spans=True, max_depth=None, progress=None,
-                     replay_args=()) -> InstrumentedRun:
+                     replay_args=(), stop_at=None, expression=None) -> InstrumentedRun:
     """Replay *path* with the tracer in a child process; return what it found.
 
     ``progress(done_bytes, total_bytes)`` is called as the replay advances
@@ -688,6 +772,7 @@ def run_instrumented(path, *, include=(), exclude=(), spans=True, max_depth=None
     read_fd, write_fd = os.pipe()
     options = {"include": list(include or ()), "exclude": list(exclude or ()), "spans": spans,
                "max_depth": max_depth, "progress_fd": write_fd, "replay_args": list(replay_args),
+               "stop_at": stop_at, "expression": expression,
                "code_target": isinstance(pre, dict) and (pre.get("target") or {}).get("kind") == "code"}
     env = dict(os.environ)
     seed = pre.get("hash_seed") if isinstance(pre, dict) else None
