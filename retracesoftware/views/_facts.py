@@ -159,14 +159,13 @@ def gather(path, run=None, *, progress=None, sample=SAMPLE, buckets=BUCKETS) -> 
     # merge buckets pairwise when the estimate is passed.
     per_bucket = max(1, size // 6 // buckets)
     facts.bucket_size = per_bucket
-    last_event_of_thread = {}
+    last_event_of_thread = {}     # thread -> number of boundary events when it made its last one
     last_thread = None
     kept = 0
     seen = 0
-    times = run.read_times() if run is not None else None
-    where = run.read_where() if run is not None else None
+    reads = run.reads() if run is not None else None
     _tape.walk.damage = None
-    for event in _tape.walk(path, times=times, where=where, on_progress=progress):
+    for event in _tape.walk(path, reads=reads):
         facts.events += 1
         index = event.index
         facts.last_index = max(facts.last_index, event.end_index)
@@ -222,7 +221,7 @@ def gather(path, run=None, *, progress=None, sample=SAMPLE, buckets=BUCKETS) -> 
                 else:
                     entry["count"] += 1
         # exceptions
-        if event.error is not None and event.kind in ("call", "callback", "sync"):
+        if event.error is not None and event.kind in ("call", "callback", "sync", "callback_error"):
             facts.exceptions_total += 1
             facts.errors_by_function[name] += 1
             if len(facts.exceptions) < CAP:
@@ -234,9 +233,9 @@ def gather(path, run=None, *, progress=None, sample=SAMPLE, buckets=BUCKETS) -> 
                                                    if isinstance(f, (tuple, list)) and len(f) == 3][-8:]})
         # longest waits: events of other threads since this thread's previous event
         previous = last_event_of_thread.get(thread)
-        last_event_of_thread[thread] = event.end_index
+        last_event_of_thread[thread] = facts.events
         if event.kind in ("call", "sync") and previous is not None:
-            waited = index - previous - 1
+            waited = facts.events - previous - 1
             if waited > 0 and (len(facts.slowest) < SLOWEST or waited > facts.slowest[-1][0]):
                 facts.slowest.append((waited, _event_dict(event, run)))
                 facts.slowest.sort(key=lambda item: -item[0])

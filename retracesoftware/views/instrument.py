@@ -378,34 +378,36 @@ def _install_monitoring(tracer):
 
 
 class TimedReader:
-    """The stream reader as the replay sees it, plus the replay time of
-    every event it hands out (``reads.bin``: one int64 ns per value or
-    NEW_BINDING, in tape order) and progress (byte offset) to the parent."""
-
-    def __init__(self, reader, out_dir, progress_fd, gate_box, tracer=None):
-        self._reader = reader
-        self._times = array.array("q")
-        self._where = array.array("i")
-        self._where_fd = _os_open(os.path.join(out_dir, "where.bin"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
-                                  0o600)
-        self._tracer = tracer
-        self._fd = _os_open(os.path.join(out_dir, "reads.bin"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        self._progress_fd = progress_fd
-        self._gate_box = gate_box
-        self._count = 0
+    """The stream reader as the replay sees it, plus, for every event it
+    hands out (a value or a NEW_BINDING), the event index (the reader's own
+    count, the numbering of ``events`` and divergence reports), the replay
+    time and the innermost project frame of the consuming thread
+    (``reads.bin``: int64 index, int64 ns, int64 code slot); progress (byte
+    offset) goes to the parent."""
 
     stop_at = None          # event index at which to stop (stack_at / eval_at)
     on_stop = None
 
+    def __init__(self, reader, out_dir, progress_fd, gate_box, tracer=None):
+        self._reader = reader
+        self._items = array.array("q")
+        self._fd = _os_open(os.path.join(out_dir, "reads.bin"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._progress_fd = progress_fd
+        self._gate_box = gate_box
+        self._tracer = tracer
+        self._count = 0
+
     def _note(self):
-        times = self._times
-        times.append(_perf_counter_ns())
+        items = self._items
+        index = self._reader.events - 1
+        items.append(index)
+        items.append(_perf_counter_ns())
         tracer = self._tracer
-        self._where.append(tracer.innermost() if tracer is not None else -1)
-        if self.stop_at is not None and self._count + len(times) - 1 == self.stop_at:
-            self.on_stop(sys._getframe(2))
-        if len(times) >= _FLUSH_ITEMS:
+        items.append(tracer.innermost() if tracer is not None else -1)
+        if len(items) >= _FLUSH_ITEMS * 3:
             self.flush()
+        if index == self.stop_at:
+            self.on_stop(sys._getframe(2))
 
     def read(self):
         value = self._reader.read()
@@ -418,21 +420,19 @@ class TimedReader:
         return result
 
     def flush(self):
-        times = self._times
-        if times:
+        items = self._items
+        if items:
             gate = self._gate_box[0]
             previous = None
             if gate is not None:
                 from retracesoftware.utils import DISABLED
                 previous = gate.swap(DISABLED)
             try:
-                for fd, items in ((self._fd, times), (self._where_fd, self._where)):
-                    view = memoryview(items.tobytes())
-                    while view:
-                        view = view[_os_write(fd, view):]
-                self._count += len(times)
-                del times[:]
-                del self._where[:]
+                view = memoryview(items.tobytes())
+                while view:
+                    view = view[_os_write(self._fd, view):]
+                self._count += len(items) // 3
+                del items[:]
                 if self._progress_fd is not None:
                     try:
                         offset = getattr(self._reader.position, "offset", None)
@@ -686,34 +686,23 @@ class InstrumentedRun:
                 for i in range(0, len(items), SPAN_FIELDS):
                     yield items[i], items[i + 1], items[i + 2], items[i + 3], items[i + 4]
 
-    def read_times(self, chunk=1 << 16):
-        """Replay time (ns) of each event in tape order (values and NEW_BINDINGs)."""
+    def reads(self, chunk=1 << 16):
+        """(event index, replay time ns, code slot of the consuming thread's
+        innermost project frame or -1) for every event the replay consumed,
+        in tape order, streamed from disk."""
         path = os.path.join(self.dir, "reads.bin")
         if not os.path.exists(path):
             return
+        size = 8 * 3
         with open(path, "rb") as fh:
             while True:
-                data = fh.read(8 * chunk)
+                data = fh.read(size * chunk)
                 if not data:
                     return
                 items = array.array("q")
-                items.frombytes(data[: len(data) - len(data) % 8])
-                yield from items
-
-    def read_where(self, chunk=1 << 16):
-        """Code slot of the innermost project frame of the thread that
-        consumed each event (tape order; -1: none), for "where"."""
-        path = os.path.join(self.dir, "where.bin")
-        if not os.path.exists(path):
-            return
-        with open(path, "rb") as fh:
-            while True:
-                data = fh.read(4 * chunk)
-                if not data:
-                    return
-                items = array.array("i")
-                items.frombytes(data[: len(data) - len(data) % 4])
-                yield from items
+                items.frombytes(data[: len(data) - len(data) % size])
+                for i in range(0, len(items), 3):
+                    yield items[i], items[i + 1], items[i + 2]
 
     def where(self, slot) -> str | None:
         if slot is None or slot < 0 or slot >= len(self.codes):

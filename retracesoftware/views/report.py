@@ -191,7 +191,7 @@ def _waits(d) -> str:
                    f"<td class='num'>{w['waited']:,}</td><td>{_e(w.get('w') or '')}</td></tr>" for w in d["slowest"])
     return ("<p class='note'>Call durations are not recorded. A call during which other threads made many "
             "boundary events was waiting (a lock, a socket, a sleep) or its thread was descheduled.</p>"
-            "<table class='grid'><tr><th>event</th><th>thread</th><th>call</th><th>events of other threads before it</th>"
+            "<table class='grid'><tr><th>event</th><th>thread</th><th>call</th><th>boundary events of other threads before it</th>"
             f"<th>where</th></tr>{body}</table>")
 
 

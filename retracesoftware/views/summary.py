@@ -159,7 +159,7 @@ def _sections(facts, run, diff, other) -> tuple[str, list]:
     sections.append(_Section("Outputs", "", outputs or ["- none recorded"], priority=2))
     busiest = [f"- `{name}` ×{count:,}" for name, count in facts.functions.most_common(15)]
     sections.append(_Section("Busiest boundary functions", "", busiest, priority=4))
-    waits = [f"- event {e['i']} (thread {e['t']}): `{e['n']}` after {w:,} events of other threads"
+    waits = [f"- event {e['i']} (thread {e['t']}): `{e['n']}` after {w:,} boundary events of other threads"
              + (f", in {e['w']}" if e.get("w") else "") for w, e in facts.slowest]
     if waits:
         sections.append(_Section("Slowest boundary calls (longest waits)",

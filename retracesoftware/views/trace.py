@@ -70,9 +70,9 @@ def write_trace(path, out, *, include=(), exclude=(), max_depth=None, boundary=T
 def _write(path, out, pre, run, boundary) -> dict:
     pid = pre.get("pid") if isinstance(pre.get("pid"), int) else PID_FALLBACK
     t0 = run.meta.get("started_ns") or 0
-    first_read = next(iter(run.read_times()), None)
+    first_read = next(iter(run.reads()), None)
     if first_read is not None:
-        t0 = min(t0, first_read)      # start-up events come before the tracer starts
+        t0 = min(t0, first_read[1])      # start-up events come before the tracer starts
     tids = _ThreadIds()
     codes = run.codes
     counts = {"spans": 0, "boundary": 0}
@@ -111,7 +111,7 @@ def _write(path, out, pre, run, boundary) -> dict:
                   "args": {"file": filename, "line": line, "depth": depth}})
             counts["spans"] += 1
         if boundary:
-            for event in _tape.walk(path, times=run.read_times()):
+            for event in _tape.walk(path, reads=run.reads()):
                 if event.time_ns is None:
                     continue      # past where the instrumented replay stopped
                 if event.kind == "value":
