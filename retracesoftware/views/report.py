@@ -384,7 +384,7 @@ _TEMPLATE = """<!DOCTYPE html>
 <section id="exceptions"><h2>Exceptions</h2>{exceptions}</section>
 <section id="waits"><h2>Longest waits</h2>{waits}</section>
 <section id="architecture"><h2>Architecture map</h2>
-<p class="muted">Modules and classes of the project's own code (not the standard library or site-packages) as boxes; calls between them as edges, thicker for more calls — from a replay traced with sys.monitoring (3.12+) or sys.setprofile (3.11).</p>
+<p class="muted">Modules and classes of the project's own code (not the standard library or site-packages) as boxes; calls between them as edges, thicker for more calls — from a replay traced with sys.monitoring (3.12+) or sys.settrace (3.11).</p>
 {arch_note}<svg id="archmap" xmlns="http://www.w3.org/2000/svg" height="80"></svg>
 <h3>Calls between modules and classes</h3><table class="grid" id="arch-edges"><tr><th>caller</th><th></th><th>callee</th><th>calls</th></tr>{edge_rows}</table></section>
 <section id="events"><h2>Events</h2><p><input id="filter" placeholder="filter: function, thread, text…"> <span id="shown" class="muted"></span></p>
