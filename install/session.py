@@ -258,6 +258,10 @@ class _Session:
             from retracesoftware import utils
             utils.set_identity_hashing(True, gate=self.system.gate, thread_id=self.threads.current)
             self.installer._undo.append(lambda: utils.set_identity_hashing(False))
+        if self._output_recorded():
+            # stdout/stderr writes are output events (install/output.py).
+            from retracesoftware.install import output
+            self.output = output.install(self, self.installer, check=self._check_output())
         gate = self.system.gate
         previous = gate.swap(INTERNAL)
         try:
@@ -302,6 +306,15 @@ class _Session:
 
     def _identity_hashing(self) -> bool:
         return False
+
+    output = None
+
+    def _output_recorded(self) -> bool:
+        options = (self.preamble.get("options") or {}) if isinstance(getattr(self, "preamble", None), dict) else {}
+        return bool(options.get("output_recorded"))
+
+    def _check_output(self) -> bool:
+        return True
 
     @staticmethod
     def _stdin_reopenable(stdin) -> bool:
@@ -384,7 +397,7 @@ class RecordingWriter:
 class RecordSession(_Session):
     mode = "record"
 
-    def __init__(self, path, preamble, config, *, stacks=False, redact=()):
+    def __init__(self, path, preamble, config, *, stacks=False, redact=(), compress=True):
         super().__init__(config)
         from retracesoftware.proxy import System
         self.path = path
@@ -394,8 +407,9 @@ class RecordSession(_Session):
             # The replay does these exactly when the record did.
             options = preamble.setdefault("options", {})
             options["identity_hashing"] = _can_hash_identities()
+            options.setdefault("output_recorded", True)
             options["stdin_reopened"] = self._stdin_reopenable(sys.stdin)
-        self.writer = stream_writer(path, preamble, thread_id=self.threads.current)
+        self.writer = stream_writer(path, preamble, thread_id=self.threads.current, compress=compress)
         self._warned = None
         try:
             st = os.stat(path)
@@ -406,6 +420,8 @@ class RecordSession(_Session):
         try:
             self.system = System("record", writer=RecordingWriter(self.writer, self),
                                  thread_id=self.threads.current, record_stacks=stacks)
+            from retracesoftware.install.summaries import summaries
+            self.system.summaries = summaries(config)    # ARGS of configs' `summarise`
         except BaseException:
             self.abandon()
             raise
@@ -502,8 +518,10 @@ class RecordSession(_Session):
 class ReplaySession(_Session):
     mode = "replay"
 
-    def __init__(self, reader, preamble, config, *, pdb=False, thread_timeout=10.0, debug=False):
+    def __init__(self, reader, preamble, config, *, pdb=False, thread_timeout=10.0, debug=False,
+                 check_output=True):
         super().__init__(config)
+        self.check_output = check_output
         from retracesoftware.proxy import System
         self.preamble = preamble
         self.exit_replayed = False
@@ -522,6 +540,9 @@ class ReplaySession(_Session):
 
     def main_finished(self, code):
         self.exit_code = code if self.exit_code_known else None
+
+    def _check_output(self) -> bool:
+        return self.check_output
 
     def _reopen_stdin(self, stdin) -> bool:
         options = (self.preamble.get("options") or {}) if isinstance(self.preamble, dict) else {}
@@ -560,6 +581,13 @@ class ReplaySession(_Session):
             _install_redaction(self, redacted)
 
     def divergence(self, exc) -> int:
+        previous = self.system.gate.swap(DISABLED)   # our report is not the program's output
+        try:
+            return self._divergence(exc)
+        finally:
+            self.system.gate.phase = previous
+
+    def _divergence(self, exc) -> int:
         try:
             sys.stdout.flush()
         except Exception:

@@ -21,9 +21,13 @@ USAGE = """\
 usage: python -m retracesoftware --recording PATH [options] -- [python] (script.py | -m module | -c code) [args...]
        python -m retracesoftware --recording PATH [options]            (replay)
        python -m retracesoftware inspect PATH [--json]
+       python -m retracesoftware events PATH [--thread N] [--grep TEXT] [--kind K] [--from N --to M] [--json]
+       python -m retracesoftware diff A B [--json]
+       python -m retracesoftware fork PATH --at N (--result JSON | --raise 'Exc(args)') [--record NEW]
        python -m retracesoftware enable-hook | disable-hook
-       python -m retracesoftware (report | trace | summary) PATH [-o OUT] [options]   (see COMMAND --help)
-       python -m retracesoftware mcp                                               (MCP server on stdio)
+       python -m retracesoftware (report | trace | summary) PATH [-o OUT] [options]
+       python -m retracesoftware mcp                       (MCP server on stdio, offline)
+       (python -m retracesoftware COMMAND --help for a command's options)
 
 options:
   --recording PATH   recording file; {pid} and strftime patterns (%Y%m%d-%H%M%S) are expanded when recording
@@ -34,6 +38,8 @@ options:
   --stacks           record a stack trace with every boundary call (bigger recordings, better divergence reports)
   --pid PID          replay the child process PID of a recording (see inspect)
   --redact NAME      record the environment variable NAME as a redaction marker instead of its value (repeatable)
+  --no-check-output  replay without comparing what the program writes to stdout/stderr with the recording
+  --no-compress      write the recording's frames uncompressed (default: zstd per frame)
   --thread-timeout S seconds a replay may wait with every thread blocked before reporting a divergence (default 10)
 """
 
@@ -50,11 +56,13 @@ class Options:
         self.verbose = False
         self.pdb = False
         self.stacks = False
+        self.compress = True
         self.pid: int | None = None
         self.redact: list[str] = []
         self.thread_timeout = 10.0
         self.command: list[str] | None = None
         self.json = False
+        self.check_output = True
 
 
 def parse_args(argv: list[str]) -> tuple[str, Options]:
@@ -91,6 +99,10 @@ def parse_args(argv: list[str]) -> tuple[str, Options]:
             opts.pdb = True
         elif arg == "--stacks":
             opts.stacks = True
+        elif arg == "--no-check-output":
+            opts.check_output = False
+        elif arg == "--no-compress":
+            opts.compress = False
         elif arg == "--json":
             opts.json = True
         elif arg == "--pid":
@@ -150,8 +162,11 @@ def error_line(what: str) -> str:
     return f"retrace: error: {mask(what)}"
 
 
-#: views computed from a recording (retracesoftware/views/): command -> module with main(argv)
-VIEW_COMMANDS = {
+#: subcommands with their own argparse CLI: name -> module with main(argv) -> int
+VIEWS = {
+    "events": "retracesoftware.views.events",
+    "diff": "retracesoftware.views.diff",
+    "fork": "retracesoftware.views.fork",
     "report": "retracesoftware.views.report",
     "trace": "retracesoftware.views.trace",
     "summary": "retracesoftware.views.summary",
@@ -159,11 +174,34 @@ VIEW_COMMANDS = {
 }
 
 
+def _run_view(argv: list[str]) -> int:
+    import importlib
+    debug = "--debug" in argv
+    try:
+        return importlib.import_module(VIEWS[argv[0]]).main(argv[1:])
+    except SystemExit as exc:      # argparse --help
+        return exc.code if isinstance(exc.code, int) else 0
+    except UsageError as exc:
+        print(error_line(f"{exc} — see python -m retracesoftware {argv[0]} --help"), file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:
+        from retracesoftware.utils.errors import RetraceError
+        if debug:
+            import traceback
+            traceback.print_exc()
+        if isinstance(exc, RetraceError):
+            print(error_line(str(exc)), file=sys.stderr)
+            return exc.exit_code
+        print(error_line(f"internal error: {type(exc).__name__}: {exc} — rerun with --debug and report it"),
+              file=sys.stderr)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in VIEWS:
+        return _run_view(argv)
     debug = "--debug" in argv[: argv.index("--")] if "--" in argv else "--debug" in argv
-    if argv and argv[0] in VIEW_COMMANDS:
-        return _view_main(argv[0], [a for a in argv[1:] if a != "--debug"], debug)
     try:
         verb, opts = parse_args(argv)
     except UsageError as exc:
@@ -195,35 +233,6 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, RetraceError):
             print(error_line(str(exc)), file=sys.stderr)
             return exc.exit_code
-        print(error_line(f"internal error: {type(exc).__name__}: {exc} — rerun with --debug and report it"),
-              file=sys.stderr)
-        return 1
-
-
-def _view_main(command: str, argv: list[str], debug: bool) -> int:
-    """Run one view command with the CLI's errors and exit codes."""
-    import importlib
-    try:
-        return importlib.import_module(VIEW_COMMANDS[command]).main(argv)
-    except UsageError as exc:
-        print(error_line(f"{exc} — see python -m retracesoftware {command} --help"), file=sys.stderr)
-        return EXIT_USAGE
-    except SystemExit as exc:   # argparse --help
-        return exc.code if isinstance(exc.code, int) else 0
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:
-        from retracesoftware.utils.errors import RetraceError
-        if debug:
-            import traceback
-            traceback.print_exc()
-        if isinstance(exc, RetraceError):
-            print(error_line(str(exc)), file=sys.stderr)
-            return exc.exit_code
-        if isinstance(exc, OSError):
-            print(error_line(f"{exc.strerror or exc} ({exc.filename or command}) — check the path"),
-                  file=sys.stderr)
-            return 1
         print(error_line(f"internal error: {type(exc).__name__}: {exc} — rerun with --debug and report it"),
               file=sys.stderr)
         return 1

@@ -98,7 +98,8 @@ def record_main(opts) -> int:
                                       "redacted": list(opts.redact)})
     children.remove_stale_children(path)
     try:
-        session = RecordSession(path, pre, config, stacks=opts.stacks, redact=opts.redact)
+        session = RecordSession(path, pre, config, stacks=opts.stacks, redact=opts.redact,
+                                compress=opts.compress)
     except OSError as exc:
         # Policy (docs/RELIABILITY.md): retrace never stops the program from
         # running; without a recording it runs as plain python would.
@@ -164,7 +165,7 @@ def replay_main(opts) -> int:
 
     target = Target.from_json(pre["target"])
     session = ReplaySession(reader, pre, config, pdb=opts.pdb, thread_timeout=opts.thread_timeout,
-                            debug=opts.debug)
+                            debug=opts.debug, check_output=getattr(opts, "check_output", True))
     atexit.register(session.close)
     # The program sees what it saw when recorded.
     sys.argv[:] = list(pre.get("argv", sys.argv))
@@ -226,6 +227,8 @@ def _option_args(opts) -> list[str]:
             args.append("--" + flag)
     for name in opts.redact:
         args += ["--redact", name]
+    if not opts.compress:
+        args.append("--no-compress")
     return args
 
 

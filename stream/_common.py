@@ -32,8 +32,12 @@ _modules = _sys.modules
 #: newline translation), ^Z and LF (PNG's trick).
 MAGIC = b"\x89RTRC\r\n\x1a"
 #: Format version, u32 little-endian right after MAGIC.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Version 1 is version 2 without compressed frames: still readable.
+OLDEST_READABLE_VERSION = 1
 HEADER = MAGIC + _struct.pack("<I", FORMAT_VERSION)
+#: Set in a frame's length word: the payload is one zstd frame of the events.
+FRAME_COMPRESSED = 0x80000000
 HEADER_SIZE = len(HEADER)  # 12
 FRAME_HEADER = _struct.Struct("<II")  # payload length, crc32(payload)
 FRAME_HEADER_SIZE = 8
@@ -402,6 +406,8 @@ def scan_frames(path):
                 yield index, offset, None, None
                 return
             length, crc = FRAME_HEADER.unpack(fh)
+            if index:
+                length &= ~FRAME_COMPRESSED
             payload = f.read(length)
             if len(payload) < length:
                 yield index, offset, length, None

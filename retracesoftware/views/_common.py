@@ -1,105 +1,73 @@
-"""What the view commands share: argument parsing in the CLI's style
-(``retrace: error: …``, exit 2), progress on stderr, output files."""
+"""What the views commands share: argparse with the CLI's one-line usage
+errors, masking of secrets in what they print, quiet ends on a closed pipe."""
 from __future__ import annotations
 
 import argparse
-import gzip
-import os
 import sys
-import time
 
 from retracesoftware.runner import UsageError
 
 
-class ViewArgumentParser(argparse.ArgumentParser):
-    """argparse whose usage errors become the CLI's one-line errors (exit 2)."""
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are the CLI's (one line, exit code 2)."""
+
+    def __init__(self, prog, **kw):
+        super().__init__(prog=f"python -m retracesoftware {prog}", **kw)
 
     def error(self, message):
-        raise UsageError(f"{self.prog.split()[-1]}: {message}")
+        raise UsageError(message)
 
 
-def parser(command: str, description: str) -> ViewArgumentParser:
-    return ViewArgumentParser(prog=f"python -m retracesoftware {command}", description=description,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-
-
-def check_recording(path: str) -> None:
-    from retracesoftware.utils.errors import RecordingFormatError
-    if not os.path.exists(path):
-        raise RecordingFormatError(f"recording {path} does not exist — check the path")
-    if os.path.isdir(path):
-        raise RecordingFormatError(f"{path} is a directory, not a recording — give the recording file")
-
-
-class Progress:
-    """``progress(done, total)``: a bar on stderr when it is a terminal, a
-    line every 10 s otherwise; nothing for work that ends within a second."""
-
-    def __init__(self, label: str, stream=None, *, quiet=False):
-        self.label = label
-        self.stream = stream if stream is not None else sys.stderr
-        self.quiet = quiet
-        self.started = time.monotonic()
-        self.last = 0.0
-        self.shown = False
+def int_arg(flag):
+    def parse(text):
         try:
-            self.tty = self.stream.isatty()
+            return int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} needs an integer, got {text!r}") from None
+    return parse
+
+
+class Masker:
+    """`install.masking.mask` with the secret values found once (it is
+    applied to every printed line)."""
+
+    def __init__(self):
+        from retracesoftware.install import masking
+        self._masking = masking
+        self._secrets = sorted(masking.secret_values(), key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for value in self._secrets:
+            if value in text:
+                text = text.replace(value, self._masking.MASK)
+        for pattern, repl in self._masking._PATTERNS:
+            text = pattern.sub(repl, text)
+        return text
+
+    def data(self, value):
+        return _mask_strings(value, self)
+
+
+def _mask_strings(value, masker):
+    if isinstance(value, str):
+        return masker(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_mask_strings(v, masker) for v in value)
+    if isinstance(value, dict):
+        return {k: _mask_strings(v, masker) for k, v in value.items()}
+    return value
+
+
+def run_quietly_on_closed_pipe(fn) -> int:
+    """Run *fn*; a reader that went away (``| head``, a pager quit) ends it quietly."""
+    try:
+        return fn()
+    except BrokenPipeError:
+        try:
+            sys.stdout = None
         except Exception:
-            self.tty = False
-
-    def __call__(self, done, total):
-        if self.quiet:
-            return
-        now = time.monotonic()
-        if now - self.started < 1.0 and not self.shown:
-            return
-        if self.tty:
-            if now - self.last < 0.1 and done < total:
-                return
-            fraction = min(1.0, done / total) if total else 1.0
-            width = 30
-            filled = int(width * fraction)
-            self.stream.write(f"\rretrace: {self.label} [{'#' * filled}{' ' * (width - filled)}] "
-                              f"{fraction * 100:5.1f}%")
-            self.stream.flush()
-        else:
-            if now - max(self.last, self.started) < 10.0:
-                return
-            fraction = min(1.0, done / total) if total else 1.0
-            self.stream.write(f"retrace: {self.label}: {fraction * 100:.0f}%\n")
-            self.stream.flush()
-        self.last = now
-        self.shown = True
-
-    def done(self):
-        if self.shown and self.tty and not self.quiet:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-def open_output(path: str, mode: str = "wt"):
-    """A file for a view's output; ``-`` is stdout; ``.gz`` is gzip-compressed."""
-    if path == "-":
-        return _Unclosed(sys.stdout)
-    if path.endswith(".gz"):
-        return gzip.open(path, mode, encoding="utf-8" if "t" in mode else None, compresslevel=6)
-    return open(path, mode, encoding="utf-8" if "t" in mode else None)
-
-
-class _Unclosed:
-    def __init__(self, stream):
-        self.stream = stream
-
-    def __enter__(self):
-        return self.stream
-
-    def __exit__(self, *exc):
-        self.stream.flush()
-
-    def write(self, text):
-        return self.stream.write(text)
-
-
-def say(message: str) -> None:
-    sys.stderr.write(f"retrace: {message}\n")
-    sys.stderr.flush()
+            pass
+        import os
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        return 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from retracesoftware.views import _common
+from retracesoftware.views import _output as _common
 from retracesoftware.views import _tape
 
 EVENTS_LIMIT = 1000

@@ -23,7 +23,7 @@ import json
 import os
 import time
 
-from retracesoftware.views import _common
+from retracesoftware.views import _output as _common
 from retracesoftware.views import _facts
 from retracesoftware.views.instrument import run_instrumented
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 
-from retracesoftware.views import _common
+from retracesoftware.views import _output as _common
 from retracesoftware.views import _facts
 from retracesoftware.views import _tape
 from retracesoftware.views.instrument import run_instrumented

@@ -17,7 +17,7 @@ def _sample():
 
 def test_format_sample_reads_every_event(impl, tmp_path):
     path = str(tmp_path / "r.bin")
-    w = impl.StreamWriter(path, {"argv": ["prog"]})
+    w = impl.StreamWriter(path, {"argv": ["prog"]}, compress=False)
     for i in range(300):
         w.write("CALL", "posix.read", i, "RESULT", b"x" * (i % 7))
     w.close()
