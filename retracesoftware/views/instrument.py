@@ -316,9 +316,14 @@ def _install_settrace(tracer):
     import threading
     begin, end = tracer.begin, tracer.end
 
+    # A trace function must never raise: the exception would surface in the
+    # program (and printing it reads files — through the recording).
     def local(frame, event, arg):
         if event == "return":
-            end(frame.f_code)
+            try:
+                end(frame.f_code)
+            except Exception:
+                pass
         return local
 
     known = tracer.slot_of
@@ -327,9 +332,12 @@ def _install_settrace(tracer):
         if event == "call":
             if known.get(id(frame.f_code), 0) < 0:      # seen before, not the project's
                 return None
-            if begin(frame.f_code, frame, True):
-                frame.f_trace_lines = False
-                return local
+            try:
+                if begin(frame.f_code, frame, True):
+                    frame.f_trace_lines = False
+                    return local
+            except Exception:
+                pass
         return None
 
     sys.settrace(trace)
@@ -360,25 +368,45 @@ def _install_monitoring(tracer):
     begin, end = tracer.begin, tracer.end
     getframe = sys._getframe
 
+    # A callback must never raise: the exception would surface in the
+    # program (and printing it reads files — through the recording).
     def on_start(code, offset):
-        if not begin(code, getframe(1), True):
+        try:
+            if not begin(code, getframe(1), True):
+                return DISABLE
+        except Exception:
             return DISABLE
 
     def on_resume(code, offset):
-        if not begin(code, getframe(1), False):
+        try:
+            if not begin(code, getframe(1), False):
+                return DISABLE
+        except Exception:
             return DISABLE
+
+    def on_throw(code, offset, exc):
+        try:
+            begin(code, getframe(1), False)
+        except Exception:
+            pass
 
     def on_end(code, offset, value):
-        if tracer.slot_of.get(id(code), -1) < 0:
-            return DISABLE
-        end(code)
+        try:
+            if tracer.slot_of.get(id(code), -1) < 0:
+                return DISABLE
+            end(code)
+        except Exception:
+            pass
 
     def on_unwind(code, offset, exc):
-        end(code)
+        try:
+            end(code)
+        except Exception:
+            pass
 
     mon.register_callback(tool, E.PY_START, on_start)
     mon.register_callback(tool, E.PY_RESUME, on_resume)
-    mon.register_callback(tool, E.PY_THROW, on_resume)
+    mon.register_callback(tool, E.PY_THROW, on_throw)
     mon.register_callback(tool, E.PY_RETURN, on_end)
     mon.register_callback(tool, E.PY_YIELD, on_end)
     mon.register_callback(tool, E.PY_UNWIND, on_unwind)

@@ -42,30 +42,40 @@ def tool_summary(recording: str, budget: int = 2000, against: str | None = None)
 
 def tool_events(recording: str, thread: str | None = None, grep: str | None = None, kind: str | None = None,
                 start: int = 0, end: int | None = None, limit: int = 200) -> str:
-    """Boundary events, one line each: index, thread, kind, function, arguments, result."""
+    """Events of the recording in replay order, one line each: index, pid/thread, kind,
+    function(arguments) -> result. Filters: thread (logical id, 0 = main), grep (text),
+    kind (call, result, error, callback, sync, ...), start/end (event index), limit."""
     from retracesoftware.install.masking import mask
     path = _path(recording)
     limit = max(1, min(int(limit), EVENTS_LIMIT))
+    try:
+        from retracesoftware.views.events import list_events   # the events command, when installed
+    except ImportError:
+        list_events = None
     lines = []
     more = False
-    for e in _tape.walk(path):
-        if e.kind == "value":
-            continue
-        if e.index < start or (end is not None and e.index > end):
-            continue
-        if thread is not None and str(e.thread) != str(thread):
-            continue
-        if kind is not None and e.kind != kind:
-            continue
-        outcome = f"raised {_tape.short(e.error)}" if e.error is not None else (_tape.short(e.result) or "")
-        line = f"{e.index}\tthread {e.thread}\t{e.kind}\t{e.name or ''}\t{e.args or ''}\t{outcome}"
-        if grep is not None and grep.lower() not in line.lower():
-            continue
-        if len(lines) >= limit:
-            more = True
-            break
-        lines.append(line)
-    lines.sort(key=lambda line: int(line.split("\t", 1)[0]))
+    if list_events is not None:
+        tid = None if thread is None else (int(thread) if str(thread).isdigit() else thread)
+        for ev in list_events(path, thread=tid, grep=grep, start=start, stop=end,
+                              kinds=[kind] if kind else None):
+            if len(lines) >= limit:
+                more = True
+                break
+            lines.append(ev.line(width=200))
+    else:
+        for e in _tape.walk(path):
+            if e.kind == "value" or e.index < start or (end is not None and e.index > end):
+                continue
+            if (thread is not None and str(e.thread) != str(thread)) or (kind is not None and e.kind != kind):
+                continue
+            outcome = f"raised {_tape.short(e.error)}" if e.error is not None else (_tape.short(e.result) or "")
+            line = f"{e.index}  thread {e.thread}  {e.kind}  {e.name or ''}({e.args or ''}) -> {outcome}"
+            if grep is not None and grep.lower() not in line.lower():
+                continue
+            if len(lines) >= limit:
+                more = True
+                break
+            lines.append(line)
     text = "\n".join(lines) if lines else "(no events match)"
     if more:
         text += f"\n… more events match: narrow with start/end/thread/grep (limit {limit})"
@@ -75,11 +85,12 @@ def tool_events(recording: str, thread: str | None = None, grep: str | None = No
 def tool_diff(a: str, b: str) -> str:
     """The first boundary event where two recordings of the same program differ."""
     try:
-        from retracesoftware.views import diff as full_diff   # the events/diff/fork feature, when installed
+        from retracesoftware.views import diff as full_diff   # the diff command, when installed
     except ImportError:
         full_diff = None
-    if full_diff is not None and hasattr(full_diff, "diff_text"):
-        return full_diff.diff_text(_path(a), _path(b))
+    if full_diff is not None:
+        from retracesoftware.install.masking import mask
+        return mask(full_diff.render(full_diff.compare(_path(a), _path(b))))
     from retracesoftware.views.summary import first_difference
     d = first_difference(_path(a), _path(b))
     if d is None:

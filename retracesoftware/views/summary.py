@@ -81,6 +81,19 @@ def first_difference(a, b) -> dict | None:
     return None
 
 
+def _diff(a, b):
+    """The diff command's report (views/diff.py) as lines, or this module's
+    first difference when that command is not installed."""
+    try:
+        from retracesoftware.views import diff as diff_mod
+    except ImportError:
+        return first_difference(a, b)
+    report = diff_mod.compare(a, b)
+    if report.get("equivalent"):
+        return None
+    return {"lines": [line for line in diff_mod.render(report).splitlines() if line.strip()]}
+
+
 def _difference(thread, nth, x, y) -> dict:
     def side(e):
         if e is None:
@@ -179,6 +192,8 @@ def _sections(facts, run, diff, other) -> tuple[str, list]:
     if other is not None:
         if diff is None:
             items = [f"- no difference: `{other}` made the same boundary calls with the same results"]
+        elif "lines" in diff:
+            items = [f"    {line}" for line in diff["lines"]]
         else:
             a, b = diff["a"], diff["b"]
             items = [f"- first difference: thread {diff['thread']}, its event #{diff['nth']}",
@@ -194,7 +209,11 @@ def _sections(facts, run, diff, other) -> tuple[str, list]:
     for x in facts.exceptions[:3]:
         questions.append(f"- What did the program do after `{x['function']}` raised at event {x['index']}? "
                          f"(`events --from {max(0, x['index'] - 5)} --to {x['index'] + 20}`)")
-    if diff is not None:
+    if diff is not None and "lines" in diff:
+        questions.append(f"- Which input made the runs differ? `python -m retracesoftware diff` "
+                         f"{os.path.basename(str(pre.get('_path')))} {os.path.basename(str(other))}, then "
+                         f"`fork --at` the first differing input.")
+    if diff is not None and "a" in diff:
         questions.append(f"- Which input made the runs differ? Compare event {diff['a']['index']} with "
                          f"event {diff['b']['index']} of the other recording (`diff`, `fork --at "
                          f"{diff['a']['index']}`).")
@@ -239,7 +258,7 @@ def build_summary(path, *, budget=DEFAULT_BUDGET, against=None, replay=True, pro
     run = run_instrumented(path, spans=False, progress=progress) if replay else None
     try:
         facts = _facts.gather(path, run, sample=1000)
-        diff = first_difference(path, against) if against is not None else None
+        diff = _diff(path, against) if against is not None else None
         head, sections = _sections(facts, run, diff, against)
         text = _fit(head, sections, budget)
     finally:
