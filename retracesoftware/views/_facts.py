@@ -56,7 +56,7 @@ def classify(name: str, args, result):
             m = _ADDRESS.search(text or "")
             what = f"{m.group(1)}:{m.group(2)}" if m else (_first_string(text) or "(address not recorded)")
             return "network", "connect", what
-        if n.endswith(".bind") or n.endswith(".listen"):
+        if n.endswith(".bind"):
             m = _ADDRESS.search(text or "")
             return "network", "listen", f"{m.group(1)}:{m.group(2)}" if m else "(address not recorded)"
         if n.endswith(".accept"):
@@ -73,11 +73,22 @@ def classify(name: str, args, result):
                 return None          # fstat of a descriptor: not a path
             write = any(k in n for k in ("unlink", "remove", "rename", "mkdir", "rmdir", "chmod", "utime", "truncate"))
             if "open" in n and text:
-                mode = text[len(path) + 2:] if path else text
-                write = write or bool(re.search(r"'[^']*[wax+][^']*'|O_WRONLY|O_RDWR|O_CREAT|\b(?:[1-9]\d*)\b", mode)
-                                      and not re.search(r"'r[bt]?'", mode))
+                write = write or _opens_for_writing(text[len(path) + 2:] if path else text)
             return "file", "write" if write else "read", path or "(path not recorded)"
     return None
+
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+
+def _opens_for_writing(rest: str) -> bool:
+    """From the rest of an open's argument summary: a mode string with
+    w/a/x/+, or integer flags asking for writing (``posix.open(path, flags)``)."""
+    mode = _first_string(rest)
+    if mode is not None:
+        return any(c in mode for c in "wax+")
+    m = re.search(r"-?\d+", rest)
+    return bool(m) and bool(int(m.group(0)) & _WRITE_FLAGS)
 
 
 class Facts:

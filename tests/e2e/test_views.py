@@ -437,3 +437,31 @@ def test_mcp_server_initialize_list_and_every_tool(multi, tmp_path):
     finally:
         proc.stdin.close()
         proc.wait(timeout=60)
+
+
+def test_report_lists_what_the_run_read_and_wrote(tmp_path):
+    s, _ = _recorded(tmp_path, """
+        import os, random, socket, sqlite3, subprocess, threading
+        with open("data.txt", "w") as f:
+            f.write("x" * random.randint(1, 9))
+        print(open("data.txt").read(), os.environ.get("HOME"))
+        db = sqlite3.connect(":memory:")
+        db.execute("CREATE TABLE t (a)")
+        print(db.execute("SELECT count(*) FROM t").fetchall())
+        print(subprocess.run(["echo", "hi"], capture_output=True).stdout)
+        srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen()
+        def serve():
+            c, _ = srv.accept(); c.sendall(c.recv(10)); c.close()
+        t = threading.Thread(target=serve); t.start()
+        c = socket.create_connection(srv.getsockname()); c.sendall(b"ping"); print(c.recv(10)); t.join()
+        """)
+    out = tmp_path / "report.html"
+    r = _cli("report", s.recording, "-o", out, "--no-replay", cwd=tmp_path)
+    assert r.returncode == 0, r.err
+    text, _ = _report_data(out)
+    rows = re.findall(r"<tr><td>(\w+)</td><td><code>([^<]*)</code></td>", text)
+    assert ("write", "data.txt") in rows and ("read", "data.txt") in rows, rows
+    assert ("read", "HOME") in rows, rows
+    assert ("run", "[&#x27;echo&#x27;, &#x27;hi&#x27;]") in rows, rows
+    assert ("query", "CREATE TABLE t (a)") in rows, rows
+    assert any(d == "connect" and w.startswith("127.0.0.1:") for d, w in rows), rows
