@@ -28,10 +28,11 @@ from retracesoftware.views import _facts
 from retracesoftware.views.instrument import run_instrumented
 
 
-def build_report(path, *, progress=None, replay=True, include=(), exclude=()) -> dict:
+def build_report(path, *, progress=None, replay=True, include=(), exclude=(), force=False) -> dict:
     """The report's data (a JSON-able dict): what `write_report` embeds."""
     _common.check_recording(path)
-    run = run_instrumented(path, spans=False, progress=progress, include=include, exclude=exclude) if replay else None
+    run = run_instrumented(path, spans=False, progress=progress, include=include, exclude=exclude,
+                           replay_args=["--force"] if force else ()) if replay else None
     try:
         facts = _facts.gather(path, run)
         return _data(facts, run)
@@ -84,9 +85,9 @@ def _data(facts, run) -> dict:
     }
 
 
-def write_report(path, out, *, progress=None, replay=True, include=(), exclude=()) -> dict:
+def write_report(path, out, *, progress=None, replay=True, include=(), exclude=(), force=False) -> dict:
     """Write the HTML report of recording *path* to *out*; return its data."""
-    data = build_report(path, progress=progress, replay=replay, include=include, exclude=exclude)
+    data = build_report(path, progress=progress, replay=replay, include=include, exclude=exclude, force=force)
     page = render(data)
     with _common.open_output(out) as fh:
         fh.write(page)
@@ -406,11 +407,13 @@ def main(argv) -> int:
                    help="count as project code only what matches (file or module glob; repeatable)")
     p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
                    help="never count as project code (repeatable)")
+    p.add_argument("--force", action="store_true",
+                   help="replay even if the Python version, sources or configs differ from the recording's")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     args = p.parse_args(argv)
     progress = _common.Progress("replaying", quiet=args.quiet)
     data = write_report(args.recording, args.output, progress=progress, replay=not args.no_replay,
-                        include=args.include, exclude=args.exclude)
+                        include=args.include, exclude=args.exclude, force=args.force)
     progress.done()
     if not args.quiet:
         _common.say(f"report: {data['boundary_events']:,} events, {len(data['threads'])} threads, "

@@ -250,12 +250,13 @@ def _fit(head, sections, budget) -> str:
     return out
 
 
-def build_summary(path, *, budget=DEFAULT_BUDGET, against=None, replay=True, progress=None) -> str:
+def build_summary(path, *, budget=DEFAULT_BUDGET, against=None, replay=True, progress=None, force=False) -> str:
     """The Markdown brief of recording *path* within *budget* tokens (chars/4)."""
     _common.check_recording(path)
     if against is not None:
         _common.check_recording(against)
-    run = run_instrumented(path, spans=False, progress=progress) if replay else None
+    run = run_instrumented(path, spans=False, progress=progress,
+                           replay_args=["--force"] if force else ()) if replay else None
     try:
         facts = _facts.gather(path, run, sample=1000)
         diff = _diff(path, against) if against is not None else None
@@ -277,13 +278,15 @@ def main(argv) -> int:
     p.add_argument("--against", metavar="OTHER", help="a second recording of the same program: "
                                                      "report the first difference")
     p.add_argument("--no-replay", action="store_true", help="do not replay (no architecture, no traceback)")
+    p.add_argument("--force", action="store_true",
+                   help="replay even if the Python version, sources or configs differ from the recording's")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     args = p.parse_args(argv)
     if args.budget < 50:
         raise _common.UsageError("--budget needs at least 50 tokens")
     progress = _common.Progress("replaying", quiet=args.quiet)
     text = build_summary(args.recording, budget=args.budget, against=args.against,
-                         replay=not args.no_replay, progress=progress)
+                         replay=not args.no_replay, progress=progress, force=args.force)
     progress.done()
     with _common.open_output(args.output) as fh:
         fh.write(text)

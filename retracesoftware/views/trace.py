@@ -52,7 +52,8 @@ def _label(logical) -> str:
     return f"thread {logical}"
 
 
-def write_trace(path, out, *, include=(), exclude=(), max_depth=None, boundary=True, progress=None) -> dict:
+def write_trace(path, out, *, include=(), exclude=(), max_depth=None, boundary=True, progress=None,
+                force=False) -> dict:
     """Write the trace of recording *path* to *out* (``.gz``: compressed).
 
     Returns counts: ``spans``, ``boundary`` events, ``threads``, ``faithful``,
@@ -60,7 +61,7 @@ def write_trace(path, out, *, include=(), exclude=(), max_depth=None, boundary=T
     _common.check_recording(path)
     pre = _tape.preamble(path)
     run = run_instrumented(path, include=include, exclude=exclude, max_depth=max_depth, spans=True,
-                           progress=progress)
+                           progress=progress, replay_args=["--force"] if force else ())
     try:
         return _write(path, out, pre, run, boundary)
     finally:
@@ -153,11 +154,13 @@ def main(argv) -> int:
     p.add_argument("--max-depth", type=int, default=None, metavar="N",
                    help="spans deeper than N project frames are left out")
     p.add_argument("--no-boundary", action="store_true", help="leave out the boundary calls")
+    p.add_argument("--force", action="store_true",
+                   help="replay even if the Python version, sources or configs differ from the recording's")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     args = p.parse_args(argv)
     progress = _common.Progress("replaying", quiet=args.quiet)
     stats = write_trace(args.recording, args.output, include=args.include, exclude=args.exclude,
-                        max_depth=args.max_depth, boundary=not args.no_boundary, progress=progress)
+                        max_depth=args.max_depth, boundary=not args.no_boundary, progress=progress, force=args.force)
     progress.done()
     if not args.quiet:
         _common.say(f"trace: {stats['spans']:,} function spans, {stats['boundary']:,} boundary events, "
