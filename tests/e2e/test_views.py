@@ -219,7 +219,7 @@ def _chromium(html_path, tmp_path, *extra):
     return proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
 
 
-def _check_in_browser(html_path, tmp_path, *, threads, modules=()):
+def _check_in_browser(html_path, tmp_path, *, threads, modules=(), edges=()):
     dom, err = _chromium(html_path, tmp_path, "--dump-dom")
     console = [line for line in err.splitlines() if ":CONSOLE" in line]
     assert not console, console                       # no console errors (nor anything else logged)
@@ -228,10 +228,14 @@ def _check_in_browser(html_path, tmp_path, *, threads, modules=()):
     # timeline: one lane per thread, drawn on a sized canvas
     for thread in threads:
         assert f'<li data-thread="{thread}">' in dom, thread
-    assert re.search(r'<canvas id="timeline" [^>]*width="\d+"', dom) or '<canvas id="timeline" height=' in dom
+    # the script sized the canvas for its lanes (the page ships height="60" and no width)
+    m = re.search(r'<canvas id="timeline" height="(\d+)" width="(\d+)"', dom)
+    assert m and int(m.group(1)) >= 18 + 30 * len(threads) and int(m.group(2)) > 200, m
     # architecture map: SVG boxes and edges
     for module in modules:
         assert f'data-module="{module}"' in dom, module
+    for a, b in edges:
+        assert re.search(f'<path class="edge" [^>]*data-from="{re.escape(a)}" data-to="{re.escape(b)}"', dom), (a, b)
     shot = tmp_path / (html_path.stem + ".png")
     _chromium(html_path, tmp_path, f"--screenshot={shot}")
     assert shot.exists() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10000
@@ -320,7 +324,8 @@ def test_report_of_pytest_session_renders_in_chromium(tmp_path):
     assert not any(u.startswith(("_pytest", "pytest", "pluggy")) for u in units), units
     edges = {(e["from"], e["to"]) for e in data["architecture"]["edges"]}
     assert ("test_calc", "calc.Calculator") in edges, edges
-    _check_in_browser(out, tmp_path, threads=["0"], modules=["calc", "test_calc"])
+    _check_in_browser(out, tmp_path, threads=["0"], modules=["calc", "test_calc"],
+                      edges=[("test_calc", "calc.Calculator")])
 
 
 # ------------------------------------------------------------------ summary
