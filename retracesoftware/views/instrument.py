@@ -440,26 +440,44 @@ class TimedReader:
         self._tracer = tracer
         self._count = 0
 
-    def _note(self):
+    # read/bind are one Python frame each (the tracer sees every frame the
+    # replay runs, so helpers would cost per event).
+    def read(self):
+        value = self._reader.read()
         items = self._items
         index = self._reader.events - 1
         items.append(index)
         items.append(_perf_counter_ns())
         tracer = self._tracer
-        items.append(tracer.innermost() if tracer is not None else -1)
+        if tracer is None:
+            items.append(-1)
+        else:
+            tslot = tracer.thread_slot_of.get(_get_ident())
+            stack = tracer.stacks[tslot] if tslot is not None else None
+            items.append(stack[-2] if stack else -1)
         if len(items) >= _FLUSH_ITEMS * 3:
             self.flush()
         if index == self.stop_at:
-            self.on_stop(sys._getframe(2))
-
-    def read(self):
-        value = self._reader.read()
-        self._note()
+            self.on_stop(sys._getframe(1))
         return value
 
     def bind(self, obj):
         result = self._reader.bind(obj)
-        self._note()
+        items = self._items
+        index = self._reader.events - 1
+        items.append(index)
+        items.append(_perf_counter_ns())
+        tracer = self._tracer
+        if tracer is None:
+            items.append(-1)
+        else:
+            tslot = tracer.thread_slot_of.get(_get_ident())
+            stack = tracer.stacks[tslot] if tslot is not None else None
+            items.append(stack[-2] if stack else -1)
+        if len(items) >= _FLUSH_ITEMS * 3:
+            self.flush()
+        if index == self.stop_at:
+            self.on_stop(sys._getframe(1))
         return result
 
     def flush(self):
