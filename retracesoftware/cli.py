@@ -37,7 +37,10 @@ options:
   --pdb              replay under pdb: stop at the first line of the program (and at a divergence)
   --stacks           record a stack trace with every boundary call (bigger recordings, better divergence reports)
   --pid PID          replay the child process PID of a recording (see inspect)
-  --redact NAME      record the environment variable NAME as a redaction marker instead of its value (repeatable)
+  --redact NAME      record the environment variable NAME as a redaction marker instead of its value (repeatable;
+                     secret-looking names are redacted by default, see docs/RELIABILITY.md "Sharing recordings")
+  --no-redact NAME   record NAME's value even though its name looks secret (repeatable)
+  --trust            replay a recording of python -c CODE: runs the code stored in the recording
   --no-check-output  replay without comparing what the program writes to stdout/stderr with the recording
   --no-compress      write the recording's frames uncompressed (default: zstd per frame)
   --thread-timeout S seconds a replay may wait with every thread blocked before reporting a divergence (default 10)
@@ -59,6 +62,8 @@ class Options:
         self.compress = True
         self.pid: int | None = None
         self.redact: list[str] = []
+        self.no_redact: list[str] = []
+        self.trust = False
         self.thread_timeout = 10.0
         self.command: list[str] | None = None
         self.json = False
@@ -113,6 +118,10 @@ def parse_args(argv: list[str]) -> tuple[str, Options]:
                 raise UsageError(f"--pid needs a process id (an integer), got {raw!r}") from None
         elif arg == "--redact":
             opts.redact.append(value(arg))
+        elif arg == "--no-redact":
+            opts.no_redact.append(value(arg))
+        elif arg == "--trust":
+            opts.trust = True
         elif arg == "--thread-timeout":
             raw = value(arg)
             try:
@@ -155,6 +164,17 @@ def parse_args(argv: list[str]) -> tuple[str, Options]:
 def _prepend(first, it):
     yield first
     yield from it
+
+
+def _forget_cwd_on_path() -> None:
+    """Reading or replaying a recording imports nothing from the current
+    directory (``python -m`` put it first on sys.path): a recording's folder
+    may hold files named like modules we import lazily."""
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        cwd = None
+    sys.path[:] = [p for p in sys.path if p not in ("", ".") and p != cwd]
 
 
 def error_line(what: str) -> str:
@@ -200,6 +220,7 @@ def _run_view(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in VIEWS:
+        _forget_cwd_on_path()
         return _run_view(argv)
     debug = "--debug" in argv[: argv.index("--")] if "--" in argv else "--debug" in argv
     try:
@@ -210,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     if verb == "help":
         sys.stdout.write(USAGE)
         return 0 if not argv or argv[0] in ("-h", "--help") else EXIT_USAGE
+    if verb != "record":
+        _forget_cwd_on_path()
     try:
         if verb == "record":
             from retracesoftware.session import record_main

@@ -108,3 +108,22 @@ def test_the_exit_code_and_print_of_a_changed_program(scenario):
     s.script.write_text("import random\nprint(random.random())\n")
     rep = s.replay("--force")
     assert rep.returncode == 3, rep.err
+
+
+def test_file_contents_are_checked_past_their_first_bytes(scenario):
+    """Writes to files, sockets and pipes are boundary calls whose argument
+    fingerprint covers every byte (the first 64 and a CRC of the rest)."""
+    s = scenario("""
+        import _io, os
+        data = _io.FileIO("data.txt").read().decode().strip()
+        with open("out.txt", "w") as f:
+            f.write("-" * 100 + data + "\\n")
+        print("written")
+    """)
+    s.write("data.txt", "one")
+    rec = s.record()
+    assert rec.returncode == 0, rec.err
+    s.write("data.txt", "two")
+    rep = s.replay()
+    assert rep.returncode == 3, (rep.out, rep.err)
+    assert "posix.write" in rep.err, rep.err
