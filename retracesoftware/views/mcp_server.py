@@ -146,7 +146,10 @@ def tool_fork(recording: str, at: int, result: str | None = None, raise_: str | 
     if raise_ is not None:
         argv += ["--raise", raise_]
     del fork_mod
-    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=600)
+    path = _path(recording)
+    cwd = _tape.preamble(path).get("cwd")
+    cwd = cwd if isinstance(cwd, str) and os.path.isdir(cwd) else None   # where the program ran
+    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=600, cwd=cwd)
     out = proc.stdout.decode("utf-8", "replace")[-6000:]
     err = proc.stderr.decode("utf-8", "replace")[-3000:]
     return f"exit code {proc.returncode}\n--- stdout ---\n{out}\n--- stderr ---\n{err}"
