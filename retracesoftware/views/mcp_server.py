@@ -138,6 +138,8 @@ def tool_fork(recording: str, at: int, result: str | None = None, raise_: str | 
     except ImportError:
         return ("error: fork is not available in this installation (it comes with the events/diff/fork "
                 "commands); use `python -m retracesoftware fork` once installed")
+    except Exception as exc:      # installed but broken on this Python (e.g. a SyntaxError)
+        return f"error: fork is not available: views/fork.py cannot be imported ({type(exc).__name__}: {exc})"
     import subprocess
     import sys
     argv = [sys.executable, "-m", "retracesoftware", "fork", _path(recording), "--at", str(int(at))]

@@ -440,7 +440,7 @@ def test_mcp_server_initialize_list_and_every_tool(multi, tmp_path):
         forked = call("fork", recording="run.bin", at=index, result="0.5")
         try:
             import retracesoftware.views.fork  # noqa: F401
-        except ImportError:
+        except Exception:     # not installed, or not importable on this Python
             assert forked.startswith("error: fork is not available"), forked
         else:
             # the thread's first random.random() is now 0.5: handle(3) sums 0.5 + the two recorded draws
