@@ -26,6 +26,8 @@ usage: python -m retracesoftware --recording PATH [options] -- [python] (script.
        python -m retracesoftware fork PATH --at N (--result JSON | --raise 'Exc(args)') [--record NEW]
        python -m retracesoftware enable-hook | disable-hook
        python -m retracesoftware dap                                   (Debug Adapter Protocol on stdin/stdout)
+       python -m retracesoftware (report | trace | summary) PATH [-o OUT] [options]
+       python -m retracesoftware mcp                       (MCP server on stdio, offline)
        (python -m retracesoftware COMMAND --help for a command's options)
 
 options:
@@ -186,6 +188,10 @@ VIEWS = {
     "events": "retracesoftware.views.events",
     "diff": "retracesoftware.views.diff",
     "fork": "retracesoftware.views.fork",
+    "report": "retracesoftware.views.report",
+    "trace": "retracesoftware.views.trace",
+    "summary": "retracesoftware.views.summary",
+    "mcp": "retracesoftware.views.mcp_server",
 }
 
 
