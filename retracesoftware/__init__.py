@@ -1,4 +1,9 @@
-"""retracesoftware: deterministic record/replay for CPython."""
+"""retracesoftware: deterministic record/replay for CPython.
+
+PYTEST_DONT_REWRITE: our pytest plugin's package is imported before pytest
+looks at it when the CLI records a pytest session (no assertion rewriting,
+and no warning about it).
+"""
 import os as _os
 import sys as _sys
 

@@ -143,6 +143,10 @@ def replay_main(opts) -> int:
         from retracesoftware.utils.errors import RecordingFormatError
         raise RecordingFormatError(f"recording {path} does not exist — check the path")
     chain = None
+    if getattr(opts, "test", None):
+        # --test NODEID: the process that ran it (the session or an xdist worker).
+        from retracesoftware import test_replay
+        test_replay.resolve(opts)
     if opts.pid is not None:
         # One process of the run: a subprocess child is a recording of its
         # own; a forked child is reached through its ancestors (children.py).
@@ -165,6 +169,9 @@ def replay_main(opts) -> int:
     target = Target.from_json(pre["target"])
     session = ReplaySession(reader, pre, config, pdb=opts.pdb, thread_timeout=opts.thread_timeout,
                             debug=opts.debug)
+    if getattr(opts, "test", None):
+        from retracesoftware import test_replay
+        test_replay.begin(opts, session)   # its atexit runs after session.close
     atexit.register(session.close)
     # The program sees what it saw when recorded.
     sys.argv[:] = list(pre.get("argv", sys.argv))
@@ -188,7 +195,7 @@ def replay_main(opts) -> int:
             os._exit(code)
     children.install(session, path, pid_chain=chain or None)
     debugger = None
-    if opts.pdb:
+    if opts.pdb and not getattr(opts, "test", None):
         from retracesoftware.install import debugging
         debugger = debugging.make_debugger(session.system)
     try:
