@@ -36,6 +36,7 @@ KEEP_ENV = "RETRACE_KEEP"
 #: name of the controller's recording when --retrace-record names a directory
 SESSION_FILE = "session.bin"
 REPORT_CALL = "retrace.pytest.report"
+SOURCES_CALL = "retrace.pytest.sources"
 
 # Private references, taken before anything is patched.
 _environ = os.environ
@@ -56,6 +57,38 @@ seen: dict = {}
 
 def _report_marker(nodeid, when, outcome, worker):
     return (nodeid, when, outcome, worker)
+
+
+def _sources_marker(root, relpaths):
+    """The digests of the session's test files (relative to the directory
+    pytest ran in): run for real when recording, read from the tape on
+    replay (retracesoftware/paths.py checks them before remapping a root)."""
+    from retracesoftware.preamble import file_digest
+    out = {}
+    for rel in relpaths:
+        digest = file_digest(os.path.join(root, rel))
+        if digest is not None:
+            out[rel] = digest
+    return out
+
+
+def _mark_sources(config, items) -> None:
+    from retracesoftware.install import session as session_mod
+    current = getattr(session_mod, "current_session", None)
+    if current is None or current.system is None:
+        return
+    root = str(config.invocation_params.dir)
+    files = set()
+    for item in items:
+        path = getattr(item, "path", None)
+        if path is not None:
+            files.add(str(path))
+    for conftest in getattr(config.pluginmanager, "_conftest_plugins", ()):
+        name = getattr(conftest, "__file__", None)
+        if name:
+            files.add(name)
+    rel = sorted(os.path.relpath(f, root) for f in files if f.startswith(root + os.sep))
+    current.system.patch_function(_sources_marker, SOURCES_CALL)(root, rel)
 
 
 _marker = None
@@ -172,6 +205,10 @@ class SessionReporter:
         #: xdist: gateway id -> the worker's pid
         self.worker_pids: dict = {}
         self.failed: list = []
+
+    def pytest_collection_finish(self, session):
+        if self.worker is None:   # the controller or a plain session (xdist workers collect too)
+            _mark_sources(self.config, session.items)
 
     def pytest_testnodeready(self, node):
         """xdist controller: which process each worker is (its recording is
@@ -302,21 +339,21 @@ def _stop_in_test(item) -> None:
 
 
 # ------------------------------------------------------------------ inspect
-def tests_in(path: str) -> list:
-    """The test reports marked on a recording's tape: dicts with nodeid,
-    when, outcome, worker (no replay; reads the events)."""
+def _scan(path: str):
+    """(test reports, source digests) marked on a recording's tape (no
+    replay: reads the events)."""
     from retracesoftware.install.session import open_recording
     from retracesoftware.utils.errors import RecordingFormatError
 
     class _Placeholder:
         __slots__ = ()
 
-    out = []
+    reports, sources = [], {}
     try:
         reader = open_recording(path)
     except RecordingFormatError:
-        return out
-    state = 0   # 1: saw CALL, 2: saw our name, 3: saw RESULT
+        return reports, sources
+    state, name = 0, None   # 1: saw CALL, 2: saw one of our names, 3: saw its RESULT
     try:
         while True:
             kind = reader.next_kind
@@ -329,20 +366,33 @@ def tests_in(path: str) -> list:
             if state == 0:
                 state = 1 if value == "CALL" else 0
             elif state == 1:
-                state = 2 if value == REPORT_CALL else 0
+                state, name = (2, value) if value in (REPORT_CALL, SOURCES_CALL) else (0, None)
             elif state == 2:
                 if value == "RESULT":
                     state = 3
             elif state == 3:
-                if isinstance(value, (tuple, list)) and len(value) == 4:
+                if name == REPORT_CALL and isinstance(value, (tuple, list)) and len(value) == 4:
                     nodeid, when, outcome, worker = value
-                    out.append({"nodeid": nodeid, "when": when, "outcome": outcome, "worker": worker})
+                    reports.append({"nodeid": nodeid, "when": when, "outcome": outcome, "worker": worker})
+                elif name == SOURCES_CALL and isinstance(value, dict):
+                    sources.update(value)
                 state = 0
     except (RecordingFormatError, EOFError):
         pass
     finally:
         reader.close()
-    return out
+    return reports, sources
+
+
+def tests_in(path: str) -> list:
+    """The test reports marked on a recording's tape: dicts with nodeid,
+    when, outcome, worker."""
+    return _scan(path)[0]
+
+
+def sources_in(path: str) -> dict:
+    """The test files' digests marked on a recording's tape (relative path -> sha256)."""
+    return _scan(path)[1]
 
 
 def outcomes(reports: list) -> list:

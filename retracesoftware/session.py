@@ -157,7 +157,10 @@ def replay_main(opts) -> int:
         from retracesoftware.utils.errors import RecordingFormatError
         raise RecordingFormatError(f"{path} has no retrace preamble — not a recording made by retracesoftware")
     config = _load_config()
-    problems = preamble_mod.check(pre, config_digest=config.digest, force=opts.force)
+    from retracesoftware import paths
+    pathmap = paths.for_replay(pre, getattr(opts, "remap", ()), sources=_recorded_sources(path))
+    problems = preamble_mod.check(paths.mapped_preamble(pre, pathmap), config_digest=config.digest,
+                                  force=opts.force)
     seed = str(pre.get("hash_seed"))
     if _current_hash_seed() != seed:
         reader.close()
@@ -165,6 +168,7 @@ def replay_main(opts) -> int:
     _forget_our_hash_seed()
     for problem in problems:
         sys.stderr.write(f"retrace: warning: {problem} (replaying anyway: --force)\n")
+    paths.check_interpreter(pre)
 
     target = Target.from_json(pre["target"])
     session = ReplaySession(reader, pre, config, pdb=opts.pdb, thread_timeout=opts.thread_timeout,
@@ -177,6 +181,12 @@ def replay_main(opts) -> int:
     sys.argv[:] = list(pre.get("argv", sys.argv))
     sys.path[:] = list(pre.get("sys_path", sys.path))
     prepare_sys(target)
+    if target.kind == "module" and pre.get("sys_path"):
+        sys.path[0] = pre["sys_path"][0]   # the recorded cwd, not this replay's
+    if pathmap:
+        _say(opts, f"reading code recorded under {pathmap.describe()}")
+        session.system.live_call_filter = pathmap.live_call_filter
+        pathmap.install_import_reads()
     try:
         session.start()
     except BaseException as exc:
@@ -213,6 +223,16 @@ def replay_main(opts) -> int:
         code = session.report(report_exception, exc)
     session.main_finished(code)
     return code
+
+
+def _recorded_sources(path):
+    """Digests of the project's sources a pytest session recording holds
+    (relative path -> digest; empty for other recordings)."""
+    try:
+        from retracesoftware.install import pytest_session
+        return pytest_session.sources_in(path)
+    except Exception:
+        return {}
 
 
 def _same_interpreter(name: str) -> bool:
