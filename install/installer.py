@@ -27,6 +27,7 @@ import sys
 import threading
 
 from retracesoftware.install import buffers, files, fs
+from retracesoftware.install.substitutes import builtin_function, like_builtin, substitute_for
 from retracesoftware.proxy.system import Callback as _Callback
 from retracesoftware.utils import DISABLED, INTERNAL
 from retracesoftware.utils.errors import RecordingError
@@ -84,7 +85,7 @@ _HIDDEN_TYPES = {
 
 def _resolve_type(module, module_name: str, type_name: str):
     value = module.__dict__.get(type_name)
-    if isinstance(value, type):
+    if _is_type(value):
         return value
     maker = _HIDDEN_TYPES.get((module_name, type_name))
     if maker is not None:
@@ -174,6 +175,31 @@ def _named(fn, cls, attr):
     return fn
 
 
+#: The real ``__dict__`` of a module object, read without running code of
+#: the module's class (a lazy module's ``__getattr__``/``__getattribute__``).
+_module_dict_of = _types.ModuleType.__dict__["__dict__"].__get__
+
+
+def _module_dict(module):
+    """The namespace of a ``sys.modules`` entry, or None if it is not a
+    module. Scans look at values only through ``type(value)`` and
+    ``__dict__`` lookups: an ``isinstance`` or ``getattr`` on a lazy object
+    (Celery's ``current_app`` proxy, Django's ``settings``) runs its code,
+    which may import half the program or fail mid-import."""
+    if not issubclass(type(module), _types.ModuleType):
+        return None
+    try:
+        d = _module_dict_of(module)
+    except Exception:  # pragma: no cover - a module without a namespace
+        return None
+    return d if type(d) is dict else None
+
+
+def _is_type(value) -> bool:
+    """``isinstance(value, type)`` without consulting ``value.__class__``."""
+    return issubclass(type(value), type)
+
+
 def _is_own(name: str) -> bool:
     return any(name == p or name.startswith(p + ".") for p in _OWN_PREFIXES)
 
@@ -213,9 +239,9 @@ class Installer:
             # Substitutes: Python implementations whose external effects go
             # through recorded primitives (see files.py, fs.py).
             replacements.update(self._import_replacements)
-            replacements[id(_io.open)] = (_io.open, files.open)
+            replacements[id(_io.open)] = (_io.open, like_builtin(files.open, _io.open))
             scandir = fs.make_scandir(self.system.patch_function(fs.listing, "posix.scandir"))
-            replacements[id(_real_scandir)] = (_real_scandir, scandir)
+            replacements[id(_real_scandir)] = (_real_scandir, like_builtin(scandir, _real_scandir))
             self._replace_everywhere(replacements)
             self._rebind_bound_methods()
             files.finalizer_mode = self.system.mode
@@ -253,6 +279,7 @@ class Installer:
 
         def swap(attr, new):
             old = module.__dict__[attr]
+            new = substitute_for(old, new)
             self._set(module, attr, new)
             replaced[id(old)] = (old, new)
 
@@ -577,12 +604,14 @@ class Installer:
         for mname, module in list(sys.modules.items()):
             if module is None or _is_own(mname):
                 continue
-            d = getattr(module, "__dict__", None)
-            if not isinstance(d, dict):
+            d = _module_dict(module)
+            if d is None:
                 continue
             for key, value in list(d.items()):
-                owner = getattr(value, "__self__", None)
-                if owner is None or isinstance(owner, type) or type(value) not in _METHOD_TYPES:
+                if type(value) not in _METHOD_TYPES:
+                    continue
+                owner = value.__self__
+                if owner is None or _is_type(owner) or type(owner) is _types.ModuleType:
                     continue
                 try:
                     bound_here = is_bound(owner)
@@ -620,7 +649,8 @@ class Installer:
                         value_new = new
                         # A builtin does not bind as a method; its Python
                         # replacement is made a staticmethod so it does not either.
-                        if not hasattr(type(old), "__get__") and hasattr(type(new), "__get__"):
+                        if not hasattr(type(old), "__get__") and hasattr(type(new), "__get__") \
+                                and type(new) is not builtin_function:
                             value_new = staticmethod(new)
                         self._set(owner, key, value_new)
                 elif kind == _IN_DEFAULTS:
@@ -653,13 +683,12 @@ class Installer:
         for mname, module in list(sys.modules.items()):
             if module is None or _is_own(mname):
                 continue
-            try:
-                d = module.__dict__
-            except AttributeError:
+            d = _module_dict(module)
+            if d is None:
                 continue
             for key, value in list(d.items()):
                 add(_IN_MODULE, module, key, value)
-                if isinstance(value, type):
+                if _is_type(value):
                     if value.__module__ == mname and not _is_builtin_type(value):
                         for ckey, cvalue in list(value.__dict__.items()):
                             if type(cvalue) is _FunctionType:

@@ -46,3 +46,15 @@ from retracesoftware.utils.errors import (  # noqa: E402,F401
 )
 
 __version__ = "0.1.0"
+
+_LAZY = {"open_recording": "retracesoftware.recording", "Recording": "retracesoftware.recording",
+         "Event": "retracesoftware.recording"}
+
+
+def __getattr__(name):
+    # Loaded on first use: `import retracesoftware` (every recorded start-up) stays cheap.
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'retracesoftware' has no attribute {name!r}")
+    import importlib
+    return getattr(importlib.import_module(module), name)

@@ -105,6 +105,11 @@ def summarise(path: str, *, with_children: bool = True) -> dict:
         calls["retrace.exit"] -= 1
         if not calls["retrace.exit"]:
             del calls["retrace.exit"]
+    # Foreign calls made through ctypes that were not recorded (install/foreign.py).
+    unrecorded_prefix = "ctypes.unrecorded:"
+    unrecorded = sorted(n[len(unrecorded_prefix):] for n in calls if n.startswith(unrecorded_prefix))
+    for name in unrecorded:
+        del calls[unrecorded_prefix + name]
     started = pre.get("started_at")
     summary = {
         "path": os.path.abspath(path),
@@ -132,6 +137,7 @@ def summarise(path: str, *, with_children: bool = True) -> dict:
         "threads": len([t for t in threads_seen if t is not None]) or 1,
         "events_per_thread": {str(t): n for t, n in per_thread.items()},
         "top_functions": calls.most_common(TOP),
+        "unrecorded_foreign_calls": unrecorded,
         "children": _children(path) if with_children else [],
         "tests": _tests(path),
     }
@@ -209,6 +215,9 @@ def render(summary: dict) -> str:
         for test in tests:
             where = f"  [{test['worker']}]" if test.get("worker") else ""
             lines.append(f"  {test['nodeid']}  {test['outcome']}{where}")
+    if summary.get("unrecorded_foreign_calls"):
+        lines.append("unrecorded foreign calls (ctypes; run for real on replay, not checked): "
+                     + ", ".join(summary["unrecorded_foreign_calls"]))
     if summary["top_functions"]:
         lines.append("top boundary functions:")
         width = len(f"{summary['top_functions'][0][1]:,}")

@@ -154,6 +154,14 @@ def mapped_preamble(preamble: dict, pathmap: PathMap) -> dict:
     return copy
 
 
+def mapped_target(target, pathmap: PathMap):
+    """*target* with its script's path as it is here (for the digest check)."""
+    if not pathmap or getattr(target, "kind", None) != "script" or not target.path:
+        return target
+    import dataclasses
+    return dataclasses.replace(target, path=pathmap.map(target.path))
+
+
 def check_interpreter(preamble: dict) -> None:
     """Same major.minor is required (preamble.check); a patch-level difference
     is only a warning: the boundary and the bytecode are the same."""

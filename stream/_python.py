@@ -37,6 +37,7 @@ import msgpack as _msgpack
 
 from retracesoftware.utils.errors import RecordingError, RecordingFormatError
 from retracesoftware.stream import _common as C
+from retracesoftware.stream import _zstd
 from retracesoftware.stream._common import StreamPosition, UnknownRecordedException  # noqa: F401
 
 _write = _os.write
@@ -48,7 +49,7 @@ _fstat = _os.fstat
 _read = _os.read
 _fspath = _os.fspath
 _getpid = _os.getpid
-_O_FLAGS = _os.O_WRONLY | _os.O_CREAT | _os.O_TRUNC | getattr(_os, "O_CLOEXEC", 0)
+_create = C.create_recording
 
 _ExtType = _msgpack.ExtType
 _FRAME = C.FRAME_HEADER
@@ -199,7 +200,7 @@ class StreamWriter:
     """Appends events to a recording file; see docs/FORMAT.md and stream/README.md."""
 
     def __init__(self, path, preamble, *, thread_id=None, flush_interval=0.1,
-                 buffer_size=1 << 16):
+                 buffer_size=1 << 16, compress=True):
         if type(preamble) is not dict:
             raise TypeError(f"preamble must be a dict, not {C.type_name(type(preamble))}")
         if thread_id is not None and not callable(thread_id):
@@ -214,6 +215,8 @@ class StreamWriter:
         self._thread_id = thread_id
         self._flush_interval = flush_interval
         self._buffer_size = buffer_size
+        self._compress = bool(compress)
+        self._zc = _zstd.Compressor()      # used under _io_lock
         self._enc = _Encoder()
         self._buf = bytearray()
         self._events = 0
@@ -234,7 +237,7 @@ class StreamWriter:
 
         pre = bytearray()
         _Encoder(intern=False).encode_top(preamble, pre)
-        fd = _open(self.path, _O_FLAGS, 0o600)
+        fd = _create(self.path)
         try:
             _fchmod(fd, 0o600)
             _write_all(fd, C.HEADER + _FRAME.pack(len(pre), _crc32(pre)) + pre)
@@ -409,23 +412,38 @@ class StreamWriter:
                 pass
 
     def _take(self):
-        """Swap out the buffer (caller holds _lock) → frame bytes or None."""
+        """Swap out the buffer (caller holds _lock) → its bytes or None."""
         buf = self._buf
         if not buf:
             return None
         self._buf = bytearray()
+        return buf
+
+    def _frame(self, buf):
+        """Frame bytes for the events *buf* (caller holds _io_lock, not
+        _lock): compressed here, while the program keeps writing."""
+        if self._compress and not self._failed:
+            z = self._zc.compress(buf)
+            if z is not None and len(z) < len(buf):
+                return _FRAME.pack(len(z) | C.FRAME_COMPRESSED, _crc32(z)) + z
         return _FRAME.pack(len(buf), _crc32(buf)) + buf
+
+    @property
+    def compress(self) -> bool:
+        """True when frames are zstd-compressed (asked for and libzstd loaded)."""
+        return self._compress and _zstd.available()
 
     def _flush_once(self):
         self._lock.acquire()
         try:
-            frame = self._take()
-            if frame is None:
+            buf = self._take()
+            if buf is None:
                 return
             self._io_lock.acquire()
         finally:
             self._lock.release()
         try:
+            frame = self._frame(buf)
             if not self._failed:
                 _write_all(self._fd, frame)
                 self._written += len(frame)
@@ -545,7 +563,7 @@ class StreamWriter:
         pre = bytearray()
         _Encoder(intern=False).encode_top(preamble, pre)
         path = _fspath(path)
-        fd = _open(path, _O_FLAGS, 0o600)
+        fd = _create(path)
         try:
             _fchmod(fd, 0o600)
             _write_all(fd, C.HEADER + _FRAME.pack(len(pre), _crc32(pre)) + pre)
@@ -571,6 +589,7 @@ class StreamWriter:
         self._fd = fd
         self._failed = False
         self._written = len(C.HEADER) + _FRAME.size + len(pre)
+        self._zc = _zstd.Compressor()
         self._forked = False
         self._flusher_running = True
         self._flusher_done = _allocate_lock()
@@ -597,7 +616,8 @@ class StreamWriter:
         """A fresh writer for this (forked) process with the same thread_id,
         flush_interval, buffer_size and hooks."""
         w = type(self)(path, preamble, thread_id=self._thread_id,
-                       flush_interval=self._flush_interval, buffer_size=self._buffer_size)
+                       flush_interval=self._flush_interval, buffer_size=self._buffer_size,
+                       compress=self._compress)
         for t, (name, fn) in self._enc.hooks.items():
             w.register(t, name, fn)
         return w
@@ -662,7 +682,7 @@ class StreamReader:
             raise C.format_error("file ends inside the header", len(head), 0, 0,
                                  "the recording is empty; re-record")
         version = int.from_bytes(head[len(C.MAGIC):], "little")
-        if version != C.FORMAT_VERSION:
+        if not C.OLDEST_READABLE_VERSION <= version <= C.FORMAT_VERSION:
             self._f.close()
             raise C.format_error(
                 f"format version {version}, this retracesoftware reads version {C.FORMAT_VERSION}",
@@ -701,6 +721,9 @@ class StreamReader:
                 off, frame, self._event,
                 None if not preamble else "the recording has no complete preamble; re-record")
         length, crc = _FRAME.unpack(fh)
+        compressed = not preamble and length & C.FRAME_COMPRESSED
+        if compressed:
+            length &= ~C.FRAME_COMPRESSED
         payload = f.read(length)
         if len(payload) < length:
             raise C.format_error(
@@ -710,6 +733,16 @@ class StreamReader:
         if _crc32(payload) != crc:
             raise C.format_error("CRC mismatch: the frame's bytes were changed",
                                  off, frame, self._event)
+        if compressed:
+            try:
+                payload = _zstd.decompress(payload)
+            except LookupError as e:
+                raise C.format_error(str(e), off, frame, self._event,
+                                     "install libzstd1 (apt install libzstd1) or "
+                                     "pip install zstandard") from None
+            except ValueError as e:
+                raise C.format_error(f"bad compressed frame ({e})", off, frame,
+                                     self._event) from None
         self._frame = frame
         self._payload = payload
         self._frame_unpacker = None

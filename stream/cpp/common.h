@@ -15,7 +15,11 @@ namespace retrace_stream {
 
 // Format constants: keep in step with stream/_common.py and docs/FORMAT.md.
 constexpr char MAGIC[8] = {'\x89', 'R', 'T', 'R', 'C', '\r', '\n', '\x1a'};
-constexpr uint32_t FORMAT_VERSION = 1;
+constexpr uint32_t FORMAT_VERSION = 2;
+constexpr uint32_t OLDEST_READABLE_VERSION = 1;  // version 1 = version 2 with no compressed frame
+// A frame length with this bit set: the payload is one zstd frame holding the events.
+constexpr uint32_t FRAME_COMPRESSED = 0x80000000u;
+constexpr size_t MAX_DECOMPRESSED = size_t(1) << 30;  // larger = damage, not a reason to allocate
 constexpr size_t HEADER_SIZE = 12;
 constexpr size_t FRAME_HEADER_SIZE = 8;
 enum : int8_t {

@@ -3,6 +3,7 @@
 // word it the same); nothing here trusts a length before checking it against
 // the bytes that are really there.
 #include "common.h"
+#include "zstd.h"
 
 #include <structmember.h>
 #include <algorithm>
@@ -93,6 +94,8 @@ int next_frame(Reader* r, bool preamble) {
     uint32_t length, crc;
     std::memcpy(&length, fh, 4);
     std::memcpy(&crc, fh + 4, 4);
+    bool compressed = !preamble && (length & FRAME_COMPRESSED);
+    length &= ~FRAME_COMPRESSED;
     uint64_t avail = r->file_size - off - 8;
     if (length > avail) {
         char msg[160];
@@ -113,6 +116,30 @@ int next_frame(Reader* r, bool preamble) {
     if (crc32(r->core.payload.data(), length) != crc) {
         raise_format(r, "CRC mismatch: the frame's bytes were changed", off, frame);
         return -1;
+    }
+    if (compressed) {
+        // One zstd frame per recording frame; positions inside it count
+        // decompressed bytes from the frame's payload offset.
+        size_t size = zstd::content_size(r->core.payload.data(), length);
+        if (!zstd::available()) {
+            raise_format(r, "compressed frame, but libzstd (libzstd.so.1) could not be loaded", off, frame,
+                         "install libzstd1 (Debian/Ubuntu: apt install libzstd1) or use RETRACE_BACKEND=python "
+                         "with the zstandard package");
+            return -1;
+        }
+        if (size == static_cast<size_t>(-1) || size > MAX_DECOMPRESSED) {
+            raise_format(r, "bad compressed frame (no valid zstd content size)", off, frame);
+            return -1;
+        }
+        std::string out(size, '\0');
+        const char* why = nullptr;
+        if (!zstd::decompress(r->core.payload.data(), length, out.data(), size, &why)) {
+            char msg[200];
+            std::snprintf(msg, sizeof msg, "bad compressed frame (%s)", why ? why : "zstd error");
+            raise_format(r, msg, off, frame);
+            return -1;
+        }
+        r->core.payload.swap(out);
     }
     r->frame = frame;
     r->pos = 0;
@@ -660,7 +687,7 @@ int Reader_init(PyObject* self, PyObject* args, PyObject* kwds) {
     }
     uint32_t version;
     std::memcpy(&version, head + 8, 4);
-    if (version != FORMAT_VERSION) {
+    if (version < OLDEST_READABLE_VERSION || version > FORMAT_VERSION) {
         char msg[128];
         std::snprintf(msg, sizeof msg, "format version %u, this retracesoftware reads version %u", version, FORMAT_VERSION);
         raise_format(r, msg, 8, 0, "use the retracesoftware version that made the recording");

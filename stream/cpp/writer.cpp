@@ -19,6 +19,7 @@
 //    lock every release is a handoff between threads (a convoy) — plain
 //    CPython never drops the GIL inside `with lock: counter += 1`.
 #include "common.h"
+#include "zstd.h"
 
 #include <atomic>
 
@@ -38,6 +39,8 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <sys/file.h>
+#include <string>
 #include <unistd.h>
 
 namespace retrace_stream {
@@ -64,6 +67,9 @@ struct Core {
     uint64_t written = 0; // guarded by io_mu: bytes of whole frames on disk
     std::chrono::microseconds interval{100000};
     size_t buffer_size = 65536;
+    bool compress = true;        // frames are zstd-compressed (set before the flusher starts)
+    zstd::Compressor zc;         // guarded by io_mu
+    std::string zbuf;            // guarded by io_mu: the compressed frame
     std::unordered_map<PyObject*, Binding> bindings;
     std::vector<PyObject*> string_list;  // borrowed from `strings`
 };
@@ -501,12 +507,24 @@ void flush_locked(Core& c, std::unique_lock<std::mutex>& lk) {
     c.spare.swap(c.buf);
     c.buf.size = 0;
     lk.unlock();
+    // Compressed here, outside `mu`: the program's threads keep appending
+    // to the other buffer meanwhile. Each frame is one zstd frame of its
+    // own, so every frame on disk can be read whatever happens later.
+    const char* data = c.spare.data;
+    size_t size = c.spare.size;
+    uint32_t flag = 0;
+    if (c.compress && !c.failed && c.zc.compress(c.spare.data, c.spare.size, c.zbuf) &&
+        c.zbuf.size() < c.spare.size) {
+        data = c.zbuf.data();
+        size = c.zbuf.size();
+        flag = FRAME_COMPRESSED;
+    }
     uint8_t head[8];
-    uint32_t len = static_cast<uint32_t>(c.spare.size);
-    uint32_t crc = crc32(c.spare.data, c.spare.size);
+    uint32_t len = static_cast<uint32_t>(size) | flag;
+    uint32_t crc = crc32(data, size);
     std::memcpy(head, &len, 4);   // little-endian hosts only (x86-64, aarch64)
     std::memcpy(head + 4, &crc, 4);
-    struct iovec iov[2] = {{head, 8}, {c.spare.data, c.spare.size}};
+    struct iovec iov[2] = {{head, 8}, {const_cast<char*>(data), size}};
     if (!c.failed) {
         int err = write_all(c.fd, iov, 2);
         if (err) {
@@ -518,7 +536,7 @@ void flush_locked(Core& c, std::unique_lock<std::mutex>& lk) {
             c.failed = true;
             if (::ftruncate(c.fd, static_cast<off_t>(c.written)) != 0) { /* best effort */ }
         } else {
-            c.written += 8 + c.spare.size;
+            c.written += 8 + size;
         }
     }
     c.spare.size = 0;
@@ -1029,6 +1047,58 @@ PyObject* Writer_forked_child(PyObject* self, PyObject*) {
 }
 
 PyObject* Writer_child_writer(PyObject* self, PyObject* args);
+
+// Create the recording file at `path` (docs/RELIABILITY.md, "Sharing
+// recordings"): a symlink there is replaced, never followed (the file is made
+// under a fresh temporary name with O_EXCL|O_NOFOLLOW in the same folder and
+// renamed into place); it holds an advisory lock (flock) while it is written,
+// and a file another recorder still holds is refused with EBUSY. A path that
+// is neither missing, a symlink nor a regular file (/dev/null, a FIFO) is
+// opened as it is. Returns 0 and the fd, or an errno.
+static int create_recording(const char* path, int* fd_out) {
+    struct stat st;
+    bool exists = ::lstat(path, &st) == 0;
+    if (exists && S_ISDIR(st.st_mode)) return EISDIR;
+    if (exists && !S_ISLNK(st.st_mode) && !S_ISREG(st.st_mode)) {
+        int fd = ::open(path, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) return errno;
+        *fd_out = fd;
+        return 0;
+    }
+    if (exists && S_ISREG(st.st_mode)) {
+        int old = ::open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+        if (old >= 0) {
+            bool busy = ::flock(old, LOCK_SH | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+            ::close(old);
+            if (busy) return EBUSY;
+        }
+    }
+    std::string full(path);
+    size_t slash = full.rfind('/');
+    std::string dir = slash == std::string::npos ? std::string() : full.substr(0, slash + 1);
+    std::string base = slash == std::string::npos ? full : full.substr(slash + 1);
+    static std::atomic<unsigned> counter{0};
+    int fd = -1;
+    std::string tmp;
+    for (int attempt = 0; attempt < 100; attempt++) {
+        tmp = dir + "." + base + "." + std::to_string(::getpid()) + "." +
+              std::to_string(counter.fetch_add(1)) + ".tmp";
+        fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd >= 0 || errno != EEXIST) break;
+    }
+    if (fd < 0) return errno;
+    int err = 0;
+    if (::flock(fd, LOCK_EX | LOCK_NB) < 0) err = errno;
+    if (!err && ::rename(tmp.c_str(), path) < 0) err = errno;
+    if (err) {
+        ::close(fd);
+        ::unlink(tmp.c_str());
+        return err;
+    }
+    *fd_out = fd;
+    return 0;
+}
+
 PyObject* Writer_reopen(PyObject* self, PyObject* args);
 
 PyObject* Writer_flush_on_sigterm(PyObject* self, PyObject*) {
@@ -1077,7 +1147,13 @@ PyObject* get_forked(PyObject* self, void*) { return PyBool_FromLong(reinterpret
 PyObject* get_pid(PyObject* self, void*) { return PyLong_FromLong(reinterpret_cast<Writer*>(self)->pid); }
 PyObject* get_path(PyObject* self, void*) { return Py_NewRef(reinterpret_cast<Writer*>(self)->path); }
 
+PyObject* get_compress(PyObject* self, void*) {
+    Writer* w = reinterpret_cast<Writer*>(self);
+    return PyBool_FromLong(w->core.compress && zstd::available());
+}
+
 PyGetSetDef writer_getset[] = {
+    {"compress", get_compress, nullptr, "True when frames are zstd-compressed (asked for and libzstd loaded)", nullptr},
     {"events", get_events, nullptr, "events written (values, switches, binding events)", nullptr},
     {"closed", get_closed, nullptr, nullptr, nullptr},
     {"failed", get_failed, nullptr, "True once a frame could not be written: later events are dropped", nullptr},
@@ -1116,13 +1192,15 @@ PyObject* Writer_new(PyTypeObject* type, PyObject*, PyObject*) {
 
 int Writer_init(PyObject* self, PyObject* args, PyObject* kwds) {
     Writer* w = reinterpret_cast<Writer*>(self);
-    static const char* kwlist[] = {"path", "preamble", "thread_id", "flush_interval", "buffer_size", nullptr};
+    static const char* kwlist[] = {"path", "preamble", "thread_id", "flush_interval", "buffer_size", "compress", nullptr};
     PyObject *path, *preamble, *thread_id = Py_None;
     double interval = 0.1;
     Py_ssize_t buffer_size = 65536;
+    int compress = 1;
     if (w->constructed) { PyErr_SetString(PyExc_RuntimeError, "StreamWriter already initialised"); return -1; }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&O|$Odn:StreamWriter", const_cast<char**>(kwlist),
-                                     PyUnicode_FSConverter, &path, &preamble, &thread_id, &interval, &buffer_size))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&O|$Odnp:StreamWriter", const_cast<char**>(kwlist),
+                                     PyUnicode_FSConverter, &path, &preamble, &thread_id, &interval, &buffer_size,
+                                     &compress))
         return -1;
     PyObject* fspath = path;  // bytes from FSConverter
     if (!PyDict_CheckExact(preamble)) {
@@ -1142,6 +1220,7 @@ int Writer_init(PyObject* self, PyObject* args, PyObject* kwds) {
     Py_XSETREF(w->thread_id, Py_NewRef(thread_id));
     w->core.interval = std::chrono::microseconds(static_cast<long long>(interval * 1e6));
     w->core.buffer_size = static_cast<size_t>(buffer_size);
+    w->core.compress = compress != 0;
 
     // Header + preamble frame, encoded without interning.
     Out pre;
@@ -1160,9 +1239,9 @@ int Writer_init(PyObject* self, PyObject* args, PyObject* kwds) {
     int err = 0;
     const char* cpath = PyBytes_AS_STRING(fspath);
     Py_BEGIN_ALLOW_THREADS
-    fd = ::open(cpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) err = errno;
-    else {
+    fd = -1;
+    err = create_recording(cpath, &fd);
+    if (!err) {
         if (::fchmod(fd, 0600) < 0) err = errno;
         struct iovec iov[2] = {{head.data, head.size}, {pre.data, pre.size}};
         if (!err) err = write_all(fd, iov, 2);
@@ -1247,7 +1326,7 @@ PyType_Slot writer_slots[] = {
     {Py_tp_clear, reinterpret_cast<void*>(Writer_clear)},
     {Py_tp_methods, writer_methods},
     {Py_tp_getset, writer_getset},
-    {Py_tp_doc, const_cast<char*>("StreamWriter(path, preamble, *, thread_id=None, flush_interval=0.1, buffer_size=65536)\n\n"
+    {Py_tp_doc, const_cast<char*>("StreamWriter(path, preamble, *, thread_id=None, flush_interval=0.1, buffer_size=65536, compress=True)\n\n"
                                   "Appends events to a recording file (docs/FORMAT.md).")},
     {0, nullptr},
 };
@@ -1256,9 +1335,10 @@ PyObject* Writer_child_writer(PyObject* self, PyObject* args) {
     Writer* w = reinterpret_cast<Writer*>(self);
     PyObject *path, *preamble;
     if (!PyArg_ParseTuple(args, "OO:child_writer", &path, &preamble)) return nullptr;
-    PyObject* kw = Py_BuildValue("{sOsdsn}", "thread_id", w->thread_id ? w->thread_id : Py_None,
+    PyObject* kw = Py_BuildValue("{sOsdsnsO}", "thread_id", w->thread_id ? w->thread_id : Py_None,
                                  "flush_interval", w->core.interval.count() / 1e6,
-                                 "buffer_size", static_cast<Py_ssize_t>(w->core.buffer_size));
+                                 "buffer_size", static_cast<Py_ssize_t>(w->core.buffer_size),
+                                 "compress", w->core.compress ? Py_True : Py_False);
     if (!kw) return nullptr;
     PyObject* a = PyTuple_Pack(2, path, preamble);
     if (!a) { Py_DECREF(kw); return nullptr; }
@@ -1306,9 +1386,9 @@ PyObject* Writer_reopen(PyObject* self, PyObject* args) {
     int fd, err = 0;
     const char* cpath = PyBytes_AS_STRING(fspath);
     Py_BEGIN_ALLOW_THREADS
-    fd = ::open(cpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) err = errno;
-    else {
+    fd = -1;
+    err = create_recording(cpath, &fd);
+    if (!err) {
         if (::fchmod(fd, 0600) < 0) err = errno;
         struct iovec iov[2] = {{head.data, head.size}, {pre.data, pre.size}};
         if (!err) err = write_all(fd, iov, 2);
@@ -1329,11 +1409,13 @@ PyObject* Writer_reopen(PyObject* self, PyObject* args) {
     std::sort(live.begin(), live.end(), [](const Binding& a, const Binding& b) { return a.index < b.index; });
     auto interval = w->core.interval;
     size_t buffer_size = w->core.buffer_size;
+    bool compress = w->core.compress;
     w->core.bindings.clear();   // references move into `live`
     (void)w->core.flusher.release();
     new (&w->core) Core();      // abandon the parent's Core (see above)
     w->core.interval = interval;
     w->core.buffer_size = buffer_size;
+    w->core.compress = compress;
     Out& o = w->core.buf;
     if (!o.reserve(3 * live.size() + 1)) {
         for (auto& b : live) Py_DECREF(b.obj);

@@ -108,3 +108,86 @@ def test_breakpoint_in_replayed_program(scenario):
     finally:
         session.close()
     assert session.proc.returncode == 0
+
+
+# -- the debugger is invisible to the replay (issue 18) ----------------------
+
+def _pdb_session(s, commands, expect_end):
+    """Replay under --pdb, send *commands* (each after a prompt), then wait
+    for *expect_end*; return (output seen, exit code)."""
+    session = PtySession([sys.executable, "-m", "retracesoftware", "--recording", str(s.recording),
+                          "--pdb"], s.dir)
+    seen = b""
+    try:
+        for command in commands:
+            seen += session.expect(rb"\(Pdb\) ")
+            session.send(command)
+        seen += session.expect(expect_end)
+    finally:
+        session.close()
+    return seen + session.buffer, session.proc.returncode
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_stop_in_function_using_a_thread_pool_replays(scenario):
+    # pdb kept the stopped frame's locals (the pool) alive past their
+    # recorded death: the exit handler of concurrent.futures then made calls
+    # the recording does not have.
+    s = scenario("""
+        import random
+        from concurrent.futures import ThreadPoolExecutor
+        def main():
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                r = list(pool.map(str, [random.random() for _ in range(3)]))
+            print(r)
+        main()
+    """)
+    rec = s.record()
+    assert rec.returncode == 0, rec.err
+    seen, code = _pdb_session(s, ["b app.py:7", "c", "c"], re.escape(rec.stdout.strip()))
+    assert code == 0, seen
+    assert b"retrace: error" not in seen, seen
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_stop_then_program_formats_a_traceback_replays(scenario):
+    # pdb read app.py into linecache; the program's traceback formatting
+    # then skipped the reads of app.py the recording has.
+    s = scenario("""
+        import logging, random
+        def risky():
+            x = random.random()
+            raise ValueError(x)
+        try:
+            risky()
+        except ValueError:
+            logging.exception("risky failed")
+        print("done")
+    """)
+    rec = s.record()
+    assert rec.returncode == 0, rec.err
+    seen, code = _pdb_session(s, ["b risky", "c", "c"], rb"done")
+    assert code == 0, seen
+    assert b"retrace: error" not in seen, seen
+    assert rec.err.splitlines()[-1].encode() in seen
+
+
+@pytest.mark.skipif(os.environ.get("RETRACE_BACKEND") == "python",
+                    reason="the Python backend's gateways are Python frames, in the record's tracebacks too")
+def test_program_logging_a_failed_boundary_call_replays(scenario):
+    # A replayed exception carried two frames of proxy/system.py: the
+    # program's traceback formatting stat()ed that file, a call the
+    # recording does not have.
+    from retrace_testing import assert_faithful
+    s = scenario("""
+        import logging, random
+        x = random.random()
+        try:
+            open("/nonexistent-dir/%s" % x)
+        except OSError:
+            logging.exception("open failed")
+        print("done", x)
+    """)
+    rec = assert_faithful(s)
+    rep = s.replay()
+    assert rep.stderr == rec.stderr, rep.err

@@ -92,7 +92,8 @@ def test_garbage_payload_with_good_crc(impl, tmp_path):
 
 @pytest.mark.parametrize("head,what", [
     (b"", "bad magic"), (b"NOTAREC!\x01\x00\x00\x00", "bad magic"),
-    (b"\x89RTRC\r\n\x1a\x02\x00\x00\x00", "format version 2"),
+    (b"\x89RTRC\r\n\x1a\x03\x00\x00\x00", "format version 3"),
+    (b"\x89RTRC\r\n\x1a\x00\x00\x00\x00", "format version 0"),
     (b"\x89RTRC\r\n\x1a\x01\x00", "header"),
     (b"\x89RTRC\r\n\x1a\x01\x00\x00\x00", "no preamble"),
     (b"\x89RTRC\r\n\x1a\x01\x00\x00\x00\x05\x00\x00\x00\x00\x00\x00\x00ab", "torn frame"),

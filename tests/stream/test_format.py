@@ -68,7 +68,7 @@ def test_backends_write_identical_bytes(both, tmp_path, values):
 
 def test_intern_string_encoding(impl, tmp_path):
     p = tmp_path / "i.bin"
-    record(impl, p, ["abc", "abcd", "abcd", "a" * 64, "a" * 65, "a" * 64])
+    record(impl, p, ["abc", "abcd", "abcd", "a" * 64, "a" * 65, "a" * 64], compress=False)
     payload = p.read_bytes()
     hdr_len = len(C.HEADER)
     plen = struct.unpack_from("<I", payload, hdr_len)[0]
@@ -82,11 +82,25 @@ def test_intern_string_encoding(impl, tmp_path):
     assert events[5] == msgpack.ExtType(C.EXT_STR_REF, b"\x01")
 
 
-def test_stock_msgpack_walks_every_frame(impl, tmp_path, values):
-    """No code of ours: struct + zlib + msgpack read every frame and event."""
+def _zstd_decompress(payload):
+    """What an outside tool does with a compressed frame (docs/FORMAT.md):
+    any zstd decoder; here the zstandard package when installed, else the
+    system libzstd through ctypes."""
+    try:
+        import zstandard
+    except ImportError:
+        from retracesoftware.stream import _zstd
+        return _zstd.decompress(payload)
+    return zstandard.ZstdDecompressor().decompress(payload)
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_stock_msgpack_walks_every_frame(impl, tmp_path, values, compress):
+    """No code of ours (but a zstd decoder): struct + zlib + msgpack read
+    every frame and event."""
     p = tmp_path / "s.bin"
     w = impl.StreamWriter(p, {"argv": ["x"]}, thread_id=lambda: threading.get_ident() % 7,
-                          buffer_size=4096)
+                          buffer_size=4096, compress=compress)
     o = object()
     w.bind(o)
     for i, v in enumerate(values):
@@ -96,16 +110,21 @@ def test_stock_msgpack_walks_every_frame(impl, tmp_path, values):
     w.unbind(o)
     w.close()
     data = p.read_bytes()
-    assert data[:8] == b"\x89RTRC\r\n\x1a" and struct.unpack_from("<I", data, 8)[0] == 1
-    pos, frames, events = 12, 0, 0
+    assert data[:8] == b"\x89RTRC\r\n\x1a" and struct.unpack_from("<I", data, 8)[0] == 2
+    pos, frames, events, compressed = 12, 0, 0, 0
     while pos < len(data):
         length, crc = struct.unpack_from("<II", data, pos)
+        zipped = frames > 0 and length & 0x80000000
+        length &= 0x7FFFFFFF
         payload = data[pos + 8:pos + 8 + length]
         assert len(payload) == length and zlib.crc32(payload) == crc
+        if zipped:
+            payload = _zstd_decompress(payload)
+            compressed += 1
         u = msgpack.Unpacker(strict_map_key=False, raw=True, max_buffer_size=len(payload) + 1)
         u.feed(payload)
         n = sum(1 for _ in u)
-        assert u.tell() == length
+        assert u.tell() == len(payload)
         if frames == 0:
             assert n == 1
         else:
@@ -114,6 +133,7 @@ def test_stock_msgpack_walks_every_frame(impl, tmp_path, values):
         pos += 8 + length
     assert frames > 2
     assert events == w.events == 1 + 1 + 2 * len(values) + 1
+    assert (compressed > 0) == (compress and w.compress)
 
 
 def test_threads_and_bindings(impl, tmp_path):
@@ -373,3 +393,29 @@ def test_writer_released_without_close(impl, tmp_path):
     gc.collect()
     _, got = read_all(impl, p)
     assert got == ["kept"]
+
+
+def test_backends_compress_identically_and_smaller(both, tmp_path):
+    """Both backends compress each frame with the same library and level:
+    the same bytes; and a repetitive tape shrinks (the frames really are
+    compressed, and the reader gives back every event)."""
+    py, cpp = both
+    outs = []
+    events = [("CALL", "time.time", 12345, "RESULT", 1700000000.0 + i / 7) for i in range(3000)]
+    for impl in (py, cpp):
+        p = tmp_path / f"{impl.__name__}.bin"
+        w = impl.StreamWriter(p, {"argv": ["x"]}, flush_interval=60)
+        for i, ev in enumerate(events):
+            w.write(*ev)
+            if i % 500 == 499:
+                w.flush()
+        w.close()
+        outs.append(p.read_bytes())
+        if not w.compress:
+            pytest.skip("libzstd is not available here")
+        plain = tmp_path / f"{impl.__name__}-plain.bin"
+        record(impl, plain, [v for ev in events for v in ev], compress=False)
+        assert os.path.getsize(plain) > 3 * len(outs[-1])
+        _, got = read_all(impl, p)
+        assert got == [v for ev in events for v in ev]
+    assert outs[0] == outs[1]
