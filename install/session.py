@@ -306,6 +306,11 @@ def install_boundary(system, config, threads):
     return installer, thread_support
 
 
+#: the CLI session (record or replay) of this process, once installed
+#: (install/pytest_session.py marks test reports on its tape)
+current_session = None
+
+
 class _Session:
     mode = ""
 
@@ -321,7 +326,9 @@ class _Session:
         self._closed = False
 
     def _install(self):
+        global current_session
         self.installer, self.thread_support = install_boundary(self.system, self.config, self.threads)
+        current_session = self
         if self._identity_hashing():
             # hash() of the program's plain objects (hence the iteration
             # order of sets of them) from per-thread counters, not addresses

@@ -44,6 +44,9 @@ options:
   --trust            replay a recording of python -c CODE: runs the code stored in the recording
   --no-check-output  replay without comparing what the program writes to stdout/stderr with the recording
   --no-compress      write the recording's frames uncompressed (default: zstd per frame)
+  --test NODEID      replay a pytest session recording (pytest --retrace-record) for one test: print only its
+                     report section; with --pdb, stop at the test's first line
+  --remap OLD=NEW    read code recorded under OLD from NEW on replay (repeatable; the project root is remapped by itself)
   --thread-timeout S seconds a replay may wait with every thread blocked before reporting a divergence (default 10)
 """
 
@@ -68,6 +71,8 @@ class Options:
         self.thread_timeout = 10.0
         self.command: list[str] | None = None
         self.json = False
+        self.test: str | None = None
+        self.remap: list[tuple[str, str]] = []
         self.check_output = True
 
 
@@ -119,6 +124,14 @@ def parse_args(argv: list[str]) -> tuple[str, Options]:
                 raise UsageError(f"--pid needs a process id (an integer), got {raw!r}") from None
         elif arg == "--redact":
             opts.redact.append(value(arg))
+        elif arg == "--test":
+            opts.test = value(arg)
+        elif arg == "--remap":
+            raw = value(arg)
+            old, sep, new = raw.partition("=")
+            if not sep or not old or not new:
+                raise UsageError(f"--remap needs OLD=NEW (two paths), got {raw!r}")
+            opts.remap.append((old, new))
         elif arg == "--no-redact":
             opts.no_redact.append(value(arg))
         elif arg == "--trust":
