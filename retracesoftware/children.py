@@ -59,16 +59,33 @@ _dup = posix.dup
 _dup2 = posix.dup2
 _close = posix.close
 _listdir = posix.listdir
-_makedirs = os.makedirs
-_isdir = os.path.isdir
-_exists = os.path.exists
-_abspath = os.path.abspath
-_samefile = os.path.samefile
-_realpath = os.path.realpath
+# Our own file-system checks never go through the program's patches of os
+# (blockbuster wraps os.stat to report blocking calls): private copies.
+from retracesoftware.install.isolation import isolated as _isolated, real_os as _real_os  # noqa: E402
+_makedirs = _isolated(os.makedirs, path=_real_os.path, mkdir=posix.mkdir)
+_isdir = _real_os.path.isdir
+_exists = _real_os.path.exists
+_abspath = _real_os.path.abspath
+_samefile = _real_os.path.samefile
+_realpath = _real_os.path.realpath
 _fsdecode = os.fsdecode
 _fsencode = os.fsencode
 _wall_clock = time.time
 _write_stderr = sys.stderr.write
+
+_POPEN = []
+
+
+def _popen_class():
+    """``subprocess.Popen`` whose methods see our private ``os``: spawning
+    a child's replay is our work, not the program's (a program's patch of
+    ``os.open``/``os.read`` must not see it)."""
+    if not _POPEN:
+        import subprocess
+        from retracesoftware.install.isolation import isolated_class
+        _POPEN.append(isolated_class(subprocess.Popen, "Popen", os=_real_os))
+    return _POPEN[0]
+
 
 SUFFIX = ".bin"
 DIR_SUFFIX = ".children"
@@ -461,7 +478,7 @@ class ChildProcesses:
             from retracesoftware.install.session import CHILD_REPLAY_ENV
             env = dict(os.environ)
             env[CHILD_REPLAY_ENV] = "1"
-            self._live[pid] = ("spawn", subprocess.Popen(cmd, stdin=stdin, stdout=stdout, stderr=stderr,
+            self._live[pid] = ("spawn", _popen_class()(cmd, stdin=stdin, stdout=stdout, stderr=stderr,
                                                          env=env))
         finally:
             gate.phase = previous
