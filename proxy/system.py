@@ -338,6 +338,9 @@ class System:
             # callback during the call flushes it first: _record_callback).
             return RecordCallGateway(self.gate, target, write, CALL, name, RESULT, ERROR,
                                      self._record_result)
+        live = getattr(self, "live_call_filter", None)
+        if live is not None:   # replay of another checkout: code read live is read here (retracesoftware/paths.py)
+            target = live(target, name)
         return ReplayGateway(self.gate, target, self._replay_entry(name))
 
     def _replay_entry(self, name):

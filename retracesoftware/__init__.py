@@ -1,4 +1,11 @@
-"""retracesoftware: deterministic record/replay for CPython."""
+"""retracesoftware: deterministic record/replay for CPython.
+
+PYTEST_DONT_REWRITE: pytest marks the packages of every distribution that
+registers a pytest11 plugin (ours) for assertion rewriting, and warns for
+each that is already imported. Under the CLI this package is imported before
+pytest starts, so without this marker every recorded pytest session showed
+"1 warning", and a suite with ``filterwarnings = error`` stopped at start-up.
+"""
 import os as _os
 import sys as _sys
 

@@ -170,6 +170,10 @@ def replay_main(opts) -> int:
         from retracesoftware.utils.errors import RecordingFormatError
         raise RecordingFormatError(f"recording {path} does not exist — check the path")
     chain = None
+    if getattr(opts, "test", None):
+        # --test NODEID: the process that ran it (the session or an xdist worker).
+        from retracesoftware import test_replay
+        test_replay.resolve(opts)
     if opts.pid is not None:
         # One process of the run: a subprocess child is a recording of its
         # own; a forked child is reached through its ancestors (children.py).
@@ -188,8 +192,12 @@ def replay_main(opts) -> int:
         reader.close()
         raise UsageError(_untrusted_code_line(target.value, opts.recording))
     config = _load_config()
-    problems = preamble_mod.check(pre, config_digest=config.digest, force=opts.force)
-    problems += preamble_mod.check_program(pre, target, force=opts.force)
+    from retracesoftware import paths
+    pathmap = paths.for_replay(pre, getattr(opts, "remap", ()), sources=_recorded_sources(path))
+    problems = preamble_mod.check(paths.mapped_preamble(pre, pathmap), config_digest=config.digest,
+                                  force=opts.force)
+    problems += preamble_mod.check_program(paths.mapped_preamble(pre, pathmap), paths.mapped_target(target, pathmap),
+                                           force=opts.force)
     seed = preamble_mod.hash_seed(pre)
     if _current_hash_seed() != seed:
         reader.close()
@@ -197,9 +205,13 @@ def replay_main(opts) -> int:
     _forget_our_hash_seed()
     for problem in problems:
         sys.stderr.write(f"retrace: warning: {problem} (replaying anyway: --force)\n")
+    paths.check_interpreter(pre)
 
     session = ReplaySession(reader, pre, config, pdb=opts.pdb, thread_timeout=opts.thread_timeout,
                             debug=opts.debug, check_output=getattr(opts, "check_output", True))
+    if getattr(opts, "test", None):
+        from retracesoftware import test_replay
+        test_replay.begin(opts, session)   # its atexit runs after session.close
     atexit.register(session.close)
     # Our own imports happen now, before the recorded sys.path is in place
     # (a recording must not be able to steer them).
@@ -208,6 +220,12 @@ def replay_main(opts) -> int:
     debugging = debugger_mod.requested(opts)
     if debugging:
         debugger_mod.prepare()
+    if pathmap:
+        _say(opts, f"reading code recorded under {pathmap.describe()}")
+        session.system.live_call_filter = pathmap.live_call_filter
+        pathmap.install_import_reads()
+        from retracesoftware import sources as sources_mod
+        sources_mod.live_path = pathmap.map
     try:
         session.start()
     except BaseException as exc:
@@ -227,11 +245,15 @@ def replay_main(opts) -> int:
     from retracesoftware import sources
     sources.install(session, force=opts.force)
     children.install(session, path, pid_chain=chain or None, trust=opts.trust)
-    debugger = debugger_mod.start(session, opts) if debugging else None
+    # --test NODEID --pdb: the debugger starts at the test (test_replay).
+    testing_one = bool(getattr(opts, "test", None))
+    debugger = debugger_mod.start(session, opts) if debugging and not testing_one else None
     # The program sees what it saw when recorded.
     sys.argv[:] = list(pre.get("argv", sys.argv))
     sys.path[:] = list(pre.get("sys_path", sys.path))
     prepare_sys(target)
+    if target.kind == "module" and pre.get("sys_path"):
+        sys.path[0] = pre["sys_path"][0]   # the recorded cwd, not this replay's
     try:
         session.run(execute, target, debugger)
         code = 0
@@ -251,6 +273,16 @@ def replay_main(opts) -> int:
         debugger.finished(code)
     session.main_finished(code)
     return code
+
+
+def _recorded_sources(path):
+    """Digests of the project's sources a pytest session recording holds
+    (relative path -> digest; empty for other recordings)."""
+    try:
+        from retracesoftware.install import pytest_session
+        return pytest_session.sources_in(path)
+    except Exception:
+        return {}
 
 
 def _untrusted_code_line(code: str, recording: str) -> str:
@@ -330,11 +362,23 @@ def start_recording_in_place(opts) -> None:
     from retracesoftware.install.session import RecordSession
 
     saved_argv = list(sys.argv)
+    saved_path = list(sys.path)
     sys.argv[:] = target.argv
-    pre = preamble_mod.build(target, hash_seed=seed, config_digest=config.digest,
-                             options={"stacks": False, "hash_seed_pinned_by_retrace": pinned_by_us,
-                                      "started_by": "pth-hook"})
-    sys.argv[:] = saved_argv
+    # At .pth time the interpreter has not yet put the program's own entry
+    # at sys.path[0] (it does once site is done). The replay sets sys.path
+    # to the recorded one and then replaces entry 0 with that entry
+    # (runner.prepare_sys): without it there, the replay lost the first real
+    # entry (a PYTHONPATH folder, or python3XX.zip).
+    if not sys.flags.safe_path:   # PYVERSIONS: -P / PYTHONSAFEPATH (3.11+)
+        sys.path.insert(0, os.path.dirname(target.path) if target.kind == "script" else
+                        (os.getcwd() if target.kind == "module" else ""))
+    try:
+        pre = preamble_mod.build(target, hash_seed=seed, config_digest=config.digest,
+                                 options={"stacks": False, "hash_seed_pinned_by_retrace": pinned_by_us,
+                                          "started_by": "pth-hook"})
+    finally:
+        sys.argv[:] = saved_argv
+        sys.path[:] = saved_path
     children.remove_stale_children(path)
     try:
         session = RecordSession(path, pre, config)
