@@ -456,7 +456,11 @@ class ChildProcesses:
         if problem is not None:
             # The parent's replay does not depend on it (what the parent got
             # from the child is on the parent's tape); say what is missing.
-            _write_stderr(f"retrace: warning: child process {pid} is not replayed: {problem}\n")
+            previous = gate.swap(DISABLED)   # our warning is not the program's output
+            try:
+                _write_stderr(f"retrace: warning: child process {pid} is not replayed: {problem}\n")
+            finally:
+                gate.phase = previous
             return
         p2cread, c2pwrite, errwrite = args[6], args[9], args[11]
 
@@ -617,8 +621,11 @@ def _unreplayable(path):
     if pre is None:
         return f"its recording {path} is missing or damaged"
     try:
+        preamble_mod.validate(pre)
         preamble_mod.check(pre, config_digest=None, force=False)
-    except VersionMismatch as exc:
+        # its program: the script it would run is the recorded one
+        preamble_mod.check_program(pre, preamble_mod.resolve_target(pre), force=False)
+    except (VersionMismatch, RecordingFormatError) as exc:
         return str(exc).split(" — ")[0]
     return None
 
