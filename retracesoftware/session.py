@@ -230,13 +230,23 @@ def replay_main(opts) -> int:
         session.start()
     except BaseException as exc:
         from retracesoftware.utils.errors import ReplayDivergence
-        if not isinstance(exc, ReplayDivergence):
-            raise
         # Diverged before the program began (the tape disagrees with what
-        # start-up makes): report and leave now. Half-installed, the
-        # interpreter's own shutdown could wait for threads that are not
-        # there (threading compares idents that are recorded ones).
-        code = session.divergence(exc)
+        # start-up makes), or start-up choked on what the tape gave it (a
+        # damaged or forged value: an fstat result without st_blksize):
+        # report and leave now. Half-installed, the interpreter's own
+        # shutdown could wait for threads that are not there (threading
+        # compares idents that are recorded ones).
+        if isinstance(exc, ReplayDivergence):
+            code = session.divergence(exc)
+        else:
+            if opts.debug:
+                import traceback
+                traceback.print_exc()
+            from retracesoftware.install.masking import mask
+            sys.stderr.write(mask(f"retrace: error: the recording's start-up events are damaged "
+                                  f"({type(exc).__name__}: {exc}) — replay stopped before the program "
+                                  f"began; re-record\n"))
+            code = 4
         try:
             sys.stdout.flush()
             sys.stderr.flush()

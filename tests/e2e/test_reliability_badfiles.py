@@ -329,8 +329,14 @@ def classify(s, path, data, original_stdout) -> tuple[str, int | None]:
     code = proc.returncode
     if code < 0:
         return f"signal {-code}", code
-    if "Traceback" in err or "internal error" in err or "Fatal Python error" in err:
+    if "internal error" in err or "Fatal Python error" in err or (
+            "Traceback" in err and "/retracesoftware/" in err):
         return "traceback", code
+    if "Traceback" in err:
+        # The program's own traceback: an edited preamble or value made its
+        # code fail (recorded data is data); then the exit code diverges.
+        return ("ok-program-traceback" if code == 3 and lines[-1].startswith("retrace:")
+                else "traceback"), code
     if code in (3, 4):
         errors = [ln for ln in lines if ln.startswith("retrace: error: ")]
         if len(errors) != 1 or not all(ln.startswith("retrace:") for ln in lines):
