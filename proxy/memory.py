@@ -266,6 +266,31 @@ class MemoryReader:
         self._events += 1
         self._bindings[payload] = obj
 
+    def take_call(self, thread, call_tag, name, fp, result_tag, error_tag):
+        """A whole recorded call with its outcome, or None (nothing consumed):
+        see `Reader.take_call`."""
+        entry = self._skip()
+        if entry is None or entry[0] != VALUE or self._thread != thread:
+            return None
+        p = self._pos
+        entries = self._tape[p:p + 5]
+        if len(entries) < 5 or any(kind != VALUE for kind, _ in entries):
+            return None
+        try:
+            tag, rname, rfp, outcome, value = (self._decode(v) for _, v in entries)
+        except RecordingFormatError:
+            return None
+        if tag != call_tag or rname != name or rfp != fp or outcome not in (result_tag, error_tag):
+            return None
+        self._pos = p + 5
+        self._events += 5
+        more = self._skip() is not None
+        return outcome == result_tag, value, more and self._thread == thread
+
+    @property
+    def events(self):
+        return self._events
+
     @property
     def thread(self):
         if self._skip() is None:

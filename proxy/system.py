@@ -21,8 +21,8 @@ from retracesoftware import functional as F
 from retracesoftware import utils
 from retracesoftware.utils import (DISABLED, EXTERNAL, INTERNAL, Gate,
                                    MethodGateway, NewGateway, RecordCallGateway,
-                                   RecordGateway, ReplayGateway, fingerprint,
-                                   flush_pending_calls)
+                                   RecordGateway, ReplayCallGateway, ReplayGateway,
+                                   fingerprint, flush_pending_calls)
 from retracesoftware.utils.errors import ReplayDivergence
 
 from retracesoftware.proxy.memory import is_structseq
@@ -315,7 +315,12 @@ class System:
             # callback during the call flushes it first: _record_callback).
             return RecordCallGateway(self.gate, target, write, CALL, name, RESULT, ERROR,
                                      self._record_result)
-        return ReplayGateway(self.gate, target, functools.partial(self._replay_call, name))
+        # All native while the call and its outcome are this thread's next
+        # events (Reader.take_call); else the Python path (_replay_call).
+        seq = self._sequencer
+        return ReplayCallGateway(self.gate, target, self.reader.take_call, self._thread_id, seq.turn,
+                                 CALL, name, RESULT, ERROR, functools.partial(self._replay_call, name),
+                                 seq.handover)
 
     def patch_function(self, fn, name=None):
         """Return the boundary wrapper of *fn* (installing it is the caller's job)."""
@@ -670,16 +675,25 @@ class System:
         if self.divergence is not None:
             raise _copy_divergence(self.divergence)
 
-    def _read_tagged(self, outcome=False):
-        """Read a tag and its first operand in one turn: (index, tag, value)."""
+    def take_turn(self, what=None):
+        """Wait until the head of the tape is this thread's; return the
+        sequencer, whose ``release()`` the caller must call (try/finally).
+        The one place a replaying thread takes its turn: a failed replay,
+        a deadlock and another thread's divergence all surface here as
+        this thread's `ReplayDivergence`."""
         self._check_failed()
         seq = self._sequencer
         try:
-            seq.acquire()
+            seq.acquire(what)
         except Deadlock as dead:
             raise self._deadlock(dead) from None
         except ReplayDivergence as div:
             raise _copy_divergence(div) from None
+        return seq
+
+    def _read_tagged(self, outcome=False):
+        """Read a tag and its first operand in one turn: (index, tag, value)."""
+        seq = self.take_turn()
         try:
             reader = self.reader
             index = event_index(reader)
@@ -698,37 +712,22 @@ class System:
             seq.release()
 
     def _read_turn(self):
-        seq = self._sequencer
-        try:
-            seq.acquire()
-        except Deadlock as dead:
-            raise self._deadlock(dead) from None
+        seq = self.take_turn()
         try:
             return self.reader.read()
         finally:
             seq.release()
 
     def _bind_turn(self, obj):
-        seq = self._sequencer
-        try:
-            seq.acquire()
-        except Deadlock as dead:
-            raise self._deadlock(dead) from None
+        seq = self.take_turn()
         try:
             self.reader.bind(obj)
         finally:
             seq.release()
 
     def _replay(self, name, args, kwargs):
-        self._check_failed()
-        seq = self._sequencer
         reader = self.reader
-        try:
-            seq.acquire()
-        except Deadlock as dead:
-            raise self._deadlock(dead) from None
-        except ReplayDivergence as div:
-            raise _copy_divergence(div) from None
+        seq = self.take_turn()
         recorded_stack = None
         try:
             index = event_index(reader)
@@ -846,6 +845,8 @@ class System:
             if self._sequencer is not None:
                 self._sequencer.fail(div)
         return div
+
+    describe_tag = staticmethod(lambda tag, value: _describe_tag(tag, value))
 
     def _describe_head(self):
         """Consume the event at the head of the tape and name it."""

@@ -672,6 +672,7 @@ class StreamReader:
         self._payload_offset = 0   # file offset of _payload[0]
         self._eof = False
         self._error = None
+        self._ahead = []           # events decoded by take_call's lookahead, not consumed
         head = self._f.read(C.HEADER_SIZE)
         if len(head) < len(C.MAGIC) or head[:len(C.MAGIC)] != C.MAGIC:
             self._f.close()
@@ -804,6 +805,8 @@ class StreamReader:
 
     def _decode_next(self):
         """Decode the next raw event → (kind, value, offset) or None at EOF."""
+        if self._ahead:
+            return self._ahead.pop(0)
         if self._error is not None:
             raise self._error
         while self._pos >= len(self._payload):
@@ -901,6 +904,63 @@ class StreamReader:
         self._bindings[self._next_binding] = obj
         self._next_binding += 1
         self._event += 1
+
+    def take_call(self, thread, call_tag, name, fp, result_tag, error_tag):
+        """The replay's fast path (see the C++ reader): when the next events
+        are ``call_tag name fp`` then ``result_tag value`` / ``error_tag exc``,
+        all of *thread*, nothing in between, consume them and return ``(ok,
+        value, same_thread)``; else consume nothing and return None."""
+        if self._error is not None:
+            return None
+        try:
+            if not self._fill():
+                return None
+        except Exception:
+            return None
+        kind, v, _ = self._head
+        if kind != "value" or self._thread != thread or v != call_tag:
+            return None
+        ahead = self._ahead
+        try:
+            # Decoded events wait in _ahead for the ordinary reads when the
+            # call is not taken (decoding has no effect that must be undone:
+            # markers stop the lookahead before anything after them).
+            while len(ahead) < 4 and self._pos < len(self._payload):
+                ev = self._decode_next_in_frame()
+                ahead.append(ev)
+                if ev[0] != "value":
+                    return None
+        except Exception:
+            return None
+        if len(ahead) < 4:
+            return None
+        (k0, rname, _), (k1, rfp, _), (k2, tag, _), (k3, value, _) = ahead[:4]
+        if k0 != "value" or k1 != "value" or k2 != "value" or k3 != "value":
+            return None
+        if rname != name or rfp != fp:
+            return None
+        if tag == result_tag:
+            ok = True
+        elif tag == error_tag:
+            ok = False
+        else:
+            return None
+        del ahead[:4]
+        self._head = None
+        self._event += 5
+        try:
+            more = self._fill()
+        except Exception:
+            more = False
+        return ok, value, bool(more) and self._thread == thread
+
+    def _decode_next_in_frame(self):
+        """The next raw event of the current frame (caller checked one is left)."""
+        ahead, self._ahead = self._ahead, []
+        try:
+            return self._decode_next()
+        finally:
+            self._ahead = ahead
 
     @property
     def thread(self):
