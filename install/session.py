@@ -97,7 +97,7 @@ class ReplayReader:
     tape *after* the exit call (``finish``) is ordinary: EOFError passes on.
     """
 
-    __slots__ = ("_reader", "_session", "read", "bind", "take_call")
+    __slots__ = ("_reader", "_session", "read", "bind", "take_call", "take_event")
 
     def __init__(self, reader, session):
         from retracesoftware.functional import handle
@@ -108,6 +108,7 @@ class ReplayReader:
         self.bind = handle(reader.bind, (EOFError, RecordingFormatError), self._ended)
         # Never raises for the tape (it leaves anything odd to read()).
         self.take_call = reader.take_call
+        self.take_event = reader.take_event
 
     def _ended(self, exc):
         if isinstance(exc, EOFError) and self._session.exit_replayed:

@@ -69,12 +69,17 @@ class Reader(Protocol):
     same_thread: the event after them is *thread*'s too); anything else
     consumes nothing and returns None (the engine then reads event by event,
     and reports what it finds). It never raises for the tape's contents.
+    ``take_event(thread, tag, accept)`` is the same for a two-value event
+    (``SYNC value``): consumed, ``(value, same_thread)`` returned, when it is
+    *thread*'s next event and ``accept(value)`` (run before anything is
+    consumed) is true; else None.
     """
 
     def read(self) -> Any: ...
     def bind(self, obj: Any) -> None: ...
     def take_call(self, thread: Any, call_tag: str, name: str, fp: int,
                   result_tag: str, error_tag: str) -> tuple | None: ...
+    def take_event(self, thread: Any, tag: str, accept: Callable[[Any], bool]) -> tuple | None: ...
 
     @property
     def thread(self) -> Any: ...

@@ -633,12 +633,15 @@ class SyncPoints:
         replay = _SyncReplay(self.system, name, on_replay)
         return ReplayGateway(self.gate, target, replay)
 
-    def acquire(self, target, name, on_replay, returns=True):
+    def acquire(self, target, name, on_replay, returns=True, try_now=None):
         """A lock acquire on ``self`` (which has an ``_id``): *target*
         ``(self, *args)`` is the real acquire, true when it got the lock.
         Records ``SYNC <lock id>`` or ``SYNC False``; returns what the real
         one did: a bool, or None when ``returns`` is None (an acquire that
-        cannot fail, such as RLock._acquire_restore)."""
+        cannot fail, such as RLock._acquire_restore). ``try_now(self, *args)``
+        (optional) takes the real lock without blocking, true when it got it:
+        then a replayed acquire whose SYNC is this thread's next event takes
+        the event and the lock together, without a turn (`Reader.take_event`)."""
         if self.mode == "record":
             if returns is None:
                 rec = F.if_then_else(target, _ID_OF, _ID_OF)
@@ -647,7 +650,7 @@ class SyncPoints:
                 rec = F.if_then_else(target, _ID_OF, F.constantly(False))
                 after = F.compose(_SUCCEEDED, self._after)
             return RecordGateway(self.gate, rec, None, after, self._error)
-        replay = _SyncReplay(self.system, name, on_replay, self.lock_ids, returns)
+        replay = _SyncReplay(self.system, name, on_replay, self.lock_ids, returns, try_now)
         return ReplayGateway(self.gate, target, replay)
 
     def plain(self, target):
@@ -660,20 +663,61 @@ _NO_LOCK = object()
 
 
 class _SyncReplay:
-    __slots__ = ("system", "name", "on_replay", "lock_ids", "returns")
+    __slots__ = ("system", "name", "on_replay", "lock_ids", "returns", "try_now")
 
-    def __init__(self, system, name, on_replay, lock_ids=None, returns=_NO_LOCK):
+    def __init__(self, system, name, on_replay, lock_ids=None, returns=_NO_LOCK, try_now=None):
         self.system = system
         self.name = name
         self.on_replay = on_replay
         self.lock_ids = lock_ids
         self.returns = returns   # lock acquires: what success returns
+        self.try_now = try_now   # lock acquires: the real acquire, not blocking
+
+    def _fast(self, args, kwargs):
+        """The acquire's SYNC and the real lock together, when the SYNC is
+        this thread's next event and the lock is free: no turn, no wait.
+        None: take the ordinary path."""
+        system = self.system
+        seq = system._sequencer
+        if seq.turn.closed:
+            return None
+        mine = args[0]._id
+        try_now = self.try_now
+        taken = []
+
+        def accept(value):
+            # Checked here, with this thread's SYNC at the head: a thread
+            # that took its turn before (and may have reserved it) shows in
+            # turn.closed, and no other thread can take one meanwhile.
+            if seq.turn.closed:
+                return False
+            if value is False:
+                return True
+            if value is not True and value != mine:
+                return False            # the ordinary path reports it
+            if try_now(*args, **kwargs):
+                taken.append(True)
+                return True
+            return False
+
+        got = system.reader.take_event(system._thread_id(), SYNC, accept)
+        if got is None:
+            if taken:                   # (the head moved meanwhile: undone)
+                args[0].release()
+            return None
+        if not got[1]:
+            seq.handover()
+        return (False if got[0] is False else self.returns,)
 
     def __call__(self, *args, **kwargs):
         system = self.system
         gate = system.gate
         old = gate.swap(DISABLED)
         try:
+            if self.try_now is not None:
+                got = self._fast(args, kwargs)
+                if got is not None:
+                    return got[0]
             on_replay = self.on_replay
             index, tag, value = _read_sync(system, self.name,
                                            reserve=lambda t, v: t == SYNC and v is not False

@@ -670,6 +670,66 @@ PyObject* Reader_take_call(PyObject* self, PyObject* const* args, Py_ssize_t nar
     return out;
 }
 
+// take_event(thread, tag, accept) -> None | (value, same_thread)
+//
+// The replay's fast path for a two-value event (`tag value`, a lock's SYNC):
+// when the next events are `tag value` of logical thread `thread` and
+// accept(value) is true, consume both; else consume nothing and return None.
+// accept runs before anything is consumed (a replayed lock acquire takes the
+// real lock there, without blocking), so the event and its effect happen
+// together; another thread sees this thread's event at the head until then.
+PyObject* Reader_take_event(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+    Reader* r = reinterpret_cast<Reader*>(self);
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "take_event(thread, tag, accept)");
+        return nullptr;
+    }
+    if (r->error) Py_RETURN_NONE;
+    int rc = fill(r);
+    if (rc < 0) { PyErr_Clear(); Py_RETURN_NONE; }
+    if (rc == 0 || r->head_kind != K_VALUE || !same(r->thread ? r->thread : Py_None, args[0]) ||
+        !same(r->head, args[1]))
+        Py_RETURN_NONE;
+    size_t pos = r->pos;
+    const size_t start = pos;
+    PyObject* const head = r->head;
+    size_t nstrings = r->core.strings.size();
+    PyObject* value = value_ahead(r, pos);
+    auto undo = [&] {
+        Py_XDECREF(value);
+        while (r->core.strings.size() > nstrings) {
+            Py_DECREF(r->core.strings.back());
+            r->core.strings.pop_back();
+        }
+    };
+    if (!value) { undo(); Py_RETURN_NONE; }
+    PyObject* ok = PyObject_CallOneArg(args[2], value);
+    if (!ok) { undo(); return nullptr; }
+    int yes = PyObject_IsTrue(ok);
+    Py_DECREF(ok);
+    if (yes < 0) { undo(); return nullptr; }
+    // accept may have let another thread run: the head must still be ours.
+    if (r->head_kind != K_VALUE || r->head != head || r->pos != start) {
+        // Someone read while accept ran Python code (only a deadlock report
+        // does): their reads stand; ours is dropped without undoing.
+        Py_DECREF(value);
+        Py_RETURN_NONE;
+    }
+    if (!yes) { undo(); Py_RETURN_NONE; }
+    r->pos = pos;
+    Py_CLEAR(r->head);
+    r->head_kind = K_NONE;
+    r->event += 2;
+    int more = fill(r);
+    if (more < 0) PyErr_Clear();
+    bool same_thread = more == 1 && same(r->thread ? r->thread : Py_None, args[0]);
+    PyObject* out = PyTuple_New(2);
+    if (!out) { Py_DECREF(value); return nullptr; }
+    PyTuple_SET_ITEM(out, 0, value);
+    PyTuple_SET_ITEM(out, 1, Py_NewRef(same_thread ? Py_True : Py_False));
+    return out;
+}
+
 PyObject* Reader_register(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
     Reader* r = reinterpret_cast<Reader*>(self);
     if (nargs != 2 || !PyUnicode_CheckExact(args[0]) || !PyCallable_Check(args[1])) {
@@ -726,6 +786,9 @@ PyObject* Reader_reopen(PyObject* self, PyObject* path);
 PyMethodDef reader_methods[] = {
     {"read", Reader_read, METH_NOARGS, "read() -> the next value; EOFError at the clean end."},
     {"bind", Reader_bind, METH_O, "bind(obj): consume the NEW_BINDING at the head and give its handle to obj."},
+    {"take_event", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(Reader_take_event)), METH_FASTCALL,
+     "take_event(thread, tag, accept) -> None | (value, same_thread): `tag value` when accept(value), "
+     "or nothing consumed."},
     {"take_call", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(Reader_take_call)), METH_FASTCALL,
      "take_call(thread, call_tag, name, fp, result_tag, error_tag) -> None | (ok, value, same_thread): "
      "a whole recorded call with its outcome, or nothing consumed."},
