@@ -29,7 +29,9 @@ PROGRAM = """
 
 def _cli(scenario, recording, preexec_fn=None):
     proc = subprocess.run(
-        [sys.executable, "-m", "retracesoftware", "--recording", str(recording), "--", "python", "app.py"],
+        # Uncompressed: the program must outgrow the size limits below.
+        [sys.executable, "-m", "retracesoftware", "--recording", str(recording), "--no-compress", "--",
+         "python", "app.py"],
         cwd=scenario.dir, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120,
         preexec_fn=preexec_fn)
     return proc
