@@ -72,9 +72,9 @@ _EMPTY: Mapping = MappingProxyType({})
 _TOP_LEVEL = ("requires", "modules")
 _REQUIRES_KEYS = ("distribution", "min_version", "max_version")
 _MODULE_LISTS = ("proxy", "disable", "bind", "immutable", "patch_hash")
-_MODULE_KEYS = _MODULE_LISTS + ("callback", "when", "types")
+_MODULE_KEYS = _MODULE_LISTS + ("callback", "summarise", "when", "types")
 _TYPE_LISTS = ("methods", "getters")
-_TYPE_KEYS = _TYPE_LISTS + ("construct", "callback", "when")
+_TYPE_KEYS = _TYPE_LISTS + ("construct", "callback", "summarise", "when")
 _WHEN_KEYS = ("python", "platform")
 # A module attribute has exactly one role.  ("types" are the keys of the
 # types table.)  patch_hash may overlap anything: a bound type can also get
@@ -87,7 +87,7 @@ _DOTTED_ITEMS = ("immutable", "patch_hash")
 
 # Names under these keys are user data (module/type/function names), always
 # shown quoted in key paths: modules."time", types."socket", callback."signal".
-_NAME_PARENTS = ("modules", "types", "callback")
+_NAME_PARENTS = ("modules", "types", "callback", "summarise")
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,7 @@ class TypeConfig:
     construct: bool = True
     callback: Mapping[str, tuple[Union[int, str], ...]] = field(default_factory=lambda: _EMPTY)
     when: When | None = None
+    summarise: Mapping[str, tuple[Union[int, str], ...]] = field(default_factory=lambda: _EMPTY)
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,8 @@ class ModuleConfig:
     callback: Mapping[str, tuple[Union[int, str], ...]] = field(default_factory=lambda: _EMPTY)
     types: Mapping[str, TypeConfig] = field(default_factory=lambda: _EMPTY)
     when: When | None = None
+    #: function -> argument positions / keyword names recorded as a summary (ARGS)
+    summarise: Mapping[str, tuple[Union[int, str], ...]] = field(default_factory=lambda: _EMPTY)
 
 
 @dataclass(frozen=True)
@@ -647,10 +650,12 @@ class _Validator:
         self.exclusive(path, {**lists, "types": tuple(
             t for t, cfg in types.items() if cfg.construct or t not in value_types)})
         callback = self.callback(path, body.get("callback", {}))
+        summarise = self.callback(path, body.get("summarise", {}), key="summarise")
         when = self.when(path, body["when"]) if "when" in body else None
         return ModuleConfig(
             name=name,
             callback=callback,
+            summarise=summarise,
             types=MappingProxyType(types),
             when=when,
             **lists,
@@ -670,8 +675,10 @@ class _Validator:
         if not isinstance(construct, bool):
             raise self.error(path + ("construct",), f"got {_type_name(construct)}", "expected true or false")
         callback = self.callback(path, body.get("callback", {}))
+        summarise = self.callback(path, body.get("summarise", {}), key="summarise")
         when = self.when(path, body["when"]) if "when" in body else None
-        return TypeConfig(name=name, construct=construct, callback=callback, when=when, **lists)
+        return TypeConfig(name=name, construct=construct, callback=callback, when=when,
+                          summarise=summarise, **lists)
 
     def name_list(self, path: tuple, key: str, value: Any, *, dotted: bool) -> tuple[str, ...]:
         path = path + (key,)
@@ -714,12 +721,12 @@ class _Validator:
                     )
                 owner.setdefault(name, []).append(key)
 
-    def callback(self, path: tuple, table: Any) -> Mapping:
+    def callback(self, path: tuple, table: Any, key: str = "callback") -> Mapping:
         """Function/method name -> argument positions or keyword names that
         carry callables.  The function need not be in proxy: registering a
         handler (signal.signal) is not itself a boundary call, but the
         handler's later invocations are recorded as CALLBACK events."""
-        path = path + ("callback",)
+        path = path + (key,)
         if not isinstance(table, dict):
             raise self.error(path, f"got {_type_name(table)}", 'expected a table like { "signal" = [1] }')
         out = {}
@@ -940,10 +947,14 @@ def _normalised(modules: Mapping[str, ModuleConfig]) -> dict:
                     "getters": sorted(t.getters),
                     "construct": t.construct,
                     "callback": callbacks(t.callback),
+                    # (only when present: digests of configs without summaries are unchanged)
+                    **({"summarise": callbacks(t.summarise)} if t.summarise else {}),
                 }
                 for tname, t in sorted(m.types.items())
             },
         }
+        if m.summarise:
+            out[name]["summarise"] = callbacks(m.summarise)
     return {"schema": SCHEMA_VERSION, "modules": out}
 
 

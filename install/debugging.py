@@ -42,6 +42,7 @@ def _disabled_method(gate, method):
             else:
                 kwargs["skip"] = patterns
         previous = gate.swap(DISABLED)
+        self = args[0] if args else None
         # The debugger talks to the real terminal: the program's sys.stdin
         # may be the recorded one (install/session.py reopens a piped stdin).
         program_stdin, real_stdin = sys.stdin, sys.__stdin__
@@ -53,9 +54,57 @@ def _disabled_method(gate, method):
         finally:
             if swap and sys.stdin is real_stdin:
                 sys.stdin = program_stdin
+            if method.__name__ == "interaction":
+                _forget_frames(self)
             gate.phase = previous
     run_disabled.__retrace_disabled__ = True
     return run_disabled
+
+
+def _forget_frames(debugger) -> None:
+    """Drop what the debugger still holds of the program once it resumes:
+    a stopped frame's locals (pdb's ``curframe_locals`` snapshot) would keep
+    the program's objects alive past their recorded death (a thread pool
+    whose threads then stay in ``concurrent.futures``' exit queue, a file
+    closed later), so finalizers and exit handlers would make other calls
+    than recorded."""
+    for name in ("curframe_locals", "frame_returning"):
+        try:
+            if getattr(debugger, name, None) is not None:
+                setattr(debugger, name, None)
+        except Exception:
+            pass
+
+
+# linecache functions the program (traceback, warnings, inspect) may call.
+_LINECACHE_FUNCTIONS = ("getline", "getlines", "checkcache", "updatecache", "lazycache", "clearcache")
+
+
+def _private_linecache(gate, set_attr) -> None:
+    """Source lines read by the debugger or by our runtime (any phase but the
+    program's) go to a cache of their own: pdb filling ``linecache`` with
+    app.py made the program's later traceback skip the reads of app.py its
+    recording has (divergence). The program's cache sees exactly its own
+    calls, in record and in replay."""
+    import importlib.util
+    import linecache
+    spec = importlib.util.find_spec("linecache")
+    private = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(private)
+    for name in _LINECACHE_FUNCTIONS:
+        program_fn = getattr(linecache, name, None)
+        ours = getattr(private, name, None)
+        if program_fn is None or ours is None or getattr(program_fn, "__retrace_linecache__", False):
+            continue
+
+        def dispatch(*args, _program=program_fn, _ours=ours, **kwargs):
+            if gate.phase == DISABLED:
+                return _ours(*args, **kwargs)
+            return _program(*args, **kwargs)
+        dispatch.__name__ = name
+        dispatch.__wrapped__ = program_fn
+        dispatch.__retrace_linecache__ = True
+        set_attr(linecache, name, dispatch)
 
 
 def _make_breakpointhook(gate):
@@ -66,6 +115,16 @@ def _make_breakpointhook(gate):
     def breakpointhook(*args, **kwargs):
         hookname = environ.get(b"PYTHONBREAKPOINT", b"").decode("utf-8", "replace")
         if hookname == "0":
+            return None
+        engine_mod = sys.modules.get("retracesoftware.debugger.engine")
+        engine = getattr(getattr(engine_mod, "Engine", None), "active", None)
+        if engine is not None and (not hookname or hookname == "pdb.set_trace"):
+            # The replay debugger runs (--pdb, DAP): stop there at the next line.
+            previous = gate.swap(DISABLED)
+            try:
+                engine.frontend.set_trace(sys._getframe(1))
+            finally:
+                gate.phase = previous
             return None
         previous = gate.swap(DISABLED)
         try:
@@ -102,6 +161,7 @@ def install(system, set_attr) -> None:
             if method is None or getattr(method, "__retrace_disabled__", False):
                 continue
             set_attr(cls, name, _disabled_method(gate, method))
+    _private_linecache(gate, set_attr)
     if sys.breakpointhook is sys.__breakpointhook__:
         set_attr(sys, "breakpointhook", _make_breakpointhook(gate))
 

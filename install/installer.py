@@ -27,13 +27,15 @@ import sys
 import threading
 
 from retracesoftware.install import buffers, files, fs
+from retracesoftware.install.substitutes import builtin_function, like_builtin, substitute_for
 from retracesoftware.proxy.system import Callback as _Callback
 from retracesoftware.utils import DISABLED, INTERNAL
-from retracesoftware.utils.errors import RecordingError
+from retracesoftware.utils.errors import RecordingError, RetraceError
 
 log = logging.getLogger("retracesoftware")
 
 _importlib_bootstrap = sys.modules["importlib._bootstrap"]
+_real_exit = __import__("posix")._exit   # before any patch
 _real_scandir = fs._real_scandir
 _METHOD_TYPES = (type(len), type([].append), type(object().__str__), type(_io.open.__call__))
 import types as _types  # noqa: E402
@@ -84,7 +86,7 @@ _HIDDEN_TYPES = {
 
 def _resolve_type(module, module_name: str, type_name: str):
     value = module.__dict__.get(type_name)
-    if isinstance(value, type):
+    if _is_type(value):
         return value
     maker = _HIDDEN_TYPES.get((module_name, type_name))
     if maker is not None:
@@ -174,6 +176,74 @@ def _named(fn, cls, attr):
     return fn
 
 
+#: The real ``__dict__`` of a module object, read without running code of
+#: the module's class (a lazy module's ``__getattr__``/``__getattribute__``).
+_module_dict_of = _types.ModuleType.__dict__["__dict__"].__get__
+
+
+def _module_dict(module):
+    """The namespace of a ``sys.modules`` entry, or None if it is not a
+    module. Scans look at values only through ``type(value)`` and
+    ``__dict__`` lookups: an ``isinstance`` or ``getattr`` on a lazy object
+    (Celery's ``current_app`` proxy, Django's ``settings``) runs its code,
+    which may import half the program or fail mid-import."""
+    if not issubclass(type(module), _types.ModuleType):
+        return None
+    try:
+        d = _module_dict_of(module)
+    except Exception:  # pragma: no cover - a module without a namespace
+        return None
+    return d if type(d) is dict else None
+
+
+def _is_type(value) -> bool:
+    """``isinstance(value, type)`` without consulting ``value.__class__``."""
+    return issubclass(type(value), type)
+
+
+#: Functions that find and read program source (see _disable_source_readers).
+_SOURCE_READERS = {
+    "inspect": ("getmodule", "getsourcefile", "getabsfile", "findsource", "getfile",
+                "getsourcelines", "getsource", "getframeinfo", "getinnerframes",
+                "getouterframes", "trace"),   # not stack(): it counts its caller's frames
+    "linecache": ("getline", "getlines", "updatecache", "checkcache", "lazycache"),
+}
+
+
+class NativeIOUnsupported(RetraceError):
+    """A library did I/O in C that no boundary records (NATIVE_IO)."""
+    exit_code = 4
+
+
+#: Libraries whose C code reads and writes descriptors itself: module ->
+#: (distribution, what it does, its I/O entry points in that module).
+#: Covered elsewhere and so absent here: the stdlib's ssl (configs/ssl.toml),
+#: sqlite3 (a file, configs/sqlite3.toml). docs/COMPATIBILITY.md lists both.
+NATIVE_IO = {
+    "OpenSSL.SSL": ("pyOpenSSL", "OpenSSL reads and writes the socket's descriptor",
+                    ("Connection.__init__",)),
+    "psycopg2": ("psycopg2", "libpq talks to the server on its own socket", ("connect",)),
+    "psycopg": ("psycopg", "libpq talks to the server on its own socket", ("connect",)),
+    "grpc": ("grpc", "gRPC's C core owns its sockets",
+             ("insecure_channel", "secure_channel", "server")),
+    "uvloop": ("uvloop", "libuv runs the event loop's I/O", ("new_event_loop", "install", "run")),
+    "pycurl": ("pycurl", "libcurl owns its connections", ("Curl",)),
+}
+
+
+#: C extensions that patch builtins by writing into their C method tables:
+#: module -> the modules/types whose attributes it takes when it is
+#: imported. time-machine keeps ``time.time``, ``datetime.datetime.now``…
+#: from its module init and later writes their ``ml_meth``: finding our
+#: gateways there (not builtin functions) crashed the process. The import
+#: runs with the original builtins back in place, so it patches the real
+#: ones — which our gateways call: the travelled time is what the recording
+#: holds, and what the replay returns.
+_C_LEVEL_PATCHERS = {
+    "_time_machine": ("time", "datetime.datetime", "datetime.date"),
+}
+
+
 def _is_own(name: str) -> bool:
     return any(name == p or name.startswith(p + ".") for p in _OWN_PREFIXES)
 
@@ -187,6 +257,7 @@ class Installer:
         self.system = system
         self.config = config
         self._undo: list = []
+        self._originals: dict = {}   # (id(owner), attr) -> (owner, attr, original), see _set
         self._pending = {}
         self._on_import: dict = {}   # module name -> fn(module), see when_imported
         self._patched_modules: set[str] = set()
@@ -213,12 +284,16 @@ class Installer:
             # Substitutes: Python implementations whose external effects go
             # through recorded primitives (see files.py, fs.py).
             replacements.update(self._import_replacements)
-            replacements[id(_io.open)] = (_io.open, files.open)
+            replacements[id(_io.open)] = (_io.open, like_builtin(files.open, _io.open))
             scandir = fs.make_scandir(self.system.patch_function(fs.listing, "posix.scandir"))
-            replacements[id(_real_scandir)] = (_real_scandir, scandir)
+            replacements[id(_real_scandir)] = (_real_scandir, like_builtin(scandir, _real_scandir))
             self._replace_everywhere(replacements)
             self._rebind_bound_methods()
             files.finalizer_mode = self.system.mode
+            for module_name in _SOURCE_READERS:
+                self.when_imported(module_name, self._disable_source_readers)
+            for module_name in NATIVE_IO:
+                self.when_imported(module_name, self._guard_native_io)
             self.when_imported("_signal", self._patch_getsignal)
             self.when_imported("socket", self._patch_socket_finalizer)
             self._gc_callbacks_outside()
@@ -253,6 +328,7 @@ class Installer:
 
         def swap(attr, new):
             old = module.__dict__[attr]
+            new = substitute_for(old, new)
             self._set(module, attr, new)
             replaced[id(old)] = (old, new)
 
@@ -396,13 +472,33 @@ class Installer:
                 return gateway(obj)
             return descriptor.__get__(obj, type(obj))
 
+        # Setting (and deleting) the attribute of a bound instance is a
+        # boundary call like a method: on replay the real object behind it
+        # was never initialised (sqlite3's ``conn.isolation_level = None``
+        # raised "Base Connection.__init__ not called").
         fset = fdel = None
         if hasattr(descriptor, "__set__"):
-            def fset(obj, value):
+            def write(obj, value):
                 descriptor.__set__(obj, value)
+            write.__name__ = attr
+            set_gateway = system.patch_function(write, f"{name}.__set__")
+
+            def fset(obj, value):
+                if is_bound(obj):
+                    set_gateway(obj, value)
+                else:
+                    descriptor.__set__(obj, value)
         if hasattr(descriptor, "__delete__"):
-            def fdel(obj):
+            def delete(obj):
                 descriptor.__delete__(obj)
+            delete.__name__ = attr
+            delete_gateway = system.patch_function(delete, f"{name}.__delete__")
+
+            def fdel(obj):
+                if is_bound(obj):
+                    delete_gateway(obj)
+                else:
+                    descriptor.__delete__(obj)
         self._set(cls, attr, property(fget, fset, fdel, getattr(descriptor, "__doc__", None)),
                   is_type=True)
 
@@ -442,6 +538,105 @@ class Installer:
         with_callbacks.__name__ = getattr(fn, "__name__", "with_callbacks")
         with_callbacks.__qualname__ = getattr(fn, "__qualname__", with_callbacks.__name__)
         return with_callbacks
+
+    def _disable_source_readers(self, module) -> None:
+        """Finding and reading the program's own source is code, not data
+        (like the import system's finders, run DISABLED): ``inspect.stack()``
+        and ``getmodule`` ``stat`` every module file in ``sys.modules``
+        order, which our runtime's own imports change on replay; linecache
+        fills its cache whenever a traceback is formatted, our runtime's
+        included. Live on replay; the recording's source digests say the
+        files are the recorded ones."""
+        replacements = {}
+        for fname in _SOURCE_READERS.get(module.__name__, ()):
+            fn = module.__dict__.get(fname)
+            if type(fn) is not _FunctionType:
+                continue
+            disabled = self._disabled(fn)
+            self._set(module, fname, disabled)
+            replacements[id(fn)] = (fn, disabled)
+        self._replace_everywhere(replacements)
+
+    def _guard_native_io(self, module) -> None:
+        """Libraries whose C code does I/O on descriptors it got from Python
+        (NATIVE_IO): no boundary sees those bytes, and on replay the
+        descriptor is not live (pyOpenSSL: EBADF, then a deadlock report).
+        Their I/O entry points say so in one line: at record a warning that
+        the recording will not replay; on replay an error (exit 4) instead
+        of a divergence deep inside the library."""
+        library, what, entry_points = NATIVE_IO[module.__name__]
+        replaying = self.system.mode == "replay"
+        gate = self.system.gate
+        warned = []
+        for dotted in entry_points:
+            owner_path, _, attr = dotted.rpartition(".")
+            owner = module
+            for part in filter(None, owner_path.split(".")):
+                owner = owner.__dict__.get(part) if hasattr(owner, "__dict__") else None
+            real = owner.__dict__.get(attr) if owner is not None else None
+            if real is None:
+                continue
+            where = f"{module.__name__}.{dotted}"
+
+            def guarded(*args, __real=real, __where=where, **kwargs):
+                if gate.phase == INTERNAL:
+                    message = (f"{library} does its own I/O in C ({what}; {__where} called) — "
+                               f"this recording will not replay; see docs/COMPATIBILITY.md")
+                    if replaying:
+                        # One line and exit 4 (an unsupported recording),
+                        # not an exception the program could catch.
+                        try:
+                            sys.stdout.flush()
+                        finally:
+                            sys.stderr.write(f"retrace: error: {message}\n")
+                            sys.stderr.flush()
+                            _real_exit(NativeIOUnsupported.exit_code)
+                    if not warned:
+                        warned.append(True)
+                        sys.stderr.write(f"retrace: warning: {message}\n")
+                return __real(*args, **kwargs)
+            guarded.__name__ = getattr(real, "__name__", attr)
+            guarded.__qualname__ = getattr(real, "__qualname__", attr)
+            guarded.__wrapped__ = real
+            if _is_type(owner):
+                self._set(owner, attr, guarded, is_type=True)
+            else:
+                self._set(owner, attr, substitute_for(real, guarded))
+
+    def _with_originals(self, fn, owner_names):
+        """*fn* run DISABLED with the original builtins back in the named
+        modules and types (see _C_LEVEL_PATCHERS)."""
+        from retracesoftware.utils import patch_type, unpatch_type
+        gate = self.system.gate
+        originals = self._originals
+
+        def owners_match(owner):
+            if issubclass(type(owner), _types.ModuleType):
+                return owner.__name__ in owner_names
+            return _is_type(owner) and f"{owner.__module__}.{owner.__qualname__}" in owner_names
+
+        def call(*args, **kwargs):
+            previous = gate.swap(DISABLED)
+            restore = []
+            try:
+                for owner, attr, original in list(originals.values()):
+                    if not owners_match(owner) or owner.__dict__.get(attr) is original:
+                        continue
+                    if _is_type(owner):
+                        restore.append((None, patch_type(owner, {attr: original})))
+                    else:
+                        restore.append((owner, (attr, owner.__dict__[attr])))
+                        setattr(owner, attr, original)
+                return fn(*args, **kwargs)
+            finally:
+                for owner, what in reversed(restore):
+                    if owner is None:
+                        unpatch_type(what)
+                    else:
+                        setattr(owner, what[0], what[1])
+                gate.phase = previous
+        call.__name__ = getattr(fn, "__name__", "call")
+        return call
 
     def _patch_getsignal(self, module) -> None:
         """Signal handlers the program installs are callbacks (configs/
@@ -550,6 +745,8 @@ class Installer:
         d = owner.__dict__
         missing = attr not in d
         old = d.get(attr)
+        if not missing:
+            self._originals.setdefault((id(owner), attr), (owner, attr, old))
         if is_type:
             from retracesoftware.utils import patch_type, unpatch_type
             token = patch_type(owner, {attr: value})
@@ -577,12 +774,14 @@ class Installer:
         for mname, module in list(sys.modules.items()):
             if module is None or _is_own(mname):
                 continue
-            d = getattr(module, "__dict__", None)
-            if not isinstance(d, dict):
+            d = _module_dict(module)
+            if d is None:
                 continue
             for key, value in list(d.items()):
-                owner = getattr(value, "__self__", None)
-                if owner is None or isinstance(owner, type) or type(value) not in _METHOD_TYPES:
+                if type(value) not in _METHOD_TYPES:
+                    continue
+                owner = value.__self__
+                if owner is None or _is_type(owner) or type(owner) is _types.ModuleType:
                     continue
                 try:
                     bound_here = is_bound(owner)
@@ -620,7 +819,8 @@ class Installer:
                         value_new = new
                         # A builtin does not bind as a method; its Python
                         # replacement is made a staticmethod so it does not either.
-                        if not hasattr(type(old), "__get__") and hasattr(type(new), "__get__"):
+                        if not hasattr(type(old), "__get__") and hasattr(type(new), "__get__") \
+                                and type(new) is not builtin_function:
                             value_new = staticmethod(new)
                         self._set(owner, key, value_new)
                 elif kind == _IN_DEFAULTS:
@@ -653,13 +853,12 @@ class Installer:
         for mname, module in list(sys.modules.items()):
             if module is None or _is_own(mname):
                 continue
-            try:
-                d = module.__dict__
-            except AttributeError:
+            d = _module_dict(module)
+            if d is None:
                 continue
             for key, value in list(d.items()):
                 add(_IN_MODULE, module, key, value)
-                if isinstance(value, type):
+                if _is_type(value):
                     if value.__module__ == mname and not _is_builtin_type(value):
                         for ckey, cvalue in list(value.__dict__.items()):
                             if type(cvalue) is _FunctionType:
@@ -700,6 +899,7 @@ class Installer:
             "DISABLED": DISABLED, "INTERNAL": INTERNAL,
             "original_find_and_load": original_find_and_load,
             "original_call": original_call,
+            "c_level_patchers": _C_LEVEL_PATCHERS, "sys": sys,
         }
         # Compiled under importlib's own file name, so CPython's
         # remove_importlib_frames() drops these frames from tracebacks of
@@ -757,7 +957,11 @@ def _find_and_load(name, import_):
     if outer == INTERNAL:
         gate.phase = DISABLED
     try:
-        module = original_find_and_load(name, import_)
+        owners = c_level_patchers.get(name)
+        if owners is not None and name not in sys.modules:
+            module = installer._with_originals(original_find_and_load, owners)(name, import_)
+        else:
+            module = original_find_and_load(name, import_)
     finally:
         stack.pop()
         gate.phase = outer

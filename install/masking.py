@@ -61,6 +61,26 @@ _PATTERNS = [
 ]
 
 
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text, keep: str = "") -> str:
+    """*text* with control characters (C0, DEL, C1, bidi overrides) escaped
+    as ``\\xNN``/``\\uNNNN``: text from a recording cannot drive the terminal.
+    Tab and newline are escaped too unless in *keep*."""
+    if not isinstance(text, str):
+        text = str(text)
+
+    def esc(m):
+        c = ord(m.group(0))
+        return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+    text = _CONTROLS.sub(esc, text)
+    for c in "\t\n":
+        if c not in keep:
+            text = text.replace(c, "\\t" if c == "\t" else "\\n")
+    return text
+
+
 def looks_secret(name: str) -> bool:
     """Does an environment variable's *name* say its value is a secret?"""
     upper = name.upper()
@@ -97,9 +117,11 @@ def secret_values(environ=None) -> dict[str, str]:
 
 
 def mask(text: str, environ=None) -> str:
-    """*text* with secret values and secret-looking strings replaced by ``***``."""
+    """*text* with secret values and secret-looking strings replaced by ``***``
+    and control characters escaped (`printable`, newlines and tabs kept)."""
     if not isinstance(text, str) or not text:
         return text
+    text = printable(text, keep="\n\t")
     for value in sorted(secret_values(environ), key=len, reverse=True):
         if value in text:
             text = text.replace(value, MASK)
@@ -122,3 +144,112 @@ def mask_data(value, environ=None):
     if isinstance(value, dict):
         return {k: mask_data(v, environ) for k, v in value.items()}
     return value
+
+
+# ------------------------------------------------------------ redaction
+# What never enters a recording (docs/RELIABILITY.md, "Sharing recordings").
+# Environment values whose names match REDACT_PATTERNS (or --redact NAME, or
+# `redact = [...]` in .retrace/redact.toml) are stored as markers however the
+# program reads them; a replay fills a marker from its own environment, or
+# with a placeholder of the same length.
+
+#: Documented list: a name containing one of these (case-insensitive)…
+REDACT_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
+#: …or starting with one of these.
+REDACT_PREFIXES = ("AWS_",)
+#: *_URL values: only the password of user:password@ is redacted.
+_URL_PASSWORD = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://[^\s/:@]*:)([^\s/@]+)(@)")
+#: Tape value of a redacted read: this prefix + NAME + NUL + template, where
+#: the template is the value with each secret character replaced by SECRET_CHAR.
+MARKER = "\x00retrace:redacted:"
+SECRET_CHAR = "\x01"
+
+
+class Redaction:
+    """Which environment variables a recording keeps out, and how."""
+
+    def __init__(self, redact=(), no_redact=(), config_dir=None):
+        extra, skip = _redact_config(config_dir)
+        self.redact = frozenset(redact) | extra
+        self.no_redact = frozenset(no_redact) | skip
+        self.no_redact -= frozenset(redact)
+
+    def template(self, name: str, value: str):
+        """The value as the recording holds it (secret characters replaced by
+        SECRET_CHAR), or None when nothing of it is secret."""
+        if type(name) is not str or type(value) is not str or name in self.no_redact:
+            return None
+        upper = name.upper()
+        if name in self.redact or any(w in upper for w in REDACT_WORDS) or upper.startswith(REDACT_PREFIXES):
+            return SECRET_CHAR * len(value)
+        if upper.endswith("_URL"):
+            m = _URL_PASSWORD.match(value)
+            if m:
+                return m.group(1) + SECRET_CHAR * len(m.group(2)) + value[m.end(2):]
+        return None
+
+    def marker(self, name: str, value):
+        """The tape value for a read of *name* giving *value* (str or bytes), or None."""
+        if type(value) is bytes:
+            text = value.decode("utf-8", "surrogateescape")
+            tpl = self.template(name, text)
+            if tpl is None:
+                return None
+            return (MARKER + name + "\x00" + tpl).encode("utf-8", "surrogateescape")
+        tpl = self.template(name, value)
+        return None if tpl is None else MARKER + name + "\x00" + tpl
+
+    def cli_args(self) -> list:
+        out = []
+        for name in sorted(self.redact):
+            out += ["--redact", name]
+        for name in sorted(self.no_redact):
+            out += ["--no-redact", name]
+        return out
+
+
+def _redact_config(config_dir):
+    """``.retrace/redact.toml`` (in the working directory): ``redact = [...]``
+    and ``no_redact = [...]`` lists of names."""
+    path = os.path.join(config_dir or os.getcwd(), ".retrace", "redact.toml")
+    try:
+        with open(path, "rb") as fh:
+            import tomllib
+            data = tomllib.load(fh)
+    except (OSError, ValueError):
+        return frozenset(), frozenset()
+    def names(key):
+        v = data.get(key, [])
+        return frozenset(x for x in v if type(x) is str) if type(v) is list else frozenset()
+    return names("redact"), names("no_redact")
+
+
+def placeholder(name: str, length: int) -> str:
+    """A stand-in of *length* characters for a redacted secret."""
+    text = f"<redacted:{name}>"
+    if length <= len(text):
+        return "*" * length if length < 8 else text[:length - 1] + ">"
+    return text + "*" * (length - len(text))
+
+
+def parse_marker(value):
+    """(name, template as str) of a marker value (str or bytes), else None."""
+    if type(value) is bytes:
+        if not value.startswith(MARKER.encode()):
+            return None
+        value = value.decode("utf-8", "surrogateescape")
+    elif type(value) is not str or not value.startswith(MARKER):
+        return None
+    name, sep, tpl = value[len(MARKER):].partition("\x00")
+    if not sep:
+        return None
+    return name, tpl
+
+
+def fill(template: str, name: str) -> str:
+    """The template with its secret characters replaced by a placeholder."""
+    n = template.count(SECRET_CHAR)
+    if not n:
+        return template
+    start = template.index(SECRET_CHAR)
+    return template[:start] + placeholder(name, n) + template[start + n:].replace(SECRET_CHAR, "*")

@@ -11,10 +11,17 @@ number). When program code maps a file (``fileno != -1``):
 * replay: an anonymous map of that size holds the recorded contents.
 
 Anonymous maps (``fileno == -1``) are made as usual in both modes. Not
-covered: later changes to the file made by other processes (shared memory
-between processes: ``multiprocessing`` shared values written by children
-are not seen by the replayed parent); ``size()`` of a replayed map is the
-mapped length; a read-only map is writable on replay.
+covered: later changes to the file made by other processes, read through
+the map itself (``shared_memory.SharedMemory.buf``, a raw ``mmap``);
+``size()`` of a replayed map is the mapped length; a read-only map is
+writable on replay.
+
+``multiprocessing`` shared values (``Value``, ``Array``, their ``value``,
+``raw``, items and slices) are read under their lock, through the
+``Synchronized*`` wrappers: those reads are boundary calls
+(``multiprocessing.sharedctypes.Synchronized.value`` …), so what children
+wrote reads as recorded in the replayed parent. (``RawValue``/``RawArray``
+and ``get_obj()`` are plain memory: not covered.)
 """
 from __future__ import annotations
 
@@ -23,6 +30,39 @@ from retracesoftware.utils import INTERNAL
 
 def install(system, installer) -> None:
     installer.when_imported("mmap", lambda module: _patch(system, installer, module))
+    installer.when_imported("multiprocessing.sharedctypes",
+                            lambda module: _patch_shared_values(system, installer, module))
+
+
+def _patch_shared_values(system, installer, module) -> None:
+    """Reads of shared values through their synchronized wrappers are
+    recorded (see the module docstring)."""
+    prefix = "multiprocessing.sharedctypes."
+    for cls_name, attrs in (("Synchronized", ("value",)), ("SynchronizedString", ("value", "raw"))):
+        cls = module.__dict__.get(cls_name)
+        for attr in attrs:
+            prop = cls.__dict__.get(attr) if cls is not None else None
+            if not isinstance(prop, property) or prop.fget is None:
+                continue
+            read = _named(lambda obj, _get=prop.fget: _get(obj), attr)
+            tape = system.patch_function(read, f"{prefix}{cls_name}.{attr}")
+            installer._set(cls, attr, property(tape, prop.fset, prop.fdel, prop.__doc__))
+    cls = module.__dict__.get("SynchronizedArray")
+    for method in ("__getitem__", "__getslice__"):
+        real = cls.__dict__.get(method) if cls is not None else None
+        if real is None:
+            continue
+        tape = system.patch_function(_named(lambda obj, *args, _real=real: _real(obj, *args), method),
+                                     f"{prefix}SynchronizedArray.{method}")
+
+        def call(obj, *args, _tape=tape):
+            return _tape(obj, *args)
+        installer._set(cls, method, _named(call, method))
+
+
+def _named(fn, name):
+    fn.__name__ = fn.__qualname__ = name
+    return fn
 
 
 def _patch(system, installer, module) -> None:

@@ -11,6 +11,9 @@ import _thread
 import os
 import sys
 
+from retracesoftware.install import output as _output  # noqa: F401  (private refs taken before patching)
+from retracesoftware.install import foreign as _foreign
+from retracesoftware.install import zone as _zone
 from retracesoftware.install.installer import Installer
 from retracesoftware.install.threads import ThreadRegistry, ThreadSupport
 from retracesoftware.utils import DISABLED, INTERNAL
@@ -122,9 +125,18 @@ class ReplayReader:
     @property
     def thread(self):
         try:
-            return self._reader.thread
+            tid = self._reader.thread
         except RecordingFormatError as exc:
             return self._ended(exc)
+        if tid is None or type(tid) is int or type(tid) is str:
+            return tid
+        # Logical thread ids are ints or "t.n" strings; anything else (a
+        # list: unhashable) is a damaged or forged THREAD_SWITCH.
+        from retracesoftware.install.masking import printable
+        exc = RecordingFormatError(f"bad thread id {printable(repr(tid))[:40]} in a thread switch")
+        exc.reason = f"bad thread id {printable(repr(tid))[:40]} in a thread switch"
+        exc.event = getattr(self._reader.position, "event", None)
+        return self._ended(exc)
 
     @property
     def next_kind(self):
@@ -186,45 +198,104 @@ for _dunder in ("__str__", "__repr__", "__format__", "__bytes__", "__fspath__", 
 del _dunder
 
 
-def _install_redaction(session, names):
-    """``os.environ[NAME]`` for the redacted *names* (docs/SECRETS.md).
+def _install_redaction(session, redaction=None):
+    """Environment values kept out of the recording (docs/RELIABILITY.md,
+    "Sharing recordings"), however the program reads them: single reads,
+    ``get``/``getenv``, ``copy()``, iteration and ``items()`` all go through
+    ``_Environ.__getitem__``, for ``os.environ`` and ``os.environb``.
 
-    Record: the program gets the real value; the tape gets the call with
-    ``REDACTED_MARKER + NAME`` as its result, written through a boundary
-    function of the same name, so the tape keeps its usual shape.
-    Replay: a result carrying the marker is handed to the program as a
-    `RedactedValue`. Other variables and other readers are untouched.
-    """
+    Record: the program gets the real value; the tape gets the same call
+    (``os._Environ.__getitem__``) with a marker as its result (masking.Redaction).
+    Replay: a marker takes the value the variable has in the replaying
+    process when set there, else a placeholder of the same length (one
+    warning per variable); calls whose arguments carry a placeholder are not
+    held to their recorded argument fingerprint."""
+    from _thread import get_ident
+    from retracesoftware.install import masking
     import os as os_module
     environ = os_module.environ
+    environb = getattr(os_module, "environb", None)
     cls = type(environ)
     installed = cls.__dict__["__getitem__"]
     gate = session.system.gate
-    names = frozenset(names)
+    fsdecode = os_module.fsdecode
     if session.mode == "record":
-        markers = {name: REDACTED_MARKER + name for name in names}
-        tape = session.system.patch_function(lambda self, key: markers[key], _ENVIRON_GETITEM)
+        redaction = redaction or masking.Redaction()
+        pending = {}
+        tape = session.system.patch_function(lambda self, key: pending.pop(get_ident()), _ENVIRON_GETITEM)
+        words, prefixes = masking.REDACT_WORDS, masking.REDACT_PREFIXES
+
+        def candidate(name):
+            if name in redaction.no_redact:
+                return False
+            upper = name.upper()
+            return (name in redaction.redact or upper.endswith("_URL") or upper.startswith(prefixes)
+                    or any(w in upper for w in words))
 
         def getitem(self, key):
-            if self is environ and gate.phase == INTERNAL and type(key) is str and key in names:
-                previous = gate.swap(DISABLED)
-                try:
-                    real = installed(self, key)       # unrecorded: the gateway passes through
-                except KeyError:
-                    real = None
-                finally:
-                    gate.phase = previous
-                if real is None:
-                    return installed(self, key)       # records the KeyError as usual
-                tape(self, key)
-                return real
+            if (self is environ or self is environb) and gate.phase == INTERNAL:
+                name = key if type(key) is str else fsdecode(key) if type(key) is bytes else None
+                if name is not None and candidate(name):
+                    previous = gate.swap(DISABLED)
+                    try:
+                        real = installed(self, key)       # unrecorded: the gateway passes through
+                    except KeyError:
+                        real = None
+                    finally:
+                        gate.phase = previous
+                    marker = redaction.marker(name, real) if real is not None else None
+                    if marker is not None:
+                        pending[get_ident()] = marker
+                        tape(self, key)
+                        return real
             return installed(self, key)
     else:
+        warned = set()
+        placeholders = set()
+
+        def exempt(args, kwargs):
+            for a in (*args, *kwargs.values()):
+                items = a if type(a) in (tuple, list) else (a,)
+                for x in items:
+                    if type(x) in (str, bytes, bytearray, memoryview):
+                        data = bytes(x) if type(x) is not str else x
+                        for p in placeholders:
+                            if (p if type(data) is str else p.encode()) in data:
+                                return True
+            return False
+
         def getitem(self, key):
             value = installed(self, key)
-            if type(value) is str and value.startswith(REDACTED_MARKER):
-                return RedactedValue(value[len(REDACTED_MARKER):], session)
-            return value
+            if type(value) is str and value.startswith(REDACTED_MARKER) and "\x00" not in value[1:]:
+                return RedactedValue(value[len(REDACTED_MARKER):], session)   # recordings before markers
+            parsed = masking.parse_marker(value)
+            if parsed is None:
+                return value
+            name, template = parsed
+            previous = gate.swap(DISABLED)
+            try:
+                real = installed(self, key)               # this process's own value
+            except KeyError:
+                real = None
+            finally:
+                gate.phase = previous
+            if real is None:
+                text = masking.fill(template, name)
+                placeholders.add(masking.placeholder(name, template.count(masking.SECRET_CHAR)))
+                session.system.fingerprint_exempt = exempt
+                if name not in warned:
+                    warned.add(name)
+                    previous = gate.swap(DISABLED)     # our warning is not the program's output
+                    try:
+                        _write_stderr(f"retrace: warning: the environment variable {masking.printable(name)} was "
+                                      f"redacted from this recording and is not set here: the program gets a "
+                                      f"placeholder of the same length — set {masking.printable(name)} to replay "
+                                      f"with its value\n")
+                        _flush_stderr()
+                    finally:
+                        gate.phase = previous
+                return text.encode("utf-8", "surrogateescape") if type(value) is bytes else text
+            return real
     session.installer._set(cls, "__getitem__", getitem)
 
 
@@ -246,6 +317,11 @@ def install_boundary(system, config, threads):
     return installer, thread_support
 
 
+#: the CLI session (record or replay) of this process, once installed
+#: (install/pytest_session.py marks test reports on its tape)
+current_session = None
+
+
 class _Session:
     mode = ""
 
@@ -261,7 +337,9 @@ class _Session:
         self._closed = False
 
     def _install(self):
+        global current_session
         self.installer, self.thread_support = install_boundary(self.system, self.config, self.threads)
+        current_session = self
         if self._identity_hashing():
             # hash() of the program's plain objects (hence the iteration
             # order of sets of them) from per-thread counters, not addresses
@@ -269,6 +347,20 @@ class _Session:
             from retracesoftware import utils
             utils.set_identity_hashing(True, gate=self.system.gate, thread_id=self.threads.current)
             self.installer._undo.append(lambda: utils.set_identity_hashing(False))
+            if self._identity_ids():
+                self._install_identity_ids()
+        if isinstance(getattr(self, "preamble", None), dict) and "zone" in (self.preamble.get("options") or {}):
+            # The recorded time zone, and time.tzset() (install/zone.py).
+            _zone.install(self, self.installer)
+        if self._output_recorded():
+            # Foreign calls through ctypes (install/foreign.py): recorded
+            # from the same recordings on as the output check.
+            _foreign.install_when_imported(self, self.installer)
+            from retracesoftware.install import numpy_support
+            numpy_support.install(self.system, self.installer)
+            # stdout/stderr writes are output events (install/output.py).
+            from retracesoftware.install import output
+            self.output = output.install(self, self.installer, check=self._check_output())
         gate = self.system.gate
         previous = gate.swap(INTERNAL)
         try:
@@ -314,6 +406,36 @@ class _Session:
     def _identity_hashing(self) -> bool:
         return False
 
+    output = None
+
+    def _identity_ids(self) -> bool:
+        options = (self.preamble.get("options") or {}) if isinstance(getattr(self, "preamble", None), dict) else {}
+        return bool(options.get("identity_ids"))
+
+    def _install_identity_ids(self):
+        """``id()`` and the default reprs (``<Foo object at 0x…>``, functions,
+        generators, coroutines) from per-thread counters, like the hashes
+        (utils/README.md): sorting by id and printing default reprs replay.
+        Our own runtime keeps the real ``id`` (its tables are keyed by
+        addresses): every loaded module of ours gets it as a global."""
+        import builtins
+        from retracesoftware import utils
+        real_id = builtins.id
+        for name, module in list(sys.modules.items()):
+            if module is not None and (name == "retracesoftware" or name.startswith("retracesoftware.")) \
+                    and "id" not in module.__dict__:
+                self.installer._set(module, "id", real_id)
+        utils.set_identity_ids(True)
+        self.installer._undo.append(lambda: utils.set_identity_ids(False))
+        self.installer._set(builtins, "id", utils.identity_id)
+
+    def _output_recorded(self) -> bool:
+        options = (self.preamble.get("options") or {}) if isinstance(getattr(self, "preamble", None), dict) else {}
+        return bool(options.get("output_recorded"))
+
+    def _check_output(self) -> bool:
+        return True
+
     @staticmethod
     def _stdin_reopenable(stdin) -> bool:
         try:
@@ -336,6 +458,23 @@ class _Session:
         """Print the program's uncaught exception as the interpreter would:
         outside the recording (source lines for the traceback are read live)."""
         gate = self.system.gate
+        if self.output is not None and not isinstance(exc, (SystemExit, KeyboardInterrupt)):
+            # The exception's text is output too: checked like a write to
+            # stderr (a replay raising the same exception with another
+            # message would otherwise differ silently on stderr). Not the
+            # traceback's frames: their file names may be remapped.
+            previous = gate.swap(DISABLED)
+            try:
+                import traceback
+                text = "".join(traceback.format_exception_only(exc))
+            except Exception:
+                text = None
+            gate.phase = INTERNAL
+            try:
+                if text is not None and self.system.divergence is None:
+                    self.output.emit("stderr", text, lambda: None)
+            finally:
+                gate.phase = previous
         previous = gate.swap(DISABLED)
         try:
             return reporter(exc)
@@ -395,16 +534,22 @@ class RecordingWriter:
 class RecordSession(_Session):
     mode = "record"
 
-    def __init__(self, path, preamble, config, *, stacks=False, redact=(), compress=True):
+    def __init__(self, path, preamble, config, *, stacks=False, redact=(), no_redact=(), compress=True):
         super().__init__(config)
         from retracesoftware.proxy import System
+        from retracesoftware.install.masking import Redaction
         self.path = path
         self.preamble = preamble
         self.redact = tuple(redact)
+        #: what this recording keeps out (children get the same: children.py)
+        self.redaction = Redaction(redact, no_redact)
         if isinstance(preamble, dict):
             # The replay does these exactly when the record did.
             options = preamble.setdefault("options", {})
             options["identity_hashing"] = _can_hash_identities()
+            options["identity_ids"] = _can_hash_identities()
+            options["zone"] = _zone.capture()
+            options.setdefault("output_recorded", True)
             options["stdin_reopened"] = self._stdin_reopenable(sys.stdin)
         self.writer = stream_writer(path, preamble, thread_id=self.threads.current, compress=compress)
         self._warned = None
@@ -417,6 +562,8 @@ class RecordSession(_Session):
         try:
             self.system = System("record", writer=RecordingWriter(self.writer, self),
                                  thread_id=self.threads.current, record_stacks=stacks)
+            from retracesoftware.install.summaries import summaries
+            self.system.summaries = summaries(config)    # ARGS of configs' `summarise`
         except BaseException:
             self.abandon()
             raise
@@ -429,8 +576,7 @@ class RecordSession(_Session):
 
     def start(self):
         self._install()
-        if self.redact:
-            _install_redaction(self, self.redact)
+        _install_redaction(self, self.redaction)
         # Killed by SIGTERM (a pool worker its parent terminates), the
         # process still leaves every event it made (C++ backend).
         arm = getattr(self.writer, "flush_on_sigterm", None)
@@ -513,8 +659,10 @@ class RecordSession(_Session):
 class ReplaySession(_Session):
     mode = "replay"
 
-    def __init__(self, reader, preamble, config, *, pdb=False, thread_timeout=10.0, debug=False):
+    def __init__(self, reader, preamble, config, *, pdb=False, thread_timeout=10.0, debug=False,
+                 check_output=True):
         super().__init__(config)
+        self.check_output = check_output
         from retracesoftware.proxy import System
         self.preamble = preamble
         self.exit_replayed = False
@@ -533,6 +681,9 @@ class ReplaySession(_Session):
 
     def main_finished(self, code):
         self.exit_code = code if self.exit_code_known else None
+
+    def _check_output(self) -> bool:
+        return self.check_output
 
     def _reopen_stdin(self, stdin) -> bool:
         options = (self.preamble.get("options") or {}) if isinstance(self.preamble, dict) else {}
@@ -566,11 +717,72 @@ class ReplaySession(_Session):
                 # checked after every turn, so no wrapper in between.
                 seq.end_probe = lambda: raw.next_kind is None
             seq.on_end = self._tape_ended
-        redacted = (self.preamble.get("options") or {}).get("redacted") if isinstance(self.preamble, dict) else None
-        if redacted:
-            _install_redaction(self, redacted)
+        _install_redaction(self)
+        self._patch_thread_excepthook()
+
+    def find_divergence(self, exc):
+        """The ReplayDivergence behind *exc*: itself, one in its
+        ``__context__``/``__cause__`` chain (a ``with`` block's ``__exit__``
+        that failed while it propagated: "release unlocked lock"), or the
+        one the engine recorded; None if the replay did not diverge."""
+        seen = set()
+        while exc is not None and id(exc) not in seen:
+            if isinstance(exc, ReplayDivergence):
+                return exc
+            seen.add(id(exc))
+            exc = exc.__cause__ or exc.__context__
+        return getattr(self.system, "divergence", None)
+
+    def _patch_thread_excepthook(self):
+        """A divergence in a thread other than the main one ends the replay
+        with its one report (no thread traceback of ours)."""
+        import threading
+        original = threading.excepthook
+
+        def excepthook(args, /):
+            found = self.find_divergence(args.exc_value) if args.exc_value is not None else None
+            if found is None:
+                return original(args)
+            code = self.divergence(found)
+            _os_exit(code)
+        excepthook.__wrapped__ = original
+        excepthook.__name__ = excepthook.__qualname__ = "excepthook"
+        self.installer._set(threading, "excepthook", excepthook)
+        # A thread started with _thread.start_new_thread (our logical-thread
+        # wrapper runs before threading's own) reports through unraisablehook.
+        unraisable = sys.unraisablehook
+
+        def unraisablehook(args, /):
+            value = getattr(args, "exc_value", None)
+            found = self.find_divergence(value) if value is not None else None
+            if found is None or not isinstance(found, ReplayDivergence):
+                return unraisable(args)
+            code = self.divergence(found)
+            _os_exit(code)
+        unraisablehook.__wrapped__ = unraisable
+        self.installer._set(sys, "unraisablehook", unraisablehook)
 
     def divergence(self, exc) -> int:
+        previous = self.system.gate.swap(DISABLED)   # our report is not the program's output
+        try:
+            return self._divergence(exc)
+        finally:
+            self.system.gate.phase = previous
+
+    _report_lock = _allocate_lock()
+    _reported = False
+
+    def _divergence(self, exc) -> int:
+        # One report per replay, whichever thread gets here first (a worker
+        # thread's hook and the main thread may both see the divergence);
+        # the others wait until it is written (they exit right after).
+        with self._report_lock:
+            if self._reported:
+                return ReplayDivergence.exit_code
+            self._reported = True
+            return self._write_divergence(exc)
+
+    def _write_divergence(self, exc) -> int:
         try:
             sys.stdout.flush()
         except Exception:
@@ -632,6 +844,8 @@ class ReplaySession(_Session):
         if self.child_replay and (exc is None or isinstance(exc, EOFError)):
             _os_exit(RecordingFormatError.exit_code)
         try:
+            if self.system is not None:
+                self.system.gate.phase = DISABLED   # our line is not the program's output
             if self.debug:
                 import traceback
                 traceback.print_stack()

@@ -39,6 +39,7 @@ from collections import deque as _deque
 
 from retracesoftware import functional as F
 from retracesoftware.proxy.threads import LockIds, SyncPoints, real_wait
+from retracesoftware.install.substitutes import substitute_for
 from retracesoftware.utils import DISABLED, INTERNAL
 
 _get_ident = _thread.get_ident
@@ -161,6 +162,9 @@ class ThreadSupport:
             def __repr__(self):
                 return repr(self._lock)
 
+            def __reduce_ex__(self, protocol):
+                raise TypeError("cannot pickle '_thread.lock' object")
+
         # Native all the way (no Python frame between the real acquire and
         # the SYNC write, see SyncPoints): acquire(*args) is the real
         # lock's acquire with the RecordedLock argument swapped for it.
@@ -203,6 +207,9 @@ class ThreadSupport:
 
             def __init__(self, *args, **kwargs):
                 self._id, self._key = lock_ids.make(1)
+
+            def __reduce_ex__(self, protocol):
+                raise TypeError("cannot pickle '_thread.RLock' object")
 
             acquire = sync.acquire(RT.acquire, "rlock.acquire", acquire_replay, try_now=try_now)
             __enter__ = sync.acquire(RT.__enter__, "rlock.acquire", acquire_replay, try_now=try_now)
@@ -320,10 +327,19 @@ class ThreadSupport:
         self._installer = installer
         replacements = {}
 
-        def put(module, attr, new):
+        made = {}
+
+        def put(module, attr, new, also=()):
             old = module.__dict__.get(attr)
             if old is None:
                 return
+            # A program uses these as it uses the builtins they replace:
+            # class attributes, isinstance, pickle (install/substitutes.py);
+            # one substitute per original, so aliases stay identical.
+            key = (id(old), id(new))
+            if key not in made:
+                made[key] = substitute_for(old, new, also=also)
+            new = made[key]
             installer._set(module, attr, new)
             if not isinstance(old, type):
                 replacements[id(old)] = (old, new)
@@ -331,12 +347,12 @@ class ThreadSupport:
         allocate_lock, make_rlock = self._factories()
         put(_thread, "allocate_lock", allocate_lock)
         put(_thread, "allocate", allocate_lock)
-        put(_thread, "RLock", make_rlock)
+        put(_thread, "RLock", make_rlock, also=(self.RLock,))
         # PYVERSIONS: 3.13's threading.Lock is the lock type itself.
         if threading.__dict__.get("Lock") is _LockType:
-            installer._set(threading, "Lock", allocate_lock)
+            put(threading, "Lock", allocate_lock, also=(self.Lock,))
         put(threading, "_allocate_lock", allocate_lock)
-        put(threading, "_CRLock", make_rlock)
+        put(threading, "_CRLock", make_rlock, also=(self.RLock,))
         if _queue is not None:
             installer._set(_queue, "SimpleQueue", self.SimpleQueue)
             queue_mod = sys.modules.get("queue")

@@ -17,6 +17,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 # Changing one of these changes the recording format (docs/EVENTS.md).
 CALL = "CALL"                    # CALL name fingerprint          an int->ext call
 STACK = "STACK"                  # STACK frames                   optional, after CALL
+ARGS = "ARGS"                    # ARGS summary                   optional, after CALL (configs [summaries])
 INIT = "INIT"                    # INIT <NEW_BINDING>             constructor binds self
 NEW = "NEW"                      # NEW typename <NEW_BINDING>     object first seen in a result
 RESULT = "RESULT"                # RESULT value                   the call returned
@@ -27,7 +28,7 @@ CALLBACK = "CALLBACK"            # CALLBACK callback args kwargs  ext->int call 
 CALLBACK_RESULT = "CALLBACK_RESULT"  # the callback returned
 CALLBACK_ERROR = "CALLBACK_ERROR"    # CALLBACK_ERROR exception: the callback raised
 
-TAGS = frozenset({CALL, STACK, INIT, NEW, RESULT, ERROR, BIND, CALLBACK_DEF,
+TAGS = frozenset({CALL, STACK, ARGS, INIT, NEW, RESULT, ERROR, BIND, CALLBACK_DEF,
                   CALLBACK, CALLBACK_RESULT, CALLBACK_ERROR})
 
 

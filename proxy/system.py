@@ -28,7 +28,7 @@ from retracesoftware.utils.errors import ReplayDivergence
 from retracesoftware.proxy.memory import is_structseq
 from retracesoftware.proxy.protocol import (BIND, CALL, CALLBACK, CALLBACK_DEF,
                                             CALLBACK_ERROR, CALLBACK_RESULT,
-                                            ERROR, NEW, RESULT, STACK,
+                                            ERROR, NEW, RESULT, STACK, ARGS,
                                             event_index)
 from retracesoftware.proxy.stubs import (ExternalObject, StubFactory,
                                          external_call, external_getattr)
@@ -112,7 +112,9 @@ def describe_call(name, args, kwargs) -> str:
     return f"{name}({', '.join(parts)})"
 
 
-def _describe_recorded(name, fp) -> str:
+def _describe_recorded(name, fp, summary=None) -> str:
+    if isinstance(summary, str):
+        return f"{name}({summary})"
     if fp == _FP_NO_ARGS:
         return f"{name}()"
     return f"{name}(<args fingerprint {fp:#010x}>)" if isinstance(fp, int) else f"{name}(?)"
@@ -249,6 +251,13 @@ class System:
         self.writer = writer
         self.reader = reader
         self.record_stacks = record_stacks
+        #: replay: ``fn(args, kwargs) -> bool``; True skips the argument
+        #: fingerprint check of that call (it carries a placeholder for a
+        #: secret redacted from the recording: install/session.py)
+        self.fingerprint_exempt = None
+        # tape name -> summariser(*args, **kwargs) -> str: its calls are
+        # recorded with an ARGS summary (configs `summarise`; record only).
+        self.summaries: dict = {}
         self.stub_factory = stub_factory or StubFactory()
         self._thread_id = thread_id or ThreadIds()
         self._sequencer = (ThreadSequencer(reader, self._thread_id, deadlock_timeout=deadlock_timeout)
@@ -307,6 +316,20 @@ class System:
         """The gateway for one boundary callable, named *name* on the tape."""
         if self.mode == RECORD:
             write = self.writer.write
+            summarise = self.summaries.get(name)
+            if summarise is not None:
+                stacks = self.record_stacks
+
+                def before(*args, **kwargs):
+                    try:
+                        summary = summarise(*args, **kwargs)
+                    except Exception:
+                        summary = "?"
+                    if stacks:
+                        write(CALL, name, fingerprint(*args, **kwargs), ARGS, summary, STACK, capture_stack())
+                    else:
+                        write(CALL, name, fingerprint(*args, **kwargs), ARGS, summary)
+                return RecordGateway(self.gate, target, before, self._record_after, self._record_error)
             if self.record_stacks:
                 def before(*args, **kwargs):
                     write(CALL, name, fingerprint(*args, **kwargs), STACK, capture_stack())
@@ -315,12 +338,26 @@ class System:
             # callback during the call flushes it first: _record_callback).
             return RecordCallGateway(self.gate, target, write, CALL, name, RESULT, ERROR,
                                      self._record_result)
+        live = getattr(self, "live_call_filter", None)
+        if live is not None:   # replay of another checkout: code read live is read here (retracesoftware/paths.py)
+            target = live(target, name)
         # All native while the call and its outcome are this thread's next
-        # events (Reader.take_call); else the Python path (_replay_call).
+        # events (Reader.take_call: a recorded error is raised from native
+        # code, so its traceback holds only the program's frames); else the
+        # Python path (_replay_entry).
         seq = self._sequencer
         return ReplayCallGateway(self.gate, target, self.reader.take_call, self._thread_id, seq.turn,
-                                 CALL, name, RESULT, ERROR, functools.partial(self._replay_call, name),
-                                 seq.handover)
+                                 CALL, name, RESULT, ERROR, self._replay_entry(name), seq.handover)
+
+    def _replay_entry(self, name):
+        """The gateway's replay callable. A recorded exception is raised from
+        native code (a finished generator's ``throw``) once our frames have
+        returned: its traceback holds only the program's frames, as on
+        record (a traceback the program formats reads no file of ours)."""
+        call = functools.partial(self._replay_call, name)
+        if F.BACKEND != "cpp":
+            return F.partial(_raise_marked, call)
+        return F.compose(_UNMARK, call)
 
     def patch_function(self, fn, name=None):
         """Return the boundary wrapper of *fn* (installing it is the caller's job)."""
@@ -741,17 +778,23 @@ class System:
                                     f"call {describe_call(name, args, kwargs)}")
             rname = reader.read()
             rfp = reader.read()
-            if rname != name or rfp != fingerprint(*args, **kwargs):
+            if rname != name or (rfp != fingerprint(*args, **kwargs)
+                                 and not (self.fingerprint_exempt and self.fingerprint_exempt(args, kwargs))):
+                rsummary = None
                 if reader.thread in (None, self._thread_id()):
                     try:
-                        if reader.read() == STACK:
+                        item = reader.read()
+                        if item == ARGS:
+                            rsummary = reader.read()
+                            item = reader.read()
+                        if item == STACK:
                             recorded_stack = reader.read()
                     except Exception:   # end of tape, a binding: no stack to show
                         pass
                 actual = describe_call(name, args, kwargs)
                 if rname == name:
                     actual += f" (args fingerprint {fingerprint(*args, **kwargs):#010x})"
-                raise self._diverge(index, f"call {_describe_recorded(rname, rfp)}",
+                raise self._diverge(index, f"call {_describe_recorded(rname, rfp, rsummary)}",
                                     f"call {actual}", recorded_stack)
             # Fast path: the outcome usually follows at once on this thread;
             # take it in the same turn instead of queueing for another.
@@ -772,15 +815,11 @@ class System:
             if pending[1] == RESULT:
                 return pending[2]
             if pending[1] == ERROR:
-                # No local may keep the exception: its traceback holds this
-                # frame, and that cycle would keep every frame below alive
-                # (with their locals) until a GC run, unlike on record, so
-                # finalizers (weakref callbacks that close fds...) would run
-                # at other points than recorded.
-                try:
-                    raise pending[2]
-                finally:
-                    pending = None
+                # Raised by the gateway's native unwrapping (_replay_entry),
+                # after this frame is gone: no cycle through it keeps frames
+                # alive until a GC run (finalizers would run off their
+                # recorded points), and no frame of ours in the traceback.
+                return _Raised(pending[2])
         # The outcome, possibly after other threads' events (the real call
         # blocked) and after callbacks the external code made.
         while True:
@@ -791,15 +830,12 @@ class System:
             if tag == RESULT:
                 return value
             if tag == ERROR:
-                try:
-                    raise value      # (no local may keep it: see above)
-                finally:
-                    value = None
+                return _Raised(value)      # raised natively (see above)
             if tag == NEW:
                 stub = self._make_stub(value, index)
                 self._bind_turn(stub)
                 self._track(stub, None)
-            elif tag == STACK:
+            elif tag == STACK or tag == ARGS:
                 continue
             elif tag == CALLBACK:
                 cb = value
@@ -897,6 +933,38 @@ class System:
             raise self._diverge(index, expected, "end of replay")
         finally:
             self.gate.phase = old
+
+
+class _Raised:
+    """A recorded exception `_replay` hands back for the gateway to raise."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc):
+        self.exc = exc
+
+
+def _finished_generator():
+    yield
+
+
+_DONE = _finished_generator()
+_DONE.close()
+# throw() on a finished generator raises its argument from C: no frame added.
+_UNMARK = F.if_then_else(F.isinstance_of(_Raised),
+                         F.compose(_DONE.throw, __import__("operator").attrgetter("exc")), F.identity)
+
+
+def _raise_marked(call, *args, **kwargs):
+    """Python backend: the gateway is Python too, so frames of ours stay."""
+    result = call(*args, **kwargs)
+    if type(result) is _Raised:
+        exc, result = result.exc, None
+        try:
+            raise exc
+        finally:
+            exc = None
+    return result
 
 
 class _Eof:

@@ -1,4 +1,11 @@
-"""retracesoftware: deterministic record/replay for CPython."""
+"""retracesoftware: deterministic record/replay for CPython.
+
+PYTEST_DONT_REWRITE: pytest marks the packages of every distribution that
+registers a pytest11 plugin (ours) for assertion rewriting, and warns for
+each that is already imported. Under the CLI this package is imported before
+pytest starts, so without this marker every recorded pytest session showed
+"1 warning", and a suite with ``filterwarnings = error`` stopped at start-up.
+"""
 import os as _os
 import sys as _sys
 
@@ -41,3 +48,15 @@ from retracesoftware.utils.errors import (  # noqa: E402,F401
 )
 
 __version__ = "0.1.0"
+
+_LAZY = {"open_recording": "retracesoftware.recording", "Recording": "retracesoftware.recording",
+         "Event": "retracesoftware.recording"}
+
+
+def __getattr__(name):
+    # Loaded on first use: `import retracesoftware` (every recorded start-up) stays cheap.
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'retracesoftware' has no attribute {name!r}")
+    import importlib
+    return getattr(importlib.import_module(module), name)

@@ -42,6 +42,7 @@ import time
 import _posixsubprocess
 from _thread import get_ident as _get_ident
 
+from retracesoftware.preamble import CHILD_NAME
 from retracesoftware.utils import DISABLED, INTERNAL
 from retracesoftware.utils.errors import RecordingFormatError
 
@@ -58,16 +59,33 @@ _dup = posix.dup
 _dup2 = posix.dup2
 _close = posix.close
 _listdir = posix.listdir
-_makedirs = os.makedirs
-_isdir = os.path.isdir
-_exists = os.path.exists
-_abspath = os.path.abspath
-_samefile = os.path.samefile
-_realpath = os.path.realpath
+# Our own file-system checks never go through the program's patches of os
+# (blockbuster wraps os.stat to report blocking calls): private copies.
+from retracesoftware.install.isolation import isolated as _isolated, real_os as _real_os  # noqa: E402
+_makedirs = _isolated(os.makedirs, path=_real_os.path, mkdir=posix.mkdir)
+_isdir = _real_os.path.isdir
+_exists = _real_os.path.exists
+_abspath = _real_os.path.abspath
+_samefile = _real_os.path.samefile
+_realpath = _real_os.path.realpath
 _fsdecode = os.fsdecode
 _fsencode = os.fsencode
 _wall_clock = time.time
 _write_stderr = sys.stderr.write
+
+_POPEN = []
+
+
+def _popen_class():
+    """``subprocess.Popen`` whose methods see our private ``os``: spawning
+    a child's replay is our work, not the program's (a program's patch of
+    ``os.open``/``os.read`` must not see it)."""
+    if not _POPEN:
+        import subprocess
+        from retracesoftware.install.isolation import isolated_class
+        _POPEN.append(isolated_class(subprocess.Popen, "Popen", os=_real_os))
+    return _POPEN[0]
+
 
 SUFFIX = ".bin"
 DIR_SUFFIX = ".children"
@@ -135,8 +153,10 @@ def _replay_command(args, path) -> list[str]:
 class ChildProcesses:
     """Fork and subprocess handling for one session (record or replay)."""
 
-    def __init__(self, session, recording_path, *, pid_chain=None):
+    def __init__(self, session, recording_path, *, pid_chain=None, trust=False):
         self.session = session
+        #: replay --trust: children running recorded -c code may run too
+        self.trust = trust
         self.system = session.system
         self.mode = session.mode
         self.dir = children_dir(recording_path)
@@ -186,7 +206,39 @@ class ChildProcesses:
         return name
 
     def _path(self, name) -> str:
+        # Names come from the tape on replay: only PID-N.bin inside our
+        # children folder, never a path of the recording's choosing.
+        if type(name) is not str or not CHILD_NAME.match(name):
+            from retracesoftware.install.masking import printable
+            line = (f"bad recording: child recording name {printable(repr(name))[:60]} is not PID-N.bin "
+                    f"inside {printable(self.dir)} — the file was altered; re-record")
+            if self.mode == "replay":
+                self.session.stop_early(line, RecordingFormatError(line))
+            raise RecordingFormatError(line)
         return os.path.join(self.dir, name)
+
+    def _redaction_args(self) -> list:
+        """A recorded child keeps out what this recording keeps out."""
+        redaction = getattr(self.session, "redaction", None)
+        return redaction.cli_args() if redaction is not None else []
+
+    def _vouched(self, argv, path) -> bool:
+        """Replay: may the child recording at *path* run its recorded ``-c``
+        code? Yes under --trust, or when the replaying parent (whose own
+        code is checked) passes exactly that code now."""
+        if self.trust:
+            return True
+        from retracesoftware.runner import UsageError, parse_command
+        found = _recordable_argv(argv)
+        if found is None:
+            return False
+        try:
+            _, live = parse_command(found[1][:1] + found[1][1 + len(found[0]):])
+        except UsageError:
+            return False
+        pre = _preamble(path) or {}
+        recorded = pre.get("target") if isinstance(pre.get("target"), dict) else {}
+        return live.kind == "code" and recorded.get("kind") == "code" and recorded.get("value") == live.value
 
     # --------------------------------------------------------------- fork
     def _fork_outcome(self):
@@ -279,6 +331,7 @@ class ChildProcesses:
     def _replay_fork_now(self):
         gate = self.system.gate
         pid, name = self._fork_call()
+        self._path(name)   # a name from the tape: checked before anything uses it
         if self.chain is not None:
             # --pid: only the chain to the chosen child is followed, in this process.
             if self.chain and self.chain[0] == name:
@@ -332,7 +385,7 @@ class ChildProcesses:
                 name = self._next_name()
                 _makedirs(self.dir, exist_ok=True)
                 args[0] = [sys.executable, *options, "-m", "retracesoftware", "--recording", self._path(name),
-                           "--", *argv]
+                           *self._redaction_args(), "--", *argv]
                 args[1] = [_fsencode(sys.executable)]
         return (_real_fork_exec(*args), name)
 
@@ -359,7 +412,7 @@ class ChildProcesses:
                 _makedirs(self.dir, exist_ok=True)
                 path = sys.executable
                 argv = [sys.executable, *options, "-m", "retracesoftware", "--recording", self._path(name),
-                        "--", *words]
+                        *self._redaction_args(), "--", *words]
         return (_real_posix_spawn(path, argv, env, **kwargs), name)
 
     def _posix_spawn(self, path, argv, env, **kwargs):
@@ -385,7 +438,8 @@ class ChildProcesses:
         return pid
 
     def _spawn_replay(self, pid, name, args, argv):
-        import subprocess
+        from retracesoftware.stream._common import _stdlib_module
+        subprocess = _stdlib_module("subprocess")   # never from the recorded sys.path
         gate = self.system.gate
         previous = gate.swap(DISABLED)
         try:
@@ -419,10 +473,12 @@ class ChildProcesses:
         gate = self.system.gate
         previous = gate.swap(DISABLED)
         try:
+            if self._vouched(argv, self._path(name)):
+                cmd.append("--trust")
             from retracesoftware.install.session import CHILD_REPLAY_ENV
             env = dict(os.environ)
             env[CHILD_REPLAY_ENV] = "1"
-            self._live[pid] = ("spawn", subprocess.Popen(cmd, stdin=stdin, stdout=stdout, stderr=stderr,
+            self._live[pid] = ("spawn", _popen_class()(cmd, stdin=stdin, stdout=stdout, stderr=stderr,
                                                          env=env))
         finally:
             gate.phase = previous
@@ -433,34 +489,43 @@ class ChildProcesses:
 
         def wait(*args, **kwargs):
             result = patched(*args, **kwargs)
+            expected = None
             if name == "waitid":
                 pid = getattr(result, "si_pid", 0) if result is not None else 0
             else:
                 pid = result[0] if isinstance(result, tuple) and result else 0
+                if pid and len(result) > 1 and isinstance(result[1], int):
+                    try:
+                        expected = os.waitstatus_to_exitcode(result[1])
+                    except ValueError:
+                        expected = None
             if pid:
-                wait_real(pid)
+                wait_real(pid, expected)
             return result
         wait.__name__ = wait.__qualname__ = name
         wait.__module__ = "posix"
         wait.__wrapped__ = patched
         return wait
 
-    def wait_for(self, recorded_pid):
+    def wait_for(self, recorded_pid, expected=None):
         """Replay: the recorded child *recorded_pid* was reaped here; wait
-        for its replay process to end too."""
+        for its replay process to end too. *expected*: the exit code the
+        recording says it had."""
         entry = self._live.pop(recorded_pid, None)
         if entry is None:
             return
         gate = self.system.gate
         previous = gate.swap(DISABLED)
+        code = None
         try:
             kind, proc = entry
             if kind == "spawn":
-                proc.wait()
+                code = proc.wait()
             else:
                 while True:
                     try:
-                        _real_waitpid(proc, 0)
+                        _, status = _real_waitpid(proc, 0)
+                        code = os.waitstatus_to_exitcode(status)
                         break
                     except ChildProcessError:
                         break
@@ -468,6 +533,29 @@ class ChildProcesses:
                         continue
         finally:
             gate.phase = previous
+        if code == 3 and expected is not None and expected != 3:
+            # The child's replay diverged (its lines are above), where the
+            # recorded child exited with another code.
+            self._child_diverged(recorded_pid)
+
+    def _child_diverged(self, recorded_pid):
+        """A replayed child that diverged makes the parent's replay diverge
+        too: what the parent did with the child's results is not the
+        recorded run any more."""
+        system = self.system
+        if system.divergence is not None:
+            return
+        from retracesoftware.proxy.protocol import event_index
+        reader = getattr(self.session, "reader", None)
+        index = event_index(reader) if reader is not None else None
+        previous = system.gate.swap(DISABLED)
+        try:
+            div = system._diverge(index, f"child process {recorded_pid} to replay as recorded",
+                                  f"its replay diverged (see its retrace: lines)")
+        finally:
+            system.gate.phase = previous
+        if previous == INTERNAL:
+            raise div
 
     def wait_all(self):
         """Replay: the program ends; its replay children end before it."""
@@ -505,9 +593,9 @@ class ChildProcesses:
         _close(err)
 
 
-def install(session, recording_path, *, pid_chain=None):
+def install(session, recording_path, *, pid_chain=None, trust=False):
     """Child-process handling for a started session (record or replay)."""
-    session.children = ChildProcesses(session, recording_path, pid_chain=pid_chain)
+    session.children = ChildProcesses(session, recording_path, pid_chain=pid_chain, trust=trust)
     session.children.install(session.installer)
     return session.children
 

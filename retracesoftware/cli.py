@@ -21,7 +21,14 @@ USAGE = """\
 usage: python -m retracesoftware --recording PATH [options] -- [python] (script.py | -m module | -c code) [args...]
        python -m retracesoftware --recording PATH [options]            (replay)
        python -m retracesoftware inspect PATH [--json]
+       python -m retracesoftware events PATH [--thread N] [--grep TEXT] [--kind K] [--from N --to M] [--json]
+       python -m retracesoftware diff A B [--json]
+       python -m retracesoftware fork PATH --at N (--result JSON | --raise 'Exc(args)') [--record NEW]
        python -m retracesoftware enable-hook | disable-hook
+       python -m retracesoftware dap                                   (Debug Adapter Protocol on stdin/stdout)
+       python -m retracesoftware (report | trace | summary) PATH [-o OUT] [options]
+       python -m retracesoftware mcp                       (MCP server on stdio, offline)
+       (python -m retracesoftware COMMAND --help for a command's options)
 
 options:
   --recording PATH   recording file; {pid} and strftime patterns (%Y%m%d-%H%M%S) are expanded when recording
@@ -31,8 +38,15 @@ options:
   --pdb              replay under pdb: stop at the first line of the program (and at a divergence)
   --stacks           record a stack trace with every boundary call (bigger recordings, better divergence reports)
   --pid PID          replay the child process PID of a recording (see inspect)
-  --redact NAME      record the environment variable NAME as a redaction marker instead of its value (repeatable)
+  --redact NAME      record the environment variable NAME as a redaction marker instead of its value (repeatable;
+                     secret-looking names are redacted by default, see docs/RELIABILITY.md "Sharing recordings")
+  --no-redact NAME   record NAME's value even though its name looks secret (repeatable)
+  --trust            replay a recording of python -c CODE: runs the code stored in the recording
+  --no-check-output  replay without comparing what the program writes to stdout/stderr with the recording
   --no-compress      write the recording's frames uncompressed (default: zstd per frame)
+  --test NODEID      replay a pytest session recording (pytest --retrace-record) for one test: print only its
+                     report section; with --pdb, stop at the test's first line
+  --remap OLD=NEW    read code recorded under OLD from NEW on replay (repeatable; the project root is remapped by itself)
   --thread-timeout S seconds a replay may wait with every thread blocked before reporting a divergence (default 10)
 """
 
@@ -52,9 +66,14 @@ class Options:
         self.compress = True
         self.pid: int | None = None
         self.redact: list[str] = []
+        self.no_redact: list[str] = []
+        self.trust = False
         self.thread_timeout = 10.0
         self.command: list[str] | None = None
         self.json = False
+        self.test: str | None = None
+        self.remap: list[tuple[str, str]] = []
+        self.check_output = True
 
 
 def parse_args(argv: list[str]) -> tuple[str, Options]:
@@ -91,6 +110,8 @@ def parse_args(argv: list[str]) -> tuple[str, Options]:
             opts.pdb = True
         elif arg == "--stacks":
             opts.stacks = True
+        elif arg == "--no-check-output":
+            opts.check_output = False
         elif arg == "--no-compress":
             opts.compress = False
         elif arg == "--json":
@@ -103,6 +124,18 @@ def parse_args(argv: list[str]) -> tuple[str, Options]:
                 raise UsageError(f"--pid needs a process id (an integer), got {raw!r}") from None
         elif arg == "--redact":
             opts.redact.append(value(arg))
+        elif arg == "--test":
+            opts.test = value(arg)
+        elif arg == "--remap":
+            raw = value(arg)
+            old, sep, new = raw.partition("=")
+            if not sep or not old or not new:
+                raise UsageError(f"--remap needs OLD=NEW (two paths), got {raw!r}")
+            opts.remap.append((old, new))
+        elif arg == "--no-redact":
+            opts.no_redact.append(value(arg))
+        elif arg == "--trust":
+            opts.trust = True
         elif arg == "--thread-timeout":
             raw = value(arg)
             try:
@@ -116,7 +149,7 @@ def parse_args(argv: list[str]) -> tuple[str, Options]:
 
     if positional:
         verb = positional[0]
-        if verb not in ("inspect", "enable-hook", "disable-hook", "record", "replay"):
+        if verb not in ("inspect", "enable-hook", "disable-hook", "record", "replay", "dap"):
             if opts.command is None and verb.endswith(".py"):
                 raise UsageError(
                     f"put '--' before the program to record: python -m retracesoftware "
@@ -147,13 +180,62 @@ def _prepend(first, it):
     yield from it
 
 
+def _forget_cwd_on_path() -> None:
+    """Reading or replaying a recording imports nothing from the current
+    directory (``python -m`` put it first on sys.path): a recording's folder
+    may hold files named like modules we import lazily."""
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        cwd = None
+    sys.path[:] = [p for p in sys.path if p not in ("", ".") and p != cwd]
+
+
 def error_line(what: str) -> str:
     from retracesoftware.install.masking import mask
     return f"retrace: error: {mask(what)}"
 
 
+#: subcommands with their own argparse CLI: name -> module with main(argv) -> int
+VIEWS = {
+    "events": "retracesoftware.views.events",
+    "diff": "retracesoftware.views.diff",
+    "fork": "retracesoftware.views.fork",
+    "report": "retracesoftware.views.report",
+    "trace": "retracesoftware.views.trace",
+    "summary": "retracesoftware.views.summary",
+    "mcp": "retracesoftware.views.mcp_server",
+}
+
+
+def _run_view(argv: list[str]) -> int:
+    import importlib
+    debug = "--debug" in argv
+    try:
+        return importlib.import_module(VIEWS[argv[0]]).main(argv[1:])
+    except SystemExit as exc:      # argparse --help
+        return exc.code if isinstance(exc.code, int) else 0
+    except UsageError as exc:
+        print(error_line(f"{exc} — see python -m retracesoftware {argv[0]} --help"), file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:
+        from retracesoftware.utils.errors import RetraceError
+        if debug:
+            import traceback
+            traceback.print_exc()
+        if isinstance(exc, RetraceError):
+            print(error_line(str(exc)), file=sys.stderr)
+            return exc.exit_code
+        print(error_line(f"internal error: {type(exc).__name__}: {exc} — rerun with --debug and report it"),
+              file=sys.stderr)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in VIEWS:
+        _forget_cwd_on_path()
+        return _run_view(argv)
     debug = "--debug" in argv[: argv.index("--")] if "--" in argv else "--debug" in argv
     try:
         verb, opts = parse_args(argv)
@@ -163,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     if verb == "help":
         sys.stdout.write(USAGE)
         return 0 if not argv or argv[0] in ("-h", "--help") else EXIT_USAGE
+    if verb != "record":
+        _forget_cwd_on_path()
     try:
         if verb == "record":
             from retracesoftware.session import record_main
@@ -170,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
         if verb == "replay":
             from retracesoftware.session import replay_main
             return replay_main(opts)
+        if verb == "dap":
+            from retracesoftware.debugger.dap import main as dap_main
+            return dap_main()
         if verb == "inspect":
             from retracesoftware.inspect_cmd import inspect_main
             return inspect_main(opts)

@@ -41,6 +41,12 @@ def _children(path: str) -> list:
     return out
 
 
+def _tests(path: str) -> list:
+    """The tests of a pytest session recording (pytest --retrace-record): nodeid, outcome, xdist worker."""
+    from retracesoftware.install.pytest_session import outcomes, tests_in
+    return [{"nodeid": n, "outcome": o, "worker": w} for n, o, w in outcomes(tests_in(path))]
+
+
 def summarise(path: str, *, with_children: bool = True) -> dict:
     from retracesoftware.install.session import open_recording
 
@@ -99,6 +105,11 @@ def summarise(path: str, *, with_children: bool = True) -> dict:
         calls["retrace.exit"] -= 1
         if not calls["retrace.exit"]:
             del calls["retrace.exit"]
+    # Foreign calls made through ctypes that were not recorded (install/foreign.py).
+    unrecorded_prefix = "ctypes.unrecorded:"
+    unrecorded = sorted(n[len(unrecorded_prefix):] for n in calls if n.startswith(unrecorded_prefix))
+    for name in unrecorded:
+        del calls[unrecorded_prefix + name]
     started = pre.get("started_at")
     summary = {
         "path": os.path.abspath(path),
@@ -126,7 +137,9 @@ def summarise(path: str, *, with_children: bool = True) -> dict:
         "threads": len([t for t in threads_seen if t is not None]) or 1,
         "events_per_thread": {str(t): n for t, n in per_thread.items()},
         "top_functions": calls.most_common(TOP),
+        "unrecorded_foreign_calls": unrecorded,
         "children": _children(path) if with_children else [],
+        "tests": _tests(path),
     }
     if events:
         summary["bytes_per_event"] = round(summary["size_bytes"] / events, 2)
@@ -195,6 +208,16 @@ def render(summary: dict) -> str:
             lines.append(f"{indent}pid {child['pid']}: {how} {child['parent_pid']}"
                          + (f", python {program}" if program else "")
                          + f", {child['events']} events, {end}")
+    tests = summary.get("tests") or []
+    if tests:
+        failed = sum(1 for t in tests if t["outcome"] in ("failed", "error"))
+        lines.append(f"tests:      {len(tests)} ({failed} failed; replay one with --test NODEID)")
+        for test in tests:
+            where = f"  [{test['worker']}]" if test.get("worker") else ""
+            lines.append(f"  {test['nodeid']}  {test['outcome']}{where}")
+    if summary.get("unrecorded_foreign_calls"):
+        lines.append("unrecorded foreign calls (ctypes; run for real on replay, not checked): "
+                     + ", ".join(summary["unrecorded_foreign_calls"]))
     if summary["top_functions"]:
         lines.append("top boundary functions:")
         width = len(f"{summary['top_functions'][0][1]:,}")

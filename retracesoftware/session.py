@@ -64,10 +64,25 @@ def _forget_our_hash_seed() -> None:
 
 
 def expand_recording_path(pattern: str) -> str:
-    path = pattern.replace("{pid}", str(os.getpid()))
-    if "%" in path:
-        path = time.strftime(path)
-    return path
+    """The recording path for this process. A path another recorder is still
+    writing (its lock is held) gets ``-1``, ``-2``… after the pid when the
+    pattern has ``{pid}``; without ``{pid}`` the caller refuses it."""
+    from retracesoftware.stream._common import recording_busy
+    n = 0
+    while True:
+        pid = str(os.getpid()) if n == 0 else f"{os.getpid()}-{n}"
+        path = pattern.replace("{pid}", pid)
+        if "%" in path:
+            path = time.strftime(path)
+        if "{pid}" not in pattern or n >= 100 or not recording_busy(path):
+            return path
+        n += 1
+
+
+def _busy_line(path) -> str:
+    from retracesoftware.install.masking import printable
+    return (f"the recording {printable(path)} is being written by another running recorder "
+            f"— record to another path (a {{pid}} in --recording gives each process its own)")
 
 
 def _load_config():
@@ -90,6 +105,9 @@ def record_main(opts) -> int:
     _forget_our_hash_seed()
 
     path = expand_recording_path(opts.recording)
+    from retracesoftware.stream._common import recording_busy
+    if recording_busy(path):
+        raise UsageError(_busy_line(path))
     config = _load_config()
     from retracesoftware.install.session import RecordSession
 
@@ -99,8 +117,11 @@ def record_main(opts) -> int:
     children.remove_stale_children(path)
     try:
         session = RecordSession(path, pre, config, stacks=opts.stacks, redact=opts.redact,
-                                compress=opts.compress)
+                                no_redact=opts.no_redact, compress=opts.compress)
     except OSError as exc:
+        import errno
+        if exc.errno == errno.EBUSY:
+            raise UsageError(_busy_line(path)) from None
         # Policy (docs/RELIABILITY.md): retrace never stops the program from
         # running; without a recording it runs as plain python would.
         _cannot_create(path, exc)
@@ -113,6 +134,8 @@ def record_main(opts) -> int:
     try:
         prepare_sys(target)
         session.start()
+        from retracesoftware import sources
+        sources.install(session)
         children.install(session, path)
     except BaseException:
         # Nothing half-written is left behind when we fail before the program runs.
@@ -131,8 +154,11 @@ def record_main(opts) -> int:
 
 def _cannot_create(path, exc) -> None:
     from retracesoftware.install.masking import mask
+    import errno
+    reason = ("another running recorder is writing it" if exc.errno == errno.EBUSY
+              else exc.strerror or exc)
     sys.stderr.write(mask(f"retrace: warning: cannot create the recording {path} "
-                          f"({exc.strerror or exc}) — running the program without recording\n"))
+                          f"({reason}) — running the program without recording\n"))
     sys.stderr.flush()
 
 
@@ -144,6 +170,10 @@ def replay_main(opts) -> int:
         from retracesoftware.utils.errors import RecordingFormatError
         raise RecordingFormatError(f"recording {path} does not exist — check the path")
     chain = None
+    if getattr(opts, "test", None):
+        # --test NODEID: the process that ran it (the session or an xdist worker).
+        from retracesoftware import test_replay
+        test_replay.resolve(opts)
     if opts.pid is not None:
         # One process of the run: a subprocess child is a recording of its
         # own; a forked child is reached through its ancestors (children.py).
@@ -153,24 +183,49 @@ def replay_main(opts) -> int:
     if not isinstance(pre, dict) or "target" not in pre:
         from retracesoftware.utils.errors import RecordingFormatError
         raise RecordingFormatError(f"{path} has no retrace preamble — not a recording made by retracesoftware")
+    # A recording is data (docs/RELIABILITY.md, "Sharing recordings"): every
+    # field is checked, and what runs is resolved here from the target
+    # inspect shows, never from a path or code the file chooses.
+    preamble_mod.validate(pre)
+    target = preamble_mod.resolve_target(pre)
+    if target.kind == "code" and not opts.trust:
+        reader.close()
+        raise UsageError(_untrusted_code_line(target.value, opts.recording))
     config = _load_config()
-    problems = preamble_mod.check(pre, config_digest=config.digest, force=opts.force)
-    seed = str(pre.get("hash_seed"))
+    from retracesoftware import paths
+    pathmap = paths.for_replay(pre, getattr(opts, "remap", ()), sources=_recorded_sources(path))
+    problems = preamble_mod.check(paths.mapped_preamble(pre, pathmap), config_digest=config.digest,
+                                  force=opts.force)
+    problems += preamble_mod.check_program(paths.mapped_preamble(pre, pathmap), paths.mapped_target(target, pathmap),
+                                           force=opts.force)
+    seed = preamble_mod.hash_seed(pre)
     if _current_hash_seed() != seed:
         reader.close()
         _reexec_with_hash_seed(seed)   # checks again there: warn once, there
     _forget_our_hash_seed()
     for problem in problems:
         sys.stderr.write(f"retrace: warning: {problem} (replaying anyway: --force)\n")
+    paths.check_interpreter(pre)
 
-    target = Target.from_json(pre["target"])
     session = ReplaySession(reader, pre, config, pdb=opts.pdb, thread_timeout=opts.thread_timeout,
-                            debug=opts.debug)
+                            debug=opts.debug, check_output=getattr(opts, "check_output", True))
+    if getattr(opts, "test", None):
+        from retracesoftware import test_replay
+        test_replay.begin(opts, session)   # its atexit runs after session.close
     atexit.register(session.close)
-    # The program sees what it saw when recorded.
-    sys.argv[:] = list(pre.get("argv", sys.argv))
-    sys.path[:] = list(pre.get("sys_path", sys.path))
-    prepare_sys(target)
+    # Our own imports happen now, before the recorded sys.path is in place
+    # (a recording must not be able to steer them).
+    _import_runtime_modules(opts)
+    from retracesoftware import debugger as debugger_mod
+    debugging = debugger_mod.requested(opts)
+    if debugging:
+        debugger_mod.prepare()
+    if pathmap:
+        _say(opts, f"reading code recorded under {pathmap.describe()}")
+        session.system.live_call_filter = pathmap.live_call_filter
+        pathmap.install_import_reads()
+        from retracesoftware import sources as sources_mod
+        sources_mod.live_path = pathmap.map
     try:
         session.start()
     except BaseException as exc:
@@ -187,26 +242,76 @@ def replay_main(opts) -> int:
             sys.stderr.flush()
         finally:
             os._exit(code)
-    children.install(session, path, pid_chain=chain or None)
-    debugger = None
-    if opts.pdb:
-        from retracesoftware.install import debugging
-        debugger = debugging.make_debugger(session.system)
+    from retracesoftware import sources
+    sources.install(session, force=opts.force)
+    children.install(session, path, pid_chain=chain or None, trust=opts.trust)
+    # --test NODEID --pdb: the debugger starts at the test (test_replay).
+    testing_one = bool(getattr(opts, "test", None))
+    debugger = debugger_mod.start(session, opts) if debugging and not testing_one else None
+    # The program sees what it saw when recorded.
+    sys.argv[:] = list(pre.get("argv", sys.argv))
+    sys.path[:] = list(pre.get("sys_path", sys.path))
+    prepare_sys(target)
+    if target.kind == "module" and pre.get("sys_path"):
+        sys.path[0] = pre["sys_path"][0]   # the recorded cwd, not this replay's
     try:
         session.run(execute, target, debugger)
         code = 0
     except BaseException as exc:
-        from retracesoftware.utils.errors import ReplayDivergence
-        if isinstance(exc, ReplayDivergence):
+        found = session.find_divergence(exc)
+        if found is not None:
+            exc = found
             code = session.divergence(exc)
-            if opts.pdb:
-                from retracesoftware.install import debugging
-                sys.stderr.write("retrace: opening the debugger where the replay diverged\n")
-                debugging.post_mortem(session.system, exc)
+            if debugger is not None:
+                # In the program's frame where it happened (docs/DEBUGGING.md).
+                debugger.post_mortem(exc, "divergence")
             return code
         code = session.report(report_exception, exc)
+        if debugger is not None and not isinstance(exc, (SystemExit, KeyboardInterrupt)):
+            debugger.post_mortem(exc, "exception")
+    if debugger is not None:
+        debugger.finished(code)
     session.main_finished(code)
     return code
+
+
+def _recorded_sources(path):
+    """Digests of the project's sources a pytest session recording holds
+    (relative path -> digest; empty for other recordings)."""
+    try:
+        from retracesoftware.install import pytest_session
+        return pytest_session.sources_in(path)
+    except Exception:
+        return {}
+
+
+def _untrusted_code_line(code: str, recording: str) -> str:
+    from retracesoftware.install.masking import printable
+    first = code.strip().splitlines()[0] if code.strip() else ""
+    more = len(code.strip().splitlines()) > 1
+    if len(first) > 60:
+        first, more = first[:60], True
+    shown = printable(first) + ("…" if more else "")
+    return (f"this recording runs code stored in the recording itself (python -c '{shown}'), not a "
+            f"program on this machine — read it with python -m retracesoftware inspect {recording}, then "
+            f"replay with --trust to run it")
+
+
+#: Standard-library modules our runtime may import lazily during a replay.
+#: Only modules whose import makes no boundary call (subprocess calls
+#: os.confstr, random os.urandom: importing those early would take events
+#: away from the program's own import of them).
+_RUNTIME_MODULES = ("traceback", "linecache", "warnings", "difflib", "bdb")
+
+
+def _import_runtime_modules(opts) -> None:
+    import importlib
+    for name in _RUNTIME_MODULES + (("pdb",) if opts.pdb else ()):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    from retracesoftware.install import masking  # noqa: F401
 
 
 def _same_interpreter(name: str) -> bool:
@@ -227,6 +332,8 @@ def _option_args(opts) -> list[str]:
             args.append("--" + flag)
     for name in opts.redact:
         args += ["--redact", name]
+    for name in getattr(opts, "no_redact", ()):
+        args += ["--no-redact", name]
     if not opts.compress:
         args.append("--no-compress")
     return args
@@ -246,15 +353,32 @@ def start_recording_in_place(opts) -> None:
     pinned_by_us = _environ.get(_HASHSEED_MARK) == seed
     _forget_our_hash_seed()
     path = expand_recording_path(opts.recording)
+    from retracesoftware.stream._common import recording_busy
+    if recording_busy(path):
+        import errno
+        _cannot_create(path, OSError(errno.EBUSY, "busy"))
+        return
     config = _load_config()
     from retracesoftware.install.session import RecordSession
 
     saved_argv = list(sys.argv)
+    saved_path = list(sys.path)
     sys.argv[:] = target.argv
-    pre = preamble_mod.build(target, hash_seed=seed, config_digest=config.digest,
-                             options={"stacks": False, "hash_seed_pinned_by_retrace": pinned_by_us,
-                                      "started_by": "pth-hook"})
-    sys.argv[:] = saved_argv
+    # At .pth time the interpreter has not yet put the program's own entry
+    # at sys.path[0] (it does once site is done). The replay sets sys.path
+    # to the recorded one and then replaces entry 0 with that entry
+    # (runner.prepare_sys): without it there, the replay lost the first real
+    # entry (a PYTHONPATH folder, or python3XX.zip).
+    if not sys.flags.safe_path:   # PYVERSIONS: -P / PYTHONSAFEPATH (3.11+)
+        sys.path.insert(0, os.path.dirname(target.path) if target.kind == "script" else
+                        (os.getcwd() if target.kind == "module" else ""))
+    try:
+        pre = preamble_mod.build(target, hash_seed=seed, config_digest=config.digest,
+                                 options={"stacks": False, "hash_seed_pinned_by_retrace": pinned_by_us,
+                                          "started_by": "pth-hook"})
+    finally:
+        sys.argv[:] = saved_argv
+        sys.path[:] = saved_path
     children.remove_stale_children(path)
     try:
         session = RecordSession(path, pre, config)
@@ -263,6 +387,8 @@ def start_recording_in_place(opts) -> None:
         return
     atexit.register(session.close)
     session.start()
+    from retracesoftware import sources
+    sources.install(session)
     children.install(session, path)
     _enable_at_main(session.system.gate)
 

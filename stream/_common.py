@@ -248,11 +248,83 @@ def reduce_value(value):
     return None
 
 
+class NotRebuilt:
+    """A recorded value that reading does not rebuild, because rebuilding it
+    could import or run code, or read files a recording names (DESIGN §10):
+    says what it was. ``kind`` and ``fields`` are the recorded state."""
+
+    __slots__ = ("kind", "fields", "why")
+
+    def __init__(self, kind, fields, why):
+        self.kind, self.fields, self.why = kind, tuple(fields), why
+
+    def __repr__(self):
+        shown = ", ".join(repr(f) for f in self.fields)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        return f"<recorded {self.kind}({shown}), not rebuilt: {self.why}>"
+
+    __str__ = __repr__
+
+    def __eq__(self, other):
+        return type(other) is NotRebuilt and (self.kind, self.fields) == (other.kind, other.fields)
+
+    def __hash__(self):
+        return hash((self.kind, len(self.fields)))
+
+
+_STDLIB_DIRS = [_os.path.dirname(_os.__file__)]
+_STDLIB_DIRS.append(_os.path.join(_STDLIB_DIRS[0], "lib-dynload"))
+
+
+def _stdlib_module(name: str):
+    """A standard-library module: already imported, or loaded from the
+    standard library's own folders only (never from sys.path: the cwd or a
+    recording's sys_path may hold a file with its name)."""
+    mod = _modules.get(name)
+    if mod is not None:
+        return mod
+    import importlib.machinery as machinery
+    import importlib.util as util
+    spec = machinery.PathFinder.find_spec(name, _STDLIB_DIRS)
+    if spec is None:
+        raise ImportError(name)
+    mod = util.module_from_spec(spec)
+    _modules[name] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except BaseException:
+        _modules.pop(name, None)
+        raise
+    return _modules.get(name, mod)
+
+
+_TZ_KEY = __import__("re").compile(r"^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$")
+
+
+def _zoneinfo(key):
+    """``ZoneInfo(key)`` when it reads only the system's time-zone files:
+    an unknown key would make zoneinfo import the ``tzdata`` package from
+    sys.path (the cwd, the recording's folder)."""
+    if type(key) is not str or len(key) > 255 or not _TZ_KEY.match(key):
+        return NotRebuilt("zoneinfo", [key], "not a time-zone name")
+    zoneinfo = _stdlib_module("zoneinfo")
+    if _modules.get("tzdata") is None:
+        for base in zoneinfo.TZPATH:
+            if _os.path.isfile(_os.path.join(base, key)):
+                break
+        else:
+            return NotRebuilt("zoneinfo", [key], "no such time zone in this system's TZPATH")
+    return zoneinfo.ZoneInfo(key)
+
+
 def _sqlite_row(keys, values):
     """A real ``sqlite3.Row`` with these column names and values, made from
     a private in-memory cursor whose description has the recorded names
     (a Row takes its keys from its cursor's description)."""
-    import sqlite3
+    if not all(type(k) is str for k in keys) or len(keys) != len(values):
+        raise ValueError("sqlite3.Row state is not [names, values]")
+    sqlite3 = _stdlib_module("sqlite3")
     con = sqlite3.connect(":memory:")
     try:
         quoted = ", ".join('NULL AS "' + k.replace('"', '""') + '"' for k in keys) or "NULL"
@@ -275,13 +347,32 @@ def _plain(v, depth=0):
 
 
 def rebuild_value(state):
-    """Inverse of reduce_value for EXT_OBJECT: *state* is ``[kind, *fields]``."""
+    """Inverse of reduce_value for EXT_OBJECT: *state* is ``[kind, *fields]``.
+
+    Every field is type-checked first (a hostile file must not make us
+    allocate gigabytes or run code); a damaged state is a ValueError."""
+    try:
+        return _rebuild(state)
+    except (TypeError, ValueError, OverflowError, ArithmeticError, KeyError, AttributeError) as exc:
+        raise ValueError(f"bad EXT_OBJECT {type(state[0]).__name__ if state else ''} state: "
+                         f"{type(exc).__name__}") from None
+
+
+def _ints(f, n):
+    if len(f) != n or not all(type(x) is int for x in f):
+        raise ValueError("fields")
+    return f
+
+
+def _rebuild(state):
     if type(state) is not list or not state or type(state[0]) is not str:
         raise ValueError("EXT_OBJECT payload is not [kind, ...]")
     kind = state[0]
     f = state[1:]
     if kind == "exc":
         module, qualname, args, attrs = f
+        if type(module) is not str or type(qualname) is not str or type(attrs) is not dict:
+            raise ValueError("exc")
         args = tuple(args)
         cls = _lookup(module, qualname)
         if not (isinstance(cls, type) and issubclass(cls, BaseException)):
@@ -302,6 +393,10 @@ def rebuild_value(state):
     if kind == "sqlite3.Row":
         keys, values = f
         return _sqlite_row(list(keys), tuple(values))
+    if kind in ("enum", "structseq", "namedtuple"):
+        module, qualname = f[0], f[1]
+        if type(module) is not str or type(qualname) is not str:
+            raise ValueError(kind)
     if kind == "enum":
         module, qualname, value = f
         cls = _lookup(module, qualname)
@@ -322,27 +417,118 @@ def rebuild_value(state):
         return tuple(items)
     if kind == "datetime":
         y, mo, d, h, mi, s, us, tz, fold = f
-        return _dt.datetime(y, mo, d, h, mi, s, us, tz, fold=fold)
+        _ints([y, mo, d, h, mi, s, us, fold], 8)
+        if type(tz) is NotRebuilt:
+            return NotRebuilt(kind, f, tz.why)
+        return _dt.datetime(y, mo, d, h, mi, s, us, _tzinfo(tz), fold=fold)
     if kind == "date":
-        return _dt.date(*f)
+        return _dt.date(*_ints(f, 3))
     if kind == "time":
         h, mi, s, us, tz, fold = f
-        return _dt.time(h, mi, s, us, tz, fold=fold)
+        _ints([h, mi, s, us, fold], 5)
+        if type(tz) is NotRebuilt:
+            return NotRebuilt(kind, f, tz.why)
+        return _dt.time(h, mi, s, us, _tzinfo(tz), fold=fold)
     if kind == "timedelta":
-        return _dt.timedelta(*f)
+        return _dt.timedelta(*_ints(f, 3))
     if kind == "timezone":
+        if not 1 <= len(f) <= 2 or type(f[0]) is not _dt.timedelta or (len(f) == 2 and type(f[1]) is not str):
+            raise ValueError("timezone")
         return _dt.timezone(*f)
     if kind == "zoneinfo":
-        import zoneinfo  # stdlib; only reached when a recording holds one
-        return zoneinfo.ZoneInfo(*f)
+        if len(f) != 1:
+            raise ValueError("zoneinfo")
+        return _zoneinfo(f[0])
     if kind == "decimal":
-        import decimal
-        return decimal.Decimal(*f)
+        if len(f) != 1 or type(f[0]) is not str or len(f[0]) > 4096:
+            raise ValueError("decimal")
+        return _stdlib_module("decimal").Decimal(f[0])
     if kind == "complex":
+        if len(f) != 2 or not all(type(x) is float for x in f):
+            raise ValueError("complex")
         return complex(*f)
     if kind == "bytearray":
-        return bytearray(*f)
+        # bytes only: bytearray(10**10) would allocate what the file never held
+        if len(f) != 1 or type(f[0]) is not bytes:
+            raise ValueError("bytearray")
+        return bytearray(f[0])
     raise ValueError(f"unknown EXT_OBJECT kind {kind!r}")
+
+
+def _tzinfo(tz):
+    if tz is None or isinstance(tz, _dt.tzinfo):
+        return tz
+    raise ValueError("tzinfo")
+
+
+# ------------------------------------------------ creating the file
+
+import errno as _errno
+import fcntl as _fcntl
+import stat as _stat
+import itertools as _itertools
+
+_tmp_counter = _itertools.count()
+_O_CLOEXEC = getattr(_os, "O_CLOEXEC", 0)
+
+
+def recording_busy(path) -> bool:
+    """Does another recorder hold the recording file at *path* (its lock)?"""
+    try:
+        fd = _os.open(path, _os.O_RDONLY | _os.O_NOFOLLOW | _os.O_NONBLOCK | _O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        if not _stat.S_ISREG(_os.fstat(fd).st_mode):
+            return False
+        try:
+            _fcntl.flock(fd, _fcntl.LOCK_SH | _fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        return False
+    finally:
+        _os.close(fd)
+
+
+def create_recording(path) -> int:
+    """The Python backend's twin of writer.cpp's create_recording: a symlink
+    at *path* is replaced, never followed (a fresh temporary file made with
+    O_EXCL|O_NOFOLLOW, renamed into place), the file holds an advisory lock
+    while it is written, and a file another recorder holds is refused
+    (EBUSY). A non-regular file (/dev/null, a FIFO) is opened as it is."""
+    try:
+        st = _os.lstat(path)
+    except OSError:
+        st = None
+    if st is not None and _stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(_errno.EISDIR, _os.strerror(_errno.EISDIR), path)
+    if st is not None and not _stat.S_ISLNK(st.st_mode) and not _stat.S_ISREG(st.st_mode):
+        return _os.open(path, _os.O_WRONLY | _os.O_NOFOLLOW | _O_CLOEXEC)
+    if st is not None and _stat.S_ISREG(st.st_mode) and recording_busy(path):
+        raise OSError(_errno.EBUSY, _os.strerror(_errno.EBUSY), path)
+    folder, base = _os.path.split(path)
+    for _ in range(100):
+        tmp = _os.path.join(folder, f".{base}.{_os.getpid()}.{next(_tmp_counter)}.tmp")
+        try:
+            fd = _os.open(tmp, _os.O_WRONLY | _os.O_CREAT | _os.O_EXCL | _os.O_NOFOLLOW | _O_CLOEXEC, 0o600)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(_errno.EEXIST, _os.strerror(_errno.EEXIST), path)
+    try:
+        _fcntl.flock(fd, _fcntl.LOCK_EX | _fcntl.LOCK_NB)
+        _os.rename(tmp, path)
+    except BaseException:
+        _os.close(fd)
+        try:
+            _os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return fd
 
 
 # ------------------------------------------------ fork and exit handling

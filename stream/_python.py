@@ -49,7 +49,7 @@ _fstat = _os.fstat
 _read = _os.read
 _fspath = _os.fspath
 _getpid = _os.getpid
-_O_FLAGS = _os.O_WRONLY | _os.O_CREAT | _os.O_TRUNC | getattr(_os, "O_CLOEXEC", 0)
+_create = C.create_recording
 
 _ExtType = _msgpack.ExtType
 _FRAME = C.FRAME_HEADER
@@ -237,7 +237,7 @@ class StreamWriter:
 
         pre = bytearray()
         _Encoder(intern=False).encode_top(preamble, pre)
-        fd = _open(self.path, _O_FLAGS, 0o600)
+        fd = _create(self.path)
         try:
             _fchmod(fd, 0o600)
             _write_all(fd, C.HEADER + _FRAME.pack(len(pre), _crc32(pre)) + pre)
@@ -563,7 +563,7 @@ class StreamWriter:
         pre = bytearray()
         _Encoder(intern=False).encode_top(preamble, pre)
         path = _fspath(path)
-        fd = _open(path, _O_FLAGS, 0o600)
+        fd = _create(path)
         try:
             _fchmod(fd, 0o600)
             _write_all(fd, C.HEADER + _FRAME.pack(len(pre), _crc32(pre)) + pre)

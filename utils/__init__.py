@@ -22,6 +22,9 @@ PatchToken = _impl.PatchToken
 identity_hash = _impl.identity_hash
 set_identity_hashing = _impl.set_identity_hashing
 identity_hashing_enabled = _impl.identity_hashing_enabled
+identity_id = _impl.identity_id
+set_identity_ids = _impl.set_identity_ids
+identity_ids_enabled = _impl.identity_ids_enabled
 capture_stack = _impl.capture_stack
 StackDelta = _impl.StackDelta
 from retracesoftware.utils._intercept import MISSING, InterceptDict  # noqa: E402  (pure Python, both backends)
@@ -48,6 +51,9 @@ __all__ = [
     "identity_hash",
     "set_identity_hashing",
     "identity_hashing_enabled",
+    "identity_id",
+    "set_identity_ids",
+    "identity_ids_enabled",
     "capture_stack",
     "StackDelta",
     "InterceptDict",

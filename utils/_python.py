@@ -483,6 +483,14 @@ _pack_I = _struct.Struct("<I").pack
 _pack_QQB = _struct.Struct("<QQB").pack
 
 
+def _fp_bytes(data, out):
+    """'B' u32(len) first 64 bytes, then (len > 64) u32(CRC-32 of the rest)."""
+    n = len(data)
+    out.append(b"B" + _pack_I(n & 0xFFFFFFFF) + bytes(data[:_FP_PREFIX]))
+    if n > _FP_PREFIX:
+        out.append(_pack_I(_zlib.crc32(data[_FP_PREFIX:])))
+
+
 def _fp_encode(x, depth, out):
     if x is None:
         out.append(b"N")
@@ -502,14 +510,11 @@ def _fp_encode(x, depth, out):
         s = x if type(x) is str else str.__str__(x)
         out.append(b"S" + _pack_I(len(s) & 0xFFFFFFFF) + s[:_FP_PREFIX].encode("utf-32-le", "surrogatepass"))
     elif isinstance(x, bytes):
-        n = bytes.__len__(x)
-        out.append(b"B" + _pack_I(n & 0xFFFFFFFF) + bytes.__getitem__(x, slice(0, _FP_PREFIX)))
+        _fp_bytes(x if type(x) is bytes else bytes.__getitem__(x, slice(None)), out)
     elif isinstance(x, bytearray):
-        n = bytearray.__len__(x)
-        out.append(b"B" + _pack_I(n & 0xFFFFFFFF) + bytes(bytearray.__getitem__(x, slice(0, _FP_PREFIX))))
+        _fp_bytes(memoryview(x), out)
     elif isinstance(x, memoryview) and x.c_contiguous:
-        n = x.nbytes
-        out.append(b"B" + _pack_I(n & 0xFFFFFFFF) + x.cast("B")[:_FP_PREFIX].tobytes())
+        _fp_bytes(x.cast("B"), out)
     elif isinstance(x, (tuple, list)) and depth < _FP_DEPTH:
         base = tuple if isinstance(x, tuple) else list
         n = base.__len__(x)
@@ -786,6 +791,22 @@ def set_identity_hashing(enabled, /, *, gate=None, thread_id=None):
             "set_identity_hashing: replacing object.__hash__ for every type needs the C++ backend "
             "(retracesoftware.utils._utils); CPython offers no pure-Python way to update object's tp_hash slot"
         )
+
+
+def identity_id(obj, /):
+    """id(obj): deterministic ids need the C++ backend (set_identity_ids)."""
+    return id(obj)
+
+
+def set_identity_ids(enabled, /):
+    if enabled:
+        raise NotImplementedError(
+            "set_identity_ids: deterministic id() and default reprs need the C++ backend "
+            "(retracesoftware.utils BACKEND == 'cpp')")
+
+
+def identity_ids_enabled():
+    return False
 
 
 def identity_hashing_enabled():

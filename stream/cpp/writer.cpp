@@ -39,6 +39,8 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <sys/file.h>
+#include <string>
 #include <unistd.h>
 
 namespace retrace_stream {
@@ -1045,6 +1047,58 @@ PyObject* Writer_forked_child(PyObject* self, PyObject*) {
 }
 
 PyObject* Writer_child_writer(PyObject* self, PyObject* args);
+
+// Create the recording file at `path` (docs/RELIABILITY.md, "Sharing
+// recordings"): a symlink there is replaced, never followed (the file is made
+// under a fresh temporary name with O_EXCL|O_NOFOLLOW in the same folder and
+// renamed into place); it holds an advisory lock (flock) while it is written,
+// and a file another recorder still holds is refused with EBUSY. A path that
+// is neither missing, a symlink nor a regular file (/dev/null, a FIFO) is
+// opened as it is. Returns 0 and the fd, or an errno.
+static int create_recording(const char* path, int* fd_out) {
+    struct stat st;
+    bool exists = ::lstat(path, &st) == 0;
+    if (exists && S_ISDIR(st.st_mode)) return EISDIR;
+    if (exists && !S_ISLNK(st.st_mode) && !S_ISREG(st.st_mode)) {
+        int fd = ::open(path, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) return errno;
+        *fd_out = fd;
+        return 0;
+    }
+    if (exists && S_ISREG(st.st_mode)) {
+        int old = ::open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+        if (old >= 0) {
+            bool busy = ::flock(old, LOCK_SH | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+            ::close(old);
+            if (busy) return EBUSY;
+        }
+    }
+    std::string full(path);
+    size_t slash = full.rfind('/');
+    std::string dir = slash == std::string::npos ? std::string() : full.substr(0, slash + 1);
+    std::string base = slash == std::string::npos ? full : full.substr(slash + 1);
+    static std::atomic<unsigned> counter{0};
+    int fd = -1;
+    std::string tmp;
+    for (int attempt = 0; attempt < 100; attempt++) {
+        tmp = dir + "." + base + "." + std::to_string(::getpid()) + "." +
+              std::to_string(counter.fetch_add(1)) + ".tmp";
+        fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd >= 0 || errno != EEXIST) break;
+    }
+    if (fd < 0) return errno;
+    int err = 0;
+    if (::flock(fd, LOCK_EX | LOCK_NB) < 0) err = errno;
+    if (!err && ::rename(tmp.c_str(), path) < 0) err = errno;
+    if (err) {
+        ::close(fd);
+        ::unlink(tmp.c_str());
+        return err;
+    }
+    *fd_out = fd;
+    return 0;
+}
+
 PyObject* Writer_reopen(PyObject* self, PyObject* args);
 
 PyObject* Writer_flush_on_sigterm(PyObject* self, PyObject*) {
@@ -1185,9 +1239,9 @@ int Writer_init(PyObject* self, PyObject* args, PyObject* kwds) {
     int err = 0;
     const char* cpath = PyBytes_AS_STRING(fspath);
     Py_BEGIN_ALLOW_THREADS
-    fd = ::open(cpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) err = errno;
-    else {
+    fd = -1;
+    err = create_recording(cpath, &fd);
+    if (!err) {
         if (::fchmod(fd, 0600) < 0) err = errno;
         struct iovec iov[2] = {{head.data, head.size}, {pre.data, pre.size}};
         if (!err) err = write_all(fd, iov, 2);
@@ -1332,9 +1386,9 @@ PyObject* Writer_reopen(PyObject* self, PyObject* args) {
     int fd, err = 0;
     const char* cpath = PyBytes_AS_STRING(fspath);
     Py_BEGIN_ALLOW_THREADS
-    fd = ::open(cpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) err = errno;
-    else {
+    fd = -1;
+    err = create_recording(cpath, &fd);
+    if (!err) {
         if (::fchmod(fd, 0600) < 0) err = errno;
         struct iovec iov[2] = {{head.data, head.size}, {pre.data, pre.size}};
         if (!err) err = write_all(fd, iov, 2);

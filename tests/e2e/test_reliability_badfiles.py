@@ -30,6 +30,7 @@ def frames(data: bytes):
     out, pos = [], HEADER
     while pos + 8 <= len(data):
         length, _ = struct.unpack_from("<II", data, pos)
+        length &= 0x7FFFFFFF                 # top bit: a zstd-compressed frame (format version 2)
         if pos + 8 + length > len(data):
             break
         out.append((pos, length))
@@ -187,7 +188,7 @@ _SETTINGS = dict(deadline=None, derandomize=True, database=None,
                  suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
-@settings(max_examples=20, **_SETTINGS)
+@settings(max_examples=8, **_SETTINGS)
 @given(mutations=st.lists(MUTATION, min_size=1, max_size=4), fix=st.booleans(), events_only=st.booleans())
 def test_fuzz_mutated_recordings_short(good, tmp_path, mutations, fix, events_only):
     _fuzz(good, tmp_path, mutations, fix, events_only)
@@ -200,3 +201,199 @@ def test_fuzz_mutated_recordings_long(request, good, tmp_path, mutations, fix, e
     if "slow" not in (request.config.getoption("-m") or ""):
         pytest.skip("long fuzz run; opt in with -m slow")
     _fuzz(good, tmp_path, mutations, fix, events_only)
+
+
+
+# ------------------------------------------------- fuzz over a corpus
+# Real recordings of programs with threads, sockets, a subprocess and
+# asyncio; mutants made by bit flips, truncation, insertions, splices of two
+# recordings and huge length fields (frame lengths and msgpack lengths),
+# CRCs fixed or not. Each mutant is replayed through the CLI under an
+# address-space limit. Allowed: exit 3 or 4 with only `retrace:` lines on
+# stderr (one error line, plus a divergence's optional stack lines and
+# warnings), or exit 0 when the edit only changed data the program printed;
+# never a traceback of ours, an internal error, a signal or a hang.
+
+CORPUS = {
+    "threads": """
+        import queue, threading, time
+        q = queue.Queue()
+        lock = threading.Lock()
+        def work(n):
+            with lock:
+                q.put((n, time.time()))
+        ts = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+        for t in ts: t.start()
+        for t in ts: t.join()
+        print(sorted(q.get()[0] for _ in range(3)), time.time())
+    """,
+    "sockets": """
+        import os, select, socket
+        a, b = socket.socketpair()
+        a.sendall(os.urandom(8).hex().encode())
+        select.select([b], [], [], 5)
+        print(b.recv(64))
+        a.close(); b.close()
+    """,
+    "subprocess": """
+        import subprocess, sys, time
+        out = subprocess.run([sys.executable, "-c", "import time; print(time.time())"],
+                             capture_output=True, text=True).stdout
+        print("child said", out.strip(), time.time())
+    """,
+    "asyncio": """
+        import asyncio, random
+        async def one(i):
+            await asyncio.sleep(0.001)
+            return i, random.random()
+        async def main():
+            return await asyncio.gather(*(one(i) for i in range(3)))
+        print(asyncio.run(main()))
+    """,
+}
+
+ADDRESS_LIMIT = 3 << 30        # bytes of address space a replay may map
+FUZZ_TIMEOUT = 60
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = {}
+    for name, program in CORPUS.items():
+        d = tmp_path_factory.mktemp(name)
+        s = Scenario(d, program)
+        # two raw (edits reach the decoder), two compressed (the zstd path)
+        rec = s.record(options=("--no-compress",) if name in ("threads", "sockets") else ())
+        assert rec.returncode == 0, rec.err
+        out[name] = (s, rec.stdout, s.recording.read_bytes())
+    return out
+
+
+def _huge(rng, buf, start):
+    """A length field claiming far more than the file holds."""
+    if rng.random() < 0.5:
+        fr = frames(bytes(buf))
+        if fr:
+            pos, _ = rng.choice(fr)
+            struct.pack_into("<I", buf, pos, rng.choice([0xFFFFFFFF, 0x7FFFFFF0, len(buf) * 4]))
+            return
+    i = start + rng.randrange(max(1, len(buf) - start))
+    head = rng.choice([b"\xdd\xff\xff\xff\xf0", b"\xdf\x7f\xff\xff\xff", b"\xc6\xff\xff\xff\xf0",
+                       b"\xdb\x7f\xff\xff\xf0", b"\xc9\xff\xff\xff\xf0\x0b", b"\xc9\x7f\xff\xff\xf0\x02"])
+    buf[i:i + len(head)] = head
+
+
+def make_mutant(rng, data: bytes, other: bytes) -> tuple[str, bytes]:
+    buf = bytearray(data)
+    start = frames(data)[1][0] if len(frames(data)) > 1 and rng.random() < 0.7 else 0
+    kind = rng.choice(["flip", "truncate", "insert", "splice", "huge", "flip"])
+    if kind == "flip":
+        for _ in range(rng.randint(1, 4)):
+            i = start + rng.randrange(len(buf) - start)
+            buf[i] ^= 1 << rng.randrange(8)
+    elif kind == "truncate":
+        del buf[start + rng.randrange(len(buf) - start):]
+    elif kind == "insert":
+        i = start + rng.randrange(len(buf) - start)
+        buf[i:i] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+    elif kind == "splice":
+        cut = start + rng.randrange(len(buf) - start)
+        ofr = frames(other)
+        ocut = rng.choice(ofr)[0] if ofr and rng.random() < 0.5 else rng.randrange(HEADER, len(other))
+        buf = buf[:cut] + bytearray(other[ocut:])
+    else:
+        _huge(rng, buf, start)
+    fix = rng.random() < 0.6
+    out = bytes(buf)
+    return kind + ("+crc" if fix else ""), (fix_crcs(out) if fix else out)
+
+
+def _limit_memory():
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_LIMIT, ADDRESS_LIMIT))
+
+
+def classify(s, path, data, original_stdout) -> tuple[str, int | None]:
+    """Replay one mutant: (outcome, exit code). Outcomes other than
+    "ok-3", "ok-4", "ok-0-same", "ok-0-data" are failures."""
+    from retrace_testing import _env
+    path.write_bytes(data)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "retracesoftware", "--recording", str(path),
+                               "--thread-timeout", "5"], cwd=s.dir, env=_env(), stdin=subprocess.DEVNULL,
+                              capture_output=True, timeout=FUZZ_TIMEOUT, preexec_fn=_limit_memory)
+    except subprocess.TimeoutExpired:
+        return "hang", None
+    err = proc.stderr.decode("utf-8", "replace")
+    lines = err.splitlines()
+    code = proc.returncode
+    if code < 0:
+        return f"signal {-code}", code
+    if "Traceback" in err or "internal error" in err or "Fatal Python error" in err:
+        return "traceback", code
+    if code in (3, 4):
+        errors = [ln for ln in lines if ln.startswith("retrace: error: ")]
+        if len(errors) != 1 or not all(ln.startswith("retrace:") for ln in lines):
+            return "stderr-not-one-line", code
+        return f"ok-{code}", code
+    if code == 0 and all(ln.startswith("retrace: warning:") for ln in lines):
+        return ("ok-0-same" if proc.stdout == original_stdout else "ok-0-data"), code
+    return f"exit {code}", code
+
+
+def run_fuzz(corpus, tmp_path, n, seed):
+    import random
+    import resource
+    rng = random.Random(seed)
+    names = sorted(corpus)
+    outcomes, failures = {}, []
+    for k in range(n):
+        name = names[k % len(names)]
+        s, stdout, data = corpus[name]
+        other = corpus[rng.choice(names)][2]
+        how, mutant = make_mutant(rng, data, other)
+        outcome, _ = classify(s, tmp_path / f"mutant-{name}.bin", mutant, stdout)
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        if not outcome.startswith("ok-"):
+            keep = tmp_path / f"failed-{k}-{name}-{how}.bin"
+            keep.write_bytes(mutant)
+            failures.append((outcome, name, how, str(keep)))
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return outcomes, failures, peak_kib
+
+
+def test_fuzz_corpus_short(corpus, tmp_path):
+    outcomes, failures, _ = run_fuzz(corpus, tmp_path, 12, seed=15)
+    assert not failures, (outcomes, failures)
+
+
+@pytest.mark.slow
+def test_fuzz_corpus_long(request, corpus, tmp_path):
+    if "slow" not in (request.config.getoption("-m") or ""):
+        pytest.skip("long fuzz run; opt in with -m slow")
+    n = int(os.environ.get("RETRACE_FUZZ_MUTANTS", "400"))
+    seed = int(os.environ.get("RETRACE_FUZZ_SEED", "0")) or None
+    outcomes, failures, peak = run_fuzz(corpus, tmp_path, n, seed=seed)
+    print(f"\nfuzz: {n} mutants, outcomes {outcomes}, peak RSS of a replay {peak // 1024} MiB, "
+          f"failures {len(failures)}")
+    for f in failures[:20]:
+        print("  ", f)
+    assert not failures, (outcomes, failures[:10])
+
+
+def test_divergence_in_a_worker_thread_is_one_line(tmp_path):
+    s = Scenario(tmp_path, """
+        import threading, time
+        out = []
+        t = threading.Thread(target=lambda: out.append(time.time()))
+        t.start(); t.join()
+        print(out)
+    """)
+    assert s.record(options=("--no-compress",)).returncode == 0
+    data = s.recording.read_bytes()
+    s.recording.write_bytes(replace_in_events(data, b"time.time", b"time.tame"))
+    rep = run([sys.executable, "-m", "retracesoftware", "--recording", str(s.recording)], s.dir, timeout=60)
+    assert rep.returncode == 3, rep.err
+    lines = rep.err.splitlines()
+    assert lines[0].startswith("retrace: error: replay diverged") and "time.tame" in lines[0], rep.err
+    assert all(line.startswith("retrace:") for line in lines) and "Traceback" not in rep.err, rep.err

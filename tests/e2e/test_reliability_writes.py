@@ -28,10 +28,11 @@ PROGRAM = """
 
 
 def _cli(scenario, recording, preexec_fn=None):
+    # Uncompressed: the size limits below are in recorded bytes (zstd makes
+    # this program's recording ~20x smaller and the limit would never hit).
     proc = subprocess.run(
-        # Uncompressed: the program must outgrow the size limits below.
-        [sys.executable, "-m", "retracesoftware", "--recording", str(recording), "--no-compress", "--",
-         "python", "app.py"],
+        [sys.executable, "-m", "retracesoftware", "--recording", str(recording), "--no-compress",
+         "--", "python", "app.py"],
         cwd=scenario.dir, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120,
         preexec_fn=preexec_fn)
     return proc

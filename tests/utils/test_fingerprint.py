@@ -79,3 +79,16 @@ def test_big_int_refcount(u):
     for _ in range(100):
         u.fingerprint(big)
     assert sys.getrefcount(big) == before
+
+
+def test_bytes_past_the_prefix_count():
+    """Every byte a program writes to a file, socket or pipe is part of the
+    call's fingerprint (a CRC of what follows the first 64 bytes)."""
+    py, cpp = load_backend("python"), load_backend("cpp")
+    a = b"x" * 100 + b"a" + b"y" * 50
+    b = b"x" * 100 + b"b" + b"y" * 50
+    for u in (py, cpp):
+        assert u.fingerprint(a) != u.fingerprint(b)
+        assert u.fingerprint(bytearray(a)) == u.fingerprint(a) == u.fingerprint(memoryview(a))
+    for data in (a, b, b"z" * 64, b"z" * 65, bytearray(b"q" * 1000)):
+        assert py.fingerprint(data) == cpp.fingerprint(data)

@@ -7,7 +7,8 @@
 //   int    'I' i64            (fits in 64 bits)  |  'J' u64(bit_length) u64(low 64 bits) u8(negative)
 //   float  'D' f64
 //   str    'S' u32(len) first 64 code points as UTF-32-LE (surrogates kept)
-//   bytes  'B' u32(len) first 64 bytes
+//   bytes  'B' u32(len) first 64 bytes, then (len > 64) u32(CRC-32 of the rest):
+//          every byte a program writes to a file, socket or pipe is checked
 //          (bytearray and C-contiguous memoryview hash as the bytes they hold:
 //          buffered writers hand os.write a memoryview of their buffer)
 //   tuple  'U' / list 'L'  u32(len) enc(first 16 items)   (depth < 3, else as "other")
@@ -48,6 +49,21 @@ uint32_t crc32(const std::string& data) {
 
 void put_u32(std::string& out, uint32_t v) {
     for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
+}
+
+// 'B' u32(n), the first PREFIX bytes, and the CRC-32 of the rest when longer.
+void put_bytes(std::string& out, const char* p, Py_ssize_t n) {
+    out.push_back('B');
+    put_u32(out, static_cast<uint32_t>(n));
+    size_t len = static_cast<size_t>(n);
+    size_t head = len < PREFIX ? len : PREFIX;
+    out.append(p, head);
+    if (len > PREFIX) {
+        uint32_t c = 0xFFFFFFFFu;
+        const unsigned char* q = reinterpret_cast<const unsigned char*>(p);
+        for (size_t i = PREFIX; i < len; ++i) c = CRC_TABLE[(c ^ q[i]) & 0xFF] ^ (c >> 8);
+        put_u32(out, c ^ 0xFFFFFFFFu);
+    }
 }
 void put_u64(std::string& out, uint64_t v) {
     for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
@@ -97,21 +113,12 @@ bool encode(PyObject* x, int depth, std::string& out) {
         Py_ssize_t m = n < static_cast<Py_ssize_t>(PREFIX) ? n : static_cast<Py_ssize_t>(PREFIX);
         for (Py_ssize_t i = 0; i < m; ++i) put_u32(out, PyUnicode_READ(kind, data, i));
     } else if (PyBytes_Check(x)) {
-        Py_ssize_t n = PyBytes_GET_SIZE(x);
-        out.push_back('B');
-        put_u32(out, static_cast<uint32_t>(n));
-        out.append(PyBytes_AS_STRING(x), n < static_cast<Py_ssize_t>(PREFIX) ? n : PREFIX);
+        put_bytes(out, PyBytes_AS_STRING(x), PyBytes_GET_SIZE(x));
     } else if (PyByteArray_Check(x)) {
-        Py_ssize_t n = PyByteArray_GET_SIZE(x);
-        out.push_back('B');
-        put_u32(out, static_cast<uint32_t>(n));
-        out.append(PyByteArray_AS_STRING(x), n < static_cast<Py_ssize_t>(PREFIX) ? n : PREFIX);
+        put_bytes(out, PyByteArray_AS_STRING(x), PyByteArray_GET_SIZE(x));
     } else if (PyMemoryView_Check(x) && PyBuffer_IsContiguous(PyMemoryView_GET_BUFFER(x), 'C')) {
         const Py_buffer* view = PyMemoryView_GET_BUFFER(x);
-        Py_ssize_t n = view->len;
-        out.push_back('B');
-        put_u32(out, static_cast<uint32_t>(n));
-        out.append(static_cast<const char*>(view->buf), n < static_cast<Py_ssize_t>(PREFIX) ? n : PREFIX);
+        put_bytes(out, static_cast<const char*>(view->buf), view->len);
     } else if ((PyTuple_Check(x) || PyList_Check(x)) && depth < MAX_DEPTH) {
         bool is_tuple = PyTuple_Check(x);
         Py_ssize_t n = is_tuple ? PyTuple_GET_SIZE(x) : PyList_GET_SIZE(x);

@@ -61,6 +61,21 @@ struct IdentityHashState {
     GateObject* gate = nullptr;                             // session: count only its INTERNAL phase
     PyObject* thread_id = nullptr;                          // session: () -> logical thread id
     PyObject* counters = nullptr;                           // session: dict thread id -> last count
+    // Deterministic id() and default reprs (set_identity_ids), see below.
+    bool ids_enabled = false;
+    std::unordered_map<PyObject*, Entry> ids;               // object -> (id, weakref)
+    std::unordered_map<PyObject*, PyObject*> owner_of_idref;
+    PyObject* forget_id = nullptr;
+    PyObject* id_counters = nullptr;                        // dict thread id -> last id count
+    reprfunc object_repr = nullptr;                         // originals at import
+    reprfunc function_repr = nullptr;
+    reprfunc gen_repr = nullptr;
+    reprfunc coro_repr = nullptr;
+    reprfunc asyncgen_repr = nullptr;
+    std::vector<PyTypeObject*> repr_patched;
+    std::vector<PyObject*> repr_patched_refs;
+    PyObject* saved_object_repr = nullptr;                  // object.__dict__['__repr__'] before
+    PyObject* repr_descr = nullptr;
 };
 IdentityHashState& state() {
     static IdentityHashState s;
@@ -232,14 +247,18 @@ void clear_session(IdentityHashState& s) {
     Py_CLEAR(s.gate);
     Py_CLEAR(s.thread_id);
     Py_CLEAR(s.counters);
+    Py_CLEAR(s.id_counters);
 }
 
 // A session's gate and thread ids, with fresh counters (None: not used).
 bool start_session(IdentityHashState& s, PyObject* gate, PyObject* thread_id) {
     PyObject* counters = PyDict_New();
     if (!counters) return false;
+    PyObject* id_counters = PyDict_New();
+    if (!id_counters) { Py_DECREF(counters); return false; }
     clear_session(s);
     s.counters = counters;
+    s.id_counters = id_counters;
     if (gate != Py_None) s.gate = reinterpret_cast<GateObject*>(Py_NewRef(gate));
     if (thread_id != Py_None) s.thread_id = Py_NewRef(thread_id);
     return true;
@@ -332,7 +351,229 @@ PyObject* set_identity_hashing(PyObject*, PyObject* args, PyObject* kwargs) {
 
 PyObject* identity_hashing_enabled(PyObject*, PyObject*) { return PyBool_FromLong(state().enabled); }
 
+
+// ---------------------------------------------------------------- ids
+// Deterministic id() and default reprs (`set_identity_ids`): the same
+// per-logical-thread counting as the hashes, in a table of its own (the
+// order of first id() calls and of first hashes are unrelated). An id is
+// assigned on first use by program code (the session gate's INTERNAL
+// phase): 0x7e0000000000 + (thread slot << 32) + (count << 4), so it looks
+// like an address and is unique among live objects of a logical thread.
+// A first id() in another phase fixes the object's id to its address
+// (stable, not deterministic). Objects that cannot be weakly referenced
+// (lists, dicts, plain object()) keep their address: there would be no way
+// to forget them. The default reprs of objects, functions, generators,
+// coroutines and async generators show the same number: the original repr
+// with its "0x<address>" replaced.
+
+constexpr uint64_t ID_BASE = 0x7e0000000000ull;
+
+bool next_id(IdentityHashState& s, uint64_t* out) {
+    PyObject* tid = PyObject_CallNoArgs(s.thread_id);
+    if (!tid) return false;
+    uint64_t key;
+    if (!thread_key(tid, &key)) { Py_DECREF(tid); return false; }
+    PyObject* last = PyDict_GetItemWithError(s.id_counters, tid);  // borrowed
+    unsigned long long n = 0;
+    if (last) {
+        n = PyLong_AsUnsignedLongLong(last);
+        if (n == static_cast<unsigned long long>(-1) && PyErr_Occurred()) { Py_DECREF(tid); return false; }
+    } else if (PyErr_Occurred()) {
+        Py_DECREF(tid);
+        return false;
+    }
+    PyObject* next = PyLong_FromUnsignedLongLong(n + 1);
+    int rc = next ? PyDict_SetItem(s.id_counters, tid, next) : -1;
+    Py_XDECREF(next);
+    Py_DECREF(tid);
+    if (rc < 0) return false;
+    // Integer thread ids (the main thread is 0) by value, others hashed.
+    uint64_t slot = (key < 0x10000ull) ? key : ((key * 0x9E3779B97F4A7C15ull) >> 48) | 0x8000ull;
+    *out = ID_BASE + ((slot & 0xffffull) << 32) + ((n + 1) << 4);
+    return true;
+}
+
+// The id of obj: 0 with an exception set on failure (never: falls back).
+uint64_t lookup_or_assign_id(PyObject* obj) {
+    IdentityHashState& s = state();
+    auto it = s.ids.find(obj);
+    if (it != s.ids.end()) return static_cast<uint64_t>(it->second.hash);
+    uint64_t address = reinterpret_cast<uintptr_t>(obj);
+    if (!s.ids_enabled || !s.thread_id || !PyType_SUPPORTS_WEAKREFS(Py_TYPE(obj))) return address;
+    PyObject* ref = PyWeakref_NewRef(obj, s.forget_id);
+    if (!ref) {
+        PyErr_Clear();
+        return address;
+    }
+    uint64_t id = address;
+    if (!s.gate || gate_get(s.gate) == INTERNAL) {
+        if (!next_id(s, &id)) {
+            PyErr_Clear();
+            id = address;
+        }
+    }
+    s.ids.emplace(obj, Entry{static_cast<Py_hash_t>(id), ref});
+    s.owner_of_idref.emplace(ref, obj);
+    return id;
+}
+
+PyObject* forget_id_cb(PyObject*, PyObject* ref) {
+    IdentityHashState& s = state();
+    auto it = s.owner_of_idref.find(ref);
+    if (it != s.owner_of_idref.end()) {
+        s.ids.erase(it->second);
+        s.owner_of_idref.erase(it);
+        Py_DECREF(ref);
+    }
+    Py_RETURN_NONE;
+}
+
+PyObject* identity_id(PyObject*, PyObject* obj) {
+    return PyLong_FromUnsignedLongLong(lookup_or_assign_id(obj));
+}
+
+// repr with the object's address replaced by its id.
+PyObject* with_id(PyObject* obj, PyObject* text) {
+    if (!text || !PyUnicode_Check(text)) return text;
+    IdentityHashState& s = state();
+    // A repr made outside program code (a debugger, our reports) shows the
+    // id the object has, never fixes one.
+    if (s.gate && gate_get(s.gate) != INTERNAL && s.ids.find(obj) == s.ids.end()) return text;
+    uint64_t id = lookup_or_assign_id(obj);
+    uint64_t address = reinterpret_cast<uintptr_t>(obj);
+    if (id == address) return text;
+    PyObject* real = PyUnicode_FromFormat("%p", reinterpret_cast<void*>(address));
+    PyObject* fake = real ? PyUnicode_FromFormat("%p", reinterpret_cast<void*>(id)) : nullptr;
+    PyObject* out = fake ? PyUnicode_Replace(text, real, fake, 1) : nullptr;
+    Py_XDECREF(real);
+    Py_XDECREF(fake);
+    Py_DECREF(text);
+    return out;
+}
+
+PyObject* object_repr_id(PyObject* obj) { return with_id(obj, state().object_repr(obj)); }
+PyObject* function_repr_id(PyObject* obj) { return with_id(obj, state().function_repr(obj)); }
+PyObject* gen_repr_id(PyObject* obj) { return with_id(obj, state().gen_repr(obj)); }
+PyObject* coro_repr_id(PyObject* obj) { return with_id(obj, state().coro_repr(obj)); }
+PyObject* asyncgen_repr_id(PyObject* obj) { return with_id(obj, state().asyncgen_repr(obj)); }
+
+PyObject* object_repr_method(PyObject* self, PyObject*) { return object_repr_id(self); }
+PyMethodDef forget_id_def = {"_identity_id_forget", forget_id_cb, METH_O, nullptr};
+PyMethodDef object_repr_def = {"__repr__", object_repr_method, METH_NOARGS, "Return repr(self)."};
+
+int walk_and_patch_repr(PyTypeObject* tp) {
+    IdentityHashState& s = state();
+    if (PyType_IsSubtype(tp, &PyType_Type)) return 0;  // classes: no address in their repr
+    if (tp->tp_repr == s.object_repr) {
+        tp->tp_repr = object_repr_id;
+        s.repr_patched.push_back(tp);
+        if (tp->tp_flags & Py_TPFLAGS_HEAPTYPE) s.repr_patched_refs.push_back(Py_NewRef(reinterpret_cast<PyObject*>(tp)));
+    }
+    PyObject* subs = PyObject_CallMethod(reinterpret_cast<PyObject*>(tp), "__subclasses__", nullptr);
+    if (!subs) return -1;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(subs); ++i) {
+        if (walk_and_patch_repr(reinterpret_cast<PyTypeObject*>(PyList_GET_ITEM(subs, i))) < 0) {
+            Py_DECREF(subs);
+            return -1;
+        }
+    }
+    Py_DECREF(subs);
+    return 0;
+}
+
+int set_object_dict_repr(PyObject* value) {
+    PyObject* dict;
+#if PY_VERSION_HEX >= 0x030C0000  // PYVERSIONS: object's dict lives in the interpreter state
+    dict = PyType_GetDict(&PyBaseObject_Type);
+#else
+    dict = Py_NewRef(PyBaseObject_Type.tp_dict);
+#endif
+    if (!dict) return -1;
+    int rc = PyDict_SetItemString(dict, "__repr__", value);
+    Py_DECREF(dict);
+    PyType_Modified(&PyBaseObject_Type);
+    return rc;
+}
+
+PyObject* set_identity_ids(PyObject*, PyObject* arg) {
+    int enable = PyObject_IsTrue(arg);
+    if (enable < 0) return nullptr;
+    IdentityHashState& s = state();
+    if (enable == static_cast<int>(s.ids_enabled)) Py_RETURN_NONE;
+    if (enable) {
+        if (!s.enabled || !s.thread_id) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "set_identity_ids: needs identity hashing on with a session (gate=, thread_id=)");
+            return nullptr;
+        }
+        PyObject* dict;
+#if PY_VERSION_HEX >= 0x030C0000  // PYVERSIONS
+        dict = PyType_GetDict(&PyBaseObject_Type);
+#else
+        dict = Py_NewRef(PyBaseObject_Type.tp_dict);
+#endif
+        if (!dict) return nullptr;
+        PyObject* saved = PyDict_GetItemString(dict, "__repr__");
+        Py_DECREF(dict);
+        if (!saved) {
+            PyErr_SetString(PyExc_RuntimeError, "set_identity_ids: object.__dict__ has no __repr__");
+            return nullptr;
+        }
+        s.saved_object_repr = Py_NewRef(saved);
+        if (walk_and_patch_repr(&PyBaseObject_Type) < 0 || set_object_dict_repr(s.repr_descr) < 0) {
+            PyObject* exc = fetch_exception();
+            for (PyTypeObject* tp : s.repr_patched) tp->tp_repr = s.object_repr;
+            s.repr_patched.clear();
+            for (PyObject* r : s.repr_patched_refs) Py_DECREF(r);
+            s.repr_patched_refs.clear();
+            restore_exception(exc);
+            Py_CLEAR(s.saved_object_repr);
+            return nullptr;
+        }
+        PyFunction_Type.tp_repr = function_repr_id;
+        PyGen_Type.tp_repr = gen_repr_id;
+        PyCoro_Type.tp_repr = coro_repr_id;
+        PyAsyncGen_Type.tp_repr = asyncgen_repr_id;
+        s.ids_enabled = true;
+    } else {
+        s.ids_enabled = false;
+        PyFunction_Type.tp_repr = s.function_repr;
+        PyGen_Type.tp_repr = s.gen_repr;
+        PyCoro_Type.tp_repr = s.coro_repr;
+        PyAsyncGen_Type.tp_repr = s.asyncgen_repr;
+        for (PyTypeObject* tp : s.repr_patched) tp->tp_repr = s.object_repr;
+        s.repr_patched.clear();
+        for (PyObject* r : s.repr_patched_refs) Py_DECREF(r);
+        s.repr_patched_refs.clear();
+        int rc = set_object_dict_repr(s.saved_object_repr);
+        Py_CLEAR(s.saved_object_repr);
+        if (rc < 0) return nullptr;
+        // Types created while on inherited our tp_repr: find them.
+        std::vector<PyTypeObject*> stack{&PyBaseObject_Type};
+        while (!stack.empty()) {
+            PyTypeObject* tp = stack.back();
+            stack.pop_back();
+            if (PyType_IsSubtype(tp, &PyType_Type)) continue;
+            if (tp->tp_repr == object_repr_id) tp->tp_repr = s.object_repr;
+            PyObject* subs = PyObject_CallMethod(reinterpret_cast<PyObject*>(tp), "__subclasses__", nullptr);
+            if (!subs) return nullptr;
+            for (Py_ssize_t i = 0; i < PyList_GET_SIZE(subs); ++i)
+                stack.push_back(reinterpret_cast<PyTypeObject*>(PyList_GET_ITEM(subs, i)));
+            Py_DECREF(subs);
+        }
+        // Objects keep the ids they got: stable for their lifetime.
+    }
+    Py_RETURN_NONE;
+}
+
+PyObject* identity_ids_enabled(PyObject*, PyObject*) { return PyBool_FromLong(state().ids_enabled); }
+
 PyMethodDef functions[] = {
+    {"identity_id", identity_id, METH_O,
+     "identity_id(obj) -> int: id(obj), deterministic while set_identity_ids is on (see utils/README.md)"},
+    {"set_identity_ids", set_identity_ids, METH_O,
+     "set_identity_ids(enabled): deterministic identity_id() and default reprs (needs an identity-hashing session)"},
+    {"identity_ids_enabled", identity_ids_enabled, METH_NOARGS, "True while deterministic ids are on"},
     {"identity_hash", identity_hash, METH_O,
      "identity_hash(obj) -> int: the counter-based hash of obj (assigned on first use; the address hash for "
      "objects that cannot be weakly referenced)"},
@@ -353,6 +594,15 @@ int init_identity_hash(PyObject* module) {
     if (!s.forget) return -1;
     s.hash_descr = PyDescr_NewMethod(&PyBaseObject_Type, &object_hash_def);
     if (!s.hash_descr) return -1;
+    s.object_repr = PyBaseObject_Type.tp_repr;
+    s.function_repr = PyFunction_Type.tp_repr;
+    s.gen_repr = PyGen_Type.tp_repr;
+    s.coro_repr = PyCoro_Type.tp_repr;
+    s.asyncgen_repr = PyAsyncGen_Type.tp_repr;
+    s.forget_id = PyCFunction_NewEx(&forget_id_def, nullptr, nullptr);
+    if (!s.forget_id) return -1;
+    s.repr_descr = PyDescr_NewMethod(&PyBaseObject_Type, &object_repr_def);
+    if (!s.repr_descr) return -1;
     return PyModule_AddFunctions(module, functions);
 }
 

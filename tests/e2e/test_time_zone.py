@@ -1,0 +1,35 @@
+"""The time zone replays as recorded (install/zone.py): the zone the
+recording started in, whatever the replaying machine's, and zones the
+program sets with TZ + time.tzset()."""
+import os
+
+import pytest
+
+pytestmark = pytest.mark.skipif(not os.path.isdir("/usr/share/zoneinfo"), reason="no zoneinfo database")
+
+ZONES = """
+    import datetime, os, random, time
+    def show(label):
+        print(label, time.tzname, time.timezone, time.altzone, time.daylight)
+        print(" ", datetime.datetime.fromtimestamp(1_700_000_000), datetime.datetime(2024, 7, 1).astimezone().tzname())
+        print(" ", time.strftime("%H:%M %Z", time.localtime(1_700_000_000)), time.mktime((2024, 1, 1, 0, 0, 0, 0, 1, -1)))
+    show("start")
+    zone = random.choice(["Asia/Tokyo", "America/New_York", "Europe/Paris", "Australia/Sydney", "EST5EDT"])
+    os.environ["TZ"] = zone
+    time.tzset()
+    show(zone)
+"""
+
+
+def test_zone_at_start_and_tzset_replay(scenario):
+    s = scenario(ZONES)
+    plain = {s.plain().stdout for _ in range(4)}
+    assert len(plain) > 1, plain
+    rec = s.record(env={"TZ": "America/Los_Angeles"})
+    assert rec.returncode == 0, rec.err
+    assert b"PST" in rec.stdout.splitlines()[0], rec.out
+    rep = s.replay(env={"TZ": "Asia/Kolkata"})     # another machine, another zone
+    assert rep.returncode == 0, rep.err
+    assert rep.stdout == rec.stdout, rep.out + rep.err
+    rep = s.replay(env={"TZ": ""})
+    assert rep.stdout == rec.stdout, rep.out + rep.err
