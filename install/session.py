@@ -100,7 +100,7 @@ class ReplayReader:
     tape *after* the exit call (``finish``) is ordinary: EOFError passes on.
     """
 
-    __slots__ = ("_reader", "_session", "read", "bind")
+    __slots__ = ("_reader", "_session", "read", "bind", "take_call", "take_event")
 
     def __init__(self, reader, session):
         from retracesoftware.functional import handle
@@ -109,6 +109,9 @@ class ReplayReader:
         # Native wrappers: no cost on the replay hot path until the end.
         self.read = handle(reader.read, (EOFError, RecordingFormatError), self._ended)
         self.bind = handle(reader.bind, (EOFError, RecordingFormatError), self._ended)
+        # Never raises for the tape (it leaves anything odd to read()).
+        self.take_call = reader.take_call
+        self.take_event = reader.take_event
 
     def _ended(self, exc):
         if isinstance(exc, EOFError) and self._session.exit_replayed:
@@ -141,6 +144,14 @@ class ReplayReader:
             return self._reader.next_kind
         except RecordingFormatError as exc:
             return self._ended(exc)
+
+    @property
+    def events(self):
+        return self._reader.events
+
+    @property
+    def position(self):
+        return self._reader.position
 
     def __getattr__(self, name):
         return getattr(self._reader, name)

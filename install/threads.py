@@ -145,6 +145,9 @@ class ThreadSupport:
         def acquire_replay(self_, *args, **kwargs):
             blocking(self_._lock, "lock.acquire")
 
+        def try_now(self_, *args, **kwargs):
+            return LT.acquire(self_._lock, False)
+
         class RecordedLock:
             """A ``_thread.lock`` made by program code under retrace."""
             __slots__ = ("_lock", "_id", "_key", "__weakref__")
@@ -167,9 +170,9 @@ class ThreadSupport:
         # lock's acquire with the RecordedLock argument swapped for it.
         real_of = F.if_then_else(F.isinstance_of(RecordedLock), lock_of, F.identity)
         RecordedLock.__enter__ = sync.acquire(F.compose(LT.__enter__, lock_of), "lock.acquire",
-                                              acquire_replay)
+                                              acquire_replay, try_now=try_now)
         RecordedLock.acquire = RecordedLock.acquire_lock = sync.acquire(
-            F.apply_with(LT.acquire, real_of), "lock.acquire", acquire_replay)
+            F.apply_with(LT.acquire, real_of), "lock.acquire", acquire_replay, try_now=try_now)
         RecordedLock.__exit__ = sync.plain(F.compose(LT.release, lock_of, F.first_arg))
         RecordedLock.release = RecordedLock.release_lock = sync.plain(F.compose(LT.release, lock_of))
         RecordedLock.locked = RecordedLock.locked_lock = sync.method(
@@ -188,6 +191,9 @@ class ThreadSupport:
         def acquire_replay(self_, *args, **kwargs):
             blocking(self_, "rlock.acquire")
 
+        def try_now(self_, *args, **kwargs):
+            return RT.acquire(self_, False)
+
         def acquire_restore_replay(self_, state):
             # _release_save gave (count, owner) with owner = this thread:
             # taking the lock count times as this thread restores exactly that.
@@ -205,8 +211,8 @@ class ThreadSupport:
             def __reduce_ex__(self, protocol):
                 raise TypeError("cannot pickle '_thread.RLock' object")
 
-            acquire = sync.acquire(RT.acquire, "rlock.acquire", acquire_replay)
-            __enter__ = sync.acquire(RT.__enter__, "rlock.acquire", acquire_replay)
+            acquire = sync.acquire(RT.acquire, "rlock.acquire", acquire_replay, try_now=try_now)
+            __enter__ = sync.acquire(RT.__enter__, "rlock.acquire", acquire_replay, try_now=try_now)
             _acquire_restore = sync.acquire(RT._acquire_restore, "rlock.acquire (Condition.wait)",
                                             acquire_restore_replay, returns=None)
 

@@ -199,6 +199,9 @@ class MemoryReader:
         self._events = 0              # event index of the next value/bind
         self._thread = None
         self._bindings: dict[int, object] = {}
+        # take_call/take_event run without the sequencer's lock: one
+        # thread at a time in the tape (the stream readers are atomic).
+        self._mutex = _thread.RLock()
 
     # -- helpers ---------------------------------------------------------
     def _skip(self):
@@ -245,6 +248,10 @@ class MemoryReader:
 
     # -- Reader protocol -------------------------------------------------
     def read(self):
+        with self._mutex:
+            return self._read_unlocked()
+
+    def _read_unlocked(self):
         entry = self._skip()
         if entry is None:
             raise EOFError("end of recording")
@@ -256,6 +263,10 @@ class MemoryReader:
         return self._decode(payload)
 
     def bind(self, obj):
+        with self._mutex:
+            return self._bind_unlocked(obj)
+
+    def _bind_unlocked(self, obj):
         entry = self._skip()
         if entry is None:
             raise EOFError("end of recording (expected NEW_BINDING)")
@@ -265,6 +276,60 @@ class MemoryReader:
         self._pos += 1
         self._events += 1
         self._bindings[payload] = obj
+
+    def take_call(self, thread, call_tag, name, fp, result_tag, error_tag):
+        with self._mutex:
+            return self._take_call_unlocked(thread, call_tag, name, fp, result_tag, error_tag)
+
+    def _take_call_unlocked(self, thread, call_tag, name, fp, result_tag, error_tag):
+        """A whole recorded call with its outcome, or None (nothing consumed):
+        see `Reader.take_call`."""
+        entry = self._skip()
+        if entry is None or entry[0] != VALUE or self._thread != thread:
+            return None
+        p = self._pos
+        entries = self._tape[p:p + 5]
+        if len(entries) < 5 or any(kind != VALUE for kind, _ in entries):
+            return None
+        try:
+            tag, rname, rfp, outcome, value = (self._decode(v) for _, v in entries)
+        except RecordingFormatError:
+            return None
+        if tag != call_tag or rname != name or rfp != fp or outcome not in (result_tag, error_tag):
+            return None
+        self._pos = p + 5
+        self._events += 5
+        more = self._skip() is not None
+        return outcome == result_tag, value, more and self._thread == thread
+
+    def take_event(self, thread, tag, accept):
+        with self._mutex:
+            return self._take_event_unlocked(thread, tag, accept)
+
+    def _take_event_unlocked(self, thread, tag, accept):
+        """``tag value`` when accept(value), or None (nothing consumed):
+        see `Reader.take_event`."""
+        entry = self._skip()
+        if entry is None or entry[0] != VALUE or self._thread != thread:
+            return None
+        p = self._pos
+        entries = self._tape[p:p + 2]
+        if len(entries) < 2 or any(kind != VALUE for kind, _ in entries):
+            return None
+        try:
+            rtag, value = (self._decode(v) for _, v in entries)
+        except RecordingFormatError:
+            return None
+        if rtag != tag or not accept(value) or self._pos != p:
+            return None
+        self._pos = p + 2
+        self._events += 2
+        more = self._skip() is not None
+        return value, more and self._thread == thread
+
+    @property
+    def events(self):
+        return self._events
 
     @property
     def thread(self):

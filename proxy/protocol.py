@@ -53,49 +53,53 @@ class Writer(Protocol):
 
 @runtime_checkable
 class Reader(Protocol):
-    """Where a replay reads from (StreamReader, MemoryReader).
+    """Where a replay reads from (StreamReader, MemoryReader): exactly what
+    the engine uses, nothing probed.
 
     ``read()`` returns the next value (``THREAD_SWITCH``/``BINDING_DELETE``
     handled transparently; ``EOFError`` at the clean end; a handle decodes to
     the object given to ``bind``). ``bind(obj)`` consumes the ``NEW_BINDING`` at
     the head. ``thread`` is the logical thread id of the next value, without
     consuming it (None before any thread switch). ``next_kind`` is "value",
-    "binding" or None at the end (optional: without it the end is found by
-    ``read()`` raising ``EOFError``). ``position`` identifies the next event:
-    an int event index, an object with an int ``.event``, or a tuple whose
-    last item is the event index.
+    "binding" or None at the end. ``events`` is the index of the next event
+    (an int). ``take_call(thread, call_tag, name, fp, result_tag, error_tag)``
+    is the fast path of a replayed call: when the next events are ``call_tag
+    name fp`` then ``result_tag value`` or ``error_tag exc``, all of logical
+    thread *thread* with nothing in between, it consumes those five and
+    returns ``(ok, value, same_thread)`` (ok: it was ``result_tag``;
+    same_thread: the event after them is *thread*'s too); anything else
+    consumes nothing and returns None (the engine then reads event by event,
+    and reports what it finds). It never raises for the tape's contents.
+    ``take_event(thread, tag, accept)`` is the same for a two-value event
+    (``SYNC value``): consumed, ``(value, same_thread)`` returned, when it is
+    *thread*'s next event and ``accept(value)`` (run before anything is
+    consumed) is true; else None.
     """
 
     def read(self) -> Any: ...
     def bind(self, obj: Any) -> None: ...
+    def take_call(self, thread: Any, call_tag: str, name: str, fp: int,
+                  result_tag: str, error_tag: str) -> tuple | None: ...
+    def take_event(self, thread: Any, tag: str, accept: Callable[[Any], bool]) -> tuple | None: ...
 
     @property
     def thread(self) -> Any: ...
 
     @property
-    def position(self) -> Any: ...
+    def next_kind(self) -> str | None: ...
+
+    @property
+    def events(self) -> int: ...
 
 
 ThreadId = Callable[[], Any]
 
 
-def at_end(reader: Any) -> bool:
-    """True when *reader* says its tape is used up (``next_kind is None``)."""
-    kind = getattr(reader, "next_kind", "value")
-    return kind is None
+def at_end(reader: Reader) -> bool:
+    """True when *reader*'s tape is used up."""
+    return reader.next_kind is None
 
 
-def event_index(reader: Any) -> int | None:
-    """The event index of the next event of *reader* (see `Reader.position`)."""
-    # The stream readers keep it as a plain int (`events`): no position tuple
-    # to build on every read of a replay.
-    events = getattr(reader, "events", None)
-    if type(events) is int:
-        return events
-    pos = getattr(reader, "position", None)
-    event = getattr(pos, "event", None)          # stream's StreamPosition
-    if isinstance(event, int):
-        return event
-    if isinstance(pos, tuple):
-        pos = pos[-1] if pos else None
-    return pos if isinstance(pos, int) else None
+def event_index(reader: Reader) -> int:
+    """The event index of the next event of *reader*."""
+    return reader.events

@@ -21,8 +21,8 @@ from retracesoftware import functional as F
 from retracesoftware import utils
 from retracesoftware.utils import (DISABLED, EXTERNAL, INTERNAL, Gate,
                                    MethodGateway, NewGateway, RecordCallGateway,
-                                   RecordGateway, ReplayGateway, fingerprint,
-                                   flush_pending_calls)
+                                   RecordGateway, ReplayCallGateway, ReplayGateway,
+                                   fingerprint, flush_pending_calls)
 from retracesoftware.utils.errors import ReplayDivergence
 
 from retracesoftware.proxy.memory import is_structseq
@@ -341,7 +341,13 @@ class System:
         live = getattr(self, "live_call_filter", None)
         if live is not None:   # replay of another checkout: code read live is read here (retracesoftware/paths.py)
             target = live(target, name)
-        return ReplayGateway(self.gate, target, self._replay_entry(name))
+        # All native while the call and its outcome are this thread's next
+        # events (Reader.take_call: a recorded error is raised from native
+        # code, so its traceback holds only the program's frames); else the
+        # Python path (_replay_entry).
+        seq = self._sequencer
+        return ReplayCallGateway(self.gate, target, self.reader.take_call, self._thread_id, seq.turn,
+                                 CALL, name, RESULT, ERROR, self._replay_entry(name), seq.handover)
 
     def _replay_entry(self, name):
         """The gateway's replay callable. A recorded exception is raised from
@@ -706,16 +712,25 @@ class System:
         if self.divergence is not None:
             raise _copy_divergence(self.divergence)
 
-    def _read_tagged(self, outcome=False):
-        """Read a tag and its first operand in one turn: (index, tag, value)."""
+    def take_turn(self, what=None):
+        """Wait until the head of the tape is this thread's; return the
+        sequencer, whose ``release()`` the caller must call (try/finally).
+        The one place a replaying thread takes its turn: a failed replay,
+        a deadlock and another thread's divergence all surface here as
+        this thread's `ReplayDivergence`."""
         self._check_failed()
         seq = self._sequencer
         try:
-            seq.acquire()
+            seq.acquire(what)
         except Deadlock as dead:
             raise self._deadlock(dead) from None
         except ReplayDivergence as div:
             raise _copy_divergence(div) from None
+        return seq
+
+    def _read_tagged(self, outcome=False):
+        """Read a tag and its first operand in one turn: (index, tag, value)."""
+        seq = self.take_turn()
         try:
             reader = self.reader
             index = event_index(reader)
@@ -734,37 +749,22 @@ class System:
             seq.release()
 
     def _read_turn(self):
-        seq = self._sequencer
-        try:
-            seq.acquire()
-        except Deadlock as dead:
-            raise self._deadlock(dead) from None
+        seq = self.take_turn()
         try:
             return self.reader.read()
         finally:
             seq.release()
 
     def _bind_turn(self, obj):
-        seq = self._sequencer
-        try:
-            seq.acquire()
-        except Deadlock as dead:
-            raise self._deadlock(dead) from None
+        seq = self.take_turn()
         try:
             self.reader.bind(obj)
         finally:
             seq.release()
 
     def _replay(self, name, args, kwargs):
-        self._check_failed()
-        seq = self._sequencer
         reader = self.reader
-        try:
-            seq.acquire()
-        except Deadlock as dead:
-            raise self._deadlock(dead) from None
-        except ReplayDivergence as div:
-            raise _copy_divergence(div) from None
+        seq = self.take_turn()
         recorded_stack = None
         try:
             index = event_index(reader)
@@ -881,6 +881,8 @@ class System:
             if self._sequencer is not None:
                 self._sequencer.fail(div)
         return div
+
+    describe_tag = staticmethod(lambda tag, value: _describe_tag(tag, value))
 
     def _describe_head(self):
         """Consume the event at the head of the tape and name it."""

@@ -27,7 +27,7 @@ import time as _time
 from retracesoftware import functional as F
 from retracesoftware.proxy.protocol import at_end, event_index
 from retracesoftware.utils.errors import ReplayDivergence as ReplayDivergenceType
-from retracesoftware.utils import DISABLED, RecordGateway, ReplayGateway
+from retracesoftware.utils import DISABLED, RecordGateway, ReplayGateway, TurnState
 
 _allocate_lock = _thread.allocate_lock
 _get_ident = _thread.get_ident
@@ -150,7 +150,15 @@ class ThreadSequencer:
     def __init__(self, reader, thread_id, *, deadlock_timeout=5.0):
         self._reader = reader
         self._thread_id = thread_id
-        self._cond = _Condition(_RLock())  # re-entrant: fail() may run inside a turn
+        self._lock = _RLock()               # re-entrant: fail() may run inside a turn
+        self._cond = _Condition(self._lock)  # held for every decision; see _conds for waiting
+        #: tid -> the condition that thread waits on (same lock): the thread
+        #: handing the turn over wakes only the thread whose turn it is
+        self._conds: dict[object, object] = {}
+        #: native flag read by ReplayCallGateway (utils): non-zero while a
+        #: thread holds, reserves or looks for a turn, or after a failure;
+        #: then replayed calls take the Python path below
+        self.turn = TurnState()
         self._live: dict[object, int] = {}     # tid -> nesting count (pending = 0 allowed)
         self._expected: set = set()
         self._finished: set = set()
@@ -174,7 +182,33 @@ class ThreadSequencer:
     def _changed(self):
         """The state changed (caller holds the condition): wake every waiter."""
         self._changes += 1
-        self._cond.notify_all()
+        for cond in self._conds.values():
+            cond.notify_all()
+
+    def _wake_head(self):
+        """The head moved (caller holds the condition): wake the thread
+        whose turn it now is, and the threads draining at exit. Everyone
+        when the head is not a waiting thread's (the end, no thread)."""
+        self._changes += 1
+        if not self._waiting and not self._draining:
+            return
+        try:
+            head = self._reader.thread
+            ended = self.end_probe()
+        except Exception:           # damaged: everyone re-reads and reports
+            head, ended = None, True
+        cond = None if ended or head is None else self._conds.get(head)
+        if cond is None or self._draining:
+            for c in self._conds.values():
+                c.notify_all()
+        else:
+            cond.notify_all()
+
+    def _my_cond(self, me):
+        cond = self._conds.get(me)
+        if cond is None:
+            cond = self._conds[me] = _Condition(self._lock)
+        return cond
 
     # -- liveness --------------------------------------------------------
     def expect(self, tid):
@@ -206,6 +240,7 @@ class ThreadSequencer:
         with self._cond:
             if self._failure is None:
                 self._failure = exc
+                self.turn.closed += 1    # for good: no fast path after a failure
             self._changed()
 
     @property
@@ -249,7 +284,7 @@ class ThreadSequencer:
                     "SEQ   " + line.replace("\n", "\nSEQ   ") + "\n"
                     for line in traceback.format_stack(frame)[-7:]))
 
-    def _wait_turn(self, head, stuck):
+    def _wait_turn(self, head, stuck, me=None):
         """Wait once on the condition (caller holds it); the caller then
         re-evaluates everything. *stuck* is the caller's ``[changes, since]``:
         while every live thread waits (for a turn or a real lock) the state
@@ -258,14 +293,24 @@ class ThreadSequencer:
         head again: `Deadlock`. Any change (an event consumed, a thread
         entering, leaving or unblocking, a turn reservation ending) restarts
         the clock; in a healthy replay the timeout never matters."""
+        cond = self._my_cond(self._thread_id() if me is None else me)
+        turn = self.turn
         if not self._all_blocked():
             stuck[0] = None
-            self._cond.wait()
+            turn.closed -= 1         # not looking while asleep
+            try:
+                cond.wait()
+            finally:
+                turn.closed += 1
             return
         remaining = self.deadlock_timeout - self._unchanged_for(stuck)
         if remaining <= 0:
             raise self._deadlock(head)
-        self._cond.wait(remaining)
+        turn.closed -= 1
+        try:
+            cond.wait(remaining)
+        finally:
+            turn.closed += 1
 
     def _unchanged_for(self, stuck):
         """Seconds the state has not changed, tracked in the caller's
@@ -282,6 +327,8 @@ class ThreadSequencer:
         report)."""
         cond = self._cond
         cond.acquire()
+        turn = self.turn
+        turn.closed += 1             # looking at the head: no fast path meanwhile
         try:
             me = self._thread_id()
             stuck = [None, 0.0]
@@ -310,16 +357,29 @@ class ThreadSequencer:
                 self._waiting[me] = head if what is None else (head, what)
                 self._os_idents[me] = _get_ident()
                 try:
-                    self._wait_turn(head, stuck)
+                    self._wait_turn(head, stuck, me)
                 finally:
                     self._waiting.pop(me, None)
         except BaseException:
+            turn.closed -= 1
             cond.release()
             raise
 
     def release(self):
-        cond = self._cond
-        self._changes += 1          # the head moved (or may have)
+        """End the turn `acquire` gave (the head moved, or may have)."""
+        try:
+            self._moved()
+        finally:
+            self.turn.closed -= 1
+            self._cond.release()
+
+    def handover(self):
+        """ReplayCallGateway consumed a whole call natively and the head is
+        no longer the caller's: what `release` does after a turn."""
+        with self._cond:
+            self._moved()
+
+    def _moved(self):
         if self.on_end is not None:
             try:
                 ended = self.end_probe()
@@ -327,9 +387,7 @@ class ThreadSequencer:
                 ended = False
             if ended:
                 self.on_end()
-        if self._waiting or self._draining:
-            cond.notify_all()
-        cond.release()
+        self._wake_head()
 
     def _t(self, *what):
         _TRACE.append((self._thread_id(), event_index(self._reader), *what))
@@ -340,6 +398,8 @@ class ThreadSequencer:
         the real operation it stands for (a lock acquire) before any later
         event may happen. Without this a thread whose turn comes later could
         grab the real lock first."""
+        if self._reserved is None:
+            self.turn.closed += 1
         self._reserved = self._thread_id()
         if _TRACE is not None:
             self._t("reserve")
@@ -348,6 +408,8 @@ class ThreadSequencer:
         with self._cond:
             if _TRACE is not None:
                 self._t("unreserve", self._reserved)
+            if self._reserved is not None:
+                self.turn.closed -= 1
             self._reserved = None
             self._changed()
 
@@ -400,8 +462,10 @@ class ThreadSequencer:
         waits here for good, as it did in the recorded process."""
         self._live.pop(me, None)
         self._changed()
+        self.turn.closed -= 1        # for good: this thread never looks again
+        cond = self._my_cond(me)
         while True:
-            self._cond.wait()
+            cond.wait()
 
     def drain(self):
         """At program exit (replay): the calling thread stops replaying and
@@ -418,15 +482,19 @@ class ThreadSequencer:
             self._exiting = True
             self._changed()
             stuck = [None, 0.0]
-            while True:
-                if self._failure is not None:
-                    raise self._failure
-                if at_end(self._reader):
-                    return
-                head = self._reader.thread
-                if head == me or head is None:
-                    return
-                self._wait_turn(head, stuck)
+            self.turn.closed += 1
+            try:
+                while True:
+                    if self._failure is not None:
+                        raise self._failure
+                    if at_end(self._reader):
+                        return
+                    head = self._reader.thread
+                    if head == me or head is None:
+                        return
+                    self._wait_turn(head, stuck, me)
+            finally:
+                self.turn.closed -= 1
 
     def __enter__(self):
         self.acquire()
@@ -565,12 +633,15 @@ class SyncPoints:
         replay = _SyncReplay(self.system, name, on_replay)
         return ReplayGateway(self.gate, target, replay)
 
-    def acquire(self, target, name, on_replay, returns=True):
+    def acquire(self, target, name, on_replay, returns=True, try_now=None):
         """A lock acquire on ``self`` (which has an ``_id``): *target*
         ``(self, *args)`` is the real acquire, true when it got the lock.
         Records ``SYNC <lock id>`` or ``SYNC False``; returns what the real
         one did: a bool, or None when ``returns`` is None (an acquire that
-        cannot fail, such as RLock._acquire_restore)."""
+        cannot fail, such as RLock._acquire_restore). ``try_now(self, *args)``
+        (optional) takes the real lock without blocking, true when it got it:
+        then a replayed acquire whose SYNC is this thread's next event takes
+        the event and the lock together, without a turn (`Reader.take_event`)."""
         if self.mode == "record":
             if returns is None:
                 rec = F.if_then_else(target, _ID_OF, _ID_OF)
@@ -579,7 +650,7 @@ class SyncPoints:
                 rec = F.if_then_else(target, _ID_OF, F.constantly(False))
                 after = F.compose(_SUCCEEDED, self._after)
             return RecordGateway(self.gate, rec, None, after, self._error)
-        replay = _SyncReplay(self.system, name, on_replay, self.lock_ids, returns)
+        replay = _SyncReplay(self.system, name, on_replay, self.lock_ids, returns, try_now)
         return ReplayGateway(self.gate, target, replay)
 
     def plain(self, target):
@@ -592,20 +663,61 @@ _NO_LOCK = object()
 
 
 class _SyncReplay:
-    __slots__ = ("system", "name", "on_replay", "lock_ids", "returns")
+    __slots__ = ("system", "name", "on_replay", "lock_ids", "returns", "try_now")
 
-    def __init__(self, system, name, on_replay, lock_ids=None, returns=_NO_LOCK):
+    def __init__(self, system, name, on_replay, lock_ids=None, returns=_NO_LOCK, try_now=None):
         self.system = system
         self.name = name
         self.on_replay = on_replay
         self.lock_ids = lock_ids
         self.returns = returns   # lock acquires: what success returns
+        self.try_now = try_now   # lock acquires: the real acquire, not blocking
+
+    def _fast(self, args, kwargs):
+        """The acquire's SYNC and the real lock together, when the SYNC is
+        this thread's next event and the lock is free: no turn, no wait.
+        None: take the ordinary path."""
+        system = self.system
+        seq = system._sequencer
+        if seq.turn.closed:
+            return None
+        mine = args[0]._id
+        try_now = self.try_now
+        taken = []
+
+        def accept(value):
+            # Checked here, with this thread's SYNC at the head: a thread
+            # that took its turn before (and may have reserved it) shows in
+            # turn.closed, and no other thread can take one meanwhile.
+            if seq.turn.closed:
+                return False
+            if value is False:
+                return True
+            if value is not True and value != mine:
+                return False            # the ordinary path reports it
+            if try_now(*args, **kwargs):
+                taken.append(True)
+                return True
+            return False
+
+        got = system.reader.take_event(system._thread_id(), SYNC, accept)
+        if got is None:
+            if taken:                   # (the head moved meanwhile: undone)
+                args[0].release()
+            return None
+        if not got[1]:
+            seq.handover()
+        return (False if got[0] is False else self.returns,)
 
     def __call__(self, *args, **kwargs):
         system = self.system
         gate = system.gate
         old = gate.swap(DISABLED)
         try:
+            if self.try_now is not None:
+                got = self._fast(args, kwargs)
+                if got is not None:
+                    return got[0]
             on_replay = self.on_replay
             index, tag, value = _read_sync(system, self.name,
                                            reserve=lambda t, v: t == SYNC and v is not False
@@ -637,8 +749,7 @@ class _SyncReplay:
                     raise value      # no local may keep it (see System._replay)
                 finally:
                     value = None
-            from retracesoftware.proxy.system import _describe_tag
-            raise system._diverge(index, _describe_tag(tag, value), self.name)
+            raise system._diverge(index, system.describe_tag(tag, value), self.name)
         finally:
             gate.phase = old
 
@@ -647,15 +758,7 @@ def _read_sync(system, what, reserve=None):
     """One turn: (event index, tag, operand) of this thread's next event.
     When ``reserve(tag, value)`` is true the turn stays reserved for the
     caller (`ThreadSequencer.reserve`) until it calls ``unreserve``."""
-    from retracesoftware.proxy.system import _copy_divergence
-    system._check_failed()
-    seq = system._sequencer
-    try:
-        seq.acquire(what)
-    except Deadlock as dead:
-        raise system._deadlock(dead) from None
-    except ReplayDivergenceType as div:
-        raise _copy_divergence(div) from None
+    seq = system.take_turn(what)
     try:
         reader = system.reader
         index = event_index(reader)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os as _os
 import weakref as _weakref
 from _thread import allocate_lock as _allocate_lock, start_new_thread as _start_new_thread, \
-    get_ident as _get_ident
+    get_ident as _get_ident, RLock as _RLock
 from time import monotonic as _monotonic
 
 try:
@@ -672,6 +672,11 @@ class StreamReader:
         self._payload_offset = 0   # file offset of _payload[0]
         self._eof = False
         self._error = None
+        self._ahead = []           # events decoded by take_call's lookahead, not consumed
+        # The replay's fast paths (take_call/take_event) run without the
+        # sequencer's lock; this keeps two threads out of the decoder (the
+        # C++ reader is atomic under the GIL instead).
+        self._mutex = _RLock()
         head = self._f.read(C.HEADER_SIZE)
         if len(head) < len(C.MAGIC) or head[:len(C.MAGIC)] != C.MAGIC:
             self._f.close()
@@ -804,6 +809,8 @@ class StreamReader:
 
     def _decode_next(self):
         """Decode the next raw event → (kind, value, offset) or None at EOF."""
+        if self._ahead:
+            return self._ahead.pop(0)
         if self._error is not None:
             raise self._error
         while self._pos >= len(self._payload):
@@ -882,6 +889,10 @@ class StreamReader:
 
     def read(self):
         """The next value; EOFError at the clean end of the recording."""
+        with self._mutex:
+            return self._read_unlocked()
+
+    def _read_unlocked(self):
         if not self._fill():
             raise EOFError("end of recording")
         kind, v, _ = self._head
@@ -893,6 +904,10 @@ class StreamReader:
 
     def bind(self, obj):
         """Consume the NEW_BINDING at the head and give its handle to *obj*."""
+        with self._mutex:
+            return self._bind_unlocked(obj)
+
+    def _bind_unlocked(self, obj):
         if not self._fill():
             raise EOFError("end of recording")
         if self._head[0] != "binding":
@@ -902,18 +917,120 @@ class StreamReader:
         self._next_binding += 1
         self._event += 1
 
+    def take_call(self, thread, call_tag, name, fp, result_tag, error_tag):
+        with self._mutex:
+            return self._take_call_unlocked(thread, call_tag, name, fp, result_tag, error_tag)
+
+    def _take_call_unlocked(self, thread, call_tag, name, fp, result_tag, error_tag):
+        """The replay's fast path (see the C++ reader): when the next events
+        are ``call_tag name fp`` then ``result_tag value`` / ``error_tag exc``,
+        all of *thread*, nothing in between, consume them and return ``(ok,
+        value, same_thread)``; else consume nothing and return None."""
+        if self._error is not None:
+            return None
+        try:
+            if not self._fill():
+                return None
+        except Exception:
+            return None
+        kind, v, _ = self._head
+        if kind != "value" or self._thread != thread or v != call_tag:
+            return None
+        ahead = self._ahead
+        try:
+            # Decoded events wait in _ahead for the ordinary reads when the
+            # call is not taken (decoding has no effect that must be undone:
+            # markers stop the lookahead before anything after them).
+            while len(ahead) < 4 and self._pos < len(self._payload):
+                ev = self._decode_next_in_frame()
+                ahead.append(ev)
+                if ev[0] != "value":
+                    return None
+        except Exception:
+            return None
+        if len(ahead) < 4:
+            return None
+        (k0, rname, _), (k1, rfp, _), (k2, tag, _), (k3, value, _) = ahead[:4]
+        if k0 != "value" or k1 != "value" or k2 != "value" or k3 != "value":
+            return None
+        if rname != name or rfp != fp:
+            return None
+        if tag == result_tag:
+            ok = True
+        elif tag == error_tag:
+            ok = False
+        else:
+            return None
+        del ahead[:4]
+        self._head = None
+        self._event += 5
+        try:
+            more = self._fill()
+        except Exception:
+            more = False
+        return ok, value, bool(more) and self._thread == thread
+
+    def take_event(self, thread, tag, accept):
+        with self._mutex:
+            return self._take_event_unlocked(thread, tag, accept)
+
+    def _take_event_unlocked(self, thread, tag, accept):
+        """The fast path of a two-value event (see the C++ reader): when the
+        next events are ``tag value`` of *thread* and ``accept(value)`` is
+        true, consume both and return ``(value, same_thread)``; else consume
+        nothing and return None."""
+        if self._error is not None:
+            return None
+        try:
+            if not self._fill():
+                return None
+        except Exception:
+            return None
+        kind, v, _ = self._head
+        if kind != "value" or self._thread != thread or v != tag:
+            return None
+        ahead = self._ahead
+        try:
+            if not ahead and self._pos < len(self._payload):
+                ahead.append(self._decode_next_in_frame())
+        except Exception:
+            return None
+        if not ahead or ahead[0][0] != "value":
+            return None
+        head, first = self._head, ahead[0]
+        if not accept(first[1]) or self._head is not head or not self._ahead or self._ahead[0] is not first:
+            return None
+        del ahead[0]
+        self._head = None
+        self._event += 2
+        try:
+            more = self._fill()
+        except Exception:
+            more = False
+        return first[1], bool(more) and self._thread == thread
+
+    def _decode_next_in_frame(self):
+        """The next raw event of the current frame (caller checked one is left)."""
+        ahead, self._ahead = self._ahead, []
+        try:
+            return self._decode_next()
+        finally:
+            self._ahead = ahead
+
     @property
     def thread(self):
         """Logical thread id of the next value (None before any THREAD_SWITCH)."""
-        self._fill()
-        return self._thread
+        with self._mutex:
+            self._fill()
+            return self._thread
 
     @property
     def next_kind(self):
         """'value', 'binding' or None (end of recording), without consuming."""
-        if not self._fill():
-            return None
-        return self._head[0]
+        with self._mutex:
+            if not self._fill():
+                return None
+            return self._head[0]
 
     @property
     def position(self):

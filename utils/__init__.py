@@ -12,6 +12,8 @@ ReplayGateway = _impl.ReplayGateway
 MethodGateway = _impl.MethodGateway
 NewGateway = _impl.NewGateway
 RecordCallGateway = _impl.RecordCallGateway
+ReplayCallGateway = _impl.ReplayCallGateway
+TurnState = _impl.TurnState
 flush_pending_calls = _impl.flush_pending_calls
 fingerprint = _impl.fingerprint
 patch_type = _impl.patch_type
@@ -39,6 +41,8 @@ __all__ = [
     "MethodGateway",
     "NewGateway",
     "RecordCallGateway",
+    "ReplayCallGateway",
+    "TurnState",
     "flush_pending_calls",
     "fingerprint",
     "patch_type",

@@ -277,6 +277,67 @@ class RecordCallGateway(_Gateway):
         return f"<RecordCallGateway {self.name!r} for {self.target!r}>"
 
 
+class TurnState:
+    """The replay sequencer's flag for `ReplayCallGateway`: ``closed``
+    non-zero sends every replayed call down the slow path."""
+
+    __slots__ = ("closed",)
+
+    def __init__(self):
+        self.closed = 0
+
+
+class ReplayCallGateway(_Gateway):
+    """``ReplayCallGateway(gate, target, take, thread_id, turn, call_tag, name,
+    result_tag, error_tag, slow, handover)``: a replayed call in one step
+    (see README.md; the same contract as the C++ backend)."""
+
+    __slots__ = ("gate", "target", "take", "thread_id", "turn", "call_tag", "name", "result_tag",
+                 "error_tag", "slow", "handover", "_cell", "_fp_noargs", "__weakref__")
+
+    def __init__(self, gate, target, take, thread_id, turn, call_tag, name, result_tag, error_tag,
+                 slow, handover):
+        if not isinstance(gate, Gate):
+            raise TypeError(f"gate must be a Gate, got {type(gate).__name__}")
+        if not isinstance(turn, TurnState):
+            raise TypeError(f"turn must be a TurnState, got {type(turn).__name__}")
+        for what, fn in (("target", target), ("take", take), ("thread_id", thread_id),
+                         ("slow", slow), ("handover", handover)):
+            _check_callable(what, fn, False)
+        self.gate, self.target, self.take, self.thread_id, self.turn = gate, target, take, thread_id, turn
+        self.call_tag, self.name, self.result_tag, self.error_tag = call_tag, name, result_tag, error_tag
+        self.slow, self.handover = slow, handover
+        self._cell = gate._cell
+        self._fp_noargs = fingerprint()
+
+    def __call__(self, *args, **kwargs):
+        cell = self._cell
+        if cell.phase != INTERNAL:
+            return self.target(*args, **kwargs)
+        if self.turn.closed:
+            return self.slow(*args, **kwargs)
+        fp = fingerprint(*args, **kwargs) if args or kwargs else self._fp_noargs
+        cell.phase = DISABLED
+        try:
+            got = self.take(self.thread_id(), self.call_tag, self.name, fp, self.result_tag,
+                            self.error_tag)
+            if got is not None and not got[2]:
+                self.handover()
+        finally:
+            cell.phase = INTERNAL
+        if got is None:
+            return self.slow(*args, **kwargs)
+        if got[0]:
+            return got[1]
+        try:
+            raise got[1]
+        finally:
+            got = None
+
+    def __repr__(self):
+        return f"<ReplayCallGateway {self.name!r} for {self.target!r}>"
+
+
 def flush_pending_calls():
     """Write the CALL of every recorded call in progress on this thread that
     has not been written yet (oldest first); returns how many were written."""

@@ -568,6 +568,168 @@ PyObject* Reader_bind(PyObject* self, PyObject* obj) {
     Py_RETURN_NONE;
 }
 
+// ------------------------------------------------------------ take_call
+
+inline bool same(PyObject* a, PyObject* b) {
+    if (a == b) return true;
+    if (!a || !b) return false;
+    int eq = PyObject_RichCompareBool(a, b, Py_EQ);
+    if (eq < 0) { PyErr_Clear(); return false; }
+    return eq == 1;
+}
+
+// Lookahead inside the current frame: the value event at `pos` (new ref),
+// advancing `pos`; nullptr (no error set) at the frame's end, at a marker
+// (thread switch, binding, delete) or on damage -- the caller then consumes
+// nothing and the ordinary reads report whatever is there.
+PyObject* value_ahead(Reader* r, size_t& pos) {
+    const uint8_t* base = reinterpret_cast<const uint8_t*>(r->core.payload.data());
+    const uint8_t* end = base + r->core.payload.size();
+    if (base + pos >= end) return nullptr;
+    Cursor c{base + pos, end};
+    if (is_ext(*c.p)) {
+        Cursor probe = c;
+        int8_t code;
+        const uint8_t* data;
+        size_t len;
+        if (!parse_ext(probe, &code, &data, &len)) { PyErr_Clear(); return nullptr; }
+        if (code == EXT_NEW_BINDING || code == EXT_BINDING_DELETE || code == EXT_THREAD_SWITCH) return nullptr;
+    }
+    PyObject* v = decode(r, c, 0);
+    if (!v) {
+        PyErr_Clear();
+        r->missing_hook = false;
+        return nullptr;
+    }
+    pos = static_cast<size_t>(c.p - base);
+    return v;
+}
+
+// take_call(thread, call_tag, name, fp, result_tag, error_tag) -> None | (ok, value, same_thread)
+//
+// The replay's fast path (utils.ReplayCallGateway): when the next events are
+// `call_tag name fp` followed by `result_tag value` or `error_tag exc`, all
+// of logical thread `thread` with nothing in between, consume the five and
+// return (True, value) / (False, exc) plus whether the event after them is
+// again `thread`'s (False at the end, at a switch, or on damage: the caller
+// hands the turn over). Anything else consumes nothing and returns None:
+// the engine's ordinary path reads (and reports) it. Never raises for the
+// tape's contents. GIL held throughout; another thread sees the head (this
+// CALL, on `thread`) unchanged until the five are consumed at once.
+PyObject* Reader_take_call(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+    Reader* r = reinterpret_cast<Reader*>(self);
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "take_call(thread, call_tag, name, fp, result_tag, error_tag)");
+        return nullptr;
+    }
+    if (r->error) Py_RETURN_NONE;
+    int rc = fill(r);
+    if (rc < 0) { PyErr_Clear(); Py_RETURN_NONE; }
+    if (rc == 0 || r->head_kind != K_VALUE || !same(r->thread ? r->thread : Py_None, args[0]) ||
+        !same(r->head, args[1]))
+        Py_RETURN_NONE;
+    size_t pos = r->pos;
+    size_t nstrings = r->core.strings.size();
+    PyObject* got[4] = {nullptr, nullptr, nullptr, nullptr};
+    bool ok = false, is_result = false;
+    for (int i = 0; i < 4; i++) {
+        got[i] = value_ahead(r, pos);
+        if (!got[i]) break;
+        if (i == 0 && !same(got[0], args[2])) break;
+        if (i == 1 && !same(got[1], args[3])) break;
+        if (i == 2) {
+            is_result = same(got[2], args[4]);
+            if (!is_result && !same(got[2], args[5])) break;
+        }
+        if (i == 3) ok = true;
+    }
+    if (!ok) {
+        for (PyObject* v : got) Py_XDECREF(v);
+        // Strings the lookahead defined are defined again when really read.
+        while (r->core.strings.size() > nstrings) {
+            Py_DECREF(r->core.strings.back());
+            r->core.strings.pop_back();
+        }
+        Py_RETURN_NONE;
+    }
+    Py_DECREF(got[0]);
+    Py_DECREF(got[1]);
+    Py_DECREF(got[2]);
+    r->pos = pos;
+    Py_CLEAR(r->head);
+    r->head_kind = K_NONE;
+    r->event += 5;
+    int more = fill(r);
+    if (more < 0) PyErr_Clear();  // sticky: the next read reports the damage
+    bool same_thread = more == 1 && same(r->thread ? r->thread : Py_None, args[0]);
+    PyObject* out = PyTuple_New(3);
+    if (!out) { Py_DECREF(got[3]); return nullptr; }
+    PyTuple_SET_ITEM(out, 0, Py_NewRef(is_result ? Py_True : Py_False));
+    PyTuple_SET_ITEM(out, 1, got[3]);
+    PyTuple_SET_ITEM(out, 2, Py_NewRef(same_thread ? Py_True : Py_False));
+    return out;
+}
+
+// take_event(thread, tag, accept) -> None | (value, same_thread)
+//
+// The replay's fast path for a two-value event (`tag value`, a lock's SYNC):
+// when the next events are `tag value` of logical thread `thread` and
+// accept(value) is true, consume both; else consume nothing and return None.
+// accept runs before anything is consumed (a replayed lock acquire takes the
+// real lock there, without blocking), so the event and its effect happen
+// together; another thread sees this thread's event at the head until then.
+PyObject* Reader_take_event(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+    Reader* r = reinterpret_cast<Reader*>(self);
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "take_event(thread, tag, accept)");
+        return nullptr;
+    }
+    if (r->error) Py_RETURN_NONE;
+    int rc = fill(r);
+    if (rc < 0) { PyErr_Clear(); Py_RETURN_NONE; }
+    if (rc == 0 || r->head_kind != K_VALUE || !same(r->thread ? r->thread : Py_None, args[0]) ||
+        !same(r->head, args[1]))
+        Py_RETURN_NONE;
+    size_t pos = r->pos;
+    const size_t start = pos;
+    PyObject* const head = r->head;
+    size_t nstrings = r->core.strings.size();
+    PyObject* value = value_ahead(r, pos);
+    auto undo = [&] {
+        Py_XDECREF(value);
+        while (r->core.strings.size() > nstrings) {
+            Py_DECREF(r->core.strings.back());
+            r->core.strings.pop_back();
+        }
+    };
+    if (!value) { undo(); Py_RETURN_NONE; }
+    PyObject* ok = PyObject_CallOneArg(args[2], value);
+    if (!ok) { undo(); return nullptr; }
+    int yes = PyObject_IsTrue(ok);
+    Py_DECREF(ok);
+    if (yes < 0) { undo(); return nullptr; }
+    // accept may have let another thread run: the head must still be ours.
+    if (r->head_kind != K_VALUE || r->head != head || r->pos != start) {
+        // Someone read while accept ran Python code (only a deadlock report
+        // does): their reads stand; ours is dropped without undoing.
+        Py_DECREF(value);
+        Py_RETURN_NONE;
+    }
+    if (!yes) { undo(); Py_RETURN_NONE; }
+    r->pos = pos;
+    Py_CLEAR(r->head);
+    r->head_kind = K_NONE;
+    r->event += 2;
+    int more = fill(r);
+    if (more < 0) PyErr_Clear();
+    bool same_thread = more == 1 && same(r->thread ? r->thread : Py_None, args[0]);
+    PyObject* out = PyTuple_New(2);
+    if (!out) { Py_DECREF(value); return nullptr; }
+    PyTuple_SET_ITEM(out, 0, value);
+    PyTuple_SET_ITEM(out, 1, Py_NewRef(same_thread ? Py_True : Py_False));
+    return out;
+}
+
 PyObject* Reader_register(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
     Reader* r = reinterpret_cast<Reader*>(self);
     if (nargs != 2 || !PyUnicode_CheckExact(args[0]) || !PyCallable_Check(args[1])) {
@@ -624,6 +786,12 @@ PyObject* Reader_reopen(PyObject* self, PyObject* path);
 PyMethodDef reader_methods[] = {
     {"read", Reader_read, METH_NOARGS, "read() -> the next value; EOFError at the clean end."},
     {"bind", Reader_bind, METH_O, "bind(obj): consume the NEW_BINDING at the head and give its handle to obj."},
+    {"take_event", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(Reader_take_event)), METH_FASTCALL,
+     "take_event(thread, tag, accept) -> None | (value, same_thread): `tag value` when accept(value), "
+     "or nothing consumed."},
+    {"take_call", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(Reader_take_call)), METH_FASTCALL,
+     "take_call(thread, call_tag, name, fp, result_tag, error_tag) -> None | (ok, value, same_thread): "
+     "a whole recorded call with its outcome, or nothing consumed."},
     {"register", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(Reader_register)), METH_FASTCALL,
      "register(name, from_state)"},
     {"reopen", Reader_reopen, METH_O,

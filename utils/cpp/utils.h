@@ -43,6 +43,9 @@ PyObject* fingerprint_vector(PyObject* const* args, Py_ssize_t nargs, PyObject* 
 // ---- record_call.cpp
 int init_record_call(PyObject* module);       // RecordCallGateway, flush_pending_calls
 
+// ---- replay_call.cpp
+int init_replay_call(PyObject* module);       // ReplayCallGateway, TurnState
+
 // ---- typepatch.cpp
 int init_typepatch(PyObject* module);
 
