@@ -154,7 +154,7 @@ def test_ci_failure_replays_one_test_in_another_checkout(tmp_path):
 def test_a_passing_session_leaves_nothing_and_inspect_lists_tests(tmp_path):
     project = _make_project(tmp_path / "ci")
     recording = tmp_path / "rec.bin"
-    passed = run([sys.executable, "-m", "pytest", "-q", "test_math.py", "--retrace-record", str(recording) + os.sep],
+    passed = run([sys.executable, "-m", "pytest", "-q", "test_math.py", "--retrace-record", str(recording)],
                  project)
     assert passed.returncode == 0, passed.out + passed.err
     assert not recording.exists()
