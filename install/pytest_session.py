@@ -210,7 +210,7 @@ class SessionReporter:
         if self.worker is None:   # the controller or a plain session (xdist workers collect too)
             _mark_sources(self.config, session.items)
 
-    def pytest_testnodeready(self, node):
+    def pytest_testnodeready(self, node):   # optional: pytest-xdist's hook (marked below)
         """xdist controller: which process each worker is (its recording is
         the child recording with that pid)."""
         try:
@@ -412,3 +412,12 @@ def outcomes(reports: list) -> list:
         elif outcome is not None and have[0] in (None, "passed"):
             have[0] = outcome
     return [(k, v[0] or "passed", v[1]) for k, v in merged.items()]
+
+
+try:
+    import pytest as _pytest
+
+    # xdist's hook: unknown to pytest when xdist is not installed.
+    SessionReporter.pytest_testnodeready = _pytest.hookimpl(optionalhook=True)(SessionReporter.pytest_testnodeready)
+except ImportError:  # pragma: no cover - only used under pytest
+    pass
