@@ -17,7 +17,11 @@ from __future__ import annotations
 
 import _io
 import _pyio
-import os
+
+# `os` as the boundary sees it (install/isolation.py): names resolve in
+# posix at each call, so a program's own patch of ``os.read`` (blockbuster)
+# never sees the reads a plain C open() would make without it.
+from retracesoftware.install.isolation import isolated_class, posix_view as os
 
 # Private references taken before any patching (the runtime never calls
 # through a patched attribute).
@@ -35,7 +39,7 @@ DEFAULT_BUFFER_SIZE = _io.DEFAULT_BUFFER_SIZE
 finalizer_mode = "record"
 
 
-class FileIO(_pyio.FileIO):
+class FileIO(isolated_class(_pyio.FileIO, os=os)):
     """``_pyio.FileIO`` with a finalizer that stays off the recording."""
 
     def __del__(self):

@@ -11,6 +11,8 @@ boundary call (names plus the type bits the listing gave), and hands out
 from __future__ import annotations
 
 import os
+
+from retracesoftware.install.isolation import posix_view as _os   # program patches of os unseen
 import stat as _stat
 
 _real_scandir = os.scandir
@@ -50,12 +52,12 @@ class DirEntry:
     def stat(self, *, follow_symlinks=True):
         if follow_symlinks and self._is_symlink:
             if self._stat is None:
-                self._stat = os.stat(self.path) if self._dir_fd is None else \
-                    os.stat(self.name, dir_fd=self._dir_fd)
+                self._stat = _os.stat(self.path) if self._dir_fd is None else \
+                    _os.stat(self.name, dir_fd=self._dir_fd)
             return self._stat
         if self._lstat is None:
-            self._lstat = os.lstat(self.path) if self._dir_fd is None else \
-                os.stat(self.name, dir_fd=self._dir_fd, follow_symlinks=False)
+            self._lstat = _os.lstat(self.path) if self._dir_fd is None else \
+                _os.stat(self.name, dir_fd=self._dir_fd, follow_symlinks=False)
         return self._lstat
 
     def _test(self, mode_test, listed, follow_symlinks):

@@ -30,11 +30,12 @@ from retracesoftware.install import buffers, files, fs
 from retracesoftware.install.substitutes import builtin_function, like_builtin, substitute_for
 from retracesoftware.proxy.system import Callback as _Callback
 from retracesoftware.utils import DISABLED, INTERNAL
-from retracesoftware.utils.errors import RecordingError
+from retracesoftware.utils.errors import RecordingError, RetraceError
 
 log = logging.getLogger("retracesoftware")
 
 _importlib_bootstrap = sys.modules["importlib._bootstrap"]
+_real_exit = __import__("posix")._exit   # before any patch
 _real_scandir = fs._real_scandir
 _METHOD_TYPES = (type(len), type([].append), type(object().__str__), type(_io.open.__call__))
 import types as _types  # noqa: E402
@@ -200,6 +201,49 @@ def _is_type(value) -> bool:
     return issubclass(type(value), type)
 
 
+#: Functions that find and read program source (see _disable_source_readers).
+_SOURCE_READERS = {
+    "inspect": ("getmodule", "getsourcefile", "getabsfile", "findsource", "getfile",
+                "getsourcelines", "getsource", "getframeinfo", "getinnerframes",
+                "getouterframes", "trace"),   # not stack(): it counts its caller's frames
+    "linecache": ("getline", "getlines", "updatecache", "checkcache", "lazycache"),
+}
+
+
+class NativeIOUnsupported(RetraceError):
+    """A library did I/O in C that no boundary records (NATIVE_IO)."""
+    exit_code = 4
+
+
+#: Libraries whose C code reads and writes descriptors itself: module ->
+#: (distribution, what it does, its I/O entry points in that module).
+#: Covered elsewhere and so absent here: the stdlib's ssl (configs/ssl.toml),
+#: sqlite3 (a file, configs/sqlite3.toml). docs/COMPATIBILITY.md lists both.
+NATIVE_IO = {
+    "OpenSSL.SSL": ("pyOpenSSL", "OpenSSL reads and writes the socket's descriptor",
+                    ("Connection.__init__",)),
+    "psycopg2": ("psycopg2", "libpq talks to the server on its own socket", ("connect",)),
+    "psycopg": ("psycopg", "libpq talks to the server on its own socket", ("connect",)),
+    "grpc": ("grpc", "gRPC's C core owns its sockets",
+             ("insecure_channel", "secure_channel", "server")),
+    "uvloop": ("uvloop", "libuv runs the event loop's I/O", ("new_event_loop", "install", "run")),
+    "pycurl": ("pycurl", "libcurl owns its connections", ("Curl",)),
+}
+
+
+#: C extensions that patch builtins by writing into their C method tables:
+#: module -> the modules/types whose attributes it takes when it is
+#: imported. time-machine keeps ``time.time``, ``datetime.datetime.now``…
+#: from its module init and later writes their ``ml_meth``: finding our
+#: gateways there (not builtin functions) crashed the process. The import
+#: runs with the original builtins back in place, so it patches the real
+#: ones — which our gateways call: the travelled time is what the recording
+#: holds, and what the replay returns.
+_C_LEVEL_PATCHERS = {
+    "_time_machine": ("time", "datetime.datetime", "datetime.date"),
+}
+
+
 def _is_own(name: str) -> bool:
     return any(name == p or name.startswith(p + ".") for p in _OWN_PREFIXES)
 
@@ -213,6 +257,7 @@ class Installer:
         self.system = system
         self.config = config
         self._undo: list = []
+        self._originals: dict = {}   # (id(owner), attr) -> (owner, attr, original), see _set
         self._pending = {}
         self._on_import: dict = {}   # module name -> fn(module), see when_imported
         self._patched_modules: set[str] = set()
@@ -245,6 +290,10 @@ class Installer:
             self._replace_everywhere(replacements)
             self._rebind_bound_methods()
             files.finalizer_mode = self.system.mode
+            for module_name in _SOURCE_READERS:
+                self.when_imported(module_name, self._disable_source_readers)
+            for module_name in NATIVE_IO:
+                self.when_imported(module_name, self._guard_native_io)
             self.when_imported("_signal", self._patch_getsignal)
             self.when_imported("socket", self._patch_socket_finalizer)
             self._gc_callbacks_outside()
@@ -423,13 +472,33 @@ class Installer:
                 return gateway(obj)
             return descriptor.__get__(obj, type(obj))
 
+        # Setting (and deleting) the attribute of a bound instance is a
+        # boundary call like a method: on replay the real object behind it
+        # was never initialised (sqlite3's ``conn.isolation_level = None``
+        # raised "Base Connection.__init__ not called").
         fset = fdel = None
         if hasattr(descriptor, "__set__"):
-            def fset(obj, value):
+            def write(obj, value):
                 descriptor.__set__(obj, value)
+            write.__name__ = attr
+            set_gateway = system.patch_function(write, f"{name}.__set__")
+
+            def fset(obj, value):
+                if is_bound(obj):
+                    set_gateway(obj, value)
+                else:
+                    descriptor.__set__(obj, value)
         if hasattr(descriptor, "__delete__"):
-            def fdel(obj):
+            def delete(obj):
                 descriptor.__delete__(obj)
+            delete.__name__ = attr
+            delete_gateway = system.patch_function(delete, f"{name}.__delete__")
+
+            def fdel(obj):
+                if is_bound(obj):
+                    delete_gateway(obj)
+                else:
+                    descriptor.__delete__(obj)
         self._set(cls, attr, property(fget, fset, fdel, getattr(descriptor, "__doc__", None)),
                   is_type=True)
 
@@ -469,6 +538,105 @@ class Installer:
         with_callbacks.__name__ = getattr(fn, "__name__", "with_callbacks")
         with_callbacks.__qualname__ = getattr(fn, "__qualname__", with_callbacks.__name__)
         return with_callbacks
+
+    def _disable_source_readers(self, module) -> None:
+        """Finding and reading the program's own source is code, not data
+        (like the import system's finders, run DISABLED): ``inspect.stack()``
+        and ``getmodule`` ``stat`` every module file in ``sys.modules``
+        order, which our runtime's own imports change on replay; linecache
+        fills its cache whenever a traceback is formatted, our runtime's
+        included. Live on replay; the recording's source digests say the
+        files are the recorded ones."""
+        replacements = {}
+        for fname in _SOURCE_READERS.get(module.__name__, ()):
+            fn = module.__dict__.get(fname)
+            if type(fn) is not _FunctionType:
+                continue
+            disabled = self._disabled(fn)
+            self._set(module, fname, disabled)
+            replacements[id(fn)] = (fn, disabled)
+        self._replace_everywhere(replacements)
+
+    def _guard_native_io(self, module) -> None:
+        """Libraries whose C code does I/O on descriptors it got from Python
+        (NATIVE_IO): no boundary sees those bytes, and on replay the
+        descriptor is not live (pyOpenSSL: EBADF, then a deadlock report).
+        Their I/O entry points say so in one line: at record a warning that
+        the recording will not replay; on replay an error (exit 4) instead
+        of a divergence deep inside the library."""
+        library, what, entry_points = NATIVE_IO[module.__name__]
+        replaying = self.system.mode == "replay"
+        gate = self.system.gate
+        warned = []
+        for dotted in entry_points:
+            owner_path, _, attr = dotted.rpartition(".")
+            owner = module
+            for part in filter(None, owner_path.split(".")):
+                owner = owner.__dict__.get(part) if hasattr(owner, "__dict__") else None
+            real = owner.__dict__.get(attr) if owner is not None else None
+            if real is None:
+                continue
+            where = f"{module.__name__}.{dotted}"
+
+            def guarded(*args, __real=real, __where=where, **kwargs):
+                if gate.phase == INTERNAL:
+                    message = (f"{library} does its own I/O in C ({what}; {__where} called) — "
+                               f"this recording will not replay; see docs/COMPATIBILITY.md")
+                    if replaying:
+                        # One line and exit 4 (an unsupported recording),
+                        # not an exception the program could catch.
+                        try:
+                            sys.stdout.flush()
+                        finally:
+                            sys.stderr.write(f"retrace: error: {message}\n")
+                            sys.stderr.flush()
+                            _real_exit(NativeIOUnsupported.exit_code)
+                    if not warned:
+                        warned.append(True)
+                        sys.stderr.write(f"retrace: warning: {message}\n")
+                return __real(*args, **kwargs)
+            guarded.__name__ = getattr(real, "__name__", attr)
+            guarded.__qualname__ = getattr(real, "__qualname__", attr)
+            guarded.__wrapped__ = real
+            if _is_type(owner):
+                self._set(owner, attr, guarded, is_type=True)
+            else:
+                self._set(owner, attr, substitute_for(real, guarded))
+
+    def _with_originals(self, fn, owner_names):
+        """*fn* run DISABLED with the original builtins back in the named
+        modules and types (see _C_LEVEL_PATCHERS)."""
+        from retracesoftware.utils import patch_type, unpatch_type
+        gate = self.system.gate
+        originals = self._originals
+
+        def owners_match(owner):
+            if issubclass(type(owner), _types.ModuleType):
+                return owner.__name__ in owner_names
+            return _is_type(owner) and f"{owner.__module__}.{owner.__qualname__}" in owner_names
+
+        def call(*args, **kwargs):
+            previous = gate.swap(DISABLED)
+            restore = []
+            try:
+                for owner, attr, original in list(originals.values()):
+                    if not owners_match(owner) or owner.__dict__.get(attr) is original:
+                        continue
+                    if _is_type(owner):
+                        restore.append((None, patch_type(owner, {attr: original})))
+                    else:
+                        restore.append((owner, (attr, owner.__dict__[attr])))
+                        setattr(owner, attr, original)
+                return fn(*args, **kwargs)
+            finally:
+                for owner, what in reversed(restore):
+                    if owner is None:
+                        unpatch_type(what)
+                    else:
+                        setattr(owner, what[0], what[1])
+                gate.phase = previous
+        call.__name__ = getattr(fn, "__name__", "call")
+        return call
 
     def _patch_getsignal(self, module) -> None:
         """Signal handlers the program installs are callbacks (configs/
@@ -577,6 +745,8 @@ class Installer:
         d = owner.__dict__
         missing = attr not in d
         old = d.get(attr)
+        if not missing:
+            self._originals.setdefault((id(owner), attr), (owner, attr, old))
         if is_type:
             from retracesoftware.utils import patch_type, unpatch_type
             token = patch_type(owner, {attr: value})
@@ -729,6 +899,7 @@ class Installer:
             "DISABLED": DISABLED, "INTERNAL": INTERNAL,
             "original_find_and_load": original_find_and_load,
             "original_call": original_call,
+            "c_level_patchers": _C_LEVEL_PATCHERS, "sys": sys,
         }
         # Compiled under importlib's own file name, so CPython's
         # remove_importlib_frames() drops these frames from tracebacks of
@@ -786,7 +957,11 @@ def _find_and_load(name, import_):
     if outer == INTERNAL:
         gate.phase = DISABLED
     try:
-        module = original_find_and_load(name, import_)
+        owners = c_level_patchers.get(name)
+        if owners is not None and name not in sys.modules:
+            module = installer._with_originals(original_find_and_load, owners)(name, import_)
+        else:
+            module = original_find_and_load(name, import_)
     finally:
         stack.pop()
         gate.phase = outer

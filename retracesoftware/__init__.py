@@ -1,8 +1,10 @@
 """retracesoftware: deterministic record/replay for CPython.
 
-PYTEST_DONT_REWRITE: our pytest plugin's package is imported before pytest
-looks at it when the CLI records a pytest session (no assertion rewriting,
-and no warning about it).
+PYTEST_DONT_REWRITE: pytest marks the packages of every distribution that
+registers a pytest11 plugin (ours) for assertion rewriting, and warns for
+each that is already imported. Under the CLI this package is imported before
+pytest starts, so without this marker every recorded pytest session showed
+"1 warning", and a suite with ``filterwarnings = error`` stopped at start-up.
 """
 import os as _os
 import sys as _sys

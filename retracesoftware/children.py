@@ -59,16 +59,33 @@ _dup = posix.dup
 _dup2 = posix.dup2
 _close = posix.close
 _listdir = posix.listdir
-_makedirs = os.makedirs
-_isdir = os.path.isdir
-_exists = os.path.exists
-_abspath = os.path.abspath
-_samefile = os.path.samefile
-_realpath = os.path.realpath
+# Our own file-system checks never go through the program's patches of os
+# (blockbuster wraps os.stat to report blocking calls): private copies.
+from retracesoftware.install.isolation import isolated as _isolated, real_os as _real_os  # noqa: E402
+_makedirs = _isolated(os.makedirs, path=_real_os.path, mkdir=posix.mkdir)
+_isdir = _real_os.path.isdir
+_exists = _real_os.path.exists
+_abspath = _real_os.path.abspath
+_samefile = _real_os.path.samefile
+_realpath = _real_os.path.realpath
 _fsdecode = os.fsdecode
 _fsencode = os.fsencode
 _wall_clock = time.time
 _write_stderr = sys.stderr.write
+
+_POPEN = []
+
+
+def _popen_class():
+    """``subprocess.Popen`` whose methods see our private ``os``: spawning
+    a child's replay is our work, not the program's (a program's patch of
+    ``os.open``/``os.read`` must not see it)."""
+    if not _POPEN:
+        import subprocess
+        from retracesoftware.install.isolation import isolated_class
+        _POPEN.append(isolated_class(subprocess.Popen, "Popen", os=_real_os))
+    return _POPEN[0]
+
 
 SUFFIX = ".bin"
 DIR_SUFFIX = ".children"
@@ -461,7 +478,7 @@ class ChildProcesses:
             from retracesoftware.install.session import CHILD_REPLAY_ENV
             env = dict(os.environ)
             env[CHILD_REPLAY_ENV] = "1"
-            self._live[pid] = ("spawn", subprocess.Popen(cmd, stdin=stdin, stdout=stdout, stderr=stderr,
+            self._live[pid] = ("spawn", _popen_class()(cmd, stdin=stdin, stdout=stdout, stderr=stderr,
                                                          env=env))
         finally:
             gate.phase = previous
@@ -472,21 +489,28 @@ class ChildProcesses:
 
         def wait(*args, **kwargs):
             result = patched(*args, **kwargs)
+            expected = None
             if name == "waitid":
                 pid = getattr(result, "si_pid", 0) if result is not None else 0
             else:
                 pid = result[0] if isinstance(result, tuple) and result else 0
+                if pid and len(result) > 1 and isinstance(result[1], int):
+                    try:
+                        expected = os.waitstatus_to_exitcode(result[1])
+                    except ValueError:
+                        expected = None
             if pid:
-                wait_real(pid)
+                wait_real(pid, expected)
             return result
         wait.__name__ = wait.__qualname__ = name
         wait.__module__ = "posix"
         wait.__wrapped__ = patched
         return wait
 
-    def wait_for(self, recorded_pid):
+    def wait_for(self, recorded_pid, expected=None):
         """Replay: the recorded child *recorded_pid* was reaped here; wait
-        for its replay process to end too."""
+        for its replay process to end too. *expected*: the exit code the
+        recording says it had."""
         entry = self._live.pop(recorded_pid, None)
         if entry is None:
             return
@@ -509,7 +533,9 @@ class ChildProcesses:
                         continue
         finally:
             gate.phase = previous
-        if code == 3:   # the child's replay diverged (its lines are above)
+        if code == 3 and expected is not None and expected != 3:
+            # The child's replay diverged (its lines are above), where the
+            # recorded child exited with another code.
             self._child_diverged(recorded_pid)
 
     def _child_diverged(self, recorded_pid):

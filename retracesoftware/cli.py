@@ -25,6 +25,9 @@ usage: python -m retracesoftware --recording PATH [options] -- [python] (script.
        python -m retracesoftware diff A B [--json]
        python -m retracesoftware fork PATH --at N (--result JSON | --raise 'Exc(args)') [--record NEW]
        python -m retracesoftware enable-hook | disable-hook
+       python -m retracesoftware dap                                   (Debug Adapter Protocol on stdin/stdout)
+       python -m retracesoftware (report | trace | summary) PATH [-o OUT] [options]
+       python -m retracesoftware mcp                       (MCP server on stdio, offline)
        (python -m retracesoftware COMMAND --help for a command's options)
 
 options:
@@ -146,7 +149,7 @@ def parse_args(argv: list[str]) -> tuple[str, Options]:
 
     if positional:
         verb = positional[0]
-        if verb not in ("inspect", "enable-hook", "disable-hook", "record", "replay"):
+        if verb not in ("inspect", "enable-hook", "disable-hook", "record", "replay", "dap"):
             if opts.command is None and verb.endswith(".py"):
                 raise UsageError(
                     f"put '--' before the program to record: python -m retracesoftware "
@@ -198,6 +201,10 @@ VIEWS = {
     "events": "retracesoftware.views.events",
     "diff": "retracesoftware.views.diff",
     "fork": "retracesoftware.views.fork",
+    "report": "retracesoftware.views.report",
+    "trace": "retracesoftware.views.trace",
+    "summary": "retracesoftware.views.summary",
+    "mcp": "retracesoftware.views.mcp_server",
 }
 
 
@@ -247,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
         if verb == "replay":
             from retracesoftware.session import replay_main
             return replay_main(opts)
+        if verb == "dap":
+            from retracesoftware.debugger.dap import main as dap_main
+            return dap_main()
         if verb == "inspect":
             from retracesoftware.inspect_cmd import inspect_main
             return inspect_main(opts)

@@ -2,7 +2,8 @@
 
 ``enable-hook`` writes ``retracesoftware-autoenable.pth`` into this
 environment's site-packages. Its one line costs an environment lookup at
-start-up; only when ``RETRACE=1`` does it import us and start recording the
+start-up; only when ``RETRACE=1`` or ``RETRACE_RECORDING`` is set (a
+recording path is enough) does it import us and start recording the
 process into ``$RETRACE_RECORDING`` (default ``retrace-{pid}.bin`` in the
 current directory; ``{pid}`` and strftime patterns expanded). pip, and our
 own commands, are never recorded.
@@ -14,8 +15,8 @@ import sys
 import sysconfig
 
 PTH_NAME = "retracesoftware-autoenable.pth"
-PTH_LINE = ("import os; os.environ.get('RETRACE') == '1' and "
-            "__import__('retracesoftware.autoenable').autoenable.start()\n")
+PTH_LINE = ("import os; (os.environ.get('RETRACE') == '1' or bool(os.environ.get('RETRACE_RECORDING'))) "
+            "and __import__('retracesoftware.autoenable').autoenable.start()\n")
 
 
 def pth_path() -> str:

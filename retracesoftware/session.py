@@ -216,6 +216,10 @@ def replay_main(opts) -> int:
     # Our own imports happen now, before the recorded sys.path is in place
     # (a recording must not be able to steer them).
     _import_runtime_modules(opts)
+    from retracesoftware import debugger as debugger_mod
+    debugging = debugger_mod.requested(opts)
+    if debugging:
+        debugger_mod.prepare()
     if pathmap:
         _say(opts, f"reading code recorded under {pathmap.describe()}")
         session.system.live_call_filter = pathmap.live_call_filter
@@ -241,10 +245,9 @@ def replay_main(opts) -> int:
     from retracesoftware import sources
     sources.install(session, force=opts.force)
     children.install(session, path, pid_chain=chain or None, trust=opts.trust)
-    debugger = None
-    if opts.pdb and not getattr(opts, "test", None):
-        from retracesoftware.install import debugging
-        debugger = debugging.make_debugger(session.system)
+    # --test NODEID --pdb: the debugger starts at the test (test_replay).
+    testing_one = bool(getattr(opts, "test", None))
+    debugger = debugger_mod.start(session, opts) if debugging and not testing_one else None
     # The program sees what it saw when recorded.
     sys.argv[:] = list(pre.get("argv", sys.argv))
     sys.path[:] = list(pre.get("sys_path", sys.path))
@@ -259,12 +262,15 @@ def replay_main(opts) -> int:
         if found is not None:
             exc = found
             code = session.divergence(exc)
-            if opts.pdb:
-                from retracesoftware.install import debugging
-                sys.stderr.write("retrace: opening the debugger where the replay diverged\n")
-                debugging.post_mortem(session.system, exc)
+            if debugger is not None:
+                # In the program's frame where it happened (docs/DEBUGGING.md).
+                debugger.post_mortem(exc, "divergence")
             return code
         code = session.report(report_exception, exc)
+        if debugger is not None and not isinstance(exc, (SystemExit, KeyboardInterrupt)):
+            debugger.post_mortem(exc, "exception")
+    if debugger is not None:
+        debugger.finished(code)
     session.main_finished(code)
     return code
 
@@ -356,11 +362,23 @@ def start_recording_in_place(opts) -> None:
     from retracesoftware.install.session import RecordSession
 
     saved_argv = list(sys.argv)
+    saved_path = list(sys.path)
     sys.argv[:] = target.argv
-    pre = preamble_mod.build(target, hash_seed=seed, config_digest=config.digest,
-                             options={"stacks": False, "hash_seed_pinned_by_retrace": pinned_by_us,
-                                      "started_by": "pth-hook"})
-    sys.argv[:] = saved_argv
+    # At .pth time the interpreter has not yet put the program's own entry
+    # at sys.path[0] (it does once site is done). The replay sets sys.path
+    # to the recorded one and then replaces entry 0 with that entry
+    # (runner.prepare_sys): without it there, the replay lost the first real
+    # entry (a PYTHONPATH folder, or python3XX.zip).
+    if not sys.flags.safe_path:   # PYVERSIONS: -P / PYTHONSAFEPATH (3.11+)
+        sys.path.insert(0, os.path.dirname(target.path) if target.kind == "script" else
+                        (os.getcwd() if target.kind == "module" else ""))
+    try:
+        pre = preamble_mod.build(target, hash_seed=seed, config_digest=config.digest,
+                                 options={"stacks": False, "hash_seed_pinned_by_retrace": pinned_by_us,
+                                          "started_by": "pth-hook"})
+    finally:
+        sys.argv[:] = saved_argv
+        sys.path[:] = saved_path
     children.remove_stale_children(path)
     try:
         session = RecordSession(path, pre, config)

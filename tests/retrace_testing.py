@@ -108,3 +108,11 @@ def assert_faithful(scenario: Scenario, *args, env=None, replays=1, check_plain_
     return rec
 
 
+
+
+def require(*names):
+    """Import each module or skip the test, naming the extra that installs
+    it (tests/compat: libraries from the optional ``[compat]`` extra)."""
+    import pytest
+    for name in names:
+        pytest.importorskip(name, reason=f"{name} is not installed (pip install '.[compat]')")

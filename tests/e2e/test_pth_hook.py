@@ -51,3 +51,27 @@ def test_pth_hook_records_and_replays(tmp_path):
     again = run([str(python), "app.py"], tmp_path,
                 env={"RETRACE": "1", "RETRACE_RECORDING": str(tmp_path / "after-{pid}.bin")})
     assert again.returncode == 0 and not list(tmp_path.glob("after-*.bin"))
+
+
+def test_pth_hook_recording_path_alone_and_recorded_sys_path(tmp_path):
+    # RETRACE_RECORDING alone turns recording on; the replay sees the
+    # recorded sys.path, PYTHONPATH entries and python3XX.zip included.
+    python = _venv_with_retrace(tmp_path)
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "helper_mod.py").write_text("import random\nVALUE = random.random()\n")
+    app = tmp_path / "app.py"
+    app.write_text(textwrap.dedent("""
+        import sys, helper_mod
+        print(sys.path, helper_mod.VALUE)
+    """))
+    assert run([str(python), "-m", "retracesoftware", "enable-hook"], tmp_path).returncode == 0
+    rec = run([str(python), "app.py"], tmp_path,
+              env={"PYTHONPATH": str(extra), "RETRACE_RECORDING": str(tmp_path / "alone-{pid}.bin")})
+    assert rec.returncode == 0, rec.err
+    recordings = list(tmp_path.glob("alone-*.bin"))
+    assert len(recordings) == 1, (recordings, rec.err)
+    assert str(extra).encode() in rec.stdout
+    rep = run([str(python), "-m", "retracesoftware", "--recording", str(recordings[0])], tmp_path)
+    assert rep.returncode == 0, rep.err
+    assert rep.stdout == rec.stdout, (rec.out, rep.out, rep.err)

@@ -72,3 +72,122 @@ def test_scans_never_evaluate_lazy_objects(scenario):
     """)
     rec = assert_faithful(s)
     assert b"EVALUATED" not in rec.stdout
+
+
+def test_setters_of_patched_types_are_boundary_calls(scenario):
+    # Django sets `conn.isolation_level` on its sqlite connection: on replay
+    # the connection behind it was never opened, so the set is replayed,
+    # not run.
+    s = scenario("""
+        import random, sqlite3
+        conn = sqlite3.connect(":memory:")
+        conn.isolation_level = None
+        print(conn.isolation_level)
+        conn.row_factory = sqlite3.Row
+        conn.execute("create table t(x)")
+        conn.execute("insert into t values (?)", (random.random(),))
+        print([tuple(r) for r in conn.execute("select x from t")])
+        conn.isolation_level = "DEFERRED"
+        print(conn.isolation_level, conn.in_transaction)
+        try:
+            del conn.isolation_level
+        except (AttributeError, TypeError) as exc:
+            print(type(exc).__name__)
+    """)
+    assert_faithful(s)
+
+
+def test_runtime_work_is_invisible_to_program_patches_of_os(scenario):
+    # blockbuster wraps os.read/os.stat… to report blocking calls; our
+    # open(), scandir and subprocess handling (record and replay) must not
+    # call through the program's patches where a plain run would not.
+    s = scenario("""
+        import os, random, subprocess, sys
+        seen = []
+        def spy(name, real):
+            def call(*args, **kwargs):
+                seen.append(name)
+                return real(*args, **kwargs)
+            return call
+        for name in ("read", "stat", "lstat", "open", "fstat", "lseek", "close", "write"):
+            setattr(os, name, spy(name, getattr(os, name)))
+        with open(__file__) as fh:
+            fh.read()
+        with open("out.txt", "w") as fh:
+            fh.write("x")
+        print("open:", sorted(set(seen))); seen.clear()
+        print([e.name for e in os.scandir(".") if e.is_file() and e.name == "out.txt"])
+        print("scandir:", sorted(set(seen))); seen.clear()
+        done = subprocess.run([sys.executable, "-c", "print(1)"], capture_output=True)
+        print("subprocess:", sorted(set(seen)), done.stdout)
+        print(random.random())
+    """)
+    rec = assert_faithful(s)
+    plain = s.plain()
+    assert rec.stdout.splitlines()[:-1] == plain.stdout.splitlines()[:-1], (rec.out, plain.out)
+
+
+def test_inspect_stack_replays(scenario):
+    # inspect.stack()/getmodule stat every module file in sys.modules order,
+    # which differs on replay: finding program source is code, not data.
+    s = scenario("""
+        import inspect, random
+        print(len(inspect.stack()) > 0, inspect.getmodule(inspect.currentframe()).__name__, random.random())
+    """)
+    assert_faithful(s)
+
+
+def test_pytest_session_with_filterwarnings_error(scenario):
+    # pytest marks our distribution's package for assertion rewriting and
+    # warns that the CLI already imported it: with `filterwarnings = error`
+    # the session stopped at start-up, and every session showed "1 warning".
+    s = scenario("""
+        import random
+        def test_random():
+            assert random.random() < 2
+        def test_fails_on_purpose():
+            assert random.random() > 2
+    """, name="test_app.py")
+    s.write("pytest.ini", "[pytest]\nfilterwarnings = error\n")
+    rec = assert_faithful(s, command=["python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                      "test_app.py"], check_plain_differs=False, expected_code=1)
+    assert b"1 failed, 1 passed" in rec.stdout and b"warning" not in rec.stdout, rec.out
+
+
+def test_user_declared_library_boundary_never_runs_on_replay(scenario):
+    # A model download and a heavy inference call, declared external in
+    # .retrace/modules/: recorded, and on replay not run at all (nothing
+    # on stderr, no side effect), yet the program gets the same values.
+    s = scenario("""
+        import heavylib
+        meta = heavylib.download("m1")
+        model = heavylib.Model("m1")
+        print(meta, model.predict(3))
+    """)
+    s.write("heavylib/__init__.py", """
+        import random, sys
+        class Model:
+            def __init__(self, name):
+                print("LOADING MODEL", name, file=sys.stderr)
+                self.name = name
+            def predict(self, x):
+                print("RUNNING INFERENCE", file=sys.stderr)
+                return [x * random.random(), self.name]
+        def download(name):
+            print("DOWNLOADING", name, file=sys.stderr)
+            open("downloaded.txt", "w").close()
+            return {"name": name, "size": random.randrange(10**6)}
+    """)
+    s.write(".retrace/modules/heavylib.toml", """
+        [modules."heavylib"]
+        proxy = ["download"]
+        [modules."heavylib".types."Model"]
+        methods = ["__init__", "predict"]
+    """)
+    rec = assert_faithful(s, before_replay=lambda: (s.dir / "downloaded.txt").unlink())
+    assert b"DOWNLOADING" in rec.stderr and b"RUNNING INFERENCE" in rec.stderr
+    rep = s.replay()
+    assert rep.stdout == rec.stdout and rep.returncode == 0
+    assert b"DOWNLOADING" not in rep.stderr and b"LOADING MODEL" not in rep.stderr
+    assert b"RUNNING INFERENCE" not in rep.stderr
+    assert not (s.dir / "downloaded.txt").exists()
