@@ -413,11 +413,3 @@ def outcomes(reports: list) -> list:
             have[0] = outcome
     return [(k, v[0] or "passed", v[1]) for k, v in merged.items()]
 
-
-try:
-    import pytest as _pytest
-
-    # xdist's hook: unknown to pytest when xdist is not installed.
-    SessionReporter.pytest_testnodeready = _pytest.hookimpl(optionalhook=True)(SessionReporter.pytest_testnodeready)
-except ImportError:  # pragma: no cover - only used under pytest
-    pass
