@@ -51,10 +51,9 @@ def test_lucky():
 """,
 }
 NODEID = "test_flaky.py::test_lucky"
-#: pytest's long tracebacks look source up with inspect.getmodule, whose stat
-#: calls follow sys.modules' order: that replays once those lookups run
-#: outside the recording (issue 19); until then the CI runs use --tb=native.
-TB = ["--tb=native"]
+#: pytest's default (long) tracebacks: their source lookups run outside the
+#: recording (issue 19), so the failure section replays byte for byte.
+TB = []
 TRIES = 12   # a session fails with probability 1/2: 12 passes in a row is 1 in 4096
 
 
