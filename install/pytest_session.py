@@ -194,6 +194,15 @@ def _shell_quote(word: str) -> str:
     return shlex.quote(word)
 
 
+def _optional_hook(fn):
+    """``pytest.hookimpl(optionalhook=True)`` without importing pytest (the
+    replay reads this module before the program imports anything): an
+    xdist hook, an INTERNALERROR in a session without pytest-xdist."""
+    fn.pytest_impl = {"wrapper": False, "hookwrapper": False, "optionalhook": True,
+                      "tryfirst": False, "trylast": False, "specname": None}
+    return fn
+
+
 class SessionReporter:
     """Registered in a session recorded or replayed by the CLI: marks each
     test report on the tape; at the end prints how to replay each failure."""
@@ -210,7 +219,8 @@ class SessionReporter:
         if self.worker is None:   # the controller or a plain session (xdist workers collect too)
             _mark_sources(self.config, session.items)
 
-    def pytest_testnodeready(self, node):   # optional: pytest-xdist's hook (marked below)
+    @_optional_hook
+    def pytest_testnodeready(self, node):
         """xdist controller: which process each worker is (its recording is
         the child recording with that pid)."""
         try:

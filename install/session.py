@@ -447,7 +447,9 @@ class _Session:
         """Print the program's uncaught exception as the interpreter would:
         outside the recording (source lines for the traceback are read live)."""
         gate = self.system.gate
-        if self.output is not None and not isinstance(exc, (SystemExit, KeyboardInterrupt)):
+        options = (self.preamble.get("options") or {}) if isinstance(getattr(self, "preamble", None), dict) else {}
+        if (self.output is not None and not isinstance(exc, (SystemExit, KeyboardInterrupt))
+                and options.get("started_by") != "pth-hook"):   # (there the interpreter reported it)
             # The exception's text is output too: checked like a write to
             # stderr (a replay raising the same exception with another
             # message would otherwise differ silently on stderr). Not the

@@ -792,7 +792,7 @@ class System:
                     except Exception:   # end of tape, a binding: no stack to show
                         pass
                 actual = describe_call(name, args, kwargs)
-                if rname == name:
+                if rname == name and rsummary is None:
                     actual += f" (args fingerprint {fingerprint(*args, **kwargs):#010x})"
                 raise self._diverge(index, f"call {_describe_recorded(rname, rfp, rsummary)}",
                                     f"call {actual}", recorded_stack)

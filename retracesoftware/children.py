@@ -456,7 +456,13 @@ class ChildProcesses:
         if problem is not None:
             # The parent's replay does not depend on it (what the parent got
             # from the child is on the parent's tape); say what is missing.
-            _write_stderr(f"retrace: warning: child process {pid} is not replayed: {problem}\n")
+            # Outside the program's phase: our line is not program output
+            # (the output check would take it for a write the tape lacks).
+            previous = gate.swap(DISABLED)
+            try:
+                _write_stderr(f"retrace: warning: child process {pid} is not replayed: {problem}\n")
+            finally:
+                gate.phase = previous
             return
         p2cread, c2pwrite, errwrite = args[6], args[9], args[11]
 
@@ -612,13 +618,18 @@ def _substitute_named(fn, name, module):
 def _unreplayable(path):
     """Why the child recording at *path* cannot be replayed here, or None."""
     from retracesoftware import preamble as preamble_mod
-    from retracesoftware.utils.errors import VersionMismatch
+    from retracesoftware.utils.errors import RetraceError, VersionMismatch
     pre = _preamble(path)
     if pre is None:
         return f"its recording {path} is missing or damaged"
     try:
         preamble_mod.check(pre, config_digest=None, force=False)
+        # The child's program must be here as recorded (its script deleted
+        # or changed: the child is not replayed, the parent's replay is).
+        preamble_mod.check_program(pre, preamble_mod.resolve_target(pre), force=False)
     except VersionMismatch as exc:
+        return str(exc).split(" — ")[0]
+    except RetraceError as exc:
         return str(exc).split(" — ")[0]
     return None
 

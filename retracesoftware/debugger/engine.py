@@ -345,11 +345,11 @@ class Engine:
                 index = self.event_index()
                 if index is not None and index >= self.goto_event:
                     self.goto_event = None
-                    self.frontend.stop_at(frame, "goto", f"at event {index}")
+                    self._stop(frame, "goto", f"at event {index}")
                     return
             if self.pause_requested:
                 self.pause_requested = False
-                self.frontend.stop_at(frame, "pause", None)
+                self._stop(frame, "pause", None)
                 return
         elif event == "call":
             st.calls += 1
@@ -358,6 +358,13 @@ class Engine:
             self.frontend.trace_dispatch(frame, event, arg)
         if event == "return" and st.stack:
             st.stack.pop()
+
+    def _stop(self, frame, reason, message):
+        previous = self.gate.swap(DISABLED)
+        try:
+            self.frontend.stop_at(frame, reason, message)
+        finally:
+            self.gate.phase = previous
 
     # ---------------------------------------------------------- travelling
     def travel_to(self, travel):
@@ -497,14 +504,22 @@ class Engine:
 
     # ---------------------------------------------------------- the end
     def post_mortem(self, exc, reason="exception"):
-        self._trace_off()
-        self.unmute()
-        self.frontend.post_mortem(exc, reason)
+        previous = self.gate.swap(DISABLED)
+        try:
+            self._trace_off()
+            self.unmute()
+            self.frontend.post_mortem(exc, reason)
+        finally:
+            self.gate.phase = previous
 
     def finished(self, code):
-        self._trace_off()
-        self.unmute()
-        self.frontend.finished(code)
+        previous = self.gate.swap(DISABLED)
+        try:
+            self._trace_off()
+            self.unmute()
+            self.frontend.finished(code)
+        finally:
+            self.gate.phase = previous
 
 
 def _evaluate_repr(expr, frame, gate):

@@ -539,16 +539,16 @@ def _child_main(argv) -> int:
     outcome = {"exit_code": None, "divergence": None}
     state = {"stop": None, "reader": None}
 
-    original_open = install_session.open_recording
     Base = install_session.ReplaySession
 
-    def open_recording(p, pid=None):
-        reader = original_open(p, pid=pid)
-        timed = TimedReader(reader, out_dir, progress_fd, gate_box, tracer)
-        state["reader"] = timed
-        return timed
-
     class InstrumentedReplaySession(Base):
+        # Only the replay's own reader is wrapped (not every reader opened
+        # while replaying: start-up may scan the recording with another).
+        def __init__(self, reader, *args, **kwargs):
+            timed = TimedReader(reader, out_dir, progress_fd, gate_box, tracer)
+            state["reader"] = timed
+            super().__init__(timed, *args, **kwargs)
+
         def start(self):
             super().start()
             gate_box[0] = self.system.gate
@@ -617,7 +617,6 @@ def _child_main(argv) -> int:
         TimedReader.stop_at = int(stop_at)
         TimedReader.on_stop = staticmethod(on_stop)
 
-    install_session.open_recording = open_recording
     install_session.ReplaySession = InstrumentedReplaySession
     import atexit
     atexit.register(_finish)      # registered before the session's close: runs after it

@@ -176,7 +176,9 @@ def test_dap_program_logging_a_caught_exception(scenario):
         assert dap.evaluate("repr(x)", frame["id"]) == repr(recorded[2][1])
         dap.request("stepBack", {"threadId": tid})
         frame = dap.top_frame(dap.stopped()["threadId"])
-        assert frame["line"] == 8
+        # PYVERSIONS: 3.13 has no line event for "except OSError:" (the
+        # previous line of the frame is then the failing open()).
+        assert frame["line"] == (7 if sys.version_info >= (3, 13) else 8)
         dap.request("reverseContinue", {"threadId": tid})
         frame = dap.top_frame(dap.stopped()["threadId"])
         assert frame["line"] == 9
