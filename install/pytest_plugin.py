@@ -37,7 +37,13 @@ def pytest_configure(config):
     if getattr(session_mod, "current_session", None) is not None:
         # A session recorded or replayed by the CLI (pytest --retrace-record).
         from retracesoftware.install import pytest_session
-        config.pluginmanager.register(pytest_session.SessionReporter(config), "retracesoftware-session")
+        reporter = pytest_session.SessionReporter
+        if not hasattr(reporter.pytest_testnodeready, "pytest_impl"):
+            # xdist's hook: unknown to pytest when xdist is not installed. Marked
+            # here, not where pytest_session is defined: the replay imports that
+            # module before the program, which must import pytest itself.
+            reporter.pytest_testnodeready = pytest.hookimpl(optionalhook=True)(reporter.pytest_testnodeready)
+        config.pluginmanager.register(reporter(config), "retracesoftware-session")
         return
     if config.getoption("retrace", False):
         testing.enable_everywhere()

@@ -422,3 +422,4 @@ def outcomes(reports: list) -> list:
         elif outcome is not None and have[0] in (None, "passed"):
             have[0] = outcome
     return [(k, v[0] or "passed", v[1]) for k, v in merged.items()]
+
