@@ -314,11 +314,6 @@ def test_report_of_pytest_session_renders_in_chromium(tmp_path):
                 return time.time()
         """)
     rec = s.record(command=["python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_calc.py"])
-    if "unknown hook 'pytest_testnodeready'" in rec.out + rec.err:
-        # install/pytest_session.py (issue #20) registers an xdist-only hook
-        # without optionalhook=True: recording pytest fails without xdist.
-        pytest.xfail("recording a pytest session fails on this tree: SessionReporter.pytest_testnodeready "
-                     "needs @pytest.hookimpl(optionalhook=True) (install/pytest_session.py)")
     assert rec.returncode == 0 and b"3 passed" in rec.stdout, rec.out + rec.err
     out = tmp_path / "report.html"
     r = _cli("report", s.recording, "-o", out, cwd=tmp_path)
