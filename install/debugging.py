@@ -116,6 +116,16 @@ def _make_breakpointhook(gate):
         hookname = environ.get(b"PYTHONBREAKPOINT", b"").decode("utf-8", "replace")
         if hookname == "0":
             return None
+        engine_mod = sys.modules.get("retracesoftware.debugger.engine")
+        engine = getattr(getattr(engine_mod, "Engine", None), "active", None)
+        if engine is not None and (not hookname or hookname == "pdb.set_trace"):
+            # The replay debugger runs (--pdb, DAP): stop there at the next line.
+            previous = gate.swap(DISABLED)
+            try:
+                engine.frontend.set_trace(sys._getframe(1))
+            finally:
+                gate.phase = previous
+            return None
         previous = gate.swap(DISABLED)
         try:
             if not hookname or hookname == "pdb.set_trace":

@@ -654,7 +654,11 @@ class Installer:
         real_signal = module.__dict__.get("signal")
         if real is None or real_signal is None:
             return
-        real_signal = getattr(real_signal, "__wrapped__", real_signal)
+        # Down to the builtin: our callback wrapper may itself stand in a
+        # builtin-like substitute (install/substitutes.py), whose __wrapped__
+        # is the wrapper, which would wrap the handler again.
+        while getattr(real_signal, "__wrapped__", None) is not None:
+            real_signal = real_signal.__wrapped__
 
         def getsignal(signalnum):
             handler = real(signalnum)

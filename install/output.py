@@ -46,6 +46,7 @@ _real_dup2 = posix.dup2
 _real_open = posix.open
 _real_close = posix.close
 _real_write = posix.write
+_real_writev = getattr(posix, "writev", None)
 _crc32 = zlib.crc32
 _pack = struct.Struct("<qqI").pack
 _unpack_from = struct.Struct("<qqI").unpack_from
@@ -324,6 +325,20 @@ class OutputCheck:
             return check.emit(stream, data, lambda: _real_write(real_fd, data),
                               lambda view: _real_write(real_fd, view))
         patched["write"] = (write_gw, write)
+
+        writev_gw = getattr(posix, "writev", None)
+        if writev_gw is not None and _real_writev is not None:
+            def writev(fd, buffers, /):
+                stream = (std.get(fd) if gate.phase == INTERNAL and type(fd) is int
+                          and check.system.divergence is None else None)
+                if stream is None:
+                    return writev_gw(fd, buffers)
+                buffers = list(buffers)
+                data = b"".join(bytes(memoryview(b).cast("B")) for b in buffers)
+                real_fd = fd if not check.replay or fd in (1, 2) else check._saved.get(stream, fd)
+                return check.emit(stream, data, lambda: _real_writev(real_fd, buffers),
+                                  lambda view: _real_write(real_fd, view))
+            patched["writev"] = (writev_gw, writev)
 
         def dup(fd, /):
             r = dup_gw(fd)

@@ -122,9 +122,18 @@ class ReplayReader:
     @property
     def thread(self):
         try:
-            return self._reader.thread
+            tid = self._reader.thread
         except RecordingFormatError as exc:
             return self._ended(exc)
+        if tid is None or type(tid) is int or type(tid) is str:
+            return tid
+        # Logical thread ids are ints or "t.n" strings; anything else (a
+        # list: unhashable) is a damaged or forged THREAD_SWITCH.
+        from retracesoftware.install.masking import printable
+        exc = RecordingFormatError(f"bad thread id {printable(repr(tid))[:40]} in a thread switch")
+        exc.reason = f"bad thread id {printable(repr(tid))[:40]} in a thread switch"
+        exc.event = getattr(self._reader.position, "event", None)
+        return self._ended(exc)
 
     @property
     def next_kind(self):
@@ -297,6 +306,11 @@ def install_boundary(system, config, threads):
     return installer, thread_support
 
 
+#: the CLI session (record or replay) of this process, once installed
+#: (install/pytest_session.py marks test reports on its tape)
+current_session = None
+
+
 class _Session:
     mode = ""
 
@@ -312,7 +326,9 @@ class _Session:
         self._closed = False
 
     def _install(self):
+        global current_session
         self.installer, self.thread_support = install_boundary(self.system, self.config, self.threads)
+        current_session = self
         if self._identity_hashing():
             # hash() of the program's plain objects (hence the iteration
             # order of sets of them) from per-thread counters, not addresses
@@ -431,6 +447,25 @@ class _Session:
         """Print the program's uncaught exception as the interpreter would:
         outside the recording (source lines for the traceback are read live)."""
         gate = self.system.gate
+        options = (self.preamble.get("options") or {}) if isinstance(getattr(self, "preamble", None), dict) else {}
+        if (self.output is not None and not isinstance(exc, (SystemExit, KeyboardInterrupt))
+                and options.get("started_by") != "pth-hook"):   # (there the interpreter reported it)
+            # The exception's text is output too: checked like a write to
+            # stderr (a replay raising the same exception with another
+            # message would otherwise differ silently on stderr). Not the
+            # traceback's frames: their file names may be remapped.
+            previous = gate.swap(DISABLED)
+            try:
+                import traceback
+                text = "".join(traceback.format_exception_only(exc))
+            except Exception:
+                text = None
+            gate.phase = INTERNAL
+            try:
+                if text is not None and self.system.divergence is None:
+                    self.output.emit("stderr", text, lambda: None)
+            finally:
+                gate.phase = previous
         previous = gate.swap(DISABLED)
         try:
             return reporter(exc)
@@ -704,6 +739,19 @@ class ReplaySession(_Session):
         excepthook.__wrapped__ = original
         excepthook.__name__ = excepthook.__qualname__ = "excepthook"
         self.installer._set(threading, "excepthook", excepthook)
+        # A thread started with _thread.start_new_thread (our logical-thread
+        # wrapper runs before threading's own) reports through unraisablehook.
+        unraisable = sys.unraisablehook
+
+        def unraisablehook(args, /):
+            value = getattr(args, "exc_value", None)
+            found = self.find_divergence(value) if value is not None else None
+            if found is None or not isinstance(found, ReplayDivergence):
+                return unraisable(args)
+            code = self.divergence(found)
+            _os_exit(code)
+        unraisablehook.__wrapped__ = unraisable
+        self.installer._set(sys, "unraisablehook", unraisablehook)
 
     def divergence(self, exc) -> int:
         previous = self.system.gate.swap(DISABLED)   # our report is not the program's output
@@ -712,7 +760,20 @@ class ReplaySession(_Session):
         finally:
             self.system.gate.phase = previous
 
+    _report_lock = _allocate_lock()
+    _reported = False
+
     def _divergence(self, exc) -> int:
+        # One report per replay, whichever thread gets here first (a worker
+        # thread's hook and the main thread may both see the divergence);
+        # the others wait until it is written (they exit right after).
+        with self._report_lock:
+            if self._reported:
+                return ReplayDivergence.exit_code
+            self._reported = True
+            return self._write_divergence(exc)
+
+    def _write_divergence(self, exc) -> int:
         try:
             sys.stdout.flush()
         except Exception:

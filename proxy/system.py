@@ -338,6 +338,9 @@ class System:
             # callback during the call flushes it first: _record_callback).
             return RecordCallGateway(self.gate, target, write, CALL, name, RESULT, ERROR,
                                      self._record_result)
+        live = getattr(self, "live_call_filter", None)
+        if live is not None:   # replay of another checkout: code read live is read here (retracesoftware/paths.py)
+            target = live(target, name)
         return ReplayGateway(self.gate, target, self._replay_entry(name))
 
     def _replay_entry(self, name):
@@ -789,7 +792,7 @@ class System:
                     except Exception:   # end of tape, a binding: no stack to show
                         pass
                 actual = describe_call(name, args, kwargs)
-                if rname == name:
+                if rname == name and rsummary is None:
                     actual += f" (args fingerprint {fingerprint(*args, **kwargs):#010x})"
                 raise self._diverge(index, f"call {_describe_recorded(rname, rfp, rsummary)}",
                                     f"call {actual}", recorded_stack)

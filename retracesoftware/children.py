@@ -454,7 +454,13 @@ class ChildProcesses:
         if problem is not None:
             # The parent's replay does not depend on it (what the parent got
             # from the child is on the parent's tape); say what is missing.
-            _write_stderr(f"retrace: warning: child process {pid} is not replayed: {problem}\n")
+            # Outside the program's phase: our line is not program output
+            # (the output check would take it for a write the tape lacks).
+            previous = gate.swap(DISABLED)
+            try:
+                _write_stderr(f"retrace: warning: child process {pid} is not replayed: {problem}\n")
+            finally:
+                gate.phase = previous
             return
         p2cread, c2pwrite, errwrite = args[6], args[9], args[11]
 
@@ -487,21 +493,28 @@ class ChildProcesses:
 
         def wait(*args, **kwargs):
             result = patched(*args, **kwargs)
+            expected = None
             if name == "waitid":
                 pid = getattr(result, "si_pid", 0) if result is not None else 0
             else:
                 pid = result[0] if isinstance(result, tuple) and result else 0
+                if pid and len(result) > 1 and isinstance(result[1], int):
+                    try:
+                        expected = os.waitstatus_to_exitcode(result[1])
+                    except ValueError:
+                        expected = None
             if pid:
-                wait_real(pid)
+                wait_real(pid, expected)
             return result
         wait.__name__ = wait.__qualname__ = name
         wait.__module__ = "posix"
         wait.__wrapped__ = patched
         return wait
 
-    def wait_for(self, recorded_pid):
+    def wait_for(self, recorded_pid, expected=None):
         """Replay: the recorded child *recorded_pid* was reaped here; wait
-        for its replay process to end too."""
+        for its replay process to end too. *expected*: the exit code the
+        recording says it had."""
         entry = self._live.pop(recorded_pid, None)
         if entry is None:
             return
@@ -524,7 +537,9 @@ class ChildProcesses:
                         continue
         finally:
             gate.phase = previous
-        if code == 3:   # the child's replay diverged (its lines are above)
+        if code == 3 and expected is not None and expected != 3:
+            # The child's replay diverged (its lines are above), where the
+            # recorded child exited with another code.
             self._child_diverged(recorded_pid)
 
     def _child_diverged(self, recorded_pid):
@@ -601,13 +616,18 @@ def _substitute_named(fn, name, module):
 def _unreplayable(path):
     """Why the child recording at *path* cannot be replayed here, or None."""
     from retracesoftware import preamble as preamble_mod
-    from retracesoftware.utils.errors import VersionMismatch
+    from retracesoftware.utils.errors import RetraceError, VersionMismatch
     pre = _preamble(path)
     if pre is None:
         return f"its recording {path} is missing or damaged"
     try:
         preamble_mod.check(pre, config_digest=None, force=False)
+        # The child's program must be here as recorded (its script deleted
+        # or changed: the child is not replayed, the parent's replay is).
+        preamble_mod.check_program(pre, preamble_mod.resolve_target(pre), force=False)
     except VersionMismatch as exc:
+        return str(exc).split(" — ")[0]
+    except RetraceError as exc:
         return str(exc).split(" — ")[0]
     return None
 

@@ -25,6 +25,9 @@ usage: python -m retracesoftware --recording PATH [options] -- [python] (script.
        python -m retracesoftware diff A B [--json]
        python -m retracesoftware fork PATH --at N (--result JSON | --raise 'Exc(args)') [--record NEW]
        python -m retracesoftware enable-hook | disable-hook
+       python -m retracesoftware dap                                   (Debug Adapter Protocol on stdin/stdout)
+       python -m retracesoftware (report | trace | summary) PATH [-o OUT] [options]
+       python -m retracesoftware mcp                       (MCP server on stdio, offline)
        (python -m retracesoftware COMMAND --help for a command's options)
 
 options:
@@ -41,6 +44,9 @@ options:
   --trust            replay a recording of python -c CODE: runs the code stored in the recording
   --no-check-output  replay without comparing what the program writes to stdout/stderr with the recording
   --no-compress      write the recording's frames uncompressed (default: zstd per frame)
+  --test NODEID      replay a pytest session recording (pytest --retrace-record) for one test: print only its
+                     report section; with --pdb, stop at the test's first line
+  --remap OLD=NEW    read code recorded under OLD from NEW on replay (repeatable; the project root is remapped by itself)
   --thread-timeout S seconds a replay may wait with every thread blocked before reporting a divergence (default 10)
 """
 
@@ -65,6 +71,8 @@ class Options:
         self.thread_timeout = 10.0
         self.command: list[str] | None = None
         self.json = False
+        self.test: str | None = None
+        self.remap: list[tuple[str, str]] = []
         self.check_output = True
 
 
@@ -116,6 +124,14 @@ def parse_args(argv: list[str]) -> tuple[str, Options]:
                 raise UsageError(f"--pid needs a process id (an integer), got {raw!r}") from None
         elif arg == "--redact":
             opts.redact.append(value(arg))
+        elif arg == "--test":
+            opts.test = value(arg)
+        elif arg == "--remap":
+            raw = value(arg)
+            old, sep, new = raw.partition("=")
+            if not sep or not old or not new:
+                raise UsageError(f"--remap needs OLD=NEW (two paths), got {raw!r}")
+            opts.remap.append((old, new))
         elif arg == "--no-redact":
             opts.no_redact.append(value(arg))
         elif arg == "--trust":
@@ -133,7 +149,7 @@ def parse_args(argv: list[str]) -> tuple[str, Options]:
 
     if positional:
         verb = positional[0]
-        if verb not in ("inspect", "enable-hook", "disable-hook", "record", "replay"):
+        if verb not in ("inspect", "enable-hook", "disable-hook", "record", "replay", "dap"):
             if opts.command is None and verb.endswith(".py"):
                 raise UsageError(
                     f"put '--' before the program to record: python -m retracesoftware "
@@ -185,6 +201,10 @@ VIEWS = {
     "events": "retracesoftware.views.events",
     "diff": "retracesoftware.views.diff",
     "fork": "retracesoftware.views.fork",
+    "report": "retracesoftware.views.report",
+    "trace": "retracesoftware.views.trace",
+    "summary": "retracesoftware.views.summary",
+    "mcp": "retracesoftware.views.mcp_server",
 }
 
 
@@ -234,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
         if verb == "replay":
             from retracesoftware.session import replay_main
             return replay_main(opts)
+        if verb == "dap":
+            from retracesoftware.debugger.dap import main as dap_main
+            return dap_main()
         if verb == "inspect":
             from retracesoftware.inspect_cmd import inspect_main
             return inspect_main(opts)

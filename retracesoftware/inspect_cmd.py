@@ -41,6 +41,12 @@ def _children(path: str) -> list:
     return out
 
 
+def _tests(path: str) -> list:
+    """The tests of a pytest session recording (pytest --retrace-record): nodeid, outcome, xdist worker."""
+    from retracesoftware.install.pytest_session import outcomes, tests_in
+    return [{"nodeid": n, "outcome": o, "worker": w} for n, o, w in outcomes(tests_in(path))]
+
+
 def summarise(path: str, *, with_children: bool = True) -> dict:
     from retracesoftware.install.session import open_recording
 
@@ -133,6 +139,7 @@ def summarise(path: str, *, with_children: bool = True) -> dict:
         "top_functions": calls.most_common(TOP),
         "unrecorded_foreign_calls": unrecorded,
         "children": _children(path) if with_children else [],
+        "tests": _tests(path),
     }
     if events:
         summary["bytes_per_event"] = round(summary["size_bytes"] / events, 2)
@@ -201,6 +208,13 @@ def render(summary: dict) -> str:
             lines.append(f"{indent}pid {child['pid']}: {how} {child['parent_pid']}"
                          + (f", python {program}" if program else "")
                          + f", {child['events']} events, {end}")
+    tests = summary.get("tests") or []
+    if tests:
+        failed = sum(1 for t in tests if t["outcome"] in ("failed", "error"))
+        lines.append(f"tests:      {len(tests)} ({failed} failed; replay one with --test NODEID)")
+        for test in tests:
+            where = f"  [{test['worker']}]" if test.get("worker") else ""
+            lines.append(f"  {test['nodeid']}  {test['outcome']}{where}")
     if summary.get("unrecorded_foreign_calls"):
         lines.append("unrecorded foreign calls (ctypes; run for real on replay, not checked): "
                      + ", ".join(summary["unrecorded_foreign_calls"]))

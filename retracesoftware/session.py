@@ -170,6 +170,10 @@ def replay_main(opts) -> int:
         from retracesoftware.utils.errors import RecordingFormatError
         raise RecordingFormatError(f"recording {path} does not exist — check the path")
     chain = None
+    if getattr(opts, "test", None):
+        # --test NODEID: the process that ran it (the session or an xdist worker).
+        from retracesoftware import test_replay
+        test_replay.resolve(opts)
     if opts.pid is not None:
         # One process of the run: a subprocess child is a recording of its
         # own; a forked child is reached through its ancestors (children.py).
@@ -188,8 +192,12 @@ def replay_main(opts) -> int:
         reader.close()
         raise UsageError(_untrusted_code_line(target.value, opts.recording))
     config = _load_config()
-    problems = preamble_mod.check(pre, config_digest=config.digest, force=opts.force)
-    problems += preamble_mod.check_program(pre, target, force=opts.force)
+    from retracesoftware import paths
+    pathmap = paths.for_replay(pre, getattr(opts, "remap", ()), sources=_recorded_sources(path))
+    problems = preamble_mod.check(paths.mapped_preamble(pre, pathmap), config_digest=config.digest,
+                                  force=opts.force)
+    problems += preamble_mod.check_program(paths.mapped_preamble(pre, pathmap), paths.mapped_target(target, pathmap),
+                                           force=opts.force)
     seed = preamble_mod.hash_seed(pre)
     if _current_hash_seed() != seed:
         reader.close()
@@ -197,13 +205,27 @@ def replay_main(opts) -> int:
     _forget_our_hash_seed()
     for problem in problems:
         sys.stderr.write(f"retrace: warning: {problem} (replaying anyway: --force)\n")
+    paths.check_interpreter(pre)
 
     session = ReplaySession(reader, pre, config, pdb=opts.pdb, thread_timeout=opts.thread_timeout,
                             debug=opts.debug, check_output=getattr(opts, "check_output", True))
+    if getattr(opts, "test", None):
+        from retracesoftware import test_replay
+        test_replay.begin(opts, session)   # its atexit runs after session.close
     atexit.register(session.close)
     # Our own imports happen now, before the recorded sys.path is in place
     # (a recording must not be able to steer them).
     _import_runtime_modules(opts)
+    from retracesoftware import debugger as debugger_mod
+    debugging = debugger_mod.requested(opts)
+    if debugging:
+        debugger_mod.prepare()
+    if pathmap:
+        _say(opts, f"reading code recorded under {pathmap.describe()}")
+        session.system.live_call_filter = pathmap.live_call_filter
+        pathmap.install_import_reads()
+        from retracesoftware import sources as sources_mod
+        sources_mod.live_path = pathmap.map
     try:
         session.start()
     except BaseException as exc:
@@ -223,14 +245,15 @@ def replay_main(opts) -> int:
     from retracesoftware import sources
     sources.install(session, force=opts.force)
     children.install(session, path, pid_chain=chain or None, trust=opts.trust)
-    debugger = None
-    if opts.pdb:
-        from retracesoftware.install import debugging
-        debugger = debugging.make_debugger(session.system)
+    # --test NODEID --pdb: the debugger starts at the test (test_replay).
+    testing_one = bool(getattr(opts, "test", None))
+    debugger = debugger_mod.start(session, opts) if debugging and not testing_one else None
     # The program sees what it saw when recorded.
     sys.argv[:] = list(pre.get("argv", sys.argv))
     sys.path[:] = list(pre.get("sys_path", sys.path))
     prepare_sys(target)
+    if target.kind == "module" and pre.get("sys_path"):
+        sys.path[0] = pre["sys_path"][0]   # the recorded cwd, not this replay's
     try:
         session.run(execute, target, debugger)
         code = 0
@@ -239,14 +262,27 @@ def replay_main(opts) -> int:
         if found is not None:
             exc = found
             code = session.divergence(exc)
-            if opts.pdb:
-                from retracesoftware.install import debugging
-                sys.stderr.write("retrace: opening the debugger where the replay diverged\n")
-                debugging.post_mortem(session.system, exc)
+            if debugger is not None:
+                # In the program's frame where it happened (docs/DEBUGGING.md).
+                debugger.post_mortem(exc, "divergence")
             return code
         code = session.report(report_exception, exc)
+        if debugger is not None and not isinstance(exc, (SystemExit, KeyboardInterrupt)):
+            debugger.post_mortem(exc, "exception")
+    if debugger is not None:
+        debugger.finished(code)
     session.main_finished(code)
     return code
+
+
+def _recorded_sources(path):
+    """Digests of the project's sources a pytest session recording holds
+    (relative path -> digest; empty for other recordings)."""
+    try:
+        from retracesoftware.install import pytest_session
+        return pytest_session.sources_in(path)
+    except Exception:
+        return {}
 
 
 def _untrusted_code_line(code: str, recording: str) -> str:

@@ -79,6 +79,15 @@ def _dist_version(site: str, top: str):
     return table.get(_norm(top))
 
 
+#: a replay of another checkout: where a recorded path's file is on this
+#: machine (retracesoftware/paths.py PathMap.map), else None
+live_path = None
+
+
+def _digest_here(path: str):
+    return file_digest(live_path(path) if live_path is not None else path)
+
+
 def describe(path: str):
     """What the recording says about a loaded source file, or None when it
     is not checked (standard library, retracesoftware itself)."""
@@ -89,10 +98,10 @@ def describe(path: str):
         found = _dist_version(*site)
         if found is not None:
             return ("dist", found[0], found[1])
-        return ("file", path, file_digest(path) or "")
+        return ("file", path, _digest_here(path) or "")
     if path.startswith(_STDLIB):
         return None
-    return ("file", path, file_digest(path) or "")
+    return ("file", path, _digest_here(path) or "")
 
 
 class SourceCheck:

@@ -46,18 +46,28 @@ class _Call:
         self.outcome = _outcome(ev)
 
     def question(self):
+        if self.function == _OUTPUT:      # what the program wrote: a different write is another path
+            return (self.kind, self.function, self.fingerprint, self.outcome)
         return (self.kind, self.function, self.fingerprint)
 
     def text(self):
         name = self.function if self.function is not None else "?"
+        if name == _OUTPUT:
+            return f"output {self.outcome}"
         if self.kind == "callback":
             return f"callback {name}({self.args or ''})"
         return f"{name}({self.args})" if self.args is not None else f"{name}(…)"
 
 
+_OUTPUT = "retrace.output"      # install/output.py: result = <qqI> summary + the first bytes
+_OUTPUT_HEAD = 20
+
+
 def _outcome(ev):
     if ev.outcome is None and ev.kind == "call":
         return None
+    if ev.function == _OUTPUT and isinstance(ev.result, bytes):
+        return _value_text(ev.result[_OUTPUT_HEAD:])
     if ev.outcome == "error" or ev.kind == "error":
         return "raise " + _value_text(ev.error)
     return _value_text(ev.result)

@@ -37,7 +37,8 @@ from retracesoftware.views._common import Parser, int_arg
 
 #: calls whose real effect the run needs while it is still answered from the
 #: recording (thread identities, the exit trailer): always made live
-ALWAYS_LIVE = frozenset({"retrace.exit", "retrace.thread.start", "retrace.thread.identify"})
+ALWAYS_LIVE = frozenset({"retrace.exit", "retrace.thread.start", "retrace.thread.identify",
+                         "retrace.output"})   # (output: its summary is of the real write)
 
 _UNSET = object()
 
@@ -190,11 +191,14 @@ class Feeder:
             if ev.index == feeder.at and feeder.replacement is not None:
                 feeder.replaced = True
                 kind, value = feeder.replacement
-                feeder.say(f"event {ev.index}: {ev.call_text} {'raises' if kind == 'error' else 'returns'} "
-                           f"{summarise_value(_shaped(value, ev.result) if kind != "error" else value)} instead of {ev.result_summary}")
+                if kind != "error":
+                    value = _shaped(value, ev.result)
+                verb = "raises" if kind == "error" else "returns"
+                feeder.say(f"event {ev.index}: {ev.call_text} {verb} {summarise_value(value)} "
+                           f"instead of {ev.result_summary}")
                 if kind == "error":
                     raise value
-                return _shaped(value, ev.result)
+                return value
             if ev.kind != "call" or ev.outcome is None:
                 # external code called the program back during it (or the
                 # recording ends inside it): made live

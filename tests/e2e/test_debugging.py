@@ -191,3 +191,140 @@ def test_program_logging_a_failed_boundary_call_replays(scenario):
     rec = assert_faithful(s)
     rep = s.replay()
     assert rep.stderr == rec.stderr, rep.err
+
+
+# -- time travel in pdb (issue 18) --------------------------------------------
+
+_TRAVEL = """
+    import random
+    total = 0
+    for i in range(4):
+        v = random.randint(1, 10**9)
+        total += v
+        print("value", i, v)
+    print("total", total)
+"""
+
+
+def _ask(session, command):
+    session.send(command)
+    return session.expect(rb"\(Pdb\) ")
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_pdb_time_travel_commands(scenario):
+    s = scenario(_TRAVEL)
+    rec = s.record()
+    assert rec.returncode == 0, rec.err
+    values = dict(re.findall(r"value (\d) (\d+)", rec.out))
+    session = PtySession([sys.executable, "-m", "retracesoftware", "--recording", str(s.recording),
+                          "--pdb"], s.dir)
+    try:
+        session.expect(rb"\(Pdb\) ")
+        _ask(session, "b 6")
+        _ask(session, "c")
+        _ask(session, "c")
+        seen = _ask(session, "p i, v, total")            # iteration 1, at total += v
+        assert f"(1, {values['1']}, {values['0']})".encode() in seen, seen
+        seen = _ask(session, "info events")
+        assert re.search(rb"event \d+ of the recording; thread 0, line event \d+", seen), seen
+
+        seen = _ask(session, "rnext")                     # back over random.randint()
+        assert b"app.py(5)" in seen, seen
+        seen = _ask(session, "p i, total")
+        assert f"(1, {values['0']})".encode() in seen, seen
+        seen = _ask(session, "rstep")                     # back into the for line
+        assert b"app.py(4)" in seen, seen
+
+        seen = _ask(session, "rcontinue")                 # the previous breakpoint hit
+        assert b"app.py(6)" in seen, seen
+        seen = _ask(session, "p i, v")
+        assert f"(0, {values['0']})".encode() in seen, seen
+
+        seen = _ask(session, "rwatch total")              # where total last changed
+        assert b"total changed here" in seen and b"app.py(3)" in seen, seen
+
+        seen = _ask(session, "c")                          # forward again, breakpoints kept
+        assert b"app.py(6)" in seen, seen
+        seen = _ask(session, "goto 0")                     # back to the start
+        seen = _ask(session, "restart")
+        assert b"app.py(2)" in seen, seen
+        _ask(session, "clear 1")
+        session.send("c")
+        tail = session.expect(rb"total " + rec.out.split()[-1].encode())
+        assert b"retrace: error" not in tail
+    finally:
+        session.close()
+    assert session.proc.returncode == 0
+    rep = s.replay()
+    assert rep.stdout == rec.stdout and rep.returncode == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_pdb_rwatch_finds_the_change_in_a_loop(scenario):
+    s = scenario("""
+        import random
+        best = None
+        for i in range(6):
+            x = random.random()
+            if best is None or x > best:
+                best = x
+            print(i, x)
+        print("best", best)
+    """)
+    rec = s.record()
+    assert rec.returncode == 0, rec.err
+    xs = [float(line.split()[1]) for line in rec.out.splitlines()[:6]]
+    last_change = max(i for i in range(6) if xs[i] == max(xs[:i + 1]))
+    session = PtySession([sys.executable, "-m", "retracesoftware", "--recording", str(s.recording),
+                          "--pdb"], s.dir)
+    try:
+        session.expect(rb"\(Pdb\) ")
+        _ask(session, "b 9")
+        _ask(session, "c")
+        seen = _ask(session, "rwatch best")
+        assert b"best changed here" in seen and b"app.py(7)" in seen, seen
+        seen = _ask(session, "p i")
+        assert f"\n{last_change}\r".encode() in seen, seen
+        _ask(session, "clear app.py:9")
+        session.send("c")
+        session.expect(rb"best ")
+    finally:
+        session.close()
+    assert session.proc.returncode == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_pdb_breakpoint_in_worker_thread_and_post_mortem(scenario):
+    s = scenario("""
+        import random, threading
+        def worker(n):
+            x = random.random()
+            print("worker", n, x)
+        t = threading.Thread(target=worker, args=(1,))
+        t.start()
+        t.join()
+        raise ValueError("the end")
+    """)
+    rec = s.record()
+    assert rec.returncode == 1, rec.err
+    recorded_x = re.search(r"worker 1 (\S+)", rec.out).group(1)
+    session = PtySession([sys.executable, "-m", "retracesoftware", "--recording", str(s.recording),
+                          "--pdb"], s.dir)
+    try:
+        session.expect(rb"\(Pdb\) ")
+        _ask(session, "b 5")
+        seen = _ask(session, "c")
+        assert b"[thread 1]" in seen and b"app.py(5)worker()" in seen, seen
+        seen = _ask(session, "p x")
+        assert recorded_x.encode() in seen, seen
+        seen = _ask(session, "rstep")
+        assert b"app.py(4)" in seen, seen
+        seen = _ask(session, "c")
+        seen += _ask(session, "c")          # post-mortem at the uncaught exception
+        assert b"Uncaught exception ValueError" in seen and b"app.py(9)" in seen, seen
+        assert b"ValueError: the end" in seen                # the traceback, as python prints it
+        session.send("c")
+    finally:
+        session.close()
+    assert session.proc.returncode == 1

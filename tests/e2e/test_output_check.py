@@ -54,6 +54,7 @@ def test_every_way_of_writing_is_checked(scenario):
         ("stderr", "sys.__stderr__.write(data + '\\n')", None),
         ("os.write", "sys.stdout.flush(); os.write(1, data.encode() + b'\\n')", None),
         ("os.write(2)", "os.write(2, data.encode() + b'\\n')", None),
+        ("os.writev", "sys.stdout.flush(); os.writev(1, [b'>', data.encode(), b'\\n'])", None),
         ("dup", "sys.stdout.flush(); fd = os.dup(1); os.write(fd, data.encode() + b'\\n'); os.close(fd)", None),
     ]:
         s = scenario(f"""
@@ -73,7 +74,7 @@ def test_every_way_of_writing_is_checked(scenario):
         s.write("data.txt", "bravo")
         rep = s.replay(env=env)
         assert rep.returncode == 3, (way, rep.out, rep.err)
-        assert "'alpha" in rep.err and "'bravo" in rep.err, (way, rep.err)
+        assert "alpha" in rep.err and "bravo" in rep.err, (way, rep.err)
 
 
 def test_output_replays_faithfully(scenario):
@@ -127,3 +128,21 @@ def test_file_contents_are_checked_past_their_first_bytes(scenario):
     rep = s.replay()
     assert rep.returncode == 3, (rep.out, rep.err)
     assert "posix.write" in rep.err, rep.err
+
+
+def test_the_uncaught_exception_text_is_checked(scenario):
+    s = scenario("""
+        import _io
+        data = _io.FileIO("data.txt").read().decode().strip()
+        print("start")
+        raise RuntimeError("the data was " + data)
+    """)
+    s.write("data.txt", "one")
+    rec = s.record()
+    assert rec.returncode == 1 and b"the data was one" in rec.stderr, rec.err
+    rep = s.replay()
+    assert rep.returncode == 1 and rep.stdout == rec.stdout, rep.err
+    s.write("data.txt", "two")
+    rep = s.replay()
+    assert rep.returncode == 3, (rep.out, rep.err)
+    assert "the data was one" in rep.err and "the data was two" in rep.err, rep.err

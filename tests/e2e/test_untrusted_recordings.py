@@ -357,3 +357,17 @@ def test_symlink_at_the_recording_path_is_not_followed(tmp_path):
     assert victim.read_text() == "precious" and oct(victim.stat().st_mode & 0o777) == "0o644"
     assert not s.recording.is_symlink()
     assert replay(s).stdout == rec.stdout
+
+
+def test_thread_switch_to_an_unhashable_id_is_a_bad_recording(tmp_path):
+    """A THREAD_SWITCH whose id is a list (it hung / printed internal tracebacks)."""
+    s = Scenario(tmp_path, """
+        import threading, time
+        out = []
+        t = threading.Thread(target=lambda: out.append(time.time()))
+        t.start(); t.join()
+        print(out)
+    """)
+    assert s.record(options=("--no-compress",)).returncode == 0
+    s.recording.write_bytes(edit_events(s.recording.read_bytes(), b"\xd4\x0a\x01", b"\xd4\x0a\x90"))
+    one_line(replay(s, "--thread-timeout", "5"), 4, "bad thread id []")

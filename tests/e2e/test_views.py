@@ -72,7 +72,7 @@ def test_events_threaded_socket_filters_and_json(scenario):
 FLAKY = """
 import random, sys, time
 time.time()
-draw = random.randrange(2)
+draw = random.random() < 0.5
 with open(__file__) as f:
     f.read()
 if draw:
@@ -140,3 +140,30 @@ def test_fork_usage_errors(scenario):
                          (["--at", "1", "--result", "{bad"], "JSON")):
         r = cli(s.dir, "fork", str(s.recording), *args)
         assert r.returncode == 2 and needle in r.err and r.err.count("\n") == 1, (args, r.err)
+
+
+def test_divergence_names_the_argument_summary(scenario):
+    s = scenario("import os\nos.stat('first.txt') if os.path.exists('first.txt') else None\n"
+                 "print(os.environ.get('HOME') is not None)\n")
+    (s.dir / "first.txt").write_text("x")
+    assert s.record().returncode == 0
+    s.script.write_text("import os\nos.stat('other.txt') if os.path.exists('first.txt') else None\n"
+                        "print(os.environ.get('HOME') is not None)\n")
+    r = s.replay("--force")
+    assert r.returncode == 3
+    assert "expected call posix.stat('first.txt')" in r.err and "args fingerprint" not in r.err, r.err
+    rows = [json.loads(l) for l in cli(s.dir, "events", str(s.recording), "--json", "--grep",
+                                       "_Environ.__getitem__").out.splitlines()]
+    assert [r["args"] for r in rows] == ["'HOME'"]      # the name only: the value is the result
+
+
+def test_fork_blame_finds_the_deciding_draw(scenario):
+    s = scenario(FLAKY)
+    code = s.record().returncode
+    assert code in (0, 1)
+    r = cli(s.dir, "fork", str(s.recording), "--blame", "--function", "_random.Random.random",
+            "--result", "0.9", "--json")
+    assert r.returncode == 0, r.err
+    rows = json.loads(r.out)
+    assert len(rows) == 1 and "blame 1/1" in r.err
+    assert rows[0]["changes_outcome"] == (code == 1)      # 0.9 passes: only a failed run changes

@@ -19,7 +19,7 @@ CASES = {
         "unknown_directive.toml:3: modules.\"time\".proxxy: unknown directive — did you mean 'proxy'?",
     "unknown_directive_no_match.toml":
         "unknown_directive_no_match.toml:3: modules.\"time\".frobnicate: unknown directive"
-        " — expected one of proxy, disable, bind, immutable, patch_hash, callback, when, types",
+        " — expected one of proxy, disable, bind, immutable, patch_hash, callback, summarise, when, types",
     "string_not_list.toml":
         "string_not_list.toml:2: modules.\"time\".proxy: got a string — expected an array of names like [\"a\", \"b\"]",
     "non_string_item.toml":
