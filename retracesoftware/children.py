@@ -59,13 +59,15 @@ _dup = posix.dup
 _dup2 = posix.dup2
 _close = posix.close
 _listdir = posix.listdir
-from retracesoftware.install.isolation import real_os as _real_os  # noqa: E402  (see _popen_class)
-_makedirs = os.makedirs
-_isdir = os.path.isdir
-_exists = os.path.exists
-_abspath = os.path.abspath
-_samefile = os.path.samefile
-_realpath = os.path.realpath
+# Our own file-system checks never go through the program's patches of os
+# (blockbuster wraps os.stat to report blocking calls): private copies.
+from retracesoftware.install.isolation import isolated as _isolated, real_os as _real_os  # noqa: E402
+_makedirs = _isolated(os.makedirs, path=_real_os.path, mkdir=posix.mkdir)
+_isdir = _real_os.path.isdir
+_exists = _real_os.path.exists
+_abspath = _real_os.path.abspath
+_samefile = _real_os.path.samefile
+_realpath = _real_os.path.realpath
 _fsdecode = os.fsdecode
 _fsencode = os.fsencode
 _wall_clock = time.time
