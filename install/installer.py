@@ -582,18 +582,24 @@ class Installer:
                 if gate.phase == INTERNAL:
                     message = (f"{library} does its own I/O in C ({what}; {__where} called) — "
                                f"this recording will not replay; see docs/COMPATIBILITY.md")
-                    if replaying:
-                        # One line and exit 4 (an unsupported recording),
-                        # not an exception the program could catch.
-                        try:
-                            sys.stdout.flush()
-                        finally:
-                            sys.stderr.write(f"retrace: error: {message}\n")
+                    # Our lines are not program output (outside the recording).
+                    previous = gate.swap(DISABLED)
+                    try:
+                        if replaying:
+                            # One line and exit 4 (an unsupported recording),
+                            # not an exception the program could catch.
+                            try:
+                                sys.stdout.flush()
+                            finally:
+                                sys.stderr.write(f"retrace: error: {message}\n")
+                                sys.stderr.flush()
+                                _real_exit(NativeIOUnsupported.exit_code)
+                        if not warned:
+                            warned.append(True)
+                            sys.stderr.write(f"retrace: warning: {message}\n")
                             sys.stderr.flush()
-                            _real_exit(NativeIOUnsupported.exit_code)
-                    if not warned:
-                        warned.append(True)
-                        sys.stderr.write(f"retrace: warning: {message}\n")
+                    finally:
+                        gate.phase = previous
                 return __real(*args, **kwargs)
             guarded.__name__ = getattr(real, "__name__", attr)
             guarded.__qualname__ = getattr(real, "__qualname__", attr)

@@ -88,11 +88,15 @@ class _TypeSubstitute(type):
         return repr(cls._retrace_real)
 
 
-def like_type(make, original: type, also: tuple = ()):
-    """A class standing where type *original* stood; calling it is *make*."""
+def like_type(make, original: type, also: tuple = (), home=None):
+    """A class standing where type *original* stood; calling it is *make*.
+    *home* ``(module name, attribute)``: where it stands, which is the name
+    pickle saves it under (3.13's ``threading.Lock`` is ``_thread.lock``,
+    whose own name still holds the real type)."""
+    module, qualname = home or (original.__module__, original.__qualname__)
     namespace = {
-        "__module__": original.__module__,
-        "__qualname__": original.__qualname__,
+        "__module__": module,
+        "__qualname__": qualname,
         "__doc__": original.__doc__,
         "_retrace_make": staticmethod(make),
         "_retrace_real": original,
@@ -101,11 +105,11 @@ def like_type(make, original: type, also: tuple = ()):
     return _TypeSubstitute(original.__name__, (), namespace)
 
 
-def substitute_for(original, new, *, also: tuple = ()):
+def substitute_for(original, new, *, also: tuple = (), home=None):
     """What to put where *original* stood so that *new* does its work and a
     program sees something that behaves like *original* (see module doc)."""
     if isinstance(original, type) and not isinstance(new, type):
-        return like_type(new, original, also)
+        return like_type(new, original, also, home)
     if not isinstance(original, type) and not _binds(original) and _binds(new) \
             and not isinstance(new, type):
         return like_builtin(new, original)

@@ -338,7 +338,7 @@ class ThreadSupport:
             # one substitute per original, so aliases stay identical.
             key = (id(old), id(new))
             if key not in made:
-                made[key] = substitute_for(old, new, also=also)
+                made[key] = substitute_for(old, new, also=also, home=(module.__name__, attr))
             new = made[key]
             installer._set(module, attr, new)
             if not isinstance(old, type):

@@ -1,11 +1,7 @@
 """Async frameworks beyond asyncio (issue 19)."""
-import pytest
-
 from retrace_testing import assert_faithful, require
 
 
-@pytest.mark.xfail(reason="trio's signal.set_wakeup_fd runs for real on replay with a replayed "
-                          "socketpair's number (descriptor plumbing on replay: issue 16)", strict=False)
 def test_trio_nursery_with_sockets(scenario):
     require("trio")
     s = scenario("""
