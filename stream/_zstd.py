@@ -72,6 +72,11 @@ class Compressor:
 
     def __init__(self):
         self._cctx = None
+        # Load the library (and resolve its functions) now: a writer is made
+        # before the boundary is installed, and function pointers resolved
+        # later would be the recorded foreign calls of install/foreign.py
+        # (a fork's flush in the program's thread put them on its tape).
+        _load()
 
     def compress(self, data) -> bytes | None:
         """zstd frame of *data*, or None when libzstd is unavailable or fails."""
