@@ -627,6 +627,8 @@ class _File:
     """Sequential reads through private os references (the installer may
     patch builtins.open and io at replay time)."""
 
+    fd = -1                 # close() is safe when the open failed
+
     def __init__(self, path):
         self.fd = _open(path, _os.O_RDONLY | getattr(_os, "O_CLOEXEC", 0))
         self.size = _fstat(self.fd).st_size
