@@ -208,6 +208,21 @@ VIEWS = {
 }
 
 
+def _report_error(exc: Exception, debug: bool) -> int:
+    """One line for an error of ours (its exit code), or an internal error
+    (exit 1; the traceback with --debug)."""
+    from retracesoftware.utils.errors import RetraceError
+    if debug:
+        import traceback
+        traceback.print_exc()
+    if isinstance(exc, RetraceError):
+        print(error_line(str(exc)), file=sys.stderr)
+        return exc.exit_code
+    print(error_line(f"internal error: {type(exc).__name__}: {exc} — rerun with --debug and report it"),
+          file=sys.stderr)
+    return 1
+
+
 def _run_view(argv: list[str]) -> int:
     import importlib
     debug = "--debug" in argv
@@ -219,16 +234,7 @@ def _run_view(argv: list[str]) -> int:
         print(error_line(f"{exc} — see python -m retracesoftware {argv[0]} --help"), file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:
-        from retracesoftware.utils.errors import RetraceError
-        if debug:
-            import traceback
-            traceback.print_exc()
-        if isinstance(exc, RetraceError):
-            print(error_line(str(exc)), file=sys.stderr)
-            return exc.exit_code
-        print(error_line(f"internal error: {type(exc).__name__}: {exc} — rerun with --debug and report it"),
-              file=sys.stderr)
-        return 1
+        return _report_error(exc, debug)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,13 +272,4 @@ def main(argv: list[str] | None = None) -> int:
         print(error_line(str(exc)), file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:  # our own errors only: the program's pass through session
-        from retracesoftware.utils.errors import RetraceError
-        if debug:
-            import traceback
-            traceback.print_exc()
-        if isinstance(exc, RetraceError):
-            print(error_line(str(exc)), file=sys.stderr)
-            return exc.exit_code
-        print(error_line(f"internal error: {type(exc).__name__}: {exc} — rerun with --debug and report it"),
-              file=sys.stderr)
-        return 1
+        return _report_error(exc, debug)
