@@ -237,7 +237,8 @@ class SessionReporter:
         if report.failed and not any(f[0] == report.nodeid for f in self.failed):
             self.failed.append((report.nodeid, worker, _display_nodeid(self.config, report)))
         if replay_test is not None and report.nodeid == replay_test:
-            seen[report.nodeid] = report.outcome
+            if seen.get(report.nodeid) != "failed":   # a failed call, then a passed teardown
+                seen[report.nodeid] = report.outcome
             if self.worker is not None and report.failed:
                 _render_section(self.config, report, self.worker)
 
