@@ -135,7 +135,7 @@ class TestRunner:
         states = _StatefulInstances(self.config())
         threads = ThreadRegistry()
         tape = _scratch_tape()
-        writer = stream_writer(tape, {}, thread_id=threads.current, compress=False)
+        writer = _PassWriter(stream_writer(tape, {}, thread_id=threads.current, compress=False))
         try:
             recorded = self._run(System("record", writer=writer, thread_id=threads.current), threads, fn)
         finally:
@@ -165,7 +165,14 @@ class TestRunner:
             return None
         testfunction = pyfuncitem.obj
         if inspect.iscoroutinefunction(testfunction) or inspect.isasyncgenfunction(testfunction):
-            return None  # async tests: left to their own plugin
+            # An async test is run by its plugin (anyio's runs it from this
+            # very hook; pytest-asyncio has made it a sync function before
+            # we get here). Whichever runs it does so inside the recording:
+            # the hook's other implementations are called, record then replay.
+            others = pyfuncitem.config.pluginmanager.subset_hook_caller(
+                "pytest_pyfunc_call", remove_plugins=[self])
+            self.record_and_replay(lambda: others(pyfuncitem=pyfuncitem), name=pyfuncitem.nodeid)
+            return True
         funcargs = pyfuncitem.funcargs
         testargs = {arg: funcargs[arg] for arg in pyfuncitem._fixtureinfo.argnames}
         self.record_and_replay(lambda: testfunction(**testargs), name=pyfuncitem.nodeid)
@@ -204,6 +211,29 @@ class TestRunner:
                                             reset=reset if testcase is not None else None)
         recorded_and_replayed.__retrace_wrapped__ = True
         item.obj = recorded_and_replayed
+
+
+class _PassWriter:
+    """The stream writer of one record pass. A thread the test started and
+    left running may be inside a boundary call when the pass ends: what it
+    writes once the tape is closed is dropped (the thread goes on live, as
+    the boundary is uninstalled) instead of raising into the test's thread."""
+
+    __slots__ = ("_writer", "write", "bind", "unbind", "flush")
+
+    def __init__(self, writer):
+        from retracesoftware.functional import handle
+        self._writer = writer
+        for name in ("write", "bind", "unbind", "flush"):
+            object.__setattr__(self, name, handle(getattr(writer, name), ValueError, self._after_close))
+
+    def _after_close(self, exc):
+        if not self._writer.closed:
+            raise exc
+        return None
+
+    def __getattr__(self, name):
+        return getattr(self._writer, name)
 
 
 class _StatefulInstances:
