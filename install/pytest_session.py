@@ -194,6 +194,10 @@ def _shell_quote(word: str) -> str:
     return shlex.quote(word)
 
 
+#: seconds an xdist controller waits for a worker to end in a recorded session
+WORKER_EXIT_TIMEOUT = 120
+
+
 def _optional_hook(fn):
     """``pytest.hookimpl(optionalhook=True)`` without importing pytest (the
     replay reads this module before the program imports anything): an
@@ -218,6 +222,16 @@ class SessionReporter:
     def pytest_collection_finish(self, session):
         if self.worker is None:   # the controller or a plain session (xdist workers collect too)
             _mark_sources(self.config, session.items)
+
+    @_optional_hook
+    def pytest_xdist_setupnodes(self, config, specs):
+        """xdist controller: a worker that is slow to end (it closes its
+        recording) is not killed after xdist's 10 s (its recording would
+        end early: the worker's tests could not be replayed)."""
+        manager = sys.modules.get("xdist.workermanage")
+        node_manager = getattr(manager, "NodeManager", None)
+        if node_manager is not None and getattr(node_manager, "EXIT_TIMEOUT", 0) < WORKER_EXIT_TIMEOUT:
+            node_manager.EXIT_TIMEOUT = WORKER_EXIT_TIMEOUT
 
     @_optional_hook
     def pytest_testnodeready(self, node):

@@ -102,6 +102,7 @@ class TestRunner:
             return outcome
         finally:
             installer.uninstall()
+            _stop_leftover_replay_threads(system)
 
     #: run the test once, plainly, before recording it (see record_and_replay)
     warm_up = True
@@ -211,6 +212,24 @@ class TestRunner:
                                             reset=reset if testcase is not None else None)
         recorded_and_replayed.__retrace_wrapped__ = True
         item.obj = recorded_and_replayed
+
+
+class ThreadOutlivedItsTest(RuntimeError):
+    """Raised in a thread the test started and left running, in the replay
+    pass only, where it waits for events past the end of the test's tape."""
+
+
+def _stop_leftover_replay_threads(system) -> None:
+    """A thread the test left running (its recording and its warm-up copies
+    run on live) would wait for its turn on the replay's tape for good, and
+    a non-daemon one would hang the process at exit: the replay's copy is
+    stopped with ThreadOutlivedItsTest (pytest shows it as an unhandled
+    thread exception warning)."""
+    seq = getattr(system, "_sequencer", None) if system.mode == "replay" else None
+    if seq is not None:
+        seq.fail(ThreadOutlivedItsTest(
+            "retrace: this thread outlived its test's replay and was stopped there "
+            "(pytest --retrace: the recorded and plain runs of the thread go on)"))
 
 
 class _PassWriter:

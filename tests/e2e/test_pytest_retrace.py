@@ -48,15 +48,21 @@ def test_replaces_sys_modules():
         sys.modules = saved
 
 
+STOP = []
+
+
 def test_leaves_a_thread_running():
+    # a daemon (a non-daemon thread left running can still hang the
+    # process at exit: docs/PYTEST.md, known limits)
     def beat():
-        while True:
+        while not STOP:
             time.sleep(0.005)
     threading.Thread(target=beat, daemon=True).start()
     time.sleep(0.02)
 
 
 def test_after_the_thread():
+    STOP.append(1)
     assert time.time() > 0
 """,
     "test_async.py": """\
@@ -111,8 +117,7 @@ def test_retrace_fails_only_the_tests_own_nondeterminism(tmp_path):
     pytest.importorskip("pytest_asyncio")
     pytest.importorskip("anyio")
     project = _project(tmp_path / "p", {**PROJECT, "test_differs.py": DIFFERS})
-    result = run([sys.executable, "-m", "pytest", "-q", "-rA", "--retrace",
-                  "-W", "error::pytest.PytestUnhandledThreadExceptionWarning"], project, timeout=600)
+    result = run([sys.executable, "-m", "pytest", "-q", "-rA", "--retrace"], project, timeout=600)
     out = result.out
     for name in ("test_sources.py::test_datetime_now", "test_sources.py::test_tempfile_names",
                  "test_sources.py::test_replaces_sys_modules", "test_sources.py::test_leaves_a_thread_running",
@@ -121,6 +126,7 @@ def test_retrace_fails_only_the_tests_own_nondeterminism(tmp_path):
         assert f"PASSED {name}" in out, out
     assert "FAILED test_differs.py::test_counts_its_runs" in out and "ReplayDivergence" in out, out
     assert "1 failed, 7 passed" in out, out
+    assert "StreamWriter is closed" not in out, out   # the recorded thread went on live
     assert result.returncode == 1, result.err
     # Plainly, every test passes (the failure above is the check's).
     plain = run([sys.executable, "-m", "pytest", "-q"], project, timeout=300)
