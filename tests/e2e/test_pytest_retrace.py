@@ -114,20 +114,26 @@ def _project(root: Path, files: dict) -> Path:
 
 
 def test_retrace_fails_only_the_tests_own_nondeterminism(tmp_path):
-    pytest.importorskip("pytest_asyncio")
-    pytest.importorskip("anyio")
-    project = _project(tmp_path / "p", {**PROJECT, "test_differs.py": DIFFERS})
+    files = {**PROJECT, "test_differs.py": DIFFERS}
+    names = ["test_sources.py::test_datetime_now", "test_sources.py::test_tempfile_names",
+             "test_sources.py::test_replaces_sys_modules", "test_sources.py::test_leaves_a_thread_running",
+             "test_sources.py::test_after_the_thread"]
+    try:
+        import anyio  # noqa: F401
+        import pytest_asyncio  # noqa: F401
+        names += ["test_async.py::test_pytest_asyncio", "test_async.py::test_anyio"]
+    except ImportError:   # not in the test extra (see docs/PYTEST.md): the async half is skipped
+        del files["test_async.py"]
+        files["pytest.ini"] = "[pytest]\naddopts = -p no:cacheprovider\n"
+    project = _project(tmp_path / "p", files)
     result = run([sys.executable, "-m", "pytest", "-q", "-rA", "--retrace"], project, timeout=600)
     out = result.out
-    for name in ("test_sources.py::test_datetime_now", "test_sources.py::test_tempfile_names",
-                 "test_sources.py::test_replaces_sys_modules", "test_sources.py::test_leaves_a_thread_running",
-                 "test_sources.py::test_after_the_thread", "test_async.py::test_pytest_asyncio",
-                 "test_async.py::test_anyio"):
+    for name in names:
         assert f"PASSED {name}" in out, out
     assert "FAILED test_differs.py::test_counts_its_runs" in out and "ReplayDivergence" in out, out
-    assert "1 failed, 7 passed" in out, out
+    assert f"1 failed, {len(names)} passed" in out, out
     assert "StreamWriter is closed" not in out, out   # the recorded thread went on live
     assert result.returncode == 1, result.err
     # Plainly, every test passes (the failure above is the check's).
     plain = run([sys.executable, "-m", "pytest", "-q"], project, timeout=300)
-    assert plain.returncode == 0 and "8 passed" in plain.out, plain.out
+    assert plain.returncode == 0 and f"{len(names) + 1} passed" in plain.out, plain.out
