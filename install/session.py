@@ -707,7 +707,7 @@ class ReplaySession(_Session):
         if not options.get("identity_hashing"):
             return False
         if not _can_hash_identities():
-            sys.stderr.write("retrace: warning: [no-identity-hash] the recording hashed plain objects "
+            _write_stderr("retrace: warning: [no-identity-hash] the recording hashed plain objects "
                              "deterministically, which needs the C++ backend: the iteration order of sets "
                              "of them may differ on this replay\n")
             return False
