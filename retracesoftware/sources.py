@@ -26,6 +26,7 @@ from _thread import get_ident as _get_ident
 from retracesoftware.preamble import file_digest
 from retracesoftware.utils import DISABLED, INTERNAL
 from retracesoftware.utils.errors import RecordingFormatError
+from retracesoftware.install.isolation import posix_view as _os_view
 
 _STDLIB = os.path.dirname(os.__file__) + os.sep
 _OURS = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep + "retracesoftware" + os.sep
@@ -135,7 +136,7 @@ class SourceCheck:
                 except Exception:
                     path = None
                 if type(path) is str:
-                    check(os.path.abspath(path))
+                    check(_os_view.path.abspath(path))   # never through the program's patches of os
             return get_code(loader, fullname)
         checked_get_code.__name__ = checked_get_code.__qualname__ = "get_code"
         checked_get_code.__wrapped__ = get_code

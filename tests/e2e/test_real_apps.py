@@ -120,6 +120,14 @@ def test_runtime_work_is_invisible_to_program_patches_of_os(scenario):
         print("scandir:", sorted(set(seen))); seen.clear()
         done = subprocess.run([sys.executable, "-c", "print(1)"], capture_output=True)
         print("subprocess:", sorted(set(seen)), done.stdout)
+        os.path.abspath = spy("abspath", os.path.abspath)
+        s_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helper_mod.py")
+        seen.clear()
+        with open(s_path, "w") as fh:
+            fh.write("X = 1\\n")
+        seen.clear()
+        import helper_mod   # our check of the source it loads
+        print("import:", sorted(set(seen)), helper_mod.X)
         print(random.random())
     """)
     rec = assert_faithful(s)
