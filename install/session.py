@@ -31,7 +31,8 @@ def _exit_marker(code):
     """The recording's last call: the program's exit code (checked on
     replay: a different exit code is a divergence) and when it ended."""
     return (code, _wall_clock())
-_write_stderr = sys.stderr.write
+from retracesoftware.install import report  # noqa: E402
+_write_stderr = report.write   # the user's stderr
 _flush_stderr = sys.stderr.flush
 
 
@@ -326,6 +327,9 @@ class _Session:
     mode = ""
 
     def __init__(self, config):
+        # Our reports go to the stderr the process was started with, even
+        # after the program points fd 2 elsewhere (install/report.py).
+        report.reserve()
         self.config = config
         self.threads = ThreadRegistry()
         self.system = None
@@ -703,7 +707,7 @@ class ReplaySession(_Session):
         if not options.get("identity_hashing"):
             return False
         if not _can_hash_identities():
-            sys.stderr.write("retrace: warning: [no-identity-hash] the recording hashed plain objects "
+            _write_stderr("retrace: warning: [no-identity-hash] the recording hashed plain objects "
                              "deterministically, which needs the C++ backend: the iteration order of sets "
                              "of them may differ on this replay\n")
             return False
