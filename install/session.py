@@ -504,6 +504,9 @@ class _Session:
         gate = self.system.gate
         previous = gate.swap(INTERNAL)
         try:
+            points = getattr(self, "gc_points", None)
+            if points is not None:     # the last collection (install/gc_points.py)
+                points.at_exit()
             return marker(self.exit_code)
         finally:
             gate.phase = previous
