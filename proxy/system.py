@@ -1021,6 +1021,11 @@ def _describe_tag(tag, value) -> str:
         return f"new {value} object"
     if tag == CALLBACK_RESULT:
         return "return from a callback"
+    if tag in ("GC", "GC_VALVE"):      # install/gc_points.py
+        return (f"a garbage collection (generation {_summary(value)})" if tag == "GC" else
+                f"a garbage collection the interpreter ran between events (generation {_summary(value)})")
+    if tag == "GC_DONE":
+        return f"the end of a garbage collection (that freed {_summary(value)} objects)"
     if tag == "SYNC":
         return f"a sync point (lock acquire, join, is_alive) that returned {_summary(value)}"
     return f"{tag} {_summary(value)}"

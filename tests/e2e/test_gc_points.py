@@ -75,3 +75,60 @@ def test_without_recorded_points_the_replay_differs(scenario):
     assert rec.returncode == 0, rec.err
     rep = s.replay()
     assert rep.stdout != rec.stdout or rep.returncode == 3, rep.err
+
+
+def test_program_settings_keep_their_meaning(scenario):
+    # gc.disable() turns automatic collection off (nothing is collected
+    # until the program's gc.collect()), thresholds read back as set, and
+    # what collect() and get_count() return replays.
+    s = scenario(PRELUDE + """
+class Loud(Node):
+    def __del__(self):
+        print("del", self.i)
+gc.disable()
+print("enabled", gc.isenabled())
+for i in range(1500):
+    Loud(i)
+    time.time()
+print("collect", gc.collect() >= 1500, gc.get_count()[0] < 100)
+gc.enable()
+gc.set_threshold(300, 5)
+print("threshold", gc.get_threshold(), gc.isenabled())
+for i in range(1500, 2500):
+    Loud(i)
+    time.time()
+    if i % 250 == 0:
+        print("made", i)
+""")
+    rec = assert_faithful(s)
+    out = rec.stdout.decode()
+    assert "enabled False" in out and "threshold (300, 5, 10) True" in out
+    # nothing collected while disabled: the first del comes after collect()
+    lines = out.splitlines()
+    assert lines.index("collect True True") > max(i for i, l in enumerate(lines) if l.startswith("del ") and int(l[4:]) < 1500)
+    assert not any(l.startswith("del ") for l in lines[:lines.index("enabled False") + 1])
+
+
+def test_long_pure_python_stretch_is_bounded_and_never_silent(scenario):
+    # 120,000 cycles and no boundary call: the interpreter's automatic
+    # collection (the safety valve) runs between events on record. The
+    # replay prints the same or stops with exit 3; never other output.
+    s = scenario("""
+import gc, random
+class Node:
+    def __init__(self, i):
+        self.i = i; self.me = self
+    def __del__(self):
+        if self.i % 30000 == 0:
+            print("del", self.i)
+print("start", random.random() < 2)
+for i in range(120000):
+    Node(i)
+print("end", gc.isenabled())
+""")
+    rec = s.record()
+    assert rec.returncode == 0, rec.err
+    assert rec.stdout.count(b"del ") >= 2       # collected on record: memory stayed bounded
+    rep = s.replay()
+    assert (rep.returncode == 0 and rep.stdout == rec.stdout) or (
+        rep.returncode == 3 and "replay diverged" in rep.err), (rep.out, rep.err)
