@@ -70,12 +70,16 @@ _SIGKILL = _signal_mod.SIGKILL
 _SIG_IGN = _signal_mod.SIG_IGN
 _S_ISREG = _stat.S_ISREG
 _sleep = __import__("time").sleep
+_perf_counter = __import__("time").perf_counter
+_monotonic = __import__("time").monotonic
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 
-#: tape events between two checkpoints (RETRACE_CHECKPOINT_EVENTS)
-EVERY = 20000
+#: seconds of replay between two checkpoints (RETRACE_CHECKPOINT_SECONDS)
+SECONDS = 1.0
+#: tape events at least between two checkpoints (RETRACE_CHECKPOINT_EVENTS)
+EVERY = 2000
 #: live checkpoints at most (RETRACE_CHECKPOINT_MAX)
 MAX = 12
 
@@ -124,7 +128,7 @@ def _env_int(name, default):
 
 
 #: counters for tests and `info checkpoints` (per process)
-stats = {"taken": 0, "resumed_from": 0, "reexecuted": 0}
+stats = {"taken": 0, "resumed_from": 0, "reexecuted": 0, "fork_seconds": 0.0}
 
 
 def _regular_offsets():
@@ -158,6 +162,11 @@ class Checkpoints:
             and _mkfifo is not None
         self.every = max(1, _env_int("RETRACE_CHECKPOINT_EVENTS", EVERY))
         self.max = max(2, _env_int("RETRACE_CHECKPOINT_MAX", MAX))
+        try:
+            self.seconds = float(os.environ.get("RETRACE_CHECKPOINT_SECONDS", SECONDS))
+        except ValueError:
+            self.seconds = SECONDS
+        self._last_time = _monotonic()
         self.registry = []          # [{pid, fifo, event, lines, at, serial, first}]
         self.serial = 0
         self.supervisor = None      # pid
@@ -197,12 +206,14 @@ class Checkpoints:
         if not self.enabled:
             return "checkpoints: off (going back re-executes the replay from the start)"
         if not self.registry:
-            return (f"checkpoints: none yet (one every {self.every} events while single-threaded); "
-                    f"this process: taken {stats['taken']}, resumed from {stats['resumed_from']}")
+            return (f"checkpoints: none yet (one every {self.seconds:g} s of replay while single-threaded); "
+                    f"this session: taken {stats['taken']}, resumed from {stats['resumed_from']}, "
+                    f"re-executions {stats['reexecuted']}")
         parts = [f"#{c['serial']} event {c['event']} thread {c['at'][0]} line event {c['at'][1]}"
                  f"{' (start)' if c.get('first') else ''} pid {c['pid']}" for c in self.registry]
-        return (f"checkpoints ({len(self.registry)} live, max {self.max}; this process: "
-                f"taken {stats['taken']}, resumed from {stats['resumed_from']}, "
+        average = stats["fork_seconds"] / stats["taken"] * 1000 if stats["taken"] else 0.0
+        return (f"checkpoints ({len(self.registry)} live, max {self.max}; this session: "
+                f"taken {stats['taken']} ({average:.1f} ms each), resumed from {stats['resumed_from']}, "
                 f"re-executions {stats['reexecuted']}): " + "; ".join(parts))
 
     # ------------------------------------------------------------- taking
@@ -218,6 +229,8 @@ class Checkpoints:
         if self._countdown > 0:
             return
         self._countdown = 256
+        if _monotonic() - self._last_time < self.seconds:
+            return
         index = self.engine.event_index()
         if index is None:
             return
@@ -277,13 +290,20 @@ class Checkpoints:
             _mkfifo(entry["fifo"], 0o600)
         except OSError:
             return False
+        started = _perf_counter()
         offsets = _regular_offsets()
+        # Opened here: the FIFO has its reader (the checkpoint's copy of
+        # this descriptor) from the start.
+        fifo_fd = _open(entry["fifo"], os.O_RDWR)
         pid = self._double_fork()
+        if pid == 0:
+            return self._checkpoint_main(entry, offsets, fifo_fd)
+        _close(fifo_fd)
         if pid is None:
             return False
-        if pid == 0:
-            return self._checkpoint_main(entry, offsets)
         entry["pid"] = pid
+        stats["fork_seconds"] += _perf_counter() - started
+        self._last_time = _monotonic()
         stats["taken"] += 1
         self.registry.append(entry)
         self._thin()
@@ -336,11 +356,10 @@ class Checkpoints:
         except ValueError:
             return None
 
-    def _checkpoint_main(self, entry, offsets):
+    def _checkpoint_main(self, entry, offsets, fd):
         """In the checkpoint: freeze until resumed. Returns True in the
         resumed fork (the new active replay)."""
         old_int = _ignore_sigint()
-        fd = _open(entry["fifo"], os.O_RDWR)       # RDWR: no EOF between writers
         buf = b""
         while True:
             chunk = _read(fd, 65536)
@@ -383,6 +402,7 @@ class Checkpoints:
         self.registry = message["checkpoints"]
         self.serial = max([self.serial] + [c["serial"] for c in self.registry])
         self._countdown = 0
+        self._last_time = _monotonic()
         self._say(f"active {_getpid()}")
         self.engine.resume_with(message["state"])
 
@@ -415,7 +435,14 @@ class Checkpoints:
 
     def _drop(self, entry):
         self.registry = [c for c in self.registry if c is not entry]
-        self._send(entry, {"op": "exit"})
+        try:
+            _kill(entry["pid"], _SIGKILL)
+        except OSError:
+            pass
+        try:
+            _unlink(entry["fifo"])
+        except OSError:
+            pass
         if _getpid() == self.supervisor:
             try:
                 _waitpid(entry["pid"], 0)     # our child: reap it now
