@@ -155,6 +155,22 @@ def _task_count():
         return 99
 
 
+def _has_children() -> bool:
+    """Whether this process has live child processes (a child replay the
+    program started): a checkpoint's fork would not be their parent."""
+    try:
+        for tid in _listdir("/proc/self/task"):
+            fd = _open(f"/proc/self/task/{tid}/children", os.O_RDONLY)
+            try:
+                if _read(fd, 64).strip():
+                    return True
+            finally:
+                _close(fd)
+    except OSError:
+        return True
+    return False
+
+
 class Checkpoints:
     def __init__(self, engine):
         self.engine = engine
@@ -258,7 +274,9 @@ class Checkpoints:
         return False
 
     def _single_threaded(self):
-        return _task_count() <= 1 + self.our_threads
+        """One OS thread (besides the DAP agent's reader) and no child
+        process: what a fork copies is the whole replay."""
+        return _task_count() <= 1 + self.our_threads and not _has_children()
 
     def _take(self, st, first=False) -> bool:
         """Fork a checkpoint here. Returns True in a fork resumed from it
