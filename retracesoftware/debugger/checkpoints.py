@@ -500,7 +500,9 @@ class Checkpoints:
             else:
                 tid, n = travel["target"] if kind == "position" else travel["until"]
                 lines = {str(t): k for t, k in c["lines"]}
-                ok = lines.get(str(tid), 0) <= n
+                # A search needs a stretch before where it ends: not the
+                # checkpoint of the stop it started from.
+                ok = lines.get(str(tid), 0) < n if kind == "search" else lines.get(str(tid), 0) <= n
             if ok and (best is None or (c["event"], c["serial"]) > (best["event"], best["serial"])):
                 best = c
         return best
