@@ -27,6 +27,9 @@ set_identity_ids = _impl.set_identity_ids
 identity_ids_enabled = _impl.identity_ids_enabled
 capture_stack = _impl.capture_stack
 StackDelta = _impl.StackDelta
+#: the C tracer of --schedule recordings (None with the Python backend;
+#: install/schedule.py picks it or utils/_ticker.py)
+NativeScheduleTracer = getattr(_impl, "ScheduleTracer", None)
 from retracesoftware.utils._intercept import MISSING, InterceptDict  # noqa: E402  (pure Python, both backends)
 
 __all__ = [
