@@ -145,8 +145,14 @@ class ScheduleTracer:
                 self._countdown = self._rng.randint(1, 2 * self.chaos)
                 _pause.acquire(True, 0.00002)
         if self._last is not t:
-            with self._lock:
-                self._switch_to(t, ())
+            gate = self.gate
+            previous = gate.phase
+            gate.phase = 0
+            try:
+                with self._lock:
+                    self._switch_to(t, ())
+            finally:
+                gate.phase = previous
         t.count += 1
 
     def _switch_to(self, t, values):
@@ -161,19 +167,33 @@ class ScheduleTracer:
         return True
 
     # -- record ------------------------------------------------------------
+    # The writer runs with the gate DISABLED: a Python writer's own frames
+    # (msgpack's) are not the program's and must not be counted.
     def write(self, *values):
-        if self.active and not self.replay:
-            t = self.current()
-            with self._lock:
-                if self._switch_to(t, values):
-                    return None
-                return self._write(*values)
-        return self._write(*values)
+        gate = self.gate
+        previous = gate.phase
+        gate.phase = 0
+        try:
+            if self.active and not self.replay:
+                t = self.current()
+                with self._lock:
+                    if self._switch_to(t, values):
+                        return None
+                    return self._write(*values)
+            return self._write(*values)
+        finally:
+            gate.phase = previous
 
     def bind(self, obj):
-        if self.active and not self.replay:
-            t = self.current()
-            with self._lock:
-                self._switch_to(t, ())
-                return self._bind(obj)
-        return self._bind(obj)
+        gate = self.gate
+        previous = gate.phase
+        gate.phase = 0
+        try:
+            if self.active and not self.replay:
+                t = self.current()
+                with self._lock:
+                    self._switch_to(t, ())
+                    return self._bind(obj)
+            return self._bind(obj)
+        finally:
+            gate.phase = previous
