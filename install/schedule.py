@@ -39,12 +39,17 @@ _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(utils.__file__))) + o
 _THREADING = getattr(_threading, "__file__", None)
 
 
-def _want(code) -> bool:
-    """Count this code's instructions: program code and the libraries it
-    runs, not our runtime, ``threading`` (its start-up and join paths are
-    patched differently on record and replay) or the frozen import system."""
+def _want(code) -> int:
+    """1: count this code's instructions: program code and the libraries it
+    runs; 0: not our runtime, ``threading`` (its start-up and join paths are
+    patched differently on record and replay) or the frozen import system;
+    2: the import system's entry — nothing is counted inside an import (a
+    module our runtime imported on record but not on replay, or the other
+    way round, runs its body on one side only)."""
     name = code.co_filename
-    want = not (name.startswith(_PACKAGE) or name == _THREADING or name.startswith("<frozen "))
+    if name.startswith("<frozen importlib") and code.co_name == "_find_and_load":
+        return 2
+    want = int(not (name.startswith(_PACKAGE) or name == _THREADING or name.startswith("<frozen ")))
     if _DEBUG and want:
         _dbg(f"SCHED count {name}:{code.co_firstlineno} {code.co_name}\n".encode())
     return want

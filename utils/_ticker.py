@@ -8,9 +8,12 @@ on_block=None, on_new=None)``:
 - installed in a thread by ``current()`` (which returns that thread's
   `Ticker`), or by calling the tracer as a ``sys.settrace`` function
   (``threading.settrace(tracer)``: new threads install it first thing);
-- a frame is counted when the gate's phase is INTERNAL as it starts and
-  ``want(code)`` is true (cached per code object); each of its opcode events
-  adds one to the thread's ``count``;
+- ``want(code)`` (cached per code object) is 1 for code to count, 0 for
+  code not to count, 2 for the import system's entry (``_find_and_load``:
+  nothing is counted until it returns); a frame is counted when its code's
+  ``want`` is 1, the gate's phase is INTERNAL as it starts and the thread is
+  not inside an import; each of its opcode events adds one to the thread's
+  ``count``;
 - record: ``write(*values)`` / ``bind(obj)`` write the switch to the calling
   thread first (``tag prev_tid prev_count``, in the same write as the values)
   when another thread ran last; a counted instruction does the same;
@@ -69,6 +72,7 @@ class ScheduleTracer:
         self._rng = random.Random(int.from_bytes(__import__("os").urandom(8), "little"))
         self._cache = {}
         self._tickers = {}          # OS ident -> Ticker
+        self._importing = {}
         self._last = None
         self._lock = _thread.RLock()
         self._global = self._make_global()
@@ -118,14 +122,29 @@ class ScheduleTracer:
                         tracer.on_block(t, True)
             return local
 
+        importing = self._importing     # OS ident -> depth of import-system frames
+
+        def leave_import(frame, event, arg):
+            if event == "return":
+                ident = _get_ident()
+                importing[ident] = importing.get(ident, 1) - 1
+            return leave_import
+
         def global_trace(frame, event, arg):
-            if event != "call" or not tracer.active or gate.phase != _INTERNAL:
+            if event != "call" or not tracer.active:
                 return None
             code = frame.f_code
             want = cache.get(code)
             if want is None:
-                want = cache[code] = bool(tracer.want(code))
-            if not want:
+                want = cache[code] = int(tracer.want(code))
+            if want == 2:
+                # An import: what runs inside depends on what was imported
+                # before (our runtime imports differ on record and replay).
+                ident = _get_ident()
+                importing[ident] = importing.get(ident, 0) + 1
+                frame.f_trace_lines = False
+                return leave_import
+            if want != 1 or gate.phase != _INTERNAL or importing.get(_get_ident()):
                 return None
             frame.f_trace_opcodes = True
             frame.f_trace_lines = False

@@ -42,6 +42,7 @@ struct TickerObject {
     long long count;
     long long stop;         // -1: none
     int may_run;
+    int importing;          // depth of import-system frames (want() == 2): nothing counted inside
 };
 
 struct TracerObject {
@@ -150,7 +151,6 @@ int trace(PyObject* obj, PyFrameObject* frame, int what, PyObject*) {
         case PyTrace_OPCODE:
             return tick(s, t);
         case PyTrace_CALL: {
-            if (gate_get(reinterpret_cast<GateObject*>(s->gate)) != INTERNAL) return 0;
             PyObject* code = reinterpret_cast<PyObject*>(PyFrame_GetCode(frame));
             PyObject* v = PyDict_GetItemWithError(s->cache, code);  // borrowed
             if (!v) {
@@ -163,26 +163,43 @@ int trace(PyObject* obj, PyFrameObject* frame, int what, PyObject*) {
                     Py_DECREF(code);
                     return -1;
                 }
-                int truth = PyObject_IsTrue(r);
-                Py_DECREF(r);
-                if (truth < 0) {
+                if (!PyLong_CheckExact(r)) {
+                    Py_DECREF(r);
                     Py_DECREF(code);
+                    PyErr_SetString(PyExc_TypeError, "ScheduleTracer: want() must return an int (0, 1, 2)");
                     return -1;
                 }
-                v = truth ? Py_True : Py_False;
-                if (PyDict_SetItem(s->cache, code, v) < 0) {
+                v = r;
+                int failed = PyDict_SetItem(s->cache, code, v) < 0;
+                Py_DECREF(r);  // the cache keeps it
+                if (failed) {
                     Py_DECREF(code);
                     return -1;
                 }
             }
             Py_DECREF(code);
-            if (v == Py_True) {
+            long kind = PyLong_AsLong(v);
+            if (kind == 2) {
+                // An import: what runs inside depends on what was imported
+                // before (our runtime imports differ on record and replay).
+                t->importing++;
+                return 0;
+            }
+            if (kind == 1 && t->importing == 0 &&
+                gate_get(reinterpret_cast<GateObject*>(s->gate)) == INTERNAL) {
                 if (PyObject_SetAttrString(reinterpret_cast<PyObject*>(frame), "f_trace_opcodes", Py_True) < 0)
                     return -1;
             }
             return 0;
         }
         case PyTrace_RETURN:
+            if (t->importing > 0) {
+                PyObject* code = reinterpret_cast<PyObject*>(PyFrame_GetCode(frame));
+                PyObject* v = PyDict_GetItemWithError(s->cache, code);
+                Py_DECREF(code);
+                if (v && PyLong_AsLong(v) == 2) t->importing--;
+                return 0;
+            }
             if (s->replay && s->enforce && t->count == t->stop && frame_counted(frame)) {
                 PyObject* r = PyObject_CallFunctionObjArgs(s->on_block, obj, Py_True, nullptr);
                 if (!r) return -1;
@@ -227,6 +244,7 @@ TickerObject* current(TracerObject* s) {
         t->count = 0;
         t->stop = -1;
         t->may_run = 0;
+        t->importing = 0;
         if (PyDict_SetItem(tdict, reinterpret_cast<PyObject*>(s), reinterpret_cast<PyObject*>(t)) < 0) {
             Py_DECREF(t);
             return nullptr;
