@@ -375,6 +375,14 @@ class _Session:
             self._program_state_made_before_start()
         finally:
             gate.phase = previous
+        if (isinstance(getattr(self, "preamble", None), dict)
+                and (self.preamble.get("options") or {}).get("schedule")):
+            # Thread switches in pure Python recorded / replayed (install/schedule.py).
+            from retracesoftware.install import schedule
+            if self.mode == "record":
+                schedule.start_record(self)
+            else:
+                schedule.start_replay(self)
 
     def _program_state_made_before_start(self):
         """State the program would have made itself but our start-up made
@@ -586,8 +594,17 @@ class RecordSession(_Session):
             self._file_identity = None
         self.system = None
         try:
-            self.system = System("record", writer=RecordingWriter(self.writer, self),
-                                 thread_id=self.threads.current, record_stacks=stacks)
+            recording_writer = RecordingWriter(self.writer, self)
+            gate = None
+            if isinstance(preamble, dict) and (preamble.get("options") or {}).get("schedule"):
+                # --schedule: every write puts the switch to its thread first
+                from retracesoftware.install import schedule
+                from retracesoftware.utils import Gate
+                gate = Gate()
+                self.schedule_tracer = schedule.wrap_writer(recording_writer, gate, self.threads.current,
+                                                            chaos=bool(preamble["options"].get("chaos")))
+            self.system = System("record", writer=recording_writer,
+                                 thread_id=self.threads.current, record_stacks=stacks, gate=gate)
             from retracesoftware.install.summaries import summaries
             self.system.summaries = summaries(config)    # ARGS of configs' `summarise`
         except BaseException:

@@ -115,6 +115,10 @@ def record_main(opts) -> int:
     pre = preamble_mod.build(target, hash_seed=seed, config_digest=config.digest,
                              options={"stacks": opts.stacks, "hash_seed_pinned_by_retrace": pinned_by_us,
                                       "redacted": list(opts.redact)})
+    if getattr(opts, "schedule", False):     # thread switches recorded (install/schedule.py)
+        pre["options"]["schedule"] = True
+        if getattr(opts, "chaos", False):
+            pre["options"]["chaos"] = True
     children.remove_stale_children(path)
     try:
         session = RecordSession(path, pre, config, stacks=opts.stacks, redact=opts.redact,
