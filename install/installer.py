@@ -26,7 +26,7 @@ import logging
 import sys
 import threading
 
-from retracesoftware.install import buffers, files, fs
+from retracesoftware.install import buffers, files, fs, report
 from retracesoftware.install.substitutes import builtin_function, like_builtin, substitute_for
 from retracesoftware.proxy.system import Callback as _Callback
 from retracesoftware.utils import DISABLED, INTERNAL
@@ -228,6 +228,11 @@ NATIVE_IO = {
              ("insecure_channel", "secure_channel", "server")),
     "uvloop": ("uvloop", "libuv runs the event loop's I/O", ("new_event_loop", "install", "run")),
     "pycurl": ("pycurl", "libcurl owns its connections", ("Curl",)),
+    # Not C I/O of its own, but the same for a recording: after monkey
+    # patching, threads, sockets and sleeps are greenlets switched by
+    # gevent's C hub on libev/libuv readiness no boundary sees.
+    "gevent.monkey": ("gevent", "its monkey patching runs threads, sockets and sleeps as greenlets "
+                      "switched by its C hub", ("patch_all", "patch_thread", "patch_socket", "patch_time")),
 }
 
 
@@ -587,6 +592,9 @@ class Installer:
                 if gate.phase == INTERNAL:
                     message = (f"{library} does its own I/O in C ({what}; {__where} called) — "
                                f"this recording will not replay; see docs/COMPATIBILITY.md")
+                    if library == "gevent":
+                        message = (f"gevent is not supported ({what}; {__where} called) — "
+                                   f"this recording will not replay; see docs/COMPATIBILITY.md")
                     # Our lines are not program output (outside the recording).
                     previous = gate.swap(DISABLED)
                     try:
@@ -596,13 +604,11 @@ class Installer:
                             try:
                                 sys.stdout.flush()
                             finally:
-                                sys.stderr.write(f"retrace: error: {message}\n")
-                                sys.stderr.flush()
+                                report.write(f"retrace: error: {message}\n")
                                 _real_exit(NativeIOUnsupported.exit_code)
                         if not warned:
                             warned.append(True)
-                            sys.stderr.write(f"retrace: warning: {message}\n")
-                            sys.stderr.flush()
+                            report.write(f"retrace: warning: {message}\n")
                     finally:
                         gate.phase = previous
                 return __real(*args, **kwargs)
