@@ -31,7 +31,8 @@ def _exit_marker(code):
     """The recording's last call: the program's exit code (checked on
     replay: a different exit code is a divergence) and when it ended."""
     return (code, _wall_clock())
-_write_stderr = sys.stderr.write
+from retracesoftware.install import report  # noqa: E402
+_write_stderr = report.write   # the user's stderr
 _flush_stderr = sys.stderr.flush
 
 
@@ -326,6 +327,9 @@ class _Session:
     mode = ""
 
     def __init__(self, config):
+        # Our reports go to the stderr the process was started with, even
+        # after the program points fd 2 elsewhere (install/report.py).
+        report.reserve()
         self.config = config
         self.threads = ThreadRegistry()
         self.system = None
@@ -371,6 +375,14 @@ class _Session:
             self._program_state_made_before_start()
         finally:
             gate.phase = previous
+        if (isinstance(getattr(self, "preamble", None), dict)
+                and (self.preamble.get("options") or {}).get("schedule")):
+            # Thread switches in pure Python recorded / replayed (install/schedule.py).
+            from retracesoftware.install import schedule
+            if self.mode == "record":
+                schedule.start_record(self)
+            else:
+                schedule.start_replay(self)
 
     def _program_state_made_before_start(self):
         """State the program would have made itself but our start-up made
@@ -582,8 +594,17 @@ class RecordSession(_Session):
             self._file_identity = None
         self.system = None
         try:
-            self.system = System("record", writer=RecordingWriter(self.writer, self),
-                                 thread_id=self.threads.current, record_stacks=stacks)
+            recording_writer = RecordingWriter(self.writer, self)
+            gate = None
+            if isinstance(preamble, dict) and (preamble.get("options") or {}).get("schedule"):
+                # --schedule: every write puts the switch to its thread first
+                from retracesoftware.install import schedule
+                from retracesoftware.utils import Gate
+                gate = Gate()
+                self.schedule_tracer = schedule.wrap_writer(recording_writer, gate, self.threads.current,
+                                                            chaos=bool(preamble["options"].get("chaos")))
+            self.system = System("record", writer=recording_writer,
+                                 thread_id=self.threads.current, record_stacks=stacks, gate=gate)
             from retracesoftware.install.summaries import summaries
             self.system.summaries = summaries(config)    # ARGS of configs' `summarise`
         except BaseException:
@@ -723,7 +744,7 @@ class ReplaySession(_Session):
         if not options.get("identity_hashing"):
             return False
         if not _can_hash_identities():
-            sys.stderr.write("retrace: warning: [no-identity-hash] the recording hashed plain objects "
+            _write_stderr("retrace: warning: [no-identity-hash] the recording hashed plain objects "
                              "deterministically, which needs the C++ backend: the iteration order of sets "
                              "of them may differ on this replay\n")
             return False

@@ -239,7 +239,7 @@ class System:
     """
 
     def __init__(self, mode, *, writer=None, reader=None, thread_id=None,
-                 record_stacks=False, deadlock_timeout=5.0, stub_factory=None):
+                 record_stacks=False, deadlock_timeout=5.0, stub_factory=None, gate=None):
         if mode not in (RECORD, REPLAY):
             raise ValueError(f"mode must be 'record' or 'replay', got {mode!r}")
         if mode == RECORD and writer is None:
@@ -247,7 +247,7 @@ class System:
         if mode == REPLAY and reader is None:
             raise TypeError("System('replay') needs reader=")
         self.mode = mode
-        self.gate = Gate()
+        self.gate = Gate() if gate is None else gate   # given: --schedule (install/schedule.py)
         self.writer = writer
         self.reader = reader
         self.record_stacks = record_stacks
