@@ -361,10 +361,16 @@ def install(session, installer):
         points = session.gc_points = GcPoints(session.mode)
     points.install(session.system, installer)
     # the value the program's gc.collect() returned (our runtime's garbage
-    # counts in it): recorded
-    points._collected = session.system.patch_function(_identity, "gc.collect.result")
+    # counts in it, and boundary results are other objects on replay):
+    # recorded. No arguments on the tape (the replay's own count differs).
+    held = []
+    tape = session.system.patch_function(lambda: held.pop() if held else 0, "gc.collect.result")
+
+    def collected(n):
+        held[:] = [n]
+        try:
+            return tape()
+        finally:
+            held.clear()
+    points._collected = collected
     return points
-
-
-def _identity(n):
-    return n
