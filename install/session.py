@@ -718,6 +718,7 @@ class ReplaySession(_Session):
                 # The stream reader itself (native with the C++ backend):
                 # checked after every turn, so no wrapper in between.
                 seq.end_probe = lambda: raw.next_kind is None
+                seq.turn.probe = raw     # native hand-overs read the head here
             seq.on_end = self._tape_ended
         _install_redaction(self)
         self._patch_thread_excepthook()

@@ -148,9 +148,6 @@ class ThreadSupport:
         def acquire_replay(self_, *args, **kwargs):
             blocking(self_._lock, "lock.acquire")
 
-        def try_now(self_, *args, **kwargs):
-            return LT.acquire(self_._lock, False)
-
         class RecordedLock:
             """A ``_thread.lock`` made by program code under retrace."""
             __slots__ = ("_lock", "_id", "_key", "__weakref__")
@@ -172,6 +169,8 @@ class ThreadSupport:
         # the SYNC write, see SyncPoints): acquire(*args) is the real
         # lock's acquire with the RecordedLock argument swapped for it.
         real_of = F.if_then_else(F.isinstance_of(RecordedLock), lock_of, F.identity)
+        # try_now(lock, False): the real lock taken without blocking (native).
+        try_now = F.apply_with(LT.acquire, real_of)
         RecordedLock.__enter__ = sync.acquire(F.compose(LT.__enter__, lock_of), "lock.acquire",
                                               acquire_replay, try_now=try_now)
         RecordedLock.acquire = RecordedLock.acquire_lock = sync.acquire(
@@ -194,8 +193,7 @@ class ThreadSupport:
         def acquire_replay(self_, *args, **kwargs):
             blocking(self_, "rlock.acquire")
 
-        def try_now(self_, *args, **kwargs):
-            return RT.acquire(self_, False)
+        try_now = RT.acquire    # try_now(rlock, False): without blocking (native)
 
         def acquire_restore_replay(self_, state):
             # _release_save gave (count, owner) with owner = this thread:
