@@ -553,7 +553,10 @@ class RecordSession(_Session):
             options["zone"] = _zone.capture()
             options.setdefault("output_recorded", True)
             options["stdin_reopened"] = self._stdin_reopenable(sys.stdin)
-        self.writer = stream_writer(path, preamble, thread_id=self.threads.current, compress=compress)
+        # cache_thread_id: the writer asks threads.current once per thread
+        # (ThreadRegistry tells the stream layer when an id changes).
+        self.writer = stream_writer(path, preamble, thread_id=self.threads.current, compress=compress,
+                                    cache_thread_id=True)
         self._warned = None
         try:
             st = os.stat(path)

@@ -38,6 +38,7 @@ import threading
 from collections import deque as _deque
 
 from retracesoftware import functional as F
+from retracesoftware.stream import thread_ids_changed as _thread_ids_changed
 from retracesoftware.proxy.threads import LockIds, SyncPoints, real_wait
 from retracesoftware.install.substitutes import substitute_for
 from retracesoftware.utils import DISABLED, INTERNAL
@@ -101,14 +102,17 @@ class ThreadRegistry:
 
     def adopt(self, tid) -> None:
         self._ids[_get_ident()] = tid
+        _thread_ids_changed()     # the writer's per-thread cache of current()
 
     def forget(self) -> None:
         self._ids.pop(_get_ident(), None)
+        _thread_ids_changed()
 
     def reset_after_fork(self) -> None:
         """In a forked child only the forking thread survives; it becomes 0."""
         self._ids.clear()
         self._ids[_get_ident()] = MAIN
+        _thread_ids_changed()
         self._children = {}
         self._lock = _allocate_lock()
 
