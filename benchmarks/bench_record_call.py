@@ -2,7 +2,7 @@
 
     python benchmarks/bench_record_call.py [--calls 1000000] [--repeat 5]
 
-C++ backend, in one process, min of --repeat timings of --calls calls each:
+C++ backend, in one process, min of --repeat CPU-time (process_time) timings of --calls calls each:
 
   plain                 time.time()
   fingerprint()         the args fingerprint of a no-arg call (the gateway uses a precomputed one)
@@ -10,9 +10,11 @@ C++ backend, in one process, min of --repeat timings of --calls calls each:
   thread id lookup      the install layer's logical thread id (ThreadRegistry.current:
                         compose(dict.__getitem__, get_ident)), called by the writer on every write
   write, no thread_id   StreamWriter.write("CALL", name, fp, "RESULT", 1.5) with thread_id=None
-  write, thread_id      the same with thread_id= that lookup (as recording does)
+  write, thread_id      the same with thread_id= that lookup, asked on every write
+  write, cached tid     the same with cache_thread_id=True (as recording does: asked once per thread)
   gateway, write=noop   RecordCallGateway around time.time with a do-nothing write
-  recorded call         RecordCallGateway around time.time writing to a real StreamWriter
+  recorded, uncached    RecordCallGateway around time.time writing to a StreamWriter asking thread_id each time
+  recorded call         the same with cache_thread_id=True (what a recording does)
   replayed call         ReplayCallGateway + StreamReader.take_call of the same tape
 
 "added" is the row minus plain where the row includes the real time.time() call.
@@ -28,7 +30,10 @@ import timeit
 
 
 def t(stmt, ns, calls, repeat):
-    return min(timeit.Timer(stmt, globals=ns).repeat(repeat=repeat, number=calls)) / calls * 1e9
+    # CPU time of this process (the machine is usually shared: wall time
+    # would count other processes' turns), best of `repeat`.
+    return min(timeit.Timer(stmt, globals=ns, timer=time.process_time).repeat(repeat=repeat, number=calls)) \
+        / calls * 1e9
 
 
 def main():
@@ -47,14 +52,18 @@ def main():
     w0 = stream.StreamWriter(os.path.join(d, "a.bin"), {}, flush_interval=60, buffer_size=1 << 26)
     w1 = stream.StreamWriter(os.path.join(d, "b.bin"), {}, thread_id=current, flush_interval=60,
                              buffer_size=1 << 26)
+    # As a recording does: thread_id() asked once per thread (cache_thread_id).
+    w2 = stream.StreamWriter(os.path.join(d, "c.bin"), {}, thread_id=current, flush_interval=60,
+                             buffer_size=1 << 26, cache_thread_id=True)
     gate = utils.Gate()
     gate.phase = utils.INTERNAL
     fp = utils.fingerprint()
     noop = lambda *a: None  # noqa: E731
     rec_noop = utils.RecordCallGateway(gate, time.time, F.constantly(None), "CALL", "time.time", "RESULT", "ERROR")
-    rec = utils.RecordCallGateway(gate, time.time, w1.write, "CALL", "time.time", "RESULT", "ERROR")
-    ns = dict(time=time, utils=utils, current=current, w0=w0, w1=w1, fp=fp, rec=rec, rec_noop=rec_noop,
-              noop=noop)
+    rec = utils.RecordCallGateway(gate, time.time, w2.write, "CALL", "time.time", "RESULT", "ERROR")
+    rec_uncached = utils.RecordCallGateway(gate, time.time, w1.write, "CALL", "time.time", "RESULT", "ERROR")
+    ns = dict(time=time, utils=utils, current=current, w0=w0, w1=w1, w2=w2, fp=fp, rec=rec,
+              rec_uncached=rec_uncached, rec_noop=rec_noop, noop=noop)
     rows = []
     plain = t("time.time()", ns, a.calls, a.repeat)
     rows.append(("plain time.time()", plain, None))
@@ -65,11 +74,16 @@ def main():
                                             a.repeat), None))
     rows.append(("write, thread_id", t("w1.write('CALL', 'time.time', fp, 'RESULT', 1.5)", ns, a.calls,
                                          a.repeat), None))
+    rows.append(("write, cached tid", t("w2.write('CALL', 'time.time', fp, 'RESULT', 1.5)", ns, a.calls,
+                                          a.repeat), None))
     g = t("rec_noop()", ns, a.calls, a.repeat)
     rows.append(("gateway, write=noop", g, g - plain))
+    r = t("rec_uncached()", ns, a.calls, a.repeat)
+    rows.append(("recorded, uncached tid", r, r - plain))
     r = t("rec()", ns, a.calls, a.repeat)
     rows.append(("recorded call", r, r - plain))
     gate.phase = utils.DISABLED
+    w2.close()
     w1.close()
     w0.close()
 

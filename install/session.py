@@ -582,7 +582,10 @@ class RecordSession(_Session):
             # RETRACE_NO_GC_POINTS=1: automatic collection as in a plain run
             # (a diagnostic: tests show what the mechanism changes)
             options["gc_points"] = os.environ.get("RETRACE_NO_GC_POINTS") != "1"
-        self.writer = stream_writer(path, preamble, thread_id=self.threads.current, compress=compress)
+        # cache_thread_id: the writer asks threads.current once per thread
+        # (ThreadRegistry tells the stream layer when an id changes).
+        self.writer = stream_writer(path, preamble, thread_id=self.threads.current, compress=compress,
+                                    cache_thread_id=True)
         if self._gc_points_recorded():
             from retracesoftware.install.gc_points import GcPoints
             self.gc_points = GcPoints("record")
@@ -759,6 +762,7 @@ class ReplaySession(_Session):
                 # The stream reader itself (native with the C++ backend):
                 # checked after every turn, so no wrapper in between.
                 seq.end_probe = lambda: raw.next_kind is None
+                seq.turn.probe = raw     # native hand-overs read the head here
             seq.on_end = self._tape_ended
         _install_redaction(self)
         self._patch_thread_excepthook()

@@ -38,6 +38,7 @@ import threading
 from collections import deque as _deque
 
 from retracesoftware import functional as F
+from retracesoftware.stream import thread_ids_changed as _thread_ids_changed
 from retracesoftware.proxy.threads import LockIds, SyncPoints, real_wait
 from retracesoftware.install.substitutes import substitute_for
 from retracesoftware.utils import DISABLED, INTERNAL
@@ -101,14 +102,17 @@ class ThreadRegistry:
 
     def adopt(self, tid) -> None:
         self._ids[_get_ident()] = tid
+        _thread_ids_changed()     # the writer's per-thread cache of current()
 
     def forget(self) -> None:
         self._ids.pop(_get_ident(), None)
+        _thread_ids_changed()
 
     def reset_after_fork(self) -> None:
         """In a forked child only the forking thread survives; it becomes 0."""
         self._ids.clear()
         self._ids[_get_ident()] = MAIN
+        _thread_ids_changed()
         self._children = {}
         self._lock = _allocate_lock()
 
@@ -148,9 +152,6 @@ class ThreadSupport:
         def acquire_replay(self_, *args, **kwargs):
             blocking(self_._lock, "lock.acquire")
 
-        def try_now(self_, *args, **kwargs):
-            return LT.acquire(self_._lock, False)
-
         class RecordedLock:
             """A ``_thread.lock`` made by program code under retrace."""
             __slots__ = ("_lock", "_id", "_key", "__weakref__")
@@ -172,6 +173,8 @@ class ThreadSupport:
         # the SYNC write, see SyncPoints): acquire(*args) is the real
         # lock's acquire with the RecordedLock argument swapped for it.
         real_of = F.if_then_else(F.isinstance_of(RecordedLock), lock_of, F.identity)
+        # try_now(lock, False): the real lock taken without blocking (native).
+        try_now = F.apply_with(LT.acquire, real_of)
         RecordedLock.__enter__ = sync.acquire(F.compose(LT.__enter__, lock_of), "lock.acquire",
                                               acquire_replay, try_now=try_now)
         RecordedLock.acquire = RecordedLock.acquire_lock = sync.acquire(
@@ -194,8 +197,7 @@ class ThreadSupport:
         def acquire_replay(self_, *args, **kwargs):
             blocking(self_, "rlock.acquire")
 
-        def try_now(self_, *args, **kwargs):
-            return RT.acquire(self_, False)
+        try_now = RT.acquire    # try_now(rlock, False): without blocking (native)
 
         def acquire_restore_replay(self_, state):
             # _release_save gave (count, owner) with owner = this thread:

@@ -1,9 +1,12 @@
 """Logical thread ids and the replay-side `ThreadSequencer`.
 
 On replay a thread may consume its next event only when the head of the tape
-belongs to it (DESIGN §4). Threads that are not at the head wait on a
-condition variable (no polling); every consumer wakes the waiters after it
-moved the head. A deadlock watchdog arms only when *every* live replaying
+belongs to it (DESIGN §4). Threads that are not at the head wait on their own
+wake-up permit (`utils.TurnState`: native, the GIL released, no polling); the
+thread that moves the head wakes the thread whose turn it now is. The replay
+gateways (`utils.ReplayCallGateway`, `utils.ReplaySyncGateway`) wait on the
+same permits natively and hand the turn over natively, so a thread switch
+between two plain calls or lock acquires runs no Python frame. A deadlock watchdog arms only when *every* live replaying
 thread is waiting: then no thread can ever move the head again, unless a
 thread is still starting up, so after ``deadlock_timeout`` seconds of that
 state the replay is reported as diverged, naming the threads. In a healthy
@@ -27,7 +30,7 @@ import time as _time
 from retracesoftware import functional as F
 from retracesoftware.proxy.protocol import at_end, event_index
 from retracesoftware.utils.errors import ReplayDivergence as ReplayDivergenceType
-from retracesoftware.utils import DISABLED, RecordGateway, ReplayGateway, TurnState
+from retracesoftware.utils import DISABLED, RecordGateway, ReplayGateway, ReplaySyncGateway, TurnState
 
 _allocate_lock = _thread.allocate_lock
 _get_ident = _thread.get_ident
@@ -151,14 +154,17 @@ class ThreadSequencer:
         self._reader = reader
         self._thread_id = thread_id
         self._lock = _RLock()               # re-entrant: fail() may run inside a turn
-        self._cond = _Condition(self._lock)  # held for every decision; see _conds for waiting
-        #: tid -> the condition that thread waits on (same lock): the thread
-        #: handing the turn over wakes only the thread whose turn it is
-        self._conds: dict[object, object] = {}
-        #: native flag read by ReplayCallGateway (utils): non-zero while a
-        #: thread holds, reserves or looks for a turn, or after a failure;
-        #: then replayed calls take the Python path below
+        self._cond = _Condition(self._lock)  # held for every decision (never waited on)
+        #: the native part (utils): ``closed`` is non-zero while a thread
+        #: holds, reserves or looks for a turn, or after a failure (then
+        #: replayed calls take the Python path below); each thread waits on
+        #: its own permit there (``wait``/``wake``), and ``handover`` wakes the
+        #: thread whose turn it is, calling `_handover_slow` only at the end
+        #: of the tape or while draining
         self.turn = TurnState()
+        self.turn.moved = self._handover_slow
+        #: what ReplayCallGateway calls when the head left the caller's thread
+        self.handover = self.turn.handover
         self._live: dict[object, int] = {}     # tid -> nesting count (pending = 0 allowed)
         self._expected: set = set()
         self._finished: set = set()
@@ -171,7 +177,6 @@ class ThreadSequencer:
         self.main_thread = 0   # logical id of the thread that runs the program's exit
         self._reserved = None  # a thread still completing its turn (see reserve)
         self.deadlock_timeout = deadlock_timeout
-        self._changes = 0      # bumped on every state change (see _wait_turn)
         #: called (condition held) when a turn consumed the tape's last event
         self.on_end = None
         #: () -> bool: the tape is used up (set with on_end; a cheap probe)
@@ -186,36 +191,54 @@ class ThreadSequencer:
         #: primitive outside the tape (wait_real; condition held)
         self.before_block = None
 
+    @property
+    def deadlock_timeout(self):
+        return self._deadlock_timeout
+
+    @deadlock_timeout.setter
+    def deadlock_timeout(self, seconds):
+        # A gateway waits natively at most a quarter of it, then takes the
+        # Python path, whose watchdog reports a deadlock.
+        self._deadlock_timeout = seconds
+        self.turn.native_wait = seconds / 4
+
+    @property
+    def _changes(self):
+        return self.turn.changes
+
     def _changed(self):
         """The state changed (caller holds the condition): wake every waiter."""
-        self._changes += 1
-        for cond in self._conds.values():
-            cond.notify_all()
+        turn = self.turn
+        turn.changes += 1
+        turn.wake_all()
 
     def _wake_head(self):
         """The head moved (caller holds the condition): wake the thread
         whose turn it now is, and the threads draining at exit. Everyone
-        when the head is not a waiting thread's (the end, no thread)."""
-        self._changes += 1
-        if not self._waiting and not self._draining:
-            return
+        when the head is not a thread's (the end, damage)."""
+        turn = self.turn
+        turn.changes += 1
         try:
             head = self._reader.thread
             ended = self.end_probe()
         except Exception:           # damaged: everyone re-reads and reports
             head, ended = None, True
-        cond = None if ended or head is None else self._conds.get(head)
-        if cond is None or self._draining:
-            for c in self._conds.values():
-                c.notify_all()
+        if ended or head is None or self._draining:
+            turn.wake_all()
         else:
-            cond.notify_all()
+            try:
+                turn.wake(head)
+            except TypeError:       # an unhashable (forged) thread id
+                turn.wake_all()
 
-    def _my_cond(self, me):
-        cond = self._conds.get(me)
-        if cond is None:
-            cond = self._conds[me] = _Condition(self._lock)
-        return cond
+    def _sleep(self, me, timeout=None):
+        """Wait for this thread's permit with the condition released (caller
+        holds it, maybe re-entered), the GIL released while waiting."""
+        state = self._lock._release_save()
+        try:
+            self.turn.wait(me, timeout)
+        finally:
+            self._lock._acquire_restore(state)
 
     # -- liveness --------------------------------------------------------
     def expect(self, tid):
@@ -300,13 +323,13 @@ class ThreadSequencer:
         head again: `Deadlock`. Any change (an event consumed, a thread
         entering, leaving or unblocking, a turn reservation ending) restarts
         the clock; in a healthy replay the timeout never matters."""
-        cond = self._my_cond(self._thread_id() if me is None else me)
+        me = self._thread_id() if me is None else me
         turn = self.turn
         if not self._all_blocked():
             stuck[0] = None
             turn.closed -= 1         # not looking while asleep
             try:
-                cond.wait()
+                self._sleep(me)
             finally:
                 turn.closed += 1
             return
@@ -315,7 +338,7 @@ class ThreadSequencer:
             raise self._deadlock(head)
         turn.closed -= 1
         try:
-            cond.wait(remaining)
+            self._sleep(me, remaining)
         finally:
             turn.closed += 1
 
@@ -382,9 +405,10 @@ class ThreadSequencer:
             self.turn.closed -= 1
             self._cond.release()
 
-    def handover(self):
-        """ReplayCallGateway consumed a whole call natively and the head is
-        no longer the caller's: what `release` does after a turn."""
+    def _handover_slow(self):
+        """`TurnState.handover` at the end of the tape or while draining (or
+        when the raw reader cannot say whose turn it is): what `release`
+        does after a turn."""
         with self._cond:
             self._moved()
 
@@ -476,9 +500,8 @@ class ThreadSequencer:
         self._live.pop(me, None)
         self._changed()
         self.turn.closed -= 1        # for good: this thread never looks again
-        cond = self._my_cond(me)
         while True:
-            cond.wait()
+            self._sleep(me)
 
     def drain(self):
         """At program exit (replay): the calling thread stops replaying and
@@ -492,6 +515,7 @@ class ThreadSequencer:
             self._live.pop(me, None)
             self._drainers = self._drainers | {me}
             self._draining = True
+            self.turn.draining = 1
             self._exiting = True
             self._changed()
             stuck = [None, 0.0]
@@ -653,7 +677,7 @@ class SyncPoints:
         ``(self, *args)`` is the real acquire, true when it got the lock.
         Records ``SYNC <lock id>`` or ``SYNC False``; returns what the real
         one did: a bool, or None when ``returns`` is None (an acquire that
-        cannot fail, such as RLock._acquire_restore). ``try_now(self, *args)``
+        cannot fail, such as RLock._acquire_restore). ``try_now(self, False)``
         (optional) takes the real lock without blocking, true when it got it:
         then a replayed acquire whose SYNC is this thread's next event takes
         the event and the lock together, without a turn (`Reader.take_event`)."""
@@ -665,8 +689,17 @@ class SyncPoints:
                 rec = F.if_then_else(target, _ID_OF, F.constantly(False))
                 after = F.compose(_SUCCEEDED, self._after)
             return RecordGateway(self.gate, rec, None, after, self._error)
-        replay = _SyncReplay(self.system, name, on_replay, self.lock_ids, returns, try_now)
-        return ReplayGateway(self.gate, target, replay)
+        if try_now is None:
+            replay = _SyncReplay(self.system, name, on_replay, self.lock_ids, returns)
+            return ReplayGateway(self.gate, target, replay)
+        # Native: the SYNC and the real lock together when the SYNC is this
+        # thread's next event and the lock is free; waits for the thread's
+        # turn natively; anything else takes the Python path (_SyncReplay).
+        system = self.system
+        seq = system._sequencer
+        slow = _SyncReplay(system, name, on_replay, self.lock_ids, returns)
+        return ReplaySyncGateway(self.gate, target, system.reader.take_event, system._thread_id,
+                                 seq.turn, SYNC, try_now, returns, slow)
 
     def plain(self, target):
         """A method that is not a sync point (release): the real operation,
@@ -678,61 +711,20 @@ _NO_LOCK = object()
 
 
 class _SyncReplay:
-    __slots__ = ("system", "name", "on_replay", "lock_ids", "returns", "try_now")
+    __slots__ = ("system", "name", "on_replay", "lock_ids", "returns")
 
-    def __init__(self, system, name, on_replay, lock_ids=None, returns=_NO_LOCK, try_now=None):
+    def __init__(self, system, name, on_replay, lock_ids=None, returns=_NO_LOCK):
         self.system = system
         self.name = name
         self.on_replay = on_replay
         self.lock_ids = lock_ids
         self.returns = returns   # lock acquires: what success returns
-        self.try_now = try_now   # lock acquires: the real acquire, not blocking
-
-    def _fast(self, args, kwargs):
-        """The acquire's SYNC and the real lock together, when the SYNC is
-        this thread's next event and the lock is free: no turn, no wait.
-        None: take the ordinary path."""
-        system = self.system
-        seq = system._sequencer
-        if seq.turn.closed:
-            return None
-        mine = args[0]._id
-        try_now = self.try_now
-        taken = []
-
-        def accept(value):
-            # Checked here, with this thread's SYNC at the head: a thread
-            # that took its turn before (and may have reserved it) shows in
-            # turn.closed, and no other thread can take one meanwhile.
-            if seq.turn.closed:
-                return False
-            if value is False:
-                return True
-            if value is not True and value != mine:
-                return False            # the ordinary path reports it
-            if try_now(*args, **kwargs):
-                taken.append(True)
-                return True
-            return False
-
-        got = system.reader.take_event(system._thread_id(), SYNC, accept)
-        if got is None:
-            if taken:                   # (the head moved meanwhile: undone)
-                args[0].release()
-            return None
-        if not got[1]:
-            seq.handover()
-        return (False if got[0] is False else self.returns,)
 
     def __call__(self, *args, **kwargs):
         system = self.system
         gate = system.gate
         old = gate.swap(DISABLED)
         try:
-            if self.try_now is not None:
-                got = self._fast(args, kwargs)
-                if got is not None:
-                    return got[0]
             on_replay = self.on_replay
             index, tag, value = _read_sync(system, self.name,
                                            reserve=lambda t, v: t == SYNC and v is not False

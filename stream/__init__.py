@@ -14,9 +14,10 @@ from retracesoftware.stream._common import (  # noqa: E402
 
 StreamWriter = _impl.StreamWriter
 StreamReader = _impl.StreamReader
+thread_ids_changed = _impl.thread_ids_changed
 
 __all__ = [
-    "BACKEND", "BACKEND_REASON", "StreamWriter", "StreamReader", "RecordingError",
+    "BACKEND", "BACKEND_REASON", "StreamWriter", "StreamReader", "thread_ids_changed", "RecordingError",
     "RecordingFormatError", "StreamPosition", "UnknownRecordedException",
     "FORMAT_VERSION", "MAGIC", "scan_frames",
 ]

@@ -200,7 +200,7 @@ class StreamWriter:
     """Appends events to a recording file; see docs/FORMAT.md and stream/README.md."""
 
     def __init__(self, path, preamble, *, thread_id=None, flush_interval=0.1,
-                 buffer_size=1 << 16, compress=True):
+                 buffer_size=1 << 16, compress=True, cache_thread_id=False):
         if type(preamble) is not dict:
             raise TypeError(f"preamble must be a dict, not {C.type_name(type(preamble))}")
         if thread_id is not None and not callable(thread_id):
@@ -213,6 +213,9 @@ class StreamWriter:
             raise ValueError("buffer_size must be > 0 bytes")
         self.path = _fspath(path)
         self._thread_id = thread_id
+        # The C++ writer caches thread_id() per thread (until
+        # thread_ids_changed()); asking every time writes the same bytes.
+        self._cache_thread_id = bool(cache_thread_id)
         self._flush_interval = flush_interval
         self._buffer_size = buffer_size
         self._compress = bool(compress)
@@ -617,7 +620,7 @@ class StreamWriter:
         flush_interval, buffer_size and hooks."""
         w = type(self)(path, preamble, thread_id=self._thread_id,
                        flush_interval=self._flush_interval, buffer_size=self._buffer_size,
-                       compress=self._compress)
+                       compress=self._compress, cache_thread_id=self._cache_thread_id)
         for t, (name, fn) in self._enc.hooks.items():
             w.register(t, name, fn)
         return w
@@ -1098,3 +1101,8 @@ def _array(v):
     if type(v) is not list:
         raise ValueError("extension payload is not an array")
     return v
+
+
+def thread_ids_changed():
+    """A thread's logical id was given, changed or taken. The C++ writer then
+    asks thread_id() again (cache_thread_id=True); this writer always asks."""

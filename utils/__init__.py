@@ -14,6 +14,7 @@ NewGateway = _impl.NewGateway
 RecordCallGateway = _impl.RecordCallGateway
 ReplayCallGateway = _impl.ReplayCallGateway
 TurnState = _impl.TurnState
+ReplaySyncGateway = _impl.ReplaySyncGateway
 flush_pending_calls = _impl.flush_pending_calls
 fingerprint = _impl.fingerprint
 patch_type = _impl.patch_type
@@ -48,6 +49,7 @@ __all__ = [
     "RecordCallGateway",
     "ReplayCallGateway",
     "TurnState",
+    "ReplaySyncGateway",
     "flush_pending_calls",
     "fingerprint",
     "patch_type",

@@ -10,6 +10,7 @@ import struct as _struct
 import threading as _threading
 import types as _types
 import zlib as _zlib
+from _thread import allocate_lock as _allocate_lock
 
 DISABLED = 0
 INTERNAL = 1
@@ -277,14 +278,92 @@ class RecordCallGateway(_Gateway):
         return f"<RecordCallGateway {self.name!r} for {self.target!r}>"
 
 
-class TurnState:
-    """The replay sequencer's flag for `ReplayCallGateway`: ``closed``
-    non-zero sends every replayed call down the slow path."""
+class _Permit:
+    """One logical thread's wake-up permit (a binary semaphore): a lock held
+    while there is no permit; ``guard`` keeps two wakes from releasing it
+    twice (the C++ backend's Waiter)."""
 
-    __slots__ = ("closed",)
+    __slots__ = ("lock",)
+
+    def __init__(self):
+        self.lock = _allocate_lock()
+        self.lock.acquire()
+
+
+class TurnState:
+    """The replay sequencer's native part (same contract as the C++
+    backend): ``closed`` non-zero sends every replayed call down the slow
+    path; per-thread permits (``wait``/``wake``/``wake_all``); ``handover``
+    wakes the thread whose turn it is (through ``moved`` at the end of the
+    tape, while ``draining``, or when ``probe`` cannot tell)."""
+
+    __slots__ = ("closed", "changes", "draining", "native_wait", "probe", "moved", "_permits", "_guard")
 
     def __init__(self):
         self.closed = 0
+        self.changes = 0
+        self.draining = 0
+        self.native_wait = 0.0
+        self.probe = None
+        self.moved = None
+        self._permits = {}
+        self._guard = _allocate_lock()
+
+    def _permit(self, tid):
+        permit = self._permits.get(tid)
+        if permit is None:
+            permit = self._permits[tid] = _Permit()
+        return permit
+
+    def wait(self, tid, timeout=None):
+        lock = self._permit(tid).lock
+        if timeout is None:
+            return lock.acquire()
+        return lock.acquire(True, max(timeout, 0.0))
+
+    def wake(self, tid):
+        lock = self._permit(tid).lock
+        with self._guard:
+            if lock.locked():
+                lock.release()
+
+    def wake_all(self):
+        with self._guard:
+            for permit in list(self._permits.values()):
+                if permit.lock.locked():
+                    permit.lock.release()
+
+    def handover(self):
+        self.changes += 1
+        probe = self.probe
+        if not self.draining and probe is not None:
+            try:
+                ended = probe.next_kind is None
+                head = None if ended else probe.thread
+                if head is not None:
+                    self.wake(head)
+                    return
+            except Exception:
+                pass
+        if self.moved is not None:
+            self.moved()
+
+    def _wait_native(self, me):
+        """A gateway found another thread's event at the head: wait for this
+        thread's turn (`ReplayCallGateway`). True: woken, try again; False:
+        take the Python path."""
+        probe = self.probe
+        if self.closed or self.native_wait <= 0 or probe is None or self.draining:
+            return False
+        try:
+            if probe.next_kind is None:
+                return False
+            head = probe.thread
+            if head is None or head == me:
+                return False
+        except Exception:
+            return False
+        return self.wait(me, self.native_wait) and not self.closed
 
 
 class ReplayCallGateway(_Gateway):
@@ -302,8 +381,10 @@ class ReplayCallGateway(_Gateway):
         if not isinstance(turn, TurnState):
             raise TypeError(f"turn must be a TurnState, got {type(turn).__name__}")
         for what, fn in (("target", target), ("take", take), ("thread_id", thread_id),
-                         ("slow", slow), ("handover", handover)):
+                         ("slow", slow)):
             _check_callable(what, fn, False)
+        if handover is not None:
+            _check_callable("handover", handover, False)
         self.gate, self.target, self.take, self.thread_id, self.turn = gate, target, take, thread_id, turn
         self.call_tag, self.name, self.result_tag, self.error_tag = call_tag, name, result_tag, error_tag
         self.slow, self.handover = slow, handover
@@ -319,10 +400,16 @@ class ReplayCallGateway(_Gateway):
         fp = fingerprint(*args, **kwargs) if args or kwargs else self._fp_noargs
         cell.phase = DISABLED
         try:
-            got = self.take(self.thread_id(), self.call_tag, self.name, fp, self.result_tag,
-                            self.error_tag)
+            me = self.thread_id()
+            while True:
+                got = self.take(me, self.call_tag, self.name, fp, self.result_tag, self.error_tag)
+                if got is not None or not self.turn._wait_native(me):
+                    break
             if got is not None and not got[2]:
-                self.handover()
+                if self.handover is None:
+                    self.turn.handover()
+                else:
+                    self.handover()
         finally:
             cell.phase = INTERNAL
         if got is None:
@@ -336,6 +423,74 @@ class ReplayCallGateway(_Gateway):
 
     def __repr__(self):
         return f"<ReplayCallGateway {self.name!r} for {self.target!r}>"
+
+
+class ReplaySyncGateway(_Gateway):
+    """``ReplaySyncGateway(gate, target, take, thread_id, turn, tag, try_now,
+    returns, slow)``: a replayed lock acquire in one step (see README.md;
+    the same contract as the C++ backend)."""
+
+    __slots__ = ("gate", "target", "take", "thread_id", "turn", "tag", "try_now", "returns", "slow",
+                 "_cell", "__weakref__")
+
+    def __init__(self, gate, target, take, thread_id, turn, tag, try_now, returns, slow):
+        if not isinstance(gate, Gate):
+            raise TypeError(f"gate must be a Gate, got {type(gate).__name__}")
+        if not isinstance(turn, TurnState):
+            raise TypeError(f"turn must be a TurnState, got {type(turn).__name__}")
+        for what, fn in (("target", target), ("take", take), ("thread_id", thread_id),
+                         ("try_now", try_now), ("slow", slow)):
+            _check_callable(what, fn, False)
+        self.gate, self.target, self.take, self.thread_id, self.turn = gate, target, take, thread_id, turn
+        self.tag, self.try_now, self.returns, self.slow = tag, try_now, returns, slow
+        self._cell = gate._cell
+
+    def __call__(self, *args, **kwargs):
+        cell = self._cell
+        if cell.phase != INTERNAL:
+            return self.target(*args, **kwargs)
+        turn = self.turn
+        if turn.closed or not args:
+            return self.slow(*args, **kwargs)
+        lock = args[0]
+        mine = lock._id
+        try_now = self.try_now
+        taken = []
+
+        def accept(value):
+            if turn.closed:
+                return False
+            if value is False:
+                return True
+            if value is not True and value != mine:
+                return False
+            if try_now(lock, False):
+                taken.append(True)
+                return True
+            return False
+
+        cell.phase = DISABLED
+        try:
+            me = self.thread_id()
+            while True:
+                taken.clear()
+                got = self.take(me, self.tag, accept)
+                if got is not None:
+                    break
+                if taken:           # the head moved while accept ran: undone
+                    lock.release()
+                if not turn._wait_native(me):
+                    break
+            if got is not None and not got[1]:
+                turn.handover()
+        finally:
+            cell.phase = INTERNAL
+        if got is None:
+            return self.slow(*args, **kwargs)
+        return False if got[0] is False else self.returns
+
+    def __repr__(self):
+        return f"<ReplaySyncGateway {self.tag!r} for {self.target!r}>"
 
 
 def flush_pending_calls():

@@ -44,6 +44,10 @@ struct ModuleState {
     PyObject* position = nullptr;
     PyObject* recording_error = nullptr;
     PyObject* recording_format_error = nullptr;
+    // Bumped by thread_ids_changed(): every writer's per-thread cache of the
+    // logical thread id (cache_thread_id=True) is stale. Written with the GIL.
+    uint64_t thread_epoch = 1;
+    uint64_t next_writer_serial = 1;
 };
 extern ModuleState g;
 

@@ -73,6 +73,9 @@ PYBIND11_MODULE(_stream, m) {
     PyObject* w = make_writer_type(m.ptr());
     if (!w) throw py::error_already_set();
     m.attr("StreamWriter") = py::reinterpret_steal<py::object>(w);
+    m.def("thread_ids_changed", []() { g.thread_epoch++; },
+          "A thread's logical id was given, changed or taken: writers made with cache_thread_id=True ask "
+          "thread_id() again (called with the GIL held).");
     PyObject* r = make_reader_type(m.ptr());
     if (!r) throw py::error_already_set();
     m.attr("StreamReader") = py::reinterpret_steal<py::object>(r);

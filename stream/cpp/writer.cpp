@@ -72,7 +72,16 @@ struct Core {
     std::string zbuf;            // guarded by io_mu: the compressed frame
     std::unordered_map<PyObject*, Binding> bindings;
     std::vector<PyObject*> string_list;  // borrowed from `strings`
+    // Interned strings by address, in front of `strings` (a dict lookup per
+    // tag and name was ~15% of a recorded call): an entry counts only while
+    // string_list[idx] is that very object, so rollbacks need no upkeep.
+    struct StrSlot { PyObject* key = nullptr; size_t idx = 0; };
+    StrSlot str_cache[64];
 };
+
+inline Core::StrSlot& str_slot(Core& c, PyObject* v) {
+    return c.str_cache[(reinterpret_cast<uintptr_t>(v) >> 4) & 63];
+}
 
 struct Writer {
     PyObject_HEAD
@@ -95,7 +104,35 @@ struct Writer {
     bool intern;
     bool constructed;
     bool term_wanted;   // flush_on_sigterm() was asked for: re-armed by reopen()
+    bool cache_tid;     // cache_thread_id=True: thread_id() is asked once per thread and epoch
+    uint64_t serial;    // this writer, for the per-thread cache (addresses are reused)
 };
+
+// The calling thread's logical id as last returned by a caching writer's
+// thread_id(): valid while (writer, g.thread_epoch) are unchanged. A thread
+// keeps the logical id its parent gave it for life, so the lookup (a Python
+// call, ~40% of a write) runs once per thread; the install layer calls
+// thread_ids_changed() when it gives or takes an id (thread start, end,
+// fork). Only touched with the GIL held. A thread's last cached id is not
+// released when the thread ends (no GIL then): one small int or str.
+struct TidCache {
+    uint64_t serial = 0;
+    uint64_t epoch = 0;
+    PyObject* tid = nullptr;  // strong
+};
+thread_local TidCache t_tid_cache;
+
+// New reference to the calling thread's logical id (w->thread_id not None).
+inline PyObject* current_tid(Writer* w) {
+    TidCache& c = t_tid_cache;
+    if (w->cache_tid && c.serial == w->serial && c.epoch == g.thread_epoch && c.tid) return Py_NewRef(c.tid);
+    PyObject* tid = PyObject_CallNoArgs(w->thread_id);
+    if (!tid || !w->cache_tid) return tid;
+    Py_XSETREF(c.tid, Py_NewRef(tid));
+    c.serial = w->serial;
+    c.epoch = g.thread_epoch;
+    return tid;
+}
 
 // ------------------------------------------------------------ encoding
 
@@ -247,14 +284,22 @@ int encode_iterable(Writer* w, Out& o, PyObject* v, Py_ssize_t n, int depth) {
 int encode_str(Writer* w, Out& o, PyObject* v) {
     Py_ssize_t len = PyUnicode_GET_LENGTH(v);
     if (w->intern && len >= INTERN_MIN && len <= INTERN_MAX) {
+        auto& list = w->core.string_list;
+        Core::StrSlot& slot = str_slot(w->core, v);
+        if (slot.key == v && slot.idx < list.size() && list[slot.idx] == v) {
+            if (!o.reserve(10)) return nomem() ? OK : ERR;
+            put_index_ext(o, EXT_STR_REF, slot.idx);
+            return OK;
+        }
         PyObject* idx = PyDict_GetItemWithError(w->strings, v);
         if (idx) {
             if (!o.reserve(10)) return nomem() ? OK : ERR;
-            put_index_ext(o, EXT_STR_REF, PyLong_AsUnsignedLongLong(idx));
+            size_t i = static_cast<size_t>(PyLong_AsUnsignedLongLong(idx));
+            if (i < list.size() && list[i] == v) slot = {v, i};
+            put_index_ext(o, EXT_STR_REF, i);
             return OK;
         }
         if (PyErr_Occurred()) return ERR;
-        auto& list = w->core.string_list;
         if (list.size() < INTERN_LIMIT) {
             PyObject* num = PyLong_FromSize_t(list.size());
             if (!num) return ERR;
@@ -262,6 +307,7 @@ int encode_str(Writer* w, Out& o, PyObject* v) {
             Py_DECREF(num);
             if (rc < 0) return ERR;
             list.push_back(v);  // the dict holds the reference
+            slot = {v, list.size() - 1};
             Py_ssize_t n;
             PyObject* holder;
             const char* p = utf8_of(v, &n, &holder);
@@ -832,7 +878,7 @@ PyObject* Writer_write(PyObject* self, PyObject* const* args, Py_ssize_t nargs) 
             PyErr_SetString(PyExc_RuntimeError, "StreamWriter used re-entrantly");
             return nullptr;
         }
-        tid = PyObject_CallNoArgs(w->thread_id);
+        tid = current_tid(w);
         if (!tid) return nullptr;
     }
     if (!enter(w)) { Py_XDECREF(tid); return nullptr; }
@@ -886,7 +932,7 @@ PyObject* Writer_bind(PyObject* self, PyObject* obj) {
             PyErr_SetString(PyExc_RuntimeError, "StreamWriter used re-entrantly");
             return nullptr;
         }
-        tid = PyObject_CallNoArgs(w->thread_id);
+        tid = current_tid(w);
         if (!tid) return nullptr;
     }
     if (!enter(w)) { Py_XDECREF(tid); return nullptr; }
@@ -1186,21 +1232,24 @@ PyObject* Writer_new(PyTypeObject* type, PyObject*, PyObject*) {
     w->thread_id = Py_NewRef(Py_None);
     w->pid = static_cast<long>(getpid());
     w->intern = true;
+    w->serial = g.next_writer_serial++;
     if (!w->strings || !w->hooks || !w->bad_path) { Py_DECREF(w); return nullptr; }
     return reinterpret_cast<PyObject*>(w);
 }
 
 int Writer_init(PyObject* self, PyObject* args, PyObject* kwds) {
     Writer* w = reinterpret_cast<Writer*>(self);
-    static const char* kwlist[] = {"path", "preamble", "thread_id", "flush_interval", "buffer_size", "compress", nullptr};
+    static const char* kwlist[] = {"path", "preamble", "thread_id", "flush_interval", "buffer_size", "compress",
+                                   "cache_thread_id", nullptr};
     PyObject *path, *preamble, *thread_id = Py_None;
     double interval = 0.1;
     Py_ssize_t buffer_size = 65536;
     int compress = 1;
+    int cache_tid = 0;
     if (w->constructed) { PyErr_SetString(PyExc_RuntimeError, "StreamWriter already initialised"); return -1; }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&O|$Odnp:StreamWriter", const_cast<char**>(kwlist),
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&O|$Odnpp:StreamWriter", const_cast<char**>(kwlist),
                                      PyUnicode_FSConverter, &path, &preamble, &thread_id, &interval, &buffer_size,
-                                     &compress))
+                                     &compress, &cache_tid))
         return -1;
     PyObject* fspath = path;  // bytes from FSConverter
     if (!PyDict_CheckExact(preamble)) {
@@ -1221,6 +1270,7 @@ int Writer_init(PyObject* self, PyObject* args, PyObject* kwds) {
     w->core.interval = std::chrono::microseconds(static_cast<long long>(interval * 1e6));
     w->core.buffer_size = static_cast<size_t>(buffer_size);
     w->core.compress = compress != 0;
+    w->cache_tid = cache_tid != 0;
 
     // Header + preamble frame, encoded without interning.
     Out pre;
@@ -1326,7 +1376,8 @@ PyType_Slot writer_slots[] = {
     {Py_tp_clear, reinterpret_cast<void*>(Writer_clear)},
     {Py_tp_methods, writer_methods},
     {Py_tp_getset, writer_getset},
-    {Py_tp_doc, const_cast<char*>("StreamWriter(path, preamble, *, thread_id=None, flush_interval=0.1, buffer_size=65536, compress=True)\n\n"
+    {Py_tp_doc, const_cast<char*>("StreamWriter(path, preamble, *, thread_id=None, flush_interval=0.1, buffer_size=65536, compress=True, "
+                                  "cache_thread_id=False)\n\n"
                                   "Appends events to a recording file (docs/FORMAT.md).")},
     {0, nullptr},
 };
@@ -1335,10 +1386,11 @@ PyObject* Writer_child_writer(PyObject* self, PyObject* args) {
     Writer* w = reinterpret_cast<Writer*>(self);
     PyObject *path, *preamble;
     if (!PyArg_ParseTuple(args, "OO:child_writer", &path, &preamble)) return nullptr;
-    PyObject* kw = Py_BuildValue("{sOsdsnsO}", "thread_id", w->thread_id ? w->thread_id : Py_None,
+    PyObject* kw = Py_BuildValue("{sOsdsnsOsO}", "thread_id", w->thread_id ? w->thread_id : Py_None,
                                  "flush_interval", w->core.interval.count() / 1e6,
                                  "buffer_size", static_cast<Py_ssize_t>(w->core.buffer_size),
-                                 "compress", w->core.compress ? Py_True : Py_False);
+                                 "compress", w->core.compress ? Py_True : Py_False,
+                                 "cache_thread_id", w->cache_tid ? Py_True : Py_False);
     if (!kw) return nullptr;
     PyObject* a = PyTuple_Pack(2, path, preamble);
     if (!a) { Py_DECREF(kw); return nullptr; }

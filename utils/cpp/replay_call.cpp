@@ -22,50 +22,335 @@
 // between); TurnState is written only with the GIL held.
 #include "utils.h"
 
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <vector>
+
 namespace retrace::utils {
 
 namespace {
 
 PyTypeObject* TurnStateType = nullptr;
 
+// One logical thread's wake-up permit (a binary semaphore): `wake` sets it,
+// `wait` consumes it or times out. The permit is a PyThread lock held while
+// there is no permit, so a wait is interruptible by signals as a Python
+// lock acquire is (the main thread's Ctrl-C). `permit` mirrors the lock's
+// state under `guard`, so two wakes never release it twice.
+struct Waiter {
+    PyThread_type_lock lock = nullptr;
+    std::mutex guard;
+    bool permit = false;
+    Waiter() : lock(PyThread_allocate_lock()) {
+        if (lock) PyThread_acquire_lock(lock, WAIT_LOCK);
+    }
+    ~Waiter() {
+        if (lock) {
+            if (permit) PyThread_acquire_lock(lock, WAIT_LOCK);  // freed unlocked either way
+            PyThread_release_lock(lock);
+            PyThread_free_lock(lock);
+        }
+    }
+    Waiter(const Waiter&) = delete;
+    Waiter& operator=(const Waiter&) = delete;
+};
+
+struct TurnCore {
+    std::vector<std::unique_ptr<Waiter>> waiters;  // index = slots[tid]; only grown, with the GIL held
+};
+
 struct TurnStateObject {
     PyObject_HEAD
     Py_ssize_t closed;
+    Py_ssize_t changes;    // bumped on every change of the sequencer's state (deadlock clock)
+    Py_ssize_t draining;   // non-zero: every hand-over goes through `moved` (threads drain at exit)
+    double native_wait;    // seconds a gateway waits for its turn natively before the Python path (0: never)
+    PyObject* probe;       // the raw reader (.thread, .next_kind) or None
+    PyObject* moved;       // () -> None: the sequencer's Python hand-over (the end of the tape), or None
+    PyObject* slots;       // dict tid -> index into core.waiters
+    TurnCore core;
 };
+
+PyObject* str_next_kind = nullptr;
+PyObject* str_thread = nullptr;
+PyObject* str_id = nullptr;
+PyObject* str_release = nullptr;
+
+// The permit of logical thread `tid` (made on first use). GIL held;
+// nullptr with an exception set (an unhashable tid).
+Waiter* waiter_for(TurnStateObject* t, PyObject* tid) {
+    PyObject* idx = PyDict_GetItemWithError(t->slots, tid);
+    if (idx) return t->core.waiters[static_cast<size_t>(PyLong_AsSsize_t(idx))].get();
+    if (PyErr_Occurred()) return nullptr;
+    auto w = std::make_unique<Waiter>();
+    if (!w->lock) {
+        PyErr_SetString(PyExc_MemoryError, "TurnState: cannot allocate a lock");
+        return nullptr;
+    }
+    PyObject* v = PyLong_FromSize_t(t->core.waiters.size());
+    if (!v) return nullptr;
+    int rc = PyDict_SetItem(t->slots, tid, v);
+    Py_DECREF(v);
+    if (rc < 0) return nullptr;
+    t->core.waiters.push_back(std::move(w));
+    return t->core.waiters.back().get();
+}
+
+void waiter_wake(Waiter* w) {
+    std::lock_guard<std::mutex> g(w->guard);
+    if (!w->permit) {
+        w->permit = true;
+        PyThread_release_lock(w->lock);
+    }
+}
+
+// Wait for the permit, the GIL released; timeout < 0: no limit. 1 = woken
+// (permit consumed), 0 = timed out, -1 = a signal handler raised.
+int waiter_wait(Waiter* w, double timeout) {
+    using Clock = std::chrono::steady_clock;
+    Clock::time_point deadline{};
+    PY_TIMEOUT_T us = -1;
+    if (timeout >= 0) {
+        us = static_cast<PY_TIMEOUT_T>(timeout * 1e6);
+        deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout));
+    }
+    for (;;) {
+        PyLockStatus r;
+        Py_BEGIN_ALLOW_THREADS
+        r = PyThread_acquire_lock_timed(w->lock, us, 1);
+        Py_END_ALLOW_THREADS
+        if (r == PY_LOCK_ACQUIRED) {
+            std::lock_guard<std::mutex> g(w->guard);
+            w->permit = false;
+            return 1;
+        }
+        if (r == PY_LOCK_FAILURE) return 0;
+        // PY_LOCK_INTR: run the signal handlers (as Lock.acquire does), then wait on.
+        if (Py_MakePendingCalls() < 0) return -1;
+        if (timeout >= 0) {
+            auto left = std::chrono::duration_cast<std::chrono::microseconds>(deadline - Clock::now()).count();
+            if (left <= 0) return 0;
+            us = static_cast<PY_TIMEOUT_T>(left);
+        }
+    }
+}
 
 PyObject* TurnState_new(PyTypeObject* type, PyObject* args, PyObject* kwargs) {
     if (PyTuple_GET_SIZE(args) || (kwargs && PyDict_GET_SIZE(kwargs))) {
         PyErr_SetString(PyExc_TypeError, "TurnState() takes no arguments");
         return nullptr;
     }
+    PyObject* slots = PyDict_New();
+    if (!slots) return nullptr;
     auto* self = reinterpret_cast<TurnStateObject*>(type->tp_alloc(type, 0));
-    if (self) self->closed = 0;
+    if (!self) {
+        Py_DECREF(slots);
+        return nullptr;
+    }
+    self->closed = 0;
+    self->changes = 0;
+    self->draining = 0;
+    self->native_wait = 0.0;
+    self->probe = Py_NewRef(Py_None);
+    self->moved = Py_NewRef(Py_None);
+    self->slots = slots;
+    new (&self->core) TurnCore();
     return reinterpret_cast<PyObject*>(self);
 }
 
+int TurnState_traverse(PyObject* op, visitproc visit, void* arg) {
+    auto* self = reinterpret_cast<TurnStateObject*>(op);
+    Py_VISIT(Py_TYPE(op));
+    Py_VISIT(self->probe);
+    Py_VISIT(self->moved);
+    Py_VISIT(self->slots);
+    return 0;
+}
+
+int TurnState_clear(PyObject* op) {
+    auto* self = reinterpret_cast<TurnStateObject*>(op);
+    Py_SETREF(self->probe, Py_NewRef(Py_None));
+    Py_SETREF(self->moved, Py_NewRef(Py_None));
+    return 0;
+}
+
 void TurnState_dealloc(PyObject* op) {
+    auto* self = reinterpret_cast<TurnStateObject*>(op);
     PyTypeObject* tp = Py_TYPE(op);
+    PyObject_GC_UnTrack(op);
+    Py_CLEAR(self->probe);
+    Py_CLEAR(self->moved);
+    Py_CLEAR(self->slots);
+    self->core.~TurnCore();
     tp->tp_free(op);
     Py_DECREF(tp);
 }
 
+// wait(tid, timeout=None) -> bool: block (GIL released) until `wake(tid)`
+// (True; a wake that came first counts) or timeout seconds (False).
+PyObject* TurnState_wait(PyObject* op, PyObject* const* args, Py_ssize_t nargs) {
+    auto* self = reinterpret_cast<TurnStateObject*>(op);
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "wait(tid, timeout=None)");
+        return nullptr;
+    }
+    double timeout = -1;
+    if (nargs == 2 && args[1] != Py_None) {
+        timeout = PyFloat_AsDouble(args[1]);
+        if (timeout == -1 && PyErr_Occurred()) return nullptr;
+        if (timeout < 0) timeout = 0;
+    }
+    Waiter* w = waiter_for(self, args[0]);
+    if (!w) return nullptr;
+    Py_INCREF(op);  // the permit lives as long as the TurnState; kept alive while waiting
+    int r = waiter_wait(w, timeout);
+    Py_DECREF(op);
+    if (r < 0) return nullptr;
+    return PyBool_FromLong(r);
+}
+
+PyObject* TurnState_wake(PyObject* op, PyObject* tid) {
+    Waiter* w = waiter_for(reinterpret_cast<TurnStateObject*>(op), tid);
+    if (!w) return nullptr;
+    waiter_wake(w);
+    Py_RETURN_NONE;
+}
+
+PyObject* TurnState_wake_all(PyObject* op, PyObject*) {
+    for (auto& w : reinterpret_cast<TurnStateObject*>(op)->core.waiters) waiter_wake(w.get());
+    Py_RETURN_NONE;
+}
+
+// The head of the tape moved away from the caller's thread: wake the thread
+// whose turn it is now. Natively when the probe says which; through `moved`
+// (Python) at the end of the tape, while draining, or when the probe cannot
+// tell (no probe, damage, an odd thread id). 0 or -1 with an exception.
+int turn_handover(TurnStateObject* t) {
+    t->changes++;
+    if (t->draining || t->probe == Py_None) goto python;
+    {
+        PyObject* kind = PyObject_GetAttr(t->probe, str_next_kind);
+        if (!kind) {
+            PyErr_Clear();
+            goto python;
+        }
+        bool ended = kind == Py_None;
+        Py_DECREF(kind);
+        if (ended) goto python;
+        PyObject* head = PyObject_GetAttr(t->probe, str_thread);
+        if (!head) {
+            PyErr_Clear();
+            goto python;
+        }
+        if (head == Py_None) {
+            Py_DECREF(head);
+            goto python;
+        }
+        Waiter* w = waiter_for(t, head);
+        Py_DECREF(head);
+        if (!w) {
+            PyErr_Clear();
+            goto python;
+        }
+        waiter_wake(w);
+        return 0;
+    }
+python:
+    if (t->moved == Py_None) return 0;
+    PyObject* r = PyObject_CallNoArgs(t->moved);
+    if (!r) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+PyObject* TurnState_handover(PyObject* op, PyObject*) {
+    if (turn_handover(reinterpret_cast<TurnStateObject*>(op)) < 0) return nullptr;
+    Py_RETURN_NONE;
+}
+
+// A replayed call or sync point of thread `me` found another thread's event
+// at the head: wait natively for this thread's turn (GIL released, woken by
+// the hand-over), so the retried native step takes the event without any
+// Python frame. 1 = woken: retry; 0 = take the Python path (the head is
+// ours but unusual, the end of the tape, a turn held, no probe, or
+// native_wait seconds without a wake-up: the Python sequencer then waits,
+// and reports a deadlock); -1 = error.
+int turn_wait_native(TurnStateObject* t, PyObject* me) {
+    if (t->closed || t->native_wait <= 0 || t->probe == Py_None || t->draining) return 0;
+    PyObject* kind = PyObject_GetAttr(t->probe, str_next_kind);
+    if (!kind) {
+        PyErr_Clear();
+        return 0;
+    }
+    bool ended = kind == Py_None;
+    Py_DECREF(kind);
+    if (ended) return 0;
+    PyObject* head = PyObject_GetAttr(t->probe, str_thread);
+    if (!head) {
+        PyErr_Clear();
+        return 0;
+    }
+    int mine = head == Py_None ? 1 : PyObject_RichCompareBool(head, me, Py_EQ);
+    Py_DECREF(head);
+    if (mine != 0) {
+        if (mine < 0) PyErr_Clear();
+        return 0;
+    }
+    Waiter* w = waiter_for(t, me);
+    if (!w) {
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject* keep = Py_NewRef(reinterpret_cast<PyObject*>(t));
+    int r = waiter_wait(w, t->native_wait);
+    Py_DECREF(keep);
+    if (r > 0 && t->closed) return 0;
+    return r;
+}
+
+PyMethodDef TurnState_methods[] = {
+    {"wait", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(TurnState_wait)), METH_FASTCALL,
+     "wait(tid, timeout=None) -> bool: block (GIL released) until wake(tid) (True) or the timeout (False)"},
+    {"wake", TurnState_wake, METH_O, "wake(tid): give thread tid its permit (wakes its wait)"},
+    {"wake_all", TurnState_wake_all, METH_NOARGS, "wake every thread that ever waited"},
+    {"handover", TurnState_handover, METH_NOARGS,
+     "the head moved: wake the thread whose turn it is (through moved() at the end / while draining)"},
+    {nullptr, nullptr, 0, nullptr},
+};
+
 PyMemberDef TurnState_members[] = {
     {"closed", RETRACE_T_PYSSIZET, offsetof(TurnStateObject, closed), 0,
      "non-zero: replayed calls take the slow path (a turn is held or reserved, or the replay failed)"},
+    {"changes", RETRACE_T_PYSSIZET, offsetof(TurnStateObject, changes), 0,
+     "bumped on every sequencer state change (the deadlock clock)"},
+    {"draining", RETRACE_T_PYSSIZET, offsetof(TurnStateObject, draining), 0,
+     "non-zero: every hand-over goes through moved()"},
+    {"native_wait", RETRACE_T_DOUBLE, offsetof(TurnStateObject, native_wait), 0,
+     "seconds a gateway waits natively for its turn before the Python path (0: never)"},
+    {"probe", RETRACE_T_OBJECT_EX, offsetof(TurnStateObject, probe), 0,
+     "the raw reader (.thread, .next_kind) read by native hand-overs, or None"},
+    {"moved", RETRACE_T_OBJECT_EX, offsetof(TurnStateObject, moved), 0,
+     "() -> None: the Python hand-over (end of tape, draining), or None"},
     {nullptr, 0, 0, 0, nullptr},
 };
 
 PyType_Slot TurnState_slots[] = {
     {Py_tp_new, reinterpret_cast<void*>(TurnState_new)},
     {Py_tp_dealloc, reinterpret_cast<void*>(TurnState_dealloc)},
+    {Py_tp_traverse, reinterpret_cast<void*>(TurnState_traverse)},
+    {Py_tp_clear, reinterpret_cast<void*>(TurnState_clear)},
     {Py_tp_members, TurnState_members},
-    {Py_tp_doc, const_cast<char*>("TurnState(): the replay sequencer's flag for ReplayCallGateway (closed).")},
+    {Py_tp_methods, TurnState_methods},
+    {Py_tp_doc, const_cast<char*>("TurnState(): the replay sequencer's native part: the fast-path flag (closed), "
+                                  "per-thread wake-up permits and the hand-over (utils/README.md).")},
     {0, nullptr},
 };
 
 PyType_Spec TurnState_spec = {
     "retracesoftware.utils._utils.TurnState", sizeof(TurnStateObject), 0,
-    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE, TurnState_slots,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, TurnState_slots,
 };
 
 struct ReplayCallGatewayObject {
@@ -108,17 +393,26 @@ PyObject* ReplayCallGateway_vectorcall(PyObject* op, PyObject* const* args, size
         return nullptr;
     }
     PyObject* stack[6] = {tid, self->call_tag, self->name, fp, self->result_tag, self->error_tag};
-    PyObject* got = PyObject_Vectorcall(self->take, stack, 6, nullptr);
+    PyObject* got;
+    for (;;) {
+        got = PyObject_Vectorcall(self->take, stack, 6, nullptr);
+        if (!got || got != Py_None) break;
+        Py_DECREF(got);
+        // Another thread's event at the head: wait for this thread's turn
+        // natively, then try again (no Python frame when it is a call).
+        int w = turn_wait_native(self->turn, tid);
+        if (w > 0) continue;
+        Py_DECREF(tid);
+        Py_DECREF(fp);
+        gate_set(gate, INTERNAL);
+        if (w < 0) return nullptr;
+        return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
+    }
     Py_DECREF(tid);
     Py_DECREF(fp);
     if (!got) {
         gate_set(gate, INTERNAL);
         return nullptr;
-    }
-    if (got == Py_None) {
-        Py_DECREF(got);
-        gate_set(gate, INTERNAL);
-        return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
     }
     if (!PyTuple_CheckExact(got) || PyTuple_GET_SIZE(got) != 3) {
         Py_DECREF(got);
@@ -127,13 +421,19 @@ PyObject* ReplayCallGateway_vectorcall(PyObject* op, PyObject* const* args, size
         return nullptr;
     }
     if (PyTuple_GET_ITEM(got, 2) != Py_True) {
-        PyObject* r = PyObject_CallNoArgs(self->handover);
-        if (!r) {
+        int rc;
+        if (self->handover == Py_None) {
+            rc = turn_handover(self->turn);
+        } else {
+            PyObject* r = PyObject_CallNoArgs(self->handover);
+            Py_XDECREF(r);
+            rc = r ? 0 : -1;
+        }
+        if (rc < 0) {
             Py_DECREF(got);
             gate_set(gate, INTERNAL);
             return nullptr;
         }
-        Py_DECREF(r);
     }
     gate_set(gate, INTERNAL);
     PyObject* value = Py_NewRef(PyTuple_GET_ITEM(got, 1));
@@ -166,8 +466,8 @@ PyObject* ReplayCallGateway_new(PyTypeObject* type, PyObject* args, PyObject* kw
         return nullptr;
     }
     if (!PyCallable_Check(target) || !PyCallable_Check(take) || !PyCallable_Check(thread_id) ||
-        !PyCallable_Check(slow) || !PyCallable_Check(handover)) {
-        PyErr_SetString(PyExc_TypeError, "target, take, thread_id, slow and handover must be callable");
+        !PyCallable_Check(slow) || (handover != Py_None && !PyCallable_Check(handover))) {
+        PyErr_SetString(PyExc_TypeError, "target, take, thread_id and slow must be callable, handover callable or None");
         return nullptr;
     }
     PyObject* fp = fingerprint_vector(nullptr, 0, nullptr);
@@ -307,6 +607,309 @@ PyType_Spec ReplayCallGateway_spec = {
     ReplayCallGateway_slots,
 };
 
+// ------------------------------------------------------------ ReplaySyncGateway
+//
+//   ReplaySyncGateway(gate, target, take, thread_id, turn, tag, try_now, returns, slow)
+//
+// A replayed lock acquire (a sync point, proxy/threads.py SyncPoints) in one
+// native step: in the INTERNAL phase with `turn.closed` 0,
+//   mine = args[0]._id; phase := DISABLED;
+//   got = take(thread_id(), tag, accept)     (the reader's take_event)
+// where accept(value) (checked with this thread's `tag value` at the head)
+// is: False when a turn is held; True for a recorded failure (False); False
+// when value is neither True nor `mine` (the slow path reports the other
+// lock); else try_now(args[0], False) -- the real lock taken without
+// blocking -- and whether it succeeded. So the event and the real acquire
+// happen together. got None: the real lock is released again if it was
+// taken, then (another thread's event at the head) wait natively for this
+// thread's turn and try again, or slow(*args, **kwargs). Else hand the turn
+// over when the head left this thread and return False (a recorded failure)
+// or `returns`. In any other phase: target(*args, **kwargs).
+
+PyTypeObject* SyncAcceptType = nullptr;
+
+struct SyncAcceptObject {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    TurnStateObject* turn;
+    PyObject* mine;
+    PyObject* lock;
+    PyObject* try_now;
+    bool taken;
+};
+
+PyObject* SyncAccept_vectorcall(PyObject* op, PyObject* const* args, size_t nargsf, PyObject*) {
+    auto* self = reinterpret_cast<SyncAcceptObject*>(op);
+    if (PyVectorcall_NARGS(nargsf) != 1) {
+        PyErr_SetString(PyExc_TypeError, "accept(value)");
+        return nullptr;
+    }
+    PyObject* value = args[0];
+    if (self->turn->closed) Py_RETURN_FALSE;
+    if (value == Py_False) Py_RETURN_TRUE;
+    if (value != Py_True) {
+        int eq = PyObject_RichCompareBool(value, self->mine, Py_EQ);
+        if (eq < 0) return nullptr;
+        if (!eq) Py_RETURN_FALSE;
+    }
+    PyObject* call[2] = {self->lock, Py_False};
+    PyObject* r = PyObject_Vectorcall(self->try_now, call, 2, nullptr);
+    if (!r) return nullptr;
+    int yes = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    if (yes < 0) return nullptr;
+    if (yes) self->taken = true;
+    return PyBool_FromLong(yes);
+}
+
+void SyncAccept_dealloc(PyObject* op) {
+    auto* self = reinterpret_cast<SyncAcceptObject*>(op);
+    PyTypeObject* tp = Py_TYPE(op);
+    Py_CLEAR(self->turn);
+    Py_CLEAR(self->mine);
+    Py_CLEAR(self->lock);
+    Py_CLEAR(self->try_now);
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+PyMemberDef SyncAccept_members[] = {
+    {"__vectorcalloffset__", RETRACE_T_PYSSIZET, offsetof(SyncAcceptObject, vectorcall), RETRACE_READONLY, nullptr},
+    {nullptr, 0, 0, 0, nullptr},
+};
+
+PyType_Slot SyncAccept_slots[] = {
+    {Py_tp_dealloc, reinterpret_cast<void*>(SyncAccept_dealloc)},
+    {Py_tp_call, reinterpret_cast<void*>(PyVectorcall_Call)},
+    {Py_tp_members, SyncAccept_members},
+    {0, nullptr},
+};
+
+PyType_Spec SyncAccept_spec = {
+    "retracesoftware.utils._utils._SyncAccept", sizeof(SyncAcceptObject), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_DISALLOW_INSTANTIATION, SyncAccept_slots,
+};
+
+struct ReplaySyncGatewayObject {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    GateObject* gate;
+    PyObject* target;
+    PyObject* take;
+    PyObject* thread_id;
+    TurnStateObject* turn;
+    PyObject* tag;
+    PyObject* try_now;
+    PyObject* returns;
+    PyObject* slow;
+    PyObject* weakreflist;
+};
+
+PyObject* ReplaySyncGateway_vectorcall(PyObject* op, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
+    auto* self = reinterpret_cast<ReplaySyncGatewayObject*>(op);
+    GateObject* gate = self->gate;
+    if (gate_get(gate) != INTERNAL) return PyObject_Vectorcall(self->target, args, nargsf, kwnames);
+    if (self->turn->closed || PyVectorcall_NARGS(nargsf) < 1)
+        return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
+    PyObject* mine = PyObject_GetAttr(args[0], str_id);
+    if (!mine) return nullptr;
+    gate_set(gate, DISABLED);
+    PyObject* tid = PyObject_CallNoArgs(self->thread_id);
+    if (!tid) {
+        Py_DECREF(mine);
+        gate_set(gate, INTERNAL);
+        return nullptr;
+    }
+    auto* accept = PyObject_New(SyncAcceptObject, SyncAcceptType);
+    if (!accept) {
+        Py_DECREF(mine);
+        Py_DECREF(tid);
+        gate_set(gate, INTERNAL);
+        return nullptr;
+    }
+    accept->vectorcall = SyncAccept_vectorcall;
+    accept->turn = reinterpret_cast<TurnStateObject*>(Py_NewRef(reinterpret_cast<PyObject*>(self->turn)));
+    accept->mine = mine;
+    accept->lock = Py_NewRef(args[0]);
+    accept->try_now = Py_NewRef(self->try_now);
+    accept->taken = false;
+    PyObject* stack[3] = {tid, self->tag, reinterpret_cast<PyObject*>(accept)};
+    PyObject* got;
+    int w = 0;
+    for (;;) {
+        accept->taken = false;
+        got = PyObject_Vectorcall(self->take, stack, 3, nullptr);
+        if (got != Py_None) break;
+        Py_DECREF(got);
+        if (accept->taken) {  // taken, then the head moved while accept ran: undone
+            PyObject* r = PyObject_CallMethodNoArgs(args[0], str_release);
+            if (!r) {
+                got = nullptr;
+                break;
+            }
+            Py_DECREF(r);
+        }
+        w = turn_wait_native(self->turn, tid);
+        if (w <= 0) {
+            got = nullptr;
+            break;
+        }
+    }
+    Py_DECREF(tid);
+    Py_DECREF(reinterpret_cast<PyObject*>(accept));
+    if (!got) {
+        gate_set(gate, INTERNAL);
+        if (w < 0 || PyErr_Occurred()) return nullptr;
+        return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
+    }
+    if (!PyTuple_CheckExact(got) || PyTuple_GET_SIZE(got) != 2) {
+        Py_DECREF(got);
+        gate_set(gate, INTERNAL);
+        PyErr_SetString(PyExc_TypeError, "ReplaySyncGateway: take() must return None or (value, same_thread)");
+        return nullptr;
+    }
+    if (PyTuple_GET_ITEM(got, 1) != Py_True && turn_handover(self->turn) < 0) {
+        Py_DECREF(got);
+        gate_set(gate, INTERNAL);
+        return nullptr;
+    }
+    gate_set(gate, INTERNAL);
+    bool failed = PyTuple_GET_ITEM(got, 0) == Py_False;
+    Py_DECREF(got);
+    return Py_NewRef(failed ? Py_False : self->returns);
+}
+
+PyObject* ReplaySyncGateway_new(PyTypeObject* type, PyObject* args, PyObject* kwargs) {
+    static const char* kwlist[] = {"gate", "target", "take", "thread_id", "turn", "tag", "try_now", "returns",
+                                   "slow", nullptr};
+    PyObject *gate, *target, *take, *thread_id, *turn, *tag, *try_now, *returns, *slow;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOOOOO:ReplaySyncGateway", const_cast<char**>(kwlist), &gate,
+                                     &target, &take, &thread_id, &turn, &tag, &try_now, &returns, &slow))
+        return nullptr;
+    if (!PyObject_TypeCheck(gate, GateType)) {
+        PyErr_Format(PyExc_TypeError, "gate must be a Gate, got %.200s", Py_TYPE(gate)->tp_name);
+        return nullptr;
+    }
+    if (!PyObject_TypeCheck(turn, TurnStateType)) {
+        PyErr_Format(PyExc_TypeError, "turn must be a TurnState, got %.200s", Py_TYPE(turn)->tp_name);
+        return nullptr;
+    }
+    if (!PyCallable_Check(target) || !PyCallable_Check(take) || !PyCallable_Check(thread_id) ||
+        !PyCallable_Check(try_now) || !PyCallable_Check(slow)) {
+        PyErr_SetString(PyExc_TypeError, "target, take, thread_id, try_now and slow must be callable");
+        return nullptr;
+    }
+    auto* self = reinterpret_cast<ReplaySyncGatewayObject*>(type->tp_alloc(type, 0));
+    if (!self) return nullptr;
+    self->vectorcall = ReplaySyncGateway_vectorcall;
+    self->gate = reinterpret_cast<GateObject*>(Py_NewRef(gate));
+    self->target = Py_NewRef(target);
+    self->take = Py_NewRef(take);
+    self->thread_id = Py_NewRef(thread_id);
+    self->turn = reinterpret_cast<TurnStateObject*>(Py_NewRef(turn));
+    self->tag = Py_NewRef(tag);
+    self->try_now = Py_NewRef(try_now);
+    self->returns = Py_NewRef(returns);
+    self->slow = Py_NewRef(slow);
+    self->weakreflist = nullptr;
+    return reinterpret_cast<PyObject*>(self);
+}
+
+int ReplaySyncGateway_traverse(PyObject* op, visitproc visit, void* arg) {
+    auto* self = reinterpret_cast<ReplaySyncGatewayObject*>(op);
+    Py_VISIT(Py_TYPE(op));
+    Py_VISIT(reinterpret_cast<PyObject*>(self->gate));
+    Py_VISIT(self->target);
+    Py_VISIT(self->take);
+    Py_VISIT(self->thread_id);
+    Py_VISIT(reinterpret_cast<PyObject*>(self->turn));
+    Py_VISIT(self->tag);
+    Py_VISIT(self->try_now);
+    Py_VISIT(self->returns);
+    Py_VISIT(self->slow);
+    return 0;
+}
+
+int ReplaySyncGateway_clear(PyObject* op) {
+    auto* self = reinterpret_cast<ReplaySyncGatewayObject*>(op);
+    Py_SETREF(self->target, Py_NewRef(Py_None));
+    Py_SETREF(self->take, Py_NewRef(Py_None));
+    Py_SETREF(self->thread_id, Py_NewRef(Py_None));
+    Py_SETREF(self->try_now, Py_NewRef(Py_None));
+    Py_SETREF(self->slow, Py_NewRef(Py_None));
+    return 0;
+}
+
+void ReplaySyncGateway_dealloc(PyObject* op) {
+    auto* self = reinterpret_cast<ReplaySyncGatewayObject*>(op);
+    PyTypeObject* tp = Py_TYPE(op);
+    PyObject_GC_UnTrack(op);
+    if (self->weakreflist) PyObject_ClearWeakRefs(op);
+    Py_CLEAR(self->gate);
+    Py_CLEAR(self->target);
+    Py_CLEAR(self->take);
+    Py_CLEAR(self->thread_id);
+    Py_CLEAR(self->turn);
+    Py_CLEAR(self->tag);
+    Py_CLEAR(self->try_now);
+    Py_CLEAR(self->returns);
+    Py_CLEAR(self->slow);
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+PyObject* ReplaySyncGateway_get_name(PyObject* op, void*) {
+    PyObject* name = PyObject_GetAttrString(reinterpret_cast<ReplaySyncGatewayObject*>(op)->target, "__name__");
+    if (!name) {
+        PyErr_Clear();
+        return PyUnicode_FromString("ReplaySyncGateway");
+    }
+    return name;
+}
+PyObject* ReplaySyncGateway_get_wrapped(PyObject* op, void*) {
+    return Py_NewRef(reinterpret_cast<ReplaySyncGatewayObject*>(op)->target);
+}
+
+PyGetSetDef ReplaySyncGateway_getset[] = {
+    {"__wrapped__", ReplaySyncGateway_get_wrapped, nullptr, "the target", nullptr},
+    {"__name__", ReplaySyncGateway_get_name, nullptr, "the target's __name__", nullptr},
+    {nullptr, nullptr, nullptr, nullptr, nullptr},
+};
+
+#define RSG_MEMBER(field) \
+    {#field, RETRACE_T_OBJECT_EX, offsetof(ReplaySyncGatewayObject, field), RETRACE_READONLY, nullptr}
+PyMemberDef ReplaySyncGateway_members[] = {
+    RSG_MEMBER(gate), RSG_MEMBER(target), RSG_MEMBER(take), RSG_MEMBER(thread_id), RSG_MEMBER(turn),
+    RSG_MEMBER(tag), RSG_MEMBER(try_now), RSG_MEMBER(returns), RSG_MEMBER(slow),
+    {"__vectorcalloffset__", RETRACE_T_PYSSIZET, offsetof(ReplaySyncGatewayObject, vectorcall), RETRACE_READONLY,
+     nullptr},
+    {"__weaklistoffset__", RETRACE_T_PYSSIZET, offsetof(ReplaySyncGatewayObject, weakreflist), RETRACE_READONLY,
+     nullptr},
+    {nullptr, 0, 0, 0, nullptr},
+};
+#undef RSG_MEMBER
+
+PyType_Slot ReplaySyncGateway_slots[] = {
+    {Py_tp_new, reinterpret_cast<void*>(ReplaySyncGateway_new)},
+    {Py_tp_dealloc, reinterpret_cast<void*>(ReplaySyncGateway_dealloc)},
+    {Py_tp_traverse, reinterpret_cast<void*>(ReplaySyncGateway_traverse)},
+    {Py_tp_clear, reinterpret_cast<void*>(ReplaySyncGateway_clear)},
+    {Py_tp_call, reinterpret_cast<void*>(PyVectorcall_Call)},
+    {Py_tp_descr_get, reinterpret_cast<void*>(ReplayCallGateway_descr_get)},
+    {Py_tp_members, ReplaySyncGateway_members},
+    {Py_tp_getset, ReplaySyncGateway_getset},
+    {Py_tp_doc, const_cast<char*>("ReplaySyncGateway(gate, target, take, thread_id, turn, tag, try_now, returns, "
+                                  "slow): a replayed lock acquire in one native step (utils/README.md).")},
+    {0, nullptr},
+};
+
+PyType_Spec ReplaySyncGateway_spec = {
+    "retracesoftware.utils._utils.ReplaySyncGateway", sizeof(ReplaySyncGatewayObject), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_HAVE_VECTORCALL |
+        Py_TPFLAGS_METHOD_DESCRIPTOR,
+    ReplaySyncGateway_slots,
+};
+
 }  // namespace
 
 int init_replay_call(PyObject* module) {
@@ -323,6 +926,21 @@ int init_replay_call(PyObject* module) {
     Py_INCREF(type);
     if (PyModule_AddObject(module, "ReplayCallGateway", type) < 0) {
         Py_DECREF(type);
+        return -1;
+    }
+    str_next_kind = PyUnicode_InternFromString("next_kind");
+    str_thread = PyUnicode_InternFromString("thread");
+    str_id = PyUnicode_InternFromString("_id");
+    str_release = PyUnicode_InternFromString("release");
+    if (!str_next_kind || !str_thread || !str_id || !str_release) return -1;
+    PyObject* accept = PyType_FromSpec(&SyncAccept_spec);
+    if (!accept) return -1;
+    SyncAcceptType = reinterpret_cast<PyTypeObject*>(accept);  // kept for the life of the process
+    PyObject* sync = PyType_FromSpec(&ReplaySyncGateway_spec);
+    if (!sync) return -1;
+    Py_INCREF(sync);
+    if (PyModule_AddObject(module, "ReplaySyncGateway", sync) < 0) {
+        Py_DECREF(sync);
         return -1;
     }
     return 0;

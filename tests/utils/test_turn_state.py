@@ -1,0 +1,113 @@
+"""TurnState (the replay sequencer's native part) and ReplaySyncGateway,
+on both backends: per-thread permits, the hand-over, a lock acquire taken
+with its SYNC in one step."""
+import _thread
+import threading
+
+import pytest
+
+
+class Probe:
+    """A reader's head: .thread and .next_kind (None: the end)."""
+
+    def __init__(self, thread, kind="value"):
+        self.thread = thread
+        self.next_kind = kind
+
+
+def test_wake_before_wait_counts_once(u):
+    turn = u.TurnState()
+    turn.wake(1)
+    turn.wake(1)                       # a binary permit: two wakes, one wait
+    assert turn.wait(1, 0) is True
+    assert turn.wait(1, 0.01) is False
+
+
+def test_wake_all_and_another_thread(u):
+    turn = u.TurnState()
+    assert turn.wait("0.1", 0) is False    # makes the permit
+    got = []
+    t = threading.Thread(target=lambda: got.append(turn.wait("0.1", 30)))
+    t.start()
+    turn.wake_all()
+    t.join()
+    assert got == [True]
+
+
+def test_handover_wakes_the_head_only(u):
+    turn = u.TurnState()
+    moved = []
+    turn.moved = lambda: moved.append(True)
+    turn.probe = Probe(2)
+    before = turn.changes
+    turn.handover()
+    assert turn.changes == before + 1
+    assert turn.wait(2, 0) is True
+    assert turn.wait(3, 0) is False
+    assert moved == []
+    turn.probe = Probe(2, kind=None)       # the end of the tape: the Python way
+    turn.handover()
+    assert moved == [True]
+    assert turn.wait(2, 0) is False
+    turn.draining = 1
+    turn.probe = Probe(2)
+    turn.handover()
+    assert moved == [True, True]
+
+
+class Lock:
+    def __init__(self, lock_id):
+        self._id = lock_id
+        self._lock = _thread.allocate_lock()
+
+    def release(self):
+        self._lock.release()
+
+
+class Take:
+    """take_event over a list of (thread, tag, value): what a reader does."""
+
+    def __init__(self, events):
+        self.events = list(events)
+
+    def __call__(self, thread, tag, accept):
+        if not self.events:
+            return None
+        t, g, v = self.events[0]
+        if t != thread or g != tag or not accept(v):
+            return None
+        self.events.pop(0)
+        return v, bool(self.events) and self.events[0][0] == thread
+
+
+def _gateway(u, take, turn, slow):
+    gate = u.Gate()
+    gate.phase = u.INTERNAL
+    try_now = lambda lock, blocking: lock._lock.acquire(blocking)
+    return u.ReplaySyncGateway(gate, lambda *a: "target", take, lambda: 0, turn, "SYNC", try_now, True, slow)
+
+
+def test_sync_gateway_takes_event_and_lock(u):
+    turn = u.TurnState()
+    take = Take([(0, "SYNC", 7), (0, "SYNC", False), (1, "SYNC", 7)])
+    turn.probe = Probe(1)
+    slow = lambda *a: "slow"
+    gw = _gateway(u, take, turn, slow)
+    lock = Lock(7)
+    assert gw(lock) is True and lock._lock.locked()
+    assert gw(lock) is False               # a recorded failed try: no real acquire
+    assert turn.wait(1, 0) is True         # the head left thread 0: thread 1 woken
+    lock.release()
+    assert gw(lock) == "slow"              # thread 1's event: not ours (native_wait 0)
+    assert not lock._lock.locked()
+
+
+def test_sync_gateway_other_lock_or_busy_lock_is_slow(u):
+    turn = u.TurnState()
+    gw = _gateway(u, Take([(0, "SYNC", 7)]), turn, lambda *a: "slow")
+    assert gw(Lock(8)) == "slow"           # another lock's SYNC: the slow path reports it
+    busy = Lock(7)
+    busy._lock.acquire()
+    assert gw(busy) == "slow"              # held by someone: the slow path waits for it
+    turn.closed = 1
+    assert gw(Lock(7)) == "slow"
