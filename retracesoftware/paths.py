@@ -122,7 +122,9 @@ def for_replay(preamble: dict, remaps=(), *, sources=None) -> PathMap:
     """The map for replaying *preamble*'s recording here: ``--remap`` pairs,
     then the project root (recorded cwd -> this cwd) when the recorded root
     does not exist here and the recorded sources under it (the preamble's
-    and *sources*: relative path -> digest, from the tape) match here."""
+    and *sources*: relative path -> digest, from the tape) match here.
+    *sources* may be a function giving that dict: it reads the whole tape, so
+    it is called only when the recorded root is missing here."""
     pathmap = PathMap(remaps)
     root = preamble.get("project_root") or preamble.get("cwd")
     here = _getcwd()
@@ -133,6 +135,8 @@ def for_replay(preamble: dict, remaps=(), *, sources=None) -> PathMap:
     candidate = PathMap([(root, here)])
     checked = dict((p, d) for p, d in (preamble.get("sources") or {}).items()
                    if isinstance(p, str) and p.startswith(root + os.sep))
+    if callable(sources):
+        sources = sources()
     for rel, digest in (sources or {}).items():
         checked[os.path.join(root, rel)] = digest
     for path, digest in checked.items():

@@ -198,7 +198,7 @@ def replay_main(opts) -> int:
         raise UsageError(_untrusted_code_line(target.value, opts.recording))
     config = _load_config()
     from retracesoftware import paths
-    pathmap = paths.for_replay(pre, getattr(opts, "remap", ()), sources=_recorded_sources(path))
+    pathmap = paths.for_replay(pre, getattr(opts, "remap", ()), sources=lambda: _recorded_sources(path))
     problems = preamble_mod.check(paths.mapped_preamble(pre, pathmap), config_digest=config.digest,
                                   force=opts.force)
     problems += preamble_mod.check_program(paths.mapped_preamble(pre, pathmap), paths.mapped_target(target, pathmap),
