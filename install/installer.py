@@ -751,7 +751,12 @@ class Installer:
         else:
             self._on_import[name] = fn
 
-    def _set(self, owner, attr, value, is_type=False):
+    def patch(self, owner, attr, value, is_type=False):
+        """Set ``owner.attr = value`` until `uninstall()`, which restores the
+        original (or removes the attribute if there was none). ``is_type``:
+        *owner* is a type whose dict may be read-only (a built-in type): the
+        attribute is set through ``utils.patch_type``. This, `replace_everywhere`
+        and `uninstall` are the patch/undo API the other install modules use."""
         d = owner.__dict__
         missing = attr not in d
         old = d.get(attr)
@@ -771,6 +776,13 @@ class Installer:
                     delattr(owner, attr)
             else:
                 setattr(owner, attr, old)
+        self._undo.append(undo)
+
+    _set = patch   # the name used before `patch` was public
+
+    def on_uninstall(self, undo) -> None:
+        """Run ``undo()`` at `uninstall()` (last added, first run, with the
+        patches' own undo steps)."""
         self._undo.append(undo)
 
     def _rebind_bound_methods(self) -> None:
@@ -802,7 +814,7 @@ class Installer:
                     if fresh is not None and fresh != value:
                         self._set(module, key, fresh)
 
-    def _replace_everywhere(self, replacements: dict) -> None:
+    def replace_everywhere(self, replacements: dict) -> None:
         """Replace copies of patched functions: in other modules' globals, in
         class attributes (``selectors.SelectSelector._select = select.select``)
         and in default arguments (``tempfile``'s ``unlink=_os.unlink``).
@@ -840,6 +852,8 @@ class Installer:
                 moved.append((kind, owner, key, new))
             if moved:
                 index.setdefault(id(new), []).extend(moved)
+
+    _replace_everywhere = replace_everywhere
 
     def _reference_index(self) -> dict:
         modules_now = len(sys.modules)
@@ -896,6 +910,13 @@ class Installer:
         self._undo.append(lambda: setattr(fn, "__kwdefaults__", kwdefaults))
 
     # --------------------------------------------------------------- imports
+    @property
+    def import_state(self):
+        """Per thread: ``outer``, the stack of the phases the imports in
+        progress were started in (read by hooks that act only for imports the
+        program made, e.g. sources.py)."""
+        return self._import_state
+
     def _install_import_hook(self) -> None:
         bootstrap = _importlib_bootstrap
         gate = self.system.gate

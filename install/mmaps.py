@@ -46,7 +46,7 @@ def _patch_shared_values(system, installer, module) -> None:
                 continue
             read = _named(lambda obj, _get=prop.fget: _get(obj), attr)
             tape = system.patch_function(read, f"{prefix}{cls_name}.{attr}")
-            installer._set(cls, attr, property(tape, prop.fset, prop.fdel, prop.__doc__))
+            installer.patch(cls, attr, property(tape, prop.fset, prop.fdel, prop.__doc__))
     cls = module.__dict__.get("SynchronizedArray")
     for method in ("__getitem__", "__getslice__"):
         real = cls.__dict__.get(method) if cls is not None else None
@@ -57,7 +57,7 @@ def _patch_shared_values(system, installer, module) -> None:
 
         def call(obj, *args, _tape=tape):
             return _tape(obj, *args)
-        installer._set(cls, method, _named(call, method))
+        installer.patch(cls, method, _named(call, method))
 
 
 def _named(fn, name):
@@ -97,4 +97,4 @@ def _patch(system, installer, module) -> None:
 
     mmap.__module__ = real.__module__
     mmap.__qualname__ = mmap.__name__ = real.__name__
-    installer._set(module, "mmap", mmap)
+    installer.patch(module, "mmap", mmap)

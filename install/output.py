@@ -215,7 +215,7 @@ class OutputCheck:
                 if real is not None:
                     attrs[method] = MethodGateway(names, self._outside(real), real)
             for attr, value in attrs.items():
-                installer._set(cls, attr, value, is_type=True)
+                installer.patch(cls, attr, value, is_type=True)
         self._patch_os(installer)
 
     def _outside(self, real):
@@ -272,14 +272,14 @@ class OutputCheck:
         index = event_index(self.session.reader)
         summary = self.tape(stream, box)      # a recorded error is raised here
         if type(summary) is not bytes or len(summary) < _SUMMARY:
-            raise self.system._diverge(index, "an output summary", f"output to {stream}")
+            raise self.system.diverge(index, "an output summary", f"output to {stream}")
         result, length, crc = _unpack_from(summary)
         if self.check:
             replayed = _as_bytes(data)
             if len(replayed) != length or _crc32(replayed) != crc:
                 expected, actual = describe_difference(summary[_SUMMARY:], length, replayed,
                                                        self._line.get(stream, b""))
-                raise self.system._diverge(index, f"output to {stream} {expected}",
+                raise self.system.diverge(index, f"output to {stream} {expected}",
                                            f"output {actual}")
             nl = replayed.rfind(b"\n")
             line = replayed[nl + 1:] if nl >= 0 else self._line.get(stream, b"") + replayed
@@ -381,9 +381,9 @@ class OutputCheck:
             new.__wrapped__ = old
             for module in (posix, os):
                 if module.__dict__.get(name) is old:
-                    installer._set(module, name, new)
+                    installer.patch(module, name, new)
             replacements[id(old)] = (old, new)
-        installer._replace_everywhere(replacements)
+        installer.replace_everywhere(replacements)
 
     def _point(self, fd, stream):
         """Replay: make the real *fd* (1 or 2) what the program made it:

@@ -296,7 +296,7 @@ def _install_redaction(session, redaction=None):
                         gate.phase = previous
                 return text.encode("utf-8", "surrogateescape") if type(value) is bytes else text
             return real
-    session.installer._set(cls, "__getitem__", getitem)
+    session.installer.patch(cls, "__getitem__", getitem)
 
 
 def install_boundary(system, config, threads):
@@ -307,7 +307,7 @@ def install_boundary(system, config, threads):
     installer = Installer(system, config)
     installer.install()
     try:
-        debugging.install(system, installer._set)
+        debugging.install(system, installer.patch)
         mmaps.install(system, installer)
         thread_support = ThreadSupport(system, threads)
         thread_support.install(installer)
@@ -346,7 +346,7 @@ class _Session:
             # (docs/THREADS.md): set order replays as recorded.
             from retracesoftware import utils
             utils.set_identity_hashing(True, gate=self.system.gate, thread_id=self.threads.current)
-            self.installer._undo.append(lambda: utils.set_identity_hashing(False))
+            self.installer.on_uninstall(lambda: utils.set_identity_hashing(False))
             if self._identity_ids():
                 self._install_identity_ids()
         if isinstance(getattr(self, "preamble", None), dict) and "zone" in (self.preamble.get("options") or {}):
@@ -424,10 +424,10 @@ class _Session:
         for name, module in list(sys.modules.items()):
             if module is not None and (name == "retracesoftware" or name.startswith("retracesoftware.")) \
                     and "id" not in module.__dict__:
-                self.installer._set(module, "id", real_id)
+                self.installer.patch(module, "id", real_id)
         utils.set_identity_ids(True)
-        self.installer._undo.append(lambda: utils.set_identity_ids(False))
-        self.installer._set(builtins, "id", utils.identity_id)
+        self.installer.on_uninstall(lambda: utils.set_identity_ids(False))
+        self.installer.patch(builtins, "id", utils.identity_id)
 
     def _output_recorded(self) -> bool:
         options = (self.preamble.get("options") or {}) if isinstance(getattr(self, "preamble", None), dict) else {}
@@ -711,7 +711,7 @@ class ReplaySession(_Session):
 
     def start(self):
         self._install()
-        seq = self.system._sequencer
+        seq = self.system.sequencer
         if seq is not None:
             raw = getattr(self.reader, "_reader", None)
             if raw is not None and hasattr(type(raw), "next_kind"):
@@ -749,7 +749,7 @@ class ReplaySession(_Session):
             _os_exit(code)
         excepthook.__wrapped__ = original
         excepthook.__name__ = excepthook.__qualname__ = "excepthook"
-        self.installer._set(threading, "excepthook", excepthook)
+        self.installer.patch(threading, "excepthook", excepthook)
         # A thread started with _thread.start_new_thread (our logical-thread
         # wrapper runs before threading's own) reports through unraisablehook.
         unraisable = sys.unraisablehook
@@ -762,7 +762,7 @@ class ReplaySession(_Session):
             code = self.divergence(found)
             _os_exit(code)
         unraisablehook.__wrapped__ = unraisable
-        self.installer._set(sys, "unraisablehook", unraisablehook)
+        self.installer.patch(sys, "unraisablehook", unraisablehook)
 
     def divergence(self, exc) -> int:
         previous = self.system.gate.swap(DISABLED)   # our report is not the program's output
@@ -818,13 +818,13 @@ class ReplaySession(_Session):
             # process then waited for: a pool worker its parent killed).
             self.stop_early(_stop_line(EOFError("end of recording"), event_index(self.reader)))
         self._end_watch = True
-        seq = self.system._sequencer
+        seq = self.system.sequencer
 
         def watch():
             pause = _allocate_lock()
             pause.acquire()
             pause.acquire(True, _TAPE_END_GRACE)     # a sleep on a private primitive
-            with seq._cond:
+            with seq.decisions:
                 if self._closed or self.exit_replayed or not at_end(self.reader):
                     self._end_watch = False
                     return

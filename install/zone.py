@@ -175,6 +175,6 @@ def install(session, installer):
     tzset.__module__ = "time"
     tzset.__doc__ = _real_tzset.__doc__
     current = time.__dict__.get("tzset")
-    installer._set(time, "tzset", tzset)
+    installer.patch(time, "tzset", tzset)
     if current is not None:
-        installer._replace_everywhere({id(current): (current, tzset)})
+        installer.replace_everywhere({id(current): (current, tzset)})

@@ -25,8 +25,7 @@ from retracesoftware.utils import (DISABLED, EXTERNAL, INTERNAL, Gate,
                                    fingerprint, flush_pending_calls)
 from retracesoftware.utils.errors import ReplayDivergence
 
-from retracesoftware.proxy.memory import is_structseq
-from retracesoftware.proxy.protocol import (BIND, CALL, CALLBACK, CALLBACK_DEF,
+from retracesoftware.proxy.protocol import (is_structseq, BIND, CALL, CALLBACK, CALLBACK_DEF,
                                             CALLBACK_ERROR, CALLBACK_RESULT,
                                             ERROR, NEW, RESULT, STACK, ARGS,
                                             event_index)
@@ -310,6 +309,15 @@ class System:
     @property
     def thread_id(self):
         return self._thread_id
+
+    @property
+    def sequencer(self):
+        """The replay's `ThreadSequencer` (proxy/threads.py), or None when
+        recording. Its public methods are the interface install uses:
+        ``enter``/``leave``/``expect`` a thread, ``drain()`` at exit,
+        ``decisions`` (the condition held for every turn decision),
+        ``end_probe`` and ``turn``."""
+        return self._sequencer
 
     # ---------------------------------------------------------- patching
     def _gateway(self, target, name):
@@ -890,6 +898,15 @@ class System:
         tag = reader.read()
         value = _peek_operand(reader)
         return _describe_tag(tag, value)
+
+    def diverge(self, index, expected, actual, recorded_stack=None):
+        """The `ReplayDivergence` for event *index* (the first one is kept as
+        ``self.divergence``); the caller raises it."""
+        return self._diverge(index, expected, actual, recorded_stack)
+
+    def deadlock(self, dead):
+        """The `ReplayDivergence` for a sequencer's `Deadlock` *dead*."""
+        return self._deadlock(dead)
 
     def _deadlock(self, dead):
         finished = ", ".join(f"thread {t}" for t in sorted(dead.finished, key=repr))

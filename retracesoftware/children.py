@@ -197,8 +197,8 @@ class ChildProcesses:
     @staticmethod
     def _substitute(installer, module, attr, new):
         old = module.__dict__[attr]
-        installer._set(module, attr, new)
-        installer._replace_everywhere({id(old): (old, new)})
+        installer.patch(module, attr, new)
+        installer.replace_everywhere({id(old): (old, new)})
 
     def _next_name(self) -> str:
         name = f"{self.pid}-{self._count}{SUFFIX}"
@@ -316,7 +316,7 @@ class ChildProcesses:
             gate.phase = previous
         self.session.threads.idents[0] = recorded
         if self.mode == "replay":
-            support._adopt_main_ident(recorded)
+            support.adopt_main_ident(recorded)
 
     def _replay_fork(self):
         gate = self.system.gate
@@ -438,8 +438,8 @@ class ChildProcesses:
         return pid
 
     def _spawn_replay(self, pid, name, args, argv):
-        from retracesoftware.stream._common import _stdlib_module
-        subprocess = _stdlib_module("subprocess")   # never from the recorded sys.path
+        from retracesoftware.stream import stdlib_module
+        subprocess = stdlib_module("subprocess")   # never from the recorded sys.path
         gate = self.system.gate
         previous = gate.swap(DISABLED)
         try:
@@ -554,7 +554,7 @@ class ChildProcesses:
         index = event_index(reader) if reader is not None else None
         previous = system.gate.swap(DISABLED)
         try:
-            div = system._diverge(index, f"child process {recorded_pid} to replay as recorded",
+            div = system.diverge(index, f"child process {recorded_pid} to replay as recorded",
                                   f"its replay diverged (see its retrace: lines)")
         finally:
             system.gate.phase = previous

@@ -124,7 +124,7 @@ class SourceCheck:
         cls = external.SourceLoader
         get_code = cls.__dict__["get_code"]
         gate = self.system.gate
-        state = installer._import_state
+        state = installer.import_state
         check = self._check
 
         def checked_get_code(loader, fullname):
@@ -139,7 +139,7 @@ class SourceCheck:
             return get_code(loader, fullname)
         checked_get_code.__name__ = checked_get_code.__qualname__ = "get_code"
         checked_get_code.__wrapped__ = get_code
-        installer._set(cls, "get_code", checked_get_code)
+        installer.patch(cls, "get_code", checked_get_code)
 
     def _check(self, path):
         gate = self.system.gate

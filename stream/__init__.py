@@ -9,7 +9,7 @@ _impl, BACKEND, BACKEND_REASON = _choose("stream", "retracesoftware.stream._stre
 
 from retracesoftware.utils.errors import RecordingError, RecordingFormatError  # noqa: E402
 from retracesoftware.stream._common import (  # noqa: E402
-    FORMAT_VERSION, MAGIC, StreamPosition, UnknownRecordedException, scan_frames,
+    FORMAT_VERSION, MAGIC, StreamPosition, UnknownRecordedException, scan_frames, stdlib_module,
 )
 
 StreamWriter = _impl.StreamWriter
@@ -18,5 +18,5 @@ StreamReader = _impl.StreamReader
 __all__ = [
     "BACKEND", "BACKEND_REASON", "StreamWriter", "StreamReader", "RecordingError",
     "RecordingFormatError", "StreamPosition", "UnknownRecordedException",
-    "FORMAT_VERSION", "MAGIC", "scan_frames",
+    "FORMAT_VERSION", "MAGIC", "scan_frames", "stdlib_module",
 ]

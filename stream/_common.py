@@ -277,7 +277,7 @@ _STDLIB_DIRS = [_os.path.dirname(_os.__file__)]
 _STDLIB_DIRS.append(_os.path.join(_STDLIB_DIRS[0], "lib-dynload"))
 
 
-def _stdlib_module(name: str):
+def stdlib_module(name: str):
     """A standard-library module: already imported, or loaded from the
     standard library's own folders only (never from sys.path: the cwd or a
     recording's sys_path may hold a file with its name)."""
@@ -297,6 +297,9 @@ def _stdlib_module(name: str):
         _modules.pop(name, None)
         raise
     return _modules.get(name, mod)
+
+
+_stdlib_module = stdlib_module
 
 
 _TZ_KEY = __import__("re").compile(r"^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$")
