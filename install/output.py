@@ -39,14 +39,11 @@ import sys
 import zlib
 
 from retracesoftware.utils import DISABLED, EXTERNAL, INTERNAL
+from retracesoftware.utils.isolate import isolate_module
 
-# Private references, taken before any patching.
-_real_dup = posix.dup
-_real_dup2 = posix.dup2
-_real_open = posix.open
-_real_close = posix.close
-_real_write = posix.write
-_real_writev = getattr(posix, "writev", None)
+# Private copies taken at import, before any patch (utils/isolate.py).
+_real_posix = isolate_module(posix)
+_real_writev = getattr(_real_posix, "writev", None)
 _crc32 = zlib.crc32
 _pack = struct.Struct("<qqI").pack
 _unpack_from = struct.Struct("<qqI").unpack_from
@@ -195,7 +192,7 @@ class OutputCheck:
             try:
                 for fd, name in ((1, "stdout"), (2, "stderr")):
                     try:
-                        self._saved[name] = _real_dup(fd)
+                        self._saved[name] = _real_posix.dup(fd)
                     except OSError:
                         pass
             finally:
@@ -322,8 +319,8 @@ class OutputCheck:
             if stream is None:
                 return write_gw(fd, data)
             real_fd = fd if not check.replay or fd in (1, 2) else check._saved.get(stream, fd)
-            return check.emit(stream, data, lambda: _real_write(real_fd, data),
-                              lambda view: _real_write(real_fd, view))
+            return check.emit(stream, data, lambda: _real_posix.write(real_fd, data),
+                              lambda view: _real_posix.write(real_fd, view))
         patched["write"] = (write_gw, write)
 
         writev_gw = getattr(posix, "writev", None)
@@ -337,7 +334,7 @@ class OutputCheck:
                 data = b"".join(bytes(memoryview(b).cast("B")) for b in buffers)
                 real_fd = fd if not check.replay or fd in (1, 2) else check._saved.get(stream, fd)
                 return check.emit(stream, data, lambda: _real_writev(real_fd, buffers),
-                                  lambda view: _real_write(real_fd, view))
+                                  lambda view: _real_posix.write(real_fd, view))
             patched["writev"] = (writev_gw, writev)
 
         def dup(fd, /):
@@ -393,9 +390,9 @@ class OutputCheck:
             source = self._saved.get(stream) if stream is not None else None
             if source is None:
                 if self._devnull is None:
-                    self._devnull = _real_open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+                    self._devnull = _real_posix.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
                 source = self._devnull
-            _real_dup2(source, fd)
+            _real_posix.dup2(source, fd)
         except OSError:
             pass
         finally:

@@ -18,10 +18,11 @@ from retracesoftware.install.installer import Installer
 from retracesoftware.install.threads import ThreadRegistry, ThreadSupport
 from retracesoftware.utils import DISABLED, INTERNAL
 from retracesoftware.utils.errors import RecordingFormatError, ReplayDivergence
+from retracesoftware.utils.isolate import isolate_module
 
-_os_exit = os._exit
-_allocate_lock = _thread.allocate_lock
-_start_new_thread = _thread.start_new_thread
+# Private copies taken at import, before any patch (utils/isolate.py).
+_real_os = isolate_module(os)
+_real_thread = isolate_module(_thread)
 #: seconds a replay whose tape has run out (no exit trailer) may stay blocked
 _TAPE_END_GRACE = 1.0
 _wall_clock = __import__("time").time
@@ -70,7 +71,7 @@ CHILD_REPLAY_ENV = "RETRACE_CHILD_REPLAY"
 
 def _can_hash_identities() -> bool:
     from retracesoftware import utils
-    return utils.BACKEND == "cpp"
+    return utils.CAPABILITIES.has("identity_hashing")
 
 
 def _stop_line(exc, event) -> str:
@@ -746,7 +747,7 @@ class ReplaySession(_Session):
             if found is None:
                 return original(args)
             code = self.divergence(found)
-            _os_exit(code)
+            _real_os._exit(code)
         excepthook.__wrapped__ = original
         excepthook.__name__ = excepthook.__qualname__ = "excepthook"
         self.installer.patch(threading, "excepthook", excepthook)
@@ -760,7 +761,7 @@ class ReplaySession(_Session):
             if found is None or not isinstance(found, ReplayDivergence):
                 return unraisable(args)
             code = self.divergence(found)
-            _os_exit(code)
+            _real_os._exit(code)
         unraisablehook.__wrapped__ = unraisable
         self.installer.patch(sys, "unraisablehook", unraisablehook)
 
@@ -771,7 +772,7 @@ class ReplaySession(_Session):
         finally:
             self.system.gate.phase = previous
 
-    _report_lock = _allocate_lock()
+    _report_lock = _real_thread.allocate_lock()
     _reported = False
 
     def _divergence(self, exc) -> int:
@@ -821,7 +822,7 @@ class ReplaySession(_Session):
         seq = self.system.sequencer
 
         def watch():
-            pause = _allocate_lock()
+            pause = _real_thread.allocate_lock()
             pause.acquire()
             pause.acquire(True, _TAPE_END_GRACE)     # a sleep on a private primitive
             with seq.decisions:
@@ -830,7 +831,7 @@ class ReplaySession(_Session):
                     return
                 index = event_index(self.reader)
             self.stop_early(_stop_line(EOFError("end of recording"), index))
-        _start_new_thread(watch, ())
+        _real_thread.start_new_thread(watch, ())
 
     def stop_early(self, line, exc=None):
         """The recording ends (or is damaged) here: stop the whole replay,
@@ -844,7 +845,7 @@ class ReplaySession(_Session):
         a pool worker its parent terminated) stops silently: its death is
         part of the recorded run, and the parent's replay goes on."""
         if self.child_replay and (exc is None or isinstance(exc, EOFError)):
-            _os_exit(RecordingFormatError.exit_code)
+            _real_os._exit(RecordingFormatError.exit_code)
         try:
             if self.system is not None:
                 self.system.gate.phase = DISABLED   # our line is not the program's output
@@ -857,7 +858,7 @@ class ReplaySession(_Session):
             _write_stderr(f"retrace: error: {mask(line)}\n")
             _flush_stderr()
         finally:
-            _os_exit(RecordingFormatError.exit_code)
+            _real_os._exit(RecordingFormatError.exit_code)
 
     def close(self):
         if self._closed:
@@ -875,7 +876,7 @@ class ReplaySession(_Session):
             self.system.finish()
         except ReplayDivergence as exc:
             code = self.divergence(exc)
-            _os_exit(code)
+            _real_os._exit(code)
         finally:
             try:
                 self.reader.close()

@@ -26,11 +26,13 @@ from _thread import get_ident as _get_ident
 from retracesoftware.preamble import file_digest
 from retracesoftware.utils import DISABLED, INTERNAL
 from retracesoftware.utils.errors import RecordingFormatError
+from retracesoftware.utils.isolate import isolate_module
 
 _STDLIB = os.path.dirname(os.__file__) + os.sep
 _OURS = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep + "retracesoftware" + os.sep
 _SITE_DIRS = ("site-packages", "dist-packages")
-_listdir = os.listdir
+# Private copies taken at import, before any patch (utils/isolate.py).
+_real_os = isolate_module(os)
 _write_stderr = sys.stderr.write
 
 
@@ -60,7 +62,7 @@ def _dist_version(site: str, top: str):
     if table is None:
         table = _dist_cache[site] = {}
         try:
-            names = _listdir(site)
+            names = _real_os.listdir(site)
         except OSError:
             names = []
         for entry in names:

@@ -23,8 +23,10 @@ from collections import namedtuple as _namedtuple
 from enum import Enum as _Enum
 
 from retracesoftware.utils.errors import RecordingError, RecordingFormatError, RetraceError
+from retracesoftware.utils.isolate import isolate_module
 
-_getpid = _os.getpid
+# Private copies taken at import, before any patch (utils/isolate.py).
+_real_os = isolate_module(_os)
 _crc32 = _zlib.crc32
 _modules = _sys.modules
 
@@ -568,7 +570,7 @@ _atexit.register(_close_all_at_exit)
 def forked_error(owner_pid: int) -> RecordingError:
     return RecordingError(
         f"this StreamWriter belongs to process {owner_pid}, not to this forked "
-        f"child ({_getpid()}): its stream is the parent's — open the child's own "
+        f"child ({_real_os.getpid()}): its stream is the parent's — open the child's own "
         f"writer with writer.child_writer(path, preamble)")
 
 
