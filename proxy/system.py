@@ -363,7 +363,7 @@ class System:
         returned: its traceback holds only the program's frames, as on
         record (a traceback the program formats reads no file of ours)."""
         call = functools.partial(self._replay_call, name)
-        if F.BACKEND != "cpp":
+        if not F.CAPABILITIES.has("clean_tracebacks"):
             return F.partial(_raise_marked, call)
         return F.compose(_UNMARK, call)
 
