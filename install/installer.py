@@ -26,7 +26,7 @@ import logging
 import sys
 import threading
 
-from retracesoftware.install import buffers, files, fs
+from retracesoftware.install import boundary as _boundary, buffers, files, fs
 from retracesoftware.install.substitutes import builtin_function, like_builtin, substitute_for
 from retracesoftware.proxy.system import Callback as _Callback
 from retracesoftware.utils import DISABLED, INTERNAL
@@ -63,25 +63,9 @@ def _has_attr(cls, name: str) -> bool:
     return True
 
 
-def _scandir_iterator_type():
-    import os
-    it = os.scandir(".")
-    try:
-        return type(it)
-    finally:
-        it.close()
-
-
-def _poll_type():
-    import select
-    return type(select.poll())
-
-
-#: Types a module makes but does not expose as an attribute.
-_HIDDEN_TYPES = {
-    ("posix", "ScandirIterator"): _scandir_iterator_type,
-    ("select", "poll"): _poll_type,
-}
+#: Types a module makes but does not expose as an attribute
+#: (configs/handlers/boundary.toml [hidden_types]).
+_HIDDEN_TYPES = _boundary.HIDDEN_TYPES
 
 
 def _resolve_type(module, module_name: str, type_name: str):
@@ -97,24 +81,17 @@ def _resolve_type(module, module_name: str, type_name: str):
     return None
 
 
-def _poll_substitute(system, name):
-    from retracesoftware.install import polling
-    return polling.make_poll(system, name)
-
-
 #: (module, function) -> factory(system, name) of a Python substitute that
-#: realises the boundary the config names (see each module's docstring).
-_SUBSTITUTES = {
-    ("select", "poll"): _poll_substitute,
-}
-
+#: realises the boundary the config names (configs/handlers/boundary.toml
+#: [substitutes]).
+_SUBSTITUTES = _boundary.SUBSTITUTES
 
 #: Functions that, called after a replay ended (finalizers at interpreter
 #: exit: multiprocessing's ``_ConnectionBase.__del__``), would act on
 #: descriptor numbers that are recorded values, not this process's: they do
 #: nothing then. On record the same late calls closed the real descriptors
-#: the program owned, which a replay never opened.
-_INERT_AFTER_REPLAY = frozenset({("posix", "close"), ("posix", "closerange")})
+#: the program owned, which a replay never opened. ([inert_after_replay])
+_INERT_AFTER_REPLAY = _boundary.INERT_AFTER_REPLAY
 
 
 def _inert_after_replay(system, fn):
@@ -133,11 +110,9 @@ def _is_builtin_type(cls) -> bool:
 _ITERATOR_METHODS = frozenset({"__iter__", "__reversed__"})
 
 #: (module, type, method) -> methods of the instances that external code
-#: makes from a class argument and calls back (see _with_callbacks).
-_INSTANCE_CALLBACKS = {
-    ("_sqlite3", "Connection", "create_aggregate"): ("step", "finalize"),
-    ("_sqlite3", "Connection", "create_window_function"): ("step", "value", "inverse", "finalize"),
-}
+#: makes from a class argument and calls back (see _with_callbacks;
+#: configs/handlers/boundary.toml [instance_callbacks]).
+_INSTANCE_CALLBACKS = _boundary.INSTANCE_CALLBACKS
 
 
 def _callable_name(fn):
@@ -216,19 +191,11 @@ class NativeIOUnsupported(RetraceError):
 
 
 #: Libraries whose C code reads and writes descriptors itself: module ->
-#: (distribution, what it does, its I/O entry points in that module).
+#: (distribution, what it does, its I/O entry points in that module)
+#: (configs/handlers/boundary.toml [native_io]).
 #: Covered elsewhere and so absent here: the stdlib's ssl (configs/ssl.toml),
 #: sqlite3 (a file, configs/sqlite3.toml). docs/COMPATIBILITY.md lists both.
-NATIVE_IO = {
-    "OpenSSL.SSL": ("pyOpenSSL", "OpenSSL reads and writes the socket's descriptor",
-                    ("Connection.__init__",)),
-    "psycopg2": ("psycopg2", "libpq talks to the server on its own socket", ("connect",)),
-    "psycopg": ("psycopg", "libpq talks to the server on its own socket", ("connect",)),
-    "grpc": ("grpc", "gRPC's C core owns its sockets",
-             ("insecure_channel", "secure_channel", "server")),
-    "uvloop": ("uvloop", "libuv runs the event loop's I/O", ("new_event_loop", "install", "run")),
-    "pycurl": ("pycurl", "libcurl owns its connections", ("Curl",)),
-}
+NATIVE_IO = _boundary.NATIVE_IO
 
 
 #: C extensions that patch builtins by writing into their C method tables:
