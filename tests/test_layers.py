@@ -149,6 +149,10 @@ def violations():
                     found.append(("private-across-layers", module, f"{target}.{name}", lineno))
                 elif target != module and not private(own) and target != module.rpartition(".")[0]:
                     found.append(("private-from-sibling", module, f"{target}.{name}", lineno))
+        for node in tree.body:   # private copies of outside modules (utils/isolate.py)
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) \
+                    and getattr(node.value.func, "id", None) == "isolate_module":
+                foreign.update(t.id for t in node.targets if isinstance(t, ast.Name))
         for node in ast.walk(tree):
             if not (isinstance(node, ast.Attribute) and private(node.attr)):
                 continue
