@@ -644,7 +644,7 @@ class Installer:
                 except (OSError, ValueError, RuntimeError):
                     pass
         # Runs after the attribute undos of later patches, before earlier ones.
-        self._undo.append(unwrap_handlers)
+        self.on_uninstall(unwrap_handlers)
 
     def _gc_callbacks_outside(self) -> None:
         """``gc.callbacks`` run when a collection happens, which is not at
@@ -682,7 +682,7 @@ class Installer:
             for cb in (retrace_gc_enter, retrace_gc_leave):
                 while cb in callbacks:
                     callbacks.remove(cb)
-        self._undo.append(undo)
+        self.on_uninstall(undo)
 
     def _patch_socket_finalizer(self, module) -> None:
         """An unclosed socket's finalizer formats its ResourceWarning with
@@ -732,7 +732,7 @@ class Installer:
         if is_type:
             from retracesoftware.utils import patch_type, unpatch_type
             token = patch_type(owner, {attr: value})
-            self._undo.append(lambda: unpatch_type(token))
+            self.on_uninstall(lambda: unpatch_type(token))
             return
         setattr(owner, attr, value)
 
@@ -743,14 +743,20 @@ class Installer:
                     delattr(owner, attr)
             else:
                 setattr(owner, attr, old)
-        self._undo.append(undo)
+        self.on_uninstall(undo)
 
     _set = patch   # the name used before `patch` was public
 
     def on_uninstall(self, undo) -> None:
-        """Run ``undo()`` at `uninstall()` (last added, first run, with the
-        patches' own undo steps)."""
-        self._undo.append(undo)
+        """Run ``undo()`` at `uninstall()`, newest first. With a System that
+        has ``on_unpatch`` the step goes on the System's stack: one undo stack
+        for everything patched (System.patch_type and the installer's
+        adapters on the same type undo in the reverse order they were made)."""
+        on_unpatch = getattr(self.system, "on_unpatch", None)
+        if on_unpatch is not None:
+            on_unpatch(undo)
+        else:
+            self._undo.append(undo)
 
     def _rebind_bound_methods(self) -> None:
         """Refresh method objects bound before install to now-external objects.
@@ -867,14 +873,14 @@ class Installer:
         if not defaults or position >= len(defaults) or defaults[position] is not old:
             return
         fn.__defaults__ = defaults[:position] + (new,) + defaults[position + 1:]
-        self._undo.append(lambda: setattr(fn, "__defaults__", defaults))
+        self.on_uninstall(lambda: setattr(fn, "__defaults__", defaults))
 
     def _replace_kwdefault(self, fn, name, old, new) -> None:
         kwdefaults = fn.__kwdefaults__
         if not kwdefaults or kwdefaults.get(name) is not old:
             return
         fn.__kwdefaults__ = {**kwdefaults, name: new}
-        self._undo.append(lambda: setattr(fn, "__kwdefaults__", kwdefaults))
+        self.on_uninstall(lambda: setattr(fn, "__kwdefaults__", kwdefaults))
 
     # --------------------------------------------------------------- imports
     @property

@@ -450,10 +450,21 @@ class System:
                     delattr(cls, k)
         self._undo.append(undo)
 
+    def on_unpatch(self, undo):
+        """Run ``undo()`` at `unpatch_all()`, newest first with this System's
+        own patches: the one undo stack of everything patched for this
+        System (the installer's patches of the same types land here too)."""
+        self._undo.append(undo)
+
     def unpatch_all(self):
-        """Undo every patch this System made, newest first."""
+        """Undo every patch made for this System, newest first (a failing
+        step is logged; the others still run)."""
         while self._undo:
-            self._undo.pop()()
+            undo = self._undo.pop()
+            try:
+                undo()
+            except Exception:  # pragma: no cover - best effort restore
+                log.exception("retrace: undo failed")
 
     # ----------------------------------------------------------- binding
     def _on_new_record(self, obj):

@@ -96,3 +96,31 @@ def test_compatibility_doc_names_only_existing_configs():
     from retracesoftware.install.config import shipped_config_dir
     for name in re.findall(r"configs/(\w+)\.toml", DOC.read_text()):
         assert (shipped_config_dir() / f"{name}.toml").is_file(), name
+
+
+def test_one_undo_stack_for_the_system_and_the_installer():
+    """A type patched by System.patch_type and then by the installer's patch
+    API is restored newest first, by one stack (the System's)."""
+    from retracesoftware.install.installer import Installer
+    from retracesoftware.proxy import MemoryWriter, System
+
+    class Thing:
+        def read(self):
+            return "real read"
+
+        def size(self):
+            return 1
+
+    original_read, original_size = Thing.__dict__["read"], Thing.__dict__["size"]
+    system = System("record", writer=MemoryWriter())
+    inst = Installer(system, None)
+    system.patch_type(Thing, ["read"], constructor=False)
+    patched_read = Thing.__dict__["read"]
+    inst.patch(Thing, "read", lambda self: "adapter over " + patched_read(self), is_type=True)
+    inst.patch(Thing, "size", lambda self: 2, is_type=True)
+    steps = []
+    inst.on_uninstall(lambda: steps.append(Thing.__dict__["read"] is original_read))
+    assert Thing().size() == 2 and Thing().read() == "adapter over real read"
+    inst.uninstall()
+    assert steps == [False]          # newest first: ran before the patches were undone
+    assert Thing.__dict__["read"] is original_read and Thing.__dict__["size"] is original_size
