@@ -140,14 +140,9 @@ def describe(modules) -> list[str]:
         for fname in sorted(m.proxy):
             cb = f"  callback {list(m.callback[fname])}" if fname in m.callback else ""
             lines.append(f"  recorded  {name}.{fname}{cb}{note(f'{name}.{fname}')}")
-        for fname in sorted(m.disable):
-            lines.append(f"  disabled  {name}.{fname}")
-        for tname in sorted(m.bind):
-            lines.append(f"  bound     {name}.{tname}")
-        for tname in sorted(m.immutable):
-            lines.append(f"  by value  {name}.{tname}")
-        for tname in sorted(m.patch_hash):
-            lines.append(f"  hash      {name}.{tname}")
+        for label, names in (("disabled", m.disable), ("bound", m.bind), ("by value", m.immutable),
+                             ("hash", m.patch_hash)):
+            lines.extend(f"  {label:<8}  {name}.{n}" for n in sorted(names))
         for tname, t in sorted(m.types.items()):
             lines.append(f"  type      {name}.{tname}{note(f'{name}.{tname}')}")
             for meth in sorted(t.methods):
