@@ -63,7 +63,7 @@ _exists = _real_os.path.exists
 _abspath = _real_os.path.abspath
 _samefile = _real_os.path.samefile
 _realpath = _real_os.path.realpath
-_write_stderr = sys.stderr.write
+from retracesoftware.install.report import write as _write_stderr  # the user's stderr  # noqa: E402
 
 _POPEN = []
 

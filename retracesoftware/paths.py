@@ -28,7 +28,7 @@ from retracesoftware.utils.isolate import isolate_module
 _exists = os.path.exists
 # Private copies taken at import, before any patch (utils/isolate.py).
 _real_os = isolate_module(os)
-_write_stderr = sys.stderr.write
+from retracesoftware.install.report import write as _write_stderr  # the user's stderr  # noqa: E402
 
 #: boundary functions whose first argument (or ``path=``) is a path read live
 PATH_CALLS = frozenset({

@@ -27,13 +27,14 @@ from retracesoftware.preamble import file_digest
 from retracesoftware.utils import DISABLED, INTERNAL
 from retracesoftware.utils.errors import RecordingFormatError
 from retracesoftware.utils.isolate import isolate_module
+from retracesoftware.install.isolation import posix_view as _os_view
 
 _STDLIB = os.path.dirname(os.__file__) + os.sep
 _OURS = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep + "retracesoftware" + os.sep
 _SITE_DIRS = ("site-packages", "dist-packages")
 # Private copies taken at import, before any patch (utils/isolate.py).
 _real_os = isolate_module(os)
-_write_stderr = sys.stderr.write
+from retracesoftware.install.report import write as _write_stderr  # the user's stderr  # noqa: E402
 
 
 def _site_split(path: str):
@@ -137,7 +138,7 @@ class SourceCheck:
                 except Exception:
                     path = None
                 if type(path) is str:
-                    check(os.path.abspath(path))
+                    check(_os_view.path.abspath(path))   # never through the program's patches of os
             return get_code(loader, fullname)
         checked_get_code.__name__ = checked_get_code.__qualname__ = "get_code"
         checked_get_code.__wrapped__ = get_code
