@@ -1,7 +1,10 @@
 """retracesoftware.functional — see README.md in this folder."""
-from retracesoftware.functional._backend import choose as _choose
+from retracesoftware.functional._backend import capabilities as _capabilities, choose as _choose
 
 _impl, BACKEND, BACKEND_REASON = _choose("functional", "retracesoftware.functional._functional", "retracesoftware.functional._python")
+#: What this backend can do. clean_tracebacks: an exception raised through
+#: ``compose`` from native code keeps no frame of ours in its traceback.
+CAPABILITIES = _capabilities("functional", BACKEND, BACKEND_REASON, cpp_only=("clean_tracebacks",))
 
 #: The public contract: both backends export exactly these names.
 __all__ = [

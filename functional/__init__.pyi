@@ -1,3 +1,4 @@
+from retracesoftware.functional._backend import Capabilities
 from retracesoftware.functional._functional import (
     and_ as and_,
     apply_with as apply_with,
@@ -23,4 +24,5 @@ from retracesoftware.functional._functional import (
 
 BACKEND: str
 BACKEND_REASON: str
+CAPABILITIES: Capabilities
 __all__: list[str]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import os
 import warnings
+from dataclasses import dataclass
 
 _VALID = ("cpp", "python")
 
@@ -56,3 +57,28 @@ def choose(layer: str, cpp_module: str, python_module: str):
         )
         return importlib.import_module(python_module), "python", f"fallback: {exc}"
     return module, "cpp", "forced by RETRACE_BACKEND=cpp" if forced else "default"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a layer's chosen backend can do (coverage.py's ``Core`` record):
+    code asks ``layer.CAPABILITIES.has("feature")`` instead of testing
+    ``BACKEND == "cpp"``. Each layer's ``__init__`` lists the features only
+    its C++ backend has; ``describe()`` is the line ``--verbose`` prints."""
+
+    layer: str
+    backend: str
+    reason: str
+    features: frozenset
+
+    def has(self, feature: str) -> bool:
+        return feature in self.features
+
+    def describe(self) -> str:
+        extra = f", {', '.join(sorted(self.features))}" if self.features else ""
+        return f"{self.layer}={self.backend} ({self.reason}{extra})"
+
+
+def capabilities(layer: str, backend: str, reason: str, cpp_only=()) -> Capabilities:
+    """The record for *layer*: the *cpp_only* features are there with the C++ backend."""
+    return Capabilities(layer, backend, reason, frozenset(cpp_only) if backend == "cpp" else frozenset())

@@ -16,6 +16,8 @@ A config names the buffer-filling method (``methods = ["recv_into"]`` for
 """
 from __future__ import annotations
 
+from retracesoftware.install import boundary as _boundary
+
 
 def _byte_view(buffer):
     view = memoryview(buffer)
@@ -90,17 +92,9 @@ def ssl_read(read):
 
 #: (module, type) -> {method: (bytes-returning sibling, adapter factory)}.
 #: The sibling is patched as a boundary method (it must be, for bound
-#: objects); the factory gets that *patched* sibling.
-METHOD_ADAPTERS = {
-    ("_socket", "socket"): {
-        "recv_into": ("recv", socket_recv_into),
-        "recvfrom_into": ("recvfrom", socket_recvfrom_into),
-        "recvmsg_into": ("recvmsg", socket_recvmsg_into),
-    },
-    ("_ssl", "_SSLSocket"): {
-        "read": ("read", ssl_read),
-    },
-}
+#: objects); the factory gets that *patched* sibling. Declared in
+#: configs/handlers/boundary.toml [method_adapters].
+METHOD_ADAPTERS = _boundary.METHOD_ADAPTERS
 
 
 # ---------------------------------------------------------------- functions
@@ -138,8 +132,6 @@ def os_preadv(pread):
     return preadv
 
 
-#: (module, function) -> (bytes-returning sibling in the same module, adapter factory).
-FUNCTION_ADAPTERS = {
-    ("posix", "readv"): ("read", os_readv),
-    ("posix", "preadv"): ("pread", os_preadv),
-}
+#: (module, function) -> (bytes-returning sibling in the same module, adapter
+#: factory). Declared in configs/handlers/boundary.toml [function_adapters].
+FUNCTION_ADAPTERS = _boundary.FUNCTION_ADAPTERS

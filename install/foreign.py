@@ -167,7 +167,7 @@ def install(session, installer):
             func.__name__ = name_or_ordinal
         return func
     __getitem__.__qualname__ = "CDLL.__getitem__"
-    installer._set(cdll, "__getitem__", __getitem__)
+    installer.patch(cdll, "__getitem__", __getitem__)
 
 
 def install_when_imported(session, installer):

@@ -227,13 +227,13 @@ class GcPoints:
                 seq.release()
             collected = info.get("collected", 0)
             if tag != GC_DONE or type(value) is not int:
-                system._diverge(index, system.describe_tag(tag, value),
+                system.diverge(index, system.describe_tag(tag, value),
                                 f"the end of a garbage collection (it freed {collected} objects)")
                 return
             if self._valve_pending and value != collected:
                 # run at the next event, not where the interpreter ran it:
                 # faithful only when it frees what it freed then
-                system._diverge(
+                system.diverge(
                     index, f"a garbage collection the interpreter ran between events on record "
                     f"(no boundary call for {_valve(self.thresholds[0])}+ allocations) that freed {value} objects",
                     f"one that freed {collected} where the replay could place it: this replay "
@@ -253,7 +253,7 @@ class GcPoints:
         this thread's tape is consumed; returns what runs the collection
         (after the turn is released), else None."""
         reader = system.reader
-        tid = system._thread_id()
+        tid = system.thread_id()
         got = reader.take_event(tid, GC, _accept_generation)
         self._last_tag = GC
         if got is None:
@@ -291,7 +291,7 @@ class GcPoints:
         _collect()
         self._apply_real()
         self._ensure_callback()
-        set_ = installer._set
+        set_ = installer.patch
         set_(_gc, "enable", self.enable)
         set_(_gc, "disable", self.disable)
         set_(_gc, "isenabled", self.isenabled)
@@ -311,7 +311,7 @@ class GcPoints:
             (_enable if saved[0] else _disable)()
             if getattr(system, "special_events", None) == self.take_head:
                 system.special_events = None
-        installer._undo.append(undo)
+        installer.on_uninstall(undo)
 
     def enable(self):
         self.enabled = True

@@ -26,7 +26,7 @@ import logging
 import sys
 import threading
 
-from retracesoftware.install import buffers, files, fs, report
+from retracesoftware.install import boundary as _boundary, buffers, files, fs, report
 from retracesoftware.install.substitutes import builtin_function, like_builtin, substitute_for
 from retracesoftware.proxy.system import Callback as _Callback
 from retracesoftware.utils import DISABLED, INTERNAL
@@ -63,25 +63,9 @@ def _has_attr(cls, name: str) -> bool:
     return True
 
 
-def _scandir_iterator_type():
-    import os
-    it = os.scandir(".")
-    try:
-        return type(it)
-    finally:
-        it.close()
-
-
-def _poll_type():
-    import select
-    return type(select.poll())
-
-
-#: Types a module makes but does not expose as an attribute.
-_HIDDEN_TYPES = {
-    ("posix", "ScandirIterator"): _scandir_iterator_type,
-    ("select", "poll"): _poll_type,
-}
+#: Types a module makes but does not expose as an attribute
+#: (configs/handlers/boundary.toml [hidden_types]).
+_HIDDEN_TYPES = _boundary.HIDDEN_TYPES
 
 
 def _resolve_type(module, module_name: str, type_name: str):
@@ -97,24 +81,17 @@ def _resolve_type(module, module_name: str, type_name: str):
     return None
 
 
-def _poll_substitute(system, name):
-    from retracesoftware.install import polling
-    return polling.make_poll(system, name)
-
-
 #: (module, function) -> factory(system, name) of a Python substitute that
-#: realises the boundary the config names (see each module's docstring).
-_SUBSTITUTES = {
-    ("select", "poll"): _poll_substitute,
-}
-
+#: realises the boundary the config names (configs/handlers/boundary.toml
+#: [substitutes]).
+_SUBSTITUTES = _boundary.SUBSTITUTES
 
 #: Functions that, called after a replay ended (finalizers at interpreter
 #: exit: multiprocessing's ``_ConnectionBase.__del__``), would act on
 #: descriptor numbers that are recorded values, not this process's: they do
 #: nothing then. On record the same late calls closed the real descriptors
-#: the program owned, which a replay never opened.
-_INERT_AFTER_REPLAY = frozenset({("posix", "close"), ("posix", "closerange")})
+#: the program owned, which a replay never opened. ([inert_after_replay])
+_INERT_AFTER_REPLAY = _boundary.INERT_AFTER_REPLAY
 
 
 def _inert_after_replay(system, fn):
@@ -133,11 +110,9 @@ def _is_builtin_type(cls) -> bool:
 _ITERATOR_METHODS = frozenset({"__iter__", "__reversed__"})
 
 #: (module, type, method) -> methods of the instances that external code
-#: makes from a class argument and calls back (see _with_callbacks).
-_INSTANCE_CALLBACKS = {
-    ("_sqlite3", "Connection", "create_aggregate"): ("step", "finalize"),
-    ("_sqlite3", "Connection", "create_window_function"): ("step", "value", "inverse", "finalize"),
-}
+#: makes from a class argument and calls back (see _with_callbacks;
+#: configs/handlers/boundary.toml [instance_callbacks]).
+_INSTANCE_CALLBACKS = _boundary.INSTANCE_CALLBACKS
 
 
 def _callable_name(fn):
@@ -216,24 +191,11 @@ class NativeIOUnsupported(RetraceError):
 
 
 #: Libraries whose C code reads and writes descriptors itself: module ->
-#: (distribution, what it does, its I/O entry points in that module).
+#: (distribution, what it does, its I/O entry points in that module)
+#: (configs/handlers/boundary.toml [native_io]).
 #: Covered elsewhere and so absent here: the stdlib's ssl (configs/ssl.toml),
 #: sqlite3 (a file, configs/sqlite3.toml). docs/COMPATIBILITY.md lists both.
-NATIVE_IO = {
-    "OpenSSL.SSL": ("pyOpenSSL", "OpenSSL reads and writes the socket's descriptor",
-                    ("Connection.__init__",)),
-    "psycopg2": ("psycopg2", "libpq talks to the server on its own socket", ("connect",)),
-    "psycopg": ("psycopg", "libpq talks to the server on its own socket", ("connect",)),
-    "grpc": ("grpc", "gRPC's C core owns its sockets",
-             ("insecure_channel", "secure_channel", "server")),
-    "uvloop": ("uvloop", "libuv runs the event loop's I/O", ("new_event_loop", "install", "run")),
-    "pycurl": ("pycurl", "libcurl owns its connections", ("Curl",)),
-    # Not C I/O of its own, but the same for a recording: after monkey
-    # patching, threads, sockets and sleeps are greenlets switched by
-    # gevent's C hub on libev/libuv readiness no boundary sees.
-    "gevent.monkey": ("gevent", "its monkey patching runs threads, sockets and sleeps as greenlets "
-                      "switched by its C hub", ("patch_all", "patch_thread", "patch_socket", "patch_time")),
-}
+NATIVE_IO = _boundary.NATIVE_IO
 
 
 #: C extensions that patch builtins by writing into their C method tables:
@@ -688,7 +650,7 @@ class Installer:
                 except (OSError, ValueError, RuntimeError):
                     pass
         # Runs after the attribute undos of later patches, before earlier ones.
-        self._undo.append(unwrap_handlers)
+        self.on_uninstall(unwrap_handlers)
 
     def _gc_callbacks_outside(self) -> None:
         """``gc.callbacks`` run when a collection happens, which is not at
@@ -726,7 +688,7 @@ class Installer:
             for cb in (retrace_gc_enter, retrace_gc_leave):
                 while cb in callbacks:
                     callbacks.remove(cb)
-        self._undo.append(undo)
+        self.on_uninstall(undo)
 
     def _patch_socket_finalizer(self, module) -> None:
         """An unclosed socket's finalizer formats its ResourceWarning with
@@ -762,7 +724,12 @@ class Installer:
         else:
             self._on_import[name] = fn
 
-    def _set(self, owner, attr, value, is_type=False):
+    def patch(self, owner, attr, value, is_type=False):
+        """Set ``owner.attr = value`` until `uninstall()`, which restores the
+        original (or removes the attribute if there was none). ``is_type``:
+        *owner* is a type whose dict may be read-only (a built-in type): the
+        attribute is set through ``utils.patch_type``. This, `replace_everywhere`
+        and `uninstall` are the patch/undo API the other install modules use."""
         d = owner.__dict__
         missing = attr not in d
         old = d.get(attr)
@@ -771,7 +738,7 @@ class Installer:
         if is_type:
             from retracesoftware.utils import patch_type, unpatch_type
             token = patch_type(owner, {attr: value})
-            self._undo.append(lambda: unpatch_type(token))
+            self.on_uninstall(lambda: unpatch_type(token))
             return
         setattr(owner, attr, value)
 
@@ -782,7 +749,20 @@ class Installer:
                     delattr(owner, attr)
             else:
                 setattr(owner, attr, old)
-        self._undo.append(undo)
+        self.on_uninstall(undo)
+
+    _set = patch   # the name used before `patch` was public
+
+    def on_uninstall(self, undo) -> None:
+        """Run ``undo()`` at `uninstall()`, newest first. With a System that
+        has ``on_unpatch`` the step goes on the System's stack: one undo stack
+        for everything patched (System.patch_type and the installer's
+        adapters on the same type undo in the reverse order they were made)."""
+        on_unpatch = getattr(self.system, "on_unpatch", None)
+        if on_unpatch is not None:
+            on_unpatch(undo)
+        else:
+            self._undo.append(undo)
 
     def _rebind_bound_methods(self) -> None:
         """Refresh method objects bound before install to now-external objects.
@@ -813,7 +793,7 @@ class Installer:
                     if fresh is not None and fresh != value:
                         self._set(module, key, fresh)
 
-    def _replace_everywhere(self, replacements: dict) -> None:
+    def replace_everywhere(self, replacements: dict) -> None:
         """Replace copies of patched functions: in other modules' globals, in
         class attributes (``selectors.SelectSelector._select = select.select``)
         and in default arguments (``tempfile``'s ``unlink=_os.unlink``).
@@ -851,6 +831,8 @@ class Installer:
                 moved.append((kind, owner, key, new))
             if moved:
                 index[id(new)] = index.get(id(new), []) + moved   # never extends a cached list
+
+    _replace_everywhere = replace_everywhere
 
     def _reference_index(self) -> dict:
         modules_now = len(sys.modules)
@@ -912,16 +894,23 @@ class Installer:
         if not defaults or position >= len(defaults) or defaults[position] is not old:
             return
         fn.__defaults__ = defaults[:position] + (new,) + defaults[position + 1:]
-        self._undo.append(lambda: setattr(fn, "__defaults__", defaults))
+        self.on_uninstall(lambda: setattr(fn, "__defaults__", defaults))
 
     def _replace_kwdefault(self, fn, name, old, new) -> None:
         kwdefaults = fn.__kwdefaults__
         if not kwdefaults or kwdefaults.get(name) is not old:
             return
         fn.__kwdefaults__ = {**kwdefaults, name: new}
-        self._undo.append(lambda: setattr(fn, "__kwdefaults__", kwdefaults))
+        self.on_uninstall(lambda: setattr(fn, "__kwdefaults__", kwdefaults))
 
     # --------------------------------------------------------------- imports
+    @property
+    def import_state(self):
+        """Per thread: ``outer``, the stack of the phases the imports in
+        progress were started in (read by hooks that act only for imports the
+        program made, e.g. sources.py)."""
+        return self._import_state
+
     def _install_import_hook(self) -> None:
         bootstrap = _importlib_bootstrap
         gate = self.system.gate

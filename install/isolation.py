@@ -9,9 +9,9 @@ at call time, so such a patch would see (and fail) calls the program never
 made in a plain run. (coverage.py's ``isolate_module`` does the same for
 its tracer.)
 
-* `real_os` — a private copy of ``os`` (and ``os.path``) taken at import,
-  before any patch: for our control plane (the runtime's own bookkeeping,
-  never recorded).
+* `real_os` — the private copy of ``os`` (``utils.isolate.isolate_module``,
+  with an ``os.path`` that uses it) taken at import, before any patch: for
+  our control plane (the runtime's own bookkeeping, never recorded).
 * `posix_view` — ``os`` as the boundary sees it: every name resolves at
   call time in ``posix`` (where the installer puts its gateways), never in
   the ``os`` module the program may patch. For substitutes that do the
@@ -27,14 +27,11 @@ import posix
 import posixpath
 import types
 
+from retracesoftware.utils.isolate import isolate_module
+
 __all__ = ["real_os", "posix_view", "isolated", "isolated_class"]
 
 
-def _copy_module(module, **overrides):
-    copy = types.ModuleType(module.__name__, module.__doc__)
-    copy.__dict__.update(module.__dict__)
-    copy.__dict__.update(overrides)
-    return copy
 
 
 def _isolated_modules(os_object):
@@ -82,8 +79,9 @@ def _clone(fn, namespace):
     return copy
 
 
-#: ``os`` and ``os.path`` as they were when the runtime was imported.
-real_os = _copy_module(os)
+#: ``os`` and ``os.path`` as they were when the runtime was imported: the
+#: shared private copy (utils/isolate.py), whose ``os.path`` functions see it as ``os``.
+real_os = isolate_module(os)
 real_os.path = _isolated_modules(real_os)
 
 

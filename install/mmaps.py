@@ -111,7 +111,7 @@ class SharedRegions:
                 if mapped is not None:
                     mapped[offset:offset + len(data)] = data
             except (TypeError, ValueError, IndexError):
-                raise self.system._diverge(
+                raise self.system.diverge(
                     getattr(self.system.reader, "events", 0), "shared memory contents this replay can hold",
                     f"a change {type(change).__name__} that does not fit the memory mapped here") from None
 
@@ -156,7 +156,7 @@ def _hook_synchronisation(installer, regions) -> None:
         for name in names:
             real = owner.__dict__.get(name)
             if callable(real):
-                installer._set(owner, name, regions.after(real))
+                installer.patch(owner, name, regions.after(real))
 
     installer.when_imported("multiprocessing.process",
                             lambda m: wrap(m.BaseProcess, ("join", "is_alive")))
@@ -172,7 +172,7 @@ def _hook_synchronisation(installer, regions) -> None:
         def _make_methods(self):
             make(self)
             self.acquire = regions.after(self.acquire)
-        installer._set(m.SemLock, "_make_methods", _make_methods)
+        installer.patch(m.SemLock, "_make_methods", _make_methods)
     installer.when_imported("multiprocessing.synchronize", synchronize)
 
 
@@ -188,7 +188,7 @@ def _patch_shared_values(system, installer, module) -> None:
                 continue
             read = _named(lambda obj, _get=prop.fget: _get(obj), attr)
             tape = system.patch_function(read, f"{prefix}{cls_name}.{attr}")
-            installer._set(cls, attr, property(tape, prop.fset, prop.fdel, prop.__doc__))
+            installer.patch(cls, attr, property(tape, prop.fset, prop.fdel, prop.__doc__))
     cls = module.__dict__.get("SynchronizedArray")
     for method in ("__getitem__", "__getslice__"):
         real = cls.__dict__.get(method) if cls is not None else None
@@ -199,7 +199,7 @@ def _patch_shared_values(system, installer, module) -> None:
 
         def call(obj, *args, _tape=tape):
             return _tape(obj, *args)
-        installer._set(cls, method, _named(call, method))
+        installer.patch(cls, method, _named(call, method))
 
 
 def _named(fn, name):
@@ -241,4 +241,4 @@ def _patch(system, installer, module, regions=None) -> None:
 
     mmap.__module__ = real.__module__
     mmap.__qualname__ = mmap.__name__ = real.__name__
-    installer._set(module, "mmap", mmap)
+    installer.patch(module, "mmap", mmap)

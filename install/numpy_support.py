@@ -48,6 +48,6 @@ def _patch(system, installer, numpy) -> None:
         return real_new(cls, *args, **kwargs)
     __new__.__qualname__ = "datetime64.__new__"
     try:
-        installer._set(dt64, "__new__", staticmethod(__new__), is_type=True)
+        installer.patch(dt64, "__new__", staticmethod(__new__), is_type=True)
     except TypeError:       # PYVERSIONS: a numpy/CPython that refuses the patch
         pass

@@ -39,14 +39,11 @@ import sys
 import zlib
 
 from retracesoftware.utils import DISABLED, EXTERNAL, INTERNAL
+from retracesoftware.utils.isolate import isolate_module
 
-# Private references, taken before any patching.
-_real_dup = posix.dup
-_real_dup2 = posix.dup2
-_real_open = posix.open
-_real_close = posix.close
-_real_write = posix.write
-_real_writev = getattr(posix, "writev", None)
+# Private copies taken at import, before any patch (utils/isolate.py).
+_real_posix = isolate_module(posix)
+_real_writev = getattr(_real_posix, "writev", None)
 _crc32 = zlib.crc32
 _pack = struct.Struct("<qqI").pack
 _unpack_from = struct.Struct("<qqI").unpack_from
@@ -195,7 +192,7 @@ class OutputCheck:
             try:
                 for fd, name in ((1, "stdout"), (2, "stderr")):
                     try:
-                        self._saved[name] = _real_dup(fd)
+                        self._saved[name] = _real_posix.dup(fd)
                     except OSError:
                         pass
             finally:
@@ -215,7 +212,7 @@ class OutputCheck:
                 if real is not None:
                     attrs[method] = MethodGateway(names, self._outside(real), real)
             for attr, value in attrs.items():
-                installer._set(cls, attr, value, is_type=True)
+                installer.patch(cls, attr, value, is_type=True)
         self._patch_os(installer)
 
     def _outside(self, real):
@@ -277,14 +274,14 @@ class OutputCheck:
         index = event_index(self.session.reader)
         summary = self.tape(stream, box)      # a recorded error is raised here
         if type(summary) is not bytes or len(summary) < _SUMMARY:
-            raise self.system._diverge(index, "an output summary", f"output to {stream}")
+            raise self.system.diverge(index, "an output summary", f"output to {stream}")
         result, length, crc = _unpack_from(summary)
         if self.check:
             replayed = _as_bytes(data)
             if len(replayed) != length or _crc32(replayed) != crc:
                 expected, actual = describe_difference(summary[_SUMMARY:], length, replayed,
                                                        self._line.get(stream, b""))
-                raise self.system._diverge(index, f"output to {stream} {expected}",
+                raise self.system.diverge(index, f"output to {stream} {expected}",
                                            f"output {actual}")
             nl = replayed.rfind(b"\n")
             line = replayed[nl + 1:] if nl >= 0 else self._line.get(stream, b"") + replayed
@@ -327,8 +324,8 @@ class OutputCheck:
             if stream is None:
                 return write_gw(fd, data)
             real_fd = fd if not check.replay or fd in (1, 2) else check._saved.get(stream, fd)
-            return check.emit(stream, data, lambda: _real_write(real_fd, data),
-                              lambda view: _real_write(real_fd, view))
+            return check.emit(stream, data, lambda: _real_posix.write(real_fd, data),
+                              lambda view: _real_posix.write(real_fd, view))
         patched["write"] = (write_gw, write)
 
         writev_gw = getattr(posix, "writev", None)
@@ -342,7 +339,7 @@ class OutputCheck:
                 data = b"".join(bytes(memoryview(b).cast("B")) for b in buffers)
                 real_fd = fd if not check.replay or fd in (1, 2) else check._saved.get(stream, fd)
                 return check.emit(stream, data, lambda: _real_writev(real_fd, buffers),
-                                  lambda view: _real_write(real_fd, view))
+                                  lambda view: _real_posix.write(real_fd, view))
             patched["writev"] = (writev_gw, writev)
 
         def dup(fd, /):
@@ -386,9 +383,9 @@ class OutputCheck:
             new.__wrapped__ = old
             for module in (posix, os):
                 if module.__dict__.get(name) is old:
-                    installer._set(module, name, new)
+                    installer.patch(module, name, new)
             replacements[id(old)] = (old, new)
-        installer._replace_everywhere(replacements)
+        installer.replace_everywhere(replacements)
 
     def _point(self, fd, stream):
         """Replay: make the real *fd* (1 or 2) what the program made it:
@@ -398,9 +395,9 @@ class OutputCheck:
             source = self._saved.get(stream) if stream is not None else None
             if source is None:
                 if self._devnull is None:
-                    self._devnull = _real_open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+                    self._devnull = _real_posix.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
                 source = self._devnull
-            _real_dup2(source, fd)
+            _real_posix.dup2(source, fd)
         except OSError:
             pass
         finally:

@@ -14,15 +14,17 @@ from __future__ import annotations
 import errno
 import os
 import select as _select
+from retracesoftware.utils.isolate import isolate_module
 
-_real_poll = _select.poll
-_strerror = os.strerror
+# Private copies taken at import, before any patch (utils/isolate.py).
+_real_select = isolate_module(_select)
+_real_os = isolate_module(os)
 _DEFAULT_MASK = _select.POLLIN | _select.POLLPRI | _select.POLLOUT
 
 
 def poll_once(registrations, timeout):
     """The recorded primitive: poll *registrations* ((fd, mask), …) once."""
-    p = _real_poll()
+    p = _real_select.poll()
     for fd, mask in registrations:
         p.register(fd, mask)
     return p.poll(timeout)
@@ -69,7 +71,7 @@ class PollObject:
         fd = _fileno(fd)
         mask = _mask(eventmask)
         if fd not in self._fds:
-            raise FileNotFoundError(errno.ENOENT, _strerror(errno.ENOENT))
+            raise FileNotFoundError(errno.ENOENT, _real_os.strerror(errno.ENOENT))
         self._fds[fd] = mask
 
     def unregister(self, fd):
@@ -105,7 +107,7 @@ class _PollFactory:
     __slots__ = ("_recorded",)
     __name__ = __qualname__ = "poll"
     __module__ = "select"
-    __doc__ = _real_poll.__doc__
+    __doc__ = _real_select.poll.__doc__
 
     def __init__(self, recorded):
         self._recorded = recorded

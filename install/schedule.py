@@ -98,7 +98,7 @@ def _install_everywhere(session, tracer, replay):
     tracer.current()                      # this (the main) thread
     previous = getattr(_threading, "_trace_hook", None)
     _threading.settrace(tracer)           # every thread started from here on
-    session.installer._undo.append(lambda: _threading.settrace(previous))
+    session.installer.on_uninstall(lambda: _threading.settrace(previous))
     original_exit = session._exit_call
 
     def exit_call():
@@ -125,7 +125,7 @@ class ReplaySchedule:
     def __init__(self, session):
         self.session = session
         self.system = system = session.system
-        self.seq = seq = system._sequencer
+        self.seq = seq = system.sequencer
         self.reader = session.reader
         cls = tracer_class()
         self.tracer = cls("replay", system.gate, _want, session.threads.current, PREEMPT,
@@ -140,7 +140,7 @@ class ReplaySchedule:
         seq.before_block = self._before_block
 
     def start(self):
-        with self.seq._cond:
+        with self.seq.decisions:
             self._settle()
         _install_everywhere(self.session, self.tracer, True)
 
@@ -150,7 +150,7 @@ class ReplaySchedule:
         return t.count if t is not None else 0
 
     def _new(self, ticker):
-        with self.seq._cond:
+        with self.seq.decisions:
             self.tickers[ticker.tid] = ticker
             if ticker.tid == self.runner:
                 ticker.may_run = True
@@ -179,7 +179,7 @@ class ReplaySchedule:
         self.seq._changed()
 
     def _diverge(self, index, expected, actual):
-        raise self.system._diverge(index, expected, actual)
+        raise self.system.diverge(index, expected, actual)
 
     def _settle(self):
         """After the head moved or the runner changed: read the PREEMPT at
@@ -276,14 +276,14 @@ class ReplaySchedule:
         gate = self.system.gate
         previous = gate.swap(utils.DISABLED)    # the waits below are ours, not the program's
         try:
-            with self.seq._cond:
+            with self.seq.decisions:
                 self._hand_over_if_due(ticker.tid)
                 if not returning:
                     self._wait_runner(ticker.tid)
         except Exception as exc:
             from retracesoftware.proxy.threads import Deadlock
             if isinstance(exc, Deadlock):
-                raise self.system._deadlock(exc) from None
+                raise self.system.deadlock(exc) from None
             raise
         finally:
             gate.phase = previous

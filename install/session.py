@@ -18,10 +18,11 @@ from retracesoftware.install.installer import Installer
 from retracesoftware.install.threads import ThreadRegistry, ThreadSupport
 from retracesoftware.utils import DISABLED, INTERNAL
 from retracesoftware.utils.errors import RecordingFormatError, ReplayDivergence
+from retracesoftware.utils.isolate import isolate_module
 
-_os_exit = os._exit
-_allocate_lock = _thread.allocate_lock
-_start_new_thread = _thread.start_new_thread
+# Private copies taken at import, before any patch (utils/isolate.py).
+_real_os = isolate_module(os)
+_real_thread = isolate_module(_thread)
 #: seconds a replay whose tape has run out (no exit trailer) may stay blocked
 _TAPE_END_GRACE = 1.0
 _wall_clock = __import__("time").time
@@ -71,7 +72,7 @@ CHILD_REPLAY_ENV = "RETRACE_CHILD_REPLAY"
 
 def _can_hash_identities() -> bool:
     from retracesoftware import utils
-    return utils.BACKEND == "cpp"
+    return utils.CAPABILITIES.has("identity_hashing")
 
 
 def _stop_line(exc, event) -> str:
@@ -297,7 +298,7 @@ def _install_redaction(session, redaction=None):
                         gate.phase = previous
                 return text.encode("utf-8", "surrogateescape") if type(value) is bytes else text
             return real
-    session.installer._set(cls, "__getitem__", getitem)
+    session.installer.patch(cls, "__getitem__", getitem)
 
 
 def install_boundary(system, config, threads):
@@ -308,7 +309,7 @@ def install_boundary(system, config, threads):
     installer = Installer(system, config)
     installer.install()
     try:
-        debugging.install(system, installer._set)
+        debugging.install(system, installer.patch)
         mmaps.install(system, installer)
         thread_support = ThreadSupport(system, threads)
         thread_support.install(installer)
@@ -350,7 +351,7 @@ class _Session:
             # (docs/THREADS.md): set order replays as recorded.
             from retracesoftware import utils
             utils.set_identity_hashing(True, gate=self.system.gate, thread_id=self.threads.current)
-            self.installer._undo.append(lambda: utils.set_identity_hashing(False))
+            self.installer.on_uninstall(lambda: utils.set_identity_hashing(False))
             if self._identity_ids():
                 self._install_identity_ids()
         if isinstance(getattr(self, "preamble", None), dict) and "zone" in (self.preamble.get("options") or {}):
@@ -440,10 +441,10 @@ class _Session:
         for name, module in list(sys.modules.items()):
             if module is not None and (name == "retracesoftware" or name.startswith("retracesoftware.")) \
                     and "id" not in module.__dict__:
-                self.installer._set(module, "id", real_id)
+                self.installer.patch(module, "id", real_id)
         utils.set_identity_ids(True)
-        self.installer._undo.append(lambda: utils.set_identity_ids(False))
-        self.installer._set(builtins, "id", utils.identity_id)
+        self.installer.on_uninstall(lambda: utils.set_identity_ids(False))
+        self.installer.patch(builtins, "id", utils.identity_id)
 
     def _output_recorded(self) -> bool:
         options = (self.preamble.get("options") or {}) if isinstance(getattr(self, "preamble", None), dict) else {}
@@ -755,7 +756,7 @@ class ReplaySession(_Session):
 
     def start(self):
         self._install()
-        seq = self.system._sequencer
+        seq = self.system.sequencer
         if seq is not None:
             raw = getattr(self.reader, "_reader", None)
             if raw is not None and hasattr(type(raw), "next_kind"):
@@ -791,10 +792,10 @@ class ReplaySession(_Session):
             if found is None:
                 return original(args)
             code = self.divergence(found)
-            _os_exit(code)
+            _real_os._exit(code)
         excepthook.__wrapped__ = original
         excepthook.__name__ = excepthook.__qualname__ = "excepthook"
-        self.installer._set(threading, "excepthook", excepthook)
+        self.installer.patch(threading, "excepthook", excepthook)
         # A thread started with _thread.start_new_thread (our logical-thread
         # wrapper runs before threading's own) reports through unraisablehook.
         unraisable = sys.unraisablehook
@@ -805,9 +806,9 @@ class ReplaySession(_Session):
             if found is None or not isinstance(found, ReplayDivergence):
                 return unraisable(args)
             code = self.divergence(found)
-            _os_exit(code)
+            _real_os._exit(code)
         unraisablehook.__wrapped__ = unraisable
-        self.installer._set(sys, "unraisablehook", unraisablehook)
+        self.installer.patch(sys, "unraisablehook", unraisablehook)
 
     def divergence(self, exc) -> int:
         previous = self.system.gate.swap(DISABLED)   # our report is not the program's output
@@ -816,7 +817,7 @@ class ReplaySession(_Session):
         finally:
             self.system.gate.phase = previous
 
-    _report_lock = _allocate_lock()
+    _report_lock = _real_thread.allocate_lock()
     _reported = False
 
     def _divergence(self, exc) -> int:
@@ -863,19 +864,19 @@ class ReplaySession(_Session):
             # process then waited for: a pool worker its parent killed).
             self.stop_early(_stop_line(EOFError("end of recording"), event_index(self.reader)))
         self._end_watch = True
-        seq = self.system._sequencer
+        seq = self.system.sequencer
 
         def watch():
-            pause = _allocate_lock()
+            pause = _real_thread.allocate_lock()
             pause.acquire()
             pause.acquire(True, _TAPE_END_GRACE)     # a sleep on a private primitive
-            with seq._cond:
+            with seq.decisions:
                 if self._closed or self.exit_replayed or not at_end(self.reader):
                     self._end_watch = False
                     return
                 index = event_index(self.reader)
             self.stop_early(_stop_line(EOFError("end of recording"), index))
-        _start_new_thread(watch, ())
+        _real_thread.start_new_thread(watch, ())
 
     def stop_early(self, line, exc=None):
         """The recording ends (or is damaged) here: stop the whole replay,
@@ -889,7 +890,7 @@ class ReplaySession(_Session):
         a pool worker its parent terminated) stops silently: its death is
         part of the recorded run, and the parent's replay goes on."""
         if self.child_replay and (exc is None or isinstance(exc, EOFError)):
-            _os_exit(RecordingFormatError.exit_code)
+            _real_os._exit(RecordingFormatError.exit_code)
         try:
             if self.system is not None:
                 self.system.gate.phase = DISABLED   # our line is not the program's output
@@ -902,7 +903,7 @@ class ReplaySession(_Session):
             _write_stderr(f"retrace: error: {mask(line)}\n")
             _flush_stderr()
         finally:
-            _os_exit(RecordingFormatError.exit_code)
+            _real_os._exit(RecordingFormatError.exit_code)
 
     def close(self):
         if self._closed:
@@ -920,7 +921,7 @@ class ReplaySession(_Session):
             self.system.finish()
         except ReplayDivergence as exc:
             code = self.divergence(exc)
-            _os_exit(code)
+            _real_os._exit(code)
         finally:
             try:
                 self.reader.close()

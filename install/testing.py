@@ -342,7 +342,7 @@ def _identity_hashing(system, threads) -> None:
     on once per process (the snapshot of live objects costs); each pass
     (record, replay) restarts the per-thread counters with its own gate."""
     from retracesoftware import utils
-    if utils.BACKEND != "cpp":
+    if not utils.CAPABILITIES.has("identity_hashing"):
         return
     try:
         utils.set_identity_hashing(True, gate=system.gate, thread_id=threads.current)

@@ -100,6 +100,10 @@ class ThreadRegistry:
             self._children[parent] = n
         return n if parent == MAIN else f"{parent}.{n}"
 
+    def logical_id(self, ident):
+        """The logical id of the thread whose ``get_ident()`` is *ident*, or None."""
+        return self._ids.get(ident)
+
     def adopt(self, tid) -> None:
         self._ids[_get_ident()] = tid
         _thread_ids_changed()     # the writer's per-thread cache of current()
@@ -154,11 +158,11 @@ class ThreadSupport:
 
         class RecordedLock:
             """A ``_thread.lock`` made by program code under retrace."""
-            __slots__ = ("_lock", "_id", "_key", "__weakref__")
+            __slots__ = ("_lock", "lock_id", "_key", "__weakref__")
 
             def __init__(self):
                 self._lock = _allocate_lock()
-                self._id, self._key = lock_ids.make(1)
+                self.lock_id, self._key = lock_ids.make(1)
 
             def _at_fork_reinit(self):
                 self._lock._at_fork_reinit()
@@ -208,10 +212,10 @@ class ThreadSupport:
 
         class RecordedRLock(RT):
             """A ``_thread.RLock`` made by program code under retrace."""
-            __slots__ = ("_id", "_key")
+            __slots__ = ("lock_id", "_key")
 
             def __init__(self, *args, **kwargs):
-                self._id, self._key = lock_ids.make(1)
+                self.lock_id, self._key = lock_ids.make(1)
 
             def __reduce_ex__(self, protocol):
                 raise TypeError("cannot pickle '_thread.RLock' object")
@@ -345,7 +349,7 @@ class ThreadSupport:
             if key not in made:
                 made[key] = substitute_for(old, new, also=also, home=(module.__name__, attr))
             new = made[key]
-            installer._set(module, attr, new)
+            installer.patch(module, attr, new)
             if not isinstance(old, type):
                 replacements[id(old)] = (old, new)
 
@@ -359,10 +363,10 @@ class ThreadSupport:
         put(threading, "_allocate_lock", allocate_lock)
         put(threading, "_CRLock", make_rlock, also=(self.RLock,))
         if _queue is not None:
-            installer._set(_queue, "SimpleQueue", self.SimpleQueue)
+            installer.patch(_queue, "SimpleQueue", self.SimpleQueue)
             queue_mod = sys.modules.get("queue")
             if queue_mod is not None and queue_mod.__dict__.get("SimpleQueue") is _RealSimpleQueue:
-                installer._set(queue_mod, "SimpleQueue", self.SimpleQueue)
+                installer.patch(queue_mod, "SimpleQueue", self.SimpleQueue)
 
         for module, attr in thread_start_functions():
             start = getattr(module, attr)
@@ -378,16 +382,16 @@ class ThreadSupport:
         # under this module lock: make it an ordering point too.
         limbo = threading.__dict__.get("_active_limbo_lock")
         if type(limbo) is _LockType and not limbo.locked():
-            installer._set(threading, "_active_limbo_lock", self.Lock())
+            installer.patch(threading, "_active_limbo_lock", self.Lock())
 
-        installer._replace_everywhere(replacements)
+        installer.replace_everywhere(replacements)
 
         # The import system's module locks belong to the interpreter, not the
         # program (an import may happen on record and not on replay, where our
         # runtime already loaded the module): importlib keeps the real _thread.
         bootstrap = sys.modules.get("importlib._bootstrap")
         if bootstrap is not None and bootstrap.__dict__.get("_thread") is _thread:
-            installer._set(bootstrap, "_thread", _REAL_THREAD)
+            installer.patch(bootstrap, "_thread", _REAL_THREAD)
 
         installer.when_imported("asyncio.base_events", self._patch_asyncio)
         installer.when_imported("asyncio.tasks", self._patch_as_completed)
@@ -411,8 +415,8 @@ class ThreadSupport:
             if hasattr(module, "BaseServer") else None)
 
         # The main thread: live for the deadlock watchdog; its ident recorded.
-        if system._sequencer is not None:
-            system._sequencer.enter(MAIN)
+        if system.sequencer is not None:
+            system.sequencer.enter(MAIN)
         old = gate.swap(INTERNAL)
         try:
             recorded = self.identify()
@@ -420,7 +424,7 @@ class ThreadSupport:
             gate.phase = old
         registry.idents[MAIN] = tuple(recorded)
         if self.replaying:
-            self._adopt_main_ident(recorded)
+            self.adopt_main_ident(recorded)
 
     def _patch_join(self, installer):
         """``Thread.join()``, ``join(timeout)`` and ``is_alive()``.
@@ -489,8 +493,8 @@ class ThreadSupport:
         join.__name__, join.__qualname__ = "join", "Thread.join"
         is_alive.__wrapped__ = real_is_alive
         is_alive.__name__, is_alive.__qualname__ = "is_alive", "Thread.is_alive"
-        installer._set(threading.Thread, "join", join)
-        installer._set(threading.Thread, "is_alive", is_alive)
+        installer.patch(threading.Thread, "join", join)
+        installer.patch(threading.Thread, "is_alive", is_alive)
 
     def _patch_delete(self, installer):
         """Replay: idents are the recorded ones, and the OS reuses idents, so
@@ -516,7 +520,7 @@ class ThreadSupport:
                         return
         _delete.__wrapped__ = real_delete
         _delete.__name__, _delete.__qualname__ = "_delete", "Thread._delete"
-        installer._set(threading.Thread, "_delete", _delete)
+        installer.patch(threading.Thread, "_delete", _delete)
 
     def _patch_asyncio(self, module):
         """The loop's ready queue is appended to by the loop thread
@@ -558,7 +562,7 @@ class ThreadSupport:
 
         __init__.__wrapped__ = original_init
         __init__.__qualname__ = "BaseEventLoop.__init__"
-        self._installer._set(loop_type, "__init__", __init__)
+        self._installer.patch(loop_type, "__init__", __init__)
 
     def _patch_as_completed(self, tasks):
         """``asyncio.as_completed(aws)`` wraps the awaitables in tasks in the
@@ -590,10 +594,10 @@ class ThreadSupport:
         as_completed.__name__ = as_completed.__qualname__ = "as_completed"
         as_completed.__doc__ = original.__doc__
         as_completed.__module__ = original.__module__
-        self._installer._set(tasks, "as_completed", as_completed)
+        self._installer.patch(tasks, "as_completed", as_completed)
         package = sys.modules.get("asyncio")
         if package is not None and package.__dict__.get("as_completed") is original:
-            self._installer._set(package, "as_completed", as_completed)
+            self._installer.patch(package, "as_completed", as_completed)
 
     def _patch_excepthook(self, installer):
         """The default ``threading.excepthook`` prints a thread's uncaught
@@ -615,7 +619,7 @@ class ThreadSupport:
         excepthook.__wrapped__ = original
         excepthook.__name__ = excepthook.__qualname__ = "excepthook"
         excepthook.__doc__ = original.__doc__
-        installer._set(threading, "excepthook", excepthook)
+        installer.patch(threading, "excepthook", excepthook)
 
     def _patch_acquire_futures(self, base):
         """``concurrent.futures.wait()``/``as_completed()`` take the futures'
@@ -637,9 +641,9 @@ class ThreadSupport:
             self_.futures = sorted(futures, key=stable)
         __init__.__wrapped__ = original
         __init__.__qualname__ = "_AcquireFutures.__init__"
-        self._installer._set(acquire, "__init__", __init__)
+        self._installer.patch(acquire, "__init__", __init__)
 
-    def _adopt_main_ident(self, recorded):
+    def adopt_main_ident(self, recorded):
         """On replay program code sees the recorded main ident: re-key
         threading's table of threads so current_thread() still finds it."""
         ident, native_id = recorded
@@ -658,7 +662,7 @@ class ThreadSupport:
         threads still running when the recorded process ended) consumed the
         rest of the tape; a thread needing events past its end waits for
         good, as it did in the recorded process."""
-        seq = self.system._sequencer
+        seq = self.system.sequencer
         if seq is None:
             return
         from retracesoftware.proxy.threads import Deadlock
@@ -666,7 +670,7 @@ class ThreadSupport:
         try:
             seq.drain()
         except Deadlock as dead:
-            raise self.system._deadlock(dead) from None
+            raise self.system.deadlock(dead) from None
         finally:
             self.gate.phase = old
 
@@ -716,7 +720,7 @@ def ordered_attribute(cls, name, lock, installer):
                     raise AttributeError(name) from None
 
     Ordered.__qualname__ = f"ordered_attribute.<{cls.__name__}.{name}>"
-    installer._set(cls, name, Ordered())
+    installer.patch(cls, name, Ordered())
 
 
 def wrap_thread_start(system, registry: ThreadRegistry, start, support=None):

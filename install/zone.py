@@ -20,12 +20,13 @@ from __future__ import annotations
 import os
 import posix
 import time
+from retracesoftware.utils.isolate import isolate_module
 
 _real_tzset = getattr(time, "tzset", None)
 _putenv = getattr(posix, "putenv", None)
 _unsetenv = getattr(posix, "unsetenv", None)
-_environ = posix.environ
-_urandom = posix.urandom
+# Private copies taken at import, before any patch (utils/isolate.py).
+_real_posix = isolate_module(posix)
 _ZONEINFO_DIRS = ("/usr/share/zoneinfo", "/usr/lib/zoneinfo", "/usr/share/lib/zoneinfo", "/etc/zoneinfo")
 _MAX_ZONE_FILE = 1 << 20
 
@@ -39,7 +40,7 @@ def _zone_file(tz):
         return None
     if os.path.isabs(name):
         return name
-    tzdir = _environ.get(b"TZDIR")
+    tzdir = _real_posix.environ.get(b"TZDIR")
     dirs = ((tzdir.decode("utf-8", "surrogateescape"),) if tzdir else ()) + _ZONEINFO_DIRS
     for d in dirs:
         path = os.path.join(d, name)
@@ -50,7 +51,7 @@ def _zone_file(tz):
 
 def capture():
     """The zone of this process now: ``[TZ or None, zone file bytes or None]``."""
-    raw = _environ.get(b"TZ")
+    raw = _real_posix.environ.get(b"TZ")
     tz = raw.decode("utf-8", "surrogateescape") if raw is not None else None
     data = None
     path = _zone_file(tz)
@@ -121,8 +122,8 @@ class ZoneReplay:
                 atexit.register(self._at_exit)
             # (not tempfile: its first use reads the environment, which is
             # the program's to read, on the tape)
-            base = (_environ.get(b"TMPDIR") or b"/tmp").decode("utf-8", "surrogateescape")
-            directory = os.path.join(base, f"retrace-zone-{posix.getpid()}-{_urandom(6).hex()}")
+            base = (_real_posix.environ.get(b"TMPDIR") or b"/tmp").decode("utf-8", "surrogateescape")
+            directory = os.path.join(base, f"retrace-zone-{posix.getpid()}-{_real_posix.urandom(6).hex()}")
             posix.mkdir(directory, 0o700)
             path = os.path.join(directory, "zone")
             fd = posix.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
@@ -175,6 +176,6 @@ def install(session, installer):
     tzset.__module__ = "time"
     tzset.__doc__ = _real_tzset.__doc__
     current = time.__dict__.get("tzset")
-    installer._set(time, "tzset", tzset)
+    installer.patch(time, "tzset", tzset)
     if current is not None:
-        installer._replace_everywhere({id(current): (current, tzset)})
+        installer.replace_everywhere({id(current): (current, tzset)})

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import _thread
 
+from retracesoftware.proxy.protocol import is_structseq  # noqa: F401  (also imported from here)
 from retracesoftware.utils.errors import RecordingFormatError
 
 _SCALARS = (type(None), bool, int, float, str, bytes)
@@ -73,11 +74,6 @@ class EncodedStructSeq:
 
     def __repr__(self):
         return f"{self.type.__name__}{self.fields!r}"
-
-
-def is_structseq(obj) -> bool:
-    t = type(obj)
-    return isinstance(obj, tuple) and hasattr(t, "n_sequence_fields") and hasattr(t, "n_fields")
 
 
 class MemoryWriter:

@@ -103,3 +103,10 @@ def at_end(reader: Reader) -> bool:
 def event_index(reader: Reader) -> int:
     """The event index of the next event of *reader*."""
     return reader.events
+
+
+def is_structseq(obj) -> bool:
+    """A struct sequence (``os.stat_result``, ``time.struct_time``…): a tape
+    value written by value, like a tuple, by every writer."""
+    t = type(obj)
+    return isinstance(obj, tuple) and hasattr(t, "n_sequence_fields") and hasattr(t, "n_fields")

@@ -25,8 +25,7 @@ from retracesoftware.utils import (DISABLED, EXTERNAL, INTERNAL, Gate,
                                    fingerprint, flush_pending_calls)
 from retracesoftware.utils.errors import ReplayDivergence
 
-from retracesoftware.proxy.memory import is_structseq
-from retracesoftware.proxy.protocol import (BIND, CALL, CALLBACK, CALLBACK_DEF,
+from retracesoftware.proxy.protocol import (is_structseq, BIND, CALL, CALLBACK, CALLBACK_DEF,
                                             CALLBACK_ERROR, CALLBACK_RESULT,
                                             ERROR, NEW, RESULT, STACK, ARGS,
                                             event_index)
@@ -315,6 +314,15 @@ class System:
     def thread_id(self):
         return self._thread_id
 
+    @property
+    def sequencer(self):
+        """The replay's `ThreadSequencer` (proxy/threads.py), or None when
+        recording. Its public methods are the interface install uses:
+        ``enter``/``leave``/``expect`` a thread, ``drain()`` at exit,
+        ``decisions`` (the condition held for every turn decision),
+        ``end_probe`` and ``turn``."""
+        return self._sequencer
+
     # ---------------------------------------------------------- patching
     def _gateway(self, target, name):
         """The gateway for one boundary callable, named *name* on the tape."""
@@ -359,7 +367,7 @@ class System:
         returned: its traceback holds only the program's frames, as on
         record (a traceback the program formats reads no file of ours)."""
         call = functools.partial(self._replay_call, name)
-        if F.BACKEND != "cpp":
+        if not F.CAPABILITIES.has("clean_tracebacks"):
             return F.partial(_raise_marked, call)
         return F.compose(_UNMARK, call)
 
@@ -446,10 +454,21 @@ class System:
                     delattr(cls, k)
         self._undo.append(undo)
 
+    def on_unpatch(self, undo):
+        """Run ``undo()`` at `unpatch_all()`, newest first with this System's
+        own patches: the one undo stack of everything patched for this
+        System (the installer's patches of the same types land here too)."""
+        self._undo.append(undo)
+
     def unpatch_all(self):
-        """Undo every patch this System made, newest first."""
+        """Undo every patch made for this System, newest first (a failing
+        step is logged; the others still run)."""
         while self._undo:
-            self._undo.pop()()
+            undo = self._undo.pop()
+            try:
+                undo()
+            except Exception:  # pragma: no cover - best effort restore
+                log.exception("retrace: undo failed")
 
     # ----------------------------------------------------------- binding
     def _on_new_record(self, obj):
@@ -910,6 +929,15 @@ class System:
         tag = reader.read()
         value = _peek_operand(reader)
         return _describe_tag(tag, value)
+
+    def diverge(self, index, expected, actual, recorded_stack=None):
+        """The `ReplayDivergence` for event *index* (the first one is kept as
+        ``self.divergence``); the caller raises it."""
+        return self._diverge(index, expected, actual, recorded_stack)
+
+    def deadlock(self, dead):
+        """The `ReplayDivergence` for a sequencer's `Deadlock` *dead*."""
+        return self._deadlock(dead)
 
     def _deadlock(self, dead):
         finished = ", ".join(f"thread {t}" for t in sorted(dead.finished, key=repr))

@@ -206,6 +206,12 @@ class ThreadSequencer:
     def _changes(self):
         return self.turn.changes
 
+    @property
+    def decisions(self):
+        """The condition held for every turn decision: while it is held the
+        tape's head and the set of live threads stand still."""
+        return self._cond
+
     def _changed(self):
         """The state changed (caller holds the condition): wake every waiter."""
         turn = self.turn
@@ -616,7 +622,7 @@ def _ordinal(n):
     return f"{n}{suffix}"
 
 
-_ID_OF = F.compose(operator.attrgetter("_id"), F.first_arg)
+_ID_OF = F.compose(operator.attrgetter("lock_id"), F.first_arg)
 _SUCCEEDED = F.partial(operator.is_not, False)
 
 
@@ -673,7 +679,7 @@ class SyncPoints:
         return ReplayGateway(self.gate, target, replay)
 
     def acquire(self, target, name, on_replay, returns=True, try_now=None):
-        """A lock acquire on ``self`` (which has an ``_id``): *target*
+        """A lock acquire on ``self`` (which has a ``lock_id``): *target*
         ``(self, *args)`` is the real acquire, true when it got the lock.
         Records ``SYNC <lock id>`` or ``SYNC False``; returns what the real
         one did: a bool, or None when ``returns`` is None (an acquire that
@@ -735,28 +741,28 @@ class _SyncReplay:
                 if self.returns is not _NO_LOCK:
                     # A lock acquire: the recorded value is the lock's id
                     # (True in recordings made before ids: not checked).
-                    mine = args[0]._id
+                    mine = args[0].lock_id
                     if value is not True and value != mine:
                         if on_replay is not None:
-                            system._sequencer.unreserve()
+                            system.sequencer.unreserve()
                         ids = self.lock_ids
                         recorded = ids.describe(value) if ids else f"lock #{value}"
                         ours = ids.describe(mine) if ids else f"lock #{mine}"
-                        raise system._diverge(index, f"an acquire of {recorded}",
+                        raise system.diverge(index, f"an acquire of {recorded}",
                                               f"{self.name} of {ours}")
                     value = self.returns
                 if on_replay is not None:
                     try:
                         on_replay(*args, **kwargs)
                     finally:
-                        system._sequencer.unreserve()
+                        system.sequencer.unreserve()
                 return value
             if tag == SYNC_ERROR and isinstance(value, BaseException):
                 try:
                     raise value      # no local may keep it (see System._replay)
                 finally:
                     value = None
-            raise system._diverge(index, system.describe_tag(tag, value), self.name)
+            raise system.diverge(index, system.describe_tag(tag, value), self.name)
         finally:
             gate.phase = old
 
@@ -787,11 +793,11 @@ def _read_sync(system, what, reserve=None):
 def real_wait(system, attempt, what):
     """Run ``attempt(timeout) -> bool`` until it succeeds, watched by the
     replay sequencer's deadlock watchdog (see `ThreadSequencer.wait_real`)."""
-    seq = system._sequencer
+    seq = system.sequencer
     if seq is None:
         attempt(-1)
         return
     try:
         seq.wait_real(attempt, what)
     except Deadlock as dead:
-        raise system._deadlock(dead) from None
+        raise system.deadlock(dead) from None

@@ -38,19 +38,17 @@ _installed = _redirect_from_source_checkout()
 if _installed is not None:
     __path__ = [_installed]  # noqa: F811
 
-from retracesoftware.utils.errors import (  # noqa: E402,F401
-    ConfigError,
-    RecordingError,
-    RecordingFormatError,
-    ReplayDivergence,
-    RetraceError,
-    VersionMismatch,
-)
-
 __version__ = "0.1.0"
 
 _LAZY = {"open_recording": "retracesoftware.recording", "Recording": "retracesoftware.recording",
          "Event": "retracesoftware.recording"}
+# The error classes live in utils; loaded on first use, so that importing a
+# lower layer (`import retracesoftware.functional`) does not load utils's backend.
+for _name in ("ConfigError", "RecordingError", "RecordingFormatError", "ReplayDivergence",
+              "RetraceError", "VersionMismatch"):
+    _LAZY[_name] = "retracesoftware.utils.errors"
+__all__ = [_name for _name, _module in _LAZY.items() if _module.endswith(".errors")]
+del _name
 
 
 def __getattr__(name):

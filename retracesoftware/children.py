@@ -45,32 +45,24 @@ from _thread import get_ident as _get_ident
 from retracesoftware.preamble import CHILD_NAME
 from retracesoftware.utils import DISABLED, INTERNAL
 from retracesoftware.utils.errors import RecordingFormatError
+from retracesoftware.utils.isolate import isolate_module
 
-# Private references, taken before anything is patched.
-_real_fork = posix.fork
-_real_exit = posix._exit
-_real_waitpid = posix.waitpid
-_real_fork_exec = _posixsubprocess.fork_exec
-_real_posix_spawn = getattr(posix, "posix_spawn", None)
+# Private copies taken at import, before any patch (utils/isolate.py).
+_real_posix = isolate_module(posix)
+_real_posixsubprocess = isolate_module(_posixsubprocess)
+_real_os = isolate_module(os)
+_real_time = isolate_module(time)
+_real_posix_spawn = getattr(_real_posix, "posix_spawn", None)
 _POSIX_SPAWN_DUP2 = getattr(posix, "POSIX_SPAWN_DUP2", None)
-_getpid = posix.getpid
-_open = posix.open
-_dup = posix.dup
-_dup2 = posix.dup2
-_close = posix.close
-_listdir = posix.listdir
 # Our own file-system checks never go through the program's patches of os
 # (blockbuster wraps os.stat to report blocking calls): private copies.
-from retracesoftware.install.isolation import isolated as _isolated, real_os as _real_os  # noqa: E402
+from retracesoftware.install.isolation import isolated as _isolated  # noqa: E402
 _makedirs = _isolated(os.makedirs, path=_real_os.path, mkdir=posix.mkdir)
 _isdir = _real_os.path.isdir
 _exists = _real_os.path.exists
 _abspath = _real_os.path.abspath
 _samefile = _real_os.path.samefile
 _realpath = _real_os.path.realpath
-_fsdecode = os.fsdecode
-_fsencode = os.fsencode
-_wall_clock = time.time
 from retracesoftware.install.report import write as _write_stderr  # the user's stderr  # noqa: E402
 
 _POPEN = []
@@ -108,7 +100,7 @@ def remove_stale_children(recording_path: str) -> None:
 
 def _is_this_python(executable_list) -> bool:
     for candidate in executable_list or ():
-        path = _fsdecode(candidate)
+        path = _real_os.fsdecode(candidate)
         if not _exists(path):
             continue
         try:
@@ -126,7 +118,7 @@ def _recordable_argv(args) -> tuple[list[str], list[str]] | None:
     there. -E/-I children are not recorded: they would ignore the
     PYTHONHASHSEED the CLI pins."""
     from retracesoftware.runner import UsageError, parse_command, split_interpreter_options
-    words = [_fsdecode(a) for a in args]
+    words = [_real_os.fsdecode(a) for a in args]
     if not words:
         return None
     try:
@@ -144,7 +136,7 @@ def _replay_command(args, path) -> list[str]:
     interpreter options as on record)."""
     from retracesoftware.runner import UsageError, split_interpreter_options
     try:
-        options = split_interpreter_options([_fsdecode(a) for a in args[1:]], check=False)[0] if args else []
+        options = split_interpreter_options([_real_os.fsdecode(a) for a in args[1:]], check=False)[0] if args else []
     except UsageError:
         options = []
     return [sys.executable, *options, "-m", "retracesoftware", "--recording", path]
@@ -160,7 +152,7 @@ class ChildProcesses:
         self.system = session.system
         self.mode = session.mode
         self.dir = children_dir(recording_path)
-        self.pid = _getpid()
+        self.pid = _real_posix.getpid()
         self._count = 0
         self._outcomes = {}
         #: replay: recorded pid -> ("fork", real pid) | ("spawn", Popen)
@@ -197,8 +189,8 @@ class ChildProcesses:
     @staticmethod
     def _substitute(installer, module, attr, new):
         old = module.__dict__[attr]
-        installer._set(module, attr, new)
-        installer._replace_everywhere({id(old): (old, new)})
+        installer.patch(module, attr, new)
+        installer.replace_everywhere({id(old): (old, new)})
 
     def _next_name(self) -> str:
         name = f"{self.pid}-{self._count}{SUFFIX}"
@@ -253,17 +245,17 @@ class ChildProcesses:
         without retrace too)."""
         import threading
         if threading.active_count() > 1:
-            return _real_fork()
+            return _real_posix.fork()
         import warnings
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="This process .* is multi-threaded",
                                     category=DeprecationWarning)  # PYVERSIONS: 3.12+
-            return _real_fork()
+            return _real_posix.fork()
 
     def _record_fork(self):
         gate = self.system.gate
         if gate.phase != INTERNAL:
-            return _real_fork()
+            return _real_posix.fork()
         name = self._next_name()
         gate.phase = DISABLED
         try:
@@ -290,12 +282,12 @@ class ChildProcesses:
         session = self.session
         parent = self.pid
         session.threads.reset_after_fork()
-        self.pid = _getpid()
+        self.pid = _real_posix.getpid()
         self._count = 0
         self._live = {}
         pre = dict(session.preamble)
         pre["pid"] = self.pid
-        pre["started_at"] = _wall_clock()
+        pre["started_at"] = _real_time.time()
         pre["process"] = {"kind": "fork", "parent_pid": parent, "name": name}
         _makedirs(self.dir, exist_ok=True)
         session.writer.reopen(self._path(name), pre)
@@ -316,12 +308,12 @@ class ChildProcesses:
             gate.phase = previous
         self.session.threads.idents[0] = recorded
         if self.mode == "replay":
-            support._adopt_main_ident(recorded)
+            support.adopt_main_ident(recorded)
 
     def _replay_fork(self):
         gate = self.system.gate
         if gate.phase != INTERNAL:
-            return _real_fork()
+            return _real_posix.fork()
         self.spawning = True
         try:
             return self._replay_fork_now()
@@ -358,7 +350,7 @@ class ChildProcesses:
         try:
             self.session.threads.reset_after_fork()
             self.session.child_replay = True
-            self.pid = _getpid()
+            self.pid = _real_posix.getpid()
             self._count = 0
             self._live = {}
             try:
@@ -367,7 +359,7 @@ class ChildProcesses:
                 what = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
                 _write_stderr(f"retrace: error: cannot replay forked child {name}: {what} — "
                               f"the recording's children directory {self.dir} is incomplete\n")
-                _real_exit(RecordingFormatError.exit_code)
+                _real_posix._exit(RecordingFormatError.exit_code)
         finally:
             gate.phase = previous
         self._identify_main()
@@ -386,12 +378,12 @@ class ChildProcesses:
                 _makedirs(self.dir, exist_ok=True)
                 args[0] = [sys.executable, *options, "-m", "retracesoftware", "--recording", self._path(name),
                            *self._redaction_args(), "--", *argv]
-                args[1] = [_fsencode(sys.executable)]
-        return (_real_fork_exec(*args), name)
+                args[1] = [_real_os.fsencode(sys.executable)]
+        return (_real_posixsubprocess.fork_exec(*args), name)
 
     def _fork_exec(self, *args):
         if self.system.gate.phase != INTERNAL:
-            return _real_fork_exec(*args)
+            return _real_posixsubprocess.fork_exec(*args)
         self.spawning = self.mode == "replay"
         try:
             pid, name = self._fork_exec_call(*args)
@@ -438,8 +430,8 @@ class ChildProcesses:
         return pid
 
     def _spawn_replay(self, pid, name, args, argv):
-        from retracesoftware.stream._common import _stdlib_module
-        subprocess = _stdlib_module("subprocess")   # never from the recorded sys.path
+        from retracesoftware.stream import stdlib_module
+        subprocess = stdlib_module("subprocess")   # never from the recorded sys.path
         gate = self.system.gate
         previous = gate.swap(DISABLED)
         try:
@@ -528,7 +520,7 @@ class ChildProcesses:
             else:
                 while True:
                     try:
-                        _, status = _real_waitpid(proc, 0)
+                        _, status = _real_posix.waitpid(proc, 0)
                         code = os.waitstatus_to_exitcode(status)
                         break
                     except ChildProcessError:
@@ -554,7 +546,7 @@ class ChildProcesses:
         index = event_index(reader) if reader is not None else None
         previous = system.gate.swap(DISABLED)
         try:
-            div = system._diverge(index, f"child process {recorded_pid} to replay as recorded",
+            div = system.diverge(index, f"child process {recorded_pid} to replay as recorded",
                                   f"its replay diverged (see its retrace: lines)")
         finally:
             system.gate.phase = previous
@@ -575,26 +567,26 @@ class ChildProcesses:
                 session.close()
             except BaseException as exc:  # never stop the program from exiting
                 _write_stderr(f"retrace: error: while closing the recording at os._exit: {exc}\n")
-        _real_exit(code)
+        _real_posix._exit(code)
 
     # ------------------------------------------------------- --pid muting
     def _mute(self):
         """--pid: the ancestors' output is not the chosen child's."""
-        null = _open(os.devnull, os.O_WRONLY)
-        self._saved_fds = (_dup(1), _dup(2))
-        _dup2(null, 1)
-        _dup2(null, 2)
-        _close(null)
+        null = _real_posix.open(os.devnull, os.O_WRONLY)
+        self._saved_fds = (_real_posix.dup(1), _real_posix.dup(2))
+        _real_posix.dup2(null, 1)
+        _real_posix.dup2(null, 2)
+        _real_posix.close(null)
 
     def _unmute(self):
         if self._saved_fds is None:
             return
         out, err = self._saved_fds
         self._saved_fds = None
-        _dup2(out, 1)
-        _dup2(err, 2)
-        _close(out)
-        _close(err)
+        _real_posix.dup2(out, 1)
+        _real_posix.dup2(err, 2)
+        _real_posix.close(out)
+        _real_posix.close(err)
 
 
 def install(session, recording_path, *, pid_chain=None, trust=False):
@@ -649,7 +641,7 @@ def processes(recording_path: str, *, _parent_pid=None, _depth=0):
     if not _isdir(d) or _depth > 64:
         return []
     out = []
-    for name in sorted(_listdir(d), key=_name_order):
+    for name in sorted(_real_posix.listdir(d), key=_name_order):
         if not name.endswith(SUFFIX):
             continue
         path = os.path.join(d, name)

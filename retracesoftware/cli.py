@@ -28,6 +28,7 @@ usage: python -m retracesoftware --recording PATH [options] -- [python] (script.
        python -m retracesoftware dap                                   (Debug Adapter Protocol on stdin/stdout)
        python -m retracesoftware (report | trace | summary) PATH [-o OUT] [options]
        python -m retracesoftware mcp                       (MCP server on stdio, offline)
+       python -m retracesoftware boundary [--grep TEXT] [--json]   (what is recorded, and how)
        (python -m retracesoftware COMMAND --help for a command's options)
 
 options:
@@ -215,6 +216,7 @@ VIEWS = {
     "trace": "retracesoftware.views.trace",
     "summary": "retracesoftware.views.summary",
     "mcp": "retracesoftware.views.mcp_server",
+    "boundary": "retracesoftware.views.boundary",
 }
 
 

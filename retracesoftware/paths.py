@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import os
 import sys
+from retracesoftware.utils.isolate import isolate_module
 
 _exists = os.path.exists
-_fspath = os.fspath
-_getcwd = os.getcwd
+# Private copies taken at import, before any patch (utils/isolate.py).
+_real_os = isolate_module(os)
 from retracesoftware.install.report import write as _write_stderr  # the user's stderr  # noqa: E402
 
 #: boundary functions whose first argument (or ``path=``) is a path read live
@@ -60,7 +61,7 @@ class PathMap:
         if isinstance(path, int) or not self.pairs:
             return path
         try:
-            raw = _fspath(path)
+            raw = _real_os.fspath(path)
         except TypeError:
             return path
         as_bytes = isinstance(raw, bytes)
@@ -127,7 +128,7 @@ def for_replay(preamble: dict, remaps=(), *, sources=None) -> PathMap:
     it is called only when the recorded root is missing here."""
     pathmap = PathMap(remaps)
     root = preamble.get("project_root") or preamble.get("cwd")
-    here = _getcwd()
+    here = _real_os.getcwd()
     if not isinstance(root, str) or _exists(root) or os.path.normpath(root) == os.path.normpath(here):
         return pathmap
     if any(root == old or root.startswith(old + os.sep) for old, _ in pathmap.pairs):

@@ -38,6 +38,13 @@ def _say(opts, message: str) -> None:
         report.write(f"retrace: {message}\n")
 
 
+def _say_backends(opts) -> None:
+    """With --verbose: which backend each native layer uses, and what it can do."""
+    if opts.verbose:
+        from retracesoftware import functional, stream, utils
+        _say(opts, "backends: " + "; ".join(m.CAPABILITIES.describe() for m in (functional, utils, stream)))
+
+
 def _reexec_with_hash_seed(seed: str) -> None:
     """Restart this command with PYTHONHASHSEED pinned (same pid, same argv)."""
     env = dict(_environ)
@@ -147,6 +154,7 @@ def record_main(opts) -> int:
         session.abandon()
         raise
     _say(opts, f"recording to {path}")
+    _say_backends(opts)
     atexit.register(session.close)   # registered first, so it runs last
     try:
         session.run(execute, target)
@@ -221,6 +229,7 @@ def replay_main(opts) -> int:
     # Our own imports happen now, before the recorded sys.path is in place
     # (a recording must not be able to steer them).
     _import_runtime_modules(opts)
+    _say_backends(opts)
     from retracesoftware import debugger as debugger_mod
     debugging = debugger_mod.requested(opts)
     if debugging:

@@ -26,12 +26,14 @@ from _thread import get_ident as _get_ident
 from retracesoftware.preamble import file_digest
 from retracesoftware.utils import DISABLED, INTERNAL
 from retracesoftware.utils.errors import RecordingFormatError
+from retracesoftware.utils.isolate import isolate_module
 from retracesoftware.install.isolation import posix_view as _os_view
 
 _STDLIB = os.path.dirname(os.__file__) + os.sep
 _OURS = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep + "retracesoftware" + os.sep
 _SITE_DIRS = ("site-packages", "dist-packages")
-_listdir = os.listdir
+# Private copies taken at import, before any patch (utils/isolate.py).
+_real_os = isolate_module(os)
 from retracesoftware.install.report import write as _write_stderr  # the user's stderr  # noqa: E402
 
 
@@ -61,7 +63,7 @@ def _dist_version(site: str, top: str):
     if table is None:
         table = _dist_cache[site] = {}
         try:
-            names = _listdir(site)
+            names = _real_os.listdir(site)
         except OSError:
             names = []
         for entry in names:
@@ -125,7 +127,7 @@ class SourceCheck:
         cls = external.SourceLoader
         get_code = cls.__dict__["get_code"]
         gate = self.system.gate
-        state = installer._import_state
+        state = installer.import_state
         check = self._check
 
         def checked_get_code(loader, fullname):
@@ -140,7 +142,7 @@ class SourceCheck:
             return get_code(loader, fullname)
         checked_get_code.__name__ = checked_get_code.__qualname__ = "get_code"
         checked_get_code.__wrapped__ = get_code
-        installer._set(cls, "get_code", checked_get_code)
+        installer.patch(cls, "get_code", checked_get_code)
 
     def _check(self, path):
         gate = self.system.gate

@@ -20,17 +20,14 @@ import re
 import sys
 
 from retracesoftware.runner import UsageError
+from retracesoftware.utils.isolate import isolate_module
 
 # Private references, taken before anything is patched.
-_dup = os.dup
+# Private copies taken at import, before any patch (utils/isolate.py).
+_real_os = isolate_module(os)
 _dup2 = os.dup2
-_close = os.close
 _open = open
 _write_stderr = sys.stderr.write
-_os_open = os.open
-_unlink = os.unlink
-_lseek = os.lseek
-_read = os.read
 
 
 def _scratch_fd() -> int:
@@ -44,8 +41,8 @@ def _scratch_fd() -> int:
         except OSError:
             pass
     path = f"/tmp/retrace-test-output-{os.getpid()}"
-    fd = _os_open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    _unlink(path)
+    fd = _real_os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    _real_os.unlink(path)
     return fd
 
 
@@ -165,14 +162,14 @@ def begin(opts, session) -> None:
     from retracesoftware.install import pytest_session
 
     sys.stdout.flush()
-    real_in = _dup(0) if opts.pdb else None
-    _capture.saved_stdout = _dup(1)
+    real_in = _real_os.dup(0) if opts.pdb else None
+    _capture.saved_stdout = _real_os.dup(1)
     _capture.tmp = _scratch_fd()
     _dup2(_capture.tmp, 1)
     pytest_session.replay_pdb = bool(opts.pdb)
     if opts.pdb:
         terminal_in = _open(real_in, "r", closefd=False)
-        terminal_out = _open(_dup(_capture.saved_stdout), "w", closefd=True)
+        terminal_out = _open(_real_os.dup(_capture.saved_stdout), "w", closefd=True)
 
         def make_debugger():
             from retracesoftware.utils import DISABLED
@@ -216,17 +213,17 @@ def finish() -> None:
     if _capture.saved_stdout is None:
         return
     _dup2(_capture.saved_stdout, 1)
-    _close(_capture.saved_stdout)
+    _real_os.close(_capture.saved_stdout)
     _capture.saved_stdout = None
     fd = _capture.tmp
-    _lseek(fd, 0, 0)
+    _real_os.lseek(fd, 0, 0)
     chunks = []
     while True:
-        chunk = _read(fd, 1 << 16)
+        chunk = _real_os.read(fd, 1 << 16)
         if not chunk:
             break
         chunks.append(chunk)
-    _close(fd)
+    _real_os.close(fd)
     text = b"".join(chunks).decode("utf-8", "surrogateescape")
     nodeid = pytest_session.replay_test
     section = pytest_session.rendered_section

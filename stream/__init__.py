@@ -3,13 +3,15 @@
 See README.md in this folder and docs/FORMAT.md.  ``BACKEND`` says which
 implementation was chosen ("cpp" or "python"); both write the same bytes.
 """
-from retracesoftware.functional._backend import choose as _choose
+from retracesoftware.functional._backend import capabilities as _capabilities, choose as _choose
 
 _impl, BACKEND, BACKEND_REASON = _choose("stream", "retracesoftware.stream._stream", "retracesoftware.stream._python")
+#: Both backends write the same bytes: no feature is C++-only.
+CAPABILITIES = _capabilities("stream", BACKEND, BACKEND_REASON)
 
 from retracesoftware.utils.errors import RecordingError, RecordingFormatError  # noqa: E402
 from retracesoftware.stream._common import (  # noqa: E402
-    FORMAT_VERSION, MAGIC, StreamPosition, UnknownRecordedException, scan_frames,
+    FORMAT_VERSION, MAGIC, StreamPosition, UnknownRecordedException, scan_frames, stdlib_module,
 )
 
 StreamWriter = _impl.StreamWriter
@@ -17,7 +19,7 @@ StreamReader = _impl.StreamReader
 thread_ids_changed = _impl.thread_ids_changed
 
 __all__ = [
-    "BACKEND", "BACKEND_REASON", "StreamWriter", "StreamReader", "thread_ids_changed", "RecordingError",
+    "BACKEND", "BACKEND_REASON", "CAPABILITIES", "StreamWriter", "StreamReader", "thread_ids_changed", "RecordingError",
     "RecordingFormatError", "StreamPosition", "UnknownRecordedException",
-    "FORMAT_VERSION", "MAGIC", "scan_frames",
+    "FORMAT_VERSION", "MAGIC", "scan_frames", "stdlib_module",
 ]

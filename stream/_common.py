@@ -23,8 +23,10 @@ from collections import namedtuple as _namedtuple
 from enum import Enum as _Enum
 
 from retracesoftware.utils.errors import RecordingError, RecordingFormatError, RetraceError
+from retracesoftware.utils.isolate import isolate_module
 
-_getpid = _os.getpid
+# Private copies taken at import, before any patch (utils/isolate.py).
+_real_os = isolate_module(_os)
 # The real datetime classes, taken at import: a program may replace the
 # module's attributes (freezegun sets datetime.datetime = FakeDatetime), and
 # a real datetime on the tape must still be recognised and rebuilt as one.
@@ -282,7 +284,7 @@ _STDLIB_DIRS = [_os.path.dirname(_os.__file__)]
 _STDLIB_DIRS.append(_os.path.join(_STDLIB_DIRS[0], "lib-dynload"))
 
 
-def _stdlib_module(name: str):
+def stdlib_module(name: str):
     """A standard-library module: already imported, or loaded from the
     standard library's own folders only (never from sys.path: the cwd or a
     recording's sys_path may hold a file with its name)."""
@@ -302,6 +304,9 @@ def _stdlib_module(name: str):
         _modules.pop(name, None)
         raise
     return _modules.get(name, mod)
+
+
+_stdlib_module = stdlib_module
 
 
 _TZ_KEY = __import__("re").compile(r"^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$")
@@ -570,7 +575,7 @@ _atexit.register(_close_all_at_exit)
 def forked_error(owner_pid: int) -> RecordingError:
     return RecordingError(
         f"this StreamWriter belongs to process {owner_pid}, not to this forked "
-        f"child ({_getpid()}): its stream is the parent's — open the child's own "
+        f"child ({_real_os.getpid()}): its stream is the parent's — open the child's own "
         f"writer with writer.child_writer(path, preamble)")
 
 

@@ -39,16 +39,10 @@ from retracesoftware.utils.errors import RecordingError, RecordingFormatError
 from retracesoftware.stream import _common as C
 from retracesoftware.stream import _zstd
 from retracesoftware.stream._common import StreamPosition, UnknownRecordedException  # noqa: F401
+from retracesoftware.utils.isolate import isolate_module
 
-_write = _os.write
-_open = _os.open
-_close = _os.close
-_fchmod = _os.fchmod
-_ftruncate = _os.ftruncate
-_fstat = _os.fstat
-_read = _os.read
-_fspath = _os.fspath
-_getpid = _os.getpid
+# Private copies taken at import, before any patch (utils/isolate.py).
+_real_os = isolate_module(_os)
 _create = C.create_recording
 
 _ExtType = _msgpack.ExtType
@@ -71,7 +65,7 @@ class _Unrecordable(Exception):
 def _write_all(fd, data):
     view = memoryview(data)
     while view:
-        n = _write(fd, view)
+        n = _real_os.write(fd, view)
         view = view[n:]
 
 
@@ -211,7 +205,7 @@ class StreamWriter:
         buffer_size = int(buffer_size)
         if buffer_size <= 0:
             raise ValueError("buffer_size must be > 0 bytes")
-        self.path = _fspath(path)
+        self.path = _real_os.fspath(path)
         self._thread_id = thread_id
         # The C++ writer caches thread_id() per thread (until
         # thread_ids_changed()); asking every time writes the same bytes.
@@ -233,7 +227,7 @@ class StreamWriter:
         self._closed = False
         self._forked = False
         self._error = None
-        self._pid = _getpid()
+        self._pid = _real_os.getpid()
         self._fd = -1
         self._failed = False   # a frame could not be written: later frames are dropped
         self._written = 0      # bytes of whole frames on disk
@@ -242,10 +236,10 @@ class StreamWriter:
         _Encoder(intern=False).encode_top(preamble, pre)
         fd = _create(self.path)
         try:
-            _fchmod(fd, 0o600)
+            _real_os.fchmod(fd, 0o600)
             _write_all(fd, C.HEADER + _FRAME.pack(len(pre), _crc32(pre)) + pre)
         except BaseException:
-            _close(fd)
+            _real_os.close(fd)
             raise
         self._fd = fd
         self._written = len(C.HEADER) + _FRAME.size + len(pre)
@@ -457,7 +451,7 @@ class StreamWriter:
             self._error = e
             self._failed = True
             try:
-                _ftruncate(self._fd, self._written)
+                _real_os.ftruncate(self._fd, self._written)
             except OSError:
                 pass
         finally:
@@ -508,7 +502,7 @@ class StreamWriter:
         self._closed = True
         fd, self._fd = self._fd, -1
         if fd >= 0:
-            _close(fd)
+            _real_os.close(fd)
         if self._error is not None:
             err, self._error = self._error, None
             raise RecordingError(f"writing {self.path} failed: {err}") from err
@@ -530,7 +524,7 @@ class StreamWriter:
     def _forked_child(self):
         """Called in a fork child (via os.register_at_fork): the buffered
         events are the parent's, which writes them; this copy is dropped."""
-        if self._pid == _getpid():
+        if self._pid == _real_os.getpid():
             return
         self._forked = True
         self._buf = bytearray()
@@ -538,7 +532,7 @@ class StreamWriter:
         fd, self._fd = self._fd, -1
         if fd >= 0:
             try:
-                _close(fd)
+                _real_os.close(fd)
             except OSError:
                 pass
 
@@ -565,13 +559,13 @@ class StreamWriter:
         enc.next_binding = len(live)
         pre = bytearray()
         _Encoder(intern=False).encode_top(preamble, pre)
-        path = _fspath(path)
+        path = _real_os.fspath(path)
         fd = _create(path)
         try:
-            _fchmod(fd, 0o600)
+            _real_os.fchmod(fd, 0o600)
             _write_all(fd, C.HEADER + _FRAME.pack(len(pre), _crc32(pre)) + pre)
         except BaseException:
-            _close(fd)
+            _real_os.close(fd)
             raise
         # The parent's locks may have been held by a thread that does not
         # exist here: fresh ones.
@@ -588,7 +582,7 @@ class StreamWriter:
         self._owner = None
         self._closed = False
         self._error = None
-        self._pid = _getpid()
+        self._pid = _real_os.getpid()
         self._fd = fd
         self._failed = False
         self._written = len(C.HEADER) + _FRAME.size + len(pre)
@@ -633,15 +627,15 @@ class _File:
     fd = -1                 # close() is safe when the open failed
 
     def __init__(self, path):
-        self.fd = _open(path, _os.O_RDONLY | getattr(_os, "O_CLOEXEC", 0))
-        self.size = _fstat(self.fd).st_size
+        self.fd = _real_os.open(path, _os.O_RDONLY | getattr(_os, "O_CLOEXEC", 0))
+        self.size = _real_os.fstat(self.fd).st_size
         self.pos = 0
 
     def read(self, n):
         n = max(0, min(n, self.size - self.pos))  # never allocate past the file
         chunks = []
         while n > 0:
-            b = _read(self.fd, n)
+            b = _real_os.read(self.fd, n)
             if not b:
                 break
             chunks.append(b)
@@ -651,7 +645,7 @@ class _File:
 
     def close(self):
         if self.fd >= 0:
-            _close(self.fd)
+            _real_os.close(self.fd)
             self.fd = -1
 
     __del__ = close
@@ -661,7 +655,7 @@ class StreamReader:
     """Reads a recording event by event; see docs/FORMAT.md."""
 
     def __init__(self, path):
-        self.path = _fspath(path)
+        self.path = _real_os.fspath(path)
         self._f = _File(self.path)
         self._strings = []
         self._bindings = {}

@@ -116,3 +116,31 @@ def require(*names):
     import pytest
     for name in names:
         pytest.importorskip(name, reason=f"{name} is not installed (pip install '.[compat]')")
+
+
+# ---- the one backend rule for the layer tests (tests/README.md) ----
+BACKENDS = ("python", "cpp")
+_BACKEND_MODULES = {
+    "functional": ("retracesoftware.functional._python", "retracesoftware.functional._functional"),
+    "utils": ("retracesoftware.utils._python", "retracesoftware.utils._utils"),
+    "stream": ("retracesoftware.stream._python", "retracesoftware.stream._stream"),
+}
+
+
+def load_backend(layer: str, which: str):
+    """Layer *layer*'s backend module *which* ("python" or "cpp"), imported
+    directly. The C++ one is skipped under ``RETRACE_BACKEND=python`` (the
+    cpp run tests it) and when it cannot be imported, unless
+    ``RETRACE_BACKEND=cpp``: then a missing or broken extension fails."""
+    import importlib
+
+    import pytest
+    forced = os.environ.get("RETRACE_BACKEND", "").strip().lower()
+    if which == "cpp" and forced == "python":
+        pytest.skip("C++ backend: tested in the RETRACE_BACKEND=cpp run")
+    try:
+        return importlib.import_module(_BACKEND_MODULES[layer][BACKENDS.index(which)])
+    except ImportError as exc:
+        if which == "cpp" and forced != "cpp":
+            pytest.skip(f"C++ extension unavailable and RETRACE_BACKEND != 'cpp' ({exc})")
+        raise

@@ -1,7 +1,10 @@
 """retracesoftware.utils — see README.md in this folder."""
-from retracesoftware.functional._backend import choose as _choose
+from retracesoftware.functional._backend import capabilities as _capabilities, choose as _choose
 
 _impl, BACKEND, BACKEND_REASON = _choose("utils", "retracesoftware.utils._utils", "retracesoftware.utils._python")
+#: What this backend can do. identity_hashing: deterministic identity hashes
+#: and ids (``set_identity_hashing``/``set_identity_ids`` work).
+CAPABILITIES = _capabilities("utils", BACKEND, BACKEND_REASON, cpp_only=("identity_hashing",))
 
 DISABLED = _impl.DISABLED
 INTERNAL = _impl.INTERNAL
@@ -38,6 +41,7 @@ from retracesoftware.utils._intercept import MISSING, InterceptDict  # noqa: E40
 __all__ = [
     "BACKEND",
     "BACKEND_REASON",
+    "CAPABILITIES",
     "DISABLED",
     "INTERNAL",
     "EXTERNAL",

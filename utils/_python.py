@@ -453,7 +453,7 @@ class ReplaySyncGateway(_Gateway):
         if turn.closed or not args:
             return self.slow(*args, **kwargs)
         lock = args[0]
-        mine = lock._id
+        mine = lock.lock_id
         try_now = self.try_now
         taken = []
 

@@ -122,3 +122,32 @@ class StackDelta:
     def previous(self) -> tuple[Frame, ...]: ...
     def capture(self, skip: int = 0) -> tuple[int, tuple[Frame, ...]]: ...
     def reset(self) -> None: ...
+
+class TurnState:
+    """The replay sequencer's flag: ``closed`` non-zero sends every replayed
+    call down ReplayCallGateway's slow path."""
+    closed: int
+    def __init__(self) -> None: ...
+
+class ReplayCallGateway:
+    """See utils/README.md (the same contract as the Python backend)."""
+    gate: Gate
+    target: Callable[..., Any]
+    __wrapped__: Callable[..., Any]
+    __name__: str
+    def __init__(
+        self,
+        gate: Gate,
+        target: Callable[..., Any],
+        take: Callable[..., Any],
+        thread_id: Callable[[], Any],
+        turn: TurnState,
+        call_tag: str,
+        name: str,
+        result_tag: str,
+        error_tag: str,
+        slow: Callable[..., Any],
+        handover: Optional[Callable[[], Any]] = None,
+    ) -> None: ...
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+    def __get__(self, obj: Any, objtype: Optional[type] = None) -> Any: ...

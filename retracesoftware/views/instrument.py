@@ -187,7 +187,7 @@ class Tracer:
         registry = self.registry
         if registry is not None:
             try:
-                logical = registry._ids.get(ident)
+                logical = registry.logical_id(ident)
             except Exception:
                 logical = None
         slot = len(self.threads)

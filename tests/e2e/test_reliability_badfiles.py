@@ -197,9 +197,7 @@ def test_fuzz_mutated_recordings_short(good, tmp_path, mutations, fix, events_on
 @pytest.mark.slow
 @settings(max_examples=400, **{**_SETTINGS, "derandomize": False})
 @given(mutations=st.lists(MUTATION, min_size=1, max_size=8), fix=st.booleans(), events_only=st.booleans())
-def test_fuzz_mutated_recordings_long(request, good, tmp_path, mutations, fix, events_only):
-    if "slow" not in (request.config.getoption("-m") or ""):
-        pytest.skip("long fuzz run; opt in with -m slow")
+def test_fuzz_mutated_recordings_long(good, tmp_path, mutations, fix, events_only):
     _fuzz(good, tmp_path, mutations, fix, events_only)
 
 
@@ -374,9 +372,7 @@ def test_fuzz_corpus_short(corpus, tmp_path):
 
 
 @pytest.mark.slow
-def test_fuzz_corpus_long(request, corpus, tmp_path):
-    if "slow" not in (request.config.getoption("-m") or ""):
-        pytest.skip("long fuzz run; opt in with -m slow")
+def test_fuzz_corpus_long(corpus, tmp_path):
     n = int(os.environ.get("RETRACE_FUZZ_MUTANTS", "400"))
     seed = int(os.environ.get("RETRACE_FUZZ_SEED", "0")) or None
     outcomes, failures, peak = run_fuzz(corpus, tmp_path, n, seed=seed)

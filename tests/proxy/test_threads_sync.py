@@ -190,7 +190,7 @@ def make_identified_lock_class(system, ids):
     class Lock:
         def __init__(self):
             self.lock = _thread.allocate_lock()
-            self._id = ids(1)
+            self.lock_id = ids(1)
         acquire = sync.acquire(lambda self_, *a: LT.acquire(self_.lock, *a), "lock.acquire", on_replay)
         release = sync.plain(lambda self_: LT.release(self_.lock))
     return Lock
@@ -205,14 +205,14 @@ def test_lock_ids_are_recorded_and_a_swapped_lock_diverges():
     def prog(system, ids, swap):
         Lock = make_identified_lock_class(system, ids)
         a, b = Lock(), Lock()
-        assert a._id != b._id
+        assert a.lock_id != b.lock_id
         first, second = (b, a) if swap else (a, b)
         assert first.acquire() is True
         assert second.acquire(False) is True
         assert first.acquire(False) is False      # held: a failed try
         first.release()
         second.release()
-        return a._id, b._id
+        return a.lock_id, b.lock_id
 
     tids = ThreadIds()
     tids.set(0)

@@ -1,37 +1,19 @@
 """Fixtures for the stream tests: every test that takes `impl` runs on both
-backends (the C++ one is skipped only if it was not built and not forced)."""
-import importlib
-import os
-
+backends (the `backend` fixture and retrace_testing.load_backend: one skip
+rule for every layer, see tests/README.md)."""
 import pytest
 
-
-def _backends():
-    out = [pytest.param("retracesoftware.stream._python", id="python")]
-    out.append(pytest.param("retracesoftware.stream._stream", id="cpp"))
-    return out
+from retrace_testing import load_backend
 
 
-@pytest.fixture(params=_backends())
-def impl(request):
-    try:
-        return importlib.import_module(request.param)
-    except ImportError:
-        if os.environ.get("RETRACE_BACKEND") == "cpp":
-            raise
-        pytest.skip("C++ backend not built")
+@pytest.fixture
+def impl(backend):
+    return load_backend("stream", backend)
 
 
 @pytest.fixture
 def both():
-    py = importlib.import_module("retracesoftware.stream._python")
-    try:
-        cpp = importlib.import_module("retracesoftware.stream._stream")
-    except ImportError:
-        if os.environ.get("RETRACE_BACKEND") == "cpp":
-            raise
-        pytest.skip("C++ backend not built")
-    return py, cpp
+    return load_backend("stream", "python"), load_backend("stream", "cpp")
 
 
 # ---- the shared value table (msgspec habit) ----
@@ -111,12 +93,3 @@ def values():
 def deep_equal():
     return same
 
-
-def pytest_collection_modifyitems(config, items):
-    """`slow` tests are opt-in: run them with `-m slow`."""
-    if "slow" in (config.getoption("-m") or ""):
-        return
-    skip = pytest.mark.skip(reason="slow; run with -m slow")
-    for item in items:
-        if "slow" in item.keywords and str(item.fspath).startswith(str(config.rootpath / "tests" / "stream")):
-            item.add_marker(skip)

@@ -1,26 +1,15 @@
-"""Every utils test runs against both backends, imported directly.
-
-``RETRACE_BACKEND=python`` skips the C++ one (the extension may be absent on
-purpose); otherwise a C++ backend that fails to import fails the tests.
-"""
-import importlib
-import os
+"""Every utils test runs against both backends, imported directly (the
+`backend` fixture and retrace_testing.load_backend: one skip rule for every
+layer, see tests/README.md)."""
+import functools
 
 import pytest
 
-BACKENDS = ("python", "cpp")
-_MODULES = {"python": "retracesoftware.utils._python", "cpp": "retracesoftware.utils._utils"}
+from retrace_testing import load_backend as _load
+
+load_backend = functools.partial(_load, "utils")
 
 
-def load_backend(name):
-    try:
-        return importlib.import_module(_MODULES[name])
-    except ImportError as exc:
-        if name == "cpp" and os.environ.get("RETRACE_BACKEND", "").lower() == "python":
-            pytest.skip(f"C++ backend not tested under RETRACE_BACKEND=python ({exc})")
-        raise
-
-
-@pytest.fixture(params=BACKENDS)
-def u(request):
-    return load_backend(request.param)
+@pytest.fixture
+def u(backend):
+    return load_backend(backend)

@@ -930,7 +930,7 @@ int init_replay_call(PyObject* module) {
     }
     str_next_kind = PyUnicode_InternFromString("next_kind");
     str_thread = PyUnicode_InternFromString("thread");
-    str_id = PyUnicode_InternFromString("_id");
+    str_id = PyUnicode_InternFromString("lock_id");
     str_release = PyUnicode_InternFromString("release");
     if (!str_next_kind || !str_thread || !str_id || !str_release) return -1;
     PyObject* accept = PyType_FromSpec(&SyncAccept_spec);
