@@ -256,6 +256,11 @@ def _is_own(name: str) -> bool:
 class Installer:
     """Apply ``config`` to this interpreter through ``system``."""
 
+    #: reuse the reference index across installs (set by pytest --retrace's
+    #: TestRunner; see _reference_index)
+    reuse_index = False
+    _index_cache = None
+
     _active: "Installer | None" = None
 
     def __init__(self, system, config):
@@ -845,11 +850,23 @@ class Installer:
                     self._replace_kwdefault(owner, key, old, new)
                 moved.append((kind, owner, key, new))
             if moved:
-                index.setdefault(id(new), []).extend(moved)
+                index[id(new)] = index.get(id(new), []) + moved   # never extends a cached list
 
     def _reference_index(self) -> dict:
         modules_now = len(sys.modules)
         if self._index is not None and self._index_size == modules_now:
+            return self._index
+        # pytest --retrace installs twice per test: the scan (most of an
+        # install's cost) is reused from the last install while the same
+        # modules are loaded. Only an index made by an install's first
+        # replacement is kept (no copy was moved yet, so every copy holds
+        # the original); each install works on its own copy of it.
+        first = self._index is None and Installer.reuse_index
+        loaded = (modules_now, sum(map(id, list(sys.modules.values()))))
+        cached = Installer._index_cache
+        if first and cached is not None and cached[0] == loaded:
+            self._index = dict(cached[1])
+            self._index_size = modules_now
             return self._index
         index: dict = {}
 
@@ -883,6 +900,9 @@ class Installer:
                                 add(_IN_CLASS, value, ckey, cvalue)
                 elif type(value) is _FunctionType and getattr(value, "__module__", None) == mname:
                     add_defaults(value)
+        if first and len(sys.modules) == modules_now:
+            Installer._index_cache = (loaded, index)
+            index = dict(index)
         self._index = index
         self._index_size = len(sys.modules)
         return index

@@ -37,6 +37,10 @@ options:
   --verbose          say what retrace is doing (stderr)
   --pdb              replay under pdb: stop at the first line of the program (and at a divergence)
   --stacks           record a stack trace with every boundary call (bigger recordings, better divergence reports)
+  --schedule         record where threads switch in pure Python, so data races replay exactly (docs/THREADS.md;
+                     the record runs slower: every instruction of program code is counted)
+  --chaos            with --schedule: also switch threads at random points while recording, so rare
+                     interleavings show up
   --pid PID          replay the child process PID of a recording (see inspect)
   --redact NAME      record the environment variable NAME as a redaction marker instead of its value (repeatable;
                      secret-looking names are redacted by default, see docs/RELIABILITY.md "Sharing recordings")
@@ -63,6 +67,8 @@ class Options:
         self.verbose = False
         self.pdb = False
         self.stacks = False
+        self.schedule = False
+        self.chaos = False
         self.compress = True
         self.pid: int | None = None
         self.redact: list[str] = []
@@ -110,6 +116,10 @@ def parse_args(argv: list[str]) -> tuple[str, Options]:
             opts.pdb = True
         elif arg == "--stacks":
             opts.stacks = True
+        elif arg == "--schedule":
+            opts.schedule = True
+        elif arg == "--chaos":
+            opts.schedule = opts.chaos = True
         elif arg == "--no-check-output":
             opts.check_output = False
         elif arg == "--no-compress":

@@ -115,6 +115,10 @@ def record_main(opts) -> int:
     pre = preamble_mod.build(target, hash_seed=seed, config_digest=config.digest,
                              options={"stacks": opts.stacks, "hash_seed_pinned_by_retrace": pinned_by_us,
                                       "redacted": list(opts.redact)})
+    if getattr(opts, "schedule", False):     # thread switches recorded (install/schedule.py)
+        pre["options"]["schedule"] = True
+        if getattr(opts, "chaos", False):
+            pre["options"]["chaos"] = True
     children.remove_stale_children(path)
     try:
         session = RecordSession(path, pre, config, stacks=opts.stacks, redact=opts.redact,
@@ -189,7 +193,7 @@ def replay_main(opts) -> int:
     # inspect shows, never from a path or code the file chooses.
     preamble_mod.validate(pre)
     target = preamble_mod.resolve_target(pre)
-    if target.kind == "code" and not opts.trust:
+    if target.kind == "code" and not opts.trust and target.value != getattr(opts, "vouched_code", None):
         reader.close()
         raise UsageError(_untrusted_code_line(target.value, opts.recording))
     config = _load_config()
@@ -283,6 +287,9 @@ def replay_main(opts) -> int:
     if debugger is not None:
         debugger.finished(code)
     session.main_finished(code)
+    if testing_one:
+        from retracesoftware import test_replay
+        code = test_replay.exit_code(code)
     return code
 
 

@@ -177,8 +177,6 @@ def test_a_passing_session_leaves_nothing_and_inspect_lists_tests(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="an xdist worker's replay diverges at pytest's capture "
-                   "teardown (descriptor plumbing on replay: dup/dup2, issue 16)")
 def test_ci_failure_under_xdist_replays_in_the_worker(tmp_path):
     pytest.importorskip("xdist")
     project = _make_project(tmp_path / "ci")
