@@ -182,7 +182,12 @@ def render(summary: dict) -> str:
     else:
         duration = summary.get("duration_s")
         extra = f", ran {duration:.3f} s" if isinstance(duration, (int, float)) else ""
-        lines.append(f"status:     complete, exit code {summary['exit_code']}{extra}")
+        code = summary["exit_code"]
+        # A recording started by the .pth hook ends at the interpreter's
+        # exit, where Python code cannot see the exit status (a SystemExit
+        # is already handled): say so rather than "exit code None".
+        shown = f"exit code {code}" if code is not None else "exit code not recorded (the interpreter ran the program)"
+        lines.append(f"status:     complete, {shown}{extra}")
     tags = summary["tags"]
     lines.append(f"events:     {summary['events']:,} ({summary['calls']:,} boundary calls, "
                  f"{tags.get('CALLBACK', 0)} callbacks, {tags.get('ERROR', 0)} errors, "

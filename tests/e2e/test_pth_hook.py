@@ -75,3 +75,7 @@ def test_pth_hook_recording_path_alone_and_recorded_sys_path(tmp_path):
     rep = run([str(python), "-m", "retracesoftware", "--recording", str(recordings[0])], tmp_path)
     assert rep.returncode == 0, rep.err
     assert rep.stdout == rec.stdout, (rec.out, rep.out, rep.err)
+    # inspect: the hook cannot see the exit status; it says so, not "None"
+    shown = run([str(python), "-m", "retracesoftware", "inspect", str(recordings[0])], tmp_path)
+    assert shown.returncode == 0 and "exit code None" not in shown.out, shown.out + shown.err
+    assert "exit code not recorded" in shown.out, shown.out
