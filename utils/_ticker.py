@@ -42,6 +42,17 @@ _pause = _thread.allocate_lock()
 _pause.acquire()                      # never released: acquire(timeout) is a GIL-free pause
 
 
+def _ask_for_opcode_events():
+    # PYVERSIONS: 3.12+ delivers opcode events to a tracer only when some
+    # frame asked for them before settrace (interp->f_opcode_trace_set, set
+    # for good). Done once, here (import time, before any tracing): turning
+    # it back off on a live frame in a thread crashed 3.12.1.
+    _getframe().f_trace_opcodes = True
+
+
+_ask_for_opcode_events()
+
+
 class Ticker:
     __slots__ = ("tracer", "tid", "count", "stop", "may_run", "_local")
 
@@ -87,12 +98,6 @@ class ScheduleTracer:
             if self.on_new is not None:
                 self.on_new(t)
             self._tickers[_get_ident()] = t
-        # PYVERSIONS: 3.12+ delivers opcode events only when some frame
-        # asked for them before settrace (interp->f_opcode_trace_set).
-        here = _getframe()
-        old = here.f_trace_opcodes
-        here.f_trace_opcodes = True
-        here.f_trace_opcodes = old
         _settrace(self._global)
         return t
 
