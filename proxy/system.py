@@ -274,6 +274,10 @@ class System:
         self._by_value: tuple = ()                   # config `immutable`: stored by value
         self._undo: list = []
         self.divergence: ReplayDivergence | None = None
+        #: replay: ``fn(system) -> callable | None``, asked in every turn
+        #: (turn held): consumes an event of this thread at the head that
+        #: is no call's (a garbage collection) and returns what runs it
+        self.special_events = None
         if mode == RECORD:
             # The per-call result path, native: a plain value (exact type
             # None/bool/int/float/str/bytes) is written as RESULT value and
@@ -720,13 +724,29 @@ class System:
         this thread's `ReplayDivergence`."""
         self._check_failed()
         seq = self._sequencer
-        try:
-            seq.acquire(what)
-        except Deadlock as dead:
-            raise self._deadlock(dead) from None
-        except ReplayDivergence as div:
-            raise _copy_divergence(div) from None
-        return seq
+        while True:
+            try:
+                seq.acquire(what)
+            except Deadlock as dead:
+                raise self._deadlock(dead) from None
+            except ReplayDivergence as div:
+                raise _copy_divergence(div) from None
+            special = self.special_events
+            if special is None:
+                return seq
+            # An event that is not the caller's but happens at this point
+            # of this thread (a garbage collection, install/gc_points.py):
+            # consumed in the turn, run after it, then the turn again.
+            try:
+                run = special(self)
+            except BaseException:
+                seq.release()
+                raise
+            if run is None:
+                return seq
+            seq.release()
+            run()
+            self._check_failed()
 
     def _read_tagged(self, outcome=False):
         """Read a tag and its first operand in one turn: (index, tag, value)."""
@@ -1001,6 +1021,11 @@ def _describe_tag(tag, value) -> str:
         return f"new {value} object"
     if tag == CALLBACK_RESULT:
         return "return from a callback"
+    if tag in ("GC", "GC_VALVE"):      # install/gc_points.py
+        return (f"a garbage collection (generation {_summary(value)})" if tag == "GC" else
+                f"a garbage collection the interpreter ran between events (generation {_summary(value)})")
+    if tag == "GC_DONE":
+        return f"the end of a garbage collection (that freed {_summary(value)} objects)"
     if tag == "SYNC":
         return f"a sync point (lock acquire, join, is_alive) that returned {_summary(value)}"
     return f"{tag} {_summary(value)}"

@@ -226,11 +226,20 @@ def _report_error(exc: Exception, debug: bool) -> int:
         import traceback
         traceback.print_exc()
     if isinstance(exc, RetraceError):
-        print(error_line(str(exc)), file=sys.stderr)
+        _say_error(error_line(str(exc)))
         return exc.exit_code
-    print(error_line(f"internal error: {type(exc).__name__}: {exc} — rerun with --debug and report it"),
-          file=sys.stderr)
+    _say_error(error_line(f"internal error: {type(exc).__name__}: {exc} — rerun with --debug and report it"))
     return 1
+
+
+def _say_error(line: str) -> None:
+    """To the stderr the user started us with, even when the program pointed
+    fd 2 or sys.stderr elsewhere (install/report.py)."""
+    from retracesoftware.install import report
+    if report.fd() is None:
+        print(line, file=sys.stderr)
+    else:
+        report.write(line + "\n")
 
 
 def _run_view(argv: list[str]) -> int:
@@ -279,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         from retracesoftware import hook
         return hook.enable_main(opts) if verb == "enable-hook" else hook.disable_main(opts)
     except UsageError as exc:
-        print(error_line(str(exc)), file=sys.stderr)
+        _say_error(error_line(str(exc)))
         return EXIT_USAGE
     except Exception as exc:  # our own errors only: the program's pass through session
         return _report_error(exc, debug)
