@@ -42,6 +42,17 @@ _pause = _thread.allocate_lock()
 _pause.acquire()                      # never released: acquire(timeout) is a GIL-free pause
 
 
+def _ask_for_opcode_events():
+    # PYVERSIONS: 3.12+ delivers opcode events to a tracer only when some
+    # frame asked for them before settrace (interp->f_opcode_trace_set, set
+    # for good). Done once, here (import time, before any tracing): turning
+    # it back off on a live frame in a thread crashed 3.12.1.
+    _getframe().f_trace_opcodes = True
+
+
+_ask_for_opcode_events()
+
+
 class Ticker:
     __slots__ = ("tracer", "tid", "count", "stop", "may_run", "_local")
 
@@ -71,7 +82,9 @@ class ScheduleTracer:
         import random
         self._rng = random.Random(int.from_bytes(__import__("os").urandom(8), "little"))
         self._cache = {}
-        self._tickers = {}          # OS ident -> Ticker
+        # The thread's Ticker, in thread-local storage: an OS ident is reused
+        # by a later thread once its thread ended.
+        self._tls = _thread._local()
         self._importing = {}
         self._last = None
         self._lock = _thread.RLock()
@@ -79,20 +92,14 @@ class ScheduleTracer:
 
     # -- per thread ------------------------------------------------------
     def current(self):
-        t = self._tickers.get(_get_ident())
+        t = getattr(self._tls, "ticker", None)
         if t is not None and _gettrace() is self._global:
             return t
         if t is None:
             t = Ticker(self, self.thread_id())
             if self.on_new is not None:
                 self.on_new(t)
-            self._tickers[_get_ident()] = t
-        # PYVERSIONS: 3.12+ delivers opcode events only when some frame
-        # asked for them before settrace (interp->f_opcode_trace_set).
-        here = _getframe()
-        old = here.f_trace_opcodes
-        here.f_trace_opcodes = True
-        here.f_trace_opcodes = old
+            self._tls.ticker = t
         _settrace(self._global)
         return t
 
@@ -108,16 +115,15 @@ class ScheduleTracer:
         tracer = self
         cache = self._cache
         gate = self.gate
-        tickers = self._tickers
+        tls = self._tls
 
         def local(frame, event, arg):
             if event == "opcode":
                 if tracer.active:
-                    t = tickers[_get_ident()]
-                    tracer._tick(t)
+                    tracer._tick(tls.ticker)
             elif event == "return":
                 if tracer.active and tracer.replay and tracer.enforce:
-                    t = tickers[_get_ident()]
+                    t = tls.ticker
                     if t.count == t.stop:
                         tracer.on_block(t, True)
             return local
