@@ -57,7 +57,7 @@ def test_handover_wakes_the_head_only(u):
 
 class Lock:
     def __init__(self, lock_id):
-        self._id = lock_id
+        self.lock_id = lock_id
         self._lock = _thread.allocate_lock()
 
     def release(self):
