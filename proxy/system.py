@@ -274,6 +274,8 @@ class System:
         self._by_value: tuple = ()                   # config `immutable`: stored by value
         self._undo: list = []
         self.divergence: ReplayDivergence | None = None
+        #: replay: ``fn(what)`` run before a thread takes a turn (install/signals.py)
+        self.before_turn = None
         if mode == RECORD:
             # The per-call result path, native: a plain value (exact type
             # None/bool/int/float/str/bytes) is written as RESULT value and
@@ -719,6 +721,10 @@ class System:
         a deadlock and another thread's divergence all surface here as
         this thread's `ReplayDivergence`."""
         self._check_failed()
+        if self.before_turn is not None:
+            # An asynchronous event (install/signals.py) this thread had to
+            # reach before its next event: it did not.
+            self.before_turn(what)
         seq = self._sequencer
         try:
             seq.acquire(what)
