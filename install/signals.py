@@ -57,29 +57,23 @@ def _program_frames(frame):
         frame = frame.f_back
 
 
-def _stack_signature(frame):
+def _stack_signature(frame, lasti=None):
     """(depth, crc32) of the program stack: each frame's code identity and
     instruction offset. The same on record and replay whatever our own frames
     in between (a callback's record and replay paths differ)."""
     parts = []
     for f in _program_frames(frame):
         base, qual, first = _code_key(f.f_code)
-        parts.append(f"{base}:{qual}:{first}:{f.f_lasti}")
+        parts.append(f"{base}:{qual}:{first}:{f.f_lasti if lasti is None or f is not frame else lasti}")
     return len(parts), zlib.crc32("\n".join(parts).encode("utf-8", "surrogatepass"))
 
 
-def _locals_fingerprints(frame):
-    """(scalars, full): fingerprints of the frame's local variables that are
-    None/bool/int/float/str/bytes (by value), and of those plus the lengths
-    of its lists/tuples/dicts/sets. What tells one loop iteration from
-    another at the same instruction. The scalars alone for a position at a
-    call: a call cannot rebind its caller's locals but can change a length."""
+def _frame_values(frame, scalars, full, sized=True):
     try:
         local = frame.f_locals
         names = sorted(n for n in local.keys() if type(n) is str and not n.startswith("__"))
     except Exception:
-        return 0, 0
-    scalars, full = [], []
+        return
     for name in names:
         try:
             v = local[name]
@@ -89,8 +83,20 @@ def _locals_fingerprints(frame):
         if t in _SCALARS:
             scalars += (name, v)
             full += (name, v)
-        elif t in _SIZED:
+        elif sized and t in _SIZED:
             full += (name, len(v))
+
+
+def _locals_fingerprints(frame):
+    """(scalars, full): fingerprints of the program frames' local variables
+    that are None/bool/int/float/str/bytes (by value), and of those plus the
+    lengths of the innermost frame's lists/tuples/dicts/sets. What tells one
+    loop iteration (or one call of a function from an outer loop) from
+    another at the same instruction. The scalars alone for a position at a
+    call: a call cannot rebind its caller's locals but can change a length."""
+    scalars, full = [], []
+    for i, f in enumerate(_program_frames(frame)):
+        _frame_values(f, scalars, full, sized=i == 0)
     return fingerprint(*scalars), fingerprint(*full)
 
 
@@ -279,6 +285,14 @@ class SignalReplay:
         scalars, full = _locals_fingerprints(frame)
         return scalars == p.position[7] if p.at_call else full == p.position[8]
 
+    def _matches_start(self, frame) -> bool:
+        p = self.pending
+        if frame.f_lasti > 0 or _instruction(frame.f_code, 0) != "RESUME":
+            return False
+        if _stack_signature(frame, 0) != tuple(p.position[5:7]):
+            return False
+        return _locals_fingerprints(frame)[1] == p.position[8]
+
     def _arm(self, after=None):
         """Trace the frames running the position's code, opcode by opcode.
         At a loop's backward jump or a function's start the handler runs at
@@ -312,6 +326,10 @@ class SignalReplay:
             if self.pending is None or self.pending.token is not token:
                 return None
             if self._matches_code(frame.f_code):
+                if event == "call" and pending.lasti == 0 and self._matches_start(frame):
+                    # A function's first RESUME: its 'call' event (no opcode event on 3.11).
+                    self._fire(frame)
+                    return None
                 frame.f_trace_lines = False
                 frame.f_trace_opcodes = True
                 return local_trace
