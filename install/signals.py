@@ -10,9 +10,10 @@ ran on and diverged. Here:
 Record: the handler installed for real is a `SignalHandler`. Run in program
 code, it writes ``SIGNAL signum position`` (the *position*: `position_of`)
 before calling the program's handler. Run while our runtime works (phase
-DISABLED, or an innermost frame of ours), it re-trips the signal
-(``_thread.interrupt_main``) so it runs at the next check in program code:
-an asynchronous signal may come a little later; it must come in program code.
+DISABLED, or an innermost frame of ours) or while the program's handler of an
+earlier signal runs, it is put off to the first opcode event of program code
+(a one-shot tracer: `SignalSupport._defer`): an asynchronous signal may come
+a little later; it must come in program code, between two events.
 
 Replay: no real signal is needed (setitimer/alarm/kill are replayed calls and
 arm nothing). When the main thread consumed the event before a SIGNAL (the
@@ -35,13 +36,13 @@ import zlib
 
 from retracesoftware.proxy.protocol import event_index
 from retracesoftware.proxy.system import Callback, _machinery_frame
-from retracesoftware.utils import DISABLED, INTERNAL, fingerprint, flush_pending_calls
+from retracesoftware.utils import DISABLED, EXTERNAL, INTERNAL, fingerprint, flush_pending_calls
 
 SIGNAL = "SIGNAL"     # SIGNAL signum position        (docs/EVENTS.md)
 
 _SCALARS = frozenset({type(None), bool, int, float, str, bytes})
 _SIZED = frozenset({list, tuple, dict, set, frozenset, bytearray})
-_POSITION_FIELDS = 9
+_POSITION_FIELDS = 10
 
 
 # ------------------------------------------------------------------ positions
@@ -100,14 +101,19 @@ def _locals_fingerprints(frame):
     return fingerprint(*scalars), fingerprint(*full)
 
 
-def position_of(frame) -> tuple:
+#: position[9]: where at the instruction the handler ran
+AT_CHECK = 0     # at the instruction's own check for pending signals
+BEFORE = 1       # before the instruction ran (a signal put off: SignalSupport._defer)
+
+
+def position_of(frame, when=AT_CHECK) -> tuple:
     """The position of *frame*'s current instruction: (file basename,
     qualname, first line, instruction offset, line, stack depth, stack crc,
-    scalars fingerprint, full fingerprint)."""
+    scalars fingerprint, full fingerprint, when)."""
     base, qual, first = _code_key(frame.f_code)
     depth, crc = _stack_signature(frame)
     scalars, full = _locals_fingerprints(frame)
-    return (base, qual, first, frame.f_lasti, frame.f_lineno or 0, depth, crc, scalars, full)
+    return (base, qual, first, frame.f_lasti, frame.f_lineno or 0, depth, crc, scalars, full, when)
 
 
 def describe_position(position) -> str:
@@ -155,13 +161,18 @@ class SignalHandler:
         self._support = support
 
     def __call__(self, signum, frame):
-        what = self._support.deliver(signum, frame)
-        if what is _CALLBACK:
-            return self.callback(signum, frame)
-        if what is _RUN:
+        support = self._support
+        what = support.deliver(signum, frame)
+        if what is _LATER:
+            return None
+        support.running += 1
+        try:
+            if what is _CALLBACK:
+                return self.callback(signum, frame)
             # One line for record and replay: a traceback through it is the same.
             return self.fn(signum, frame)
-        return None
+        finally:
+            support.running -= 1
 
     def __repr__(self):
         return f"<retrace signal handler {self.fn!r}>"
@@ -182,8 +193,11 @@ class SignalSupport:
     def __init__(self, session):
         self.session = session
         self.system = session.system
-        #: replay: the signal the tracer tripped, until it is delivered
-        self.delivering = None
+        #: record: handlers of ours running; signals put off; their tracer is on
+        self.running = 0
+        self.deferred = []
+        self._tracing = False
+        self._old_trace = None
 
     def active(self):
         return getattr(self.session, "exit_code", None) is None and not getattr(self.session, "_closed", False)
@@ -191,24 +205,89 @@ class SignalSupport:
     def deliver(self, signum, frame):
         """_RUN (the program's handler runs now), _CALLBACK (the proxy's
         callback wrapper runs it: recorded inside a boundary call, or just
-        run) or _LATER (re-tripped: it runs at a later check)."""
+        run) or _LATER (put off: `_defer`)."""
         system = self.system
         gate = system.gate
         phase = gate.phase
         ours = frame is None or _machinery_frame(frame.f_code.co_filename)
-        if system.mode == "record":
-            if self.active() and phase == INTERNAL and not ours:
-                gate.phase = DISABLED
-                try:
-                    flush_pending_calls()      # a call in progress (callback) writes its CALL first
-                    system.writer.write(SIGNAL, signum, position_of(frame))
-                finally:
-                    gate.phase = INTERNAL
+        if system.mode == "record" and self.active() and phase != EXTERNAL:
+            if phase == INTERNAL and not ours and not self.running and not self.deferred:
+                self._write(signum, frame, AT_CHECK)
                 return _RUN
+            # Our runtime's code runs, or the program's handler of an
+            # earlier signal: the handler runs at the program's next
+            # instruction in program code.
+            self._defer(signum, frame)
+            return _LATER
         # EXTERNAL: proxy.Callback records a CALLBACK inside the call; else
-        # (our runtime's code was running; a real signal during replay) the
+        # (after the program's end; a real signal during replay) the
         # handler just runs.
         return _CALLBACK
+
+    def _write(self, signum, frame, when):
+        gate = self.system.gate
+        previous = gate.swap(DISABLED)
+        try:
+            flush_pending_calls()      # a call in progress (callback) writes its CALL first
+            self.system.writer.write(SIGNAL, signum, position_of(frame, when))
+        finally:
+            gate.phase = previous
+
+    def _defer(self, signum, frame):
+        """Record: run the handler at the first opcode event of program code
+        (phase INTERNAL, no handler of ours running): a one-shot opcode
+        tracer on this thread, over the program frames."""
+        self.deferred.append(signum)
+        if self._tracing:
+            return
+        self._tracing = True
+        gate = self.system.gate
+
+        def local_trace(f, event, arg):
+            if not self._tracing:
+                return None
+            if event == "opcode" and gate.phase == INTERNAL and not self.running:
+                self._run_deferred(f)
+                return None
+            return local_trace
+
+        def global_trace(f, event, arg):
+            if not self._tracing or _machinery_frame(f.f_code.co_filename):
+                return None
+            f.f_trace_lines = False
+            f.f_trace_opcodes = True
+            return local_trace
+
+        self._old_trace = sys.gettrace()
+        sys.settrace(global_trace)
+        f = frame if frame is not None else sys._getframe(1)
+        while f is not None:
+            if not _machinery_frame(f.f_code.co_filename):
+                f.f_trace = local_trace
+                f.f_trace_lines = False
+                f.f_trace_opcodes = True
+            f = f.f_back
+
+    def _run_deferred(self, frame):
+        self._tracing = False
+        sys.settrace(self._old_trace)
+        self._old_trace = None
+        import _signal
+        while self.deferred:
+            signum = self.deferred.pop(0)
+            handler = program_handler(_signal.getsignal(signum))
+            if not callable(handler):
+                continue
+            self._write(signum, frame, BEFORE)
+            self.running += 1
+            try:
+                handler(signum, frame)
+            except BaseException:
+                self.deferred.clear()
+                raise
+            finally:
+                self.running -= 1
+
 
 # ------------------------------------------------------------------ replay
 class _Pending:
@@ -240,6 +319,15 @@ class SignalReplay:
 
     # called by the sequencer (its condition held) when the head is a SIGNAL of this thread
     def on_async(self):
+        self._take()
+        # Already there: the event just consumed was a call at the position
+        # (the signal came when it returned): fire at the frame's next
+        # instruction.
+        frame = next(_program_frames(sys._getframe(1)), None)
+        self._arm(frame if frame is not None and self._matches(frame) else None)
+
+    def _take(self):
+        """Read the SIGNAL at the head (the condition held): pending."""
         system = self.system
         reader = self.reader
         index = event_index(reader)
@@ -250,18 +338,12 @@ class SignalReplay:
                 or len(position) != _POSITION_FIELDS):
             raise system._diverge(index, "a SIGNAL event", f"{tag!r} {signum!r} (a damaged SIGNAL)")
         if self.pending is not None:
-            raise system._diverge(index, f"{_signame(self.pending.signum)} delivered at "
+            raise system._diverge(index, f"{_signame(self.pending.signum)} handled at "
                                   f"{describe_position(self.pending.position)}",
                                   f"another {_signame(signum)} first")
-        pending = _Pending(signum, tuple(position), index, system.thread_id())
-        self.pending = pending
+        self.pending = _Pending(signum, tuple(position), index, system.thread_id())
         self.seq.turn.closed += 1          # every call checks (before_turn) until it is found
         system.before_turn = self._not_reached
-        # Already there: the event just consumed was a call at the position
-        # (the signal came when it returned): fire at the frame's next
-        # instruction.
-        frame = next(_program_frames(sys._getframe(1)), None)
-        self._arm(frame if frame is not None and self._matches(frame) else None)
 
     def _matches_code(self, code):
         key = id(code)
@@ -279,11 +361,11 @@ class SignalReplay:
         if p.at_call is None:
             op = _instruction(frame.f_code, p.lasti)
             p.at_call = op.startswith("CALL")
-            p.after = op not in _CHECK_BEFORE
+            p.after = op not in _CHECK_BEFORE and p.position[9] != BEFORE
         if _stack_signature(frame) != tuple(p.position[5:7]):
             return False
         scalars, full = _locals_fingerprints(frame)
-        return scalars == p.position[7] if p.at_call else full == p.position[8]
+        return scalars == p.position[7] if p.after and p.at_call else full == p.position[8]
 
     def _matches_start(self, frame) -> bool:
         p = self.pending
@@ -312,14 +394,14 @@ class SignalReplay:
                 if frame is state[0]:
                     state[0] = None
                     self._fire(frame)
-                    return None
+                    return frame.f_trace
                 return local_trace
             if frame.f_lasti == pending.lasti and self._matches(frame):
                 if pending.after:
                     state[0] = frame
                     return local_trace
                 self._fire(frame)
-                return None
+                return frame.f_trace      # (another signal may have re-armed it)
             return local_trace
 
         def global_trace(frame, event, arg):
@@ -329,7 +411,7 @@ class SignalReplay:
                 if event == "call" and pending.lasti == 0 and self._matches_start(frame):
                     # A function's first RESUME: its 'call' event (no opcode event on 3.11).
                     self._fire(frame)
-                    return None
+                    return frame.f_trace
                 frame.f_trace_lines = False
                 frame.f_trace_opcodes = True
                 return local_trace
@@ -358,21 +440,39 @@ class SignalReplay:
     def _fire(self, frame):
         """The position is reached: run the program's handler for the
         signal, as the interpreter would have (its exception propagates into
-        *frame* at this instruction)."""
+        *frame* at this instruction). Then the next asynchronous event, if
+        it is at this same point (a signal put off while the first one's
+        handler ran)."""
         import _signal
-        signum = self.pending.signum
-        index = self.pending.index
-        self._disarm()
-        handler = program_handler(_signal.getsignal(signum))
-        if not callable(handler):
-            raise self.system._diverge(index, f"a Python handler for {_signame(signum)}",
-                                       f"handler {handler!r} installed")
-        gate = self.system.gate
-        previous = gate.swap(INTERNAL)
-        try:
-            handler(signum, frame)
-        finally:
-            gate.phase = previous
+        while True:
+            signum = self.pending.signum
+            index = self.pending.index
+            self._disarm()
+            handler = program_handler(_signal.getsignal(signum))
+            if not callable(handler):
+                raise self.system._diverge(index, f"a Python handler for {_signame(signum)}",
+                                           f"handler {handler!r} installed")
+            gate = self.system.gate
+            previous = gate.swap(INTERNAL)
+            try:
+                handler(signum, frame)
+            finally:
+                gate.phase = previous
+            if self.pending is None:
+                with self.seq._cond:
+                    if self.reader.async_next and self.reader.thread == self.system.thread_id():
+                        self._take()
+                if self.pending is None:
+                    return
+                if self._matches(frame) and not self.pending.after:
+                    continue
+                self._arm(frame if self._matches(frame) else None)
+                return
+            if self._matches(frame):
+                if not self.pending.after:
+                    continue
+                self._arm(frame)
+            return
 
     def _not_reached(self, what=None):
         pending = self.pending
