@@ -259,7 +259,6 @@ class SignalSupport:
             return local_trace
 
         self._old_trace = sys.gettrace()
-        sys.settrace(global_trace)
         f = frame if frame is not None else sys._getframe(1)
         while f is not None:
             if not _machinery_frame(f.f_code.co_filename):
@@ -267,6 +266,9 @@ class SignalSupport:
                 f.f_trace_lines = False
                 f.f_trace_opcodes = True
             f = f.f_back
+        # After the frames: 3.12+ instruments the frames' code for opcode
+        # events when the trace function is set.  # PYVERSIONS
+        sys.settrace(global_trace)
 
     def _run_deferred(self, frame):
         self._tracing = False
@@ -417,8 +419,8 @@ class SignalReplay:
                 return local_trace
             return None
 
-        self._old_trace = sys.gettrace()
-        sys.settrace(global_trace)
+        if self._old_trace is None:
+            self._old_trace = sys.gettrace()
         frame = sys._getframe(1)
         while frame is not None:
             if not _machinery_frame(frame.f_code.co_filename) and self._matches_code(frame.f_code):
@@ -426,6 +428,9 @@ class SignalReplay:
                 frame.f_trace_lines = False
                 frame.f_trace_opcodes = True
             frame = frame.f_back
+        # After the frames: 3.12+ instruments the frames' code for opcode
+        # events when the trace function is set.  # PYVERSIONS
+        sys.settrace(global_trace)
 
     def _disarm(self):
         pending, self.pending = self.pending, None
