@@ -36,10 +36,12 @@ import zlib
 
 from retracesoftware.proxy.protocol import event_index
 from retracesoftware.proxy.system import Callback, _machinery_frame
+from retracesoftware.utils import env
 from retracesoftware.utils import DISABLED, EXTERNAL, INTERNAL, fingerprint, flush_pending_calls
 
 SIGNAL = "SIGNAL"     # SIGNAL signum position        (docs/EVENTS.md)
 
+PY312 = env.PYVERSION == (3, 12)   # PYVERSIONS
 _SCALARS = frozenset({type(None), bool, int, float, str, bytes})
 _SIZED = frozenset({list, tuple, dict, set, frozenset, bytearray})
 _POSITION_FIELDS = 10
@@ -145,6 +147,17 @@ def _signame(signum) -> str:
         return signal.Signals(signum).name
     except Exception:
         return f"signal {signum}"
+
+
+def _trace_opcodes(frame, local_trace, global_trace):
+    """From a 'call' event: opcode events (not lines) for this new frame."""
+    frame.f_trace = local_trace
+    frame.f_trace_lines = False
+    frame.f_trace_opcodes = True
+    if PY312:
+        # 3.12 instruments the frame's code for opcode events only when the
+        # trace function is set again.  # PYVERSIONS
+        sys.settrace(global_trace)
 
 
 # ------------------------------------------------------------------ handlers
@@ -254,8 +267,7 @@ class SignalSupport:
         def global_trace(f, event, arg):
             if not self._tracing or _machinery_frame(f.f_code.co_filename):
                 return None
-            f.f_trace_lines = False
-            f.f_trace_opcodes = True
+            _trace_opcodes(f, local_trace, global_trace)
             return local_trace
 
         self._old_trace = sys.gettrace()
@@ -414,8 +426,7 @@ class SignalReplay:
                     # A function's first RESUME: its 'call' event (no opcode event on 3.11).
                     self._fire(frame)
                     return frame.f_trace
-                frame.f_trace_lines = False
-                frame.f_trace_opcodes = True
+                _trace_opcodes(frame, local_trace, global_trace)
                 return local_trace
             return None
 
