@@ -5,8 +5,11 @@
 Records a program making CALLS clock reads (about 5 tape events each: the
 default 200000 gives about 1M events), then measures: the plain replay, a
 replay under the debugger (tracing every line), and one DAP ``stepBack``
-from a breakpoint at the end (the request until the ``stopped`` event), and
-the peak memory (max RSS) of the replay process in each case.
+from a breakpoint at the end (the request until the ``stopped`` event) with
+checkpoints (the default) and with RETRACE_CHECKPOINTS=0 (re-execution from
+the start), the checkpoints' counters (how many, fork time) and memory (PSS
+and private pages of the frozen forks), and the peak memory (max RSS) of the
+replay process.
 """
 import os
 import re
@@ -44,7 +47,7 @@ def main():
     print(f"record: {time.perf_counter() - t:.2f} s, {os.path.getsize(rec)} bytes")
     info = subprocess.run([sys.executable, "-m", "retracesoftware", "inspect", rec], cwd=d, env=env,
                           capture_output=True, text=True).stdout
-    m = re.search(r"events:\s*(\d+)", info)
+    m = re.search(r"events:\s*([\d,]+)", info)
     print(f"events: {m.group(1) if m else '?'}")
 
     def timed_replay(extra_env=None, label=""):
@@ -62,20 +65,67 @@ def main():
     timed_replay({"RETRACE_DEBUG_STATE": '{"travel": {"kind": "position", "target": [0, 999999999]}}'},
                  label="replay under the debugger (every line traced, no stop)")
 
+    # One stepBack at the end, with checkpoints (the default) and without
+    # (RETRACE_CHECKPOINTS=0: every trip back re-executes from the start).
+    for label, extra in (("checkpoints", {}), ("re-execution", {"RETRACE_CHECKPOINTS": "0"})):
+        dap_step_back(d, rec, dict(env, **extra), label)
+
+
+def _children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [int(x) for x in fh.read().split()]
+    except OSError:
+        return []
+
+
+def _rollup(pid):
+    out = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) >= 2 and parts[0].endswith(":") and parts[1].isdigit():
+                    out[parts[0][:-1]] = int(parts[1])
+    except OSError:
+        pass
+    return out
+
+
+def dap_step_back(d, rec, env, label):
     dap = DapClient(d, env=env)
+    long = 900
     try:
         dap.start(rec, breakpoints=[6], source=os.path.join(d, "app.py"))
         t = time.perf_counter()
-        stop = dap.stopped()
-        print(f"DAP: launch to the breakpoint at the end: {time.perf_counter() - t:.2f} s")
-        t = time.perf_counter()
-        dap.request("stepBack", {"threadId": stop["threadId"]})
-        dap.stopped()
-        print(f"DAP: one stepBack (re-execution to the previous line): {time.perf_counter() - t:.2f} s")
+        stop = dap.wait_event("stopped", timeout=long)["body"]
+        print(f"[{label}] DAP: launch to the breakpoint at the end: {time.perf_counter() - t:.2f} s")
+        supervisor = next(e["body"]["systemProcessId"] for e in dap.events if e["event"] == "process")
+        for n in (1, 2):
+            t = time.perf_counter()
+            dap.request("stepBack", {"threadId": stop["threadId"]}, timeout=long)
+            stop = dap.wait_event("stopped", timeout=long)["body"]
+            took = time.perf_counter() - t
+            frame = dap.top_frame(stop["threadId"])
+            print(f"[{label}] DAP: stepBack #{n}: {took:.2f} s, landed at line {frame['line']}, "
+                  f"i = {dap.evaluate('i', frame['id'])}")
         frame = dap.top_frame(stop["threadId"])
-        print(f"  landed at line {frame['line']}, i = {dap.evaluate('i', frame['id'])}")
+        stats = dap.evaluate("__import__('retracesoftware.debugger.checkpoints').debugger.checkpoints.stats",
+                             frame["id"])
+        active = int(dap.evaluate("__import__('os').getpid()", frame["id"]))
+        print(f"[{label}] checkpoint counters: {stats}")
+        rss_active = _rollup(active).get("Rss", 0)
+        cps = [p for p in _children(supervisor) if p != active]
+        pss = [_rollup(p).get("Pss", 0) for p in cps]
+        private = [_rollup(p).get("Private_Dirty", 0) + _rollup(p).get("Private_Clean", 0) for p in cps]
+        if cps:
+            print(f"[{label}] {len(cps)} live checkpoints: PSS {sum(pss) // 1024} MB in all "
+                  f"({sum(pss) // len(cps) // 1024} MB each on average), private "
+                  f"{sum(private) // 1024} MB in all; the active replay's RSS {rss_active // 1024} MB")
     finally:
         dap.close()
+    left = [p for p in _children(supervisor)] if os.path.exists(f"/proc/{supervisor}") else []
+    print(f"[{label}] processes left after disconnect: {len(left)}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import logging
 import sys
 import threading
 
-from retracesoftware.install import buffers, files, fs
+from retracesoftware.install import buffers, files, fs, report
 from retracesoftware.install.substitutes import builtin_function, like_builtin, substitute_for
 from retracesoftware.proxy.system import Callback as _Callback
 from retracesoftware.utils import DISABLED, INTERNAL
@@ -228,6 +228,11 @@ NATIVE_IO = {
              ("insecure_channel", "secure_channel", "server")),
     "uvloop": ("uvloop", "libuv runs the event loop's I/O", ("new_event_loop", "install", "run")),
     "pycurl": ("pycurl", "libcurl owns its connections", ("Curl",)),
+    # Not C I/O of its own, but the same for a recording: after monkey
+    # patching, threads, sockets and sleeps are greenlets switched by
+    # gevent's C hub on libev/libuv readiness no boundary sees.
+    "gevent.monkey": ("gevent", "its monkey patching runs threads, sockets and sleeps as greenlets "
+                      "switched by its C hub", ("patch_all", "patch_thread", "patch_socket", "patch_time")),
 }
 
 
@@ -250,6 +255,11 @@ def _is_own(name: str) -> bool:
 
 class Installer:
     """Apply ``config`` to this interpreter through ``system``."""
+
+    #: reuse the reference index across installs (set by pytest --retrace's
+    #: TestRunner; see _reference_index)
+    reuse_index = False
+    _index_cache = None
 
     _active: "Installer | None" = None
 
@@ -582,6 +592,9 @@ class Installer:
                 if gate.phase == INTERNAL:
                     message = (f"{library} does its own I/O in C ({what}; {__where} called) — "
                                f"this recording will not replay; see docs/COMPATIBILITY.md")
+                    if library == "gevent":
+                        message = (f"gevent is not supported ({what}; {__where} called) — "
+                                   f"this recording will not replay; see docs/COMPATIBILITY.md")
                     # Our lines are not program output (outside the recording).
                     previous = gate.swap(DISABLED)
                     try:
@@ -591,13 +604,11 @@ class Installer:
                             try:
                                 sys.stdout.flush()
                             finally:
-                                sys.stderr.write(f"retrace: error: {message}\n")
-                                sys.stderr.flush()
+                                report.write(f"retrace: error: {message}\n")
                                 _real_exit(NativeIOUnsupported.exit_code)
                         if not warned:
                             warned.append(True)
-                            sys.stderr.write(f"retrace: warning: {message}\n")
-                            sys.stderr.flush()
+                            report.write(f"retrace: warning: {message}\n")
                     finally:
                         gate.phase = previous
                 return __real(*args, **kwargs)
@@ -839,11 +850,23 @@ class Installer:
                     self._replace_kwdefault(owner, key, old, new)
                 moved.append((kind, owner, key, new))
             if moved:
-                index.setdefault(id(new), []).extend(moved)
+                index[id(new)] = index.get(id(new), []) + moved   # never extends a cached list
 
     def _reference_index(self) -> dict:
         modules_now = len(sys.modules)
         if self._index is not None and self._index_size == modules_now:
+            return self._index
+        # pytest --retrace installs twice per test: the scan (most of an
+        # install's cost) is reused from the last install while the same
+        # modules are loaded. Only an index made by an install's first
+        # replacement is kept (no copy was moved yet, so every copy holds
+        # the original); each install works on its own copy of it.
+        first = self._index is None and Installer.reuse_index
+        loaded = (modules_now, sum(map(id, list(sys.modules.values()))))
+        cached = Installer._index_cache
+        if first and cached is not None and cached[0] == loaded:
+            self._index = dict(cached[1])
+            self._index_size = modules_now
             return self._index
         index: dict = {}
 
@@ -877,6 +900,9 @@ class Installer:
                                 add(_IN_CLASS, value, ckey, cvalue)
                 elif type(value) is _FunctionType and getattr(value, "__module__", None) == mname:
                     add_defaults(value)
+        if first and len(sys.modules) == modules_now:
+            Installer._index_cache = (loaded, index)
+            index = dict(index)
         self._index = index
         self._index_size = len(sys.modules)
         return index

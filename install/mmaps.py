@@ -25,13 +25,155 @@ and ``get_obj()`` are plain memory: not covered.)
 """
 from __future__ import annotations
 
+import sys as _sys
+import weakref as _weakref
+
 from retracesoftware.utils import INTERNAL
+
+SYNC_CALL = "multiprocessing.shared_memory.sync"
+
+
+class SharedRegions:
+    """Memory ``multiprocessing`` shares with other processes: its heap's
+    arenas (``Value``, ``Array``, ``RawValue``, ``RawArray``) and
+    ``shared_memory.SharedMemory`` blocks, in the order this process mapped
+    them (the same on replay).
+
+    Another process's writes become the program's data when this process
+    synchronises with it: a ``Process.join()``/``is_alive()``, a
+    ``multiprocessing`` lock or semaphore acquire (``Lock``, ``RLock``,
+    ``Condition``, ``Event``, ``Barrier``, a shared value's lock), a
+    ``Connection``/``Queue``/``Pool`` receive. After each of those (while
+    any region exists) one recorded call, ``multiprocessing.shared_memory.sync``,
+    returns the byte ranges of every region that changed since the last
+    one; the replay writes them into its own copies of the regions, so any
+    read after it — ``shm.buf``, a ``RawArray`` item, ``bytes()``, a numpy
+    view — sees the recorded bytes. Cost: a comparison of every region's
+    bytes with its last snapshot per synchronisation (O(total size)), in
+    processes that mapped such memory only. A read that no synchronisation
+    orders after the other process's write (polling a flag in a loop)
+    is a data race: not covered (docs/FIDELITY.md)."""
+
+    def __init__(self, system):
+        self.system = system
+        self.gate = system.gate
+        self.replaying = system.mode == "replay"
+        self.maps: list = []            # weakref to the map, or None once gone
+        self.snapshots: list = []
+        self._tape = system.patch_function(self._changes, SYNC_CALL)
+
+    def add(self, mapped):
+        try:
+            ref = _weakref.ref(mapped)
+        except TypeError:
+            ref = lambda mapped=mapped: mapped
+        self.maps.append(ref)
+        self.snapshots.append(self._bytes(mapped))
+
+    @staticmethod
+    def _bytes(mapped):
+        try:
+            return bytes(mapped)
+        except (ValueError, OSError):      # closed
+            return None
+
+    def _changes(self):
+        """Record: (index, offset, bytes) of every changed range."""
+        changes = []
+        for i, ref in enumerate(self.maps):
+            mapped = ref() if ref is not None else None
+            now = self._bytes(mapped) if mapped is not None else None
+            if now is None:
+                self.maps[i] = None
+                continue
+            before = self.snapshots[i]
+            if now == before:
+                continue
+            self.snapshots[i] = now
+            if before is None or len(before) != len(now):
+                changes.append((i, 0, now))
+                continue
+            start, end = _first_difference(before, now), len(now) - _first_difference(before[::-1], now[::-1])
+            changes.append((i, start, now[start:end]))
+        return changes
+
+    def sync(self):
+        if not self.maps or self.gate.phase != INTERNAL:
+            return
+        changes = self._tape()
+        if not self.replaying:
+            return
+        for change in changes if isinstance(changes, list) else ():
+            try:
+                i, offset, data = change
+                ref = self.maps[i]
+                mapped = ref() if ref is not None else None
+                if mapped is not None:
+                    mapped[offset:offset + len(data)] = data
+            except (TypeError, ValueError, IndexError):
+                raise self.system._diverge(
+                    getattr(self.system.reader, "events", 0), "shared memory contents this replay can hold",
+                    f"a change {type(change).__name__} that does not fit the memory mapped here") from None
+
+    def after(self, fn):
+        """*fn* followed by a sync (also when it raised)."""
+        sync = self.sync
+
+        def synced(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                sync()
+        synced.__name__ = getattr(fn, "__name__", "synced")
+        synced.__qualname__ = getattr(fn, "__qualname__", synced.__name__)
+        synced.__wrapped__ = fn
+        return synced
+
+
+def _first_difference(a: bytes, b: bytes) -> int:
+    """Index of the first differing byte (memcmp by halves)."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if a[lo:mid + 1] == b[lo:mid + 1]:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
 def install(system, installer) -> None:
-    installer.when_imported("mmap", lambda module: _patch(system, installer, module))
+    regions = SharedRegions(system)
+    installer.when_imported("mmap", lambda module: _patch(system, installer, module, regions))
     installer.when_imported("multiprocessing.sharedctypes",
                             lambda module: _patch_shared_values(system, installer, module))
+    _hook_synchronisation(installer, regions)
+
+
+def _hook_synchronisation(installer, regions) -> None:
+    """Where another process's writes become visible: see SharedRegions."""
+    def wrap(owner, names):
+        for name in names:
+            real = owner.__dict__.get(name)
+            if callable(real):
+                installer._set(owner, name, regions.after(real))
+
+    installer.when_imported("multiprocessing.process",
+                            lambda m: wrap(m.BaseProcess, ("join", "is_alive")))
+    installer.when_imported("multiprocessing.connection", lambda m: wrap(
+        m._ConnectionBase, ("recv_bytes", "recv_bytes_into", "recv", "poll")))
+
+    def synchronize(m):
+        wrap(m.SemLock, ("__enter__",))
+        make = m.SemLock.__dict__.get("_make_methods")
+        if make is None:
+            return
+
+        def _make_methods(self):
+            make(self)
+            self.acquire = regions.after(self.acquire)
+        installer._set(m.SemLock, "_make_methods", _make_methods)
+    installer.when_imported("multiprocessing.synchronize", synchronize)
 
 
 def _patch_shared_values(system, installer, module) -> None:
@@ -65,7 +207,7 @@ def _named(fn, name):
     return fn
 
 
-def _patch(system, installer, module) -> None:
+def _patch(system, installer, module, regions=None) -> None:
     real = module.__dict__.get("mmap")
     if not isinstance(real, type):
         return
@@ -90,9 +232,11 @@ def _patch(system, installer, module) -> None:
                 mapped = real.__new__(cls, -1, max(len(data), 1))
                 if data:
                     mapped[:len(data)] = data
-                return mapped
-            mapped = real.__new__(cls, fileno, length, *args, **kwargs)
-            contents_of(mapped)
+            else:
+                mapped = real.__new__(cls, fileno, length, *args, **kwargs)
+                contents_of(mapped)
+            if regions is not None and _sys._getframe(1).f_globals.get("__name__", "").startswith("multiprocessing"):
+                regions.add(mapped)     # shared with other processes
             return mapped
 
     mmap.__module__ = real.__module__

@@ -252,6 +252,11 @@ class OutputCheck:
         gate = self.gate
         box = Write()
         if not self.replay:
+            points = getattr(self.session, "gc_points", None)
+            if points is not None:
+                # A collection due runs before the write, as on replay
+                # (the replay writes for real after taking the event).
+                points.before_call()
             gate.phase = EXTERNAL
             try:
                 result = do_write()

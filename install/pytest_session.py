@@ -194,6 +194,10 @@ def _shell_quote(word: str) -> str:
     return shlex.quote(word)
 
 
+#: seconds an xdist controller waits for a worker to end in a recorded session
+WORKER_EXIT_TIMEOUT = 120
+
+
 def _optional_hook(fn):
     """``pytest.hookimpl(optionalhook=True)`` without importing pytest (the
     replay reads this module before the program imports anything): an
@@ -220,6 +224,16 @@ class SessionReporter:
             _mark_sources(self.config, session.items)
 
     @_optional_hook
+    def pytest_xdist_setupnodes(self, config, specs):
+        """xdist controller: a worker that is slow to end (it closes its
+        recording) is not killed after xdist's 10 s (its recording would
+        end early: the worker's tests could not be replayed)."""
+        manager = sys.modules.get("xdist.workermanage")
+        node_manager = getattr(manager, "NodeManager", None)
+        if node_manager is not None and getattr(node_manager, "EXIT_TIMEOUT", 0) < WORKER_EXIT_TIMEOUT:
+            node_manager.EXIT_TIMEOUT = WORKER_EXIT_TIMEOUT
+
+    @_optional_hook
     def pytest_testnodeready(self, node):
         """xdist controller: which process each worker is (its recording is
         the child recording with that pid)."""
@@ -237,7 +251,8 @@ class SessionReporter:
         if report.failed and not any(f[0] == report.nodeid for f in self.failed):
             self.failed.append((report.nodeid, worker, _display_nodeid(self.config, report)))
         if replay_test is not None and report.nodeid == replay_test:
-            seen[report.nodeid] = report.outcome
+            if seen.get(report.nodeid) != "failed":   # a failed call, then a passed teardown
+                seen[report.nodeid] = report.outcome
             if self.worker is not None and report.failed:
                 _render_section(self.config, report, self.worker)
 

@@ -31,7 +31,8 @@ def _exit_marker(code):
     """The recording's last call: the program's exit code (checked on
     replay: a different exit code is a divergence) and when it ended."""
     return (code, _wall_clock())
-_write_stderr = sys.stderr.write
+from retracesoftware.install import report  # noqa: E402
+_write_stderr = report.write   # the user's stderr
 _flush_stderr = sys.stderr.flush
 
 
@@ -326,6 +327,9 @@ class _Session:
     mode = ""
 
     def __init__(self, config):
+        # Our reports go to the stderr the process was started with, even
+        # after the program points fd 2 elsewhere (install/report.py).
+        report.reserve()
         self.config = config
         self.threads = ThreadRegistry()
         self.system = None
@@ -355,6 +359,10 @@ class _Session:
         if isinstance(getattr(self, "preamble", None), dict) and "zone" in (self.preamble.get("options") or {}):
             # The recorded time zone, and time.tzset() (install/zone.py).
             _zone.install(self, self.installer)
+        if self._gc_points_recorded():
+            # Garbage collections at recorded points (install/gc_points.py).
+            from retracesoftware.install import gc_points
+            gc_points.install(self, self.installer)
         if self._output_recorded():
             # Foreign calls through ctypes (install/foreign.py): recorded
             # from the same recordings on as the output check.
@@ -370,6 +378,14 @@ class _Session:
             self._program_state_made_before_start()
         finally:
             gate.phase = previous
+        if (isinstance(getattr(self, "preamble", None), dict)
+                and (self.preamble.get("options") or {}).get("schedule")):
+            # Thread switches in pure Python recorded / replayed (install/schedule.py).
+            from retracesoftware.install import schedule
+            if self.mode == "record":
+                schedule.start_record(self)
+            else:
+                schedule.start_replay(self)
 
     def _program_state_made_before_start(self):
         """State the program would have made itself but our start-up made
@@ -439,6 +455,10 @@ class _Session:
     def _check_output(self) -> bool:
         return True
 
+    def _gc_points_recorded(self) -> bool:
+        options = (self.preamble.get("options") or {}) if isinstance(getattr(self, "preamble", None), dict) else {}
+        return bool(options.get("gc_points"))
+
     @staticmethod
     def _stdin_reopenable(stdin) -> bool:
         try:
@@ -499,6 +519,9 @@ class _Session:
         gate = self.system.gate
         previous = gate.swap(INTERNAL)
         try:
+            points = getattr(self, "gc_points", None)
+            if points is not None:     # the last collection (install/gc_points.py)
+                points.at_exit()
             return marker(self.exit_code)
         finally:
             gate.phase = previous
@@ -526,6 +549,9 @@ class RecordingWriter:
         # Native wrappers: nothing added on the hot path until a failure.
         for name in ("write", "bind", "unbind", "flush"):
             object.__setattr__(self, name, handle(getattr(writer, name), RecordingError, self._failed))
+        points = getattr(session, "gc_points", None)
+        if points is not None:     # collections at boundary calls (install/gc_points.py)
+            object.__setattr__(self, "write", points.wrap_write(self.write))
 
     def _failed(self, exc):
         if not self._writer.failed:
@@ -556,7 +582,13 @@ class RecordSession(_Session):
             options["zone"] = _zone.capture()
             options.setdefault("output_recorded", True)
             options["stdin_reopened"] = self._stdin_reopenable(sys.stdin)
+            # RETRACE_NO_GC_POINTS=1: automatic collection as in a plain run
+            # (a diagnostic: tests show what the mechanism changes)
+            options["gc_points"] = os.environ.get("RETRACE_NO_GC_POINTS") != "1"
         self.writer = stream_writer(path, preamble, thread_id=self.threads.current, compress=compress)
+        if self._gc_points_recorded():
+            from retracesoftware.install.gc_points import GcPoints
+            self.gc_points = GcPoints("record")
         self._warned = None
         try:
             st = os.stat(path)
@@ -565,8 +597,17 @@ class RecordSession(_Session):
             self._file_identity = None
         self.system = None
         try:
-            self.system = System("record", writer=RecordingWriter(self.writer, self),
-                                 thread_id=self.threads.current, record_stacks=stacks)
+            recording_writer = RecordingWriter(self.writer, self)
+            gate = None
+            if isinstance(preamble, dict) and (preamble.get("options") or {}).get("schedule"):
+                # --schedule: every write puts the switch to its thread first
+                from retracesoftware.install import schedule
+                from retracesoftware.utils import Gate
+                gate = Gate()
+                self.schedule_tracer = schedule.wrap_writer(recording_writer, gate, self.threads.current,
+                                                            chaos=bool(preamble["options"].get("chaos")))
+            self.system = System("record", writer=recording_writer,
+                                 thread_id=self.threads.current, record_stacks=stacks, gate=gate)
             from retracesoftware.install.summaries import summaries
             self.system.summaries = summaries(config)    # ARGS of configs' `summarise`
         except BaseException:
@@ -706,7 +747,7 @@ class ReplaySession(_Session):
         if not options.get("identity_hashing"):
             return False
         if not _can_hash_identities():
-            sys.stderr.write("retrace: warning: [no-identity-hash] the recording hashed plain objects "
+            _write_stderr("retrace: warning: [no-identity-hash] the recording hashed plain objects "
                              "deterministically, which needs the C++ backend: the iteration order of sets "
                              "of them may differ on this replay\n")
             return False

@@ -22,6 +22,13 @@ import sys
 from retracesoftware.utils import DISABLED, INTERNAL
 from retracesoftware.utils.errors import ReplayDivergence
 
+# Private references, taken before anything is patched.
+_unlink = os.unlink
+_mkdir = os.mkdir
+_rmdir = os.rmdir
+_getpid = os.getpid
+_urandom = os.urandom
+
 _scopes: list[str] = []
 _everywhere = False
 
@@ -64,6 +71,8 @@ class TestRunner:
 
     def __init__(self, config=None):
         self._config = config
+        from retracesoftware.install.installer import Installer
+        Installer.reuse_index = True   # two installs per test: one scan while no module is imported
 
     def config(self):
         if self._config is None:
@@ -93,6 +102,7 @@ class TestRunner:
             return outcome
         finally:
             installer.uninstall()
+            _stop_leftover_replay_threads(system)
 
     #: run the test once, plainly, before recording it (see record_and_replay)
     warm_up = True
@@ -109,8 +119,9 @@ class TestRunner:
         the calls the recording made to fill them. *reset* (if given) runs
         between the runs, outside the recording: a unittest test's
         tearDown + setUp, so each run starts from a fresh fixture."""
+        from retracesoftware.install.session import stream_reader, stream_writer
         from retracesoftware.install.threads import ThreadRegistry
-        from retracesoftware.proxy import MemoryWriter, System
+        from retracesoftware.proxy import System
 
         if self.warm_up:
             try:
@@ -122,15 +133,24 @@ class TestRunner:
             if reset is not None:
                 reset()
 
+        states = _StatefulInstances(self.config())
         threads = ThreadRegistry()
-        writer = MemoryWriter(thread_id=threads.current)
-        recorded = self._run(System("record", writer=writer, thread_id=threads.current), threads, fn)
-        writer.close()
+        tape = _scratch_tape()
+        writer = _PassWriter(stream_writer(tape, {}, thread_id=threads.current, compress=False))
+        try:
+            recorded = self._run(System("record", writer=writer, thread_id=threads.current), threads, fn)
+        finally:
+            writer.close()
         if reset is not None:
             reset()
+        states.restore()
         threads = ThreadRegistry()
-        replayed = self._run(System("replay", reader=writer.reader(), thread_id=threads.current),
-                             threads, fn)
+        reader = stream_reader(tape)
+        _unlink(tape)
+        try:
+            replayed = self._run(System("replay", reader=reader, thread_id=threads.current), threads, fn)
+        finally:
+            reader.close()
         if (recorded.error is None) != (replayed.error is None) or (
                 recorded.error is not None and type(recorded.error) is not type(replayed.error)):
             raise ReplayDivergence(
@@ -146,7 +166,14 @@ class TestRunner:
             return None
         testfunction = pyfuncitem.obj
         if inspect.iscoroutinefunction(testfunction) or inspect.isasyncgenfunction(testfunction):
-            return None  # async tests: left to their own plugin
+            # An async test is run by its plugin (anyio's runs it from this
+            # very hook; pytest-asyncio has made it a sync function before
+            # we get here). Whichever runs it does so inside the recording:
+            # the hook's other implementations are called, record then replay.
+            others = pyfuncitem.config.pluginmanager.subset_hook_caller(
+                "pytest_pyfunc_call", remove_plugins=[self])
+            self.record_and_replay(lambda: others(pyfuncitem=pyfuncitem), name=pyfuncitem.nodeid)
+            return True
         funcargs = pyfuncitem.funcargs
         testargs = {arg: funcargs[arg] for arg in pyfuncitem._fixtureinfo.argnames}
         self.record_and_replay(lambda: testfunction(**testargs), name=pyfuncitem.nodeid)
@@ -185,6 +212,128 @@ class TestRunner:
                                             reset=reset if testcase is not None else None)
         recorded_and_replayed.__retrace_wrapped__ = True
         item.obj = recorded_and_replayed
+
+
+class ThreadOutlivedItsTest(RuntimeError):
+    """Raised in a thread the test started and left running, in the replay
+    pass only, where it waits for events past the end of the test's tape."""
+
+
+def _stop_leftover_replay_threads(system) -> None:
+    """A thread the test left running (its recording and its warm-up copies
+    run on live) would wait for its turn on the replay's tape for good, and
+    a non-daemon one would hang the process at exit: the replay's copy is
+    stopped with ThreadOutlivedItsTest (pytest shows it as an unhandled
+    thread exception warning)."""
+    seq = getattr(system, "_sequencer", None) if system.mode == "replay" else None
+    if seq is not None:
+        seq.fail(ThreadOutlivedItsTest(
+            "retrace: this thread outlived its test's replay and was stopped there "
+            "(pytest --retrace: the recorded and plain runs of the thread go on)"))
+
+
+class _PassWriter:
+    """The stream writer of one record pass. A thread the test started and
+    left running may be inside a boundary call when the pass ends: what it
+    writes once the tape is closed is dropped (the thread goes on live, as
+    the boundary is uninstalled) instead of raising into the test's thread."""
+
+    __slots__ = ("_writer", "write", "bind", "unbind", "flush")
+
+    def __init__(self, writer):
+        from retracesoftware.functional import handle
+        self._writer = writer
+        for name in ("write", "bind", "unbind", "flush"):
+            object.__setattr__(self, name, handle(getattr(writer, name), ValueError, self._after_close))
+
+    def _after_close(self, exc):
+        if not self._writer.closed:
+            raise exc
+        return None
+
+    def __getattr__(self, name):
+        return getattr(self._writer, name)
+
+
+class _StatefulInstances:
+    """The state of the instances of bound types that exist before a test's
+    recording: taken before the record pass, put back before the replay.
+
+    An instance of a type the config binds (``_random.Random``) is bound
+    only when made under retrace; one made earlier — by the warm-up run, by
+    an earlier test, at import (tempfile's name generator) — runs live in
+    both passes. Its state must be where the record pass found it when the
+    replay starts, else a replay draws other temp names than the recording.
+    Every bound type with ``getstate``/``setstate`` methods is covered."""
+
+    _types_cache = None
+
+    def __init__(self, config):
+        import gc
+        kinds = self._types(config)
+        self.saved = []
+        if not kinds:
+            return
+        for obj in gc.get_objects():
+            if issubclass(type(obj), kinds):   # never obj.__class__: a lazy object would evaluate
+                try:
+                    self.saved.append((obj, obj.getstate()))
+                except Exception:   # an uninitialised or odd subclass: left alone
+                    pass
+
+    @classmethod
+    def _types(cls, config):
+        if cls._types_cache is not None and cls._types_cache[0] is config:
+            return cls._types_cache[1]
+        import sys
+        kinds = []
+        for mname, module_config in config.modules.items():
+            module = sys.modules.get(mname)
+            for tname, tconfig in module_config.types.items():
+                if {"getstate", "setstate"} <= set(tconfig.methods):
+                    kind = getattr(module, tname, None) if module is not None else None
+                    if isinstance(kind, type):
+                        kinds.append(kind)
+        cls._types_cache = (config, tuple(kinds))
+        return cls._types_cache[1]
+
+    def restore(self):
+        for obj, state in self.saved:
+            try:
+                obj.setstate(state)
+            except Exception:
+                pass
+
+
+class _ScratchDir:
+    path: str | None = None
+    count = 0
+
+
+def _scratch_tape() -> str:
+    """A fresh file name for one test's tape, in a private directory made once
+    per process (not with the tempfile module: its state — the cached temp
+    dir, the name generator — is the tests'). The tape is written and read
+    with the recording file's own encoder (stream/), so a test's values are
+    encoded exactly as ``--recording`` encodes them."""
+    if _ScratchDir.path is None:
+        import atexit
+        base = os.environ.get("TMPDIR") or "/tmp"
+        path = os.path.join(base, f"retrace-pytest-{_getpid()}-{_urandom(4).hex()}")
+        _mkdir(path, 0o700)
+        _ScratchDir.path = path
+        atexit.register(_remove_scratch_dir, path)
+    _ScratchDir.count += 1
+    return os.path.join(_ScratchDir.path, f"{_ScratchDir.count}.bin")
+
+
+def _remove_scratch_dir(path) -> None:
+    try:
+        for name in os.listdir(path):
+            _unlink(os.path.join(path, name))
+        _rmdir(path)
+    except OSError:
+        pass
 
 
 def _identity_hashing(system, threads) -> None:

@@ -239,7 +239,7 @@ class System:
     """
 
     def __init__(self, mode, *, writer=None, reader=None, thread_id=None,
-                 record_stacks=False, deadlock_timeout=5.0, stub_factory=None):
+                 record_stacks=False, deadlock_timeout=5.0, stub_factory=None, gate=None):
         if mode not in (RECORD, REPLAY):
             raise ValueError(f"mode must be 'record' or 'replay', got {mode!r}")
         if mode == RECORD and writer is None:
@@ -247,7 +247,7 @@ class System:
         if mode == REPLAY and reader is None:
             raise TypeError("System('replay') needs reader=")
         self.mode = mode
-        self.gate = Gate()
+        self.gate = Gate() if gate is None else gate   # given: --schedule (install/schedule.py)
         self.writer = writer
         self.reader = reader
         self.record_stacks = record_stacks
@@ -276,6 +276,10 @@ class System:
         self.divergence: ReplayDivergence | None = None
         #: replay: ``fn(what)`` run before a thread takes a turn (install/signals.py)
         self.before_turn = None
+        #: replay: ``fn(system) -> callable | None``, asked in every turn
+        #: (turn held): consumes an event of this thread at the head that
+        #: is no call's (a garbage collection) and returns what runs it
+        self.special_events = None
         if mode == RECORD:
             # The per-call result path, native: a plain value (exact type
             # None/bool/int/float/str/bytes) is written as RESULT value and
@@ -726,13 +730,29 @@ class System:
             # reach before its next event: it did not.
             self.before_turn(what)
         seq = self._sequencer
-        try:
-            seq.acquire(what)
-        except Deadlock as dead:
-            raise self._deadlock(dead) from None
-        except ReplayDivergence as div:
-            raise _copy_divergence(div) from None
-        return seq
+        while True:
+            try:
+                seq.acquire(what)
+            except Deadlock as dead:
+                raise self._deadlock(dead) from None
+            except ReplayDivergence as div:
+                raise _copy_divergence(div) from None
+            special = self.special_events
+            if special is None:
+                return seq
+            # An event that is not the caller's but happens at this point
+            # of this thread (a garbage collection, install/gc_points.py):
+            # consumed in the turn, run after it, then the turn again.
+            try:
+                run = special(self)
+            except BaseException:
+                seq.release()
+                raise
+            if run is None:
+                return seq
+            seq.release()
+            run()
+            self._check_failed()
 
     def _read_tagged(self, outcome=False):
         """Read a tag and its first operand in one turn: (index, tag, value)."""
@@ -1007,6 +1027,11 @@ def _describe_tag(tag, value) -> str:
         return f"new {value} object"
     if tag == CALLBACK_RESULT:
         return "return from a callback"
+    if tag in ("GC", "GC_VALVE"):      # install/gc_points.py
+        return (f"a garbage collection (generation {_summary(value)})" if tag == "GC" else
+                f"a garbage collection the interpreter ran between events (generation {_summary(value)})")
+    if tag == "GC_DONE":
+        return f"the end of a garbage collection (that freed {_summary(value)} objects)"
     if tag == "SYNC":
         return f"a sync point (lock acquire, join, is_alive) that returned {_summary(value)}"
     return f"{tag} {_summary(value)}"

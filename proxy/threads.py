@@ -181,6 +181,13 @@ class ThreadSequencer:
         self.end_probe = lambda: at_end(self._reader)
         #: () -> str naming the event at the head (consumes it), for deadlock reports
         self.describe_next = None
+        #: --schedule (install/schedule.py): before_turn(tid) when a thread
+        #: asks for a turn, after_move() after the head moved (condition held)
+        self.before_turn = None
+        self.after_move = None
+        #: --schedule: before_block(tid) when a thread blocks in a real
+        #: primitive outside the tape (wait_real; condition held)
+        self.before_block = None
 
     def _changed(self):
         """The state changed (caller holds the condition): wake every waiter."""
@@ -334,6 +341,8 @@ class ThreadSequencer:
         turn.closed += 1             # looking at the head: no fast path meanwhile
         try:
             me = self._thread_id()
+            if self.before_turn is not None:
+                self.before_turn(me)
             stuck = [None, 0.0]
             while True:
                 if self._failure is not None:
@@ -389,6 +398,8 @@ class ThreadSequencer:
             # at a position before the thread's next boundary call, which
             # on_async (install/signals.py) arms the search for.
             on_async()
+        if self.after_move is not None:
+            self.after_move()
         if self.on_end is not None:
             try:
                 ended = self.end_probe()
@@ -438,6 +449,8 @@ class ThreadSequencer:
             return
         me = self._thread_id()
         with self._cond:
+            if self.before_block is not None:
+                self.before_block(me)
             self._blocked[me] = what
             self._os_idents[me] = _get_ident()
             self._changed()
@@ -493,6 +506,8 @@ class ThreadSequencer:
             stuck = [None, 0.0]
             self.turn.closed += 1
             try:
+                if self.before_turn is not None:
+                    self.before_turn(me, False)
                 while True:
                     if self._failure is not None:
                         raise self._failure

@@ -71,7 +71,7 @@ _realpath = _real_os.path.realpath
 _fsdecode = os.fsdecode
 _fsencode = os.fsencode
 _wall_clock = time.time
-_write_stderr = sys.stderr.write
+from retracesoftware.install.report import write as _write_stderr  # the user's stderr  # noqa: E402
 
 _POPEN = []
 

@@ -37,6 +37,10 @@ options:
   --verbose          say what retrace is doing (stderr)
   --pdb              replay under pdb: stop at the first line of the program (and at a divergence)
   --stacks           record a stack trace with every boundary call (bigger recordings, better divergence reports)
+  --schedule         record where threads switch in pure Python, so data races replay exactly (docs/THREADS.md;
+                     the record runs slower: every instruction of program code is counted)
+  --chaos            with --schedule: also switch threads at random points while recording, so rare
+                     interleavings show up
   --pid PID          replay the child process PID of a recording (see inspect)
   --redact NAME      record the environment variable NAME as a redaction marker instead of its value (repeatable;
                      secret-looking names are redacted by default, see docs/RELIABILITY.md "Sharing recordings")
@@ -63,6 +67,8 @@ class Options:
         self.verbose = False
         self.pdb = False
         self.stacks = False
+        self.schedule = False
+        self.chaos = False
         self.compress = True
         self.pid: int | None = None
         self.redact: list[str] = []
@@ -110,6 +116,10 @@ def parse_args(argv: list[str]) -> tuple[str, Options]:
             opts.pdb = True
         elif arg == "--stacks":
             opts.stacks = True
+        elif arg == "--schedule":
+            opts.schedule = True
+        elif arg == "--chaos":
+            opts.schedule = opts.chaos = True
         elif arg == "--no-check-output":
             opts.check_output = False
         elif arg == "--no-compress":
@@ -216,11 +226,20 @@ def _report_error(exc: Exception, debug: bool) -> int:
         import traceback
         traceback.print_exc()
     if isinstance(exc, RetraceError):
-        print(error_line(str(exc)), file=sys.stderr)
+        _say_error(error_line(str(exc)))
         return exc.exit_code
-    print(error_line(f"internal error: {type(exc).__name__}: {exc} — rerun with --debug and report it"),
-          file=sys.stderr)
+    _say_error(error_line(f"internal error: {type(exc).__name__}: {exc} — rerun with --debug and report it"))
     return 1
+
+
+def _say_error(line: str) -> None:
+    """To the stderr the user started us with, even when the program pointed
+    fd 2 or sys.stderr elsewhere (install/report.py)."""
+    from retracesoftware.install import report
+    if report.fd() is None:
+        print(line, file=sys.stderr)
+    else:
+        report.write(line + "\n")
 
 
 def _run_view(argv: list[str]) -> int:
@@ -269,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         from retracesoftware import hook
         return hook.enable_main(opts) if verb == "enable-hook" else hook.disable_main(opts)
     except UsageError as exc:
-        print(error_line(str(exc)), file=sys.stderr)
+        _say_error(error_line(str(exc)))
         return EXIT_USAGE
     except Exception as exc:  # our own errors only: the program's pass through session
         return _report_error(exc, debug)

@@ -27,7 +27,7 @@ import sys
 _exists = os.path.exists
 _fspath = os.fspath
 _getcwd = os.getcwd
-_write_stderr = sys.stderr.write
+from retracesoftware.install.report import write as _write_stderr  # the user's stderr  # noqa: E402
 
 #: boundary functions whose first argument (or ``path=``) is a path read live
 PATH_CALLS = frozenset({

@@ -19,6 +19,9 @@ from retracesoftware.utils.errors import RecordingFormatError, VersionMismatch
 PREAMBLE_VERSION = 1
 
 
+# Private references: a digest is our bookkeeping, never a call through the
+# program's patches of os (blockbuster, mocks).
+_os_open, _os_fstat, _os_read, _os_close = os.open, os.fstat, os.read, os.close
 _O_READ = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -27,22 +30,22 @@ def file_digest(path: str) -> str | None:
     regular file: a path from a recording may name a FIFO or /dev/zero)."""
     import stat
     try:
-        fd = os.open(path, _O_READ)
+        fd = _os_open(path, _O_READ)
     except (OSError, ValueError, TypeError):
         return None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        if not stat.S_ISREG(_os_fstat(fd).st_mode):
             return None
         h = hashlib.sha256()
         while True:
-            chunk = os.read(fd, 1 << 20)
+            chunk = _os_read(fd, 1 << 20)
             if not chunk:
                 return h.hexdigest()
             h.update(chunk)
     except OSError:
         return None
     finally:
-        os.close(fd)
+        _os_close(fd)
 
 
 def build(target, *, hash_seed: str, config_digest: str, options: dict) -> dict:

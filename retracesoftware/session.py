@@ -18,6 +18,7 @@ import sys
 import time
 
 from retracesoftware import children
+from retracesoftware.install import report
 from retracesoftware import preamble as preamble_mod
 from retracesoftware.runner import Target, UsageError, execute, parse_command, prepare_sys, report_exception
 
@@ -34,8 +35,7 @@ _environ = os.environ
 
 def _say(opts, message: str) -> None:
     if opts.verbose:
-        sys.stderr.write(f"retrace: {message}\n")
-        sys.stderr.flush()
+        report.write(f"retrace: {message}\n")
 
 
 def _reexec_with_hash_seed(seed: str) -> None:
@@ -91,6 +91,7 @@ def _load_config():
 
 
 def record_main(opts) -> int:
+    report.reserve()
     interpreter, target = parse_command(opts.command)
     if interpreter is not None and not _same_interpreter(interpreter):
         # Another Python: let it record itself with its own retracesoftware.
@@ -114,6 +115,10 @@ def record_main(opts) -> int:
     pre = preamble_mod.build(target, hash_seed=seed, config_digest=config.digest,
                              options={"stacks": opts.stacks, "hash_seed_pinned_by_retrace": pinned_by_us,
                                       "redacted": list(opts.redact)})
+    if getattr(opts, "schedule", False):     # thread switches recorded (install/schedule.py)
+        pre["options"]["schedule"] = True
+        if getattr(opts, "chaos", False):
+            pre["options"]["chaos"] = True
     children.remove_stale_children(path)
     try:
         session = RecordSession(path, pre, config, stacks=opts.stacks, redact=opts.redact,
@@ -157,12 +162,12 @@ def _cannot_create(path, exc) -> None:
     import errno
     reason = ("another running recorder is writing it" if exc.errno == errno.EBUSY
               else exc.strerror or exc)
-    sys.stderr.write(mask(f"retrace: warning: cannot create the recording {path} "
-                          f"({reason}) — running the program without recording\n"))
-    sys.stderr.flush()
+    report.write(mask(f"retrace: warning: cannot create the recording {path} "
+                      f"({reason}) — running the program without recording\n"))
 
 
 def replay_main(opts) -> int:
+    report.reserve()
     from retracesoftware.install.session import ReplaySession, open_recording
 
     path = opts.recording
@@ -188,7 +193,7 @@ def replay_main(opts) -> int:
     # inspect shows, never from a path or code the file chooses.
     preamble_mod.validate(pre)
     target = preamble_mod.resolve_target(pre)
-    if target.kind == "code" and not opts.trust:
+    if target.kind == "code" and not opts.trust and target.value != getattr(opts, "vouched_code", None):
         reader.close()
         raise UsageError(_untrusted_code_line(target.value, opts.recording))
     config = _load_config()
@@ -204,7 +209,7 @@ def replay_main(opts) -> int:
         _reexec_with_hash_seed(seed)   # checks again there: warn once, there
     _forget_our_hash_seed()
     for problem in problems:
-        sys.stderr.write(f"retrace: warning: {problem} (replaying anyway: --force)\n")
+        report.write(f"retrace: warning: {problem} (replaying anyway: --force)\n")
     paths.check_interpreter(pre)
 
     session = ReplaySession(reader, pre, config, pdb=opts.pdb, thread_timeout=opts.thread_timeout,
@@ -243,9 +248,9 @@ def replay_main(opts) -> int:
                 import traceback
                 traceback.print_exc()
             from retracesoftware.install.masking import mask
-            sys.stderr.write(mask(f"retrace: error: the recording's start-up events are damaged "
-                                  f"({type(exc).__name__}: {exc}) — replay stopped before the program "
-                                  f"began; re-record\n"))
+            report.write(mask(f"retrace: error: the recording's start-up events are damaged "
+                              f"({type(exc).__name__}: {exc}) — replay stopped before the program "
+                              f"began; re-record\n"))
             code = 4
         try:
             sys.stdout.flush()
@@ -282,6 +287,9 @@ def replay_main(opts) -> int:
     if debugger is not None:
         debugger.finished(code)
     session.main_finished(code)
+    if testing_one:
+        from retracesoftware import test_replay
+        code = test_replay.exit_code(code)
     return code
 
 

@@ -26,12 +26,13 @@ from _thread import get_ident as _get_ident
 from retracesoftware.preamble import file_digest
 from retracesoftware.utils import DISABLED, INTERNAL
 from retracesoftware.utils.errors import RecordingFormatError
+from retracesoftware.install.isolation import posix_view as _os_view
 
 _STDLIB = os.path.dirname(os.__file__) + os.sep
 _OURS = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep + "retracesoftware" + os.sep
 _SITE_DIRS = ("site-packages", "dist-packages")
 _listdir = os.listdir
-_write_stderr = sys.stderr.write
+from retracesoftware.install.report import write as _write_stderr  # the user's stderr  # noqa: E402
 
 
 def _site_split(path: str):
@@ -135,7 +136,7 @@ class SourceCheck:
                 except Exception:
                     path = None
                 if type(path) is str:
-                    check(os.path.abspath(path))
+                    check(_os_view.path.abspath(path))   # never through the program's patches of os
             return get_code(loader, fullname)
         checked_get_code.__name__ = checked_get_code.__qualname__ = "get_code"
         checked_get_code.__wrapped__ = get_code

@@ -83,6 +83,7 @@ def resolve(opts) -> None:
                 pytest_session.replay_test = nodeid
                 if pid is not None:
                     opts.pid = pid
+                    opts.vouched_code = _xdist_bootstrap(path)
                 return
     if delegated is not None:
         raise UsageError(f"test {given} ran in an xdist worker whose recording is missing from "
@@ -90,6 +91,54 @@ def resolve(opts) -> None:
     sample = ", ".join(sorted(set(known))[:5]) or "none"
     raise UsageError(f"the recording has no test {given} (tests: {sample}{', ...' if len(set(known)) > 5 else ''}) "
                      f"— list them with python -m retracesoftware inspect {opts.recording}")
+
+
+def _xdist_bootstrap(path: str) -> str | None:
+    """The ``-c`` code of an xdist worker's recording when it is exactly the
+    bootstrap line the execnet installed here passes to a worker (else None).
+
+    A worker runs ``python -c CODE`` (execnet's popen gateway), and a
+    recording of ``-c`` code only replays under ``--trust``
+    (retracesoftware/session.py): the code would be the recording's. Replayed
+    as a child of the whole session, the replaying controller vouches for it
+    (children.py: it passes exactly that code now); ``--test`` replays the
+    worker alone, so the controller's part is done here: the code must be
+    the line this machine's execnet would pass. execnet is read, not
+    imported (an import now would take its source events from the program)."""
+    import ast
+    import importlib.util
+    from retracesoftware.children import _preamble
+    target = (_preamble(path) or {}).get("target")
+    if not isinstance(target, dict) or target.get("kind") != "code":
+        return None
+    try:
+        spec = importlib.util.find_spec("execnet")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    source = os.path.join(list(spec.submodule_search_locations)[0], "gateway_io.py")
+    try:
+        with _open(source, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name) and node.targets[0].id == "popen_bootstrapline"
+                and isinstance(node.value, ast.Constant) and node.value.value == target.get("value")):
+            return node.value.value
+    return None
+
+
+def exit_code(code: int) -> int:
+    """``--test``'s exit code: the session's (pytest's) for the session
+    itself; an xdist worker's process exits 0 whatever its tests did, so its
+    replay exits as pytest did for that test (1 when it failed)."""
+    from retracesoftware.install import pytest_session
+    if pytest_session.rendered_section is None or code != 0:
+        return code
+    return 1 if pytest_session.seen.get(pytest_session.replay_test) == "failed" else 0
 
 
 def _own_worker(reports):

@@ -18,13 +18,18 @@ import sys as _sys
 import weakref as _weakref
 import zlib as _zlib
 import atexit as _atexit
-import datetime as _dt
+import datetime as _datetime
 from collections import namedtuple as _namedtuple
 from enum import Enum as _Enum
 
 from retracesoftware.utils.errors import RecordingError, RecordingFormatError, RetraceError
 
 _getpid = _os.getpid
+# The real datetime classes, taken at import: a program may replace the
+# module's attributes (freezegun sets datetime.datetime = FakeDatetime), and
+# a real datetime on the tape must still be recognised and rebuilt as one.
+_dt = type("_dt", (), {name: getattr(_datetime, name)
+                       for name in ("datetime", "date", "time", "timedelta", "timezone", "tzinfo")})
 _crc32 = _zlib.crc32
 _modules = _sys.modules
 

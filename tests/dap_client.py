@@ -137,3 +137,29 @@ class DapClient:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def _processes_with(text):
+    """Live processes whose command line contains *text* (zombies have none)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as fh:
+                cmdline = fh.read()
+        except OSError:
+            continue
+        if text.encode() in cmdline:
+            found.append(int(name))
+    return found
+
+
+def _assert_none_left(text, timeout=20.0):
+    """Every process of the session is gone (they die with the supervisor,
+    PR_SET_PDEATHSIG: asynchronously, so poll)."""
+    deadline = time.monotonic() + timeout
+    while _processes_with(text):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"processes left: {_processes_with(text)}")
+        time.sleep(0.05)

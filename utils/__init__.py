@@ -27,6 +27,11 @@ set_identity_ids = _impl.set_identity_ids
 identity_ids_enabled = _impl.identity_ids_enabled
 capture_stack = _impl.capture_stack
 StackDelta = _impl.StackDelta
+#: the C tracer of --schedule recordings (None with the Python backend;
+#: install/schedule.py picks it or utils/_ticker.py)
+NativeScheduleTracer = getattr(_impl, "ScheduleTracer", None)
+# Imported now, before any patching: it keeps the real _thread.get_ident.
+from retracesoftware.utils import _ticker as _ticker  # noqa: E402,F401
 from retracesoftware.utils._intercept import MISSING, InterceptDict  # noqa: E402  (pure Python, both backends)
 
 __all__ = [

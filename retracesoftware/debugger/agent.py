@@ -15,13 +15,17 @@ import reprlib
 import sys
 from collections import deque
 
-from retracesoftware.debugger.engine import (_allocate_lock, _get_ident, _skipped,
+from retracesoftware.debugger.engine import (_allocate_lock, _get_ident, _select, _skipped,
                                              _start_new_thread, log)
 from retracesoftware.debugger.frontend import FrontendMixin
 from retracesoftware.debugger.protocol import Channel, dap_thread_id, thread_name
 from retracesoftware.utils import DISABLED
 
 _exit = os._exit
+_pipe = os.pipe
+_read = os.read
+_write = os.write
+_close = os.close
 _current_frames = sys._current_frames
 
 _repr = reprlib.Repr()
@@ -51,7 +55,42 @@ class DapAgent(FrontendMixin, bdb.Bdb):
         self._stop_frame = None
         self._refs = {}
         self._break_reason = None
-        _start_new_thread(self._read_loop, ())
+        self._wake = None
+        self._reader_gone = None
+        self._start_reader()
+
+    def _start_reader(self):
+        self._wake = _pipe()
+        self._reader_gone = _allocate_lock()
+        self._reader_gone.acquire()
+        _start_new_thread(self._read_loop, (self._wake[0], self._reader_gone))
+
+    # -- checkpoints: only the active replay reads the adapter's requests -------
+    def suspend(self):
+        wake_r, wake_w = self._wake
+        _write(wake_w, b"x")
+        self._reader_gone.acquire()
+        _close(wake_r)
+        _close(wake_w)
+        self._wake = None
+        pending, self.channel._buffer = self.channel._buffer, b""
+        return {"dap_pending": pending.decode("latin-1")}
+
+    def unsuspend(self):
+        self._start_reader()
+
+    def resumed(self, state):
+        super().resumed(state)
+        self.channel._lock = _allocate_lock()      # the fork may have copied it held
+        self.channel._buffer = (state.get("dap_pending") or "").encode("latin-1")
+        self._inbox = deque()
+        self._inbox_ready = _allocate_lock()
+        self._inbox_ready.acquire()
+        self._stopped_ident = None
+        self._stop_frame = None
+        self._refs = {}
+        self.configured = True
+        self._start_reader()
 
     # -- the channel ----------------------------------------------------------
     def _respond(self, request, success=True, body=None, message=None):
@@ -64,13 +103,33 @@ class DapAgent(FrontendMixin, bdb.Bdb):
     def _event(self, event, body=None):
         self.channel.send({"type": "event", "event": event, "body": body or {}})
 
-    def _read_loop(self):
+    def _receive(self, wake_fd):
+        """The next request; None at end of input; False when woken."""
+        channel = self.channel
+        while b"\n" not in channel._buffer:
+            ready = _select([channel.rfd, wake_fd], [], [])[0]
+            if wake_fd in ready:
+                return False
+            chunk = _read(channel.rfd, 65536)
+            if not chunk:
+                return None
+            channel._buffer += chunk
+        line, channel._buffer = channel._buffer.split(b"\n", 1)
+        if not line.strip():
+            return self._receive(wake_fd)
+        import json
+        return json.loads(line)
+
+    def _read_loop(self, wake_fd, gone):
         while True:
             try:
-                request = self.channel.receive()
+                request = self._receive(wake_fd)
             except Exception as exc:
                 log(f"agent channel failed: {exc!r}")
                 request = None
+            if request is False:
+                gone.release()
+                return
             if request is None:
                 # The adapter went away: nobody debugs this replay any more.
                 _exit(0)
@@ -180,6 +239,8 @@ class DapAgent(FrontendMixin, bdb.Bdb):
     # -- a stop ---------------------------------------------------------------------
     def _stop(self, frame, reason, text=None, description=None):
         engine = self.engine
+        if reason != "exception" and self.take_stop_checkpoint(frame):
+            return            # a fork of this stop's checkpoint, travelling on
         gate = engine.gate
         previous = gate.swap(DISABLED)
         engine.stop_lock.acquire()

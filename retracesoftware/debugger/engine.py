@@ -48,6 +48,9 @@ _lseek = os.lseek
 _fstat = os.fstat
 _isreg = __import__("stat").S_ISREG
 _environ_copy = dict(os.environ)
+_select = __import__("select").select
+
+from retracesoftware.debugger import checkpoints as _checkpoints  # noqa: E402  (its private references too)
 
 _OUR_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 _SKIP_PREFIXES = (_OUR_DIR, "<frozen importlib", "<frozen runpy", "<frozen zipimport")
@@ -115,6 +118,9 @@ class Engine:
             from retracesoftware.debugger.replay_pdb import ReplayPdb
             engine.frontend = ReplayPdb(engine)
         engine.frontend.import_breaks(state.get("breaks") or ())
+        _checkpoints.stats.update(state.get("cp_stats") or {})
+        engine.checkpoints = _checkpoints.Checkpoints(engine)
+        engine.checkpoints.our_threads = 1 if dap else 0
         Engine.active = engine
         return engine
 
@@ -128,6 +134,8 @@ class Engine:
         self.dap = dap
         self.frontend = None
         self.states: dict = {}
+        self.by_tid: dict = {}       # logical thread -> its ThreadState (idents are reused)
+        self._quiet = None           # pdb: output already shown up to {"event", "pos"}
         self.travel = state.get("travel")
         self.goto_event = None
         self.pause_requested = False
@@ -182,17 +190,73 @@ class Engine:
             self._trace_off()
 
     def _start_travel(self):
-        from retracesoftware.debugger import checkpoints
-        self.checkpoints = checkpoints.Checkpoints.resume(self)
         if self.dap:
             self._restart_output_files()
         else:
+            self._quiet = self.state.get("shown")
             self._mute()
+
+    def resume_with(self, state):
+        """In a fork resumed from a checkpoint (checkpoints.py): take over
+        the debugger state of the replay that went back, and travel."""
+        log(f"resumed from a checkpoint at {self.position()} (event {self.event_index()}) for {state}")
+        self.state = state
+        self.travel = state.get("travel")
+        self._candidate = None
+        self._watch_last = None
+        self.goto_event = None
+        self.pause_requested = False
+        self.frontend.resumed(state)
+        if not self.dap:
+            self._quiet = state.get("shown")
+            self._mute()
+
+    def resumed_line(self, frame):
+        """A fork resumed from a checkpoint taken at a stop: this line's
+        travel step (the stop itself does not happen)."""
+        st = self.thread_state()
+        if st is None or self.travel is None:
+            return
+        previous = self.gate.swap(DISABLED)
+        try:
+            self._travel_line(st, frame)
+        finally:
+            self.gate.phase = previous
+
+    # Output already shown (pdb): after going back it stays muted until the
+    # replay passes the furthest position shown before, except at stops.
+    def _quiet_passed(self, st):
+        quiet = self._quiet
+        if quiet is None:
+            return True
+        index = self.event_index()
+        tid, n = quiet["pos"]
+        return (index is not None and index > quiet["event"]) or (st.tid == tid and st.lines >= n)
+
+    def quiet_again(self):
+        """After a stop: mute again while before what was shown."""
+        if self._quiet is None or self.travel is not None:
+            return
+        st = self.thread_state()
+        if st is not None and self._quiet_passed(st):
+            self._quiet = None
+            return
+        self._mute()
+
+    def _shown_mark(self):
+        if self._quiet is not None:
+            return self._quiet
+        st = self.thread_state()
+        if st is None:
+            return None
+        return {"event": self.event_index() or 0, "pos": [st.tid, st.lines]}
 
     # Output while travelling: a terminal gets nothing until the target
     # (what it shows again from there on was shown before); a DAP client's
     # files start over and the adapter skips what it has already sent.
     def _mute(self):
+        if self._muted is not None:
+            return
         try:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -326,8 +390,11 @@ class Engine:
                 return
             if st is None or st.tid != tid:
                 st = self.states[ident] = ThreadState(tid)
+                self.by_tid[tid] = st
         if event == "line":
             st.lines += 1
+            if self.checkpoints is not None:
+                self.checkpoints.maybe_take(st, frame)
             if self.travel is not None:
                 previous = self.gate.swap(DISABLED)
                 try:
@@ -339,8 +406,9 @@ class Engine:
                 finally:
                     self.gate.phase = previous
                 return
-            if self.checkpoints is not None:
-                self.checkpoints.maybe_take(st)
+            if self._quiet is not None and self._quiet_passed(st):
+                self._quiet = None
+                self.unmute()
             if self.goto_event is not None:
                 index = self.event_index()
                 if index is not None and index >= self.goto_event:
@@ -371,18 +439,17 @@ class Engine:
         """Go (back) to *travel*: ``{"kind": "position", "target": [tid, n]}``,
         ``{"kind": "event", "event": N}``, ``{"kind": "start"}`` or a search
         ``{"kind": "search", "what": ..., "until": [tid, n], ...}``."""
-        state = {"travel": travel, "breaks": self.frontend.export_breaks()}
+        state = {"travel": travel, "breaks": self.frontend.export_breaks(), "shown": self._shown_mark()}
         state.update(self.frontend.export_state())
-        if self.checkpoints is None:
-            from retracesoftware.debugger import checkpoints
-            self.checkpoints = checkpoints.Checkpoints(self)
-        if self.checkpoints.resume_from(state):
+        if self.checkpoints is not None and self.checkpoints.resume_from(state):
             return
         self.reexecute(state)
 
     def reexecute(self, state):
         env = dict(self.env)
         log(f"re-executing from {self.position()} for {state}")
+        _checkpoints.stats["reexecuted"] += 1
+        state = dict(state, cp_stats=_checkpoints.stats)
         env[STATE_ENV] = json.dumps(state)
         if self.dap:
             env[DAP_ENV] = self.dap
@@ -452,6 +519,13 @@ class Engine:
         what = travel["what"]
         found = self._candidate
         self._candidate = None
+        if found is None and travel.get("from_event") is not None:
+            # Searched from a checkpoint only: search again from an earlier one.
+            again = dict(travel, before=travel.pop("from_event"))
+            log(f"nothing found since event {again['before']}: searching from earlier")
+            self.travel = again
+            self.travel_to(again)
+            return
         if found is None:
             notes = {"rcontinue": "no earlier breakpoint hit: stopped where you were",
                      "rnext": "at the start of the program",
@@ -515,6 +589,8 @@ class Engine:
     def finished(self, code):
         previous = self.gate.swap(DISABLED)
         try:
+            if self.checkpoints is not None:
+                self.checkpoints.at_exit()
             self._trace_off()
             self.unmute()
             self.frontend.finished(code)

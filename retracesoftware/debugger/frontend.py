@@ -69,6 +69,34 @@ class FrontendMixin:
     def export_state(self):
         return {}
 
+    # -- checkpoints (checkpoints.py) ----------------------------------------
+    def suspend(self):
+        """This replay hands over to a fork of a checkpoint: stop reading
+        from the client. Returns what the fork must know in addition."""
+        return {}
+
+    def unsuspend(self):
+        pass
+
+    def resumed(self, state):
+        """In the fork resumed from a checkpoint: the breakpoints (numbered
+        as a re-execution would number them) and state of the replay that
+        went back."""
+        self.clear_all_breaks()
+        bdb.Breakpoint.next = 1
+        bdb.Breakpoint.bplist = {}
+        bdb.Breakpoint.bpbynumber = [None]
+        self.import_breaks(state.get("breaks") or ())
+
+    def take_stop_checkpoint(self, frame) -> bool:
+        """At a stop: keep a checkpoint of it. True in a fork resumed from
+        it, which must not stop here (see Checkpoints.at_stop)."""
+        engine = self.engine
+        cps = engine.checkpoints
+        if cps is None or frame is None or not engine._tracing:
+            return False
+        return cps.at_stop(frame)
+
     def program_traceback(self, exc):
         return program_tb(exc.__traceback__)
 

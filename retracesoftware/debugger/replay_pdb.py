@@ -23,15 +23,20 @@ class ReplayPdb(FrontendMixin, pdb.Pdb):
 
     # -- stops ----------------------------------------------------------------
     def interaction(self, frame, tb):
-        lock = self.engine.stop_lock
+        engine = self.engine
+        if tb is None and self.take_stop_checkpoint(frame):
+            return            # a fork of this stop's checkpoint, travelling on
+        lock = engine.stop_lock
         lock.acquire()
         try:
-            tid = label(self.engine)
+            engine.unmute()
+            tid = label(engine)
             if tid not in ("0", "?"):
                 self.message(f"[thread {tid}]")
             super().interaction(frame, tb)
         finally:
             lock.release()
+            engine.quiet_again()
 
     def stop_at(self, frame, reason, message):
         if message:
@@ -107,13 +112,18 @@ class ReplayPdb(FrontendMixin, pdb.Pdb):
         return 0
 
     def do_info(self, arg):
-        """info events
+        """info events | info checkpoints
         Where the replay is: the recording's event index, this thread and its
-        position (line events of this thread so far)."""
-        if arg.strip() not in ("events", "event", ""):
-            self.error("usage: info events")
-            return 0
+        position (line events of this thread so far); or the live
+        checkpoints going back resumes from."""
         engine = self.engine
+        if arg.strip() == "checkpoints":
+            cps = engine.checkpoints
+            self.message(cps.describe() if cps is not None else "checkpoints: off")
+            return 0
+        if arg.strip() not in ("events", "event", ""):
+            self.error("usage: info events | info checkpoints")
+            return 0
         st = engine.thread_state()
         index = engine.event_index()
         position = f"thread {st.tid}, line event {st.lines}" if st is not None else "not a program thread"
@@ -136,6 +146,8 @@ class ReplayPdb(FrontendMixin, pdb.Pdb):
         """q(uit)
         End the replay now."""
         self.message("retrace: replay ended by the debugger")
+        if self.engine.checkpoints is not None:
+            self.engine.checkpoints.at_exit()
         try:
             sys.stdout.flush()
         except Exception:

@@ -89,6 +89,12 @@ def test_time_machine_and_freezegun(scenario):
             print(time.time(), datetime.datetime.now(datetime.timezone.utc))
         with freeze_time("2021-06-01"):
             print(time.time(), datetime.datetime.now())
+        # tick=True: freezegun reads the real datetime.now() while
+        # datetime.datetime is its FakeDatetime (a real datetime on the tape)
+        with freeze_time("2021-06-01", tick=True):
+            now = datetime.datetime.now()
+            print(type(now).__name__, now.year, now.microsecond)
         print(time.time() > 1.7e9, random.random())
     """)
-    assert_faithful(s)
+    rec = assert_faithful(s)
+    assert b"FakeDatetime 2021" in rec.stdout, rec.stdout

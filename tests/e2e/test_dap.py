@@ -220,3 +220,52 @@ def test_dap_divergence_stops_with_its_message(scenario):
         assert dap.wait_event("exited")["body"]["exitCode"] == 3
     finally:
         dap.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="checkpoints need Linux (prctl)")
+@pytest.mark.parametrize("checkpoints", ["on", "off"])
+def test_dap_going_back_resumes_checkpoints_or_re_executes(scenario, tmp_path, checkpoints):
+    # With checkpoints (the default) every trip back resumes a forked
+    # checkpoint; with RETRACE_CHECKPOINTS=0 it re-executes the replay from
+    # the start. Same stops, same values, same output events either way, and
+    # no process of the session left after the client disconnects.
+    from dap_client import _assert_none_left
+    s = scenario(LOOP)
+    rec = s.record()
+    assert rec.returncode == 7, rec.err
+    recorded = {int(i): v for i, v in re.findall(r"value (\d) (\d+)", rec.out)}
+    log = tmp_path / "debugger.log"
+    env = dict(_env(), RETRACE_DEBUGGER_LOG=str(log))
+    if checkpoints == "off":
+        env["RETRACE_CHECKPOINTS"] = "0"
+    dap = DapClient(s.dir, env=env)
+    try:
+        dap.start(s.recording, breakpoints=[6], source=s.script)
+        tid = dap.stopped()["threadId"]
+        for _ in range(3):
+            dap.request("continue", {"threadId": tid})
+            dap.stopped()
+        for i in (2, 1, 0):                                   # back, hit by hit
+            dap.request("reverseContinue", {"threadId": tid})
+            frame = dap.top_frame(dap.stopped()["threadId"])
+            assert frame["line"] == 6
+            assert dap.evaluate("i", frame["id"]) == str(i)
+            assert dap.evaluate("v", frame["id"]) == recorded[i]
+        dap.request("stepBack", {"threadId": tid})
+        frame = dap.top_frame(dap.stopped()["threadId"])
+        assert frame["line"] == 5
+        dap.request("continue", {"threadId": tid})           # forward again: the same hit (i == 0)
+        frame = dap.top_frame(dap.stopped()["threadId"])
+        assert dap.evaluate("i", frame["id"]) == "0"
+        dap.set_breakpoints(s.script, [])
+        dap.request("continue", {"threadId": tid})
+        assert dap.wait_event("exited")["body"]["exitCode"] == 7
+        assert dap.output("stdout") == rec.out                # each byte once
+    finally:
+        dap.close()
+    text = log.read_text()
+    if checkpoints == "on":
+        assert "resuming checkpoint" in text and "re-executing" not in text, text
+    else:
+        assert "re-executing" in text and "resuming checkpoint" not in text, text
+    _assert_none_left(str(s.recording))

@@ -138,11 +138,14 @@ def _check_replay(tmp_path, recorded, command):
     assert code == 1, transcript
 
 
-# PYVERSIONS: seen once on 3.13.0 in CI (cpp): the --test replay exited 3 with
-# no line on stderr (a divergence inside pytest's capture loses its report,
-# see docs/PYTEST.md); not reproduced yet.
+# PYVERSIONS: on 3.13.0 the --test replay in the moved checkout diverges at
+# the conftest's import (expected posix.stat(<PosixPath>), got
+# os.environ.get('PY_IGNORE_IMPORTMISMATCH') in _pytest/pathlib.py
+# import_path): the recorded import made one more stat. The report used to
+# be lost under pytest's capture (exit 3, empty stderr); it now shows.
 @pytest.mark.xfail(sys.version_info >= (3, 13), strict=False,
-                   reason="3.13: --test replay of the session diverged silently once in CI")
+                   reason="3.13: --test replay in another checkout diverges at the conftest import "
+                          "(one stat fewer than recorded)")
 def test_ci_failure_replays_one_test_in_another_checkout(tmp_path):
     project = _make_project(tmp_path / "ci")
     recording = tmp_path / "artifacts"
@@ -174,8 +177,12 @@ def test_a_passing_session_leaves_nothing_and_inspect_lists_tests(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="an xdist worker's replay diverges at pytest's capture "
-                   "teardown (descriptor plumbing on replay: dup/dup2, issue 16)")
+# Passed 4 times in a row (cpp twice, python backend twice) on a quiet machine; under heavy
+# load (load average 20+) the worker's replay diverged 3 times out of 3 at a thread sync
+# point after the failing test's report (the main thread reached pytest_sessionfinish's
+# time.time() where the recording has its lock acquires: execnet's sends): not analysed
+# further (threads replay), so not strict.
+@pytest.mark.xfail(strict=False, reason="xdist worker replay: thread sync point diverges under heavy load")
 def test_ci_failure_under_xdist_replays_in_the_worker(tmp_path):
     pytest.importorskip("xdist")
     project = _make_project(tmp_path / "ci")

@@ -120,6 +120,14 @@ def test_runtime_work_is_invisible_to_program_patches_of_os(scenario):
         print("scandir:", sorted(set(seen))); seen.clear()
         done = subprocess.run([sys.executable, "-c", "print(1)"], capture_output=True)
         print("subprocess:", sorted(set(seen)), done.stdout)
+        os.path.abspath = spy("abspath", os.path.abspath)
+        s_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helper_mod.py")
+        seen.clear()
+        with open(s_path, "w") as fh:
+            fh.write("X = 1\\n")
+        seen.clear()
+        import helper_mod   # our check of the source it loads
+        print("import:", sorted(set(seen)), helper_mod.X)
         print(random.random())
     """)
     rec = assert_faithful(s)
@@ -191,3 +199,29 @@ def test_user_declared_library_boundary_never_runs_on_replay(scenario):
     assert b"DOWNLOADING" not in rep.stderr and b"LOADING MODEL" not in rep.stderr
     assert b"RUNNING INFERENCE" not in rep.stderr
     assert not (s.dir / "downloaded.txt").exists()
+
+
+def test_divergence_report_reaches_the_users_stderr_after_dup2(scenario):
+    # pytest's default capture dup2()s temp files onto fds 1 and 2 and
+    # replaces sys.stderr: a divergence report written to fd 2 was lost
+    # (exit 3, nothing said). Our lines go to a private copy of the fd 2
+    # the process was started with.
+    s = scenario("""
+        import os, random, sys, tempfile
+        out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+        os.dup2(out.fileno(), 1)
+        os.dup2(err.fileno(), 2)
+        sys.stderr = open(os.devnull, "w")
+        value = random.random()
+        print("captured", value, flush=True)
+        os.write(2, b"captured stderr\\n")
+    """)
+    rec = s.record()
+    assert rec.returncode == 0 and rec.stdout == b"", rec.err
+    rep = s.replay()
+    assert rep.returncode == 0, rep.err
+    s.script.write_text(s.script.read_text().replace("value = random.random()",
+                                                     "value = os.getpid()"))
+    rep = s.replay("--force")
+    assert rep.returncode == 3, rep.err
+    assert "retrace: error: " in rep.err and "getpid" in rep.err, rep.err

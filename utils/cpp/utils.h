@@ -55,6 +55,9 @@ int init_identity_hash(PyObject* module);
 // ---- boundary.cpp
 int init_boundary(PyObject* module);           // MethodGateway, NewGateway
 
+// ---- ticker.cpp
+int init_ticker(PyObject* module);             // ScheduleTracer, Ticker (--schedule)
+
 // ---- stack.cpp
 int init_stack(PyObject* module);
 

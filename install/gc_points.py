@@ -1,0 +1,370 @@
+"""Garbage collection at recorded points (docs/FIDELITY.md, docs/EVENTS.md).
+
+An automatic collection runs where an allocation pushes the interpreter's
+count over its threshold: a point the replay cannot find again (our runtime
+allocates too, differently on record and on replay), so ``__del__``,
+``weakref.finalize``, weakref callbacks and ``gc.callbacks`` would run
+elsewhere on replay.
+
+Record: automatic collection is taken away from the allocation counter. The
+program's view (``gc.isenabled``, ``get_threshold``...) is kept virtual; the
+interpreter's own first threshold is raised to a *safety valve* (50x, at
+least 50,000). When the count passes the program's threshold, the next
+boundary call the program makes (its ``CALL`` write, phase INTERNAL, a plain
+result) first runs ``gc.collect(gen)`` — the generation CPython's own rule
+picks from the counts — after writing ``GC gen``; ``GC_DONE collected``
+follows the collection's own events (finalizers, callbacks). The check is
+two native combinators on the writer's ``write`` (no Python on the fast
+path). A pure-Python stretch that allocates past the valve without any
+boundary call gets an automatic collection at an arbitrary point: it is
+written as ``GC_VALVE gen`` (memory stays bounded).
+
+Replay: ``gc.disable()`` for the whole run. A ``GC``/``GC_VALVE`` event at
+the head of a thread's tape is taken where that thread takes its turn
+(`System.take_turn`, the Python path every replayed call falls back to when
+its CALL is not at the head) and the collection runs there, in that thread,
+as program code. ``GC_DONE`` is checked: a collection that freed another
+number of objects than the recorded one is a divergence (exit 3): a valve
+collection replayed at the next event (not at its recorded point) either
+frees the same objects or is reported, never silently different.
+
+The program's ``gc.collect()`` runs for real in both modes (its point is the
+program's); its return value and ``gc.get_count()`` are recorded calls.
+"""
+from __future__ import annotations
+
+import gc as _gc
+import operator
+
+from retracesoftware import functional as F
+from retracesoftware.proxy.protocol import ARGS, CALL, RESULT, STACK
+from retracesoftware.utils import DISABLED, EXTERNAL, INTERNAL
+
+GC = "GC"              # GC generation          a collection at this point (before the call it precedes)
+GC_VALVE = "GC_VALVE"  # GC_VALVE generation    an automatic collection between events (safety valve)
+GC_DONE = "GC_DONE"    # GC_DONE collected      after the collection's own events
+
+_collect = _gc.collect
+_get_count = _gc.get_count
+_isenabled = _gc.isenabled
+_enable = _gc.enable
+_disable = _gc.disable
+_get_threshold = _gc.get_threshold
+_set_threshold = _gc.set_threshold
+
+_INF = float("inf")
+_WRITE_STARTS = (RESULT, ARGS, STACK)
+
+
+def _valve(threshold0):
+    return max(50 * threshold0, 50_000) if threshold0 > 0 else 0
+
+
+class GcPoints:
+    """The collector's state as the program sees it, and the collections
+    that run at recorded points. One per session (``mode`` record/replay)."""
+
+    def __init__(self, mode):
+        self.mode = mode
+        self.system = None
+        self.gate = None
+        self.enabled = _isenabled()
+        self.thresholds = tuple(_get_threshold())
+        #: what the running collection is: "placed", "valve", "replayed",
+        #: "explicit" (the program's gc.collect), "other", None
+        self.kind = None
+        self._old_phase = None
+        # fast check: count0 above the threshold the program started with
+        t0 = self.thresholds[0] if self.thresholds[0] > 0 else 700
+        self._fixed = (t0, _INF, _INF)
+        # then the live one: [T0, inf] < list(counts) <=> count0 > T0
+        self._live = [self.thresholds[0] if self.thresholds[0] > 0 else _INF, _INF]
+        self._write = None
+        self._installed = False
+        self._valve_pending = False
+        self._last_tag = None
+
+    # ------------------------------------------------------------ record
+    def wrap_write(self, write):
+        """The recording writer's ``write`` with the collection check in
+        front (native combinators; Python only when a collection is due)."""
+        self._write = write
+        due = F.compose(F.partial(operator.lt, self._live), list, F.repeatedly(_get_count))
+        inner = F.if_then_else(due, self._on_due, write)
+        fast = F.compose(F.partial(operator.lt, self._fixed), F.repeatedly(_get_count))
+        return F.if_then_else(fast, inner, write)
+
+    def _on_due(self, *values):
+        if (self.kind is None and self.enabled and len(values) >= 5 and values[0] == CALL
+                and values[3] in _WRITE_STARTS and self.gate is not None
+                and self.gate.phase == INTERNAL):
+            self._placed()
+        return self._write(*values)
+
+    def before_call(self):
+        """Record, at the start of a boundary call made in Python whose
+        effect the replay performs too (output writes): a due collection
+        runs here, before the effect, where the replay runs it."""
+        if (self.kind is None and self.enabled and self._write is not None
+                and self.thresholds[0] > 0 and _get_count()[0] > self.thresholds[0]
+                and self.gate is not None and self.gate.phase == INTERNAL):
+            self._placed()
+
+    def _generation(self):
+        counts = _get_count()
+        t = self.thresholds
+        if t[2] and counts[2] > t[2]:
+            return 2
+        if t[1] and counts[1] > t[1]:
+            return 1
+        return 0
+
+    def _placed(self):
+        self._ensure_callback()
+        gen = self._generation()
+        self._write(GC, gen)
+        self.kind = "placed"
+        try:
+            _collect(gen)
+        finally:
+            self.kind = None
+
+    def at_exit(self):
+        """Record, the program's end (main thread, phase INTERNAL, just
+        before the exit call): one full collection at this recorded point,
+        so the cycles left run their finalizers here in both runs — not in
+        our runtime's shutdown, where record and replay differ."""
+        if self.mode != "record" or self.kind is not None or self._write is None:
+            return
+        self._ensure_callback()
+        self._write(GC, 2)
+        self.kind = "placed"
+        try:
+            _collect(2)
+        finally:
+            self.kind = None
+
+    def _apply_real(self):
+        """Record: the interpreter's own automatic collection is the safety
+        valve only (off when the program turned collection off)."""
+        t0, t1, t2 = self.thresholds
+        if self.mode == "record":
+            _set_threshold(_valve(t0), t1, t2)
+            if self.enabled:
+                _enable()
+            else:
+                _disable()
+        else:
+            _disable()
+        self._live[0] = t0 if t0 > 0 else _INF
+
+    # ---------------------------------------------------------- callback
+    def _ensure_callback(self):
+        callbacks = _gc.callbacks
+        if not callbacks or callbacks[0] is not self._callback:
+            try:
+                callbacks.remove(self._callback)
+            except ValueError:
+                pass
+            callbacks.insert(0, self._callback)
+
+    def _callback(self, phase, info):
+        """First of ``gc.callbacks``: runs before the program's own."""
+        try:
+            if self.mode == "record":
+                self._record_callback(phase, info)
+            else:
+                self._replay_callback(phase, info)
+        except Exception:   # never in the collector's way
+            pass
+
+    def _record_callback(self, phase, info):
+        kind = self.kind
+        if phase == "start":
+            if kind is not None:
+                return
+            gate = self.gate
+            if gate is None or gate.phase not in (INTERNAL, EXTERNAL):
+                self.kind = "other"        # our runtime's own time: not the program's
+                return
+            try:
+                self._write(GC_VALVE, info.get("generation", 0))
+            except Exception:              # the writer is busy (GC inside a write)
+                self.kind = "other"
+                return
+            self.kind = "valve"
+            self._old_phase = gate.swap(INTERNAL)   # finalizers are the program's
+            return
+        # stop
+        if kind in ("placed", "valve"):
+            try:
+                self._write(GC_DONE, info.get("collected", 0))
+            except Exception:
+                pass
+        if kind == "valve":
+            self.gate.phase = self._old_phase
+        if kind in ("valve", "other"):
+            self.kind = None
+
+    def _replay_callback(self, phase, info):
+        if phase != "stop" or self.kind != "replayed":
+            return
+        system = self.system
+        gate = system.gate
+        old = gate.swap(DISABLED)
+        try:
+            seq = system.take_turn("the end of a garbage collection")
+            try:
+                reader = system.reader
+                from retracesoftware.proxy.protocol import event_index
+                index = event_index(reader)
+                try:
+                    tag = reader.read()
+                    value = reader.read()
+                except EOFError:
+                    tag = value = None
+            finally:
+                seq.release()
+            collected = info.get("collected", 0)
+            if tag != GC_DONE or type(value) is not int:
+                system._diverge(index, system.describe_tag(tag, value),
+                                f"the end of a garbage collection (it freed {collected} objects)")
+                return
+            if self._valve_pending and value != collected:
+                # run at the next event, not where the interpreter ran it:
+                # faithful only when it frees what it freed then
+                system._diverge(
+                    index, f"a garbage collection the interpreter ran between events on record "
+                    f"(no boundary call for {_valve(self.thresholds[0])}+ allocations) that freed {value} objects",
+                    f"one that freed {collected} where the replay could place it: this replay "
+                    f"cannot reproduce that collection")
+            # The program's gc.callbacks get the recorded count (the info
+            # dict is shared by all callbacks; ours runs first): objects that
+            # boundary calls returned are other objects on replay (stubs).
+            info["collected"] = value
+        except Exception:
+            pass
+        finally:
+            gate.phase = old
+
+    # ------------------------------------------------------------ replay
+    def take_head(self, system):
+        """`System.take_turn` hook (turn held): a GC event at the head of
+        this thread's tape is consumed; returns what runs the collection
+        (after the turn is released), else None."""
+        reader = system.reader
+        tid = system._thread_id()
+        got = reader.take_event(tid, GC, _accept_generation)
+        self._last_tag = GC
+        if got is None:
+            got = reader.take_event(tid, GC_VALVE, _accept_generation)
+            self._last_tag = GC_VALVE
+            if got is None:
+                return None
+        gen = got[0]
+        valve = self._last_tag == GC_VALVE
+        return lambda: self._replay_collect(gen, valve)
+
+    def _replay_collect(self, gen, valve=False):
+        gate = self.gate
+        old = gate.swap(INTERNAL)
+        self.kind = "replayed"
+        self._valve_pending = valve
+        try:
+            _collect(gen)
+        finally:
+            self.kind = None
+            self._valve_pending = False
+            gate.phase = old
+
+    # ------------------------------------------------ the program's view
+    def install(self, system, installer):
+        self.system = system
+        self.gate = system.gate
+        if self._installed:
+            return
+        self._installed = True
+        saved = (_isenabled(), tuple(_get_threshold()))
+        # Start both runs with no garbage of ours (start-up cycles differ
+        # between record and replay and would count in the first full
+        # collection's number).
+        _collect()
+        self._apply_real()
+        self._ensure_callback()
+        set_ = installer._set
+        set_(_gc, "enable", self.enable)
+        set_(_gc, "disable", self.disable)
+        set_(_gc, "isenabled", self.isenabled)
+        set_(_gc, "get_threshold", self.get_threshold)
+        set_(_gc, "set_threshold", self.set_threshold)
+        set_(_gc, "collect", self.collect)
+        # what the program reads of the counters differs by our runtime's
+        # allocations: a recorded call
+        set_(_gc, "get_count", system.patch_function(_get_count, "gc.get_count"))
+        if self.mode == "replay":
+            system.special_events = self.take_head
+
+        def undo():
+            if self._callback in _gc.callbacks:
+                _gc.callbacks.remove(self._callback)
+            _set_threshold(*saved[1])
+            (_enable if saved[0] else _disable)()
+            if getattr(system, "special_events", None) == self.take_head:
+                system.special_events = None
+        installer._undo.append(undo)
+
+    def enable(self):
+        self.enabled = True
+        self._apply_real()
+
+    def disable(self):
+        self.enabled = False
+        self._apply_real()
+
+    def isenabled(self):
+        return self.enabled
+
+    def get_threshold(self):
+        return self.thresholds
+
+    def set_threshold(self, threshold0, *rest):
+        if len(rest) > 2:
+            raise TypeError(f"set_threshold expected at most 3 arguments, got {1 + len(rest)}")
+        t = [operator.index(threshold0), *map(operator.index, rest)]
+        t += list(self.thresholds[len(t):])
+        _set_threshold(*t)          # the interpreter's checks and errors
+        self.thresholds = tuple(t)
+        self._apply_real()
+
+    def collect(self, generation=2):
+        if self.gate is None or self.gate.phase != INTERNAL:
+            return _collect(generation)
+        outer, self.kind = self.kind, "explicit"
+        try:
+            n = _collect(generation)
+        finally:
+            self.kind = outer
+        return self._collected(n)
+
+    def _collected(self, n):
+        return n
+
+
+def _accept_generation(value):
+    return type(value) is int and 0 <= value <= 2
+
+
+def install(session, installer):
+    """Wire the session's `GcPoints` (made before its System: record)."""
+    points = getattr(session, "gc_points", None)
+    if points is None:
+        points = session.gc_points = GcPoints(session.mode)
+    points.install(session.system, installer)
+    # the value the program's gc.collect() returned (our runtime's garbage
+    # counts in it): recorded
+    points._collected = session.system.patch_function(_identity, "gc.collect.result")
+    return points
+
+
+def _identity(n):
+    return n

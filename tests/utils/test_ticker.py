@@ -1,0 +1,117 @@
+"""ScheduleTracer (--schedule's instruction counters): both backends count
+the same instructions, and a record tracer writes the switch before an
+event of another thread (utils/_ticker.py is the contract)."""
+import sys
+import threading
+
+import pytest
+
+from .conftest import load_backend
+from retracesoftware.utils._ticker import ScheduleTracer as PyScheduleTracer
+
+
+def tracer_class(name):
+    if name == "python":
+        return PyScheduleTracer
+    return load_backend("cpp").ScheduleTracer
+
+
+def work(n):
+    total = 0
+    for i in range(n):
+        total += helper(i)
+    return total
+
+
+def helper(i):
+    return i % 7
+
+
+def _want(code):
+    return 1 if code.co_name in ("work", "helper") else 0
+
+
+def _count_in_thread(cls, gate_mod, n):
+    gate = gate_mod.Gate()
+    written = []
+    tracer = cls("record", gate, _want, lambda: threading.current_thread().name, "PREEMPT",
+                 write=lambda *v: written.append(v), bind=lambda obj: None)
+    result = {}
+
+    def run():
+        gate.phase = gate_mod.INTERNAL
+        ticker = tracer.current()
+        try:
+            work(n)
+        finally:
+            tracer.uninstall()
+        result["count"] = ticker.count
+
+    previous = sys.gettrace()
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    sys.settrace(previous)
+    return result["count"], tracer, written
+
+
+@pytest.mark.parametrize("backend", ["python", "cpp"])
+def test_counts_program_instructions(backend):
+    gate_mod = load_backend(backend)
+    small, _, _ = _count_in_thread(tracer_class(backend), gate_mod, 10)
+    big, _, _ = _count_in_thread(tracer_class(backend), gate_mod, 20)
+    assert small > 0
+    assert big > small      # per iteration: work's loop body and helper's frame
+
+
+def test_backends_count_alike():
+    try:
+        cpp = load_backend("cpp")
+    except Exception:
+        pytest.skip("no C++ backend")
+    py = load_backend("python")
+    assert _count_in_thread(PyScheduleTracer, py, 50)[0] == _count_in_thread(cpp.ScheduleTracer, cpp, 50)[0]
+
+
+@pytest.mark.parametrize("backend", ["python", "cpp"])
+def test_record_writes_the_switch_first(backend):
+    gate_mod = load_backend(backend)
+    gate = gate_mod.Gate()
+    written = []
+    names = {}
+    tracer = tracer_class(backend)("record", gate, _want, lambda: names[threading.get_ident()], "PREEMPT",
+                                   write=lambda *v: written.append(v), bind=lambda obj: None)
+
+    def in_thread(name, values):
+        def run():
+            names[threading.get_ident()] = name
+            tracer.write(*values)
+            tracer.uninstall()
+        t = threading.Thread(target=run)
+        t.start()
+        t.join()
+
+    previous = sys.gettrace()
+    try:
+        in_thread("a", ("X", 1))
+        in_thread("a2", ("Y", 2))
+    finally:
+        sys.settrace(previous)
+    # The first writer ran first: no switch; the second follows "a", which
+    # had counted nothing, in one write with its own values.
+    assert written == [("X", 1), ("PREEMPT", "a", 0, "Y", 2)]
+
+
+def test_bad_mode_and_missing_callables():
+    with pytest.raises(ValueError):
+        PyScheduleTracer("rewind", None, _want, lambda: 0, "PREEMPT")
+    with pytest.raises(TypeError):
+        PyScheduleTracer("record", None, _want, lambda: 0, "PREEMPT")
+    try:
+        cpp = load_backend("cpp")
+    except Exception:
+        return
+    with pytest.raises(ValueError):
+        cpp.ScheduleTracer("rewind", cpp.Gate(), _want, lambda: 0, "PREEMPT")
+    with pytest.raises(TypeError):
+        cpp.ScheduleTracer("replay", cpp.Gate(), _want, lambda: 0, "PREEMPT")
