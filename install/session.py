@@ -345,6 +345,9 @@ class _Session:
         global current_session
         self.installer, self.thread_support = install_boundary(self.system, self.config, self.threads)
         current_session = self
+        # Signal handlers that run in pure Python: SIGNAL events (install/signals.py).
+        from retracesoftware.install import signals as _signals
+        _signals.install(self)
         if self._identity_hashing():
             # hash() of the program's plain objects (hence the iteration
             # order of sets of them) from per-thread counters, not addresses

@@ -273,6 +273,8 @@ class System:
         self._by_value: tuple = ()                   # config `immutable`: stored by value
         self._undo: list = []
         self.divergence: ReplayDivergence | None = None
+        #: replay: ``fn(what)`` run before a thread takes a turn (install/signals.py)
+        self.before_turn = None
         #: replay: ``fn(system) -> callable | None``, asked in every turn
         #: (turn held): consumes an event of this thread at the head that
         #: is no call's (a garbage collection) and returns what runs it
@@ -742,6 +744,10 @@ class System:
         a deadlock and another thread's divergence all surface here as
         this thread's `ReplayDivergence`."""
         self._check_failed()
+        if self.before_turn is not None:
+            # An asynchronous event (install/signals.py) this thread had to
+            # reach before its next event: it did not.
+            self.before_turn(what)
         seq = self._sequencer
         while True:
             try:

@@ -179,6 +179,9 @@ class ThreadSequencer:
         self.deadlock_timeout = deadlock_timeout
         #: called (condition held) when a turn consumed the tape's last event
         self.on_end = None
+        #: replay: called (under the condition) when the head after a move is
+        #: an asynchronous event of the calling thread (install/signals.py)
+        self.on_async = None
         #: () -> bool: the tape is used up (set with on_end; a cheap probe)
         self.end_probe = lambda: at_end(self._reader)
         #: () -> str naming the event at the head (consumes it), for deadlock reports
@@ -419,6 +422,12 @@ class ThreadSequencer:
             self._moved()
 
     def _moved(self):
+        on_async = self.on_async
+        if on_async is not None and self._reader.async_next and self._reader.thread == self._thread_id():
+            # The thread's next event is asynchronous (SIGNAL): it happens
+            # at a position before the thread's next boundary call, which
+            # on_async (install/signals.py) arms the search for.
+            on_async()
         if self.after_move is not None:
             self.after_move()
         if self.on_end is not None:

@@ -233,6 +233,13 @@ def report_exception(exc: BaseException) -> int:
     tb = exc.__traceback__
     while tb is not None and _is_ours(tb.tb_frame.f_code.co_filename):
         tb = tb.tb_next
+    # Frames of ours further in (the wrapper a signal handler runs through,
+    # install/signals.py) are not the program's either.
+    link = tb
+    while link is not None:
+        while link.tb_next is not None and _is_ours(link.tb_next.tb_frame.f_code.co_filename):
+            link.tb_next = link.tb_next.tb_next
+        link = link.tb_next
     exc.__traceback__ = tb
     try:
         sys.excepthook(type(exc), exc, tb)

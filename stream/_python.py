@@ -672,6 +672,8 @@ class StreamReader:
         self._eof = False
         self._error = None
         self._ahead = []           # events decoded by take_call's lookahead, not consumed
+        #: tags of asynchronous events (SIGNAL): see _head_is_async
+        self.async_tags = None
         # The replay's fast paths (take_call/take_event) run without the
         # sequencer's lock; this keeps two threads out of the decoder (the
         # C++ reader is atomic under the GIL instead).
@@ -967,7 +969,7 @@ class StreamReader:
             more = self._fill()
         except Exception:
             more = False
-        return ok, value, bool(more) and self._thread == thread
+        return ok, value, bool(more) and self._thread == thread and not self._head_is_async()
 
     def take_event(self, thread, tag, accept):
         with self._mutex:
@@ -1006,7 +1008,29 @@ class StreamReader:
             more = self._fill()
         except Exception:
             more = False
-        return first[1], bool(more) and self._thread == thread
+        return first[1], bool(more) and self._thread == thread and not self._head_is_async()
+
+    def _head_is_async(self):
+        """After a fast-path take: the head is an asynchronous event's tag
+        (one of ``async_tags``: SIGNAL), counted as "the head left the
+        thread" so the caller's handover() arms the search for its position
+        (the C++ reader's head_is_async)."""
+        tags = self.async_tags
+        if not tags or self._head is None or self._head[0] != "value":
+            return False
+        v = self._head[1]
+        return type(v) is str and v in tags
+
+    @property
+    def async_next(self):
+        """The head is an asynchronous event (a tag in ``async_tags``)."""
+        with self._mutex:
+            try:
+                if not self._fill():
+                    return False
+            except Exception:
+                return False
+            return self._head_is_async()
 
     def _decode_next_in_frame(self):
         """The next raw event of the current frame (caller checked one is left)."""

@@ -35,6 +35,7 @@ struct Reader {
     PyObject* thread;
     PyObject* head;      // decoded head value (K_VALUE) or nullptr
     PyObject* error;     // sticky RecordingFormatError
+    PyObject* async_tags;  // tuple of str or nullptr: see head_is_async
     int fd;
     int head_kind;
     bool missing_hook;
@@ -605,6 +606,19 @@ PyObject* value_ahead(Reader* r, size_t& pos) {
     return v;
 }
 
+// Asynchronous events (docs/EVENTS.md: SIGNAL) happen between two of a
+// thread's events at a position only the replay's Python side can find. After
+// a fast-path take, a head that is such an event's tag (one of `async_tags`,
+// set by the engine) counts as "the head left the thread": the caller then
+// calls handover(), whose Python code arms the search for the position.
+// The one check this file has for them; no cost when async_tags is unset.
+bool head_is_async(Reader* r) {
+    if (!r->async_tags || r->head_kind != K_VALUE || !r->head || !PyUnicode_CheckExact(r->head)) return false;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(r->async_tags); i++)
+        if (same(r->head, PyTuple_GET_ITEM(r->async_tags, i))) return true;
+    return false;
+}
+
 // take_call(thread, call_tag, name, fp, result_tag, error_tag) -> None | (ok, value, same_thread)
 //
 // The replay's fast path (utils.ReplayCallGateway): when the next events are
@@ -661,7 +675,7 @@ PyObject* Reader_take_call(PyObject* self, PyObject* const* args, Py_ssize_t nar
     r->event += 5;
     int more = fill(r);
     if (more < 0) PyErr_Clear();  // sticky: the next read reports the damage
-    bool same_thread = more == 1 && same(r->thread ? r->thread : Py_None, args[0]);
+    bool same_thread = more == 1 && same(r->thread ? r->thread : Py_None, args[0]) && !head_is_async(r);
     PyObject* out = PyTuple_New(3);
     if (!out) { Py_DECREF(got[3]); return nullptr; }
     PyTuple_SET_ITEM(out, 0, Py_NewRef(is_result ? Py_True : Py_False));
@@ -722,7 +736,7 @@ PyObject* Reader_take_event(PyObject* self, PyObject* const* args, Py_ssize_t na
     r->event += 2;
     int more = fill(r);
     if (more < 0) PyErr_Clear();
-    bool same_thread = more == 1 && same(r->thread ? r->thread : Py_None, args[0]);
+    bool same_thread = more == 1 && same(r->thread ? r->thread : Py_None, args[0]) && !head_is_async(r);
     PyObject* out = PyTuple_New(2);
     if (!out) { Py_DECREF(value); return nullptr; }
     PyTuple_SET_ITEM(out, 0, value);
@@ -771,6 +785,27 @@ PyObject* get_position(PyObject* self, void*) {
                                  (unsigned long long)r->event);
 }
 
+PyObject* get_async_next(PyObject* self, void*) {
+    Reader* r = reinterpret_cast<Reader*>(self);
+    if (fill(r) < 0) { PyErr_Clear(); Py_RETURN_FALSE; }  // the next read reports the damage
+    return Py_NewRef(head_is_async(r) ? Py_True : Py_False);
+}
+PyObject* get_async_tags(PyObject* self, void*) {
+    Reader* r = reinterpret_cast<Reader*>(self);
+    return Py_NewRef(r->async_tags ? r->async_tags : Py_None);
+}
+int set_async_tags(PyObject* self, PyObject* value, void*) {
+    Reader* r = reinterpret_cast<Reader*>(self);
+    if (value == nullptr || value == Py_None) { Py_CLEAR(r->async_tags); return 0; }
+    if (!PyTuple_CheckExact(value)) { PyErr_SetString(PyExc_TypeError, "async_tags must be a tuple of str or None"); return -1; }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(value); i++)
+        if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(value, i))) {
+            PyErr_SetString(PyExc_TypeError, "async_tags must be a tuple of str or None");
+            return -1;
+        }
+    Py_XSETREF(r->async_tags, Py_NewRef(value));
+    return 0;
+}
 PyObject* get_events(PyObject* self, void*) { return PyLong_FromUnsignedLongLong(reinterpret_cast<Reader*>(self)->event); }
 PyObject* get_preamble(PyObject* self, void*) {
     Reader* r = reinterpret_cast<Reader*>(self);
@@ -807,6 +842,8 @@ PyGetSetDef reader_getset[] = {
     {"next_kind", get_next_kind, nullptr, "'value', 'binding' or None at the end", nullptr},
     {"position", get_position, nullptr, "StreamPosition(frame, offset, event)", nullptr},
     {"events", get_events, nullptr, nullptr, nullptr},
+    {"async_tags", get_async_tags, set_async_tags, "tags of asynchronous events (None: no check)", nullptr},
+    {"async_next", get_async_next, nullptr, "the head is an asynchronous event (a tag in async_tags)", nullptr},
     {"preamble", get_preamble, nullptr, nullptr, nullptr},
     {"path", get_path, nullptr, nullptr, nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr},
@@ -917,6 +954,7 @@ void Reader_dealloc(PyObject* self) {
     Py_CLEAR(r->path);
     Py_CLEAR(r->preamble);
     Py_CLEAR(r->error);
+    Py_CLEAR(r->async_tags);
     r->core.~RCore();
     tp->tp_free(self);
     Py_DECREF(tp);

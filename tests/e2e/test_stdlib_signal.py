@@ -8,12 +8,6 @@ from stdlib_support import assert_offline_faithful
 pytestmark = pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="no setitimer on this platform")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a signal handled while the program runs pure Python (phase INTERNAL) is "
-    "not recorded: proxy.Callback records only during an EXTERNAL call, so the "
-    "replay never runs the handler (diverges at the next boundary call). Needs "
-    "proxy support: defer asynchronous callbacks to the next boundary call at "
-    "record and run them inside it at replay."))
 def test_itimer_handler_interrupts_busy_loop_at_recorded_point(scenario):
     # How many iterations run before the timer fires differs every run; the
     # replay must run the handler after exactly the recorded count.
