@@ -377,7 +377,7 @@ PyObject* Tracer_new(PyTypeObject* type, PyObject* args, PyObject* kwds) {
     s->last = nullptr;
     s->chaos = 0;
     s->countdown = 0;
-    s->rng = static_cast<uint64_t>(time(nullptr)) * 0x9E3779B97F4A7C15ull ^ reinterpret_cast<uintptr_t>(s) | 1;
+    s->rng = ((static_cast<uint64_t>(time(nullptr)) * 0x9E3779B97F4A7C15ull) ^ reinterpret_cast<uintptr_t>(s)) | 1;
     s->cache = PyDict_New();
     if (!s->cache) {
         Py_DECREF(s);
