@@ -35,7 +35,7 @@ import sys
 import zlib
 
 from retracesoftware.proxy.protocol import event_index
-from retracesoftware.proxy.system import Callback, _machinery_frame
+from retracesoftware.proxy.system import Callback, machinery_frame as _machinery_frame
 from retracesoftware.utils import env
 from retracesoftware.utils import DISABLED, EXTERNAL, INTERNAL, fingerprint, flush_pending_calls
 
@@ -449,7 +449,7 @@ class SignalReplay:
         if pending is not None:
             sys.settrace(self._old_trace)
             self._old_trace = None
-            with self.seq._cond:
+            with self.seq.decisions:
                 self.seq.turn.closed -= 1
         self._code_match.clear()
 
@@ -475,7 +475,7 @@ class SignalReplay:
             finally:
                 gate.phase = previous
             if self.pending is None:
-                with self.seq._cond:
+                with self.seq.decisions:
                     if self.reader.async_next and self.reader.thread == self.system.thread_id():
                         self._take()
                 if self.pending is None:
@@ -556,7 +556,7 @@ def install(session) -> None:
 
     if system.mode != "replay":
         return
-    seq = system._sequencer
+    seq = system.sequencer
     raw = getattr(session.reader, "_reader", session.reader)
     if seq is None or not hasattr(raw, "async_next"):
         return      # a reader without the check (in-memory): SIGNAL events diverge at the next call

@@ -61,8 +61,12 @@ def _qualname(cls) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _machinery_frame(filename: str) -> bool:
+def machinery_frame(filename: str) -> bool:
+    """True for a frame of our runtime or of the import machinery (not program code)."""
     return filename.startswith(_PACKAGE_DIR) or filename.startswith(_MACHINERY_PREFIXES)
+
+
+_machinery_frame = machinery_frame
 
 
 def _stdlib_frame(filename: str) -> bool:

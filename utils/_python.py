@@ -340,7 +340,9 @@ class TurnState:
             try:
                 ended = probe.next_kind is None
                 head = None if ended else probe.thread
-                if head is not None:
+                # an asynchronous event (a signal) at the head: the Python
+                # hand-over arms its position search
+                if head is not None and not getattr(probe, "async_next", False):
                     self.wake(head)
                     return
             except Exception:

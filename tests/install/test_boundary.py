@@ -73,6 +73,7 @@ def _doc_native_io_rows():
         pytest.skip("docs/COMPATIBILITY.md is not in this tree (installed package only)")
     text = DOC.read_text()
     section = text[text.index("## C extensions that do their own I/O"):]
+    section = section.split("\n## ", 1)[0]     # up to the next section
     return [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| library")
             and not line.startswith("|---")]
 

@@ -76,6 +76,7 @@ struct TurnStateObject {
 PyObject* str_next_kind = nullptr;
 PyObject* str_thread = nullptr;
 PyObject* str_id = nullptr;
+PyObject* str_async_next = nullptr;
 PyObject* str_release = nullptr;
 
 // The permit of logical thread `tid` (made on first use). GIL held;
@@ -239,6 +240,19 @@ int turn_handover(TurnStateObject* t) {
         bool ended = kind == Py_None;
         Py_DECREF(kind);
         if (ended) goto python;
+        // An asynchronous event (a signal) at the head: the Python hand-over
+        // arms its position search (stream reader's async_next, if it has one).
+        PyObject* async_next = PyObject_GetAttr(t->probe, str_async_next);
+        if (!async_next) {
+            PyErr_Clear();
+        } else {
+            int is_async = PyObject_IsTrue(async_next);
+            Py_DECREF(async_next);
+            if (is_async != 0) {
+                PyErr_Clear();
+                goto python;
+            }
+        }
         PyObject* head = PyObject_GetAttr(t->probe, str_thread);
         if (!head) {
             PyErr_Clear();
@@ -931,6 +945,8 @@ int init_replay_call(PyObject* module) {
     str_next_kind = PyUnicode_InternFromString("next_kind");
     str_thread = PyUnicode_InternFromString("thread");
     str_id = PyUnicode_InternFromString("lock_id");
+    str_async_next = PyUnicode_InternFromString("async_next");
+    if (!str_async_next) return -1;
     str_release = PyUnicode_InternFromString("release");
     if (!str_next_kind || !str_thread || !str_id || !str_release) return -1;
     PyObject* accept = PyType_FromSpec(&SyncAccept_spec);
