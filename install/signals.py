@@ -535,14 +535,17 @@ def install(session) -> None:
 
     installer._set(_signal, "signal", signal)
     installer._set(_signal, "getsignal", getsignal)
-    if threading_main():
-        try:
-            current = real_getsignal(_signal.SIGINT)
-            if current is _signal.default_int_handler:
-                fn = _signal.default_int_handler
-                real_signal(_signal.SIGINT, SignalHandler(support, system.callback(fn), fn))
-        except (ValueError, OSError):
-            pass
+    # (signal.signal raises ValueError outside the main thread. No
+    # threading.current_thread() here: on replay, before the recorded main
+    # ident is adopted, it would register a dummy thread under the real
+    # ident, and a forked child's threading would take that for its main.)
+    try:
+        current = real_getsignal(_signal.SIGINT)
+        if current is _signal.default_int_handler:
+            fn = _signal.default_int_handler
+            real_signal(_signal.SIGINT, SignalHandler(support, system.callback(fn), fn))
+    except (ValueError, OSError):
+        pass
 
     def unwrap_handlers():
         for signum in range(1, getattr(_signal, "NSIG", 65)):
@@ -564,8 +567,3 @@ def install(session) -> None:
     replay = SignalReplay(support, system.reader, seq)
     session.signal_replay = replay
     seq.on_async = replay.on_async
-
-
-def threading_main() -> bool:
-    import threading
-    return threading.current_thread() is threading.main_thread()
