@@ -420,6 +420,11 @@ def _install_monitoring(tracer):
     return stop
 
 
+from retracesoftware.install.gc_points import GC as _GC, GC_VALVE as _GC_VALVE  # noqa: E402
+
+_GC_TAGS = (_GC, _GC_VALVE)
+
+
 class TimedReader:
     """The stream reader as the replay sees it, plus, for every event it
     hands out (a value or a NEW_BINDING), the event index (the reader's own
@@ -512,6 +517,10 @@ class TimedReader:
         return None
 
     def take_event(self, thread, tag, accept):
+        # A garbage collection's event (install/gc_points.py) is taken only
+        # this way: let it through (its two values get no time or frame).
+        if tag in _GC_TAGS:
+            return self._reader.take_event(thread, tag, accept)
         return None
 
     @property
