@@ -585,7 +585,10 @@ class RecordSession(_Session):
             options["stdin_reopened"] = self._stdin_reopenable(sys.stdin)
             # RETRACE_NO_GC_POINTS=1: automatic collection as in a plain run
             # (a diagnostic: tests show what the mechanism changes)
-            options["gc_points"] = os.environ.get("RETRACE_NO_GC_POINTS") != "1"
+            # --schedule records its own switch points and does not place
+            # collections yet (the two orders of events are not merged).
+            options["gc_points"] = (os.environ.get("RETRACE_NO_GC_POINTS") != "1"
+                                    and not options.get("schedule"))
         # cache_thread_id: the writer asks threads.current once per thread
         # (ThreadRegistry tells the stream layer when an id changes).
         self.writer = stream_writer(path, preamble, thread_id=self.threads.current, compress=compress,
