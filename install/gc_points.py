@@ -230,14 +230,11 @@ class GcPoints:
                 system.diverge(index, system.describe_tag(tag, value),
                                 f"the end of a garbage collection (it freed {collected} objects)")
                 return
-            if self._valve_pending and value != collected:
-                # run at the next event, not where the interpreter ran it:
-                # faithful only when it frees what it freed then
-                system.diverge(
-                    index, f"a garbage collection the interpreter ran between events on record "
-                    f"(no boundary call for {_valve(self.thresholds[0])}+ allocations) that freed {value} objects",
-                    f"one that freed {collected} where the replay could place it: this replay "
-                    f"cannot reproduce that collection")
+            # A valve collection run at the next event frees another count
+            # when our runtime's own garbage differs between the two runs
+            # (the Python backend; big imports): the count alone is no
+            # divergence. What its finalizers do is still checked (output,
+            # boundary calls).
             # The program's gc.callbacks get the recorded count (the info
             # dict is shared by all callbacks; ours runs first): objects that
             # boundary calls returned are other objects on replay (stubs).
