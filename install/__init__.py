@@ -15,8 +15,8 @@ _LAZY = {
     "install_for_pytest": "retracesoftware.install.testing",
     "Installer": "retracesoftware.install.installer",
     "load_config": "retracesoftware.install.config",
-    "stream_writer": "retracesoftware.install.session",
-    "stream_reader": "retracesoftware.install.session",
+    "stream_writer": "retracesoftware.install.recording_streams",
+    "stream_reader": "retracesoftware.install.recording_streams",
 }
 
 __all__ = sorted(_LAZY)

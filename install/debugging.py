@@ -44,7 +44,7 @@ def _disabled_method(gate, method):
         previous = gate.swap(DISABLED)
         self = args[0] if args else None
         # The debugger talks to the real terminal: the program's sys.stdin
-        # may be the recorded one (install/session.py reopens a piped stdin).
+        # may be the recorded one (install/session_base.py reopens a piped stdin).
         program_stdin, real_stdin = sys.stdin, sys.__stdin__
         swap = real_stdin is not None and program_stdin is not real_stdin
         if swap:

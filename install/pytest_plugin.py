@@ -31,7 +31,7 @@ def pytest_load_initial_conftests(early_config, parser, args):
 
 
 def pytest_configure(config):
-    from retracesoftware.install import session as session_mod
+    from retracesoftware.install import session_base as session_mod
     from retracesoftware.install import testing
 
     if getattr(session_mod, "current_session", None) is not None:

@@ -73,7 +73,7 @@ def _sources_marker(root, relpaths):
 
 
 def _mark_sources(config, items) -> None:
-    from retracesoftware.install import session as session_mod
+    from retracesoftware.install import session_base as session_mod
     current = getattr(session_mod, "current_session", None)
     if current is None or current.system is None:
         return
@@ -97,7 +97,7 @@ _marker = None
 def _mark(report, worker):
     """Put the report on the tape (record) / check it there (replay)."""
     global _marker
-    from retracesoftware.install import session as session_mod
+    from retracesoftware.install import session_base as session_mod
     current = getattr(session_mod, "current_session", None)
     if current is None or current.system is None:
         return
@@ -147,7 +147,7 @@ def record_session_if_asked(early_config) -> None:
     path = getattr(ns, "retrace_record", None) or _environ.get(RECORD_ENV)
     if not path or _environ.get(ACTIVE_ENV) or _environ.get("PYTEST_XDIST_WORKER"):
         return
-    from retracesoftware.install import session as session_mod
+    from retracesoftware.install import session_base as session_mod
     if getattr(session_mod, "current_session", None) is not None:
         return   # already recorded (or replayed) by the CLI
     keep = getattr(ns, "retrace_keep", None) or _environ.get(KEEP_ENV) or "failed"
@@ -292,7 +292,7 @@ def _render_section(config, report, worker) -> None:
     """The report section the xdist controller printed for *report* (the
     worker itself prints nothing): rendered outside the recording."""
     global rendered_section
-    from retracesoftware.install import session as session_mod
+    from retracesoftware.install import session_base as session_mod
     current = getattr(session_mod, "current_session", None)
     gate = current.system.gate if current is not None else None
     from retracesoftware.utils import DISABLED
@@ -367,7 +367,7 @@ def _stop_in_test(item) -> None:
 def _scan(path: str):
     """(test reports, source digests) marked on a recording's tape (no
     replay: reads the events)."""
-    from retracesoftware.install.session import open_recording
+    from retracesoftware.install.recording_streams import open_recording
     from retracesoftware.utils.errors import RecordingFormatError
 
     class _Placeholder:

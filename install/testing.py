@@ -81,7 +81,7 @@ class TestRunner:
         return self._config
 
     def _run(self, system, threads, fn):
-        from retracesoftware.install.session import install_boundary
+        from retracesoftware.install.session_base import install_boundary
 
         installer, thread_support = install_boundary(system, self.config(), threads)
         _identity_hashing(system, threads)
@@ -119,7 +119,7 @@ class TestRunner:
         the calls the recording made to fill them. *reset* (if given) runs
         between the runs, outside the recording: a unittest test's
         tearDown + setUp, so each run starts from a fresh fixture."""
-        from retracesoftware.install.session import stream_reader, stream_writer
+        from retracesoftware.install.recording_streams import stream_reader, stream_writer
         from retracesoftware.install.threads import ThreadRegistry
         from retracesoftware.proxy import System
 

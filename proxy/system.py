@@ -256,7 +256,7 @@ class System:
         self.record_stacks = record_stacks
         #: replay: ``fn(args, kwargs) -> bool``; True skips the argument
         #: fingerprint check of that call (it carries a placeholder for a
-        #: secret redacted from the recording: install/session.py)
+        #: secret redacted from the recording: install/redaction.py)
         self.fingerprint_exempt = None
         # tape name -> summariser(*args, **kwargs) -> str: its calls are
         # recorded with an ARGS summary (configs `summarise`; record only).

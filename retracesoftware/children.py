@@ -471,7 +471,7 @@ class ChildProcesses:
         try:
             if self._vouched(argv, self._path(name)):
                 cmd.append("--trust")
-            from retracesoftware.install.session import CHILD_REPLAY_ENV
+            from retracesoftware.install.replay_session import CHILD_REPLAY_ENV
             env = dict(os.environ)
             env[CHILD_REPLAY_ENV] = "1"
             self._live[pid] = ("spawn", _popen_class()(cmd, stdin=stdin, stdout=stdout, stderr=stderr,

@@ -48,7 +48,7 @@ def _tests(path: str) -> list:
 
 
 def summarise(path: str, *, with_children: bool = True) -> dict:
-    from retracesoftware.install.session import open_recording
+    from retracesoftware.install.recording_streams import open_recording
 
     reader = open_recording(path)
     pre = reader.preamble

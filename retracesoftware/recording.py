@@ -234,7 +234,7 @@ class Recording:
 
     def __init__(self, path: str):
         self.path = os.path.abspath(path)
-        from retracesoftware.install.session import open_recording as _open
+        from retracesoftware.install.recording_streams import open_recording as _open
         reader = _open(path)
         try:
             pre = reader.preamble
@@ -313,7 +313,7 @@ _END = object()
 
 
 def _parse(path, pid, start, stop):
-    from retracesoftware.install.session import open_recording as _open
+    from retracesoftware.install.recording_streams import open_recording as _open
     reader = _open(path)
     try:
         yield from _walk(reader, pid, start, stop)

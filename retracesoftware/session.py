@@ -117,7 +117,7 @@ def record_main(opts) -> int:
     if recording_busy(path):
         raise UsageError(_busy_line(path))
     config = _load_config()
-    from retracesoftware.install.session import RecordSession
+    from retracesoftware.install.record_session import RecordSession
 
     pre = preamble_mod.build(target, hash_seed=seed, config_digest=config.digest,
                              options={"stacks": opts.stacks, "hash_seed_pinned_by_retrace": pinned_by_us,
@@ -176,7 +176,8 @@ def _cannot_create(path, exc) -> None:
 
 def replay_main(opts) -> int:
     report.reserve()
-    from retracesoftware.install.session import ReplaySession, open_recording
+    from retracesoftware.install.recording_streams import open_recording
+    from retracesoftware.install.replay_session import ReplaySession
 
     path = opts.recording
     if not os.path.exists(path):
@@ -386,7 +387,7 @@ def start_recording_in_place(opts) -> None:
         _cannot_create(path, OSError(errno.EBUSY, "busy"))
         return
     config = _load_config()
-    from retracesoftware.install.session import RecordSession
+    from retracesoftware.install.record_session import RecordSession
 
     saved_argv = list(sys.argv)
     saved_path = list(sys.path)

@@ -547,7 +547,7 @@ def _child_main(argv) -> int:
     """Entry of the replay child: ``OUT_DIR RECORDING OPTIONS_JSON``."""
     out_dir, path, options = argv[0], argv[1], json.loads(argv[2])
     progress_fd = options.get("progress_fd")
-    from retracesoftware.install import session as install_session
+    from retracesoftware.install import replay_session as install_session
     from retracesoftware import cli
 
     pre_code_target = options.get("code_target", False)
@@ -816,7 +816,7 @@ class InstrumentedRun:
 
 
 def _read_preamble(path):
-    from retracesoftware.install.session import open_recording
+    from retracesoftware.install.recording_streams import open_recording
     reader = open_recording(path)
     try:
         return reader.preamble

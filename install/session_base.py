@@ -1,0 +1,264 @@
+"""What a record session and a replay session share: the boundary
+installed for one process (stream + proxy + installer wired together),
+the program's state remade at start, and the EXIT call at its end.
+
+The sessions themselves: install/record_session.py, install/replay_session.py.
+"""
+from __future__ import annotations
+
+import _io
+import os
+import sys
+
+from retracesoftware.install import output as _output  # noqa: F401  (private refs taken before patching)
+from retracesoftware.install import foreign as _foreign
+from retracesoftware.install import report
+from retracesoftware.install import zone as _zone
+from retracesoftware.install.installer import Installer
+from retracesoftware.install.threads import ThreadRegistry, ThreadSupport
+from retracesoftware.utils import DISABLED, INTERNAL
+
+_wall_clock = __import__("time").time
+
+
+def _exit_marker(code):
+    """The recording's last call: the program's exit code (checked on
+    replay: a different exit code is a divergence) and when it ended."""
+    return (code, _wall_clock())
+
+
+def can_hash_identities() -> bool:
+    """Whether this process can hash plain objects by per-thread counters."""
+    from retracesoftware import utils
+    return utils.CAPABILITIES.has("identity_hashing")
+
+
+def install_boundary(system, config, threads):
+    """Everything that makes ``system`` the boundary of this interpreter —
+    config patches, the import hook, debuggers, threads — shared by the CLI
+    sessions and TestRunner. Returns ``(installer, thread_support)``."""
+    from retracesoftware.install import debugging, mmaps
+    installer = Installer(system, config)
+    installer.install()
+    try:
+        debugging.install(system, installer.patch)
+        mmaps.install(system, installer)
+        thread_support = ThreadSupport(system, threads)
+        thread_support.install(installer)
+    except BaseException:
+        installer.uninstall()
+        raise
+    return installer, thread_support
+
+
+#: the CLI session (record or replay) of this process, once installed
+#: (install/pytest_session.py marks test reports on its tape)
+current_session = None
+
+
+class Session:
+    """What record and replay sessions share: one process's boundary,
+    installed around the program, and the EXIT call at its end."""
+
+    mode = ""
+
+    def __init__(self, config):
+        # Our reports go to the stderr the process was started with, even
+        # after the program points fd 2 elsewhere (install/report.py).
+        report.reserve()
+        self.config = config
+        self.threads = ThreadRegistry()
+        self.system = None
+        self.installer = None
+        self.thread_support = None
+        #: child-process handling, set by the top layer (retracesoftware/children.py):
+        #: replay waits for its replay children before the end checks
+        self.children = None
+        self._closed = False
+
+    def _install(self):
+        global current_session
+        self.installer, self.thread_support = install_boundary(self.system, self.config, self.threads)
+        current_session = self
+        # Signal handlers that run in pure Python: SIGNAL events (install/signals.py).
+        from retracesoftware.install import signals as _signals
+        _signals.install(self)
+        if self._identity_hashing():
+            # hash() of the program's plain objects (hence the iteration
+            # order of sets of them) from per-thread counters, not addresses
+            # (docs/THREADS.md): set order replays as recorded.
+            from retracesoftware import utils
+            utils.set_identity_hashing(True, gate=self.system.gate, thread_id=self.threads.current)
+            self.installer.on_uninstall(lambda: utils.set_identity_hashing(False))
+            if self._identity_ids():
+                self._install_identity_ids()
+        if isinstance(getattr(self, "preamble", None), dict) and "zone" in (self.preamble.get("options") or {}):
+            # The recorded time zone, and time.tzset() (install/zone.py).
+            _zone.install(self, self.installer)
+        if self._gc_points_recorded():
+            # Garbage collections at recorded points (install/gc_points.py).
+            from retracesoftware.install import gc_points
+            gc_points.install(self, self.installer)
+        if self._output_recorded():
+            # Foreign calls through ctypes (install/foreign.py): recorded
+            # from the same recordings on as the output check.
+            _foreign.install_when_imported(self, self.installer)
+            from retracesoftware.install import numpy_support
+            numpy_support.install(self.system, self.installer)
+            # stdout/stderr writes are output events (install/output.py).
+            from retracesoftware.install import output
+            self.output = output.install(self, self.installer, check=self._check_output())
+        gate = self.system.gate
+        previous = gate.swap(INTERNAL)
+        try:
+            self._program_state_made_before_start()
+        finally:
+            gate.phase = previous
+        if (isinstance(getattr(self, "preamble", None), dict)
+                and (self.preamble.get("options") or {}).get("schedule")):
+            # Thread switches in pure Python recorded / replayed (install/schedule.py).
+            from retracesoftware.install import schedule
+            if self.mode == "record":
+                schedule.start_record(self)
+            else:
+                schedule.start_replay(self)
+
+    def _program_state_made_before_start(self):
+        """State the program would have made itself but our start-up made
+        before recording began, remade as program code (same in record and
+        replay, so the tape agrees):
+
+        * ``sys.stdin``: the interpreter opened it before us, so its reads
+          were not recorded (a piped-in input replayed from whatever the
+          replay's stdin was). When it is not a terminal it is reopened on
+          fd 0 through the recorded ``open``, with the same encoding, errors
+          and newline handling. (A terminal stays as it is: ``input()`` reads
+          a terminal through the C readline, not through ``sys.stdin``.)
+        * ``logging._startTime`` (``%(relativeCreated)``): taken from the
+          clock when our runtime imported logging; set to the recording's
+          start time (in its preamble)."""
+        stdin = sys.stdin
+        reopen = self._reopen_stdin(stdin)
+        if reopen:
+            try:
+                # The interpreter's own stdin splits lines at "\n" only
+                # (universal newlines on Windows).
+                new = open(0, "r", encoding=stdin.encoding, errors=stdin.errors,
+                           newline=None if os.name == "nt" else "\n", closefd=False)
+            except OSError:
+                new = None
+            if new is not None:
+                sys.stdin = new
+        logging = sys.modules.get("logging")
+        started = (self.preamble.get("started_at") if isinstance(getattr(self, "preamble", None), dict)
+                   else None)
+        if (logging is not None and isinstance(started, (int, float))
+                and isinstance(getattr(logging, "_startTime", None), (int, float))):
+            # The preamble's start time: the same on record and replay, and
+            # no extra event on the tape.
+            logging._startTime = int(started * 1e9) if isinstance(logging._startTime, int) else started
+
+    def _identity_hashing(self) -> bool:
+        return False
+
+    output = None
+
+    def _identity_ids(self) -> bool:
+        options = (self.preamble.get("options") or {}) if isinstance(getattr(self, "preamble", None), dict) else {}
+        return bool(options.get("identity_ids"))
+
+    def _install_identity_ids(self):
+        """``id()`` and the default reprs (``<Foo object at 0x…>``, functions,
+        generators, coroutines) from per-thread counters, like the hashes
+        (utils/README.md): sorting by id and printing default reprs replay.
+        Our own runtime keeps the real ``id`` (its tables are keyed by
+        addresses): every loaded module of ours gets it as a global."""
+        import builtins
+        from retracesoftware import utils
+        real_id = builtins.id
+        for name, module in list(sys.modules.items()):
+            if module is not None and (name == "retracesoftware" or name.startswith("retracesoftware.")) \
+                    and "id" not in module.__dict__:
+                self.installer.patch(module, "id", real_id)
+        utils.set_identity_ids(True)
+        self.installer.on_uninstall(lambda: utils.set_identity_ids(False))
+        self.installer.patch(builtins, "id", utils.identity_id)
+
+    def _output_recorded(self) -> bool:
+        options = (self.preamble.get("options") or {}) if isinstance(getattr(self, "preamble", None), dict) else {}
+        return bool(options.get("output_recorded"))
+
+    def _check_output(self) -> bool:
+        return True
+
+    def _gc_points_recorded(self) -> bool:
+        options = (self.preamble.get("options") or {}) if isinstance(getattr(self, "preamble", None), dict) else {}
+        return bool(options.get("gc_points"))
+
+    @staticmethod
+    def _stdin_reopenable(stdin) -> bool:
+        try:
+            return (stdin is not None and stdin is sys.__stdin__ and stdin.fileno() == 0
+                    and not stdin.isatty() and isinstance(stdin, _io.TextIOWrapper))
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def _reopen_stdin(self, stdin) -> bool:
+        """Record: whether to (decided here, kept in the preamble); replay:
+        what the record did, whatever this process's stdin is."""
+        return False
+
+    def run(self, fn, *args):
+        """Run the program's code on this thread in the INTERNAL phase."""
+        self.system.gate.phase = INTERNAL
+        return fn(*args)
+
+    def report(self, reporter, exc):
+        """Print the program's uncaught exception as the interpreter would:
+        outside the recording (source lines for the traceback are read live)."""
+        gate = self.system.gate
+        options = (self.preamble.get("options") or {}) if isinstance(getattr(self, "preamble", None), dict) else {}
+        if (self.output is not None and not isinstance(exc, (SystemExit, KeyboardInterrupt))
+                and options.get("started_by") != "pth-hook"):   # (there the interpreter reported it)
+            # The exception's text is output too: checked like a write to
+            # stderr (a replay raising the same exception with another
+            # message would otherwise differ silently on stderr). Not the
+            # traceback's frames: their file names may be remapped.
+            previous = gate.swap(DISABLED)
+            try:
+                import traceback
+                text = "".join(traceback.format_exception_only(exc))
+            except Exception:
+                text = None
+            gate.phase = INTERNAL
+            try:
+                if text is not None and self.system.divergence is None:
+                    self.output.emit("stderr", text, lambda: None)
+            finally:
+                gate.phase = previous
+        previous = gate.swap(DISABLED)
+        try:
+            return reporter(exc)
+        finally:
+            gate.phase = previous
+
+    exit_code = None
+
+    def main_finished(self, code):
+        self.exit_code = code
+
+    def _exit_call(self):
+        """Make the EXIT boundary call (retrace.exit) on the main thread."""
+        if self.threads.current() != 0:
+            return None
+        marker = self.system.patch_function(_exit_marker, "retrace.exit")
+        gate = self.system.gate
+        previous = gate.swap(INTERNAL)
+        try:
+            points = getattr(self, "gc_points", None)
+            if points is not None:     # the last collection (install/gc_points.py)
+                points.at_exit()
+            return marker(self.exit_code)
+        finally:
+            gate.phase = previous
+
