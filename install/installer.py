@@ -717,7 +717,7 @@ class Installer:
     def when_imported(self, name: str, fn) -> None:
         """Run ``fn(module)`` once module *name* is loaded: now if it already
         is, else right after its import finishes (code patches that are not
-        config, e.g. install/threads.py's)."""
+        config, e.g. install/thread_support.py's)."""
         module = sys.modules.get(name)
         if module is not None:
             fn(module)

@@ -114,7 +114,7 @@ def _mark(report, worker):
 def recording_path(value: str) -> str:
     """PATH as given; a directory (existing, or written with a trailing
     slash) holds the controller's recording as ``session.bin``."""
-    from retracesoftware.session import expand_recording_path
+    from retracesoftware.record_replay import expand_recording_path
     value = expand_recording_path(value)
     if value.endswith(os.sep) or os.path.isdir(value):
         os.makedirs(value, exist_ok=True)

@@ -281,7 +281,7 @@ class ReplaySchedule:
                 if not returning:
                     self._wait_runner(ticker.tid)
         except Exception as exc:
-            from retracesoftware.proxy.threads import Deadlock
+            from retracesoftware.proxy.thread_order import Deadlock
             if isinstance(exc, Deadlock):
                 raise self.system.deadlock(exc) from None
             raise

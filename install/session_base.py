@@ -15,7 +15,7 @@ from retracesoftware.install import foreign as _foreign
 from retracesoftware.install import report
 from retracesoftware.install import zone as _zone
 from retracesoftware.install.installer import Installer
-from retracesoftware.install.threads import ThreadRegistry, ThreadSupport
+from retracesoftware.install.thread_support import ThreadRegistry, ThreadSupport
 from retracesoftware.utils import DISABLED, INTERNAL
 
 _wall_clock = __import__("time").time

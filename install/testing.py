@@ -120,7 +120,7 @@ class TestRunner:
         between the runs, outside the recording: a unittest test's
         tearDown + setUp, so each run starts from a fresh fixture."""
         from retracesoftware.install.recording_streams import stream_reader, stream_writer
-        from retracesoftware.install.threads import ThreadRegistry
+        from retracesoftware.install.thread_support import ThreadRegistry
         from retracesoftware.proxy import System
 
         if self.warm_up:

@@ -10,7 +10,7 @@ from retracesoftware.proxy.protocol import Reader, Writer
 from retracesoftware.proxy.stubs import ExternalObject, StubFactory
 from retracesoftware.proxy.system import (RECORD, REPLAY, Callback, System,
                                           capture_stack, describe_call)
-from retracesoftware.proxy.threads import ThreadIds, ThreadSequencer
+from retracesoftware.proxy.thread_order import ThreadIds, ThreadSequencer
 
 __all__ = [
     "RECORD",

@@ -31,7 +31,7 @@ from retracesoftware.proxy.protocol import (is_structseq, BIND, CALL, CALLBACK, 
                                             event_index)
 from retracesoftware.proxy.stubs import (ExternalObject, StubFactory,
                                          external_call, external_getattr)
-from retracesoftware.proxy.threads import Deadlock, ThreadIds, ThreadSequencer
+from retracesoftware.proxy.thread_order import Deadlock, ThreadIds, ThreadSequencer
 
 log = logging.getLogger("retracesoftware")
 
@@ -322,7 +322,7 @@ class System:
 
     @property
     def sequencer(self):
-        """The replay's `ThreadSequencer` (proxy/threads.py), or None when
+        """The replay's `ThreadSequencer` (proxy/thread_order.py), or None when
         recording. Its public methods are the interface install uses:
         ``enter``/``leave``/``expect`` a thread, ``drain()`` at exit,
         ``decisions`` (the condition held for every turn decision),

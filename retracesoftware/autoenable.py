@@ -48,7 +48,7 @@ def start() -> None:
     if command is None:
         return
     from retracesoftware.cli import Options
-    from retracesoftware.session import start_recording_in_place
+    from retracesoftware.record_replay import start_recording_in_place
 
     opts = Options()
     opts.recording = os.environ.get("RETRACE_RECORDING") or "retrace-{pid}.bin"

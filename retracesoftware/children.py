@@ -1,7 +1,7 @@
 """Child processes under retrace: ``os.fork()`` and subprocesses of this Python.
 
 Design and trade-offs: docs/CHILDREN.md. Installed by the CLI's sessions
-(retracesoftware/session.py) after ``session.start()``. In short:
+(retracesoftware/record_replay.py) after ``session.start()``. In short:
 
 * Every recorded process writes its own recording file. A process's children
   live in the directory ``<its recording>.children/``, named

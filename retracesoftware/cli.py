@@ -276,10 +276,10 @@ def main(argv: list[str] | None = None) -> int:
         _forget_cwd_on_path()
     try:
         if verb == "record":
-            from retracesoftware.session import record_main
+            from retracesoftware.record_replay import record_main
             return record_main(opts)
         if verb == "replay":
-            from retracesoftware.session import replay_main
+            from retracesoftware.record_replay import replay_main
             return replay_main(opts)
         if verb == "dap":
             from retracesoftware.debugger.dap import main as dap_main

@@ -96,7 +96,7 @@ def _xdist_bootstrap(path: str) -> str | None:
 
     A worker runs ``python -c CODE`` (execnet's popen gateway), and a
     recording of ``-c`` code only replays under ``--trust``
-    (retracesoftware/session.py): the code would be the recording's. Replayed
+    (retracesoftware/record_replay.py): the code would be the recording's. Replayed
     as a child of the whole session, the replaying controller vouches for it
     (children.py: it passes exactly that code now); ``--test`` replays the
     worker alone, so the controller's part is done here: the code must be

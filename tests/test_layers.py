@@ -30,7 +30,7 @@ ALLOWED = {
     # The pytest plugin (an entry point, so it lives in install) runs a whole CLI
     # session per test run: it is top-layer code that the plugin loads lazily.
     ("upward", "retracesoftware.install.pytest_session", "retracesoftware.preamble"): "pytest plugin runs CLI sessions",
-    ("upward", "retracesoftware.install.pytest_session", "retracesoftware.session"): "pytest plugin runs CLI sessions",
+    ("upward", "retracesoftware.install.pytest_session", "retracesoftware.record_replay"): "pytest plugin runs CLI sessions",
     ("upward", "retracesoftware.install.pytest_session", "retracesoftware.children"): "pytest plugin runs CLI sessions",
     ("upward", "retracesoftware.install.pytest_session", "retracesoftware.runner"): "pytest plugin runs CLI sessions",
 }

@@ -280,7 +280,7 @@ def fork(path, at=None, *, result=_UNSET, exception=None, record=None, say=None)
     by *result* (or raising *exception*); returns its exit code. Runs the
     program in this process: call it from a fresh one."""
     from retracesoftware import preamble as preamble_mod
-    from retracesoftware import session as session_mod
+    from retracesoftware import record_replay as session_mod
     from retracesoftware.install.record_session import RecordSession
     from retracesoftware.runner import Target, execute, prepare_sys, report_exception
     from retracesoftware.utils import fingerprint

@@ -53,7 +53,7 @@ def test_the_listing_says_how_each_special_case_is_recorded():
                      text, re.M)
     assert re.search(r"^  recorded  posix\.close  \[inert after replay\]$", text, re.M)
     assert re.search(r"^    method  recv_into  \[adapter via recv ", text, re.M)
-    assert "threads: retracesoftware.install.threads" in text
+    assert "threads: retracesoftware.install.thread_support" in text
     assert "pycurl (pycurl)" in text
     grep = _cli("--grep", "urandom")
     assert grep.returncode == 0 and "posix" in grep.stdout.splitlines()[0]

@@ -1,4 +1,4 @@
-"""Sync points (proxy.threads.SyncPoints) and the sequencer's waits outside
+"""Sync points (proxy.thread_order.SyncPoints) and the sequencer's waits outside
 the tape: lock acquires replay in recorded order, a real-lock wait that can
 never end is reported, and drain() waits for other threads' last events."""
 from __future__ import annotations
@@ -9,14 +9,14 @@ import threading
 import pytest
 
 from retracesoftware.proxy import MemoryReader, MemoryWriter, ReplayDivergence, System, ThreadIds
-from retracesoftware.proxy.threads import SYNC, SyncPoints, real_wait
+from retracesoftware.proxy.thread_order import SYNC, SyncPoints, real_wait
 
 WORKERS = 4
 ROUNDS = 150
 
 
 def make_lock_class(system):
-    """A lock whose acquire is a sync point (what install/threads.py builds)."""
+    """A lock whose acquire is a sync point (what install/thread_support.py builds)."""
     sync = SyncPoints(system)
     LT = _thread.LockType
 
@@ -200,7 +200,7 @@ def test_lock_ids_are_recorded_and_a_swapped_lock_diverges():
     """SYNC carries the acquired lock's id (False for a failed try); a
     replay that takes another lock where the recording took this one is a
     divergence naming both, not a silent reordering."""
-    from retracesoftware.proxy.threads import LockIds
+    from retracesoftware.proxy.thread_order import LockIds
 
     def prog(system, ids, swap):
         Lock = make_identified_lock_class(system, ids)
@@ -236,7 +236,7 @@ def test_lock_ids_are_recorded_and_a_swapped_lock_diverges():
 
 
 def test_lock_ids_depend_on_thread_site_and_count_not_on_other_sites():
-    from retracesoftware.proxy.threads import LockIds
+    from retracesoftware.proxy.thread_order import LockIds
     tids = ThreadIds()
     tids.set(0)
 

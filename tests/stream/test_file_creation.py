@@ -48,7 +48,7 @@ def test_second_writer_on_a_held_path_fails_at_once(impl, tmp_path):
 
 
 def test_busy_path_with_pid_pattern_gets_a_new_name(impl, tmp_path):
-    from retracesoftware.session import expand_recording_path
+    from retracesoftware.record_replay import expand_recording_path
     held = impl.StreamWriter(str(tmp_path / f"run-{os.getpid()}.bin"), {})
     try:
         assert expand_recording_path(str(tmp_path / "run-{pid}.bin")) == str(tmp_path / f"run-{os.getpid()}-1.bin")

@@ -17,7 +17,7 @@ ordering points.
 * **Locks.** ``_thread.allocate_lock``/``threading.Lock`` and
   ``_thread.RLock``/``threading.RLock`` called by program code make
   `RecordedLock` / `RecordedRLock` objects whose acquires are sync points
-  (`proxy.threads.SyncPoints`: ``SYNC result`` written after the real
+  (`proxy.thread_order.SyncPoints`: ``SYNC result`` written after the real
   acquire; on replay each acquire waits for its turn and then takes the real
   lock). Everything threading builds on locks (Condition, Semaphore,
   BoundedSemaphore, Event, Barrier, Timer, queue.Queue, Thread.start's
@@ -39,7 +39,7 @@ from collections import deque as _deque
 
 from retracesoftware import functional as F
 from retracesoftware.stream import thread_ids_changed as _thread_ids_changed
-from retracesoftware.proxy.threads import LockIds, SyncPoints, real_wait
+from retracesoftware.proxy.thread_order import LockIds, SyncPoints, real_wait
 from retracesoftware.install.substitutes import substitute_for
 from retracesoftware.utils import DISABLED, INTERNAL
 
@@ -665,7 +665,7 @@ class ThreadSupport:
         seq = self.system.sequencer
         if seq is None:
             return
-        from retracesoftware.proxy.threads import Deadlock
+        from retracesoftware.proxy.thread_order import Deadlock
         old = self.gate.swap(DISABLED)
         try:
             seq.drain()
