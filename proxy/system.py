@@ -367,6 +367,53 @@ class System:
         return ReplayCallGateway(self.gate, target, self.reader.take_call, self._thread_id, seq.turn,
                                  CALL, name, RESULT, ERROR, self._replay_entry(name), seq.handover)
 
+    def feed_calls(self, wrap, on_bind):
+        """Record mode, before anything is patched: answer the program's
+        calls from elsewhere (``retrace fork``'s feeder, views/fork.py).
+
+        Every gateway made from now on writes CALL first (with the summary
+        of a summarised call), then calls ``wrap(target, name, entered)``
+        in place of *target*, then writes the outcome. ``entered.on`` is
+        set (a thread-local) when the call came through the gateway as the
+        program's own: a gateway calls *target* directly for our runtime's
+        calls. Every binding recorded calls ``on_bind(obj)`` after it."""
+        if self.mode != RECORD:
+            raise ValueError("feed_calls needs a System in record mode")
+        import threading
+        entered = threading.local()
+        bind_record = self._bind_record
+        record_after, record_error = self._record_after, self._record_error
+
+        def gateway(target, name):
+            write = self.writer.write
+            summarise = self.summaries.get(name)
+
+            def before(*args, **kwargs):
+                if summarise is not None:
+                    try:
+                        summary = summarise(*args, **kwargs)
+                    except Exception:
+                        summary = "?"
+                    write(CALL, name, fingerprint(*args, **kwargs), ARGS, summary)
+                else:
+                    write(CALL, name, fingerprint(*args, **kwargs))
+                entered.on = True
+            return RecordGateway(self.gate, wrap(target, name, entered), before, record_after, record_error)
+
+        def bind(obj, tag, typename, proxy_key=None):
+            ref = bind_record(obj, tag, typename, proxy_key)
+            on_bind(obj)
+            return ref
+
+        self._gateway = gateway
+        self._bind_record = bind
+
+    def type_named(self, typename):
+        """The patched type of that qualified name, else one among the
+        loaded modules (never imports); None if there is none."""
+        cls = self._types.get(typename)
+        return cls if cls is not None else _resolve_loaded_type(typename)
+
     def _replay_entry(self, name):
         """The gateway's replay callable. A recorded exception is raised from
         native code (a finished generator's ``throw``) once our frames have
@@ -902,9 +949,7 @@ class System:
             proxy = self._external_type.__new__(self._external_type)
             object.__setattr__(proxy, "_retrace_typename", typename[len(_EXTERNAL_PREFIX):])
             return proxy
-        cls = self._types.get(typename)
-        if cls is None:
-            cls = _resolve_loaded_type(typename)
+        cls = self.type_named(typename)
         if cls is None:
             raise self._diverge(index, f"a new {typename} object", "no patched type of that name")
         return self.stub_factory.create(cls)

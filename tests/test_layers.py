@@ -34,21 +34,6 @@ ALLOWED = {
     ("upward", "retracesoftware.install.pytest_session", "retracesoftware.children"): "pytest plugin runs CLI sessions",
     ("upward", "retracesoftware.install.pytest_session", "retracesoftware.runner"): "pytest plugin runs CLI sessions",
 }
-# `retrace fork` answers a recorded run's calls from a feeder: it swaps the
-# record System's own gateway and bind hooks. A public hook API on System is
-# left for later (views/fork.py was being changed by another branch).
-for _what in ("._thread_id (of proxy/stream)", "._bind_record (of proxy)", "._record_after (of proxy)",
-              "._record_error (of proxy)", "._types (of install/proxy)", "._gateway (of proxy)",
-              "retracesoftware.proxy.system._resolve_loaded_type"):
-    ALLOWED[("private-across-layers", "retracesoftware.views.fork", _what)] = "fork's feeder swaps System hooks"
-# The debugger's private thread primitives (taken before patching) are shared
-# by its modules; debugger/ was being changed by another branch.
-for _module, _names in (("agent", ("_allocate_lock", "_get_ident", "_skipped", "_start_new_thread", "_select")),
-                        ("frontend", ("_get_ident", "_skipped")), ("replay_pdb", ("_get_ident",))):
-    for _n in _names:
-        ALLOWED[("private-from-sibling", f"retracesoftware.debugger.{_module}",
-                 f"retracesoftware.debugger.engine.{_n}")] = "debugger's private primitives"
-
 # --schedule (install/schedule.py, merged from another branch this session)
 # drives the replay sequencer's private waiting; a public hook for it on
 # ThreadSequencer is left for later.

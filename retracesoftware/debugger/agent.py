@@ -15,8 +15,12 @@ import reprlib
 import sys
 from collections import deque
 
-from retracesoftware.debugger.engine import (_allocate_lock, _get_ident, _select, _skipped,
-                                             _start_new_thread, log)
+from retracesoftware.debugger.engine import log
+from retracesoftware.debugger.primitives import allocate_lock as _allocate_lock
+from retracesoftware.debugger.primitives import get_ident as _get_ident
+from retracesoftware.debugger.primitives import select as _select
+from retracesoftware.debugger.primitives import skipped as _skipped
+from retracesoftware.debugger.primitives import start_new_thread as _start_new_thread
 from retracesoftware.debugger.frontend import FrontendMixin
 from retracesoftware.debugger.protocol import Channel, dap_thread_id, thread_name
 from retracesoftware.utils import DISABLED

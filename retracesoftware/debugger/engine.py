@@ -25,7 +25,6 @@ Tracing
 """
 from __future__ import annotations
 
-import _thread
 import json
 import os
 import sys
@@ -33,10 +32,11 @@ import sys
 from retracesoftware.debugger import DAP_ENV, STATE_ENV
 from retracesoftware.utils import DISABLED
 
+from retracesoftware.debugger.primitives import allocate_lock as _allocate_lock
+from retracesoftware.debugger.primitives import get_ident as _get_ident
+from retracesoftware.debugger.primitives import skipped as _skipped
+
 # Private references taken before the boundary is installed (prepare()).
-_get_ident = _thread.get_ident
-_allocate_lock = _thread.allocate_lock
-_start_new_thread = _thread.start_new_thread
 _getframe = sys._getframe
 _execve = os.execve
 _dup = os.dup
@@ -48,20 +48,10 @@ _lseek = os.lseek
 _fstat = os.fstat
 _isreg = __import__("stat").S_ISREG
 _environ_copy = dict(os.environ)
-_select = __import__("select").select
 
 from retracesoftware.debugger import checkpoints as _checkpoints  # noqa: E402  (its private references too)
 
-_OUR_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-_SKIP_PREFIXES = (_OUR_DIR, "<frozen importlib", "<frozen runpy", "<frozen zipimport")
-_BDB_FILES = tuple(os.path.splitext(m.__file__)[0] for m in (__import__("bdb"), __import__("pdb"),
-                                                              __import__("cmd")))
-
 USE_MONITORING = sys.version_info >= (3, 12)   # PYVERSIONS: sys.monitoring exists from 3.12
-
-
-def _skipped(filename: str) -> bool:
-    return filename.startswith(_SKIP_PREFIXES) or os.path.splitext(filename)[0] in _BDB_FILES
 
 
 class ThreadState:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import bdb
 import sys
 
-from retracesoftware.debugger.engine import _get_ident, _skipped, program_tb
+from retracesoftware.debugger.engine import program_tb
+from retracesoftware.debugger.primitives import get_ident as _get_ident
 
 
 class FrontendMixin:
@@ -112,4 +113,4 @@ def label(engine, ident=None):
     return "?" if st is None else str(st.tid)
 
 
-__all__ = ["FrontendMixin", "label", "_skipped"]
+__all__ = ["FrontendMixin", "label"]

@@ -10,7 +10,7 @@ import pdb
 import sys
 
 from retracesoftware.debugger.frontend import FrontendMixin, label
-from retracesoftware.debugger.engine import _get_ident
+from retracesoftware.debugger.primitives import get_ident as _get_ident
 
 _exit = os._exit
 

@@ -364,47 +364,17 @@ def fork(path, at=None, *, result=_UNSET, exception=None, record=None, say=None)
 
 def _attach(system, feeder, fingerprint):
     """Make *system* (record mode) answer from *feeder*: its gateways call
-    the feeder instead of the real functions."""
-    import threading
-    from retracesoftware.proxy import system as system_mod
-    from retracesoftware.proxy.protocol import ARGS, CALL
-    from retracesoftware.utils import RecordGateway
-    feeder.thread_id = system._thread_id
-    bind_record = system._bind_record
-    entered = threading.local()
-
-    def _gateway(target, name):
-        # The hooks gateway (as with --stacks): CALL first, then the outcome.
-        write = system.writer.write
-        summarise = system.summaries.get(name)
-
-        def before(*args, **kwargs):
-            if summarise is not None:
-                try:
-                    summary = summarise(*args, **kwargs)
-                except Exception:
-                    summary = "?"
-                write(CALL, name, fingerprint(*args, **kwargs), ARGS, summary)
-            else:
-                write(CALL, name, fingerprint(*args, **kwargs))
-            entered.on = True
-        return RecordGateway(system.gate, feeder.wrap(target, name, fingerprint, entered), before,
-                             system._record_after, system._record_error)
-
-    def _bind(obj, tag, typename, proxy_key=None):
-        ref = bind_record(obj, tag, typename, proxy_key)
-        feeder.on_bind(obj)
-        return ref
+    the feeder instead of the real functions (proxy's System.feed_calls)."""
+    feeder.thread_id = system.thread_id
+    system.feed_calls(lambda target, name, entered: feeder.wrap(target, name, fingerprint, entered),
+                      feeder.on_bind)
 
     def stub(handle):
-        typename = handle.typename or ""
-        cls = system._types.get(typename) or system_mod._resolve_loaded_type(typename)
+        cls = system.type_named(handle.typename or "")
         if cls is None:
             return handle
         return system.stub_factory.create(cls)
 
-    system._gateway = _gateway
-    system._bind_record = _bind
     feeder.stub = stub
 
 
