@@ -641,16 +641,10 @@ class Installer:
         getsignal.__wrapped__ = real
         self._set(module, "getsignal", getsignal)
 
-        def unwrap_handlers():
-            for signum in range(1, getattr(module, "NSIG", 65)):
-                try:
-                    handler = real(signum)
-                    if type(handler) is _Callback:
-                        real_signal(signum, handler.fn)
-                except (OSError, ValueError, RuntimeError):
-                    pass
+        from retracesoftware.install.signals import restore_program_handlers
+        nsig = getattr(module, "NSIG", 65)
         # Runs after the attribute undos of later patches, before earlier ones.
-        self.on_uninstall(unwrap_handlers)
+        self.on_uninstall(lambda: restore_program_handlers(real_signal, real, nsig))
 
     def _gc_callbacks_outside(self) -> None:
         """``gc.callbacks`` run when a collection happens, which is not at

@@ -198,6 +198,21 @@ def program_handler(handler):
     return handler
 
 
+def restore_program_handlers(real_signal, real_getsignal, nsig=65):
+    """At uninstall: every handler still installed that is one of our
+    wrappers (a `SignalHandler`, a configured callback) is replaced by the
+    program's own function, so the program's handlers stay. *real_signal*
+    and *real_getsignal* are the builtins."""
+    for signum in range(1, nsig):
+        try:
+            handler = real_getsignal(signum)
+            fn = program_handler(handler)
+            if fn is not handler:
+                real_signal(signum, fn)
+        except (OSError, ValueError, RuntimeError):
+            pass
+
+
 class SignalSupport:
     """Both modes: decides, for each real delivery, whether the program's
     handler runs now (True), or was recorded as a callback (then the
@@ -547,15 +562,8 @@ def install(session) -> None:
     except (ValueError, OSError):
         pass
 
-    def unwrap_handlers():
-        for signum in range(1, getattr(_signal, "NSIG", 65)):
-            try:
-                handler = real_getsignal(signum)
-                if type(handler) is SignalHandler:
-                    real_signal(signum, handler.fn)
-            except (OSError, ValueError, RuntimeError):
-                pass
-    installer._undo.append(unwrap_handlers)
+    nsig = getattr(_signal, "NSIG", 65)
+    installer._undo.append(lambda: restore_program_handlers(real_signal, real_getsignal, nsig))
 
     if system.mode != "replay":
         return
