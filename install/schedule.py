@@ -171,12 +171,12 @@ class ReplaySchedule:
         if new is not None:
             new.may_run = True
             new.stop = -1
-        self.seq._changed()
+        self.seq.changed()
 
     def _free(self):
         """The tape is used up: nothing more is scheduled."""
         self.tracer.enforce = False
-        self.seq._changed()
+        self.seq.changed()
 
     def _diverge(self, index, expected, actual):
         raise self.system.diverge(index, expected, actual)
@@ -253,20 +253,9 @@ class ReplaySchedule:
     def _wait_runner(self, me):
         """Wait until *me* is the runner (condition held); `Deadlock` when no
         thread can move for the sequencer's timeout."""
-        seq = self.seq
-        stuck = [None, 0.0]
-        while self.tracer.enforce and self.runner != me:
-            if seq.failure is not None:
-                raise seq.failure
-            head = self.reader.thread
-            seq._waiting[me] = (head, "its turn to run (--schedule)")
-            seq._os_idents[me] = _threading.get_ident()
-            seq.turn.closed += 1
-            try:
-                seq._wait_turn(head, stuck, me)
-            finally:
-                seq.turn.closed -= 1
-                seq._waiting.pop(me, None)
+        tracer = self.tracer
+        self.seq.wait_until(me, lambda: not tracer.enforce or self.runner == me,
+                            "its turn to run (--schedule)")
 
     def _block(self, ticker, returning):
         """The tracer: *ticker*'s thread is at an instruction it may not run

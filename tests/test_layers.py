@@ -49,12 +49,6 @@ for _module, _names in (("agent", ("_allocate_lock", "_get_ident", "_skipped", "
         ALLOWED[("private-from-sibling", f"retracesoftware.debugger.{_module}",
                  f"retracesoftware.debugger.engine.{_n}")] = "debugger's private primitives"
 
-# --schedule (install/schedule.py, merged from another branch this session)
-# drives the replay sequencer's private waiting; a public hook for it on
-# ThreadSequencer is left for later.
-for _what in ("._changed (of proxy)", "._waiting (of proxy)", "._os_idents (of proxy)",
-              "._wait_turn (of proxy)"):
-    ALLOWED[("private-across-layers", "retracesoftware.install.schedule", _what)] = "--schedule drives the sequencer"
 ALLOWED[("private-from-sibling", "retracesoftware.test_replay", "retracesoftware.children._preamble")] = \
     "merged from another branch this session; to be made public"
 

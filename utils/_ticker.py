@@ -152,6 +152,11 @@ class ScheduleTracer:
                 return leave_import
             if want != 1 or gate.phase != _INTERNAL or importing.get(_get_ident()):
                 return None
+            # PYVERSIONS: 3.13 turns opcode events on (per code object) only
+            # when f_trace_opcodes is set on a frame that has f_trace: set
+            # first, or the first frame of each code object would run
+            # without them (see ticker.cpp count_opcodes).
+            frame.f_trace = local
             frame.f_trace_opcodes = True
             frame.f_trace_lines = False
             return local

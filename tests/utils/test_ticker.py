@@ -115,3 +115,44 @@ def test_bad_mode_and_missing_callables():
         cpp.ScheduleTracer("rewind", cpp.Gate(), _want, lambda: 0, "PREEMPT")
     with pytest.raises(TypeError):
         cpp.ScheduleTracer("replay", cpp.Gate(), _want, lambda: 0, "PREEMPT")
+
+
+FRESH = """
+def fresh(n):
+    t = 0
+    for i in range(n):
+        t += i
+    return t
+"""
+
+
+@pytest.mark.parametrize("backend", ["python", "cpp"])
+def test_first_frame_of_a_code_object_is_counted(backend):
+    """3.13 turns opcode events on per code object, only for a frame that
+    has f_trace: the first frame of a new code object ran uncounted, and
+    which thread runs it first is a race (replays then deadlocked)."""
+    gate_mod = load_backend(backend)
+    gate = gate_mod.Gate()
+    ns = {}
+    exec(compile(FRESH, "<fresh>", "exec"), ns)     # a code object no frame ran yet
+    tracer = tracer_class(backend)("record", gate, lambda code: int(code.co_name == "fresh"),
+                                   lambda: 1, "PREEMPT", write=lambda *v: None, bind=lambda obj: None)
+    counts = []
+
+    def run():
+        gate.phase = gate_mod.INTERNAL
+        ticker = tracer.current()
+        try:
+            for _ in range(2):
+                before = ticker.count
+                ns["fresh"](10)
+                counts.append(ticker.count - before)
+        finally:
+            tracer.uninstall()
+
+    previous = sys.gettrace()
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    sys.settrace(previous)
+    assert counts[0] == counts[1] > 0, counts

@@ -143,6 +143,28 @@ int frame_counted(PyFrameObject* frame) {
     return r;
 }
 
+// Turn opcode events on for `frame`.
+// PYVERSIONS: 3.13 turns them on per code object, and only when
+// f_trace_opcodes is set on a frame that has a trace function (f_trace);
+// a C tracer leaves f_trace unset, so setting f_trace_opcodes alone gave the
+// first frame of each code object no opcode events (the later ones had
+// them). Which thread runs that first frame is a race, so the counts of a
+// replay differed from the recording's (a thread ran on past its switch
+// point, or finished without reaching it: deadlock reports). f_trace is set
+// for the moment (any non-None object; our tracer), then unset again.
+int count_opcodes(PyFrameObject* frame, PyObject* holder) {
+    PyObject* f = reinterpret_cast<PyObject*>(frame);
+#if PY_VERSION_HEX >= 0x030D0000
+    if (PyObject_SetAttrString(f, "f_trace", holder) < 0) return -1;
+    int rc = PyObject_SetAttrString(f, "f_trace_opcodes", Py_True);
+    if (PyObject_SetAttrString(f, "f_trace", Py_None) < 0) return -1;
+    return rc;
+#else
+    (void)holder;
+    return PyObject_SetAttrString(f, "f_trace_opcodes", Py_True);
+#endif
+}
+
 int trace(PyObject* obj, PyFrameObject* frame, int what, PyObject*) {
     TickerObject* t = reinterpret_cast<TickerObject*>(obj);
     TracerObject* s = t->tracer;
@@ -187,8 +209,7 @@ int trace(PyObject* obj, PyFrameObject* frame, int what, PyObject*) {
             }
             if (kind == 1 && t->importing == 0 &&
                 gate_get(reinterpret_cast<GateObject*>(s->gate)) == INTERNAL) {
-                if (PyObject_SetAttrString(reinterpret_cast<PyObject*>(frame), "f_trace_opcodes", Py_True) < 0)
-                    return -1;
+                if (count_opcodes(frame, reinterpret_cast<PyObject*>(s)) < 0) return -1;
             }
             return 0;
         }
