@@ -156,3 +156,59 @@ def test_first_frame_of_a_code_object_is_counted(backend):
     t.join()
     sys.settrace(previous)
     assert counts[0] == counts[1] > 0, counts
+
+
+@pytest.mark.parametrize("backend", ["python", "cpp"])
+def test_switch_and_write_stay_atomic_when_the_writer_releases_the_gil(backend):
+    """The native writer releases the GIL when its buffer lock is busy (the
+    flusher holds it; on a loaded machine for long). Another thread must not
+    count instructions and write its PREEMPT in that window: on the tape
+    every switch names the thread that held the turn, and every event is
+    written by the thread holding it."""
+    import time
+    gate_mod = load_backend(backend)
+    gate = gate_mod.Gate()
+    names = {}
+    tape = []
+
+    def write(*values):
+        time.sleep(0)             # the GIL released inside a write
+        tape.append((names[threading.get_ident()], values))
+
+    tracer = tracer_class(backend)("record", gate, _want, lambda: names[threading.get_ident()], "PREEMPT",
+                                   write=write, bind=lambda obj: None)
+
+    def run(name):
+        names[threading.get_ident()] = name
+        gate.phase = gate_mod.INTERNAL
+        tracer.current()
+        try:
+            for i in range(12):
+                work(10)
+                tracer.write("EV", i)
+        finally:
+            tracer.uninstall()
+
+    previous = sys.gettrace()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=run, args=(f"t{k}",)) for k in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+        sys.settrace(previous)
+    holder = None
+    switches = 0
+    for writer, values in tape:
+        if values[0] == "PREEMPT":
+            assert holder is None or values[1] == holder, (writer, values, holder)
+            holder = writer
+            switches += 1
+        else:
+            assert holder is None or writer == holder, (writer, values, holder)
+            holder = writer
+    assert switches > 3

@@ -61,11 +61,45 @@ struct TracerObject {
     PyObject* cache;        // dict code -> bool
     TickerObject* last;     // record: the thread that ran last (strong)
     long long chaos;        // record: mean instructions between forced switches (0: off)
+    // Record: held across a switch check and its write, and across every
+    // write (sched_enter). The writer may release the GIL inside a write (it
+    // waits for its buffer lock without the GIL when the flusher thread holds
+    // it: on a loaded machine the flusher is descheduled while holding it).
+    // Then another thread could count instructions and write its PREEMPT while
+    // this thread's switch or event was still unwritten: the tape said a
+    // thread ran before the switch that gave it the turn, and the replay
+    // ended in a deadlock report.
+    PyThread_type_lock sched;
+    unsigned long sched_owner;
+    int sched_depth;
     long long countdown;
     uint64_t rng;
 };
 
 int trace(PyObject* obj, PyFrameObject* frame, int what, PyObject* arg);
+
+// Take `sched` (re-entrant for its holder); without the GIL while it waits.
+void sched_enter(TracerObject* s) {
+    unsigned long me = PyThread_get_thread_ident();
+    if (s->sched_owner == me) {
+        s->sched_depth++;
+        return;
+    }
+    if (!PyThread_acquire_lock(s->sched, NOWAIT_LOCK)) {
+        Py_BEGIN_ALLOW_THREADS
+        PyThread_acquire_lock(s->sched, WAIT_LOCK);
+        Py_END_ALLOW_THREADS
+    }
+    s->sched_owner = me;
+    s->sched_depth = 1;
+}
+
+void sched_leave(TracerObject* s) {
+    if (--s->sched_depth == 0) {
+        s->sched_owner = 0;
+        PyThread_release_lock(s->sched);
+    }
+}
 
 // Record: the calling thread (ticker t) runs now; the switch from `last`
 // goes on the tape first. extra/nextra: values written in the same write.
@@ -123,7 +157,9 @@ int tick(TracerObject* s, TickerObject* t) {
         }
         if (s->last != t) {
             int wrote;
+            sched_enter(s);
             PyObject* r = record_switch(s, t, nullptr, 0, &wrote);
+            sched_leave(s);
             if (!r) return -1;
             Py_DECREF(r);
         }
@@ -399,6 +435,13 @@ PyObject* Tracer_new(PyTypeObject* type, PyObject* args, PyObject* kwds) {
     s->chaos = 0;
     s->countdown = 0;
     s->rng = ((static_cast<uint64_t>(time(nullptr)) * 0x9E3779B97F4A7C15ull) ^ reinterpret_cast<uintptr_t>(s)) | 1;
+    s->sched_owner = 0;
+    s->sched_depth = 0;
+    s->sched = PyThread_allocate_lock();
+    if (!s->sched) {
+        Py_DECREF(s);
+        return PyErr_NoMemory();
+    }
     s->cache = PyDict_New();
     if (!s->cache) {
         Py_DECREF(s);
@@ -437,6 +480,11 @@ int Tracer_clear(PyObject* op) {
 void Tracer_dealloc(PyObject* op) {
     PyObject_GC_UnTrack(op);
     Tracer_clear(op);
+    TracerObject* s = reinterpret_cast<TracerObject*>(op);
+    if (s->sched) {
+        PyThread_free_lock(s->sched);
+        s->sched = nullptr;
+    }
     PyTypeObject* tp = Py_TYPE(op);
     tp->tp_free(op);
     Py_DECREF(tp);
@@ -469,9 +517,14 @@ PyObject* Tracer_write(PyObject* op, PyObject* const* args, Py_ssize_t nargs) {
         TickerObject* t = current(s);
         if (!t) return nullptr;
         int wrote;
+        sched_enter(s);
         PyObject* r = record_switch(s, t, args, nargs, &wrote);
-        if (!r || wrote) return r;
-        Py_DECREF(r);
+        if (r && !wrote) {
+            Py_DECREF(r);
+            r = PyObject_Vectorcall(s->write, args, nargs, nullptr);
+        }
+        sched_leave(s);
+        return r;
     }
     return PyObject_Vectorcall(s->write, args, nargs, nullptr);
 }
@@ -482,9 +535,14 @@ PyObject* Tracer_bind(PyObject* op, PyObject* obj) {
         TickerObject* t = current(s);
         if (!t) return nullptr;
         int wrote;
+        sched_enter(s);
         PyObject* r = record_switch(s, t, nullptr, 0, &wrote);
-        if (!r) return nullptr;
-        Py_DECREF(r);
+        if (r) {
+            Py_DECREF(r);
+            r = PyObject_CallOneArg(s->bind, obj);
+        }
+        sched_leave(s);
+        return r;
     }
     return PyObject_CallOneArg(s->bind, obj);
 }
