@@ -89,6 +89,8 @@ def wrap_writer(recording_writer, gate, thread_id, chaos=False):
     tracer.active = False                 # until start_record
     if chaos:
         tracer.chaos = CHAOS_MEAN
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=tracer.after_fork)
     object.__setattr__(recording_writer, "write", tracer.write)
     object.__setattr__(recording_writer, "bind", tracer.bind)
     return tracer

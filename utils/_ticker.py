@@ -196,6 +196,11 @@ class ScheduleTracer:
         self._write(self.tag, prev.tid, prev.count, *values)
         return True
 
+    def after_fork(self):
+        """In a forked child only the forking thread survives: a lock
+        another thread held at the fork would never be released."""
+        self._lock = _thread.RLock()
+
     # -- record ------------------------------------------------------------
     # The writer runs with the gate DISABLED: a Python writer's own frames
     # (msgpack's) are not the program's and must not be counted.

@@ -212,3 +212,37 @@ def test_switch_and_write_stay_atomic_when_the_writer_releases_the_gil(backend):
             assert holder is None or writer == holder, (writer, values, holder)
             holder = writer
     assert switches > 3
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("backend", ["python", "cpp"])
+def test_a_forked_child_writes_though_another_thread_held_the_record_lock(backend):
+    import os
+    import signal
+    gate_mod = load_backend(backend)
+    held, release = threading.Event(), threading.Event()
+
+    def write(*values):
+        if values[0] == "HOLD":           # a write in progress in another thread at the fork
+            held.set()
+            release.wait()
+
+    tracer = tracer_class(backend)("record", gate_mod.Gate(), _want, threading.get_ident, "PREEMPT",
+                                   write=write, bind=lambda obj: None)
+    t = threading.Thread(target=tracer.write, args=("HOLD",))
+    t.start()
+    held.wait()
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(20)                  # a hang guard only: the child is killed, the test fails
+        tracer.after_fork()
+        tracer.write("CHILD")
+        os._exit(0)
+    try:
+        _, status = os.waitpid(pid, 0)
+    finally:
+        release.set()
+        t.join()
+        tracer.uninstall()
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status

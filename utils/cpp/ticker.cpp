@@ -547,7 +547,21 @@ PyObject* Tracer_bind(PyObject* op, PyObject* obj) {
     return PyObject_CallOneArg(s->bind, obj);
 }
 
+// In a forked child only the forking thread survives: a `sched` another
+// thread held at the fork would never be released (the old lock is left
+// allocated: it may still look held).
+PyObject* Tracer_after_fork(PyObject* op, PyObject*) {
+    TracerObject* s = reinterpret_cast<TracerObject*>(op);
+    PyThread_type_lock fresh = PyThread_allocate_lock();
+    if (!fresh) return PyErr_NoMemory();
+    s->sched = fresh;
+    s->sched_owner = 0;
+    s->sched_depth = 0;
+    Py_RETURN_NONE;
+}
+
 PyMethodDef Tracer_methods[] = {
+    {"after_fork", Tracer_after_fork, METH_NOARGS, "in a forked child: a fresh record lock"},
     {"current", Tracer_current, METH_NOARGS, "the calling thread's Ticker (installs the tracer there)"},
     {"uninstall", Tracer_uninstall, METH_NOARGS, "remove the tracer from the calling thread"},
     {"write", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Tracer_write)), METH_FASTCALL,
