@@ -64,9 +64,9 @@ def _dbg(data):
 
 
 def tracer_class():
-    """The C tracer when the utils and stream layers are both native (the
-    native writer never releases the GIL, so its check-and-write is atomic);
-    else the Python one."""
+    """The C tracer when the utils and stream layers are both native; else
+    the Python one. Both hold their own lock across a switch check and its
+    write (any writer may release the GIL inside a write)."""
     from retracesoftware import stream
     native = getattr(utils, "NativeScheduleTracer", None)
     if native is not None and utils.BACKEND == "cpp" and stream.BACKEND == "cpp":

@@ -24,9 +24,9 @@ on_block=None, on_new=None)``:
 - ``active`` (all of it on/off), ``enforce`` (replay: waiting on/off),
   ``uninstall()`` (calling thread).
 
-Check-and-write is made atomic by a lock here (a Python writer may let
-another thread run in the middle of a write); the C++ version needs none
-(the native writer never releases the GIL).
+Check-and-write is made atomic by a lock (a writer may let another thread
+run in the middle of a write: a Python one anywhere, the native one while it
+waits for its buffer lock); the C++ version has the same lock.
 """
 from __future__ import annotations
 

@@ -11,8 +11,9 @@
 // Record: the thread that last ran counted code or wrote an event is `last`.
 // When another thread counts an instruction or writes an event, the switch is
 // written first, by the new thread, as `tag prev_tid prev_count` (in the
-// same write as the event, so the pair is contiguous on the tape).  The C++
-// stream writer never releases the GIL, so check and write are atomic.
+// same write as the event, so the pair is contiguous on the tape).  Check
+// and write are made atomic by the tracer's `sched` lock: the C++ stream
+// writer releases the GIL while it waits for its buffer lock.
 //
 // Replay: a thread may count an instruction only while `may_run` and its
 // count is not its `stop`; otherwise `on_block(ticker, False)` (Python:
