@@ -64,9 +64,9 @@ def _dbg(data):
 
 
 def tracer_class():
-    """The C tracer when the utils and stream layers are both native (the
-    native writer never releases the GIL, so its check-and-write is atomic);
-    else the Python one."""
+    """The C tracer when the utils and stream layers are both native; else
+    the Python one. Both hold their own lock across a switch check and its
+    write (any writer may release the GIL inside a write)."""
     from retracesoftware import stream
     native = getattr(utils, "NativeScheduleTracer", None)
     if native is not None and utils.BACKEND == "cpp" and stream.BACKEND == "cpp":
@@ -89,6 +89,8 @@ def wrap_writer(recording_writer, gate, thread_id, chaos=False):
     tracer.active = False                 # until start_record
     if chaos:
         tracer.chaos = CHAOS_MEAN
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=tracer.after_fork)
     object.__setattr__(recording_writer, "write", tracer.write)
     object.__setattr__(recording_writer, "bind", tracer.bind)
     return tracer
@@ -171,12 +173,12 @@ class ReplaySchedule:
         if new is not None:
             new.may_run = True
             new.stop = -1
-        self.seq._changed()
+        self.seq.changed()
 
     def _free(self):
         """The tape is used up: nothing more is scheduled."""
         self.tracer.enforce = False
-        self.seq._changed()
+        self.seq.changed()
 
     def _diverge(self, index, expected, actual):
         raise self.system.diverge(index, expected, actual)
@@ -253,20 +255,9 @@ class ReplaySchedule:
     def _wait_runner(self, me):
         """Wait until *me* is the runner (condition held); `Deadlock` when no
         thread can move for the sequencer's timeout."""
-        seq = self.seq
-        stuck = [None, 0.0]
-        while self.tracer.enforce and self.runner != me:
-            if seq.failure is not None:
-                raise seq.failure
-            head = self.reader.thread
-            seq._waiting[me] = (head, "its turn to run (--schedule)")
-            seq._os_idents[me] = _threading.get_ident()
-            seq.turn.closed += 1
-            try:
-                seq._wait_turn(head, stuck, me)
-            finally:
-                seq.turn.closed -= 1
-                seq._waiting.pop(me, None)
+        tracer = self.tracer
+        self.seq.wait_until(me, lambda: not tracer.enforce or self.runner == me,
+                            "its turn to run (--schedule)")
 
     def _block(self, ticker, returning):
         """The tracer: *ticker*'s thread is at an instruction it may not run

@@ -171,6 +171,7 @@ class ThreadSequencer:
         self._waiting: dict[object, object] = {}   # tid -> head it saw
         self._blocked: dict[object, object] = {}   # tid -> what it waits for outside the tape
         self._os_idents: dict[object, int] = {}    # tid -> OS ident (for deadlock reports)
+        self._permits_made: set = set()           # tids wait_until made a permit for
         self._failure = None
         self._draining = False
         self._exiting = False
@@ -220,6 +221,39 @@ class ThreadSequencer:
         turn = self.turn
         turn.changes += 1
         turn.wake_all()
+
+    # -- hooks for what waits beside the tape (install/schedule.py) -------
+    def changed(self):
+        """Public: state that waiting threads check changed (caller holds
+        `decisions`): wake every waiter, restart the deadlock clock."""
+        self._changed()
+
+    def wait_until(self, me, ready, what):
+        """Public: wait (caller holds `decisions`) until ``ready()`` is true,
+        counted as waiting for a turn (*what* names it in a deadlock report),
+        so the watchdog covers the wait: `Deadlock` when no thread could
+        move for ``deadlock_timeout``; the sequencer's failure is raised.
+        Whoever makes ``ready()`` true calls `changed`."""
+        if me not in self._permits_made:
+            # The thread's permit must exist before it checks: wake_all()
+            # skips a thread that never waited, and the check-then-sleep
+            # below releases the condition in between. A first permit
+            # makes at most one spurious wake-up.
+            self.turn.wake(me)
+            self._permits_made.add(me)
+        stuck = [None, 0.0]
+        while not ready():
+            if self._failure is not None:
+                raise self._failure
+            head = self._reader.thread
+            self._waiting[me] = (head, what)
+            self._os_idents[me] = _get_ident()
+            self.turn.closed += 1
+            try:
+                self._wait_turn(head, stuck, me)
+            finally:
+                self.turn.closed -= 1
+                self._waiting.pop(me, None)
 
     def _wake_head(self):
         """The head moved (caller holds the condition): wake the thread

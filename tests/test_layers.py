@@ -34,12 +34,6 @@ ALLOWED = {
     ("upward", "retracesoftware.install.pytest_session", "retracesoftware.children"): "pytest plugin runs CLI sessions",
     ("upward", "retracesoftware.install.pytest_session", "retracesoftware.runner"): "pytest plugin runs CLI sessions",
 }
-# --schedule (install/schedule.py, merged from another branch this session)
-# drives the replay sequencer's private waiting; a public hook for it on
-# ThreadSequencer is left for later.
-for _what in ("._changed (of proxy)", "._waiting (of proxy)", "._os_idents (of proxy)",
-              "._wait_turn (of proxy)"):
-    ALLOWED[("private-across-layers", "retracesoftware.install.schedule", _what)] = "--schedule drives the sequencer"
 ALLOWED[("private-from-sibling", "retracesoftware.test_replay", "retracesoftware.children._preamble")] = \
     "merged from another branch this session; to be made public"
 

@@ -24,9 +24,9 @@ on_block=None, on_new=None)``:
 - ``active`` (all of it on/off), ``enforce`` (replay: waiting on/off),
   ``uninstall()`` (calling thread).
 
-Check-and-write is made atomic by a lock here (a Python writer may let
-another thread run in the middle of a write); the C++ version needs none
-(the native writer never releases the GIL).
+Check-and-write is made atomic by a lock (a writer may let another thread
+run in the middle of a write: a Python one anywhere, the native one while it
+waits for its buffer lock); the C++ version has the same lock.
 """
 from __future__ import annotations
 
@@ -152,6 +152,11 @@ class ScheduleTracer:
                 return leave_import
             if want != 1 or gate.phase != _INTERNAL or importing.get(_get_ident()):
                 return None
+            # PYVERSIONS: 3.13 turns opcode events on (per code object) only
+            # when f_trace_opcodes is set on a frame that has f_trace: set
+            # first, or the first frame of each code object would run
+            # without them (see ticker.cpp count_opcodes).
+            frame.f_trace = local
             frame.f_trace_opcodes = True
             frame.f_trace_lines = False
             return local
@@ -190,6 +195,11 @@ class ScheduleTracer:
             return False
         self._write(self.tag, prev.tid, prev.count, *values)
         return True
+
+    def after_fork(self):
+        """In a forked child only the forking thread survives: a lock
+        another thread held at the fork would never be released."""
+        self._lock = _thread.RLock()
 
     # -- record ------------------------------------------------------------
     # The writer runs with the gate DISABLED: a Python writer's own frames

@@ -8,7 +8,6 @@ other interleaving (it lost no update where the recording lost some); a
 recording lost. --chaos forces switches at random instructions while
 recording, so every recording is likely to lose some: the test checks that
 some did (or it could not tell a faithful replay from a rerun)."""
-import sys
 
 import pytest
 
@@ -16,7 +15,7 @@ from retrace_testing import Scenario
 
 RECORDINGS = 5
 REPLAYS = 5
-N = 1500
+N = 400          # 4 x 400 increments: --chaos still loses hundreds (733 of 1600 in one run)
 THREADS = 4
 
 RACE = f"""
@@ -33,10 +32,6 @@ print(counter[0])
 """
 
 
-@pytest.mark.xfail(sys.version_info[:2] == (3, 13), strict=False,
-                   reason="3.13: a --schedule replay of this race sometimes ends in a deadlock report "
-                          "(exit 3; a thread's instruction count does not reach the recorded PREEMPT); "
-                          "not analysed")
 def test_unlocked_counter_race_replays_exactly(tmp_path):
     s = Scenario(tmp_path, RACE)
     totals = []

@@ -84,4 +84,7 @@ ITIMER = """
 def test_itimer_samples_in_pure_python_replay_faithfully(scenario, sig, which):
     s = scenario(ITIMER.format(sig=sig, which=which))
     rec = assert_faithful(s, replays=2)
-    assert rec.returncode == 0 and rec.stdout.startswith(b"8 "), rec.err
+    # At least 8: one more tick may land between the loop's end and the
+    # disarming setitimer (seen under load: "9 ..."); the replay must match
+    # the recording either way (assert_faithful).
+    assert rec.returncode == 0 and int(rec.stdout.split()[0]) >= 8, rec.err

@@ -115,3 +115,134 @@ def test_bad_mode_and_missing_callables():
         cpp.ScheduleTracer("rewind", cpp.Gate(), _want, lambda: 0, "PREEMPT")
     with pytest.raises(TypeError):
         cpp.ScheduleTracer("replay", cpp.Gate(), _want, lambda: 0, "PREEMPT")
+
+
+FRESH = """
+def fresh(n):
+    t = 0
+    for i in range(n):
+        t += i
+    return t
+"""
+
+
+@pytest.mark.parametrize("backend", ["python", "cpp"])
+def test_first_frame_of_a_code_object_is_counted(backend):
+    """3.13 turns opcode events on per code object, only for a frame that
+    has f_trace: the first frame of a new code object ran uncounted, and
+    which thread runs it first is a race (replays then deadlocked)."""
+    gate_mod = load_backend(backend)
+    gate = gate_mod.Gate()
+    ns = {}
+    exec(compile(FRESH, "<fresh>", "exec"), ns)     # a code object no frame ran yet
+    tracer = tracer_class(backend)("record", gate, lambda code: int(code.co_name == "fresh"),
+                                   lambda: 1, "PREEMPT", write=lambda *v: None, bind=lambda obj: None)
+    counts = []
+
+    def run():
+        gate.phase = gate_mod.INTERNAL
+        ticker = tracer.current()
+        try:
+            for _ in range(2):
+                before = ticker.count
+                ns["fresh"](10)
+                counts.append(ticker.count - before)
+        finally:
+            tracer.uninstall()
+
+    previous = sys.gettrace()
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    sys.settrace(previous)
+    assert counts[0] == counts[1] > 0, counts
+
+
+@pytest.mark.parametrize("backend", ["python", "cpp"])
+def test_switch_and_write_stay_atomic_when_the_writer_releases_the_gil(backend):
+    """The native writer releases the GIL when its buffer lock is busy (the
+    flusher holds it; on a loaded machine for long). Another thread must not
+    count instructions and write its PREEMPT in that window: on the tape
+    every switch names the thread that held the turn, and every event is
+    written by the thread holding it."""
+    import time
+    gate_mod = load_backend(backend)
+    gate = gate_mod.Gate()
+    names = {}
+    tape = []
+
+    def write(*values):
+        time.sleep(0)             # the GIL released inside a write
+        tape.append((names[threading.get_ident()], values))
+
+    tracer = tracer_class(backend)("record", gate, _want, lambda: names[threading.get_ident()], "PREEMPT",
+                                   write=write, bind=lambda obj: None)
+
+    def run(name):
+        names[threading.get_ident()] = name
+        gate.phase = gate_mod.INTERNAL
+        tracer.current()
+        try:
+            for i in range(12):
+                work(10)
+                tracer.write("EV", i)
+        finally:
+            tracer.uninstall()
+
+    previous = sys.gettrace()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=run, args=(f"t{k}",)) for k in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+        sys.settrace(previous)
+    holder = None
+    switches = 0
+    for writer, values in tape:
+        if values[0] == "PREEMPT":
+            assert holder is None or values[1] == holder, (writer, values, holder)
+            holder = writer
+            switches += 1
+        else:
+            assert holder is None or writer == holder, (writer, values, holder)
+            holder = writer
+    assert switches > 3
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("backend", ["python", "cpp"])
+def test_a_forked_child_writes_though_another_thread_held_the_record_lock(backend):
+    import os
+    import signal
+    gate_mod = load_backend(backend)
+    held, release = threading.Event(), threading.Event()
+
+    def write(*values):
+        if values[0] == "HOLD":           # a write in progress in another thread at the fork
+            held.set()
+            release.wait()
+
+    tracer = tracer_class(backend)("record", gate_mod.Gate(), _want, threading.get_ident, "PREEMPT",
+                                   write=write, bind=lambda obj: None)
+    t = threading.Thread(target=tracer.write, args=("HOLD",))
+    t.start()
+    held.wait()
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(20)                  # a hang guard only: the child is killed, the test fails
+        tracer.after_fork()
+        tracer.write("CHILD")
+        os._exit(0)
+    try:
+        _, status = os.waitpid(pid, 0)
+    finally:
+        release.set()
+        t.join()
+        tracer.uninstall()
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status

@@ -11,8 +11,9 @@
 // Record: the thread that last ran counted code or wrote an event is `last`.
 // When another thread counts an instruction or writes an event, the switch is
 // written first, by the new thread, as `tag prev_tid prev_count` (in the
-// same write as the event, so the pair is contiguous on the tape).  The C++
-// stream writer never releases the GIL, so check and write are atomic.
+// same write as the event, so the pair is contiguous on the tape).  Check
+// and write are made atomic by the tracer's `sched` lock: the C++ stream
+// writer releases the GIL while it waits for its buffer lock.
 //
 // Replay: a thread may count an instruction only while `may_run` and its
 // count is not its `stop`; otherwise `on_block(ticker, False)` (Python:
@@ -61,11 +62,45 @@ struct TracerObject {
     PyObject* cache;        // dict code -> bool
     TickerObject* last;     // record: the thread that ran last (strong)
     long long chaos;        // record: mean instructions between forced switches (0: off)
+    // Record: held across a switch check and its write, and across every
+    // write (sched_enter). The writer may release the GIL inside a write (it
+    // waits for its buffer lock without the GIL when the flusher thread holds
+    // it: on a loaded machine the flusher is descheduled while holding it).
+    // Then another thread could count instructions and write its PREEMPT while
+    // this thread's switch or event was still unwritten: the tape said a
+    // thread ran before the switch that gave it the turn, and the replay
+    // ended in a deadlock report.
+    PyThread_type_lock sched;
+    unsigned long sched_owner;
+    int sched_depth;
     long long countdown;
     uint64_t rng;
 };
 
 int trace(PyObject* obj, PyFrameObject* frame, int what, PyObject* arg);
+
+// Take `sched` (re-entrant for its holder); without the GIL while it waits.
+void sched_enter(TracerObject* s) {
+    unsigned long me = PyThread_get_thread_ident();
+    if (s->sched_owner == me) {
+        s->sched_depth++;
+        return;
+    }
+    if (!PyThread_acquire_lock(s->sched, NOWAIT_LOCK)) {
+        Py_BEGIN_ALLOW_THREADS
+        PyThread_acquire_lock(s->sched, WAIT_LOCK);
+        Py_END_ALLOW_THREADS
+    }
+    s->sched_owner = me;
+    s->sched_depth = 1;
+}
+
+void sched_leave(TracerObject* s) {
+    if (--s->sched_depth == 0) {
+        s->sched_owner = 0;
+        PyThread_release_lock(s->sched);
+    }
+}
 
 // Record: the calling thread (ticker t) runs now; the switch from `last`
 // goes on the tape first. extra/nextra: values written in the same write.
@@ -123,7 +158,9 @@ int tick(TracerObject* s, TickerObject* t) {
         }
         if (s->last != t) {
             int wrote;
+            sched_enter(s);
             PyObject* r = record_switch(s, t, nullptr, 0, &wrote);
+            sched_leave(s);
             if (!r) return -1;
             Py_DECREF(r);
         }
@@ -141,6 +178,28 @@ int frame_counted(PyFrameObject* frame) {
     int r = v == Py_True;
     Py_DECREF(v);
     return r;
+}
+
+// Turn opcode events on for `frame`.
+// PYVERSIONS: 3.13 turns them on per code object, and only when
+// f_trace_opcodes is set on a frame that has a trace function (f_trace);
+// a C tracer leaves f_trace unset, so setting f_trace_opcodes alone gave the
+// first frame of each code object no opcode events (the later ones had
+// them). Which thread runs that first frame is a race, so the counts of a
+// replay differed from the recording's (a thread ran on past its switch
+// point, or finished without reaching it: deadlock reports). f_trace is set
+// for the moment (any non-None object; our tracer), then unset again.
+int count_opcodes(PyFrameObject* frame, PyObject* holder) {
+    PyObject* f = reinterpret_cast<PyObject*>(frame);
+#if PY_VERSION_HEX >= 0x030D0000
+    if (PyObject_SetAttrString(f, "f_trace", holder) < 0) return -1;
+    int rc = PyObject_SetAttrString(f, "f_trace_opcodes", Py_True);
+    if (PyObject_SetAttrString(f, "f_trace", Py_None) < 0) return -1;
+    return rc;
+#else
+    (void)holder;
+    return PyObject_SetAttrString(f, "f_trace_opcodes", Py_True);
+#endif
 }
 
 int trace(PyObject* obj, PyFrameObject* frame, int what, PyObject*) {
@@ -187,8 +246,7 @@ int trace(PyObject* obj, PyFrameObject* frame, int what, PyObject*) {
             }
             if (kind == 1 && t->importing == 0 &&
                 gate_get(reinterpret_cast<GateObject*>(s->gate)) == INTERNAL) {
-                if (PyObject_SetAttrString(reinterpret_cast<PyObject*>(frame), "f_trace_opcodes", Py_True) < 0)
-                    return -1;
+                if (count_opcodes(frame, reinterpret_cast<PyObject*>(s)) < 0) return -1;
             }
             return 0;
         }
@@ -378,6 +436,13 @@ PyObject* Tracer_new(PyTypeObject* type, PyObject* args, PyObject* kwds) {
     s->chaos = 0;
     s->countdown = 0;
     s->rng = ((static_cast<uint64_t>(time(nullptr)) * 0x9E3779B97F4A7C15ull) ^ reinterpret_cast<uintptr_t>(s)) | 1;
+    s->sched_owner = 0;
+    s->sched_depth = 0;
+    s->sched = PyThread_allocate_lock();
+    if (!s->sched) {
+        Py_DECREF(s);
+        return PyErr_NoMemory();
+    }
     s->cache = PyDict_New();
     if (!s->cache) {
         Py_DECREF(s);
@@ -416,6 +481,11 @@ int Tracer_clear(PyObject* op) {
 void Tracer_dealloc(PyObject* op) {
     PyObject_GC_UnTrack(op);
     Tracer_clear(op);
+    TracerObject* s = reinterpret_cast<TracerObject*>(op);
+    if (s->sched) {
+        PyThread_free_lock(s->sched);
+        s->sched = nullptr;
+    }
     PyTypeObject* tp = Py_TYPE(op);
     tp->tp_free(op);
     Py_DECREF(tp);
@@ -448,9 +518,14 @@ PyObject* Tracer_write(PyObject* op, PyObject* const* args, Py_ssize_t nargs) {
         TickerObject* t = current(s);
         if (!t) return nullptr;
         int wrote;
+        sched_enter(s);
         PyObject* r = record_switch(s, t, args, nargs, &wrote);
-        if (!r || wrote) return r;
-        Py_DECREF(r);
+        if (r && !wrote) {
+            Py_DECREF(r);
+            r = PyObject_Vectorcall(s->write, args, nargs, nullptr);
+        }
+        sched_leave(s);
+        return r;
     }
     return PyObject_Vectorcall(s->write, args, nargs, nullptr);
 }
@@ -461,14 +536,33 @@ PyObject* Tracer_bind(PyObject* op, PyObject* obj) {
         TickerObject* t = current(s);
         if (!t) return nullptr;
         int wrote;
+        sched_enter(s);
         PyObject* r = record_switch(s, t, nullptr, 0, &wrote);
-        if (!r) return nullptr;
-        Py_DECREF(r);
+        if (r) {
+            Py_DECREF(r);
+            r = PyObject_CallOneArg(s->bind, obj);
+        }
+        sched_leave(s);
+        return r;
     }
     return PyObject_CallOneArg(s->bind, obj);
 }
 
+// In a forked child only the forking thread survives: a `sched` another
+// thread held at the fork would never be released (the old lock is left
+// allocated: it may still look held).
+PyObject* Tracer_after_fork(PyObject* op, PyObject*) {
+    TracerObject* s = reinterpret_cast<TracerObject*>(op);
+    PyThread_type_lock fresh = PyThread_allocate_lock();
+    if (!fresh) return PyErr_NoMemory();
+    s->sched = fresh;
+    s->sched_owner = 0;
+    s->sched_depth = 0;
+    Py_RETURN_NONE;
+}
+
 PyMethodDef Tracer_methods[] = {
+    {"after_fork", Tracer_after_fork, METH_NOARGS, "in a forked child: a fresh record lock"},
     {"current", Tracer_current, METH_NOARGS, "the calling thread's Ticker (installs the tracer there)"},
     {"uninstall", Tracer_uninstall, METH_NOARGS, "remove the tracer from the calling thread"},
     {"write", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Tracer_write)), METH_FASTCALL,
