@@ -716,7 +716,6 @@ struct ReplaySyncGatewayObject {
     PyObject* try_now;
     PyObject* returns;
     PyObject* slow;
-    SyncAcceptObject* spare;  // an accept kept for the next call (reused when nobody else holds it)
     PyObject* weakreflist;
 };
 
@@ -735,27 +734,18 @@ PyObject* ReplaySyncGateway_vectorcall(PyObject* op, PyObject* const* args, size
         gate_set(gate, INTERNAL);
         return nullptr;
     }
-    // One accept per gateway is kept and reused while nobody else holds it
-    // (a thread in this gateway holds it until it returns; another thread
-    // entering meanwhile makes its own): no allocation per acquire.
-    SyncAcceptObject* accept = self->spare;
-    if (accept && Py_REFCNT(accept) == 1) {
-        Py_INCREF(accept);
-    } else {
-        accept = PyObject_New(SyncAcceptObject, SyncAcceptType);
-        if (!accept) {
-            Py_DECREF(mine);
-            Py_DECREF(tid);
-            gate_set(gate, INTERNAL);
-            return nullptr;
-        }
-        accept->vectorcall = SyncAccept_vectorcall;
-        accept->turn = reinterpret_cast<TurnStateObject*>(Py_NewRef(reinterpret_cast<PyObject*>(self->turn)));
-        accept->try_now = Py_NewRef(self->try_now);
-        if (!self->spare) self->spare = reinterpret_cast<SyncAcceptObject*>(Py_NewRef(accept));
+    auto* accept = PyObject_New(SyncAcceptObject, SyncAcceptType);
+    if (!accept) {
+        Py_DECREF(mine);
+        Py_DECREF(tid);
+        gate_set(gate, INTERNAL);
+        return nullptr;
     }
+    accept->vectorcall = SyncAccept_vectorcall;
+    accept->turn = reinterpret_cast<TurnStateObject*>(Py_NewRef(reinterpret_cast<PyObject*>(self->turn)));
     accept->mine = mine;
     accept->lock = Py_NewRef(args[0]);
+    accept->try_now = Py_NewRef(self->try_now);
     accept->taken = false;
     PyObject* stack[3] = {tid, self->tag, reinterpret_cast<PyObject*>(accept)};
     PyObject* got;
@@ -780,8 +770,6 @@ PyObject* ReplaySyncGateway_vectorcall(PyObject* op, PyObject* const* args, size
         }
     }
     Py_DECREF(tid);
-    Py_CLEAR(accept->mine);
-    Py_CLEAR(accept->lock);
     Py_DECREF(reinterpret_cast<PyObject*>(accept));
     if (!got) {
         gate_set(gate, INTERNAL);
@@ -837,7 +825,6 @@ PyObject* ReplaySyncGateway_new(PyTypeObject* type, PyObject* args, PyObject* kw
     self->try_now = Py_NewRef(try_now);
     self->returns = Py_NewRef(returns);
     self->slow = Py_NewRef(slow);
-    self->spare = nullptr;
     self->weakreflist = nullptr;
     return reinterpret_cast<PyObject*>(self);
 }
@@ -854,7 +841,6 @@ int ReplaySyncGateway_traverse(PyObject* op, visitproc visit, void* arg) {
     Py_VISIT(self->try_now);
     Py_VISIT(self->returns);
     Py_VISIT(self->slow);
-    Py_VISIT(reinterpret_cast<PyObject*>(self->spare));
     return 0;
 }
 
@@ -865,7 +851,6 @@ int ReplaySyncGateway_clear(PyObject* op) {
     Py_SETREF(self->thread_id, Py_NewRef(Py_None));
     Py_SETREF(self->try_now, Py_NewRef(Py_None));
     Py_SETREF(self->slow, Py_NewRef(Py_None));
-    Py_CLEAR(self->spare);
     return 0;
 }
 
@@ -883,7 +868,6 @@ void ReplaySyncGateway_dealloc(PyObject* op) {
     Py_CLEAR(self->try_now);
     Py_CLEAR(self->returns);
     Py_CLEAR(self->slow);
-    Py_CLEAR(self->spare);
     tp->tp_free(op);
     Py_DECREF(tp);
 }
