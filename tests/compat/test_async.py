@@ -1,17 +1,21 @@
 """Async frameworks beyond asyncio (issue 19)."""
 import os
-import sys
 
 import pytest
 
 from retrace_testing import assert_faithful, require
 
 
-# PYVERSIONS: on 3.11 with the pure-Python backend (only there, in two CI
-# runs) the replay diverges at trio's epoll.modify in a cancel: the call's
-# argument fingerprint differs. Not analysed yet (docs/COMPATIBILITY.md).
-@pytest.mark.xfail(sys.version_info[:2] == (3, 11) and os.environ.get("RETRACE_BACKEND") == "python",
-                   strict=False, reason="3.11 + Python backend: trio's epoll.modify fingerprint differs on replay")
+# With the pure-Python backend (every Python version; seen in CI on 3.11
+# and, under load, on 3.12) the replay may diverge at trio's epoll.modify in
+# a cancel: trio's CancelStatus keeps its tasks and children in sets of plain
+# objects, whose iteration order follows their addresses (id-based hash), and
+# the replay process allocates differently from the recorded one, so the
+# aborts run in another order (another fd first: the argument fingerprint
+# differs). Deterministic identity hashing (tests/e2e/test_identity_hash.py)
+# exists only in the C++ utils backend. Not a thread-replay problem.
+@pytest.mark.xfail(os.environ.get("RETRACE_BACKEND") == "python", strict=False,
+                   reason="Python backend: no identity hashing, trio's sets of tasks iterate in address order")
 def test_trio_nursery_with_sockets(scenario):
     require("trio")
     s = scenario("""
