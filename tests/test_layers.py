@@ -55,8 +55,6 @@ for _module, _names in (("agent", ("_allocate_lock", "_get_ident", "_skipped", "
 for _what in ("._changed (of proxy)", "._waiting (of proxy)", "._os_idents (of proxy)",
               "._wait_turn (of proxy)"):
     ALLOWED[("private-across-layers", "retracesoftware.install.schedule", _what)] = "--schedule drives the sequencer"
-ALLOWED[("private-from-sibling", "retracesoftware.test_replay", "retracesoftware.children._preamble")] = \
-    "merged from another branch this session; to be made public"
 
 
 def layer_of(module: str):
