@@ -28,6 +28,7 @@ _mkdir = os.mkdir
 _rmdir = os.rmdir
 _getpid = os.getpid
 _urandom = os.urandom
+_modules = sys.modules
 
 _scopes: list[str] = []
 _everywhere = False
@@ -80,11 +81,12 @@ class TestRunner:
             self._config = load_config()
         return self._config
 
-    def _run(self, system, threads, fn):
+    def _run(self, system, threads, fn, made_before=()):
         from retracesoftware.install.session import install_boundary
 
         installer, thread_support = install_boundary(system, self.config(), threads)
         _identity_hashing(system, threads)
+        _bind_made_before(system, made_before)
         try:
             gate = system.gate
             previous = gate.swap(INTERNAL)
@@ -123,6 +125,7 @@ class TestRunner:
         from retracesoftware.install.threads import ThreadRegistry
         from retracesoftware.proxy import System
 
+        executors = _LoopExecutors()
         if self.warm_up:
             try:
                 fn()
@@ -132,25 +135,30 @@ class TestRunner:
                 pass
             if reset is not None:
                 reset()
+        executors.reset()
 
         states = _StatefulInstances(self.config())
         threads = ThreadRegistry()
         tape = _scratch_tape()
         writer = _PassWriter(stream_writer(tape, {}, thread_id=threads.current, compress=False))
         try:
-            recorded = self._run(System("record", writer=writer, thread_id=threads.current), threads, fn)
+            recorded = self._run(System("record", writer=writer, thread_id=threads.current), threads, fn,
+                                 executors.boundary_objects())
         finally:
             writer.close()
         if reset is not None:
             reset()
         states.restore()
+        executors.reset()
         threads = ThreadRegistry()
         reader = stream_reader(tape)
         _unlink(tape)
         try:
-            replayed = self._run(System("replay", reader=reader, thread_id=threads.current), threads, fn)
+            replayed = self._run(System("replay", reader=reader, thread_id=threads.current), threads, fn,
+                                 executors.boundary_objects())
         finally:
             reader.close()
+            executors.reset()
         if (recorded.error is None) != (replayed.error is None) or (
                 recorded.error is not None and type(recorded.error) is not type(replayed.error)):
             raise ReplayDivergence(
@@ -303,6 +311,68 @@ class _StatefulInstances:
                 obj.setstate(state)
             except Exception:
                 pass
+
+
+class _LoopExecutors:
+    """asyncio loops made before a test's recording (a pytest-asyncio
+    fixture's loop) and their default executors then.
+
+    ``run_in_executor(None, ...)`` (aiofiles, ``asyncio.to_thread``) makes a
+    loop's default thread pool on first use, so the warm-up run would make
+    it and the record and replay passes would hand their work to its
+    threads, started outside both: unrecorded, they run live, and the
+    replay diverges on thread order. After each run the executor the run
+    made is shut down (``wait=False``) and the loop gets back the one it
+    had, so each pass starts threads of its own: recorded, then replayed."""
+
+    def __init__(self):
+        import gc
+        self.loops = []
+        asyncio = _modules.get("asyncio")
+        base = getattr(asyncio, "BaseEventLoop", None)
+        if not isinstance(base, type):
+            return
+        for obj in gc.get_objects():
+            if issubclass(type(obj), base):   # never obj.__class__: a lazy object would evaluate
+                self.loops.append((obj, vars(obj).get("_default_executor")))
+
+    def boundary_objects(self) -> list:
+        """What the loops talk to the outside through — the selector's
+        epoll and the self-pipe's sockets — made with the loop, before the
+        recording: bound at the start of each pass (`_bind_made_before`),
+        so the loop's polls and wake-ups are recorded and replayed rather
+        than run live in both passes."""
+        out = []
+        for loop, _ in self.loops:
+            d = vars(loop)
+            selector = d.get("_selector")
+            for obj in (selector, getattr(selector, "__dict__", {}).get("_selector"), d.get("_ssock"), d.get("_csock")):
+                if obj is not None:
+                    out.append(obj)
+        return out
+
+    def reset(self):
+        for loop, before in self.loops:
+            now = vars(loop).get("_default_executor")
+            if now is before:
+                continue
+            loop._default_executor = before
+            try:
+                now.shutdown(wait=False)
+            except Exception:
+                pass
+
+
+def _bind_made_before(system, objects) -> None:
+    """Bind *objects* (made before the recording) whose types the config
+    patches, in the same order in the record and the replay pass: their
+    patched methods become boundary calls of this pass."""
+    patched = getattr(system, "_patched_tuple", ())
+    if not patched:
+        return
+    for obj in objects:
+        if isinstance(obj, patched) and not system.is_bound(obj):
+            system.bind(obj)
 
 
 class _ScratchDir:

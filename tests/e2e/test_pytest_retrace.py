@@ -5,7 +5,9 @@ is a test of one small project run once under ``pytest --retrace``:
 tempfile names (its name generator is made by the warm-up run, before the
 recording), a test that replaces ``sys.modules``, a (non-daemon) thread a
 test leaves running (the process must still exit), the hash of a bare
-``object()`` (toolz's test_random_sample seeds a generator with it), async tests under pytest-asyncio and anyio's plugin. And the
+``object()`` (toolz's test_random_sample seeds a generator with it), an
+asyncio loop made by a fixture before the recording handing work to its
+thread pool, async tests under pytest-asyncio and anyio's plugin. And the
 check still fails a test whose replay differs (one that passes plainly).
 """
 from __future__ import annotations
@@ -75,6 +77,31 @@ def test_after_the_thread():
     STOP.append(1)
     assert time.time() > 0
 """,
+    # a loop made by a fixture, before the recording: its thread pool (made
+    # by the warm-up run) ran live in both passes and the replay diverged on
+    # thread order (aiofiles' threadpool tests)
+    "test_loop.py": """\
+import asyncio
+import time
+
+import pytest
+
+
+@pytest.fixture
+def loop():
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.run_until_complete(loop.shutdown_default_executor())
+    loop.close()
+
+
+def test_work_in_the_loops_thread_pool(loop):
+    async def main():
+        results = await asyncio.gather(*(loop.run_in_executor(None, time.time) for _ in range(4)))
+        await asyncio.sleep(0.001)
+        return results
+    assert all(t > 0 for t in loop.run_until_complete(main()))
+""",
     "test_async.py": """\
 import asyncio
 import time
@@ -127,7 +154,8 @@ def test_retrace_fails_only_the_tests_own_nondeterminism(tmp_path):
     files = {**PROJECT, "test_differs.py": DIFFERS}
     names = ["test_sources.py::test_datetime_now", "test_sources.py::test_tempfile_names",
              "test_sources.py::test_replaces_sys_modules", "test_sources.py::test_leaves_a_thread_running",
-             "test_sources.py::test_hash_of_a_plain_object", "test_sources.py::test_after_the_thread"]
+             "test_sources.py::test_hash_of_a_plain_object", "test_sources.py::test_after_the_thread",
+             "test_loop.py::test_work_in_the_loops_thread_pool"]
     try:
         import anyio  # noqa: F401
         import pytest_asyncio  # noqa: F401
