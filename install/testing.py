@@ -81,21 +81,25 @@ class TestRunner:
             self._config = load_config()
         return self._config
 
-    def _run(self, system, threads, fn, made_before=()):
+    def _run(self, system, threads, fn, executors=None):
         from retracesoftware.install.session import install_boundary
 
         installer, thread_support = install_boundary(system, self.config(), threads)
         _identity_hashing(system, threads)
-        _bind_made_before(system, made_before)
+        if executors is not None:
+            _bind_made_before(system, executors.boundary_objects())
         try:
             gate = system.gate
             previous = gate.swap(INTERNAL)
             try:
-                outcome = _Outcome(value=fn())
-            except ReplayDivergence:
-                raise
-            except BaseException as exc:  # the test's own failure
-                outcome = _Outcome(error=exc)
+                try:
+                    outcome = _Outcome(value=fn())
+                except ReplayDivergence:
+                    raise
+                except BaseException as exc:  # the test's own failure
+                    outcome = _Outcome(error=exc)
+                if executors is not None:
+                    executors.end_of_run()   # recorded, then replayed
             finally:
                 gate.phase = previous
             gate.phase = DISABLED
@@ -143,7 +147,7 @@ class TestRunner:
         writer = _PassWriter(stream_writer(tape, {}, thread_id=threads.current, compress=False))
         try:
             recorded = self._run(System("record", writer=writer, thread_id=threads.current), threads, fn,
-                                 executors.boundary_objects())
+                                 executors)
         finally:
             writer.close()
         if reset is not None:
@@ -155,7 +159,7 @@ class TestRunner:
         _unlink(tape)
         try:
             replayed = self._run(System("replay", reader=reader, thread_id=threads.current), threads, fn,
-                                 executors.boundary_objects())
+                                 executors)
         finally:
             reader.close()
             executors.reset()
@@ -323,7 +327,8 @@ class _LoopExecutors:
     threads, started outside both: unrecorded, they run live, and the
     replay diverges on thread order. After each run the executor the run
     made is shut down (``wait=False``) and the loop gets back the one it
-    had, so each pass starts threads of its own: recorded, then replayed."""
+    had, so each pass starts threads of its own: recorded, then replayed
+    (`end_of_run` inside each pass, `reset` between runs)."""
 
     def __init__(self):
         import gc
@@ -350,6 +355,24 @@ class _LoopExecutors:
                 if obj is not None:
                     out.append(obj)
         return out
+
+    def end_of_run(self):
+        """At the end of a record or replay pass, inside it: the thread pool
+        the run made is shut down and joined, so its threads end within the
+        recording and the replay (not stopped as leftovers: their exception
+        reports, formatted by pytest in those threads, ran into the main
+        thread's; CPython 3.11's AST recursion check is per interpreter)."""
+        for loop, before in self.loops:
+            now = vars(loop).get("_default_executor")
+            if now is before:
+                continue
+            loop._default_executor = before
+            try:
+                now.shutdown(wait=True)
+            except ReplayDivergence:
+                raise
+            except Exception:
+                pass
 
     def reset(self):
         for loop, before in self.loops:
