@@ -86,8 +86,6 @@ class TestRunner:
 
         installer, thread_support = install_boundary(system, self.config(), threads)
         _identity_hashing(system, threads)
-        if executors is not None:
-            _bind_made_before(system, executors.boundary_objects())
         try:
             gate = system.gate
             previous = gate.swap(INTERNAL)
@@ -239,9 +237,32 @@ def _stop_leftover_replay_threads(system) -> None:
     thread exception warning)."""
     seq = getattr(system, "_sequencer", None) if system.mode == "replay" else None
     if seq is not None:
+        _quiet_stopped_threads()
         seq.fail(ThreadOutlivedItsTest(
             "retrace: this thread outlived its test's replay and was stopped there "
             "(pytest --retrace: the recorded and plain runs of the thread go on)"))
+
+
+def _quiet_stopped_threads() -> None:
+    """A replay thread stopped at the end of its pass (ThreadOutlivedItsTest,
+    or the divergence that ended the pass) ends without a report: pytest's
+    thread-exception hook formatted its traceback in that thread while the
+    main thread formatted the test's report, and CPython 3.11's AST
+    recursion check is per interpreter ("AST constructor recursion depth
+    mismatch": an INTERNALERROR that ended the session). The test's outcome
+    already says what happened."""
+    import threading
+    hook = threading.excepthook
+    if getattr(hook, "retrace_quiet", False):
+        return
+
+    def excepthook(args, /):
+        if isinstance(args.exc_value, (ThreadOutlivedItsTest, ReplayDivergence)):
+            return None
+        return hook(args)
+    excepthook.retrace_quiet = True
+    excepthook.__wrapped__ = hook
+    threading.excepthook = excepthook
 
 
 class _PassWriter:
@@ -341,21 +362,6 @@ class _LoopExecutors:
             if issubclass(type(obj), base):   # never obj.__class__: a lazy object would evaluate
                 self.loops.append((obj, vars(obj).get("_default_executor")))
 
-    def boundary_objects(self) -> list:
-        """What the loops talk to the outside through — the selector's
-        epoll and the self-pipe's sockets — made with the loop, before the
-        recording: bound at the start of each pass (`_bind_made_before`),
-        so the loop's polls and wake-ups are recorded and replayed rather
-        than run live in both passes."""
-        out = []
-        for loop, _ in self.loops:
-            d = vars(loop)
-            selector = d.get("_selector")
-            for obj in (selector, getattr(selector, "__dict__", {}).get("_selector"), d.get("_ssock"), d.get("_csock")):
-                if obj is not None:
-                    out.append(obj)
-        return out
-
     def end_of_run(self):
         """At the end of a record or replay pass, inside it: the thread pool
         the run made is shut down and joined, so its threads end within the
@@ -384,18 +390,6 @@ class _LoopExecutors:
                 now.shutdown(wait=False)
             except Exception:
                 pass
-
-
-def _bind_made_before(system, objects) -> None:
-    """Bind *objects* (made before the recording) whose types the config
-    patches, in the same order in the record and the replay pass: their
-    patched methods become boundary calls of this pass."""
-    patched = getattr(system, "_patched_tuple", ())
-    if not patched:
-        return
-    for obj in objects:
-        if isinstance(obj, patched) and not system.is_bound(obj):
-            system.bind(obj)
 
 
 class _ScratchDir:
