@@ -207,6 +207,29 @@ def _optional_hook(fn):
     return fn
 
 
+def _patient_execnet_worker() -> None:
+    """xdist worker: execnet's worker, told to terminate, waits 5 s for the
+    running task (the worker's pytest session), sends itself SIGINT, waits
+    10 s more and calls ``os._exit(1)`` from its receiver thread. A recorded
+    worker can be slower than that to end its session (seen: hypothesis's
+    plugin importing hypothesis in pytest_terminal_summary, under load), and
+    an ``os._exit`` from another thread leaves the worker's recording without
+    its end (the replay stops at "the recording ends early"). The waits are
+    raised to the controller's WORKER_EXIT_TIMEOUT. The patch is part of the
+    recorded worker (this plugin runs in it): its replay does the same."""
+    gateway_base = sys.modules.get("execnet.gateway_base")
+    pool = getattr(gateway_base, "WorkerPool", None)
+    waitall = getattr(pool, "waitall", None)
+    if waitall is None or getattr(waitall, "retrace_patient", False):
+        return
+
+    def patient_waitall(self, timeout=None):
+        return waitall(self, None if timeout is None else max(timeout, WORKER_EXIT_TIMEOUT))
+    patient_waitall.retrace_patient = True
+    patient_waitall.__wrapped__ = waitall
+    pool.waitall = patient_waitall
+
+
 class SessionReporter:
     """Registered in a session recorded or replayed by the CLI: marks each
     test report on the tape; at the end prints how to replay each failure."""
@@ -214,6 +237,8 @@ class SessionReporter:
     def __init__(self, config):
         self.config = config
         self.worker = getattr(config, "workerinput", {}).get("workerid") if hasattr(config, "workerinput") else None
+        if self.worker is not None:
+            _patient_execnet_worker()
         self.path = _environ.get(ACTIVE_ENV)
         #: xdist: gateway id -> the worker's pid
         self.worker_pids: dict = {}

@@ -28,6 +28,7 @@ _mkdir = os.mkdir
 _rmdir = os.rmdir
 _getpid = os.getpid
 _urandom = os.urandom
+_modules = sys.modules
 
 _scopes: list[str] = []
 _everywhere = False
@@ -80,7 +81,7 @@ class TestRunner:
             self._config = load_config()
         return self._config
 
-    def _run(self, system, threads, fn):
+    def _run(self, system, threads, fn, executors=None):
         from retracesoftware.install.session_base import install_boundary
 
         installer, thread_support = install_boundary(system, self.config(), threads)
@@ -89,11 +90,14 @@ class TestRunner:
             gate = system.gate
             previous = gate.swap(INTERNAL)
             try:
-                outcome = _Outcome(value=fn())
-            except ReplayDivergence:
-                raise
-            except BaseException as exc:  # the test's own failure
-                outcome = _Outcome(error=exc)
+                try:
+                    outcome = _Outcome(value=fn())
+                except ReplayDivergence:
+                    raise
+                except BaseException as exc:  # the test's own failure
+                    outcome = _Outcome(error=exc)
+                if executors is not None:
+                    executors.end_of_run()   # recorded, then replayed
             finally:
                 gate.phase = previous
             gate.phase = DISABLED
@@ -123,6 +127,7 @@ class TestRunner:
         from retracesoftware.install.thread_support import ThreadRegistry
         from retracesoftware.proxy import System
 
+        executors = _LoopExecutors()
         if self.warm_up:
             try:
                 fn()
@@ -132,25 +137,30 @@ class TestRunner:
                 pass
             if reset is not None:
                 reset()
+        executors.reset()
 
         states = _StatefulInstances(self.config())
         threads = ThreadRegistry()
         tape = _scratch_tape()
         writer = _PassWriter(stream_writer(tape, {}, thread_id=threads.current, compress=False))
         try:
-            recorded = self._run(System("record", writer=writer, thread_id=threads.current), threads, fn)
+            recorded = self._run(System("record", writer=writer, thread_id=threads.current), threads, fn,
+                                 executors)
         finally:
             writer.close()
         if reset is not None:
             reset()
         states.restore()
+        executors.reset()
         threads = ThreadRegistry()
         reader = stream_reader(tape)
         _unlink(tape)
         try:
-            replayed = self._run(System("replay", reader=reader, thread_id=threads.current), threads, fn)
+            replayed = self._run(System("replay", reader=reader, thread_id=threads.current), threads, fn,
+                                 executors)
         finally:
             reader.close()
+            executors.reset()
         if (recorded.error is None) != (replayed.error is None) or (
                 recorded.error is not None and type(recorded.error) is not type(replayed.error)):
             raise ReplayDivergence(
@@ -227,9 +237,32 @@ def _stop_leftover_replay_threads(system) -> None:
     thread exception warning)."""
     seq = getattr(system, "_sequencer", None) if system.mode == "replay" else None
     if seq is not None:
+        _quiet_stopped_threads()
         seq.fail(ThreadOutlivedItsTest(
             "retrace: this thread outlived its test's replay and was stopped there "
             "(pytest --retrace: the recorded and plain runs of the thread go on)"))
+
+
+def _quiet_stopped_threads() -> None:
+    """A replay thread stopped at the end of its pass (ThreadOutlivedItsTest,
+    or the divergence that ended the pass) ends without a report: pytest's
+    thread-exception hook formatted its traceback in that thread while the
+    main thread formatted the test's report, and CPython 3.11's AST
+    recursion check is per interpreter ("AST constructor recursion depth
+    mismatch": an INTERNALERROR that ended the session). The test's outcome
+    already says what happened."""
+    import threading
+    hook = threading.excepthook
+    if getattr(hook, "retrace_quiet", False):
+        return
+
+    def excepthook(args, /):
+        if isinstance(args.exc_value, (ThreadOutlivedItsTest, ReplayDivergence)):
+            return None
+        return hook(args)
+    excepthook.retrace_quiet = True
+    excepthook.__wrapped__ = hook
+    threading.excepthook = excepthook
 
 
 class _PassWriter:
@@ -301,6 +334,60 @@ class _StatefulInstances:
         for obj, state in self.saved:
             try:
                 obj.setstate(state)
+            except Exception:
+                pass
+
+
+class _LoopExecutors:
+    """asyncio loops made before a test's recording (a pytest-asyncio
+    fixture's loop) and their default executors then.
+
+    ``run_in_executor(None, ...)`` (aiofiles, ``asyncio.to_thread``) makes a
+    loop's default thread pool on first use, so the warm-up run would make
+    it and the record and replay passes would hand their work to its
+    threads, started outside both: unrecorded, they run live, and the
+    replay diverges on thread order. After each run the executor the run
+    made is shut down (``wait=False``) and the loop gets back the one it
+    had, so each pass starts threads of its own: recorded, then replayed
+    (`end_of_run` inside each pass, `reset` between runs)."""
+
+    def __init__(self):
+        import gc
+        self.loops = []
+        asyncio = _modules.get("asyncio")
+        base = getattr(asyncio, "BaseEventLoop", None)
+        if not isinstance(base, type):
+            return
+        for obj in gc.get_objects():
+            if issubclass(type(obj), base):   # never obj.__class__: a lazy object would evaluate
+                self.loops.append((obj, vars(obj).get("_default_executor")))
+
+    def end_of_run(self):
+        """At the end of a record or replay pass, inside it: the thread pool
+        the run made is shut down and joined, so its threads end within the
+        recording and the replay (not stopped as leftovers: their exception
+        reports, formatted by pytest in those threads, ran into the main
+        thread's; CPython 3.11's AST recursion check is per interpreter)."""
+        for loop, before in self.loops:
+            now = vars(loop).get("_default_executor")
+            if now is before:
+                continue
+            loop._default_executor = before
+            try:
+                now.shutdown(wait=True)
+            except ReplayDivergence:
+                raise
+            except Exception:
+                pass
+
+    def reset(self):
+        for loop, before in self.loops:
+            now = vars(loop).get("_default_executor")
+            if now is before:
+                continue
+            loop._default_executor = before
+            try:
+                now.shutdown(wait=False)
             except Exception:
                 pass
 

@@ -545,12 +545,17 @@ class ThreadSequencer:
     def _park(self, me):
         """A thread that needs events past the end of a finished recording
         (a daemon thread still running when the recorded process exited)
-        waits here for good, as it did in the recorded process."""
+        waits here for good, as it did in the recorded process — unless the
+        replay is failed (`fail`: pytest --retrace stops a thread that
+        outlived its test's replay; a parked non-daemon thread would hang
+        the process at exit)."""
         self._live.pop(me, None)
         self._changed()
         self.turn.closed -= 1        # for good: this thread never looks again
-        while True:
+        while self._failure is None:
             self._sleep(me)
+        self.turn.closed += 1        # acquire's exit takes it back
+        raise self._failure
 
     def drain(self):
         """At program exit (replay): the calling thread stops replaying and

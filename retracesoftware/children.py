@@ -228,7 +228,7 @@ class ChildProcesses:
             _, live = parse_command(found[1][:1] + found[1][1 + len(found[0]):])
         except UsageError:
             return False
-        pre = _preamble(path) or {}
+        pre = read_preamble(path) or {}
         recorded = pre.get("target") if isinstance(pre.get("target"), dict) else {}
         return live.kind == "code" and recorded.get("kind") == "code" and recorded.get("value") == live.value
 
@@ -609,7 +609,7 @@ def _unreplayable(path):
     """Why the child recording at *path* cannot be replayed here, or None."""
     from retracesoftware import preamble as preamble_mod
     from retracesoftware.utils.errors import VersionMismatch
-    pre = _preamble(path)
+    pre = read_preamble(path)
     if pre is None:
         return f"its recording {path} is missing or damaged"
     try:
@@ -623,7 +623,9 @@ def _unreplayable(path):
 
 
 # ------------------------------------------------------------- lookup
-def _preamble(path):
+def read_preamble(path):
+    """The preamble dict of the recording at *path*, or None when it cannot
+    be read (missing, not a recording, bad format)."""
     from retracesoftware.stream import StreamReader
     try:
         with StreamReader(path) as reader:
@@ -645,7 +647,7 @@ def processes(recording_path: str, *, _parent_pid=None, _depth=0):
         if not name.endswith(SUFFIX):
             continue
         path = os.path.join(d, name)
-        pre = _preamble(path)
+        pre = read_preamble(path)
         proc = (pre or {}).get("process") or {}
         kind = "fork" if proc.get("kind") == "fork" else "subprocess"
         try:
@@ -674,7 +676,7 @@ def locate(recording_path: str, pid: int):
     chain); a forked child is reached by replaying its nearest non-forked
     ancestor and following the forks down to it."""
     from retracesoftware.runner import UsageError
-    root_pre = _preamble(recording_path)
+    root_pre = read_preamble(recording_path)
     if root_pre is not None and root_pre.get("pid") == pid:
         return recording_path, []
     procs = processes(recording_path)

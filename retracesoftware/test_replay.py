@@ -104,8 +104,8 @@ def _xdist_bootstrap(path: str) -> str | None:
     imported (an import now would take its source events from the program)."""
     import ast
     import importlib.util
-    from retracesoftware.children import _preamble
-    target = (_preamble(path) or {}).get("target")
+    from retracesoftware.children import read_preamble
+    target = (read_preamble(path) or {}).get("target")
     if not isinstance(target, dict) or target.get("kind") != "code":
         return None
     try:

@@ -34,8 +34,6 @@ ALLOWED = {
     ("upward", "retracesoftware.install.pytest_session", "retracesoftware.children"): "pytest plugin runs CLI sessions",
     ("upward", "retracesoftware.install.pytest_session", "retracesoftware.runner"): "pytest plugin runs CLI sessions",
 }
-ALLOWED[("private-from-sibling", "retracesoftware.test_replay", "retracesoftware.children._preamble")] = \
-    "merged from another branch this session; to be made public"
 
 
 def layer_of(module: str):

@@ -31,8 +31,38 @@ def test_entry_dies_with_object(u):
 
 
 def test_non_weakrefable_gets_address_hash(u):
-    o = object()
+    # a C type that frees its instances itself: no way to forget one
+    o = iter(())
     assert u.identity_hash(o) == object.__hash__(o)
+
+
+def test_bare_objects_get_counter_hashes_forgotten_on_dealloc():
+    # object() and __slots__ instances cannot be weakly referenced but are
+    # freed through object's tp_dealloc, which forgets them
+    load_backend("cpp")
+    code = textwrap.dedent("""
+        import retracesoftware.utils._utils as u
+        class S:
+            __slots__ = ("a",)
+        before, sbefore = object(), S()
+        d = {before: 1}
+        inner = {(before, 2): 3}             # behind an untracked tuple
+        st = {sbefore}
+        u.set_identity_hashing(True)
+        assert d[before] == 1 and inner[(before, 2)] == 3 and sbefore in st   # snapshotted
+        assert hash(before) == object.__hash__(before)
+        o = object()
+        h = hash(o)
+        assert h == u.identity_hash(o) == object.__hash__(o) != id(o) >> 4
+        s = S()
+        assert hash(s) == u.identity_hash(s)
+        hashes = {hash(object()) for _ in range(100)}   # each freed (and forgotten) at once
+        assert len(hashes) == 100
+        u.set_identity_hashing(False)
+        assert u.identity_hash(o) == h       # its entry lives as long as it does
+        print("ok")
+    """)
+    assert run(code).stdout.strip() == "ok"
 
 
 def test_refcounts(u):

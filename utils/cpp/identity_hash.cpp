@@ -8,9 +8,15 @@
 // layout of existing types cannot change, so a slot is impossible for types
 // we do not own.  The weakref's callback erases the entry when the object
 // dies, so the table never outlives (or leaks) an object and a reused address
-// never inherits a stale hash.  Objects that cannot be weakly referenced
-// (plain object() instances, __slots__ classes without __weakref__) keep the
-// address hash: there would be no way to forget them.
+// never inherits a stale hash.  Objects that cannot be weakly referenced but
+// are freed through object's tp_dealloc (plain object() instances, Python
+// classes with __slots__ and no __weakref__) go in a second table, `bare`,
+// that object's tp_dealloc (swapped for bare_dealloc on first switch-on and
+// left in place: types readied meanwhile may have copied the pointer) erases
+// from; at switch-on, such objects reachable from live GC-tracked objects
+// are snapshotted with their address hash like the weakrefable ones.  C
+// types that cannot be weakly referenced and free their instances themselves
+// keep the address hash: there would be no way to forget them.
 //
 // Switching on: every type whose tp_hash is object's default hash (found by
 // walking object.__subclasses__() recursively) gets our tp_hash, and
@@ -52,6 +58,10 @@ struct IdentityHashState {
     uint64_t counter = 0;
     hashfunc original = nullptr;  // object's tp_hash at import
     std::unordered_map<PyObject*, Entry> table;
+    std::unordered_map<PyObject*, Py_hash_t> bare;          // not weakrefable, forgotten by bare_dealloc
+    std::unordered_map<PyObject*, Py_hash_t> bare_ids;      // the same for set_identity_ids
+    destructor object_dealloc = nullptr;                    // object's tp_dealloc at import
+    destructor subtype_dealloc = nullptr;                   // heap classes' tp_dealloc (typeobject.c)
     std::unordered_map<PyObject*, PyObject*> owner_of_ref;  // weakref -> object
     std::vector<PyTypeObject*> patched;                    // borrowed: static or immortal-ish; see enable()
     std::vector<PyObject*> patched_refs;                    // strong refs keeping patched heap types alive
@@ -137,18 +147,65 @@ bool thread_counter_hash(IdentityHashState& s, Py_hash_t* out) {
     return true;
 }
 
+// object's tp_dealloc while identity hashing has ever been on: forgets the
+// object's bare entries, then frees it as object does.  subtype_dealloc
+// reaches it for instances of Python classes whose nearest C base is object.
+void bare_dealloc(PyObject* obj) {
+    IdentityHashState& s = state();
+    if (!s.bare.empty()) s.bare.erase(obj);
+    if (!s.bare_ids.empty()) s.bare_ids.erase(obj);
+    s.object_dealloc(obj);
+}
+
+// True when instances of tp are freed through bare_dealloc (so a bare entry
+// is forgotten when they die): tp's dealloc, past the Python classes'
+// subtype_dealloc (the walk subtype_dealloc makes), is ours.
+bool forgotten_on_dealloc(PyTypeObject* tp) {
+    IdentityHashState& s = state();
+    while (tp && s.subtype_dealloc && tp->tp_dealloc == s.subtype_dealloc) tp = tp->tp_base;
+    return tp && tp->tp_dealloc == bare_dealloc;
+}
+
+// Swap object's tp_dealloc for bare_dealloc (once; never swapped back).
+bool hook_object_dealloc() {
+    IdentityHashState& s = state();
+    if (PyBaseObject_Type.tp_dealloc == bare_dealloc) return true;
+    if (!s.subtype_dealloc) {
+        // A class made by a class statement (abc.ABC, always imported) tells
+        // subtype_dealloc's address; making a class of our own would show in
+        // object.__subclasses__() until collected.
+        PyObject* abc = PyImport_ImportModule("abc");
+        PyObject* cls = abc ? PyObject_GetAttrString(abc, "ABC") : nullptr;
+        Py_XDECREF(abc);
+        if (!cls) return false;
+        if (PyType_Check(cls) && (reinterpret_cast<PyTypeObject*>(cls)->tp_flags & Py_TPFLAGS_HEAPTYPE))
+            s.subtype_dealloc = reinterpret_cast<PyTypeObject*>(cls)->tp_dealloc;
+        Py_DECREF(cls);
+    }
+    PyBaseObject_Type.tp_dealloc = bare_dealloc;
+    return true;
+}
+
 // Returns -1 with an exception set on failure.
 Py_hash_t lookup_or_assign(PyObject* obj, bool snapshot) {
     IdentityHashState& s = state();
     auto it = s.table.find(obj);
     if (it != s.table.end()) return it->second.hash;
-    if (!PyType_SUPPORTS_WEAKREFS(Py_TYPE(obj))) return s.original(obj);
-    PyObject* ref = PyWeakref_NewRef(obj, s.forget);
-    if (!ref) {
-        // A type that advertises weakrefs but refuses one: no way to forget
-        // the object, so it keeps its address hash.
-        PyErr_Clear();
-        return s.original(obj);
+    PyObject* ref = nullptr;
+    bool bare = false;
+    if (!PyType_SUPPORTS_WEAKREFS(Py_TYPE(obj))) {
+        if (!forgotten_on_dealloc(Py_TYPE(obj))) return s.original(obj);
+        auto b = s.bare.find(obj);
+        if (b != s.bare.end()) return b->second;
+        bare = true;
+    } else {
+        ref = PyWeakref_NewRef(obj, s.forget);
+        if (!ref) {
+            // A type that advertises weakrefs but refuses one: no way to forget
+            // the object, so it keeps its address hash.
+            PyErr_Clear();
+            return s.original(obj);
+        }
     }
     Py_hash_t h;
     if (snapshot || (s.gate && gate_get(s.gate) != INTERNAL)) {
@@ -161,6 +218,10 @@ Py_hash_t lookup_or_assign(PyObject* obj, bool snapshot) {
         }
     } else {
         h = counter_hash(++s.counter);
+    }
+    if (bare) {
+        s.bare.emplace(obj, h);
+        return h;
     }
     s.table.emplace(obj, Entry{h, ref});
     s.owner_of_ref.emplace(ref, obj);
@@ -226,6 +287,23 @@ int set_object_dict_hash(PyObject* value) {
     return rc;
 }
 
+// tp_traverse visitor of snapshot_live_objects: bare objects referenced by
+// a live object (they are not GC-tracked, so gc.get_objects() misses them)
+// keep their address hash; untracked containers (tuples, dicts of atoms)
+// are looked into, a few levels deep.
+int snapshot_bare_visit(PyObject* o, void* arg) {
+    IdentityHashState& s = state();
+    int depth = static_cast<int>(reinterpret_cast<intptr_t>(arg));
+    PyTypeObject* tp = Py_TYPE(o);
+    if (tp->tp_hash == identity_tp_hash && !PyType_SUPPORTS_WEAKREFS(tp)) {
+        if (!s.bare.count(o) && forgotten_on_dealloc(tp)) s.bare.emplace(o, s.original(o));
+    } else if (depth < 4 && PyObject_IS_GC(o) && !PyObject_GC_IsTracked(o) && tp->tp_traverse &&
+               !PyType_Check(o)) {
+        tp->tp_traverse(o, snapshot_bare_visit, reinterpret_cast<void*>(static_cast<intptr_t>(depth + 1)));
+    }
+    return 0;
+}
+
 int snapshot_live_objects() {
     PyObject* gc = PyImport_ImportModule("gc");
     if (!gc) return -1;
@@ -235,6 +313,7 @@ int snapshot_live_objects() {
     IdentityHashState& s = state();
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(objs); ++i) {
         PyObject* o = PyList_GET_ITEM(objs, i);
+        if (Py_TYPE(o)->tp_traverse) Py_TYPE(o)->tp_traverse(o, snapshot_bare_visit, nullptr);
         if (Py_TYPE(o)->tp_hash != identity_tp_hash || !PyType_SUPPORTS_WEAKREFS(Py_TYPE(o))) continue;
         if (s.table.count(o)) continue;
         lookup_or_assign(o, true);
@@ -294,6 +373,7 @@ PyObject* set_identity_hashing(PyObject*, PyObject* args, PyObject* kwargs) {
         Py_RETURN_NONE;
     }
     if (enable) {
+        if (!hook_object_dealloc()) return nullptr;
         if (!start_session(s, gate, thread_id)) return nullptr;
         PyObject* dict;
 #if PY_VERSION_HEX >= 0x030C0000  // PYVERSIONS
@@ -399,11 +479,20 @@ uint64_t lookup_or_assign_id(PyObject* obj) {
     auto it = s.ids.find(obj);
     if (it != s.ids.end()) return static_cast<uint64_t>(it->second.hash);
     uint64_t address = reinterpret_cast<uintptr_t>(obj);
-    if (!s.ids_enabled || !s.thread_id || !PyType_SUPPORTS_WEAKREFS(Py_TYPE(obj))) return address;
-    PyObject* ref = PyWeakref_NewRef(obj, s.forget_id);
-    if (!ref) {
-        PyErr_Clear();
-        return address;
+    if (!s.ids_enabled || !s.thread_id) return address;
+    PyObject* ref = nullptr;
+    bool bare = false;
+    if (!PyType_SUPPORTS_WEAKREFS(Py_TYPE(obj))) {
+        if (!forgotten_on_dealloc(Py_TYPE(obj))) return address;
+        auto b = s.bare_ids.find(obj);
+        if (b != s.bare_ids.end()) return static_cast<uint64_t>(b->second);
+        bare = true;
+    } else {
+        ref = PyWeakref_NewRef(obj, s.forget_id);
+        if (!ref) {
+            PyErr_Clear();
+            return address;
+        }
     }
     uint64_t id = address;
     if (!s.gate || gate_get(s.gate) == INTERNAL) {
@@ -411,6 +500,10 @@ uint64_t lookup_or_assign_id(PyObject* obj) {
             PyErr_Clear();
             id = address;
         }
+    }
+    if (bare) {
+        s.bare_ids.emplace(obj, static_cast<Py_hash_t>(id));
+        return id;
     }
     s.ids.emplace(obj, Entry{static_cast<Py_hash_t>(id), ref});
     s.owner_of_idref.emplace(ref, obj);
@@ -438,7 +531,9 @@ PyObject* with_id(PyObject* obj, PyObject* text) {
     IdentityHashState& s = state();
     // A repr made outside program code (a debugger, our reports) shows the
     // id the object has, never fixes one.
-    if (s.gate && gate_get(s.gate) != INTERNAL && s.ids.find(obj) == s.ids.end()) return text;
+    if (s.gate && gate_get(s.gate) != INTERNAL && s.ids.find(obj) == s.ids.end() &&
+        s.bare_ids.find(obj) == s.bare_ids.end())
+        return text;
     uint64_t id = lookup_or_assign_id(obj);
     uint64_t address = reinterpret_cast<uintptr_t>(obj);
     if (id == address) return text;
@@ -590,6 +685,7 @@ PyMethodDef functions[] = {
 int init_identity_hash(PyObject* module) {
     IdentityHashState& s = state();
     s.original = PyBaseObject_Type.tp_hash;
+    if (!s.object_dealloc) s.object_dealloc = PyBaseObject_Type.tp_dealloc;
     s.forget = PyCFunction_NewEx(&forget_def, nullptr, nullptr);
     if (!s.forget) return -1;
     s.hash_descr = PyDescr_NewMethod(&PyBaseObject_Type, &object_hash_def);
