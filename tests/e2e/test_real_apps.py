@@ -188,6 +188,27 @@ def test_pytest_session_with_filterwarnings_error(scenario):
     assert b"1 failed, 1 passed" in rec.stdout and b"warning" not in rec.stdout, rec.out
 
 
+def test_module_bodies_run_by_a_loaders_own_exec_are_recorded(scenario):
+    # pytest's assertion rewriter and zipimport exec module bodies
+    # themselves: what those bodies (and the modules they import) did ran
+    # outside the recording, so a module-level random.Random() (trio's
+    # scheduler seed, imported from a test module) replayed other values.
+    s = scenario("""
+        import sys
+        sys.path.insert(0, "lib.zip")
+        import helper, zipped
+        def test_values():
+            print("values", helper.rng.random(), zipped.VALUE)
+    """, name="test_app.py")
+    s.write("helper.py", "import random\nrng = random.Random()\n")
+    import zipfile
+    with zipfile.ZipFile(s.dir / "lib.zip", "w") as z:
+        z.writestr("zipped.py", "import random\nVALUE = random.Random().random()\n")
+    rec = assert_faithful(s, command=["python", "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
+                                      "test_app.py"], check_plain_differs=False)
+    assert b"values 0." in rec.stdout and b"1 passed" in rec.stdout, rec.out
+
+
 def test_user_declared_library_boundary_never_runs_on_replay(scenario):
     # A model download and a heavy inference call, declared external in
     # .retrace/modules/: recorded, and on replay not run at all (nothing
