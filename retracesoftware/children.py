@@ -439,10 +439,8 @@ class ChildProcesses:
         if report.fd() is not None:
             fds.add(report.fd())
         output = getattr(self.session, "output", None)
-        if output is not None:
-            fds.update(f for f in getattr(output, "_saved", {}).values() if isinstance(f, int))
-            if isinstance(getattr(output, "_devnull", None), int):
-                fds.add(output._devnull)
+        if output is not None and hasattr(output, "own_fds"):
+            fds.update(output.own_fds())
         # The tape's descriptor: the stream keeps it private; find it by its file.
         try:
             tape = self._tape
