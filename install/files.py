@@ -22,6 +22,7 @@ import _pyio
 # posix at each call, so a program's own patch of ``os.read`` (blockbuster)
 # never sees the reads a plain C open() would make without it.
 from retracesoftware.install.isolation import isolated_class, posix_view as os
+from retracesoftware.install.substitutes import poses_as
 
 # Private references taken before any patching (the runtime never calls
 # through a patched attribute).
@@ -41,6 +42,10 @@ finalizer_mode = "record"
 
 class FileIO(isolated_class(_pyio.FileIO, os=os)):
     """``_pyio.FileIO`` with a finalizer that stays off the recording."""
+
+    # isinstance(f, io.FileIO) and singledispatch on io.FileIO (aiofiles)
+    # accept it, as they accept open()'s raw file without retrace.
+    __class__ = poses_as(_io.FileIO)
 
     def __del__(self):
         fd = getattr(self, "_fd", -1)

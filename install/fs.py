@@ -13,9 +13,11 @@ from __future__ import annotations
 import os
 
 from retracesoftware.install.isolation import posix_view as _os   # program patches of os unseen
+from retracesoftware.install.substitutes import poses_as
 import stat as _stat
 
 _real_scandir = os.scandir
+_real_DirEntry = os.DirEntry
 _fspath = os.fspath
 
 
@@ -28,6 +30,8 @@ def listing(path):
 
 class DirEntry:
     """What ``os.scandir`` yields (same methods and attributes as ``os.DirEntry``)."""
+
+    __class__ = poses_as(_real_DirEntry)   # isinstance(entry, os.DirEntry)
 
     __slots__ = ("name", "path", "_is_dir", "_is_file", "_is_symlink", "_inode", "_stat",
                  "_lstat", "_dir_fd")

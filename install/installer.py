@@ -934,6 +934,21 @@ class Installer:
         # pkgutil): always outside the recording.
         original_find_spec = bootstrap._find_spec
         disabled_find_spec = self._disabled(original_find_spec)
+        # A loader that runs module bodies with its own exec() (pytest's
+        # assertion rewriter, zipimport) would run them DISABLED, outside the
+        # recording: a module-level random.Random() or clock read imported
+        # from a test module replayed with other values (trio's scheduler
+        # seed: tenacity's suite). Such a loader's module gets an `exec` that
+        # runs a module body being imported in the importer's phase.
+        namespace["find_spec"] = disabled_find_spec
+        namespace["stdlib_loaders"] = {"importlib._bootstrap", "importlib._bootstrap_external",
+                                       "_frozen_importlib", "_frozen_importlib_external"}
+        namespace["injected"] = injected = {}
+        self.on_uninstall(lambda: [vars(m).pop("exec", None) for m in injected.values()
+                                   if vars(m).get("exec") is namespace["_call_with_frames_removed_exec"]])
+        exec(compile(_LOADER_EXEC_SOURCE, "<frozen importlib._bootstrap>", "exec"), namespace)
+        disabled_find_spec = namespace["_find_spec"]
+        disabled_find_spec.__wrapped__ = original_find_spec
         self._set(bootstrap, "_find_spec", disabled_find_spec)
         # importlib.util and friends hold their own copy of _find_spec.
         self._import_replacements = {id(original_find_spec): (original_find_spec, disabled_find_spec)}
@@ -1004,4 +1019,47 @@ def _call_with_frames_removed(f, *args, **kwds):
         finally:
             gate.phase = DISABLED
     return f(*args, **kwds)
+"""
+
+
+# Compiled under importlib's file name, and the exec under the name of
+# importlib's _call_with_frames_removed: CPython and pytest drop such frames
+# from tracebacks of failing imports, as they drop importlib's own.
+_LOADER_EXEC_SOURCE = """
+_real_exec = exec
+
+
+def _call_with_frames_removed(source, globals=None, locals=None, /, **kwds):
+    stack = getattr(state, "outer", None)
+    if (stack and stack[-1] == INTERNAL and gate.phase == DISABLED and type(globals) is dict
+            and sys.modules.get(globals.get("__name__")) is not None
+            and getattr(sys.modules[globals["__name__"]], "__dict__", None) is globals):
+        gate.phase = INTERNAL
+        try:
+            return _real_exec(source, globals, locals, **kwds)
+        finally:
+            gate.phase = DISABLED
+    if globals is None:
+        frame = sys._getframe(1)
+        globals = frame.f_globals
+        if locals is None:
+            locals = frame.f_locals
+    return _real_exec(source, globals, locals, **kwds)
+
+
+_call_with_frames_removed_exec = _call_with_frames_removed
+
+
+def _find_spec(name, path, target=None):
+    spec = find_spec(name, path, target)
+    loader = getattr(spec, "loader", None) if spec is not None else None
+    if loader is not None:
+        module_name = getattr(type(loader), "__module__", None)
+        if module_name not in stdlib_loaders and module_name not in injected:
+            module = sys.modules.get(module_name)
+            namespace_ = getattr(module, "__dict__", None)
+            if type(namespace_) is dict and "exec" not in namespace_:
+                namespace_["exec"] = _call_with_frames_removed_exec
+                injected[module_name] = module
+    return spec
 """

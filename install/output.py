@@ -387,6 +387,14 @@ class OutputCheck:
             replacements[id(old)] = (old, new)
         installer.replace_everywhere(replacements)
 
+    def own_fds(self) -> set:
+        """The descriptors this check opened for itself (saved copies of the
+        original stdout/stderr, /dev/null): never the program's to close."""
+        fds = {fd for fd in self._saved.values() if isinstance(fd, int)}
+        if isinstance(self._devnull, int):
+            fds.add(self._devnull)
+        return fds
+
     def _point(self, fd, stream):
         """Replay: make the real *fd* (1 or 2) what the program made it:
         the original stream (*stream*) or elsewhere (/dev/null)."""

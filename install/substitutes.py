@@ -21,10 +21,24 @@ builtin in more ways than calling it, and each must still work:
   name.
 * its ``__name__``, ``__qualname__``, ``__module__``, ``__doc__`` and
   ``repr`` are the original's.
+* **objects it returns**, where they are our own classes (the raw file of
+  ``open()``, ``os.scandir``'s entries, ``select.poll()``'s object), pass
+  the checks programs make on the real ones: `poses_as` gives such a class
+  a ``__class__`` that names the real type, which is what ``isinstance``
+  falls back to and what ``functools.singledispatch`` dispatches on
+  (aiofiles wraps ``open(…, buffering=0)`` by dispatching on ``io.FileIO``).
+  ``type(obj)`` still tells the truth; our runtime asks only that.
 """
 from __future__ import annotations
 
-__all__ = ["builtin_function", "like_builtin", "like_type", "substitute_for"]
+__all__ = ["builtin_function", "like_builtin", "like_type", "poses_as", "substitute_for"]
+
+
+def poses_as(real: type):
+    """A ``__class__`` for a class whose instances stand in for *real*'s
+    (see module doc): ``isinstance(obj, real)`` and singledispatch on
+    *real* (and its ABCs) accept them."""
+    return property(lambda self: real, doc=f"{real.__qualname__}: the type this object stands in for")
 
 
 class builtin_function(staticmethod):

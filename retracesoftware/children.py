@@ -54,6 +54,10 @@ _real_os = isolate_module(os)
 _real_time = isolate_module(time)
 _real_posix_spawn = getattr(_real_posix, "posix_spawn", None)
 _POSIX_SPAWN_DUP2 = getattr(posix, "POSIX_SPAWN_DUP2", None)
+#: the exec functions every os.exec* ends in
+EXECS = ("execv", "execve")
+_real_forkpty = getattr(_real_posix, "forkpty", None)
+_real_login_tty = getattr(_real_posix, "login_tty", None)   # PYVERSIONS: 3.11+
 # Our own file-system checks never go through the program's patches of os
 # (blockbuster wraps os.stat to report blocking calls): private copies.
 from retracesoftware.install.isolation import isolated as _isolated  # noqa: E402
@@ -166,12 +170,38 @@ class ChildProcesses:
         self._fork_call = self.system.patch_function(self._fork_outcome, "posix.fork")
         self._fork_exec_call = self.system.patch_function(self._record_fork_exec, "_posixsubprocess.fork_exec")
         self._posix_spawn_call = self.system.patch_function(self._record_posix_spawn, "posix.posix_spawn")
+        # The child's side of a pty fork: a boundary call (it acts on the
+        # controlling terminal and fds 0-2; on replay the descriptor is not real).
+        #: the file this process records to / replays from (its descriptor is ours)
+        self._tape = _realpath(recording_path)
+        self._exec_calls = {name: self.system.patch_function(self._exec_outcome, f"posix.{name}")
+                            for name in EXECS if getattr(_real_posix, name, None) is not None}
+        self._closerange_call = self.system.patch_function(self._closerange_sparing_ours, "posix.closerange")
+        self._login_tty_call = (self.system.patch_function(_real_posix.login_tty, "posix.login_tty")
+                                if _real_login_tty is not None else None)
 
     # ------------------------------------------------------------ install
     def install(self, installer):
         fork = self._record_fork if self.mode == "record" else self._replay_fork
         self._substitute(installer, posix, "fork", _substitute_named(fork, "fork", "posix"))
         self._substitute(installer, posix, "_exit", _substitute_named(self._exit, "_exit", "posix"))
+        for name in self._exec_calls:
+            self._substitute(installer, posix, name, _substitute_named(self._exec(name), name, "posix"))
+        if getattr(_real_posix, "closerange", None) is not None:
+            self._substitute(installer, posix, "closerange",
+                             _substitute_named(self._closerange, "closerange", "posix"))
+        if _real_forkpty is not None and _real_login_tty is not None:
+            # Every fork goes through the fork above: os.forkpty (pty.fork,
+            # pexpect/ptyprocess) is made of openpty, that fork and login_tty,
+            # as glibc makes it (its C fork would bypass ours: the child would
+            # write into the parent's recording).
+            self._openpty = posix.openpty          # the recorded gateway
+            self._close = posix.close              # output.py's fd bookkeeping, recorded
+            self._fork = posix.fork                # the substitute installed just above
+            self._substitute(installer, posix, "login_tty",
+                             _substitute_named(self._login_tty, "login_tty", "posix"))
+            self._substitute(installer, posix, "forkpty",
+                             _substitute_named(self._forkpty, "forkpty", "posix"))
         self._substitute(installer, _posixsubprocess, "fork_exec",
                          _substitute_named(self._fork_exec, "fork_exec", "_posixsubprocess"))
         if _real_posix_spawn is not None:
@@ -239,6 +269,12 @@ class ChildProcesses:
             raise outcome
         return outcome
 
+    def _exec_outcome(self, *args, **kwargs):
+        """A recorded exec's outcome: only a failed one returns (its error)."""
+        outcome = self._outcomes.pop(_get_ident())
+        if outcome is not None:
+            raise outcome
+
     def _quiet_fork(self):
         """The real fork, without 3.12's multi-threaded-fork warning when the
         only other threads are our stream's (the program's own would warn
@@ -278,6 +314,146 @@ class ChildProcesses:
         self.session.writer.flush()
         return result
 
+    def _forkpty(self):
+        """``os.forkpty()`` as glibc does it, from the recorded parts: the
+        pty pair (a recorded call), our fork, and in the child the master
+        closed and ``login_tty`` on the slave; the parent closes the slave."""
+        if self.system.gate.phase != INTERNAL:
+            return _real_forkpty()
+        master, slave = self._openpty()
+        try:
+            pid = self._fork()
+        except BaseException:
+            self._close(master)
+            self._close(slave)
+            raise
+        if pid == 0:
+            try:
+                self._close(master)
+                self._login_tty(slave)
+            except BaseException:
+                self._exit(1)   # what glibc's forkpty child does when login_tty fails
+            return 0, master
+        self._close(slave)
+        return pid, master
+
+    def _login_tty(self, fd):
+        """``os.login_tty(fd)``: a recorded call; fds 0-2 become the terminal,
+        so what the program writes there is no longer the process's own
+        stdout/stderr (on replay those descriptors point at /dev/null, as
+        after a dup2: what reached the terminal is the pty master's data)."""
+        if self.system.gate.phase != INTERNAL:
+            return _real_login_tty(fd)
+        result = self._login_tty_call(fd)
+        output = getattr(self.session, "output", None)
+        if output is not None:
+            output.std_fds.pop(fd, None)
+            for std in (0, 1, 2):
+                output.std_fds.pop(std, None)
+        if self.mode == "replay":
+            gate = self.system.gate
+            previous = gate.swap(DISABLED)
+            try:
+                null = _real_posix.open(os.devnull, os.O_RDWR)
+                for std in (0, 1, 2):
+                    _real_posix.dup2(null, std)
+                _real_posix.close(null)
+            except OSError:
+                pass
+            finally:
+                gate.phase = previous
+        return result
+
+    # ---------------------------------------------------------------- exec
+    def _exec(self, name):
+        """``os.execv``/``execve`` (every ``os.exec*``): the process becomes
+        another program, so its recording ends here. Record: everything
+        buffered is written first (exec drops the writer's buffer), then the
+        real exec; only a failure is recorded (the call's error). Replay: a
+        tape that ends here is a recorded exec that succeeded: the replay of
+        this process ends (quietly, exit 0: nothing else ran in it; what the
+        other program did is its parent's data); else the recorded error is
+        raised. On the tape: the call with result None where the exec starts,
+        and the same call again with its error if it failed.
+        The other program never runs on replay."""
+        real = getattr(_real_posix, name)
+        call = self._exec_calls[name]
+
+        def exec_(*args, **kwargs):
+            gate = self.system.gate
+            if gate.phase != INTERNAL:
+                return real(*args, **kwargs)
+            ident = _get_ident()
+            if self.mode == "record":
+                self._outcomes[ident] = None
+                call(*args, **kwargs)        # the exec starts here (result None)
+                try:
+                    self.session.writer.flush()
+                except Exception:
+                    pass   # a failed writer says so itself
+                gate.phase = DISABLED
+                try:
+                    real(*args, **kwargs)
+                    outcome = RuntimeError("exec returned")   # never: a working exec does not return
+                except BaseException as exc:
+                    outcome = exc
+                finally:
+                    gate.phase = INTERNAL
+                self._outcomes[ident] = outcome
+                return call(*args, **kwargs)  # the same call again: its error
+            from retracesoftware.proxy.protocol import at_end
+            self.spawning = True              # the tape may end with this event
+            try:
+                call(*args, **kwargs)
+                if at_end(self.system.reader):
+                    gate.phase = DISABLED
+                    _real_posix._exit(0)
+            finally:
+                self.spawning = False
+            return call(*args, **kwargs)
+        return exec_
+
+    # ---------------------------------------------------------- closerange
+    def _closerange(self, fd_low, fd_high, /):
+        if self.system.gate.phase != INTERNAL:
+            return _real_posix.closerange(fd_low, fd_high)
+        return self._closerange_call(fd_low, fd_high)
+
+    def _closerange_sparing_ours(self, fd_low, fd_high, /):
+        """The real ``closerange`` at record, around our runtime's own
+        descriptors (the recording file, our copy of the user's stderr, the
+        output check's saved stdio): a child about to exec closes everything
+        it inherited (ptyprocess, daemonisers) and would cut its recording
+        short. The program never knew those descriptors."""
+        low = fd_low
+        for fd in sorted(f for f in self._private_fds() if fd_low <= f < fd_high):
+            if low < fd:
+                _real_posix.closerange(low, fd)
+            low = fd + 1
+        if low < fd_high:
+            _real_posix.closerange(low, fd_high)
+
+    def _private_fds(self) -> set:
+        from retracesoftware.install import report
+        fds = set()
+        if report.fd() is not None:
+            fds.add(report.fd())
+        output = getattr(self.session, "output", None)
+        if output is not None and hasattr(output, "own_fds"):
+            fds.update(output.own_fds())
+        # The tape's descriptor: the stream keeps it private; find it by its file.
+        try:
+            tape = self._tape
+            for entry in _real_posix.listdir("/proc/self/fd"):
+                try:
+                    if _real_posix.readlink(f"/proc/self/fd/{entry}") == tape:
+                        fds.add(int(entry))
+                except (OSError, ValueError):
+                    continue
+        except OSError:
+            pass
+        return fds
+
     def _become_record_child(self, name):
         session = self.session
         parent = self.pid
@@ -290,7 +466,8 @@ class ChildProcesses:
         pre["started_at"] = _real_time.time()
         pre["process"] = {"kind": "fork", "parent_pid": parent, "name": name}
         _makedirs(self.dir, exist_ok=True)
-        session.writer.reopen(self._path(name), pre)
+        self._tape = _realpath(self._path(name))
+        session.writer.reopen(self._tape, pre)
         self._identify_main()
 
     def _identify_main(self):
@@ -354,7 +531,8 @@ class ChildProcesses:
             self._count = 0
             self._live = {}
             try:
-                self.system.reader.reopen(self._path(name))
+                self._tape = _realpath(self._path(name))
+                self.system.reader.reopen(self._tape)
             except (OSError, RecordingFormatError) as exc:
                 what = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
                 _write_stderr(f"retrace: error: cannot replay forked child {name}: {what} — "

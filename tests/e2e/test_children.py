@@ -303,3 +303,70 @@ def test_parent_killed_keeps_childrens_recordings(scenario):
     assert child["complete"] and child["exit_code"] == 0
     one = s.replay("--pid", str(child["pid"]))
     assert one.stdout == rec.stdout and one.returncode == 0, one.err
+
+
+PTY_FORKS = """
+    import os, pty, random, sys
+
+    def drain(fd):
+        data = b""
+        while True:
+            try:
+                chunk = os.read(fd, 1024)
+            except OSError:       # EIO: the child's side is closed
+                return data
+            if not chunk:
+                return data
+            data += chunk
+
+    # pty.fork (os.forkpty inside): the child's stdout is the terminal
+    pid, fd = pty.fork()
+    if pid == 0:
+        print("pty child", random.random(), os.isatty(1), flush=True)
+        os._exit(7)
+    got = drain(fd)
+    print("parent got", got.replace(b"\\r\\n", b"\\n"), os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+    os.close(fd)
+
+    # os.forkpty + exec, as pexpect/ptyprocess spawn: closerange of every
+    # inherited descriptor, an error pipe, exec (the other program is data)
+    for program in ("/bin/sh", "/nonexistent"):
+        r, w = os.pipe()
+        pid, fd = os.forkpty()
+        if pid == 0:
+            os.closerange(3, w)
+            os.closerange(w + 1, 4096)
+            os.set_inheritable(w, False)
+            try:
+                os.execv(program, [program, "-c", "touch marker-exec; echo exec $$"])
+            except OSError as err:
+                os.write(w, b"OSError:%d %f" % (err.errno, random.random()))
+                os._exit(os.EX_OSERR)
+        os.close(w)
+        error = os.read(r, 100)
+        os.close(r)
+        got = drain(fd)
+        print(program, error, got.split()[:1], os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]),
+              random.random())
+        os.close(fd)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "forkpty"), reason="needs os.forkpty")
+def test_pty_fork_forkpty_and_exec_children(scenario):
+    # Every fork goes through the same handling: os.forkpty (pty.fork,
+    # pexpect) made the child write into its parent's recording ("this
+    # StreamWriter belongs to process …"). The exec'd program is data: it
+    # never runs on replay (no marker file), and closerange in the child
+    # does not cut its recording short.
+    s = scenario(PTY_FORKS)
+    rec = assert_faithful(s)
+    assert "pty child" in rec.out and "True" in rec.out, rec.out
+    assert "OSError:2" in rec.out and "b'exec'" in rec.out, rec.out
+    assert "retrace:" not in rec.out + rec.err, rec.err
+    assert len(_children(s)) == 3
+    for marker in s.dir.glob("marker-*"):
+        marker.unlink()
+    rep = s.replay()
+    assert rep.stdout == rec.stdout and rep.returncode == rec.returncode, rep.err
+    assert not list(s.dir.glob("marker-*")), "replay ran the exec'd program for real"

@@ -46,6 +46,32 @@ def test_substitutes_behave_like_the_builtins_they_replace(scenario):
     assert b"cannot pickle '_thread.lock' object" in rec.stdout
 
 
+def test_objects_our_substitutes_return_pass_the_io_type_checks(scenario):
+    # aiofiles dispatches open()'s result with functools.singledispatch on
+    # io.FileIO / BufferedReader / TextIOBase ("Unsupported io type" for our
+    # raw file); pathlib-style code asks isinstance(entry, os.DirEntry).
+    s = scenario("""
+        import functools, io, os, random
+        wrap = functools.singledispatch(lambda f: "unsupported")
+        wrap.register(io.FileIO, lambda f: "raw")
+        wrap.register(io.TextIOBase, lambda f: "text")
+        wrap.register(io.BufferedReader, lambda f: "reader")
+        wrap.register(io.BufferedIOBase, lambda f: "buffered")
+        with open("data.bin", "wb", buffering=0) as f:
+            print(wrap(f), isinstance(f, io.FileIO), isinstance(f, io.RawIOBase), f.write(b"x" * 5))
+        for mode in ("rb", "r", "r+b", "ab"):
+            with open("data.bin", mode) as f:
+                raw = f.buffer.raw if mode == "r" else f.raw
+                print(mode, wrap(f), wrap(raw), isinstance(raw, io.FileIO), repr(raw)[:12])
+        print([isinstance(e, os.DirEntry) for e in os.scandir(".") if e.name == "data.bin"])
+        print(random.random())
+    """)
+    plain = s.plain()
+    rec = assert_faithful(s)
+    assert rec.stdout.splitlines()[:-1] == plain.stdout.splitlines()[:-1], (rec.out, plain.out)
+    assert b"raw True True 5" in rec.stdout and b"rb reader raw True" in rec.stdout, rec.out
+
+
 def test_scans_never_evaluate_lazy_objects(scenario):
     # Celery's `current_app` and Django's `settings` are lazy proxies: any
     # isinstance()/getattr() on them runs their code. The installer's scans
@@ -160,6 +186,27 @@ def test_pytest_session_with_filterwarnings_error(scenario):
     rec = assert_faithful(s, command=["python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
                                       "test_app.py"], check_plain_differs=False, expected_code=1)
     assert b"1 failed, 1 passed" in rec.stdout and b"warning" not in rec.stdout, rec.out
+
+
+def test_module_bodies_run_by_a_loaders_own_exec_are_recorded(scenario):
+    # pytest's assertion rewriter and zipimport exec module bodies
+    # themselves: what those bodies (and the modules they import) did ran
+    # outside the recording, so a module-level random.Random() (trio's
+    # scheduler seed, imported from a test module) replayed other values.
+    s = scenario("""
+        import sys
+        sys.path.insert(0, "lib.zip")
+        import helper, zipped
+        def test_values():
+            print("values", helper.rng.random(), zipped.VALUE)
+    """, name="test_app.py")
+    s.write("helper.py", "import random\nrng = random.Random()\n")
+    import zipfile
+    with zipfile.ZipFile(s.dir / "lib.zip", "w") as z:
+        z.writestr("zipped.py", "import random\nVALUE = random.Random().random()\n")
+    rec = assert_faithful(s, command=["python", "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
+                                      "test_app.py"], check_plain_differs=False)
+    assert b"values 0." in rec.stdout and b"1 passed" in rec.stdout, rec.out
 
 
 def test_user_declared_library_boundary_never_runs_on_replay(scenario):
