@@ -797,8 +797,8 @@ def load_config(
 # load_config() with its defaults runs at every record and replay start;
 # parsing and validating the TOML files was most of its cost. The effective
 # BoundaryConfig is kept as JSON in the user's cache directory, in a file
-# named by a key over everything the result depends on: the search path's
-# directories, every config file's path and bytes, this interpreter's version
+# named by a key over everything the result depends on: every config
+# file's path and bytes in search order, this interpreter's version
 # and platform, SCHEMA_VERSION and the loader's own source. A cache file is
 # used only when its key and its checksum match; the digest it holds is the
 # one computed when it was written (the same function of the same files), so
@@ -838,8 +838,8 @@ def _cache_key(dirs, found) -> str | None:
     h = hashlib.sha256()
     h.update(repr((_CACHE_FORMAT, SCHEMA_VERSION, sys.version, sys.platform, sys.implementation.name)).encode())
     h.update(_code_digest())
-    for directory, files in zip(dirs, found):
-        h.update(b"\0dir\0" + os.fsencode(str(directory)))
+    for files in found:     # a directory without configs changes nothing: not in the key
+        h.update(b"\0dir\0")
         for name, data in files:
             h.update(b"\0file\0" + os.fsencode(name) + b"\0" + str(len(data)).encode() + b"\0")
             h.update(data)
@@ -895,28 +895,85 @@ def _cache_store(key: str, config: BoundaryConfig) -> None:
             return
     payload = json.dumps({"modules": modules, "sources": dict(config.sources), "digest": config.digest,
                           "files": list(config.files)}, sort_keys=True, separators=(",", ":"))
-    text = f"{key}\n{hashlib.sha256(payload.encode()).hexdigest()}\n{payload}"
+    _cache_write(f"config-{key[:32]}.json", key, payload)
+
+
+def load_toml_cached(path) -> dict:
+    """A TOML file of ours read at every start (configs/handlers/boundary.toml),
+    parsed once: the parsed document is kept as JSON under the sha256 of the
+    file's bytes (and this interpreter's version) in the same cache directory."""
+    with (open(path, "rb") if isinstance(path, (str, os.PathLike)) else path.open("rb")) as f:
+        data = f.read()
     directory = _cache_dir()
+    key = None
+    if directory is not None:
+        key = hashlib.sha256(repr((_CACHE_FORMAT, sys.version)).encode() + b"\0" + data).hexdigest()
+        text = _cache_read(f"toml-{key[:32]}.json", key)
+        if text is not None:
+            try:
+                return json.loads(text)
+            except ValueError:
+                pass
+    doc = _tomllib().loads(data.decode("utf-8"))
+    if key is not None:
+        try:
+            payload = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+            if json.loads(payload) == doc:      # no dates, no tuples: JSON holds it exactly
+                _cache_write(f"toml-{key[:32]}.json", key, payload)
+        except (TypeError, ValueError):
+            pass
+    return doc
+
+
+def _cache_write(filename: str, key: str, payload: str) -> None:
+    text = f"{key}\n{hashlib.sha256(payload.encode()).hexdigest()}\n{payload}"
     try:
+        directory = _cache_dir()
         os.makedirs(directory, exist_ok=True)
-        final = os.path.join(directory, f"config-{key[:32]}.json")
+        final = os.path.join(directory, filename)
         tmp = f"{final}.{os.getpid()}.tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, final)
-    except OSError:
+        _cache_prune(directory, filename.split("-", 1)[0] + "-")
+    except (OSError, TypeError):
         pass    # a cache we cannot write only costs the next start its parse
 
 
-def _cache_load(key: str) -> BoundaryConfig | None:
+def _cache_prune(directory: str, prefix: str, keep: int = 8) -> None:
+    """Keep the newest *keep* cache files of one kind (config files differ by
+    project when a project has its own .retrace/modules)."""
+    entries = []
+    for name in os.listdir(directory):
+        if name.startswith(prefix) and name.endswith(".json"):
+            try:
+                entries.append((os.stat(os.path.join(directory, name)).st_mtime, name))
+            except OSError:
+                pass
+    for _, name in sorted(entries)[:-keep]:
+        try:
+            os.unlink(os.path.join(directory, name))
+        except OSError:
+            pass
+
+
+def _cache_read(filename: str, key: str) -> str | None:
+    """The payload of a cache file whose key and checksum match, else None."""
     try:
-        with open(os.path.join(_cache_dir(), f"config-{key[:32]}.json"), encoding="utf-8") as f:
+        with open(os.path.join(_cache_dir(), filename), encoding="utf-8") as f:
             text = f.read()
-    except (OSError, ValueError):
+    except (OSError, ValueError, TypeError):
         return None
     stored_key, _, rest = text.partition("\n")
     check, _, payload = rest.partition("\n")
     if stored_key != key or hashlib.sha256(payload.encode()).hexdigest() != check:
+        return None
+    return payload
+
+
+def _cache_load(key: str) -> BoundaryConfig | None:
+    payload = _cache_read(f"config-{key[:32]}.json", key)
+    if payload is None:
         return None
     try:
         data = json.loads(payload)
