@@ -39,7 +39,7 @@ struct PendingCall {
     bool written;
 };
 
-thread_local PendingCall* tl_top = nullptr;
+thread_local PendingCall* tl_top RETRACE_TLS_IE = nullptr;
 
 PyTypeObject* RecordCallGatewayType = nullptr;
 
