@@ -799,7 +799,8 @@ def load_config(
 # BoundaryConfig is kept as JSON in the user's cache directory, in a file
 # named by a key over everything the result depends on: every config
 # file's path and bytes in search order, this interpreter's version
-# and platform, SCHEMA_VERSION and the loader's own source. A cache file is
+# and platform, SCHEMA_VERSION and the loader's own source files (size
+# and mtime). A cache file is
 # used only when its key and its checksum match; the digest it holds is the
 # one computed when it was written (the same function of the same files), so
 # recordings' preambles do not change. RETRACE_CONFIG_CACHE=DIR puts it
@@ -821,15 +822,17 @@ def _cache_dir() -> str | None:
 
 
 def _code_digest() -> bytes:
-    h = hashlib.sha256()
+    """The loader's own code, by size and modification time (as .pyc files
+    are checked): a changed loader never reads an old compiled form."""
     here = os.path.dirname(os.path.abspath(__file__))
+    marks = []
     for name in ("config.py", "config_versions.py", "toml_key_lines.py"):
         try:
-            with open(os.path.join(here, name), "rb") as f:
-                h.update(f.read())
+            st = os.stat(os.path.join(here, name))
+            marks.append((name, st.st_size, st.st_mtime_ns))
         except OSError:
-            h.update(b"?")
-    return h.digest()
+            marks.append((name, None, None))
+    return repr(marks).encode()
 
 
 def _cache_key(dirs, found) -> str | None:
