@@ -27,6 +27,14 @@ import logging
 import os
 import re
 import sys
+# Imported here, before any install, in record and replay alike: until the
+# compiled-config cache this module imported importlib.resources and
+# importlib.metadata, which import tempfile (-> random, shutil), and our
+# runtime relies on finding them loaded: the replay debugger's checkpoints
+# import tempfile after install, and importing random then makes events
+# (its seed, a bound Random) the recording does not hold. Keep them loaded
+# in both modes so a program's own import of them is the same in both.
+import tempfile  # noqa: F401
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
