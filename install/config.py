@@ -27,13 +27,16 @@ import logging
 import os
 import re
 import sys
-# Imported here, before any install, in record and replay alike: until the
-# compiled-config cache this module imported importlib.resources and
-# importlib.metadata, which import tempfile (-> random, shutil), and our
-# runtime relies on finding them loaded: the replay debugger's checkpoints
-# import tempfile after install, and importing random then makes events
-# (its seed, a bound Random) the recording does not hold. Keep them loaded
-# in both modes so a program's own import of them is the same in both.
+# Imported here, before any install, in record, replay and fork alike:
+# until the compiled-config cache this module imported importlib.resources
+# and importlib.metadata, which import tempfile (-> random, shutil) and
+# socket (-> selectors, via email.utils), whose imports make boundary calls
+# (random's seed and bound Random; selectors' epoll probe). Our runtime
+# relies on finding them loaded: the replay debugger's checkpoints import
+# tempfile after install, and the fork view's own imports load socket, so a
+# recording where the program's `import socket` was recorded diverged there.
+# Keep them loaded in every mode so a program's import of them is the same.
+import socket  # noqa: F401
 import tempfile  # noqa: F401
 from dataclasses import dataclass, field
 from pathlib import Path
