@@ -15,6 +15,10 @@ C++ backend, in one process, min of --repeat CPU-time (process_time) timings of 
   gateway, write=noop   RecordCallGateway around time.time with a do-nothing write
   recorded, uncached    RecordCallGateway around time.time writing to a StreamWriter asking thread_id each time
   recorded call         the same with cache_thread_id=True (what a recording does)
+  recorded, as recording  the same with the recording's writer settings (64 KiB buffers, flushed
+                        every 0.1 s, zstd-compressed by the flusher thread: its CPU counts)
+    caller's thread only  the same, CPU of the calling thread only (thread_time): the cost the
+                        program's thread pays; the difference is the flusher's compression
   replayed call         ReplayCallGateway + StreamReader.take_call of the same tape
 
 "added" is the row minus plain where the row includes the real time.time() call.
@@ -29,10 +33,10 @@ import time
 import timeit
 
 
-def t(stmt, ns, calls, repeat):
+def t(stmt, ns, calls, repeat, timer=time.process_time):
     # CPU time of this process (the machine is usually shared: wall time
     # would count other processes' turns), best of `repeat`.
-    return min(timeit.Timer(stmt, globals=ns, timer=time.process_time).repeat(repeat=repeat, number=calls)) \
+    return min(timeit.Timer(stmt, globals=ns, timer=timer).repeat(repeat=repeat, number=calls)) \
         / calls * 1e9
 
 
@@ -82,7 +86,18 @@ def main():
     rows.append(("recorded, uncached tid", r, r - plain))
     r = t("rec()", ns, a.calls, a.repeat)
     rows.append(("recorded call", r, r - plain))
+    # The writer exactly as a recording makes it (64 KiB buffers flushed
+    # every 0.1 s, zstd on the flusher thread): the rows above use one huge
+    # buffer, so they count page faults and no compression.
+    w3 = stream.StreamWriter(os.path.join(d, "d.bin"), {}, thread_id=current, cache_thread_id=True)
+    ns["rec_real"] = utils.RecordCallGateway(gate, time.time, w3.write, "CALL", "time.time", "RESULT", "ERROR")
+    r = t("rec_real()", ns, a.calls, a.repeat)
+    rows.append(("recorded, as recording", r, r - plain))
+    plain_thread = t("time.time()", ns, a.calls, a.repeat, time.thread_time)
+    r = t("rec_real()", ns, a.calls, a.repeat, time.thread_time)
+    rows.append(("  caller's thread only", r, r - plain_thread))
     gate.phase = utils.DISABLED
+    w3.close()
     w2.close()
     w1.close()
     w0.close()

@@ -9,7 +9,6 @@ the module configs in force for ``python -m retracesoftware boundary``.
 from __future__ import annotations
 
 import importlib
-import tomllib
 from types import MappingProxyType
 
 __all__ = ["SUBSTITUTES", "HIDDEN_TYPES", "INERT_AFTER_REPLAY", "INSTANCE_CALLBACKS",
@@ -27,8 +26,8 @@ def _load() -> dict:
     path = _index_file()
     if path is None:   # pragma: no cover - a package without its configs
         return {}
-    with path.open("rb") as f:
-        return tomllib.load(f)
+    from retracesoftware.install.config import load_toml_cached
+    return load_toml_cached(path)
 
 
 def _split(dotted: str, parts: int) -> tuple:

@@ -21,22 +21,37 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.resources
 import json
 import keyword
 import logging
 import os
 import re
 import sys
+# Imported here, before any install, in record, replay and fork alike:
+# until the compiled-config cache this module imported importlib.resources
+# and importlib.metadata, which import tempfile (-> random, shutil) and
+# socket (-> selectors, via email.utils), whose imports make boundary calls
+# (random's seed and bound Random; selectors' epoll probe). Our runtime
+# relies on finding them loaded: the replay debugger's checkpoints import
+# tempfile after install, and the fork view's own imports load socket, so a
+# recording where the program's `import socket` was recorded diverged there.
+# Keep them loaded in every mode so a program's import of them is the same.
+import socket  # noqa: F401
+import tempfile  # noqa: F401
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping, Sequence, Union
 
-if sys.version_info >= (3, 11):  # PYVERSIONS: tomllib is stdlib from 3.11
-    import tomllib
-else:  # pragma: no cover - requires-python is >=3.11; kept for the tomli path
-    import tomli as tomllib
+
+def _tomllib():
+    # Imported when a file is parsed: a valid compiled-config cache
+    # (load_config) parses nothing.
+    if sys.version_info >= (3, 11):  # PYVERSIONS: tomllib is stdlib from 3.11
+        import tomllib
+    else:  # pragma: no cover - requires-python is >=3.11; kept for the tomli path
+        import tomli as tomllib
+    return tomllib
 
 from retracesoftware.utils.errors import ConfigError
 from retracesoftware.install.config_versions import (  # noqa: F401  (parse_version is public here too)
@@ -511,6 +526,7 @@ _SYNTAX_END = re.compile(r"\s*\(at end of document\)\s*$")
 
 def parse_text(text: str, filename: str) -> ConfigFile:
     """Parse and validate one config's text; raise ConfigError on any problem."""
+    tomllib = _tomllib()
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -528,11 +544,26 @@ def parse_text(text: str, filename: str) -> ConfigFile:
 
 def load_file(path: Union[str, os.PathLike, Any]) -> ConfigFile:
     """Read and validate one file (a path or an importlib Traversable)."""
+    return _parse_bytes(*_read_file(path))
+
+
+def _read_file(path) -> tuple[str, bytes]:
     name = os.fspath(path) if isinstance(path, (str, os.PathLike)) else str(path)
     try:
         data = (Path(path) if isinstance(path, (str, os.PathLike)) else path).read_bytes()
     except OSError as exc:
         raise _config_error(name, None, None, f"cannot read file ({exc.strerror or exc})", "expected a readable TOML file") from None
+    return name, data
+
+
+def _read_or_error(path) -> tuple[str, Any]:
+    try:
+        return _read_file(path)
+    except ConfigError as exc:
+        return os.fspath(path) if isinstance(path, (str, os.PathLike)) else str(path), exc
+
+
+def _parse_bytes(name: str, data: bytes) -> ConfigFile:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -562,6 +593,7 @@ def shipped_config_dir():
         if candidate.is_dir():
             return candidate
     try:
+        import importlib.resources
         return importlib.resources.files("retracesoftware") / "configs"
     except (ModuleNotFoundError, TypeError):  # pragma: no cover
         return None
@@ -615,9 +647,8 @@ def _installed_lookup(installed: Mapping[str, str | None] | None):
         table = {_normalise_distribution(k): v for k, v in installed.items()}
         return lambda name: table.get(_normalise_distribution(name))
 
-    import importlib.metadata  # lazily: costly to import, needed only for [requires]
-
     def lookup(name: str) -> str | None:
+        import importlib.metadata  # lazily: costly to import, needed only for [requires]
         try:
             return importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
@@ -742,14 +773,226 @@ def load_config(
     importlib.metadata lookup (absent = not installed), for tests and tools.
     platform: a sys.platform value (default: this one).
     """
+    default = search_path is None and python_version is None and installed is None and platform is None
     dirs = default_search_path() if search_path is None else list(search_path)
+    found = [[_read_or_error(entry) for entry in _config_files(directory)] for directory in dirs]
+    unreadable = any(isinstance(data, ConfigError) for files in found for _, data in files)
+    key = _cache_key(dirs, found) if default and not unreadable else None
+    if key is not None:
+        cached = _cache_load(key)
+        if cached is not None:
+            return cached
     layers = []
     read: list[str] = []
-    for directory in dirs:
+    for files in found:
         parsed = []
-        for entry in _config_files(directory):
-            cfg = load_file(entry)
+        for name, data in files:
+            if isinstance(data, ConfigError):
+                raise data      # in file order, as if read here
+            cfg = _parse_bytes(name, data)
             parsed.append(cfg)
             read.append(cfg.path)
         layers.append(parsed)
-    return build_config(layers, python_version=python_version, installed=installed, platform=platform, files=read)
+    config = build_config(layers, python_version=python_version, installed=installed, platform=platform, files=read)
+    # A [requires] gate depends on what is installed, which the key does not
+    # cover: such configs are not cached.
+    if key is not None and not any(cfg.requires is not None for layer in layers for cfg in layer):
+        _cache_store(key, config)
+    return config
+
+
+# --------------------------------------------------------------------------
+# The compiled-config cache
+# --------------------------------------------------------------------------
+#
+# load_config() with its defaults runs at every record and replay start;
+# parsing and validating the TOML files was most of its cost. The effective
+# BoundaryConfig is kept as JSON in the user's cache directory, in a file
+# named by a key over everything the result depends on: every config
+# file's path and bytes in search order, this interpreter's version
+# and platform, SCHEMA_VERSION and the loader's own source files (size
+# and mtime). A cache file is
+# used only when its key and its checksum match; the digest it holds is the
+# one computed when it was written (the same function of the same files), so
+# recordings' preambles do not change. RETRACE_CONFIG_CACHE=DIR puts it
+# elsewhere; RETRACE_CONFIG_CACHE=0 turns it off.
+
+CACHE_ENV = "RETRACE_CONFIG_CACHE"
+_CACHE_FORMAT = 1
+_TUPLES = {"ModuleConfig": ("proxy", "disable", "bind", "immutable", "patch_hash"),
+           "TypeConfig": ("methods", "getters")}
+_MAPS = ("callback", "summarise")
+
+
+def _cache_dir() -> str | None:
+    value = os.environ.get(CACHE_ENV)
+    if value is not None:
+        return None if value.strip() in ("", "0", "off", "no") else value
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "retracesoftware")
+
+
+def _code_digest() -> bytes:
+    """The loader's own code, by size and modification time (as .pyc files
+    are checked): a changed loader never reads an old compiled form."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    marks = []
+    for name in ("config.py", "config_versions.py", "toml_key_lines.py"):
+        try:
+            st = os.stat(os.path.join(here, name))
+            marks.append((name, st.st_size, st.st_mtime_ns))
+        except OSError:
+            marks.append((name, None, None))
+    return repr(marks).encode()
+
+
+def _cache_key(dirs, found) -> str | None:
+    if _cache_dir() is None:
+        return None
+    h = hashlib.sha256()
+    h.update(repr((_CACHE_FORMAT, SCHEMA_VERSION, sys.version, sys.platform, sys.implementation.name)).encode())
+    h.update(_code_digest())
+    for files in found:     # a directory without configs changes nothing: not in the key
+        h.update(b"\0dir\0")
+        for name, data in files:
+            h.update(b"\0file\0" + os.fsencode(name) + b"\0" + str(len(data)).encode() + b"\0")
+            h.update(data)
+    return h.hexdigest()
+
+
+def _encode_entry(obj) -> dict | None:
+    kind = type(obj).__name__
+    names = {f.name for f in dataclasses.fields(obj)}
+    known = {"name", "when", "callback", "summarise", *_TUPLES[kind],
+             *(("types",) if kind == "ModuleConfig" else ("construct",))}
+    if names != known or obj.when is not None:
+        return None     # a field this encoder does not know: do not cache
+    out: dict = {"name": obj.name}
+    for key in _TUPLES[kind]:
+        out[key] = list(getattr(obj, key))
+    for key in _MAPS:
+        out[key] = {fn: list(ix) for fn, ix in getattr(obj, key).items()}
+    if kind == "ModuleConfig":
+        types = {}
+        for tname, t in obj.types.items():
+            types[tname] = _encode_entry(t)
+            if types[tname] is None:
+                return None
+        out["types"] = types
+    else:
+        out["construct"] = obj.construct
+    return out
+
+
+def _mapping(table: dict) -> Mapping:
+    return MappingProxyType({fn: tuple(ix) for fn, ix in table.items()}) if table else _EMPTY
+
+
+def _decode_type(d: dict) -> TypeConfig:
+    return TypeConfig(name=d["name"], methods=tuple(d["methods"]), getters=tuple(d["getters"]),
+                      construct=d["construct"], callback=_mapping(d["callback"]), when=None,
+                      summarise=_mapping(d["summarise"]))
+
+
+def _decode_module(d: dict) -> ModuleConfig:
+    return ModuleConfig(name=d["name"], **{k: tuple(d[k]) for k in _TUPLES["ModuleConfig"]},
+                        callback=_mapping(d["callback"]),
+                        types=MappingProxyType({n: _decode_type(t) for n, t in d["types"].items()}),
+                        when=None, summarise=_mapping(d["summarise"]))
+
+
+def _cache_store(key: str, config: BoundaryConfig) -> None:
+    modules = {}
+    for name, module in config.modules.items():
+        modules[name] = _encode_entry(module)
+        if modules[name] is None:
+            return
+    payload = json.dumps({"modules": modules, "sources": dict(config.sources), "digest": config.digest,
+                          "files": list(config.files)}, sort_keys=True, separators=(",", ":"))
+    _cache_write(f"config-{key[:32]}.json", key, payload)
+
+
+def load_toml_cached(path) -> dict:
+    """A TOML file of ours read at every start (configs/handlers/boundary.toml),
+    parsed once: the parsed document is kept as JSON under the sha256 of the
+    file's bytes (and this interpreter's version) in the same cache directory."""
+    with (open(path, "rb") if isinstance(path, (str, os.PathLike)) else path.open("rb")) as f:
+        data = f.read()
+    directory = _cache_dir()
+    key = None
+    if directory is not None:
+        key = hashlib.sha256(repr((_CACHE_FORMAT, sys.version)).encode() + b"\0" + data).hexdigest()
+        text = _cache_read(f"toml-{key[:32]}.json", key)
+        if text is not None:
+            try:
+                return json.loads(text)
+            except ValueError:
+                pass
+    doc = _tomllib().loads(data.decode("utf-8"))
+    if key is not None:
+        try:
+            payload = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+            if json.loads(payload) == doc:      # no dates, no tuples: JSON holds it exactly
+                _cache_write(f"toml-{key[:32]}.json", key, payload)
+        except (TypeError, ValueError):
+            pass
+    return doc
+
+
+def _cache_write(filename: str, key: str, payload: str) -> None:
+    text = f"{key}\n{hashlib.sha256(payload.encode()).hexdigest()}\n{payload}"
+    try:
+        directory = _cache_dir()
+        os.makedirs(directory, exist_ok=True)
+        final = os.path.join(directory, filename)
+        tmp = f"{final}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, final)
+        _cache_prune(directory, filename.split("-", 1)[0] + "-")
+    except (OSError, TypeError):
+        pass    # a cache we cannot write only costs the next start its parse
+
+
+def _cache_prune(directory: str, prefix: str, keep: int = 8) -> None:
+    """Keep the newest *keep* cache files of one kind (config files differ by
+    project when a project has its own .retrace/modules)."""
+    entries = []
+    for name in os.listdir(directory):
+        if name.startswith(prefix) and name.endswith(".json"):
+            try:
+                entries.append((os.stat(os.path.join(directory, name)).st_mtime, name))
+            except OSError:
+                pass
+    for _, name in sorted(entries)[:-keep]:
+        try:
+            os.unlink(os.path.join(directory, name))
+        except OSError:
+            pass
+
+
+def _cache_read(filename: str, key: str) -> str | None:
+    """The payload of a cache file whose key and checksum match, else None."""
+    try:
+        with open(os.path.join(_cache_dir(), filename), encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, ValueError, TypeError):
+        return None
+    stored_key, _, rest = text.partition("\n")
+    check, _, payload = rest.partition("\n")
+    if stored_key != key or hashlib.sha256(payload.encode()).hexdigest() != check:
+        return None
+    return payload
+
+
+def _cache_load(key: str) -> BoundaryConfig | None:
+    payload = _cache_read(f"config-{key[:32]}.json", key)
+    if payload is None:
+        return None
+    try:
+        data = json.loads(payload)
+        modules = {name: _decode_module(m) for name, m in data["modules"].items()}
+        return BoundaryConfig(modules=MappingProxyType(modules), sources=MappingProxyType(dict(data["sources"])),
+                              digest=data["digest"], files=tuple(data["files"]))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None

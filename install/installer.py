@@ -238,6 +238,7 @@ class Installer:
         self._import_replacements: dict = {}
         self._index = None          # see _reference_index
         self._index_size = -1
+        self._scanned: dict = {}    # module name -> (module, len of its globals) when indexed
 
     # ------------------------------------------------------------ lifecycle
     def install(self) -> None:
@@ -841,10 +842,17 @@ class Installer:
         loaded = (modules_now, sum(map(id, list(sys.modules.values()))))
         cached = Installer._index_cache
         if first and cached is not None and cached[0] == loaded:
-            self._index = dict(cached[1])
+            self._index = {k: list(v) for k, v in cached[1].items()}   # appended to below
+            self._scanned = dict(cached[2])
             self._index_size = modules_now
             return self._index
-        index: dict = {}
+        # Modules were imported since the last scan (an install imports
+        # some): scan only what is new — a module not seen yet, replaced in
+        # sys.modules, or whose globals grew (an import binds its name in
+        # the importer's globals). A full rescan per replacement group made
+        # the index most of a recording's start-up.
+        index: dict = self._index if self._index is not None else {}
+        scanned = self._scanned
 
         def add(kind, owner, key, value):
             places = index.get(id(value))
@@ -865,6 +873,10 @@ class Installer:
             d = _module_dict(module)
             if d is None:
                 continue
+            seen = scanned.get(mname)
+            if seen is not None and seen[0] is module and seen[1] == len(d):
+                continue
+            scanned[mname] = (module, len(d))
             for key, value in list(d.items()):
                 add(_IN_MODULE, module, key, value)
                 if _is_type(value):
@@ -877,8 +889,7 @@ class Installer:
                 elif type(value) is _FunctionType and getattr(value, "__module__", None) == mname:
                     add_defaults(value)
         if first and len(sys.modules) == modules_now:
-            Installer._index_cache = (loaded, index)
-            index = dict(index)
+            Installer._index_cache = (loaded, {k: list(v) for k, v in index.items()}, dict(scanned))
         self._index = index
         self._index_size = len(sys.modules)
         return index

@@ -93,7 +93,13 @@ struct TidCache {
     uint64_t epoch = 0;
     PyObject* tid = nullptr;  // strong
 };
+// initial-exec TLS: an offset from the thread pointer, not a __tls_get_addr
+// call per write (this module is dlopen'ed; the variable is 24 bytes).
+#if defined(__GNUC__) && defined(__ELF__)
+thread_local TidCache t_tid_cache __attribute__((tls_model("initial-exec")));
+#else
 thread_local TidCache t_tid_cache;
+#endif
 
 // New reference to the calling thread's logical id (w->thread_id not None).
 inline PyObject* current_tid(Writer* w) {

@@ -21,8 +21,6 @@ namespace retrace::utils {
 
 namespace {
 
-thread_local uint64_t* tl_cells = nullptr;
-thread_local size_t tl_ncells = 0;
 thread_local std::vector<uint64_t> tl_cells_owner;
 
 // Slot allocator: process-wide because thread_local storage is (module state
@@ -39,39 +37,19 @@ SlotAllocator& allocator() {
 
 }  // namespace
 
-struct GateObject {
-    PyObject_HEAD
-    uint32_t slot;
-    uint64_t generation;
-    PyObject* weakreflist;
-};
+thread_local GateCells tl_gate_cells RETRACE_TLS_IE = {nullptr, 0};
 
 PyTypeObject* GateType = nullptr;
 static PyTypeObject* GateUsingType = nullptr;
 static PyTypeObject* RecordGatewayType = nullptr;
 static PyTypeObject* ReplayGatewayType = nullptr;
 
-int gate_get(GateObject* gate) noexcept {
-    uint32_t slot = gate->slot;
-    if (slot < tl_ncells) {
-        uint64_t cell = tl_cells[slot];
-        if ((cell >> 2) == gate->generation) return static_cast<int>(cell & 3);
-    }
-    return DISABLED;
-}
-
-static void grow_cells(uint32_t slot) {
-    size_t want = tl_ncells ? tl_ncells : 16;
+void grow_gate_cells(uint32_t slot) {
+    size_t want = tl_gate_cells.n ? tl_gate_cells.n : 16;
     while (want <= slot) want *= 2;
     tl_cells_owner.resize(want, 0);
-    tl_cells = tl_cells_owner.data();
-    tl_ncells = tl_cells_owner.size();
-}
-
-void gate_set(GateObject* gate, int phase) {
-    uint32_t slot = gate->slot;
-    if (slot >= tl_ncells) [[unlikely]] grow_cells(slot);
-    tl_cells[slot] = (gate->generation << 2) | static_cast<uint64_t>(phase);
+    tl_gate_cells.cells = tl_cells_owner.data();
+    tl_gate_cells.n = tl_cells_owner.size();
 }
 
 // Validates a Python phase value; returns -1 with an exception set.

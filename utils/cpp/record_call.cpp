@@ -39,7 +39,7 @@ struct PendingCall {
     bool written;
 };
 
-thread_local PendingCall* tl_top = nullptr;
+thread_local PendingCall* tl_top RETRACE_TLS_IE = nullptr;
 
 PyTypeObject* RecordCallGatewayType = nullptr;
 
@@ -56,7 +56,17 @@ struct RecordCallGatewayObject {
     PyObject* slow;      // Py_None: write(result_tag, r)
     PyObject* fp_noargs; // fingerprint() precomputed
     PyObject* weakreflist;
+    // write is a builtin METH_FASTCALL method (StreamWriter.write): called
+    // through its C function, skipping the vectorcall dispatch (borrowed
+    // from `write`, which holds both).
+    _PyCFunctionFast write_fn;
+    PyObject* write_self;
 };
+
+inline PyObject* call_write(RecordCallGatewayObject* self, PyObject* const* stack, Py_ssize_t n) {
+    if (self->write_fn) return self->write_fn(self->write_self, stack, n);
+    return PyObject_Vectorcall(self->write, stack, n, nullptr);
+}
 
 inline bool plain_type(PyObject* r) {
     PyTypeObject* t = Py_TYPE(r);
@@ -100,10 +110,10 @@ PyObject* RecordCallGateway_vectorcall(PyObject* op, PyObject* const* args, size
         PyObject* r;
         if (frame.written) {
             PyObject* stack[2] = {self->error_tag, exc};
-            r = PyObject_Vectorcall(self->write, stack, 2, nullptr);
+            r = call_write(self, stack, 2);
         } else {
             PyObject* stack[5] = {self->call_tag, self->name, fp, self->error_tag, exc};
-            r = PyObject_Vectorcall(self->write, stack, 5, nullptr);
+            r = call_write(self, stack, 5);
         }
         Py_DECREF(fp);
         if (!r) {
@@ -121,10 +131,10 @@ PyObject* RecordCallGateway_vectorcall(PyObject* op, PyObject* const* args, size
         PyObject* r;
         if (frame.written) {
             PyObject* stack[2] = {self->result_tag, result};
-            r = PyObject_Vectorcall(self->write, stack, 2, nullptr);
+            r = call_write(self, stack, 2);
         } else {
             PyObject* stack[5] = {self->call_tag, self->name, fp, self->result_tag, result};
-            r = PyObject_Vectorcall(self->write, stack, 5, nullptr);
+            r = call_write(self, stack, 5);
         }
         Py_DECREF(fp);
         if (!r) {
@@ -145,7 +155,7 @@ PyObject* RecordCallGateway_vectorcall(PyObject* op, PyObject* const* args, size
         out = PyObject_CallOneArg(self->slow, result);
     } else {
         PyObject* stack[2] = {self->result_tag, result};
-        PyObject* r = PyObject_Vectorcall(self->write, stack, 2, nullptr);
+        PyObject* r = call_write(self, stack, 2);
         out = r ? Py_NewRef(result) : nullptr;
         Py_XDECREF(r);
     }
@@ -186,6 +196,18 @@ PyObject* RecordCallGateway_new(PyTypeObject* type, PyObject* args, PyObject* kw
     self->slow = Py_NewRef(slow);
     self->fp_noargs = fp;
     self->weakreflist = nullptr;
+    self->write_fn = nullptr;
+    self->write_self = nullptr;
+    if (PyCFunction_Check(write)) {
+        int flags = PyCFunction_GET_FLAGS(write);
+        PyObject* bound = PyCFunction_GET_SELF(write);
+        if ((flags & (METH_VARARGS | METH_FASTCALL | METH_NOARGS | METH_O | METH_KEYWORDS | METH_METHOD)) ==
+                METH_FASTCALL && bound && !PyModule_Check(bound)) {
+            self->write_fn = reinterpret_cast<_PyCFunctionFast>(reinterpret_cast<void (*)(void)>(
+                PyCFunction_GET_FUNCTION(write)));
+            self->write_self = bound;
+        }
+    }
     return reinterpret_cast<PyObject*>(self);
 }
 

@@ -30,11 +30,48 @@ namespace retrace::utils {
 
 enum Phase : int { DISABLED = 0, INTERNAL = 1, EXTERNAL = 2 };
 
+// Thread-locals read on every recorded call: the initial-exec TLS model
+// (an offset from the thread pointer) instead of the default for shared
+// objects, a __tls_get_addr call per access. Only small, trivially
+// initialised variables (static TLS has a little room for dlopen'ed
+// modules; ours take a few dozen bytes).
+#if defined(__GNUC__) && defined(__ELF__)
+#define RETRACE_TLS_IE __attribute__((tls_model("initial-exec")))
+#else
+#define RETRACE_TLS_IE
+#endif
+
 // ---- gate.cpp
-struct GateObject;
+struct GateObject {
+    PyObject_HEAD
+    uint32_t slot;
+    uint64_t generation;
+    PyObject* weakreflist;
+};
 extern PyTypeObject* GateType;
-int gate_get(GateObject* gate) noexcept;
-void gate_set(GateObject* gate, int phase);   // phase already validated
+// This thread's phase cells, one per live Gate slot: (generation << 2) | phase.
+struct GateCells {
+    uint64_t* cells;
+    size_t n;
+};
+extern thread_local GateCells tl_gate_cells RETRACE_TLS_IE;
+void grow_gate_cells(uint32_t slot);
+
+inline int gate_get(GateObject* gate) noexcept {
+    uint32_t slot = gate->slot;
+    GateCells& c = tl_gate_cells;
+    if (slot < c.n) {
+        uint64_t cell = c.cells[slot];
+        if ((cell >> 2) == gate->generation) return static_cast<int>(cell & 3);
+    }
+    return DISABLED;
+}
+
+inline void gate_set(GateObject* gate, int phase) {   // phase already validated
+    uint32_t slot = gate->slot;
+    if (slot >= tl_gate_cells.n) [[unlikely]] grow_gate_cells(slot);
+    tl_gate_cells.cells[slot] = (gate->generation << 2) | static_cast<uint64_t>(phase);
+}
 int init_gates(PyObject* module);             // Gate, _GateUsing, RecordGateway, ReplayGateway, _C_API
 
 // ---- fingerprint.cpp
