@@ -368,26 +368,24 @@ class _LoopExecutors:
         recording and the replay (not stopped as leftovers: their exception
         reports, formatted by pytest in those threads, ran into the main
         thread's; CPython 3.11's AST recursion check is per interpreter)."""
-        for loop, before in self.loops:
-            now = vars(loop).get("_default_executor")
-            if now is before:
-                continue
-            loop._default_executor = before
-            try:
-                now.shutdown(wait=True)
-            except ReplayDivergence:
-                raise
-            except Exception:
-                pass
+        self._restore(wait=True)
 
     def reset(self):
+        self._restore(wait=False)
+
+    def _restore(self, wait):
+        """Give each loop back its executor from before the pass; shut the
+        pass's own down (joined when *wait*). A divergence met while joining
+        is the replay's verdict and goes on; other shutdown errors do not."""
         for loop, before in self.loops:
             now = vars(loop).get("_default_executor")
             if now is before:
                 continue
             loop._default_executor = before
             try:
-                now.shutdown(wait=False)
+                now.shutdown(wait=wait)
+            except ReplayDivergence:
+                raise
             except Exception:
                 pass
 
