@@ -145,7 +145,10 @@ def record_session_if_asked(early_config) -> None:
     when no recording is asked for or this process is the recorded one."""
     ns = early_config.known_args_namespace
     path = getattr(ns, "retrace_record", None) or _environ.get(RECORD_ENV)
-    if not path or _environ.get(ACTIVE_ENV) or _environ.get("PYTEST_XDIST_WORKER"):
+    # xdist workers of a recorded session inherit ACTIVE_ENV from the recorded
+    # main process; PYTEST_XDIST_WORKER alone is no sign (a test run under
+    # xdist that starts `pytest --retrace-record` passes it on to that pytest).
+    if not path or _environ.get(ACTIVE_ENV):
         return
     from retracesoftware.install import session_base as session_mod
     if getattr(session_mod, "current_session", None) is not None:

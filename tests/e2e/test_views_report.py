@@ -320,7 +320,7 @@ def test_report_of_pytest_session_renders_in_chromium(tmp_path):
     assert r.returncode == 0, r.err
     text, data = _report_data(out)
     units = {u["id"] for m in data["architecture"]["modules"] for u in m["units"]}
-    assert "calc.Calculator" in units and "test_calc" in units, units
+    assert "calc.Calculator" in units and "test_calc" in units, (units, data["faithful"], data["problem"], r.err)
     assert not any(u.startswith(("_pytest", "pytest", "pluggy")) for u in units), units
     edges = {(e["from"], e["to"]) for e in data["architecture"]["edges"]}
     assert ("test_calc", "calc.Calculator") in edges, edges
