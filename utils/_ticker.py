@@ -26,7 +26,10 @@ on_block=None, on_new=None)``:
 
 Check-and-write is made atomic by a lock (a writer may let another thread
 run in the middle of a write: a Python one anywhere, the native one while it
-waits for its buffer lock); the C++ version has the same lock.
+waits for its buffer lock); the C++ version has the same lock. ``waiting``:
+how many threads wait for that lock (tests). Unlike the C tracer, this one
+may also let another thread run after its switch, before the instruction:
+`_tick` checks again (see there).
 """
 from __future__ import annotations
 
@@ -88,6 +91,7 @@ class ScheduleTracer:
         self._importing = {}
         self._last = None
         self._lock = _thread.RLock()
+        self.waiting = 0              # threads waiting for _lock (see _enter)
         self._global = self._make_global()
 
     # -- per thread ------------------------------------------------------
@@ -174,16 +178,43 @@ class ScheduleTracer:
                 # --chaos: let another thread run here (before this instruction)
                 self._countdown = self._rng.randint(1, 2 * self.chaos)
                 _pause.acquire(True, 0.00002)
-        if self._last is not t:
-            gate = self.gate
-            previous = gate.phase
-            gate.phase = 0
-            try:
-                with self._lock:
-                    self._switch_to(t, ())
-            finally:
-                gate.phase = previous
+        # This thread must still be the one that ran last when its
+        # instruction runs. The switch below is Python code: the eval loop
+        # may let another thread run at any call or function entry in it
+        # (the lock's __exit__, the gate's setter) after the switch was
+        # written. That thread then wrote its own switch, naming this one
+        # at the count before this instruction, and the instruction ran in
+        # its turn (a replay runs it after that thread's instructions: an
+        # unlocked read-modify-write replayed differently). So the check is
+        # made again after each switch, and from the last check to the
+        # return there is no call (nothing lets another thread run).
+        while self._last is not t:
+            self._take_turn(t)
         t.count += 1
+
+    def _take_turn(self, t):
+        gate = self.gate
+        previous = gate.phase
+        gate.phase = 0
+        try:
+            self._enter()
+            try:
+                self._switch_to(t, ())
+            finally:
+                self._lock.release()
+        finally:
+            gate.phase = previous
+
+    def _enter(self):
+        """Take the record lock; `waiting` counts the threads waiting for it
+        (tests: a thread stopped at its switch while another writes)."""
+        lock = self._lock
+        if not lock.acquire(False):
+            self.waiting += 1
+            try:
+                lock.acquire()
+            finally:
+                self.waiting -= 1
 
     def _switch_to(self, t, values):
         """Record (lock held): *t* runs now; returns whether it wrote *values*."""
@@ -200,6 +231,7 @@ class ScheduleTracer:
         """In a forked child only the forking thread survives: a lock
         another thread held at the fork would never be released."""
         self._lock = _thread.RLock()
+        self.waiting = 0
 
     # -- record ------------------------------------------------------------
     # The writer runs with the gate DISABLED: a Python writer's own frames
@@ -211,10 +243,13 @@ class ScheduleTracer:
         try:
             if self.active and not self.replay:
                 t = self.current()
-                with self._lock:
+                self._enter()
+                try:
                     if self._switch_to(t, values):
                         return None
                     return self._write(*values)
+                finally:
+                    self._lock.release()
             return self._write(*values)
         finally:
             gate.phase = previous
@@ -226,9 +261,12 @@ class ScheduleTracer:
         try:
             if self.active and not self.replay:
                 t = self.current()
-                with self._lock:
+                self._enter()
+                try:
                     self._switch_to(t, ())
                     return self._bind(obj)
+                finally:
+                    self._lock.release()
             return self._bind(obj)
         finally:
             gate.phase = previous

@@ -158,60 +158,170 @@ def test_first_frame_of_a_code_object_is_counted(backend):
     assert counts[0] == counts[1] > 0, counts
 
 
+def _check_turns(tape):
+    """*tape*: ``(writer, values, writer's count when it wrote)``. Every
+    switch names the thread that held the turn, every event is written by
+    the thread holding it, and a thread ran no instruction without the turn:
+    when it takes the turn back its count is still the one the switch away
+    from it said (a replay runs it from there)."""
+    holder = None
+    stopped = {}
+    for writer, values, count in tape:
+        if values[0] == "PREEMPT":
+            assert holder is None or values[1] == holder, (writer, values, holder)
+            assert count == stopped.get(writer, 0), (
+                f"{writer} ran {count - stopped.get(writer, 0)} instruction(s) without the turn", tape)
+            stopped[values[1]] = values[2]
+        else:
+            assert holder is None or writer == holder, (writer, values, holder)
+        holder = writer
+
+
+def _wait_for(condition, what):
+    """Poll for a state that must come (a hang guard only, not a timing)."""
+    import time
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < deadline, f"hang: {what}"
+        time.sleep(0.001)
+
+
 @pytest.mark.parametrize("backend", ["python", "cpp"])
 def test_switch_and_write_stay_atomic_when_the_writer_releases_the_gil(backend):
     """The native writer releases the GIL when its buffer lock is busy (the
     flusher holds it; on a loaded machine for long). Another thread must not
     count instructions and write its PREEMPT in that window: on the tape
     every switch names the thread that held the turn, and every event is
-    written by the thread holding it."""
-    import time
+    written by the thread holding it.
+
+    Deterministic: thread a stays inside a write (GIL released) until
+    thread b, which then runs counted code, either waits for the record
+    lock (``waiting``) or has written its switch inside a's write (the old
+    C++ tracer: then the tape has a's event after b's switch)."""
     gate_mod = load_backend(backend)
     gate = gate_mod.Gate()
-    names = {}
+    names, tickers = {}, {}
     tape = []
+    in_write, release = threading.Event(), threading.Event()
 
     def write(*values):
-        time.sleep(0)             # the GIL released inside a write
-        tape.append((names[threading.get_ident()], values))
+        name = names[threading.get_ident()]
+        if values == ("HOLD",):
+            in_write.set()
+            release.wait()
+        tape.append((name, values, tickers[name].count))
 
     tracer = tracer_class(backend)("record", gate, _want, lambda: names[threading.get_ident()], "PREEMPT",
                                    write=write, bind=lambda obj: None)
 
-    def run(name):
+    def run(name, last):
         names[threading.get_ident()] = name
         gate.phase = gate_mod.INTERNAL
-        tracer.current()
+        tickers[name] = tracer.current()
         try:
-            for i in range(12):
-                work(10)
-                tracer.write("EV", i)
+            work(3)
+            tracer.write(last)
         finally:
             tracer.uninstall()
 
     previous = sys.gettrace()
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
     try:
-        threads = [threading.Thread(target=run, args=(f"t{k}",)) for k in range(3)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        a = threading.Thread(target=run, args=("a", "HOLD"))
+        a.start()
+        in_write.wait()
+        b = threading.Thread(target=run, args=("b", "EV"))
+        b.start()
+        _wait_for(lambda: tape or getattr(tracer, "waiting", 0), "b neither waits nor writes")
+        release.set()
+        a.join()
+        b.join()
     finally:
-        sys.setswitchinterval(interval)
+        release.set()
         sys.settrace(previous)
-    holder = None
-    switches = 0
-    for writer, values in tape:
-        if values[0] == "PREEMPT":
-            assert holder is None or values[1] == holder, (writer, values, holder)
-            holder = writer
-            switches += 1
-        else:
-            assert holder is None or writer == holder, (writer, values, holder)
-            holder = writer
-    assert switches > 3
+    assert [v[0] for _, v, _ in tape] == ["HOLD", "PREEMPT", "EV"], tape
+    _check_turns(tape)
+
+
+def test_a_thread_let_run_after_the_switch_does_not_take_the_instruction():
+    """The Python tracer's switch is Python code: the eval loop may let
+    another thread run right after the switch was written (here: in the
+    gate's setter, where the tracer restores the phase), before the
+    instruction it was made for. That thread writes its own switch naming
+    this one at the count before the instruction; the instruction then ran
+    in the other thread's turn and the tape said otherwise (a replay ran it
+    after that thread's instructions). The C tracer runs no Python code
+    between its switch and the instruction."""
+    gate_mod = load_backend("python")
+    here = {}
+    go_x, x_done = threading.Event(), threading.Event()
+
+    class LettingGate(gate_mod.Gate):
+        __slots__ = ("hook",)
+
+        @property
+        def phase(self):
+            return gate_mod.Gate.phase.fget(self)
+
+        @phase.setter
+        def phase(self, value):
+            gate_mod.Gate.phase.fset(self, value)
+            hook = getattr(self, "hook", None)
+            if hook is not None and value == gate_mod.INTERNAL and threading.get_ident() == here.get("t"):
+                self.hook = None
+                hook()
+
+    gate = LettingGate()
+    names, tickers = {}, {}
+    tape = []
+
+    def write(*values):
+        name = names[threading.get_ident()]
+        tape.append((name, values, tickers[name].count))
+
+    tracer = PyScheduleTracer("record", gate, _want, lambda: names[threading.get_ident()], "PREEMPT",
+                              write=write, bind=lambda obj: None)
+
+    def let_x_run():            # as the eval loop may do at a call in the tracer
+        go_x.set()
+        x_done.wait()
+
+    def x():
+        names[threading.get_ident()] = "x"
+        gate.phase = gate_mod.INTERNAL
+        tickers["x"] = tracer.current()
+        try:
+            work(2)             # x runs first: it holds the turn
+            x_ready.set()
+            go_x.wait()
+            work(2)
+        finally:
+            tracer.uninstall()
+            x_done.set()
+
+    def t():
+        names[threading.get_ident()] = "t"
+        here["t"] = threading.get_ident()
+        gate.phase = gate_mod.INTERNAL
+        tickers["t"] = tracer.current()
+        try:
+            x_ready.wait()
+            gate.hook = let_x_run
+            work(2)
+        finally:
+            tracer.uninstall()
+
+    x_ready = threading.Event()
+    previous = sys.gettrace()
+    try:
+        threads = [threading.Thread(target=x), threading.Thread(target=t)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    finally:
+        sys.settrace(previous)
+    assert getattr(gate, "hook", None) is None      # x was let run after t's switch
+    _check_turns(tape)
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork")

@@ -73,6 +73,7 @@ struct TracerObject {
     PyThread_type_lock sched;
     unsigned long sched_owner;
     int sched_depth;
+    int waiting;            // threads waiting for `sched` (read-only `waiting`: tests)
     long long countdown;
     uint64_t rng;
 };
@@ -87,9 +88,11 @@ void sched_enter(TracerObject* s) {
         return;
     }
     if (!PyThread_acquire_lock(s->sched, NOWAIT_LOCK)) {
+        s->waiting++;
         Py_BEGIN_ALLOW_THREADS
         PyThread_acquire_lock(s->sched, WAIT_LOCK);
         Py_END_ALLOW_THREADS
+        s->waiting--;
     }
     s->sched_owner = me;
     s->sched_depth = 1;
@@ -164,6 +167,11 @@ int tick(TracerObject* s, TickerObject* t) {
             if (!r) return -1;
             Py_DECREF(r);
         }
+        // From the switch to the instruction nothing lets another thread
+        // run counted code: the write ran under `sched` with `last == t`
+        // (another thread's switch waits for `sched`), and what follows is C.
+        // (The Python tracer must check again after its switch: its own
+        // code may let another thread run, utils/_ticker.py _tick.)
     }
     t->count++;
     return 0;
@@ -438,6 +446,7 @@ PyObject* Tracer_new(PyTypeObject* type, PyObject* args, PyObject* kwds) {
     s->rng = ((static_cast<uint64_t>(time(nullptr)) * 0x9E3779B97F4A7C15ull) ^ reinterpret_cast<uintptr_t>(s)) | 1;
     s->sched_owner = 0;
     s->sched_depth = 0;
+    s->waiting = 0;
     s->sched = PyThread_allocate_lock();
     if (!s->sched) {
         Py_DECREF(s);
@@ -558,6 +567,7 @@ PyObject* Tracer_after_fork(PyObject* op, PyObject*) {
     s->sched = fresh;
     s->sched_owner = 0;
     s->sched_depth = 0;
+    s->waiting = 0;
     Py_RETURN_NONE;
 }
 
@@ -588,6 +598,7 @@ int Tracer_set_flag(PyObject* op, PyObject* v, void* which) {
 }
 
 PyObject* Tracer_get_chaos(PyObject* op, void*) { return PyLong_FromLongLong(reinterpret_cast<TracerObject*>(op)->chaos); }
+PyObject* Tracer_get_waiting(PyObject* op, void*) { return PyLong_FromLong(reinterpret_cast<TracerObject*>(op)->waiting); }
 int Tracer_set_chaos(PyObject* op, PyObject* v, void*) {
     if (!v) {
         PyErr_SetString(PyExc_AttributeError, "cannot delete chaos");
@@ -603,6 +614,7 @@ int Tracer_set_chaos(PyObject* op, PyObject* v, void*) {
 
 PyGetSetDef Tracer_getset[] = {
     {"chaos", Tracer_get_chaos, Tracer_set_chaos, "record: mean instructions between forced switches (0: off)", nullptr},
+    {"waiting", Tracer_get_waiting, nullptr, "record: threads waiting for the record lock (tests)", nullptr},
     {"active", Tracer_get_flag, Tracer_set_flag, "counting and switch checks on", nullptr},
     {"enforce", Tracer_get_flag, Tracer_set_flag, "replay: threads wait for their turn", reinterpret_cast<void*>(1)},
     {nullptr, nullptr, nullptr, nullptr, nullptr},
