@@ -53,6 +53,8 @@ _get_threshold = _gc.get_threshold
 _set_threshold = _gc.set_threshold
 
 _INF = float("inf")
+#: the tape name of an output write (install/output.py OUTPUT_CALL)
+OUTPUT_CALL = "retrace.output"
 _WRITE_STARTS = (RESULT, ARGS, STACK)
 
 
@@ -95,9 +97,16 @@ class GcPoints:
         return F.if_then_else(fast, inner, write)
 
     def _on_due(self, *values):
+        # Never at an output write's CALL: it is written after the real
+        # write (install/output.py), and the replay writes for real only
+        # after the collection ran at that event. What gc.callbacks print
+        # (they write outside the recording) would land after the write on
+        # record and before it on replay. The collection stays due: it runs
+        # at the next boundary call — the next output write's `before_call`,
+        # before its real write, as on replay.
         if (self.kind is None and self.enabled and len(values) >= 5 and values[0] == CALL
-                and values[3] in _WRITE_STARTS and self.gate is not None
-                and self.gate.phase == INTERNAL):
+                and values[3] in _WRITE_STARTS and values[1] != OUTPUT_CALL
+                and self.gate is not None and self.gate.phase == INTERNAL):
             self._placed()
         return self._write(*values)
 

@@ -289,7 +289,7 @@ def architecture(run, *, max_nodes=300, max_edges=1500) -> dict:
     """Modules and classes of the project's code as boxes, calls between
     them as edges weighted by count (from the instrumented replay)."""
     if run is None:
-        return {"modules": [], "edges": [], "truncated": False}
+        return {"modules": [], "edges": [], "truncated": False, "faithful": None, "problem": None}
     units = {}
     calls_of_unit = collections.Counter()
 
@@ -326,4 +326,7 @@ def architecture(run, *, max_nodes=300, max_edges=1500) -> dict:
                  if a in keep and b in keep]
     return {"modules": list(modules.values()), "edges": edge_list[:max_edges],
             "truncated": len(units) > max_nodes or len(edge_list) > max_edges,
-            "units_total": len(units)}
+            "units_total": len(units),
+            # an unfaithful replay's map holds only what ran before it stopped
+            # (nothing, if it never started): the views say so
+            "faithful": run.faithful, "problem": run.problem}

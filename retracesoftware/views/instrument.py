@@ -89,11 +89,11 @@ class CodeFilter:
     ``--exclude_files``, made glob-aware): with ``include`` only matching code
     is traced (even library code); ``exclude`` always wins."""
 
-    def __init__(self, include=(), exclude=(), *, code_target=False):
+    def __init__(self, include=(), exclude=(), *, code_target=False, library=None):
         self.include = tuple(include or ())
         self.exclude = tuple(exclude or ())
         self.code_target = code_target
-        self.library = _library_dirs()
+        self.library = tuple(library) if library is not None else _library_dirs()
 
     @staticmethod
     def _matches(patterns, filename, module) -> bool:
@@ -551,11 +551,15 @@ def _child_main(argv) -> int:
     from retracesoftware import cli
 
     pre_code_target = options.get("code_target", False)
+    # The library folders come from the parent: finding them here would
+    # import sysconfig and fill site's USER_BASE before the replay, and the
+    # program's own first use of them (their environment reads: hypothesis's
+    # pytest plugin at the end of a session) would not happen again.
     tracer = Tracer(out_dir, CodeFilter(options.get("include"), options.get("exclude"),
-                                        code_target=pre_code_target),
+                                        code_target=pre_code_target, library=options.get("library")),
                     spans=options.get("spans", True), max_depth=options.get("max_depth"))
     gate_box = [None]
-    outcome = {"exit_code": None, "divergence": None}
+    outcome = {"exit_code": None, "divergence": None, "started": False}
     state = {"stop": None, "reader": None}
 
     Base = install_session.ReplaySession
@@ -575,6 +579,7 @@ def _child_main(argv) -> int:
             tracer.registry = self.threads
             tracer.started_ns = _perf_counter_ns()
             state["stop"] = (_install_monitoring if _PY312_PLUS else _install_settrace)(tracer)
+            outcome["started"] = True      # the program runs under the tracer from here
 
         def divergence(self, exc):
             outcome["divergence"] = str(exc).splitlines()[0] if str(exc) else "replay diverged"
@@ -726,26 +731,47 @@ class InstrumentedRun:
         self.returncode = returncode
         self.stderr = stderr_text
         self.elapsed_s = elapsed_s
+        #: the child wrote its results (meta.json): False when it died or
+        #: ended with os._exit before its atexit handler
+        self.has_results = False
         try:
             with open(os.path.join(out_dir, "meta.json"), "rb") as fh:
                 self.meta = json.loads(fh.read())
+            self.has_results = True
         except (OSError, ValueError):
             self.meta = {"codes": [], "threads": [], "edges": [], "calls": [], "total_ns": [], "spans": 0}
         self.codes = self.meta.get("codes", [])
         self.threads = self.meta.get("threads", [])
 
+    def _error_line(self):
+        for line in self.stderr.splitlines():
+            if line.startswith("retrace: error:"):
+                return line[len("retrace: error: "):]
+        return None
+
     @property
     def faithful(self) -> bool:
-        return self.returncode not in (3, 4) and not self.meta.get("divergence")
+        """The replay ran the program under the tracer to its end, as
+        recorded. Never true for a replay that did not start (an error of
+        ours, exit 1 or 2), died (a signal) or left no results: what the
+        views show of it (an empty architecture map) is not the run's."""
+        return (self.has_results and bool(self.meta.get("started")) and not self.meta.get("divergence")
+                and self.returncode >= 0 and self.returncode not in (3, 4) and self._error_line() is None)
 
     @property
     def problem(self):
         if self.meta.get("divergence"):
             return self.meta["divergence"]
-        for line in self.stderr.splitlines():
-            if line.startswith("retrace: error:"):
-                return line[len("retrace: error: "):]
-        if self.returncode in (3, 4):
+        error = self._error_line()
+        if not self.has_results:
+            why = error or (f"killed by signal {-self.returncode}" if self.returncode < 0
+                            else f"exit code {self.returncode}")
+            return f"the instrumented replay left no results ({why})"
+        if not self.meta.get("started"):
+            return f"the instrumented replay did not start ({error or f'exit code {self.returncode}'})"
+        if error is not None:
+            return error
+        if self.returncode in (3, 4) or self.returncode < 0:
             return f"replay ended with exit code {self.returncode}"
         return None
 
@@ -840,7 +866,7 @@ def run_instrumented(path, *, include=(), exclude=(), spans=True, max_depth=None
     read_fd, write_fd = os.pipe()
     options = {"include": list(include or ()), "exclude": list(exclude or ()), "spans": spans,
                "max_depth": max_depth, "progress_fd": write_fd, "replay_args": list(replay_args),
-               "stop_at": stop_at, "expression": expression,
+               "stop_at": stop_at, "expression": expression, "library": list(_library_dirs()),
                "code_target": isinstance(pre, dict) and (pre.get("target") or {}).get("kind") == "code"}
     env = dict(os.environ)
     seed = pre.get("hash_seed") if isinstance(pre, dict) else None

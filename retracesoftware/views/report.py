@@ -209,6 +209,12 @@ def render(d) -> str:
     arch_note = ("" if not arch.get("truncated") else
                  f"<p class='note'>The {sum(len(m['units']) for m in arch['modules'])} busiest of "
                  f"{arch.get('units_total')} modules/classes are drawn.</p>")
+    if arch.get("faithful") is False:
+        # Never an empty or partial map shown as the run's.
+        arch_note = (f"<p class='note bad' id='arch-incomplete'>The instrumented replay did not run the "
+                     f"program to its end ({_e(arch.get('problem') or 'unknown reason')}): this map shows "
+                     f"only the calls made before it stopped"
+                     f"{' — none' if not arch['modules'] else ''}.</p>") + arch_note
     edge_rows = "".join(f"<tr class='edge-row'><td>{_e(e['from'])}</td><td>→</td><td>{_e(e['to'])}</td>"
                         f"<td class='num'>{e['count']:,}</td></tr>" for e in arch["edges"][:300])
     title = f"retrace report: {d['program']}"
@@ -314,7 +320,7 @@ resize();
 // ---------------------------------------------------------------- architecture map
 var A=D.architecture,svg=document.getElementById('archmap'),NS='http://www.w3.org/2000/svg';
 function el(name,attrs,parent){var e=document.createElementNS(NS,name);for(var k in attrs)e.setAttribute(k,attrs[k]);if(parent)parent.appendChild(e);return e;}
-if(!A.modules.length){var t=el('text',{x:16,y:28},svg);t.textContent='No project code ran under the instrumented replay.';svg.setAttribute('height',44);}
+if(!A.modules.length){var t=el('text',{x:16,y:28},svg);t.textContent=A.faithful===false?'The instrumented replay stopped before any project code ran (see the note above).':'No project code ran under the instrumented replay.';svg.setAttribute('height',44);}
 else{
   var unitModule={},incoming={};A.modules.forEach(function(m){m.units.forEach(function(u){unitModule[u.id]=m.name;});incoming[m.name]=0;});
   var medges={};A.edges.forEach(function(e){var a=unitModule[e.from],b=unitModule[e.to];if(a&&b&&a!==b){(medges[a]=medges[a]||{})[b]=1;incoming[b]++;}});
@@ -415,6 +421,11 @@ def main(argv) -> int:
     data = write_report(args.recording, args.output, progress=progress, replay=not args.no_replay,
                         include=args.include, exclude=args.exclude, force=args.force)
     progress.done()
+    if data["faithful"] is False:
+        # The page says it too; a script reading only the exit code and
+        # stderr must not take a map made from a failed replay for the run's.
+        _common.say(f"report: warning: the instrumented replay was not faithful: {data['problem']} "
+                    "(the architecture map covers only what ran before it stopped)")
     if not args.quiet:
         _common.say(f"report: {data['boundary_events']:,} events, {len(data['threads'])} threads, "
                     f"{len(data['architecture']['edges'])} calls between modules/classes -> {args.output} "

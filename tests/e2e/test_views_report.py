@@ -320,12 +320,59 @@ def test_report_of_pytest_session_renders_in_chromium(tmp_path):
     assert r.returncode == 0, r.err
     text, data = _report_data(out)
     units = {u["id"] for m in data["architecture"]["modules"] for u in m["units"]}
-    assert "calc.Calculator" in units and "test_calc" in units, (units, data["faithful"], data["problem"], r.err)
+    arch = data["architecture"]
+    assert arch["faithful"] is True, (arch["problem"], r.err)
+    assert "calc.Calculator" in units and "test_calc" in units, (units, arch["problem"], r.err)
     assert not any(u.startswith(("_pytest", "pytest", "pluggy")) for u in units), units
     edges = {(e["from"], e["to"]) for e in data["architecture"]["edges"]}
     assert ("test_calc", "calc.Calculator") in edges, edges
     _check_in_browser(out, tmp_path, threads=["0"], modules=["calc", "test_calc"],
                       edges=[("test_calc", "calc.Calculator")])
+
+
+def test_report_replay_is_faithful_when_the_program_first_imports_sysconfig(tmp_path):
+    # The replay child found the library folders (sysconfig, site.USER_BASE)
+    # before replaying: the program's own first import of sysconfig and
+    # site.getuserbase() read PYTHONUSERBASE and HOME (recorded calls) on
+    # record only, so the instrumented replay diverged at once and the map
+    # was empty (a pytest session with time-machine's plugin: zoneinfo
+    # imports sysconfig at start-up).
+    s, _ = _recorded(tmp_path, """
+        import site, sysconfig
+        class Probe:
+            def paths(self):
+                return sysconfig.get_config_var("prefix") is not None, site.getuserbase() is not None
+        print(Probe().paths())
+        """)
+    out = tmp_path / "report.html"
+    r = _cli("report", s.recording, "-o", out, cwd=tmp_path)
+    assert r.returncode == 0, r.err
+    text, data = _report_data(out)
+    arch = data["architecture"]
+    assert arch["faithful"] is True, (arch["problem"], r.err)
+    units = {u["id"] for m in arch["modules"] for u in m["units"]}
+    assert "app (__main__).Probe" in units, units
+    assert "arch-incomplete" not in text and "warning" not in r.err
+
+
+def test_report_says_when_its_replay_could_not_run(tmp_path):
+    # A replay that stops (here: the program's source changed since the
+    # recording) must never give a map that looks like the run's.
+    s, _ = _recorded(tmp_path, """
+        class Probe:
+            def run(self):
+                return 42
+        print(Probe().run())
+        """)
+    s.script.write_text(s.script.read_text() + "\n# edited\n")
+    out = tmp_path / "report.html"
+    r = _cli("report", s.recording, "-o", out, cwd=tmp_path)
+    assert r.returncode == 0, r.err
+    text, data = _report_data(out)
+    arch = data["architecture"]
+    assert arch["faithful"] is False and arch["problem"] and not arch["modules"], arch
+    assert "id='arch-incomplete'" in text and "did not run the program to its end" in text
+    assert "replay was not faithful" in r.err, r.err
 
 
 # ------------------------------------------------------------------ summary
