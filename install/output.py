@@ -32,11 +32,14 @@ interpreter's own ``sys.stdout`` lands where it landed when recorded.
 from __future__ import annotations
 
 import _io
+import _thread
 import os
 import posix
 import struct
 import sys
+import weakref
 import zlib
+from collections import deque as _deque
 
 from retracesoftware.utils import DISABLED, EXTERNAL, INTERNAL
 from retracesoftware.utils.isolate import isolate_module
@@ -49,6 +52,15 @@ _pack = struct.Struct("<qqI").pack
 _unpack_from = struct.Struct("<qqI").unpack_from
 _SUMMARY = struct.calcsize("<qqI")
 _real_id = id
+
+#: record: held across a program write and its event (re-entrant: a signal
+#: handler or finalizer may write inside a write). Our own lock, from the
+#: unpatched ``_thread``; a forked child starts with it free.
+_WRITE_LOCK = _thread.RLock()
+_allocate_lock = _thread.allocate_lock
+_get_ident = _thread.get_ident
+if hasattr(_real_posix, "register_at_fork"):
+    _real_posix.register_at_fork(after_in_child=_WRITE_LOCK._at_fork_reinit)
 
 #: bytes of each write kept on the tape, to show what was recorded when a
 #: replayed write differs (the rest is covered by length and CRC-32)
@@ -162,6 +174,92 @@ def _std_objects():
     return found
 
 
+class _WriteOrder:
+    """Replay: real writes of several threads happen in the order of their
+    events on the tape.
+
+    A thread registers (`enter`) before it takes its output event, at a
+    moment the tape's head is its own (it waits for its turn when not) — so
+    every earlier output event of another thread is registered already and
+    no later one can be: registrations follow the tape. After taking the
+    event the thread `wait`s until every earlier registered write is done,
+    writes, and `leave`s. Taking the event stays native (no turn in
+    Python when the head is already the thread's); a single writing thread
+    never waits. A write made inside a write of the same thread (a
+    finalizer or signal handler run while taking the event) is earlier on
+    the tape than the outer one: it is not ordered again."""
+
+    __slots__ = ("_seq", "_lock", "_pending", "_inside")
+
+    def __init__(self, seq):
+        self._seq = seq
+        self._lock = _allocate_lock()
+        self._pending = _deque()      # entries [thread ident, waiter lock or None]
+        self._inside = {}             # thread ident -> nesting of its writes
+
+    def enter(self, system):
+        me = _get_ident()
+        inside = self._inside
+        if inside.get(me):
+            inside[me] += 1
+            return None
+        reader = system.reader
+        entry = [me, None]
+        if reader.thread == system.thread_id():
+            # The head is this thread's: no other thread can take an event
+            # before this one does.
+            with self._lock:
+                self._pending.append(entry)
+        else:
+            turn = system.take_turn("output")
+            try:
+                with self._lock:
+                    self._pending.append(entry)
+            finally:
+                turn.release()
+        inside[me] = 1
+        return entry
+
+    def wait(self, entry):
+        if entry is None:
+            return
+        with self._lock:
+            if self._pending[0] is entry:
+                return
+            waiter = _allocate_lock()
+            waiter.acquire()
+            entry[1] = waiter
+        # Released by the write before this one. Bounded: an older
+        # recording can hold another thread's events between a write's call
+        # and its result; that thread then waits here for this one, which
+        # waits for its turn — after the sequencer's deadlock timeout the
+        # write goes out (maybe out of order) rather than never.
+        waiter.acquire(True, self._seq.deadlock_timeout)
+
+    def leave(self, entry):
+        me = _get_ident()
+        inside = self._inside
+        n = inside.get(me, 1) - 1
+        if n > 0:
+            inside[me] = n
+        else:
+            inside.pop(me, None)
+        if entry is None:
+            return
+        with self._lock:
+            pending = self._pending
+            first = pending and pending[0] is entry
+            try:
+                pending.remove(entry)
+            except ValueError:
+                pass
+            if first and pending:
+                waiter = pending[0][1]
+                if waiter is not None:
+                    pending[0][1] = None
+                    waiter.release()
+
+
 class OutputCheck:
     """Install the output check and the std-descriptor plumbing into a
     session (record or replay). ``check=False`` (replay ``--no-check-output``)
@@ -183,6 +281,18 @@ class OutputCheck:
         #: replay: per stream, the end of the current line written so far
         #: (context for a divergence report)
         self._line = {}
+        #: replay: the real writes in the tape's order of their events
+        self._order = None
+        if self.replay and self.system.sequencer is not None:
+            self._order = _WriteOrder(self.system.sequencer)
+            ref = weakref.ref(self)
+
+            def forked():
+                check = ref()
+                if check is not None and check._order is not None:
+                    check._order = _WriteOrder(check.system.sequencer)
+            if hasattr(_real_posix, "register_at_fork"):
+                _real_posix.register_at_fork(after_in_child=forked)
 
     # ------------------------------------------------------------ install
     def install(self, installer):
@@ -253,23 +363,43 @@ class OutputCheck:
             if points is not None:
                 # A collection due runs before the write, as on replay
                 # (the replay writes for real after taking the event).
+                # Outside the lock: a finalizer may wait for another thread.
                 points.before_call()
-            gate.phase = EXTERNAL
+            # The real write and its event are one step: no other thread's
+            # write comes between them, so the tape's order of writes is
+            # the order the bytes really went out (the replay writes in
+            # tape order, see below).
+            _WRITE_LOCK.acquire()
             try:
-                result = do_write()
-            except Exception as exc:
-                box.error = exc
-                result = None
+                gate.phase = EXTERNAL
+                try:
+                    result = do_write()
+                except Exception as exc:
+                    box.error = exc
+                    result = None
+                finally:
+                    gate.phase = INTERNAL
+                if box.error is None:
+                    box.summary = summarize(result, _as_bytes(data))
+                    self.tape(stream, box)
+                    return result
+                try:
+                    self.tape(stream, box)
+                finally:
+                    box = None
             finally:
-                gate.phase = INTERNAL
-            if box.error is None:
-                box.summary = summarize(result, _as_bytes(data))
-                self.tape(stream, box)
-                return result
-            try:
-                self.tape(stream, box)
-            finally:
-                box = None
+                _WRITE_LOCK.release()
+        order = self._order
+        if order is None:
+            return self._replay_write(stream, data, do_write, write_part, box)
+        entry = order.enter(self.system)
+        try:
+            return self._replay_write(stream, data, do_write, write_part, box, order, entry)
+        finally:
+            order.leave(entry)
+
+    def _replay_write(self, stream, data, do_write, write_part, box, order=None, entry=None):
+        gate = self.gate
         from retracesoftware.proxy.protocol import event_index
         index = event_index(self.session.reader)
         summary = self.tape(stream, box)      # a recorded error is raised here
@@ -286,6 +416,8 @@ class OutputCheck:
             nl = replayed.rfind(b"\n")
             line = replayed[nl + 1:] if nl >= 0 else self._line.get(stream, b"") + replayed
             self._line[stream] = line[-80:]
+        if order is not None:
+            order.wait(entry)      # the other threads' earlier writes first
         gate.phase = EXTERNAL
         try:
             if write_part is None or result < 0:

@@ -555,6 +555,19 @@ def install(session) -> None:
     # ident is adopted, it would register a dummy thread under the real
     # ident, and a forked child's threading would take that for its main.)
     try:
+        if system.mode == "replay":
+            # SIGINT as the recorded process started with it: a process
+            # started from a background job of a script inherits it ignored
+            # (no KeyboardInterrupt on Ctrl-C); the replay may start either
+            # way (preamble ``options.sigint``, absent: Python's default).
+            preamble = getattr(session, "preamble", None)
+            options = (preamble.get("options") or {}) if isinstance(preamble, dict) else {}
+            start = real_getsignal(_signal.SIGINT)
+            if options.get("sigint") == "ignored":
+                if start is _signal.default_int_handler:
+                    real_signal(_signal.SIGINT, _signal.SIG_IGN)
+            elif start is _signal.SIG_IGN:
+                real_signal(_signal.SIGINT, _signal.default_int_handler)
         current = real_getsignal(_signal.SIGINT)
         if current is _signal.default_int_handler:
             fn = _signal.default_int_handler

@@ -30,6 +30,15 @@ _HASHSEED_MARK = "RETRACE_PINNED_HASHSEED"
 # Private references: the program may patch or replace these.
 _os_exit = os._exit
 _execv = os.execv
+
+
+def _sigint_ignored():
+    """The process started with SIGINT ignored (a background job of a script)."""
+    import signal as _sig
+    try:
+        return _sig.getsignal(_sig.SIGINT) is _sig.SIG_IGN
+    except (ValueError, AttributeError):
+        return False
 _environ = os.environ
 
 
@@ -122,6 +131,8 @@ def record_main(opts) -> int:
     pre = preamble_mod.build(target, hash_seed=seed, config_digest=config.digest,
                              options={"stacks": opts.stacks, "hash_seed_pinned_by_retrace": pinned_by_us,
                                       "redacted": list(opts.redact)})
+    if _sigint_ignored():                     # the replay starts the same way (install/signals.py)
+        pre["options"]["sigint"] = "ignored"
     if getattr(opts, "schedule", False):     # thread switches recorded (install/schedule.py)
         pre["options"]["schedule"] = True
         if getattr(opts, "chaos", False):

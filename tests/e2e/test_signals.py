@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from retrace_testing import assert_faithful, _env
+from retrace_testing import Run, assert_faithful, _env
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="no setitimer on this platform")
 
@@ -32,23 +32,55 @@ def test_ctrl_c_in_pure_python_loop_replays_with_exit_130(scenario):
         finally:
             print("stopped at", i, total)
     """)
+    # Started as from a terminal: SIGINT at its default even when this test
+    # runs in a background job of a script (which inherits it ignored, and
+    # then Ctrl-C does nothing, plain or recorded).
     proc = subprocess.Popen([sys.executable, "-m", "retracesoftware", "--recording", str(s.recording),
                              "--", "python", s.script.name], cwd=s.dir, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_sigint(signal.SIG_DFL))
     first = proc.stdout.readline()
     assert first == b"ready True\n", first
     proc.send_signal(signal.SIGINT)
     rest, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert b"KeyboardInterrupt" in err and b"retrace: error" not in err, err
-    for _ in range(2):
-        rep = s.replay()
-        assert rep.returncode == 130, rep.err
+    # The second replay starts with SIGINT ignored (a background job): the
+    # recording says the program started with Python's handler.
+    for start in (signal.SIG_DFL, signal.SIG_IGN):
+        done = subprocess.run([sys.executable, "-m", "retracesoftware", "--recording", str(s.recording)],
+                              cwd=s.dir, env=_env(), capture_output=True, timeout=120,
+                              preexec_fn=_sigint(start))
+        rep = Run(done.returncode, done.stdout, done.stderr)
+        assert rep.returncode == 130, (start, rep.err)
         assert rep.stdout == first + rest, (rep.out, rest)
         # Same traceback, line for line; at a call the replay raises just
         # after it returned, so the column markers under it (3.11+) may
         # differ (docs/SIGNALS.md).
         assert _no_carets(rep.stderr) == _no_carets(err), rep.err
+
+
+def _sigint(disposition):
+    return lambda: signal.signal(signal.SIGINT, disposition)
+
+
+def test_a_program_started_with_sigint_ignored_replays_so(scenario):
+    """A process started with SIGINT ignored (a background job of a script)
+    sees it ignored on replay too, whatever the replay starts with."""
+    s = scenario("""
+        import signal, time
+        print(signal.getsignal(signal.SIGINT), time.time() > 0)
+    """)
+    for record_start, replay_start in ((signal.SIG_IGN, signal.SIG_DFL), (signal.SIG_DFL, signal.SIG_IGN)):
+        cmd = [sys.executable, "-m", "retracesoftware", "--recording", str(s.recording)]
+        rec = subprocess.run(cmd + ["--", "python", s.script.name], cwd=s.dir, env=_env(),
+                             capture_output=True, timeout=120, preexec_fn=_sigint(record_start))
+        assert rec.returncode == 0, rec.stderr
+        assert rec.stdout.startswith(b"1 " if record_start == signal.SIG_IGN else b"<built-in"), rec.stdout
+        rep = subprocess.run(cmd, cwd=s.dir, env=_env(), capture_output=True, timeout=120,
+                             preexec_fn=_sigint(replay_start))
+        assert rep.returncode == 0, rep.stderr
+        assert rep.stdout == rec.stdout, (rec.stdout, rep.stdout)
 
 
 def _no_carets(text):
