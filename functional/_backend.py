@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib
 import os
 import warnings
-from dataclasses import dataclass
 
 _VALID = ("cpp", "python")
 
@@ -59,17 +58,41 @@ def choose(layer: str, cpp_module: str, python_module: str):
     return module, "cpp", "forced by RETRACE_BACKEND=cpp" if forced else "default"
 
 
-@dataclass(frozen=True)
 class Capabilities:
     """What a layer's chosen backend can do (coverage.py's ``Core`` record):
     code asks ``layer.CAPABILITIES.has("feature")`` instead of testing
     ``BACKEND == "cpp"``. Each layer's ``__init__`` lists the features only
-    its C++ backend has; ``describe()`` is the line ``--verbose`` prints."""
+    its C++ backend has; ``describe()`` is the line ``--verbose`` prints.
 
-    layer: str
-    backend: str
-    reason: str
-    features: frozenset
+    A frozen record written out (not a dataclass: every layer imports this
+    module, and dataclasses pulls inspect, ast and dis into every start)."""
+
+    __slots__ = ("layer", "backend", "reason", "features")
+
+    def __init__(self, layer: str, backend: str, reason: str, features: frozenset):
+        for name, value in zip(self.__slots__, (layer, backend, reason, features)):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name):
+        raise AttributeError(f"cannot delete field {name!r}")
+
+    def _fields(self):
+        return (self.layer, self.backend, self.reason, self.features)
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self):
+        return hash(self._fields())
+
+    def __repr__(self):
+        return (f"Capabilities(layer={self.layer!r}, backend={self.backend!r}, "
+                f"reason={self.reason!r}, features={self.features!r})")
 
     def has(self, feature: str) -> bool:
         return feature in self.features

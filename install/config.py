@@ -19,8 +19,6 @@ Pure Python, no import of the modules being configured: the loader decides
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import keyword
 import logging
@@ -38,10 +36,19 @@ import sys
 # Keep them loaded in every mode so a program's import of them is the same.
 import socket  # noqa: F401
 import tempfile  # noqa: F401
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping, Sequence, Union
+
+# The interpreter's own sha256 (the digests here are of a few kB): hashlib
+# would load OpenSSL (~3 ms of every start); same digests.
+try:
+    from _sha2 import sha256 as _sha256          # 3.12+
+except ImportError:
+    try:
+        from _sha256 import sha256 as _sha256    # 3.11
+    except ImportError:                           # pragma: no cover - a build without them
+        from hashlib import sha256 as _sha256
 
 
 def _tomllib():
@@ -54,6 +61,7 @@ def _tomllib():
     return tomllib
 
 from retracesoftware.utils.errors import ConfigError
+from retracesoftware.utils.records import field, fields as _fields, record, replace as _replace
 from retracesoftware.install.config_versions import (  # noqa: F401  (parse_version is public here too)
     COMPARE as _COMPARE,
     normalise_distribution as _normalise_distribution,
@@ -114,7 +122,7 @@ _DOTTED_ITEMS = ("immutable", "patch_hash")
 _NAME_PARENTS = ("modules", "types", "callback", "summarise")
 
 
-@dataclass(frozen=True)
+@record
 class When:
     """Gate on the interpreter: ``python`` clauses and/or ``platform`` names."""
 
@@ -131,7 +139,7 @@ class When:
         return True
 
 
-@dataclass(frozen=True)
+@record
 class TypeConfig:
     """``[modules."<m>".types."<name>"]``: a type whose instances are bound."""
 
@@ -144,7 +152,7 @@ class TypeConfig:
     summarise: Mapping[str, tuple[Union[int, str], ...]] = field(default_factory=lambda: _EMPTY)
 
 
-@dataclass(frozen=True)
+@record
 class ModuleConfig:
     """``[modules."<name>"]``: the boundary directives for one module."""
 
@@ -161,7 +169,7 @@ class ModuleConfig:
     summarise: Mapping[str, tuple[Union[int, str], ...]] = field(default_factory=lambda: _EMPTY)
 
 
-@dataclass(frozen=True)
+@record
 class Requires:
     """File-level ``[requires]``: apply the file only if the distribution is
     installed at ``min_version <= v < max_version`` (bounds optional)."""
@@ -190,7 +198,7 @@ class Requires:
         return True
 
 
-@dataclass(frozen=True)
+@record
 class ConfigFile:
     """One validated file, before gating (``requires``/``when`` unapplied)."""
 
@@ -201,7 +209,7 @@ class ConfigFile:
     lines: Mapping[str, int] = field(default_factory=lambda: _EMPTY)
 
 
-@dataclass(frozen=True)
+@record
 class BoundaryConfig:
     """The effective boundary for this interpreter: gated, overrides applied."""
 
@@ -661,11 +669,11 @@ def _resolve_module(module: ModuleConfig, python_version, platform) -> ModuleCon
     if module.when is not None and not module.when.matches(python_version, platform):
         return None
     types = {
-        name: dataclasses.replace(t, when=None)
+        name: _replace(t, when=None)
         for name, t in module.types.items()
         if t.when is None or t.when.matches(python_version, platform)
     }
-    return dataclasses.replace(module, types=MappingProxyType(types), when=None)
+    return _replace(module, types=MappingProxyType(types), when=None)
 
 
 def _normalised(modules: Mapping[str, ModuleConfig]) -> dict:
@@ -702,7 +710,7 @@ def config_digest(modules: Mapping[str, ModuleConfig]) -> str:
     """sha256 of the canonical JSON of the effective modules.  Independent of
     file names, file layout and list order; changes with any directive."""
     blob = json.dumps(_normalised(modules), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(blob.encode("ascii")).hexdigest()
+    return _sha256(blob.encode("ascii")).hexdigest()
 
 
 def build_config(
@@ -849,7 +857,7 @@ def _code_digest() -> bytes:
 def _cache_key(dirs, found) -> str | None:
     if _cache_dir() is None:
         return None
-    h = hashlib.sha256()
+    h = _sha256()
     h.update(repr((_CACHE_FORMAT, SCHEMA_VERSION, sys.version, sys.platform, sys.implementation.name)).encode())
     h.update(_code_digest())
     for files in found:     # a directory without configs changes nothing: not in the key
@@ -862,7 +870,7 @@ def _cache_key(dirs, found) -> str | None:
 
 def _encode_entry(obj) -> dict | None:
     kind = type(obj).__name__
-    names = {f.name for f in dataclasses.fields(obj)}
+    names = {f.name for f in _fields(obj)}
     known = {"name", "when", "callback", "summarise", *_TUPLES[kind],
              *(("types",) if kind == "ModuleConfig" else ("construct",))}
     if names != known or obj.when is not None:
@@ -921,7 +929,7 @@ def load_toml_cached(path) -> dict:
     directory = _cache_dir()
     key = None
     if directory is not None:
-        key = hashlib.sha256(repr((_CACHE_FORMAT, sys.version)).encode() + b"\0" + data).hexdigest()
+        key = _sha256(repr((_CACHE_FORMAT, sys.version)).encode() + b"\0" + data).hexdigest()
         text = _cache_read(f"toml-{key[:32]}.json", key)
         if text is not None:
             try:
@@ -940,7 +948,7 @@ def load_toml_cached(path) -> dict:
 
 
 def _cache_write(filename: str, key: str, payload: str) -> None:
-    text = f"{key}\n{hashlib.sha256(payload.encode()).hexdigest()}\n{payload}"
+    text = f"{key}\n{_sha256(payload.encode()).hexdigest()}\n{payload}"
     try:
         directory = _cache_dir()
         os.makedirs(directory, exist_ok=True)
@@ -980,7 +988,7 @@ def _cache_read(filename: str, key: str) -> str | None:
         return None
     stored_key, _, rest = text.partition("\n")
     check, _, payload = rest.partition("\n")
-    if stored_key != key or hashlib.sha256(payload.encode()).hexdigest() != check:
+    if stored_key != key or _sha256(payload.encode()).hexdigest() != check:
         return None
     return payload
 

@@ -148,19 +148,30 @@ def _make_breakpointhook(gate):
     return breakpointhook
 
 
-def install(system, set_attr) -> None:
-    """Wrap the debugger classes; ``set_attr(owner, name, value)`` records undo."""
-    import bdb
-    import pdb
-    modules = {"bdb": bdb, "pdb": pdb}
+def install(system, set_attr, when_imported=None) -> None:
+    """Wrap the debugger classes; ``set_attr(owner, name, value)`` records undo.
+    With ``when_imported(name, fn)`` (Installer.when_imported) a debugger
+    module not loaded yet is wrapped when it is imported (before anything
+    can use it), so a run without a debugger does not import pdb's dozen
+    modules at start; without it they are imported now."""
     gate = system.gate
-    for module_name, class_name, methods in _ENTRY_POINTS:
-        cls = getattr(modules[module_name], class_name)
-        for name in methods:
-            method = cls.__dict__.get(name)
-            if method is None or getattr(method, "__retrace_disabled__", False):
+
+    def wrap(module):
+        for module_name, class_name, methods in _ENTRY_POINTS:
+            if module_name != module.__name__:
                 continue
-            set_attr(cls, name, _disabled_method(gate, method))
+            cls = getattr(module, class_name)
+            for name in methods:
+                method = cls.__dict__.get(name)
+                if method is None or getattr(method, "__retrace_disabled__", False):
+                    continue
+                set_attr(cls, name, _disabled_method(gate, method))
+
+    for module_name in ("bdb", "pdb"):
+        if when_imported is None:
+            wrap(__import__(module_name))
+        else:
+            when_imported(module_name, wrap)
     _private_linecache(gate, set_attr)
     if sys.breakpointhook is sys.__breakpointhook__:
         set_attr(sys, "breakpointhook", _make_breakpointhook(gate))

@@ -44,6 +44,15 @@ _FunctionType = _types.FunctionType
 # Where a reference to a patched function can sit (see _reference_index).
 _IN_MODULE, _IN_CLASS, _IN_DEFAULTS, _IN_KWDEFAULTS = range(4)
 
+#: Types of values the reference index leaves out (exact types: a subclass
+#: is indexed). Patched values are functions, builtins and types, never
+#: these data and descriptor types (ModuleSpec the last); they are 60% of
+#: what module globals, class attributes and defaults hold. A replacement
+#: of one rescans with them (``_reference_index(full=True)``).
+_UNINDEXED = frozenset((int, str, bool, float, bytes, type(None), complex, tuple, list, dict, set,
+                        frozenset, property, _types.GetSetDescriptorType, _types.MemberDescriptorType,
+                        _types.ModuleType, __import__("_frozen_importlib").ModuleSpec))
+
 # Our own modules never get their references replaced: they keep the private
 # copies they took at import.
 _OWN_PREFIXES = ("retracesoftware", "msgpack")
@@ -238,7 +247,8 @@ class Installer:
         self._import_replacements: dict = {}
         self._index = None          # see _reference_index
         self._index_size = -1
-        self._scanned: dict = {}    # module name -> (module, len of its globals) when indexed
+        self._scanned: dict = {}    # module name -> (module, its globals or None, their len) when indexed
+        self._index_full = False    # True: _UNINDEXED values indexed too
 
     # ------------------------------------------------------------ lifecycle
     def install(self) -> None:
@@ -716,6 +726,9 @@ class Installer:
         module = sys.modules.get(name)
         if module is not None:
             fn(module)
+        elif name in self._on_import:     # both run, in the order asked
+            first = self._on_import[name]
+            self._on_import[name] = lambda module: (first(module), fn(module))
         else:
             self._on_import[name] = fn
 
@@ -799,6 +812,10 @@ class Installer:
         if not replacements:
             return
         index = self._reference_index()
+        if any(type(old) in _UNINDEXED for old, _ in replacements.values()):
+            # Never so far (patched values are functions and builtins): a
+            # value of a type the index leaves out is found by a full scan.
+            index = self._reference_index(full=True)
         for old, new in list(replacements.values()):
             places = index.pop(id(old), None)
             if not places:
@@ -829,16 +846,26 @@ class Installer:
 
     _replace_everywhere = replace_everywhere
 
-    def _reference_index(self) -> dict:
+    def _reference_index(self, full=False) -> dict:
         modules_now = len(sys.modules)
-        if self._index is not None and self._index_size == modules_now:
+        if full:
+            # Every value, _UNINDEXED types included: the index from now on.
+            if self._index_full:
+                if self._index_size == modules_now:
+                    return self._index
+            else:
+                self._index = None
+                self._scanned = {}
+                self._index_full = True
+        elif self._index is not None and self._index_size == modules_now:
             return self._index
+        skip = () if self._index_full else _UNINDEXED
         # pytest --retrace installs twice per test: the scan (most of an
         # install's cost) is reused from the last install while the same
         # modules are loaded. Only an index made by an install's first
         # replacement is kept (no copy was moved yet, so every copy holds
         # the original); each install works on its own copy of it.
-        first = self._index is None and Installer.reuse_index
+        first = self._index is None and Installer.reuse_index and not self._index_full
         loaded = (modules_now, sum(map(id, list(sys.modules.values()))))
         cached = Installer._index_cache
         if first and cached is not None and cached[0] == loaded:
@@ -855,6 +882,8 @@ class Installer:
         scanned = self._scanned
 
         def add(kind, owner, key, value):
+            if type(value) in skip:
+                return
             places = index.get(id(value))
             if places is None:
                 index[id(value)] = [(kind, owner, key, value)]
@@ -868,26 +897,39 @@ class Installer:
                 add(_IN_KWDEFAULTS, fn, name, v)
 
         for mname, module in list(sys.modules.items()):
-            if module is None or _is_own(mname):
-                continue
-            d = _module_dict(module)
-            if d is None:
-                continue
             seen = scanned.get(mname)
-            if seen is not None and seen[0] is module and seen[1] == len(d):
-                continue
-            scanned[mname] = (module, len(d))
+            if seen is not None and seen[0] is module:
+                # (module, its namespace or None: not scanned, its length then)
+                if seen[1] is None or len(seen[1]) == seen[2]:
+                    continue
+                d = seen[1]
+            else:
+                d = None if module is None or _is_own(mname) else _module_dict(module)
+                if d is None:
+                    scanned[mname] = (module, None, 0)
+                    continue
+            scanned[mname] = (module, d, len(d))
             for key, value in list(d.items()):
-                add(_IN_MODULE, module, key, value)
-                if _is_type(value):
+                tv = type(value)
+                if tv in skip:
+                    continue
+                places = index.get(id(value))    # add(), inlined: the hot loop
+                if places is None:
+                    index[id(value)] = [(_IN_MODULE, module, key, value)]
+                else:
+                    places.append((_IN_MODULE, module, key, value))
+                if tv is _FunctionType:
+                    if (value.__defaults__ or value.__kwdefaults__) \
+                            and getattr(value, "__module__", None) == mname:
+                        add_defaults(value)
+                elif issubclass(tv, type):    # _is_type
                     if value.__module__ == mname and not _is_builtin_type(value):
                         for ckey, cvalue in list(value.__dict__.items()):
                             if type(cvalue) is _FunctionType:
-                                add_defaults(cvalue)
+                                if cvalue.__defaults__ or cvalue.__kwdefaults__:
+                                    add_defaults(cvalue)
                             else:
                                 add(_IN_CLASS, value, ckey, cvalue)
-                elif type(value) is _FunctionType and getattr(value, "__module__", None) == mname:
-                    add_defaults(value)
         if first and len(sys.modules) == modules_now:
             Installer._index_cache = (loaded, {k: list(v) for k, v in index.items()}, dict(scanned))
         self._index = index

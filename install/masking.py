@@ -33,32 +33,60 @@ _WORD_RE = re.compile(r"[A-Za-z][a-z]*|[0-9]+")
 
 _NAME = (r"[A-Za-z0-9_.-]*(?:token|secret|passw(?:or)?d|passphrase|api[_-]?key|access[_-]?key|"
          r"private[_-]?key|secret[_-]?key|auth|credential|cookie|session[_-]?id|signature)[A-Za-z0-9_.-]*")
-_OPTION = re.compile(r"(?i)--?" + _NAME)
-_PATTERNS = [
+_OPTION_SOURCE = r"(?i)--?" + _NAME
+#: (pattern, flags, replacement): compiled on first use (`_patterns`): they
+#: serve our displays only (error lines, inspect), and compiling them took
+#: ~3 ms of every start.
+_PATTERN_SOURCES = [
     # PEM private keys (whole block)
-    (re.compile(r"-----BEGIN ([A-Z ]*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----", re.S),
+    (r"-----BEGIN ([A-Z ]*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----", re.S,
      lambda m: f"-----BEGIN {m.group(1)}PRIVATE KEY-----{MASK}-----END {m.group(1)}PRIVATE KEY-----"),
     # Authorization headers
-    (re.compile(r"(?i)\b(bearer|basic|token)(\s+)([A-Za-z0-9._~+/=-]{8,})"),
+    (r"(?i)\b(bearer|basic|token)(\s+)([A-Za-z0-9._~+/=-]{8,})", 0,
      lambda m: f"{m.group(1)}{m.group(2)}{MASK}"),
     # user:password@host in URLs
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/:@]+:)([^\s/@]+)(@)"),
+    (r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/:@]+:)([^\s/@]+)(@)", 0,
      lambda m: f"{m.group(1)}{MASK}{m.group(3)}"),
     # name=value, name: value, "name": "value"
     # (":" only with a quote before it or a space after it: "auth.py:12" is a place)
-    (re.compile(r"(?i)(\b" + _NAME + r"(?:\s*=\s*|['\"]\s*:\s*|:\s+))(['\"]?)([^\s'\",;&)}\]]+)"),
+    (r"(?i)(\b" + _NAME + r"(?:\s*=\s*|['\"]\s*:\s*|:\s+))(['\"]?)([^\s'\",;&)}\]]+)", 0,
      lambda m: f"{m.group(1)}{m.group(2)}{MASK}"),
     # --password value (command lines)
-    (re.compile(r"(?i)(--?" + _NAME + r"\s+)(['\"]?)([^\s'\"-][^\s'\"]*)"),
+    (r"(?i)(--?" + _NAME + r"\s+)(['\"]?)([^\s'\"-][^\s'\"]*)", 0,
      lambda m: f"{m.group(1)}{m.group(2)}{MASK}"),
     # well-known token shapes
-    (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), lambda m: MASK),
-    (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}\b"), lambda m: MASK),
-    (re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}\b"), lambda m: MASK),
-    (re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}\b"), lambda m: MASK),
-    (re.compile(r"\bsk-[A-Za-z0-9_-]{20,}\b"), lambda m: MASK),
-    (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\b"), lambda m: MASK),
+    (r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", 0, lambda m: MASK),
+    (r"\bgh[pousr]_[A-Za-z0-9]{20,}\b", 0, lambda m: MASK),
+    (r"\bgithub_pat_[A-Za-z0-9_]{20,}\b", 0, lambda m: MASK),
+    (r"\bxox[abprs]-[A-Za-z0-9-]{10,}\b", 0, lambda m: MASK),
+    (r"\bsk-[A-Za-z0-9_-]{20,}\b", 0, lambda m: MASK),
+    (r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\b", 0, lambda m: MASK),
 ]
+
+
+def _patterns():
+    """The compiled _PATTERN_SOURCES, [(regex, replacement)]."""
+    global _compiled
+    if _compiled is None:
+        _compiled = [(re.compile(source, flags), repl) for source, flags, repl in _PATTERN_SOURCES]
+    return _compiled
+
+
+_compiled = None
+
+
+def _option():
+    return re.compile(_OPTION_SOURCE)     # (re's own cache keeps it)
+
+
+def __getattr__(name):
+    # masking._PATTERNS / masking._OPTION, compiled when first asked for
+    # (views/_common.py's Masker reads _PATTERNS).
+    if name == "_PATTERNS":
+        return _patterns()
+    if name == "_OPTION":
+        return _option()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 _CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -125,7 +153,7 @@ def mask(text: str, environ=None) -> str:
     for value in sorted(secret_values(environ), key=len, reverse=True):
         if value in text:
             text = text.replace(value, MASK)
-    for pattern, repl in _PATTERNS:
+    for pattern, repl in _patterns():
         text = pattern.sub(repl, text)
     return text
 
@@ -138,7 +166,7 @@ def mask_data(value, environ=None):
         items = [mask_data(v, environ) for v in value]
         # argv-style lists: ["--password", "x"] masks the word after the option
         for i in range(len(items) - 1):
-            if isinstance(items[i], str) and _OPTION.fullmatch(items[i]) and isinstance(items[i + 1], str):
+            if isinstance(items[i], str) and _option().fullmatch(items[i]) and isinstance(items[i + 1], str):
                 items[i + 1] = MASK
         return type(value)(items)
     if isinstance(value, dict):

@@ -41,7 +41,7 @@ def install_boundary(system, config, threads):
     installer = Installer(system, config)
     installer.install()
     try:
-        debugging.install(system, installer.patch)
+        debugging.install(system, installer.patch, installer.when_imported)
         mmaps.install(system, installer)
         thread_support = ThreadSupport(system, threads)
         thread_support.install(installer)

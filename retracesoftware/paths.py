@@ -163,8 +163,8 @@ def mapped_target(target, pathmap: PathMap):
     """*target* with its script's path as it is here (for the digest check)."""
     if not pathmap or getattr(target, "kind", None) != "script" or not target.path:
         return target
-    import dataclasses
-    return dataclasses.replace(target, path=pathmap.map(target.path))
+    from retracesoftware.utils.records import replace
+    return replace(target, path=pathmap.map(target.path))
 
 
 def check_interpreter(preamble: dict) -> None:

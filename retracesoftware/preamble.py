@@ -7,7 +7,6 @@ program never read.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import sys
@@ -36,6 +35,7 @@ def file_digest(path: str) -> str | None:
     try:
         if not stat.S_ISREG(_os_fstat(fd).st_mode):
             return None
+        import hashlib     # (here: a run of python -c does not load OpenSSL)
         h = hashlib.sha256()
         while True:
             chunk = _os_read(fd, 1 << 20)

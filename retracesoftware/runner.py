@@ -13,10 +13,10 @@ import runpy
 import sys
 import traceback
 import types
-from dataclasses import dataclass, field
+from retracesoftware.utils.records import field, record
 
 
-@dataclass(frozen=True)
+@record
 class Target:
     """What to run: ``kind`` is "script", "module" or "code"."""
 

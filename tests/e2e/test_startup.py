@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from retracesoftware.__main__ import _plainly_records
+from retracesoftware.__main__ import _plainly_records, _plainly_replays, _recording_arg
 from retrace_testing import Scenario, assert_faithful
 
 
@@ -25,6 +25,25 @@ def test_plainly_records(argv, expected):
     assert _plainly_records(argv) is expected
 
 
+@pytest.mark.parametrize("argv, expected", [
+    (["--recording", "r.bin"], True),
+    (["--recording=r.bin", "--trust", "--force"], True),
+    (["replay", "--recording", "r.bin", "--remap", "a=b"], True),
+    (["--recording", "r.bin", "--", "python", "app.py"], False),        # record
+    (["--recording", "r.bin", "--pid", "12"], False),                   # another file
+    (["--recording", "r.bin", "--test", "t.py::x"], False),
+    (["--recording", "r.bin", "--help"], False),
+    (["inspect", "r.bin"], False),
+    (["events", "--recording", "r.bin"], False),
+    (["--recording"], False),
+    (["--trust"], False),
+])
+def test_plainly_replays(argv, expected):
+    assert _plainly_replays(argv) is expected
+    if expected:
+        assert _recording_arg(argv) == "r.bin"
+
+
 def test_program_sees_no_seed_of_ours_and_replays(tmp_path):
     s = Scenario(tmp_path, """
         import os, time
@@ -33,3 +52,18 @@ def test_program_sees_no_seed_of_ours_and_replays(tmp_path):
     """)
     rec = assert_faithful(s)
     assert rec.out.splitlines()[0] == "None None"
+
+
+def test_replay_started_with_another_seed_is_faithful(tmp_path):
+    """The replay's early restart (__main__._pin_replay_hash_seed_first)
+    pins the recorded seed whatever the replay was started with."""
+    s = Scenario(tmp_path, """
+        import time
+        print(hash("a string"), hash(b"bytes"), time.time())
+        print(sorted({"x", "y", "z"}, key=hash)[0])
+    """)
+    rec = s.record()
+    assert rec.returncode == 0, rec.err
+    for seed in ("1", "random"):
+        rep = s.replay(env={"PYTHONHASHSEED": seed})
+        assert (rep.returncode, rep.out) == (0, rec.out), rep.err

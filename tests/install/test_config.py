@@ -1,7 +1,6 @@
 """The boundary-config loader: schema, precedence, version gates, digest."""
 from __future__ import annotations
 
-import dataclasses
 import importlib.metadata
 import os
 import subprocess
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from retracesoftware.utils.records import FrozenInstanceError
 from retracesoftware.install import config as cfgmod
 from retracesoftware.install.config import (
     BoundaryConfig,
@@ -122,7 +122,7 @@ def test_platform_default_is_sys_platform(tmp_path):
 
 def test_config_objects_are_read_only(example_dir):
     cfg = load_config([example_dir])
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(FrozenInstanceError):      # (an AttributeError, as dataclasses')
         cfg.digest = "x"
     with pytest.raises(TypeError):
         cfg.modules["time"] = ModuleConfig("time")
