@@ -248,9 +248,22 @@ class Session:
         self.exit_code = code
 
     def _exit_call(self):
-        """Make the EXIT boundary call (retrace.exit) on the main thread."""
-        if self.threads.current() != 0:
-            return None
+        """Make the EXIT boundary call (retrace.exit) on the thread that ends
+        the process: the main thread at its end, or whichever thread called
+        ``os._exit`` (children.py). The replay makes it on the same logical
+        thread, so threads still running there are parked, not replayed past
+        the recording's end."""
+        seq = getattr(self.system, "sequencer", None)
+        if seq is not None:
+            # Replay: the thread that ends the process is the one the end of
+            # the tape belongs to; the others (the main thread still running
+            # while another calls os._exit) wait there, as they were stopped
+            # in the recorded process, instead of asking for more events.
+            me = self.threads.current()
+            with seq.decisions:
+                if seq.main_thread != me:
+                    seq.main_thread = me
+                    seq.changed()
         marker = self.system.patch_function(_exit_marker, "retrace.exit")
         gate = self.system.gate
         previous = gate.swap(INTERNAL)
