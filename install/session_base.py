@@ -61,7 +61,14 @@ def _align_modules(names, own_path=None):
         finally:
             sys.path[:] = saved
     ordered = {n: modules[n] for n in names if n in modules}
-    hidden = {n: m for n, m in modules.items() if n not in ordered}
+    # Ours are given back as the same object when imported again (a second
+    # copy would have classes and state of its own); any other module only
+    # the replay imported (heapq, for the divergence report) is imported
+    # anew if the program asks for it, with what it imports in turn, as
+    # the recorded program did.
+    hidden = {n: m for n, m in modules.items() if n not in ordered
+              and (n == "retracesoftware" or n.startswith("retracesoftware."))}
+    _DROPPED.extend(m for n, m in modules.items() if n not in ordered and n not in hidden)
     if hidden:
         _Hidden.modules.update(hidden)
         if not any(type(f) is _Hidden for f in sys.meta_path):
@@ -71,10 +78,12 @@ def _align_modules(names, own_path=None):
     modules.update(ordered)
 
 
+_DROPPED: list = []   # kept alive: their importers hold their functions
+
+
 class _Hidden:
-    """The modules only the replay imported, out of ``sys.modules``: an
-    import of one (ours, later; or the program's) gets the same module
-    object back, not a second copy."""
+    """Our modules only the replay imported, out of ``sys.modules``: an
+    import of one gets the same module object back, not a second copy."""
 
     modules: dict = {}
 
