@@ -184,11 +184,21 @@ class TestRunner:
             # the hook's other implementations are called, record then replay.
             others = pyfuncitem.config.pluginmanager.subset_hook_caller(
                 "pytest_pyfunc_call", remove_plugins=[self])
-            self.record_and_replay(lambda: others(pyfuncitem=pyfuncitem), name=pyfuncitem.nodeid)
+            tmp = _TestTmpDir(pyfuncitem)
+            try:
+                self.record_and_replay(lambda: others(pyfuncitem=pyfuncitem), name=pyfuncitem.nodeid,
+                                       reset=tmp.restore if tmp.path is not None else None)
+            finally:
+                tmp.discard()
             return True
         funcargs = pyfuncitem.funcargs
         testargs = {arg: funcargs[arg] for arg in pyfuncitem._fixtureinfo.argnames}
-        self.record_and_replay(lambda: testfunction(**testargs), name=pyfuncitem.nodeid)
+        tmp = _TestTmpDir(pyfuncitem)
+        try:
+            self.record_and_replay(lambda: testfunction(**testargs), name=pyfuncitem.nodeid,
+                                   reset=tmp.restore if tmp.path is not None else None)
+        finally:
+            tmp.discard()
         return True
 
 
@@ -449,6 +459,64 @@ class _LoopExecutors:
                 raise
             except Exception:
                 pass
+
+
+class _TestTmpDir:
+    """The test's own temp directory (pytest's ``tmp_path``/``tmpdir``) as
+    its setup left it, put back before the record and the replay passes:
+    each run starts from the fixture's state, as a new test would (a file
+    opened in append mode grew once per run and the recorded run's
+    assertion on its size failed). Copied to the private scratch directory;
+    left alone when larger than `LIMIT`."""
+
+    LIMIT = 64 << 20
+
+    def __init__(self, item):
+        self.path = self.backup = None
+        funcargs = getattr(item, "funcargs", None) or {}
+        value = funcargs.get("tmp_path")
+        if value is None and funcargs.get("tmpdir") is not None:
+            value = str(funcargs["tmpdir"])
+        if value is None:
+            return
+        import shutil
+        try:
+            path = os.fspath(value)
+            if not os.path.isdir(path) or _tree_size(path) > self.LIMIT:
+                return
+            backup = _scratch_tape()[:-4] + ".tmp"
+            shutil.copytree(path, backup, symlinks=True)
+        except (OSError, TypeError, shutil.Error):
+            return
+        self.path, self.backup = path, backup
+
+    def restore(self):
+        import shutil
+        try:
+            for entry in os.scandir(self.path):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+            shutil.copytree(self.backup, self.path, symlinks=True, dirs_exist_ok=True)
+        except (OSError, shutil.Error):
+            pass
+
+    def discard(self):
+        if self.backup is not None:
+            import shutil
+            shutil.rmtree(self.backup, ignore_errors=True)
+
+
+def _tree_size(path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
 
 
 class _ScratchDir:
