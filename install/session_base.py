@@ -361,6 +361,9 @@ class Session:
         thread, so threads still running there are parked, not replayed past
         the recording's end."""
         seq = getattr(self.system, "sequencer", None)
+        stop_others = getattr(self, "stop_other_writers", None)
+        if seq is None and stop_others is not None and self.threads.current() != 0:
+            stop_others()       # record: the exit call is the recording's last event
         if seq is not None:
             # Replay: the thread that ends the process is the one the end of
             # the tape belongs to; the others (the main thread still running
