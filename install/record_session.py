@@ -192,11 +192,9 @@ class RecordSession(Session):
         if exiting is not None and exiting != _get_ident():
             # The Python writer asks under its lock (the C++ one before
             # taking it): let it go, the write never happens.
-            writer = self.writer
-            lock = getattr(writer, "_lock", None)
-            if lock is not None and getattr(writer, "_owner", None) == _get_ident():
-                writer._owner = None
-                lock.release()
+            let_go = getattr(self.writer, "let_go", None)
+            if let_go is not None:
+                let_go()
             stop = _allocate_lock()
             stop.acquire()
             stop.acquire()
