@@ -42,7 +42,8 @@ import types as _types  # noqa: E402
 _METHOD_TYPES = _METHOD_TYPES + (_types.MethodType,)
 _FunctionType = _types.FunctionType
 # Where a reference to a patched function can sit (see _reference_index).
-_IN_MODULE, _IN_CLASS, _IN_DEFAULTS, _IN_KWDEFAULTS = range(4)
+_IN_MODULE, _IN_CLASS, _IN_DEFAULTS, _IN_KWDEFAULTS, _IN_CELL = range(5)
+_BuiltinType = type(len)
 
 #: Types of values the reference index leaves out (exact types: a subclass
 #: is indexed). Patched values are functions, builtins and types, never
@@ -838,6 +839,8 @@ class Installer:
                         self._set(owner, key, value_new)
                 elif kind == _IN_DEFAULTS:
                     self._replace_default(owner, key, old, new)
+                elif kind == _IN_CELL:
+                    self._replace_in_cell(owner, old, new)
                 else:
                     self._replace_kwdefault(owner, key, old, new)
                 moved.append((kind, owner, key, new))
@@ -895,6 +898,20 @@ class Installer:
                 add(_IN_DEFAULTS, fn, i, v)
             for name, v in (fn.__kwdefaults__ or {}).items():
                 add(_IN_KWDEFAULTS, fn, name, v)
+            add_cells(fn)
+
+        def add_cells(fn):
+            # A function a decorator made at import (aiofiles.os.remove =
+            # wrap(os.remove)): the original is in its closure, where an
+            # install after the import (pytest --retrace: per test) did not
+            # reach, so the call ran live in both passes.
+            for cell in fn.__closure__ or ():
+                try:
+                    v = cell.cell_contents
+                except ValueError:      # empty cell
+                    continue
+                if type(v) is _BuiltinType:
+                    add(_IN_CELL, cell, None, v)
 
         for mname, module in list(sys.modules.items()):
             seen = scanned.get(mname)
@@ -919,14 +936,16 @@ class Installer:
                 else:
                     places.append((_IN_MODULE, module, key, value))
                 if tv is _FunctionType:
-                    if (value.__defaults__ or value.__kwdefaults__) \
-                            and getattr(value, "__module__", None) == mname:
-                        add_defaults(value)
+                    if getattr(value, "__module__", None) == mname:
+                        if value.__defaults__ or value.__kwdefaults__ or value.__closure__:
+                            add_defaults(value)
+                    elif value.__closure__ and getattr(value, "__wrapped__", None) is not None:
+                        add_cells(value)     # functools.wraps gave it the wrapped one's module
                 elif issubclass(tv, type):    # _is_type
                     if value.__module__ == mname and not _is_builtin_type(value):
                         for ckey, cvalue in list(value.__dict__.items()):
                             if type(cvalue) is _FunctionType:
-                                if cvalue.__defaults__ or cvalue.__kwdefaults__:
+                                if cvalue.__defaults__ or cvalue.__kwdefaults__ or cvalue.__closure__:
                                     add_defaults(cvalue)
                             else:
                                 add(_IN_CLASS, value, ckey, cvalue)
@@ -942,6 +961,22 @@ class Installer:
             return
         fn.__defaults__ = defaults[:position] + (new,) + defaults[position + 1:]
         self.on_uninstall(lambda: setattr(fn, "__defaults__", defaults))
+
+    def _replace_in_cell(self, cell, old, new) -> None:
+        try:
+            if cell.cell_contents is not old:
+                return
+        except ValueError:
+            return
+        cell.cell_contents = new
+
+        def restore():
+            try:
+                if cell.cell_contents is new:
+                    cell.cell_contents = old
+            except ValueError:
+                pass
+        self.on_uninstall(restore)
 
     def _replace_kwdefault(self, fn, name, old, new) -> None:
         kwdefaults = fn.__kwdefaults__

@@ -2,6 +2,7 @@
 to the recording (install/session_base.py has what replay shares)."""
 from __future__ import annotations
 
+import _thread
 import os
 import sys
 
@@ -11,6 +12,9 @@ from retracesoftware.install.recording_streams import stream_writer
 from retracesoftware.install.redaction import install_redaction
 from retracesoftware.install.session_base import Session, can_hash_identities
 from retracesoftware.utils import DISABLED
+
+# Taken at import, before any install patches _thread's functions.
+_allocate_lock, _get_ident = _thread.allocate_lock, _thread.get_ident
 
 _write_stderr = report.write   # the user's stderr
 _flush_stderr = sys.stderr.flush
@@ -79,7 +83,8 @@ class RecordSession(Session):
                                     and not options.get("schedule"))
         # cache_thread_id: the writer asks threads.current once per thread
         # (ThreadRegistry tells the stream layer when an id changes).
-        self.writer = stream_writer(path, preamble, thread_id=self.threads.current, compress=compress,
+        self._exiting_thread = None
+        self.writer = stream_writer(path, preamble, thread_id=self._writer_thread_id, compress=compress,
                                     cache_thread_id=True)
         if self._gc_points_recorded():
             from retracesoftware.install.gc_points import GcPoints
@@ -176,6 +181,29 @@ class RecordSession(Session):
         if not same:
             self._warn(f"the recording {self.path} was removed or replaced while the program ran "
                        f"— nothing of this run was kept")
+
+    def _writer_thread_id(self):
+        """The writer's ``thread_id``: the logical id, except that once a
+        thread other than the main one began the process's exit
+        (``os._exit``), any other thread about to write parks for good (the
+        exit ends it): the recording ends with the exit call, as inspect and
+        the replay expect, and nothing is done live after it unrecorded."""
+        exiting = self._exiting_thread
+        if exiting is not None and exiting != _get_ident():
+            # The Python writer asks under its lock (the C++ one before
+            # taking it): let it go, the write never happens.
+            let_go = getattr(self.writer, "let_go", None)
+            if let_go is not None:
+                let_go()
+            stop = _allocate_lock()
+            stop.acquire()
+            stop.acquire()
+        return self.threads.current()
+
+    def stop_other_writers(self):
+        from retracesoftware.stream import thread_ids_changed
+        self._exiting_thread = _get_ident()
+        thread_ids_changed()     # every thread asks _writer_thread_id again
 
     def close(self):
         if self._closed:

@@ -121,6 +121,9 @@ class ReplaySession(Session):
         self.check_output = check_output
         from retracesoftware.proxy import System
         self.preamble = preamble
+        # This interpreter's sys.path before the recorded one replaces it:
+        # where the modules the recording's start lacks are imported from.
+        self.own_sys_path = [p for p in sys.path if p not in ("", os.getcwd())]
         self.exit_replayed = False
         self._end_watch = False
         self.reader = reader = ReplayReader(reader, self)

@@ -7,8 +7,10 @@ The sessions themselves: install/record_session.py, install/replay_session.py.
 from __future__ import annotations
 
 import _io
+import copy as _copy
 import os
 import sys
+from importlib.machinery import ModuleSpec as _ModuleSpec
 
 from retracesoftware.install import output as _output  # noqa: F401  (private refs taken before patching)
 from retracesoftware.install import foreign as _foreign
@@ -25,6 +27,88 @@ def _exit_marker(code):
     """The recording's last call: the program's exit code (checked on
     replay: a different exit code is a divergence) and when it ended."""
     return (code, _wall_clock())
+
+
+def _module_names():
+    """``sys.modules``' names in order (recorded: see `SessionBase._same_modules`)."""
+    return tuple(sys.modules)
+
+
+def _importable_by_replay(name) -> bool:
+    """A recorded module name the replay may import itself: the standard
+    library's and ours only (a recording is data: it names no code to run)."""
+    top = name.partition(".")[0]
+    return top in sys.stdlib_module_names or top == "retracesoftware"
+
+
+def _align_modules(names, own_path=None):
+    """Make ``sys.modules`` hold *names* (the recorded ones) in their order;
+    modules only this process imported are taken out, ours kept last."""
+    import importlib
+    modules = sys.modules
+    missing = [n for n in names if n not in modules and _importable_by_replay(n)]
+    if missing:
+        saved = list(sys.path)
+        if own_path is not None:
+            sys.path[:] = own_path       # not the recorded sys.path: its cwd could shadow a name
+        try:
+            for name in missing:
+                if name not in modules:
+                    try:
+                        importlib.import_module(name)
+                    except BaseException:   # not here (another build): it stays missing
+                        pass
+        finally:
+            sys.path[:] = saved
+    ordered = {n: modules[n] for n in names if n in modules}
+    # Ours are given back as the same object when imported again (a second
+    # copy would have classes and state of its own); any other module only
+    # the replay imported (heapq, for the divergence report) is imported
+    # anew if the program asks for it, with what it imports in turn, as
+    # the recorded program did.
+    hidden = {n: m for n, m in modules.items() if n not in ordered
+              and (n == "retracesoftware" or n.startswith("retracesoftware."))}
+    _DROPPED.extend(m for n, m in modules.items() if n not in ordered and n not in hidden)
+    if hidden:
+        _Hidden.modules.update(hidden)
+        if not any(type(f) is _Hidden for f in sys.meta_path):
+            sys.meta_path.insert(0, _Hidden())
+    # One step, no Python code between.
+    modules.clear()
+    modules.update(ordered)
+
+
+_DROPPED: list = []   # kept alive: their importers hold their functions
+
+
+class _Hidden:
+    """Our modules only the replay imported, out of ``sys.modules``: an
+    import of one gets the same module object back, not a second copy."""
+
+    modules: dict = {}
+
+    def find_spec(self, name, path=None, target=None):
+        module = self.modules.pop(name, None)
+        if module is None:
+            return None
+        spec = getattr(module, "__spec__", None)
+        spec = _copy.copy(spec) if spec is not None else _ModuleSpec(name, None)
+        spec.loader = _Unhide(module)
+        return spec
+
+    def invalidate_caches(self):
+        pass
+
+
+class _Unhide:
+    def __init__(self, module):
+        self.module = module
+
+    def create_module(self, spec):
+        return self.module
+
+    def exec_module(self, module):
+        pass
 
 
 def can_hash_identities() -> bool:
@@ -211,7 +295,30 @@ class Session:
     def run(self, fn, *args):
         """Run the program's code on this thread in the INTERNAL phase."""
         self.system.gate.phase = INTERNAL
+        self._same_modules()
         return fn(*args)
+
+    def _same_modules(self):
+        """The program starts with the ``sys.modules`` it was recorded with.
+
+        Record and replay import different modules of ours before the
+        program starts (the record session's writer, the replay's reader and
+        divergence reports), so a program that walks ``sys.modules`` and
+        makes recorded calls per module (hypothesis's pytest plugin resolves
+        each module's file: ``Path.resolve`` → ``lstat``) made other calls,
+        or the same in another order, on replay. The names, in order, are a
+        recorded call (``retrace.modules``); the replay imports the recorded
+        modules it lacks, puts ``sys.modules`` in the recorded order and
+        takes out what only it imported (ours stay, last)."""
+        names = self.system.patch_function(_module_names, "retrace.modules")()
+        if self.system.mode != "replay" or not isinstance(names, (tuple, list)):
+            return
+        gate = self.system.gate
+        previous = gate.swap(DISABLED)
+        try:
+            _align_modules([n for n in names if type(n) is str], getattr(self, "own_sys_path", None))
+        finally:
+            gate.phase = previous
 
     def report(self, reporter, exc):
         """Print the program's uncaught exception as the interpreter would:
@@ -248,9 +355,25 @@ class Session:
         self.exit_code = code
 
     def _exit_call(self):
-        """Make the EXIT boundary call (retrace.exit) on the main thread."""
-        if self.threads.current() != 0:
-            return None
+        """Make the EXIT boundary call (retrace.exit) on the thread that ends
+        the process: the main thread at its end, or whichever thread called
+        ``os._exit`` (children.py). The replay makes it on the same logical
+        thread, so threads still running there are parked, not replayed past
+        the recording's end."""
+        seq = getattr(self.system, "sequencer", None)
+        stop_others = getattr(self, "stop_other_writers", None)
+        if seq is None and stop_others is not None and self.threads.current() != 0:
+            stop_others()       # record: the exit call is the recording's last event
+        if seq is not None:
+            # Replay: the thread that ends the process is the one the end of
+            # the tape belongs to; the others (the main thread still running
+            # while another calls os._exit) wait there, as they were stopped
+            # in the recorded process, instead of asking for more events.
+            me = self.threads.current()
+            with seq.decisions:
+                if seq.main_thread != me:
+                    seq.main_thread = me
+                    seq.changed()
         marker = self.system.patch_function(_exit_marker, "retrace.exit")
         gate = self.system.gate
         previous = gate.swap(INTERNAL)

@@ -90,6 +90,8 @@ class TestRunner:
             gate = system.gate
             previous = gate.swap(INTERNAL)
             try:
+                if executors is not None:
+                    executors.begin_run()    # recorded, then replayed
                 try:
                     outcome = _Outcome(value=fn())
                 except ReplayDivergence:
@@ -182,11 +184,21 @@ class TestRunner:
             # the hook's other implementations are called, record then replay.
             others = pyfuncitem.config.pluginmanager.subset_hook_caller(
                 "pytest_pyfunc_call", remove_plugins=[self])
-            self.record_and_replay(lambda: others(pyfuncitem=pyfuncitem), name=pyfuncitem.nodeid)
+            tmp = _TestTmpDir(pyfuncitem)
+            try:
+                self.record_and_replay(lambda: others(pyfuncitem=pyfuncitem), name=pyfuncitem.nodeid,
+                                       reset=tmp.restore if tmp.path is not None else None)
+            finally:
+                tmp.discard()
             return True
         funcargs = pyfuncitem.funcargs
         testargs = {arg: funcargs[arg] for arg in pyfuncitem._fixtureinfo.argnames}
-        self.record_and_replay(lambda: testfunction(**testargs), name=pyfuncitem.nodeid)
+        tmp = _TestTmpDir(pyfuncitem)
+        try:
+            self.record_and_replay(lambda: testfunction(**testargs), name=pyfuncitem.nodeid,
+                                   reset=tmp.restore if tmp.path is not None else None)
+        finally:
+            tmp.discard()
         return True
 
 
@@ -354,6 +366,10 @@ class _LoopExecutors:
     def __init__(self):
         import gc
         self.loops = []
+        #: selector loops whose selector and self-pipe each pass replaces:
+        #: loop -> (selector, ssock, csock) from before, while a pass runs
+        self.selectors = {}
+        self._swappable = []
         asyncio = _modules.get("asyncio")
         base = getattr(asyncio, "BaseEventLoop", None)
         if not isinstance(base, type):
@@ -361,16 +377,71 @@ class _LoopExecutors:
         for obj in gc.get_objects():
             if issubclass(type(obj), base):   # never obj.__class__: a lazy object would evaluate
                 self.loops.append((obj, vars(obj).get("_default_executor")))
+                if self._own_selector_only(obj):
+                    self._swappable.append(obj)
+
+    @staticmethod
+    def _own_selector_only(loop) -> bool:
+        """A selector loop, open and idle, whose selector watches nothing but
+        its own self-pipe (a fixture's fresh loop): its readiness can be
+        given to each pass to make anew."""
+        state = vars(loop)
+        selector, ssock = state.get("_selector"), state.get("_ssock")
+        if selector is None or ssock is None or state.get("_closed") or state.get("_thread_id") is not None:
+            return False
+        try:
+            return len(selector.get_map()) == 1 and selector.get_key(ssock.fileno()) is not None
+        except Exception:
+            return False
+
+    def begin_run(self):
+        """At the start of a record or replay pass, inside it: each idle
+        selector loop made before the pass gets a selector and self-pipe
+        made in the pass. The ones it had are live (made outside any
+        recording): what their epoll reported — whether a worker thread's
+        ``call_soon_threadsafe`` wake-up had arrived yet — was not recorded,
+        so the loop's iterations, and the calls it made, followed real
+        timing and the replay diverged. Made in the pass, they are recorded
+        and replayed as a loop made by the test would be."""
+        import selectors
+        for loop in self._swappable:
+            state = vars(loop)
+            if state.get("_closed") or state.get("_selector") is None:
+                continue
+            self.selectors[loop] = (loop._selector, loop._ssock, loop._csock)
+            loop._selector = selectors.DefaultSelector()
+            loop._internal_fds -= 1
+            loop._make_self_pipe()
+
+    def _end_selectors(self, close):
+        for loop, (selector, ssock, csock) in self.selectors.items():
+            if close and not vars(loop).get("_closed") and vars(loop).get("_ssock") is not None:
+                try:
+                    loop._close_self_pipe()
+                    loop._selector.close()
+                except ReplayDivergence:
+                    raise
+                except Exception:
+                    pass
+                loop._internal_fds += 1
+            loop._selector, loop._ssock, loop._csock = selector, ssock, csock
+        self.selectors = {}
 
     def end_of_run(self):
         """At the end of a record or replay pass, inside it: the thread pool
         the run made is shut down and joined, so its threads end within the
         recording and the replay (not stopped as leftovers: their exception
         reports, formatted by pytest in those threads, ran into the main
-        thread's; CPython 3.11's AST recursion check is per interpreter)."""
-        self._restore(wait=True)
+        thread's; CPython 3.11's AST recursion check is per interpreter);
+        then the pass's selector and self-pipe are closed and the loop gets
+        back its own."""
+        try:
+            self._restore(wait=True)
+        finally:
+            self._end_selectors(close=True)
 
     def reset(self):
+        self._end_selectors(close=False)   # a pass that diverged: dropped, not closed
         self._restore(wait=False)
 
     def _restore(self, wait):
@@ -388,6 +459,64 @@ class _LoopExecutors:
                 raise
             except Exception:
                 pass
+
+
+class _TestTmpDir:
+    """The test's own temp directory (pytest's ``tmp_path``/``tmpdir``) as
+    its setup left it, put back before the record and the replay passes:
+    each run starts from the fixture's state, as a new test would (a file
+    opened in append mode grew once per run and the recorded run's
+    assertion on its size failed). Copied to the private scratch directory;
+    left alone when larger than `LIMIT`."""
+
+    LIMIT = 64 << 20
+
+    def __init__(self, item):
+        self.path = self.backup = None
+        funcargs = getattr(item, "funcargs", None) or {}
+        value = funcargs.get("tmp_path")
+        if value is None and funcargs.get("tmpdir") is not None:
+            value = str(funcargs["tmpdir"])
+        if value is None:
+            return
+        import shutil
+        try:
+            path = os.fspath(value)
+            if not os.path.isdir(path) or _tree_size(path) > self.LIMIT:
+                return
+            backup = _scratch_tape()[:-4] + ".tmp"
+            shutil.copytree(path, backup, symlinks=True)
+        except (OSError, TypeError, shutil.Error):
+            return
+        self.path, self.backup = path, backup
+
+    def restore(self):
+        import shutil
+        try:
+            for entry in os.scandir(self.path):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+            shutil.copytree(self.backup, self.path, symlinks=True, dirs_exist_ok=True)
+        except (OSError, shutil.Error):
+            pass
+
+    def discard(self):
+        if self.backup is not None:
+            import shutil
+            shutil.rmtree(self.backup, ignore_errors=True)
+
+
+def _tree_size(path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
 
 
 class _ScratchDir:

@@ -286,6 +286,15 @@ class StreamWriter:
             err, self._error = self._error, None
             raise RecordingError(f"writing {self.path} failed: {err}") from err
 
+    def let_go(self):
+        """Called from ``thread_id`` by a thread that will never return (it
+        parks until the process exits): the lock this writer holds while it
+        asks is released, the write never happens. (The C++ writer asks
+        before taking its lock and has no such method.)"""
+        if self._owner == _get_ident():
+            self._owner = None
+            self._lock.release()
+
     def _enter(self):
         me = _get_ident()
         if self._owner == me:

@@ -1,0 +1,66 @@
+"""``pytest --retrace`` with an asyncio loop a fixture made before the
+recording, serving sockets the test makes (aiofiles' test_simple,
+test_concurrency): each pass gives the loop a selector and self-pipe of its
+own, made in the pass, so what its epoll reports is recorded and replayed.
+Before, the loop's live epoll was asked about the replay's sockets (recorded
+descriptor numbers, not open here) and the replay diverged at the server's
+first call after it ("got end of replay")."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from retrace_testing import run
+
+TEST = """\
+import asyncio
+import os
+
+import pytest
+
+
+@pytest.fixture
+def loop():
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.run_until_complete(loop.shutdown_default_executor())
+    loop.close()
+
+
+def test_serve_a_file_from_the_fixtures_loop(loop, tmp_path):
+    path = tmp_path / "data.bin"
+    path.write_bytes(os.urandom(16))
+
+    async def serve(reader, writer):
+        data = await loop.run_in_executor(None, path.read_bytes)
+        writer.write(data)
+        await writer.drain()
+        writer.close()
+
+    async def main():
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        got = await reader.read()
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        return got
+
+    assert loop.run_until_complete(main()) == path.read_bytes()
+
+
+def test_the_loop_is_its_own_again(loop):
+    # after the passes the fixture's loop runs plainly on its own selector
+    assert loop.run_until_complete(asyncio.sleep(0, "ok")) == "ok"
+"""
+
+
+def test_a_fixtures_loop_serves_sockets_made_in_the_test(tmp_path: Path):
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
+    (project / "test_serve.py").write_text(TEST)
+    result = run([sys.executable, "-m", "pytest", "-q", "-rA", "--retrace"], project, timeout=300)
+    assert result.returncode == 0, result.out + result.err
+    assert "2 passed" in result.out, result.out
