@@ -146,6 +146,25 @@ def test_a_traceback_repr_replays(scenario):
     assert b"<traceback object at 0x7e" in rec.stdout, rec.out
 
 
+def test_functions_held_in_static_methods_are_recorded(scenario):
+    # PYVERSIONS: 3.13's Path.glob lists directories with
+    # glob._StringGlobber.scandir = staticmethod(os.scandir), taken when glob
+    # was imported: it ran live, so a replay where the directory is gone
+    # (pytest's conftest search in another checkout) globbed nothing.
+    import shutil
+    s = scenario("""
+        import os, pathlib, random, shutil
+        shutil.rmtree("d", ignore_errors=True)
+        os.makedirs("d")
+        for n in random.sample(range(100), 3):
+            open(f"d/test_{n}.txt", "w").close()
+        print(sorted(p.name for p in pathlib.Path("d").glob("test_*")))
+        print(sorted(os.path.basename(p) for p in __import__("glob").glob("d/test_*")))
+    """)
+    rec = assert_faithful(s, before_replay=lambda: shutil.rmtree(s.dir / "d"))
+    assert rec.stdout.count(b"test_") == 6, rec.out
+
+
 def test_scans_never_evaluate_lazy_objects(scenario):
     # Celery's `current_app` and Django's `settings` are lazy proxies: any
     # isinstance()/getattr() on them runs their code. The installer's scans
