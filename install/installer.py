@@ -42,7 +42,7 @@ import types as _types  # noqa: E402
 _METHOD_TYPES = _METHOD_TYPES + (_types.MethodType,)
 _FunctionType = _types.FunctionType
 # Where a reference to a patched function can sit (see _reference_index).
-_IN_MODULE, _IN_CLASS, _IN_DEFAULTS, _IN_KWDEFAULTS, _IN_CELL = range(5)
+_IN_MODULE, _IN_CLASS, _IN_DEFAULTS, _IN_KWDEFAULTS, _IN_CELL, _IN_STATICMETHOD = range(6)
 _BuiltinType = type(len)
 
 #: Types of values the reference index leaves out (exact types: a subclass
@@ -804,8 +804,10 @@ class Installer:
 
     def replace_everywhere(self, replacements: dict) -> None:
         """Replace copies of patched functions: in other modules' globals, in
-        class attributes (``selectors.SelectSelector._select = select.select``)
-        and in default arguments (``tempfile``'s ``unlink=_os.unlink``).
+        class attributes (``selectors.SelectSelector._select = select.select``),
+        in static methods (3.13's ``glob._StringGlobber.scandir =
+        staticmethod(os.scandir)``, what ``Path.glob`` lists directories
+        with) and in default arguments (``tempfile``'s ``unlink=_os.unlink``).
 
         One reverse index ``id(value) -> places`` serves every call made while
         no module was imported, so patching N groups costs one scan, not N.
@@ -837,6 +839,10 @@ class Installer:
                                 and type(new) is not builtin_function:
                             value_new = staticmethod(new)
                         self._set(owner, key, value_new)
+                elif kind == _IN_STATICMETHOD:
+                    current = owner.__dict__.get(key)
+                    if current is old or (type(current) is staticmethod and current.__func__ is old):
+                        self._set(owner, key, new if isinstance(new, staticmethod) else staticmethod(new))
                 elif kind == _IN_DEFAULTS:
                     self._replace_default(owner, key, old, new)
                 elif kind == _IN_CELL:
@@ -949,6 +955,8 @@ class Installer:
                                     add_defaults(cvalue)
                             else:
                                 add(_IN_CLASS, value, ckey, cvalue)
+                                if type(cvalue) is staticmethod:
+                                    add(_IN_STATICMETHOD, value, ckey, cvalue.__func__)
         if first and len(sys.modules) == modules_now:
             Installer._index_cache = (loaded, {k: list(v) for k, v in index.items()}, dict(scanned))
         self._index = index

@@ -140,15 +140,27 @@ class ThreadSupport:
         self.lock_ids = LockIds(registry.current, (threading.__file__, __file__, substitutes.__file__))
         self.sync = SyncPoints(system, self.lock_ids)
         self.identify = system.patch_function(_identify, "retrace.thread.identify")
-        self.Lock = self._lock_class()
+        self.LockType, self.Lock = self._lock_class()
         self.RLock = self._rlock_class()
         self.SimpleQueue = self._simple_queue_class()
 
     # ----------------------------------------------------------- classes
     def _lock_class(self):
+        """The class of the locks program code makes, and a constructor.
+
+        The class is also what the program sees as the lock type
+        (``_thread.LockType``; 3.13's ``_thread.lock`` and
+        ``threading.Lock``): ``type(threading.Lock()) is _thread.LockType``
+        as in CPython, ``isinstance`` accepts real locks too, and a method a
+        program sets on the type (blockbuster patches ``acquire`` to detect
+        blocking calls in async code) is what the program's locks then
+        call, as it would be for ``_thread.lock``. The type's own methods
+        stay the recorded ones (what such a patch calls back). Calling the
+        type makes a lock on 3.13 and raises TypeError before, as CPython's."""
         sync, system, lock_ids = self.sync, self.system, self.lock_ids
         LT = _LockType
         lock_of = operator.attrgetter("_lock")
+        factory = []    # allocate_lock (below), for 3.13's callable type
 
         def blocking(lock, what):
             real_wait(system, lambda t: LT.acquire(lock, True, t) if t else LT.acquire(lock, False), what)
@@ -156,13 +168,28 @@ class ThreadSupport:
         def acquire_replay(self_, *args, **kwargs):
             blocking(self_._lock, "lock.acquire")
 
-        class RecordedLock:
+        class LockTypeMeta(type):
+            """The program's ``_thread.LockType`` (see above)."""
+
+            def __call__(cls, *args, **kwargs):
+                if sys.version_info >= (3, 13) and factory:
+                    return factory[0](*args, **kwargs)
+                raise TypeError("cannot create '_thread.lock' instances")
+
+            def __instancecheck__(cls, obj):
+                return type(obj) is cls or isinstance(obj, LT)
+
+            def __subclasscheck__(cls, sub):
+                return type.__subclasscheck__(cls, sub) or issubclass(sub, LT)
+
+        class Recorded:
+            """Marks our locks for a native isinstance check (the metaclass's
+            check is Python and accepts real locks too)."""
+            __slots__ = ()
+
+        class RecordedLock(Recorded, metaclass=LockTypeMeta):
             """A ``_thread.lock`` made by program code under retrace."""
             __slots__ = ("_lock", "lock_id", "_key", "__weakref__")
-
-            def __init__(self):
-                self._lock = _allocate_lock()
-                self.lock_id, self._key = lock_ids.make(1)
 
             def _at_fork_reinit(self):
                 self._lock._at_fork_reinit()
@@ -173,10 +200,18 @@ class ThreadSupport:
             def __reduce_ex__(self, protocol):
                 raise TypeError("cannot pickle '_thread.lock' object")
 
+        new = object.__new__
+
+        def make_lock():
+            lock = new(RecordedLock)
+            lock._lock = _allocate_lock()
+            lock.lock_id, lock._key = lock_ids.make(1)
+            return lock
+
         # Native all the way (no Python frame between the real acquire and
         # the SYNC write, see SyncPoints): acquire(*args) is the real
         # lock's acquire with the RecordedLock argument swapped for it.
-        real_of = F.if_then_else(F.isinstance_of(RecordedLock), lock_of, F.identity)
+        real_of = F.if_then_else(F.isinstance_of(Recorded), lock_of, F.identity)
         # try_now(lock, False): the real lock taken without blocking (native).
         try_now = F.apply_with(LT.acquire, real_of)
         RecordedLock.__enter__ = sync.acquire(F.compose(LT.__enter__, lock_of), "lock.acquire",
@@ -189,7 +224,8 @@ class ThreadSupport:
             F.compose(LT.locked, lock_of), "lock.locked")
         RecordedLock.__module__ = "_thread"
         RecordedLock.__qualname__ = RecordedLock.__name__ = "lock"
-        return RecordedLock
+        self._lock_factory = factory
+        return RecordedLock, make_lock
 
     def _rlock_class(self):
         sync, system, lock_ids = self.sync, self.system, self.lock_ids
@@ -357,9 +393,15 @@ class ThreadSupport:
         put(_thread, "allocate_lock", allocate_lock)
         put(_thread, "allocate", allocate_lock)
         put(_thread, "RLock", make_rlock, also=(self.RLock,))
-        # PYVERSIONS: 3.13's threading.Lock is the lock type itself.
+        # The lock type as the program sees it (see _lock_class).
+        # PYVERSIONS: 3.13's threading.Lock is the lock type itself, also
+        # named _thread.lock.
+        self._lock_factory.append(allocate_lock)
+        put(_thread, "LockType", self.LockType)
+        if _thread.__dict__.get("lock") is _LockType:
+            put(_thread, "lock", self.LockType)
         if threading.__dict__.get("Lock") is _LockType:
-            put(threading, "Lock", allocate_lock, also=(self.Lock,))
+            put(threading, "Lock", self.LockType)
         put(threading, "_allocate_lock", allocate_lock)
         put(threading, "_CRLock", make_rlock, also=(self.RLock,))
         if _queue is not None:

@@ -138,14 +138,6 @@ def _check_replay(tmp_path, recorded, command):
     assert code == 1, transcript
 
 
-# PYVERSIONS: on 3.13.0 the --test replay in the moved checkout diverges at
-# the conftest's import (expected posix.stat(<PosixPath>), got
-# os.environ.get('PY_IGNORE_IMPORTMISMATCH') in _pytest/pathlib.py
-# import_path): the recorded import made one more stat. The report used to
-# be lost under pytest's capture (exit 3, empty stderr); it now shows.
-@pytest.mark.xfail(sys.version_info >= (3, 13), strict=False,
-                   reason="3.13: --test replay in another checkout diverges at the conftest import "
-                          "(one stat fewer than recorded)")
 def test_ci_failure_replays_one_test_in_another_checkout(tmp_path):
     project = _make_project(tmp_path / "ci")
     recording = tmp_path / "artifacts"

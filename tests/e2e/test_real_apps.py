@@ -72,6 +72,99 @@ def test_objects_our_substitutes_return_pass_the_io_type_checks(scenario):
     assert b"raw True True 5" in rec.stdout and b"rb reader raw True" in rec.stdout, rec.out
 
 
+def test_a_patch_on_the_lock_type_is_what_the_programs_locks_call(scenario):
+    # blockbuster patches _thread.LockType.acquire (setattr, or
+    # forbiddenfruit's write into the type's dict when setattr refuses) to
+    # raise on a blocking acquire in async code; the locks the program
+    # makes must call the patch, and the patch's call of the type's own
+    # acquire must work, as for the real lock type.
+    s = scenario("""
+        import _thread, ctypes, gc, pickle, random, threading
+        def curse(cls, name, value):
+            try:
+                setattr(cls, name, value)
+            except TypeError:
+                gc.get_referents(cls.__dict__)[0][name] = value
+                ctypes.pythonapi.PyType_Modified(ctypes.py_object(cls))
+        lock = threading.Lock()
+        print(type(lock) is _thread.LockType, isinstance(lock, _thread.LockType),
+              threading.Lock is _thread.LockType, repr(_thread.LockType))
+        original = _thread.LockType.acquire
+        calls = []
+        def acquire(self, *args, **kwargs):
+            calls.append(args)
+            if args == (True, 7):
+                raise RuntimeError("blocking call to lock.acquire")
+            return original(self, *args, **kwargs)
+        curse(_thread.LockType, "acquire", acquire)
+        print(lock.acquire(), lock.acquire(False), calls)
+        try:
+            lock.acquire(True, 7)
+        except RuntimeError as exc:
+            print(exc)
+        lock.release()
+        with threading.Lock():
+            print("with", len(calls))
+        cond = threading.Condition(threading.Lock())
+        with cond:
+            cond.notify()
+        curse(_thread.LockType, "acquire", original)
+        print(lock.acquire(), len(calls))
+        try:
+            print(_thread.LockType() is not None)
+        except TypeError as exc:
+            print("TypeError", exc)
+        print(random.random())
+    """)
+    plain = s.plain()
+    rec = assert_faithful(s)
+    assert rec.stdout.splitlines()[:-1] == plain.stdout.splitlines()[:-1], (rec.out, plain.out)
+    assert b"True False [(), (False,)]" in rec.stdout and b"with 3" in rec.stdout, rec.out
+
+
+def test_a_traceback_repr_replays(scenario):
+    # pytest's long failure report prints a traceback argument's repr
+    # (urllib3's Retry.increment(_stacktrace=<traceback object at 0x...>)):
+    # a traceback has no weak references, so its id is forgotten when it
+    # is freed (C++ backend, like bare object()s).
+    from retracesoftware import utils
+    if utils.BACKEND != "cpp":
+        import pytest
+        pytest.skip("deterministic ids need the C++ backend (docs/FIDELITY.md)")
+    s = scenario("""
+        import random
+        def fail():
+            1 / 0
+        for _ in range(random.randint(1, 3)):
+            try:
+                fail()
+            except ZeroDivisionError as exc:
+                tb = exc.__traceback__
+            print(repr(tb), repr(tb.tb_next), hex(id(tb)))
+    """)
+    rec = assert_faithful(s, replays=2)
+    assert b"<traceback object at 0x7e" in rec.stdout, rec.out
+
+
+def test_functions_held_in_static_methods_are_recorded(scenario):
+    # PYVERSIONS: 3.13's Path.glob lists directories with
+    # glob._StringGlobber.scandir = staticmethod(os.scandir), taken when glob
+    # was imported: it ran live, so a replay where the directory is gone
+    # (pytest's conftest search in another checkout) globbed nothing.
+    import shutil
+    s = scenario("""
+        import os, pathlib, random, shutil
+        shutil.rmtree("d", ignore_errors=True)
+        os.makedirs("d")
+        for n in random.sample(range(100), 3):
+            open(f"d/test_{n}.txt", "w").close()
+        print(sorted(p.name for p in pathlib.Path("d").glob("test_*")))
+        print(sorted(os.path.basename(p) for p in __import__("glob").glob("d/test_*")))
+    """)
+    rec = assert_faithful(s, before_replay=lambda: shutil.rmtree(s.dir / "d"))
+    assert rec.stdout.count(b"test_") == 6, rec.out
+
+
 def test_scans_never_evaluate_lazy_objects(scenario):
     # Celery's `current_app` and Django's `settings` are lazy proxies: any
     # isinstance()/getattr() on them runs their code. The installer's scans

@@ -61,6 +61,7 @@ struct IdentityHashState {
     std::unordered_map<PyObject*, Py_hash_t> bare;          // not weakrefable, forgotten by bare_dealloc
     std::unordered_map<PyObject*, Py_hash_t> bare_ids;      // the same for set_identity_ids
     destructor object_dealloc = nullptr;                    // object's tp_dealloc at import
+    destructor traceback_dealloc = nullptr;                 // traceback's tp_dealloc at import
     destructor subtype_dealloc = nullptr;                   // heap classes' tp_dealloc (typeobject.c)
     std::unordered_map<PyObject*, PyObject*> owner_of_ref;  // weakref -> object
     std::vector<PyTypeObject*> patched;                    // borrowed: static or immortal-ish; see enable()
@@ -157,13 +158,23 @@ void bare_dealloc(PyObject* obj) {
     s.object_dealloc(obj);
 }
 
+// traceback's tp_dealloc, likewise: a traceback has no weak references and
+// its default repr (`<traceback object at 0x…>`) is what pytest's long
+// failure report prints for a traceback argument (urllib3's Retry.increment).
+void bare_traceback_dealloc(PyObject* obj) {
+    IdentityHashState& s = state();
+    if (!s.bare.empty()) s.bare.erase(obj);
+    if (!s.bare_ids.empty()) s.bare_ids.erase(obj);
+    s.traceback_dealloc(obj);
+}
+
 // True when instances of tp are freed through bare_dealloc (so a bare entry
 // is forgotten when they die): tp's dealloc, past the Python classes'
 // subtype_dealloc (the walk subtype_dealloc makes), is ours.
 bool forgotten_on_dealloc(PyTypeObject* tp) {
     IdentityHashState& s = state();
     while (tp && s.subtype_dealloc && tp->tp_dealloc == s.subtype_dealloc) tp = tp->tp_base;
-    return tp && tp->tp_dealloc == bare_dealloc;
+    return tp && (tp->tp_dealloc == bare_dealloc || tp->tp_dealloc == bare_traceback_dealloc);
 }
 
 // Swap object's tp_dealloc for bare_dealloc (once; never swapped back).
@@ -183,6 +194,8 @@ bool hook_object_dealloc() {
         Py_DECREF(cls);
     }
     PyBaseObject_Type.tp_dealloc = bare_dealloc;
+    if (s.traceback_dealloc && PyTraceBack_Type.tp_dealloc == s.traceback_dealloc)
+        PyTraceBack_Type.tp_dealloc = bare_traceback_dealloc;
     return true;
 }
 
@@ -686,6 +699,7 @@ int init_identity_hash(PyObject* module) {
     IdentityHashState& s = state();
     s.original = PyBaseObject_Type.tp_hash;
     if (!s.object_dealloc) s.object_dealloc = PyBaseObject_Type.tp_dealloc;
+    if (!s.traceback_dealloc) s.traceback_dealloc = PyTraceBack_Type.tp_dealloc;
     s.forget = PyCFunction_NewEx(&forget_def, nullptr, nullptr);
     if (!s.forget) return -1;
     s.hash_descr = PyDescr_NewMethod(&PyBaseObject_Type, &object_hash_def);
