@@ -845,7 +845,7 @@ def run_instrumented(path, *, include=(), exclude=(), spans=True, max_depth=None
     env = dict(os.environ)
     seed = pre.get("hash_seed") if isinstance(pre, dict) else None
     if seed is not None:
-        # What the replay would re-exec itself with (session._reexec_with_hash_seed).
+        # What the replay would re-exec itself with (record_replay.reexec_with_hash_seed).
         env["PYTHONHASHSEED"] = str(seed)
         env["RETRACE_PINNED_HASHSEED"] = str(seed)
     code = ("import sys; from retracesoftware.views.instrument import _child_main; "
