@@ -71,7 +71,7 @@ ITIMER = """
     while len(samples) < 8:
         n += 1
         acc += work(n % 50)
-        if n % 5000 == 0:
+        if n % 1000 == 0:
             time.monotonic()
     signal.setitimer(signal.{which}, 0)
     print(len(samples), acc)
