@@ -72,7 +72,13 @@ inline void gate_set(GateObject* gate, int phase) {   // phase already validated
     if (slot >= tl_gate_cells.n) [[unlikely]] grow_gate_cells(slot);
     tl_gate_cells.cells[slot] = (gate->generation << 2) | static_cast<uint64_t>(phase);
 }
-int init_gates(PyObject* module);             // Gate, _GateUsing, RecordGateway, ReplayGateway, _C_API
+int init_gates(PyObject* module);             // Gate, _GateUsing, _C_API
+// PyType_FromSpec, kept in *out for the life of the process, added to the
+// module as `name`. 0 / -1 with an exception set.
+int add_type(PyObject* module, PyType_Spec* spec, PyTypeObject** out, const char* name);
+
+// ---- gateways.cpp
+int init_gateways(PyObject* module);          // RecordGateway, ReplayGateway
 
 // ---- fingerprint.cpp
 int init_fingerprint(PyObject* module);
