@@ -1,7 +1,7 @@
 // Gate (thread-local phase cell), its `using` context manager, the C API
 // capsule, and the helpers every type of _utils shares (exception
 // fetch/restore, add_type).  The gateways are in gateways.cpp,
-// boundary.cpp, record_call.cpp and replay_call.cpp.
+// type_gateways.cpp, record_call.cpp and replay_call.cpp.
 //
 // Phase storage.  Each Gate owns a small integer `slot`, handed out by a
 // free-list allocator (GIL-protected).  Each thread owns a thread_local array

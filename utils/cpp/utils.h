@@ -97,8 +97,8 @@ int init_typepatch(PyObject* module);
 // ---- identity_hash.cpp
 int init_identity_hash(PyObject* module);
 
-// ---- boundary.cpp
-int init_boundary(PyObject* module);           // MethodGateway, NewGateway
+// ---- type_gateways.cpp
+int init_type_gateways(PyObject* module);      // MethodGateway, NewGateway
 
 // ---- ticker.cpp
 int init_ticker(PyObject* module);             // ScheduleTracer, Ticker (--schedule)
