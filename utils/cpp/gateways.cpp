@@ -50,17 +50,8 @@ static PyObject* RecordGateway_vectorcall(PyObject* op, PyObject* const* args, s
     if (!result) [[unlikely]] {
         if (self->error != Py_None) {
             PyObject* exc = fetch_exception();
-            PyObject* r = PyObject_CallOneArg(self->error, exc);
-            if (!r) {
-                // error() raised: its exception wins, chained to the original
-                // (what `except: error(exc); raise` does in Python).
-                PyObject* newexc = fetch_exception();
-                PyException_SetContext(newexc, exc);  // steals exc
-                restore_exception(newexc);
-            } else {
-                Py_DECREF(r);
-                restore_exception(exc);
-            }
+            // error() raised: its exception wins, chained to the original.
+            restore_exception_after(PyObject_CallOneArg(self->error, exc), exc);
         }
         return nullptr;
     }

@@ -106,15 +106,7 @@ PyObject* RecordCallGateway_vectorcall(PyObject* op, PyObject* const* args, size
             r = call_write(self, stack, 5);
         }
         Py_DECREF(fp);
-        if (!r) {
-            // The write failed: its exception wins, chained to the call's.
-            PyObject* newexc = fetch_exception();
-            PyException_SetContext(newexc, exc);  // steals exc
-            restore_exception(newexc);
-        } else {
-            Py_DECREF(r);
-            restore_exception(exc);
-        }
+        restore_exception_after(r, exc);   // a failed write's exception wins, chained to the call's
         return nullptr;
     }
     if (plain_type(result)) [[likely]] {

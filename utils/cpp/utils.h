@@ -112,5 +112,19 @@ int init_stack(PyObject* module);
 PyObject* fetch_exception() noexcept;
 // Steals `exc`.
 void restore_exception(PyObject* exc) noexcept;
+// After a call `r` (a new reference, or null when it raised) made while
+// `exc` was pending: raised -> its exception is set, chained to `exc` (what
+// `except: handler(exc); raise` does in Python); else `exc` is set again.
+// Steals `exc` and `r`.
+inline void restore_exception_after(PyObject* r, PyObject* exc) noexcept {
+    if (!r) {
+        PyObject* newexc = fetch_exception();
+        PyException_SetContext(newexc, exc);  // steals exc
+        restore_exception(newexc);
+    } else {
+        Py_DECREF(r);
+        restore_exception(exc);
+    }
+}
 
 }  // namespace retrace::utils
