@@ -70,6 +70,19 @@ def forget_our_hash_seed() -> None:
         _environ.pop("PYTHONHASHSEED", None)
 
 
+def seed_for_recording() -> tuple[str, bool]:
+    """Record: the hash seed this interpreter runs with, after re-exec'ing
+    with a random one when none is pinned; and whether we pinned it (then
+    the program does not see our PYTHONHASHSEED: `forget_our_hash_seed`)."""
+    seed = current_hash_seed()
+    if seed is None:
+        import random as _random_mod  # before install: our choice is not the program's
+        reexec_with_hash_seed(str(_random_mod.SystemRandom().randrange(1, 2**32)))
+    pinned_by_us = _environ.get(_HASHSEED_MARK) == seed
+    forget_our_hash_seed()
+    return seed, pinned_by_us
+
+
 def expand_recording_path(pattern: str) -> str:
     """The recording path for this process. A path another recorder is still
     writing (its lock is held) gets ``-1``, ``-2``… after the pid when the
@@ -105,12 +118,7 @@ def record_main(opts) -> int:
         argv = [interpreter, "-m", "retracesoftware"] + _option_args(opts) + ["--"] + opts.command[1:]
         sys.stdout.flush()
         os.execvp(interpreter, argv)
-    seed = current_hash_seed()
-    if seed is None:
-        import random as _random_mod  # before install: our choice is not the program's
-        reexec_with_hash_seed(str(_random_mod.SystemRandom().randrange(1, 2**32)))
-    pinned_by_us = _environ.get(_HASHSEED_MARK) == seed
-    forget_our_hash_seed()
+    seed, pinned_by_us = seed_for_recording()
 
     path = expand_recording_path(opts.recording)
     from retracesoftware.stream._common import recording_busy
@@ -374,12 +382,7 @@ def start_recording_in_place(opts) -> None:
     replays with ``python -m retracesoftware --recording PATH`` like any other.
     """
     _, target = parse_command(opts.command)
-    seed = current_hash_seed()
-    if seed is None:
-        import random as _random_mod
-        reexec_with_hash_seed(str(_random_mod.SystemRandom().randrange(1, 2**32)))
-    pinned_by_us = _environ.get(_HASHSEED_MARK) == seed
-    forget_our_hash_seed()
+    seed, pinned_by_us = seed_for_recording()
     path = expand_recording_path(opts.recording)
     from retracesoftware.stream._common import recording_busy
     if recording_busy(path):
