@@ -55,11 +55,6 @@ _allocate_lock = _thread.allocate_lock
 _RealRLock = _thread.RLock
 _LockType = _thread.LockType
 
-try:
-    import _queue
-except ImportError:  # pragma: no cover - every CPython we support has it
-    _queue = None
-
 MAIN = 0
 
 # The real _thread functions, for code that must never see our patches.
@@ -216,7 +211,8 @@ class ThreadSupport:
             put(threading, "Lock", allocate_lock, also=(self.Lock,))
         put(threading, "_allocate_lock", allocate_lock)
         put(threading, "_CRLock", make_rlock, also=(self.RLock,))
-        if _queue is not None:
+        if REAL_SIMPLE_QUEUE is not None:      # _queue exists (recorded_locks imported it)
+            import _queue
             installer.patch(_queue, "SimpleQueue", self.SimpleQueue)
             queue_mod = sys.modules.get("queue")
             if queue_mod is not None and queue_mod.__dict__.get("SimpleQueue") is REAL_SIMPLE_QUEUE:
