@@ -630,33 +630,10 @@ class Installer:
         return call
 
     def _patch_getsignal(self, module) -> None:
-        """Signal handlers the program installs are callbacks (configs/
-        signal.toml); ``getsignal`` answers with the program's own function,
-        as ``signal.signal`` does for the previous handler (asyncio.run()
-        compares it with ``default_int_handler``). At uninstall, handlers
-        still installed are unwrapped, so the program's functions stay."""
-        real = module.__dict__.get("getsignal")
-        real_signal = module.__dict__.get("signal")
-        if real is None or real_signal is None:
-            return
-        # Down to the builtin: our callback wrapper may itself stand in a
-        # builtin-like substitute (install/substitutes.py), whose __wrapped__
-        # is the wrapper, which would wrap the handler again.
-        while getattr(real_signal, "__wrapped__", None) is not None:
-            real_signal = real_signal.__wrapped__
-
-        def getsignal(signalnum):
-            handler = real(signalnum)
-            return handler.fn if type(handler) is _Callback else handler
-        getsignal.__name__ = getsignal.__qualname__ = "getsignal"
-        getsignal.__doc__ = real.__doc__
-        getsignal.__wrapped__ = real
-        self._set(module, "getsignal", getsignal)
-
-        from retracesoftware.install.signals import restore_program_handlers
-        nsig = getattr(module, "NSIG", 65)
-        # Runs after the attribute undos of later patches, before earlier ones.
-        self.on_uninstall(lambda: restore_program_handlers(real_signal, real, nsig))
+        """``getsignal`` answers with the program's own function: the one
+        patch of it is install/signals.py's `patch_getsignal`."""
+        from retracesoftware.install.signals import patch_getsignal
+        patch_getsignal(self, module)
 
     def _gc_callbacks_outside(self) -> None:
         """``gc.callbacks`` run when a collection happens, which is not at

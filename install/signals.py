@@ -198,6 +198,37 @@ def program_handler(handler):
     return handler
 
 
+def patch_getsignal(installer, module) -> None:
+    """The one patch of ``_signal.getsignal`` (the installer runs it once
+    ``_signal`` is loaded, for CLI sessions and TestRunner alike). Signal
+    handlers the program installs are callbacks (configs/signal.toml) or,
+    in CLI sessions, `SignalHandler` objects (`install` below);
+    ``getsignal`` answers with the program's own function, as
+    ``signal.signal`` does for the previous handler (asyncio.run() compares
+    it with ``default_int_handler``). At uninstall, handlers still installed
+    are unwrapped, so the program's functions stay."""
+    real = module.__dict__.get("getsignal")
+    real_signal = module.__dict__.get("signal")
+    if real is None or real_signal is None:
+        return
+    # Down to the builtin: our callback wrapper may itself stand in a
+    # builtin-like substitute (install/substitutes.py), whose __wrapped__
+    # is the wrapper, which would wrap the handler again.
+    while getattr(real_signal, "__wrapped__", None) is not None:
+        real_signal = real_signal.__wrapped__
+
+    def getsignal(signalnum, /):
+        return program_handler(real(signalnum))
+    getsignal.__name__ = getsignal.__qualname__ = "getsignal"
+    getsignal.__doc__ = real.__doc__
+    getsignal.__wrapped__ = real
+    installer.patch(module, "getsignal", getsignal)
+
+    nsig = getattr(module, "NSIG", 65)
+    # Runs after the attribute undos of later patches, before earlier ones.
+    installer.on_uninstall(lambda: restore_program_handlers(real_signal, real, nsig))
+
+
 def restore_program_handlers(real_signal, real_getsignal, nsig=65):
     """At uninstall: every handler still installed that is one of our
     wrappers (a `SignalHandler`, a configured callback) is replaced by the
@@ -542,14 +573,9 @@ def install(session) -> None:
     signal.__doc__ = real_signal.__doc__
     signal.__wrapped__ = real_signal
 
-    def getsignal(signalnum, /):
-        return program_handler(real_getsignal(signalnum))
-    getsignal.__name__ = getsignal.__qualname__ = "getsignal"
-    getsignal.__doc__ = real_getsignal.__doc__
-    getsignal.__wrapped__ = real_getsignal
-
+    # (``getsignal`` is patched once, by `patch_getsignal`: it unwraps the
+    # SignalHandler objects made here too.)
     installer._set(_signal, "signal", signal)
-    installer._set(_signal, "getsignal", getsignal)
     # (signal.signal raises ValueError outside the main thread. No
     # threading.current_thread() here: on replay, before the recorded main
     # ident is adopted, it would register a dummy thread under the real
@@ -576,6 +602,7 @@ def install(session) -> None:
         pass
 
     nsig = getattr(_signal, "NSIG", 65)
+    # The SignalHandler objects this `signal` installed, unwrapped when it is undone.
     installer._undo.append(lambda: restore_program_handlers(real_signal, real_getsignal, nsig))
 
     if system.mode != "replay":

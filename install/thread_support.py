@@ -24,23 +24,29 @@ ordering points.
   handshake, concurrent.futures) thereby replays in recorded order. Locks
   made by our runtime (DISABLED) or before install are real and never
   recorded; the runtime also holds private references taken at import.
+  The types are in install/recorded_locks.py.
 * **SimpleQueue.** ``_queue.SimpleQueue`` is C code with its own internal
   lock; program code gets `SimpleQueue`, a Python queue with the same API
-  built on a recorded lock, so gets and puts replay in recorded order.
+  built on a recorded lock, so gets and puts replay in recorded order
+  (install/recorded_locks.py too).
+* **The standard library's races** (``Thread.join``/``is_alive``, asyncio's
+  ready queue, ``concurrent.futures``' lock order, flags polled across
+  threads) are made ordering points by install/thread_stdlib.py.
 """
 from __future__ import annotations
 
 import _thread
-import operator
 import os as _os
 import sys
 import threading
-from collections import deque as _deque
 
 from retracesoftware import functional as F
 from retracesoftware.stream import thread_ids_changed as _thread_ids_changed
-from retracesoftware.proxy.thread_order import LockIds, SyncPoints, real_wait
+from retracesoftware.proxy.thread_order import LockIds, SyncPoints
+from retracesoftware.install.recorded_locks import (REAL_SIMPLE_QUEUE, recorded_lock_class, recorded_rlock_class,
+                                                    simple_queue_class)
 from retracesoftware.install.substitutes import substitute_for
+from retracesoftware.install.thread_stdlib import patch_stdlib, real_wait_disabled
 from retracesoftware.utils import DISABLED, INTERNAL
 
 _get_ident = _thread.get_ident
@@ -48,16 +54,6 @@ _get_native_id = getattr(_thread, "get_native_id", None)
 _allocate_lock = _thread.allocate_lock
 _RealRLock = _thread.RLock
 _LockType = _thread.LockType
-_Condition = threading.Condition
-
-try:
-    import _queue
-    _RealSimpleQueue = _queue.SimpleQueue
-    _Empty = _queue.Empty
-except ImportError:  # pragma: no cover - every CPython we support has it
-    _queue = None
-    _RealSimpleQueue = None
-    _Empty = None
 
 MAIN = 0
 
@@ -134,199 +130,19 @@ class ThreadSupport:
         self.gate = system.gate
         self.replaying = system.mode == "replay"
         # Sites of locks are named past threading.py's frames and ours.
-        # A lock's site is the program's frame: past threading.py, this file
-        # and the type substitute's __call__ (3.13: threading.Lock is a type).
-        from retracesoftware.install import substitutes
-        self.lock_ids = LockIds(registry.current, (threading.__file__, __file__, substitutes.__file__))
+        # A lock's site is the program's frame: past threading.py, this file,
+        # the lock types and stdlib patches it installs, and the type
+        # substitute's __call__ (3.13: threading.Lock is a type).
+        from retracesoftware.install import recorded_locks, substitutes, thread_stdlib
+        self.lock_ids = LockIds(registry.current, (threading.__file__, __file__, recorded_locks.__file__,
+                                                   thread_stdlib.__file__, substitutes.__file__))
         self.sync = SyncPoints(system, self.lock_ids)
         self.identify = system.patch_function(_identify, "retrace.thread.identify")
-        self.LockType, self.Lock = self._lock_class()
-        self.RLock = self._rlock_class()
-        self.SimpleQueue = self._simple_queue_class()
-
-    # ----------------------------------------------------------- classes
-    def _lock_class(self):
-        """The class of the locks program code makes, and a constructor.
-
-        The class is also what the program sees as the lock type
-        (``_thread.LockType``; 3.13's ``_thread.lock`` and
-        ``threading.Lock``): ``type(threading.Lock()) is _thread.LockType``
-        as in CPython, ``isinstance`` accepts real locks too, and a method a
-        program sets on the type (blockbuster patches ``acquire`` to detect
-        blocking calls in async code) is what the program's locks then
-        call, as it would be for ``_thread.lock``. The type's own methods
-        stay the recorded ones (what such a patch calls back). Calling the
-        type makes a lock on 3.13 and raises TypeError before, as CPython's."""
-        sync, system, lock_ids = self.sync, self.system, self.lock_ids
-        LT = _LockType
-        lock_of = operator.attrgetter("_lock")
-        factory = []    # allocate_lock (below), for 3.13's callable type
-
-        def blocking(lock, what):
-            real_wait(system, lambda t: LT.acquire(lock, True, t) if t else LT.acquire(lock, False), what)
-
-        def acquire_replay(self_, *args, **kwargs):
-            blocking(self_._lock, "lock.acquire")
-
-        class LockTypeMeta(type):
-            """The program's ``_thread.LockType`` (see above)."""
-
-            def __call__(cls, *args, **kwargs):
-                if sys.version_info >= (3, 13) and factory:
-                    return factory[0](*args, **kwargs)
-                raise TypeError("cannot create '_thread.lock' instances")
-
-            def __instancecheck__(cls, obj):
-                return type(obj) is cls or isinstance(obj, LT)
-
-            def __subclasscheck__(cls, sub):
-                return type.__subclasscheck__(cls, sub) or issubclass(sub, LT)
-
-        class Recorded:
-            """Marks our locks for a native isinstance check (the metaclass's
-            check is Python and accepts real locks too)."""
-            __slots__ = ()
-
-        class RecordedLock(Recorded, metaclass=LockTypeMeta):
-            """A ``_thread.lock`` made by program code under retrace."""
-            __slots__ = ("_lock", "lock_id", "_key", "__weakref__")
-
-            def _at_fork_reinit(self):
-                self._lock._at_fork_reinit()
-
-            def __repr__(self):
-                return repr(self._lock)
-
-            def __reduce_ex__(self, protocol):
-                raise TypeError("cannot pickle '_thread.lock' object")
-
-        new = object.__new__
-
-        def make_lock():
-            lock = new(RecordedLock)
-            lock._lock = _allocate_lock()
-            lock.lock_id, lock._key = lock_ids.make(1)
-            return lock
-
-        # Native all the way (no Python frame between the real acquire and
-        # the SYNC write, see SyncPoints): acquire(*args) is the real
-        # lock's acquire with the RecordedLock argument swapped for it.
-        real_of = F.if_then_else(F.isinstance_of(Recorded), lock_of, F.identity)
-        # try_now(lock, False): the real lock taken without blocking (native).
-        try_now = F.apply_with(LT.acquire, real_of)
-        RecordedLock.__enter__ = sync.acquire(F.compose(LT.__enter__, lock_of), "lock.acquire",
-                                              acquire_replay, try_now=try_now)
-        RecordedLock.acquire = RecordedLock.acquire_lock = sync.acquire(
-            F.apply_with(LT.acquire, real_of), "lock.acquire", acquire_replay, try_now=try_now)
-        RecordedLock.__exit__ = sync.plain(F.compose(LT.release, lock_of, F.first_arg))
-        RecordedLock.release = RecordedLock.release_lock = sync.plain(F.compose(LT.release, lock_of))
-        RecordedLock.locked = RecordedLock.locked_lock = sync.method(
-            F.compose(LT.locked, lock_of), "lock.locked")
-        RecordedLock.__module__ = "_thread"
-        RecordedLock.__qualname__ = RecordedLock.__name__ = "lock"
-        self._lock_factory = factory
-        return RecordedLock, make_lock
-
-    def _rlock_class(self):
-        sync, system, lock_ids = self.sync, self.system, self.lock_ids
-        RT = _RealRLock
-
-        def blocking(self_, what):
-            real_wait(system, lambda t: RT.acquire(self_, True, t) if t else RT.acquire(self_, False), what)
-
-        def acquire_replay(self_, *args, **kwargs):
-            blocking(self_, "rlock.acquire")
-
-        try_now = RT.acquire    # try_now(rlock, False): without blocking (native)
-
-        def acquire_restore_replay(self_, state):
-            # _release_save gave (count, owner) with owner = this thread:
-            # taking the lock count times as this thread restores exactly that.
-            blocking(self_, "rlock.acquire (Condition.wait)")
-            for _ in range(state[0] - 1):
-                RT.acquire(self_)
-
-        class RecordedRLock(RT):
-            """A ``_thread.RLock`` made by program code under retrace."""
-            __slots__ = ("lock_id", "_key")
-
-            def __init__(self, *args, **kwargs):
-                self.lock_id, self._key = lock_ids.make(1)
-
-            def __reduce_ex__(self, protocol):
-                raise TypeError("cannot pickle '_thread.RLock' object")
-
-            acquire = sync.acquire(RT.acquire, "rlock.acquire", acquire_replay, try_now=try_now)
-            __enter__ = sync.acquire(RT.__enter__, "rlock.acquire", acquire_replay, try_now=try_now)
-            _acquire_restore = sync.acquire(RT._acquire_restore, "rlock.acquire (Condition.wait)",
-                                            acquire_restore_replay, returns=None)
-
-        RecordedRLock.__module__ = "_thread"
-        RecordedRLock.__qualname__ = RecordedRLock.__name__ = "RLock"
-        return RecordedRLock
-
-    def _simple_queue_class(self):
-        gate = self.gate
-        RLock = self.RLock
-        real = _RealSimpleQueue
-
-        class SimpleQueue:
-            """``queue.SimpleQueue`` for program code under retrace: the same
-            API on a recorded lock (a C SimpleQueue's internal lock would
-            hand items to getters in an unrecorded order)."""
-
-            def __new__(cls, *args, **kwargs):
-                if gate.phase != INTERNAL and real is not None:
-                    return real(*args, **kwargs)
-                return object.__new__(cls)
-
-            def __init__(self):
-                self._queue = _deque()
-                self._not_empty = _Condition(RLock())
-
-            def put(self, item, block=True, timeout=None):
-                with self._not_empty:
-                    self._queue.append(item)
-                    self._not_empty.notify()
-
-            def put_nowait(self, item):
-                return self.put(item, block=False)
-
-            def get(self, block=True, timeout=None):
-                with self._not_empty:
-                    if not block:
-                        if not self._queue:
-                            raise _Empty
-                    elif timeout is None:
-                        while not self._queue:
-                            self._not_empty.wait()
-                    elif timeout < 0:
-                        raise ValueError("'timeout' must be a non-negative number")
-                    else:
-                        import time   # the program's (recorded) clock
-                        endtime = time.monotonic() + timeout
-                        while not self._queue:
-                            remaining = endtime - time.monotonic()
-                            if remaining <= 0.0:
-                                raise _Empty
-                            self._not_empty.wait(remaining)
-                    return self._queue.popleft()
-
-            def get_nowait(self):
-                return self.get(False)
-
-            def empty(self):
-                with self._not_empty:
-                    return not self._queue
-
-            def qsize(self):
-                with self._not_empty:
-                    return len(self._queue)
-
-            __class_getitem__ = classmethod(lambda cls, item: cls)
-
-        SimpleQueue.__module__ = "_queue"
-        return SimpleQueue
+        # LockType: the class (what the program sees as _thread.LockType);
+        # Lock(): a new recorded lock.
+        self.LockType, self.Lock, self._lock_factory = recorded_lock_class(system, self.sync, self.lock_ids)
+        self.RLock = recorded_rlock_class(system, self.sync, self.lock_ids)
+        self.SimpleQueue = simple_queue_class(self.gate, self.RLock)
 
     # ---------------------------------------------------------- factories
     def _factories(self):
@@ -369,7 +185,6 @@ class ThreadSupport:
     # ------------------------------------------------------------ install
     def install(self, installer) -> None:
         system, registry, gate = self.system, self.registry, self.gate
-        self._installer = installer
         replacements = {}
 
         made = {}
@@ -393,7 +208,7 @@ class ThreadSupport:
         put(_thread, "allocate_lock", allocate_lock)
         put(_thread, "allocate", allocate_lock)
         put(_thread, "RLock", make_rlock, also=(self.RLock,))
-        # The lock type as the program sees it (see _lock_class).
+        # The lock type as the program sees it (see recorded_lock_class).
         # PYVERSIONS: 3.13's threading.Lock is the lock type itself, also
         # named _thread.lock.
         self._lock_factory.append(allocate_lock)
@@ -404,10 +219,11 @@ class ThreadSupport:
             put(threading, "Lock", self.LockType)
         put(threading, "_allocate_lock", allocate_lock)
         put(threading, "_CRLock", make_rlock, also=(self.RLock,))
-        if _queue is not None:
+        if REAL_SIMPLE_QUEUE is not None:      # _queue exists (recorded_locks imported it)
+            import _queue
             installer.patch(_queue, "SimpleQueue", self.SimpleQueue)
             queue_mod = sys.modules.get("queue")
-            if queue_mod is not None and queue_mod.__dict__.get("SimpleQueue") is _RealSimpleQueue:
+            if queue_mod is not None and queue_mod.__dict__.get("SimpleQueue") is REAL_SIMPLE_QUEUE:
                 installer.patch(queue_mod, "SimpleQueue", self.SimpleQueue)
 
         for module, attr in thread_start_functions():
@@ -435,26 +251,7 @@ class ThreadSupport:
         if bootstrap is not None and bootstrap.__dict__.get("_thread") is _thread:
             installer.patch(bootstrap, "_thread", _REAL_THREAD)
 
-        installer.when_imported("asyncio.base_events", self._patch_asyncio)
-        installer.when_imported("asyncio.tasks", self._patch_as_completed)
-        installer.when_imported("concurrent.futures._base", self._patch_acquire_futures)
-        self._patch_excepthook(installer)
-        self._patch_join(installer)
-        if self.replaying:
-            self._patch_delete(installer)
-        # multiprocessing.pool's handler threads poll their Thread object's
-        # `_state`, which Pool.close()/terminate() set from another thread
-        # with no lock: a data race whose outcome decides whether a handler
-        # makes one more round of calls. Ordered, it replays as recorded.
-        ordered_attribute(threading.Thread, "_state", self.Lock(), installer)
-        # socketserver's serve_forever() polls a flag shutdown() sets from
-        # another thread: whether the server makes one more poll() depends
-        # on the race. (The lock is made now, at the same point in both
-        # modes, whenever the module gets imported.)
-        shutdown_lock = self.Lock()
-        installer.when_imported("socketserver", lambda module: ordered_attribute(
-            module.BaseServer, "_BaseServer__shutdown_request", shutdown_lock, installer)
-            if hasattr(module, "BaseServer") else None)
+        patch_stdlib(self, installer)
 
         # The main thread: live for the deadlock watchdog; its ident recorded.
         if system.sequencer is not None:
@@ -467,223 +264,6 @@ class ThreadSupport:
         registry.idents[MAIN] = tuple(recorded)
         if self.replaying:
             self.adopt_main_ident(recorded)
-
-    def _patch_join(self, installer):
-        """``Thread.join()``, ``join(timeout)`` and ``is_alive()``.
-
-        * Untimed join, replay: a thread waiting in it cannot move the head
-          either; the sequencer must know (`real_wait`), or a replay where
-          the joined thread waits for the joiner's turn would hang instead
-          of being reported.
-        * ``join(timeout)`` and ``is_alive()`` tell the program how far
-          another thread got, which on replay is not how far it got on
-          record: both are sync points whose result (ended / alive) is
-          recorded. Replay returns it; when it says the thread had ended,
-          the replay first waits for that thread's real end (safe: every
-          event that thread made precedes this one on the tape, so it needs
-          no further turn), and a timed join that timed out returns at once
-          (replay never waits out a recorded timeout)."""
-        system, gate, sync = self.system, self.gate, self.sync
-        replaying = self.replaying
-        real_join = threading.Thread.join
-        real_is_alive = threading.Thread.is_alive
-
-        def wait_end(self_):
-            def attempt(t):
-                # Program phase: join's own current_thread() must see the
-                # recorded idents threading._active is keyed by.
-                gate.phase = INTERNAL
-                try:
-                    real_join(self_, t if t and t > 0 else 0)
-                    return not real_is_alive(self_)
-                finally:
-                    gate.phase = DISABLED
-            _real_wait_disabled(system, attempt, f"join {self_.name}")
-
-        def timed_join(self_, timeout):
-            real_join(self_, timeout)
-            return not real_is_alive(self_)
-
-        def ended_on_replay(self_, timeout):
-            wait_end(self_)
-
-        joined = sync.method(timed_join, "thread.join(timeout)", ended_on_replay)
-        alive = sync.method(real_is_alive, "thread.is_alive")
-
-        def join(self_, timeout=None):
-            if gate.phase != INTERNAL:
-                return real_join(self_, timeout)
-            if timeout is None:
-                if replaying:
-                    wait_end(self_)
-                    return None
-                return real_join(self_)
-            if self_ is threading.current_thread() or not self_._started.is_set():
-                return real_join(self_, timeout)      # raises RuntimeError as usual
-            joined(self_, timeout)
-            return None
-
-        def is_alive(self_):
-            if gate.phase != INTERNAL:
-                return real_is_alive(self_)
-            result = alive(self_)
-            if replaying and not result and real_is_alive(self_):
-                wait_end(self_)
-            return result
-
-        join.__wrapped__ = real_join
-        join.__name__, join.__qualname__ = "join", "Thread.join"
-        is_alive.__wrapped__ = real_is_alive
-        is_alive.__name__, is_alive.__qualname__ = "is_alive", "Thread.is_alive"
-        installer.patch(threading.Thread, "join", join)
-        installer.patch(threading.Thread, "is_alive", is_alive)
-
-    def _patch_delete(self, installer):
-        """Replay: idents are the recorded ones, and the OS reuses idents, so
-        a finished thread and a later one may have the same recorded ident.
-        On record the first one's ``_delete()`` necessarily ran before the
-        later one existed; on replay the later one may already have put
-        itself in ``threading._active`` under that key when the first one
-        gets to ``_delete()``, which would remove the live thread's entry
-        (its ``current_thread()`` would become a dummy thread). A thread
-        removes only its own entry."""
-        real_delete = threading.Thread._delete
-
-        def _delete(self_):
-            active = threading._active
-            with threading._active_limbo_lock:
-                ident = threading.get_ident()   # patched: the recorded ident
-                if active.get(ident) is self_:
-                    del active[ident]
-                    return
-                for key, thread in list(active.items()):
-                    if thread is self_:
-                        del active[key]
-                        return
-        _delete.__wrapped__ = real_delete
-        _delete.__name__, _delete.__qualname__ = "_delete", "Thread._delete"
-        installer.patch(threading.Thread, "_delete", _delete)
-
-    def _patch_asyncio(self, module):
-        """The loop's ready queue is appended to by the loop thread
-        (``call_soon``, due timers) and by other threads
-        (``call_soon_threadsafe``, executor futures completing) without a
-        lock: the order of the handles, hence of the callbacks, would be a
-        data race. The ready queue of a loop made by program code does every
-        append, and the loop's reads of its emptiness and length, under one
-        recorded lock, so they happen in the recorded order."""
-        loop_type = getattr(module, "BaseEventLoop", None)
-        original_init = loop_type.__dict__.get("__init__") if loop_type is not None else None
-        if original_init is None:
-            return
-        lock = self.Lock()
-        gate = self.gate
-
-        class ReadyQueue(_deque):
-            """The loop's ready queue (see above); ``popleft`` by the loop
-            thread needs no lock: it takes the oldest of the ``len()`` items
-            it counted under the lock."""
-            __slots__ = ()
-
-            def append(self, item):
-                with lock:
-                    _deque.append(self, item)
-
-            def __bool__(self):
-                with lock:
-                    return _deque.__len__(self) != 0
-
-            def __len__(self):
-                with lock:
-                    return _deque.__len__(self)
-
-        def __init__(self_, *args, **kwargs):
-            original_init(self_, *args, **kwargs)
-            if gate.phase == INTERNAL and type(self_._ready) is _deque:
-                self_._ready = ReadyQueue(self_._ready)
-
-        __init__.__wrapped__ = original_init
-        __init__.__qualname__ = "BaseEventLoop.__init__"
-        self._installer.patch(loop_type, "__init__", __init__)
-
-    def _patch_as_completed(self, tasks):
-        """``asyncio.as_completed(aws)`` wraps the awaitables in tasks in the
-        iteration order of ``set(aws)``: an order of hashes, i.e. of memory
-        addresses, which differ between record and replay, so the tasks
-        would be scheduled in another order. Program code gets them wrapped
-        in the order it passed them (duplicates dropped, as the set did)."""
-        original = tasks.__dict__.get("as_completed")
-        if original is None:
-            return
-        gate = self.gate
-        ensure_future = tasks.ensure_future
-        running_loop = tasks.events._get_running_loop
-        is_future, is_coroutine = tasks.futures.isfuture, tasks.coroutines.iscoroutine
-
-        def as_completed(fs, *, timeout=None):
-            if gate.phase == INTERNAL and not (is_future(fs) or is_coroutine(fs)):
-                loop = running_loop()
-                if loop is not None:
-                    seen, ordered = set(), []
-                    for aw in fs:
-                        if id(aw) not in seen:
-                            seen.add(id(aw))
-                            ordered.append(ensure_future(aw, loop=loop))
-                    fs = ordered
-            return original(fs, timeout=timeout)
-
-        as_completed.__wrapped__ = original
-        as_completed.__name__ = as_completed.__qualname__ = "as_completed"
-        as_completed.__doc__ = original.__doc__
-        as_completed.__module__ = original.__module__
-        self._installer.patch(tasks, "as_completed", as_completed)
-        package = sys.modules.get("asyncio")
-        if package is not None and package.__dict__.get("as_completed") is original:
-            self._installer.patch(package, "as_completed", as_completed)
-
-    def _patch_excepthook(self, installer):
-        """The default ``threading.excepthook`` prints a thread's uncaught
-        exception with its source lines, read from disk: our runtime's
-        reading (as for the main thread's traceback), not recorded program
-        I/O, whose reads would differ on replay (the source may be cached
-        there). A hook the program installs runs as program code."""
-        original = threading.excepthook
-        if original is not getattr(threading, "__excepthook__", None):
-            return
-        gate = self.gate
-
-        def excepthook(args, /):
-            previous = gate.swap(DISABLED)
-            try:
-                return original(args)
-            finally:
-                gate.phase = previous
-        excepthook.__wrapped__ = original
-        excepthook.__name__ = excepthook.__qualname__ = "excepthook"
-        excepthook.__doc__ = original.__doc__
-        installer.patch(threading, "excepthook", excepthook)
-
-    def _patch_acquire_futures(self, base):
-        """``concurrent.futures.wait()``/``as_completed()`` take the futures'
-        condition locks in ``id()`` order (a deadlock-free global order).
-        Addresses differ on replay, so the locks would be taken in another
-        order than recorded (a divergence: SYNC events name their lock).
-        Futures made by program code are ordered by their lock's recorded
-        identity instead (same on record and replay); others keep ``id()``."""
-        acquire = base.__dict__.get("_AcquireFutures")
-        original = getattr(acquire, "__init__", None) if acquire is not None else None
-        if original is None:
-            return
-
-        def stable(future):
-            key = getattr(getattr(getattr(future, "_condition", None), "_lock", None), "_key", None)
-            return (0, key) if key is not None else (1, ("", "", id(future)))
-
-        def __init__(self_, futures):
-            self_.futures = sorted(futures, key=stable)
-        __init__.__wrapped__ = original
-        __init__.__qualname__ = "_AcquireFutures.__init__"
-        self._installer.patch(acquire, "__init__", __init__)
 
     def adopt_main_ident(self, recorded):
         """On replay program code sees the recorded main ident: re-key
@@ -717,54 +297,6 @@ class ThreadSupport:
             self.gate.phase = old
 
 
-def _real_wait_disabled(system, attempt, what):
-    """`real_wait` from program code: our runtime's waiting (the sequencer's
-    condition allocates locks) must not make recorded locks."""
-    gate = system.gate
-    old = gate.swap(DISABLED)
-    try:
-        real_wait(system, attempt, what)
-    finally:
-        gate.phase = old
-
-
-def ordered_attribute(cls, name, lock, installer):
-    """Make reads and writes of ``obj.<name>`` on instances of *cls* by
-    program code sync points: each takes *lock* (a recorded lock), so their
-    order across threads is recorded and replayed. For attributes that
-    threads use as unlocked flags (a data race the recording could not
-    otherwise reproduce). The value stays in the instance ``__dict__``."""
-    if name in cls.__dict__:
-        return
-
-    class Ordered:
-        __slots__ = ()
-
-        def __get__(self, obj, owner=None):
-            if obj is None:
-                return self
-            with lock:
-                try:
-                    return obj.__dict__[name]
-                except KeyError:
-                    raise AttributeError(
-                        f"{type(obj).__name__!r} object has no attribute {name!r}") from None
-
-        def __set__(self, obj, value):
-            with lock:
-                obj.__dict__[name] = value
-
-        def __delete__(self, obj):
-            with lock:
-                try:
-                    del obj.__dict__[name]
-                except KeyError:
-                    raise AttributeError(name) from None
-
-    Ordered.__qualname__ = f"ordered_attribute.<{cls.__name__}.{name}>"
-    installer.patch(cls, name, Ordered())
-
-
 def wrap_thread_start(system, registry: ThreadRegistry, start, support=None):
     """Wrap ``_thread.start_new_thread``-like ``start(func, args, kwargs=None, ...)``."""
     gate = system.gate
@@ -795,7 +327,7 @@ def wrap_thread_start(system, registry: ThreadRegistry, start, support=None):
                 if got:
                     previous.release()
                 return got
-            _real_wait_disabled(system, attempt, f"the end of the thread that had ident {ident} before")
+            real_wait_disabled(system, attempt, f"the end of the thread that had ident {ident} before")
         return mine
 
     # start_new_thread(function, args[, kwargs]) and 3.13's

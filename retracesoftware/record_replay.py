@@ -54,7 +54,7 @@ def _say_backends(opts) -> None:
         _say(opts, "backends: " + "; ".join(m.CAPABILITIES.describe() for m in (functional, utils, stream)))
 
 
-def _reexec_with_hash_seed(seed: str) -> None:
+def reexec_with_hash_seed(seed: str) -> None:
     """Restart this command with PYTHONHASHSEED pinned (same pid, same argv)."""
     env = dict(_environ)
     env["PYTHONHASHSEED"] = seed
@@ -64,7 +64,7 @@ def _reexec_with_hash_seed(seed: str) -> None:
     os.execve(sys.executable, [sys.executable] + sys.orig_argv[1:], env)
 
 
-def _current_hash_seed() -> str | None:
+def current_hash_seed() -> str | None:
     """The seed this interpreter runs with, when we know it."""
     value = _environ.get("PYTHONHASHSEED")
     if value is None or value == "random":
@@ -72,11 +72,24 @@ def _current_hash_seed() -> str | None:
     return value
 
 
-def _forget_our_hash_seed() -> None:
+def forget_our_hash_seed() -> None:
     # The program sees the environment it was started with: if we set
     # PYTHONHASHSEED ourselves, take it (and our mark) out again.
     if _environ.pop(_HASHSEED_MARK, None) is not None:
         _environ.pop("PYTHONHASHSEED", None)
+
+
+def seed_for_recording() -> tuple[str, bool]:
+    """Record: the hash seed this interpreter runs with, after re-exec'ing
+    with a random one when none is pinned; and whether we pinned it (then
+    the program does not see our PYTHONHASHSEED: `forget_our_hash_seed`)."""
+    seed = current_hash_seed()
+    if seed is None:
+        import random as _random_mod  # before install: our choice is not the program's
+        reexec_with_hash_seed(str(_random_mod.SystemRandom().randrange(1, 2**32)))
+    pinned_by_us = _environ.get(_HASHSEED_MARK) == seed
+    forget_our_hash_seed()
+    return seed, pinned_by_us
 
 
 def expand_recording_path(pattern: str) -> str:
@@ -114,12 +127,7 @@ def record_main(opts) -> int:
         argv = [interpreter, "-m", "retracesoftware"] + _option_args(opts) + ["--"] + opts.command[1:]
         sys.stdout.flush()
         os.execvp(interpreter, argv)
-    seed = _current_hash_seed()
-    if seed is None:
-        import random as _random_mod  # before install: our choice is not the program's
-        _reexec_with_hash_seed(str(_random_mod.SystemRandom().randrange(1, 2**32)))
-    pinned_by_us = _environ.get(_HASHSEED_MARK) == seed
-    _forget_our_hash_seed()
+    seed, pinned_by_us = seed_for_recording()
 
     path = expand_recording_path(opts.recording)
     from retracesoftware.stream._common import recording_busy
@@ -224,10 +232,10 @@ def replay_main(opts) -> int:
     problems += preamble_mod.check_program(paths.mapped_preamble(pre, pathmap), paths.mapped_target(target, pathmap),
                                            force=opts.force)
     seed = preamble_mod.hash_seed(pre)
-    if _current_hash_seed() != seed:
+    if current_hash_seed() != seed:
         reader.close()
-        _reexec_with_hash_seed(seed)   # checks again there: warn once, there
-    _forget_our_hash_seed()
+        reexec_with_hash_seed(seed)   # checks again there: warn once, there
+    forget_our_hash_seed()
     for problem in problems:
         report.write(f"retrace: warning: {problem} (replaying anyway: --force)\n")
     paths.check_interpreter(pre)
@@ -385,12 +393,7 @@ def start_recording_in_place(opts) -> None:
     replays with ``python -m retracesoftware --recording PATH`` like any other.
     """
     _, target = parse_command(opts.command)
-    seed = _current_hash_seed()
-    if seed is None:
-        import random as _random_mod
-        _reexec_with_hash_seed(str(_random_mod.SystemRandom().randrange(1, 2**32)))
-    pinned_by_us = _environ.get(_HASHSEED_MARK) == seed
-    _forget_our_hash_seed()
+    seed, pinned_by_us = seed_for_recording()
     path = expand_recording_path(opts.recording)
     from retracesoftware.stream._common import recording_busy
     if recording_busy(path):

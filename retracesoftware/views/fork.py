@@ -280,8 +280,9 @@ def fork(path, at=None, *, result=_UNSET, exception=None, record=None, say=None)
     by *result* (or raising *exception*); returns its exit code. Runs the
     program in this process: call it from a fresh one."""
     from retracesoftware import preamble as preamble_mod
-    from retracesoftware import record_replay as session_mod
+    from retracesoftware.install.config import load_config
     from retracesoftware.install.record_session import RecordSession
+    from retracesoftware.record_replay import current_hash_seed, forget_our_hash_seed, reexec_with_hash_seed
     from retracesoftware.runner import Target, execute, prepare_sys, report_exception
     from retracesoftware.utils import fingerprint
 
@@ -300,12 +301,12 @@ def fork(path, at=None, *, result=_UNSET, exception=None, record=None, say=None)
         elif result is not _UNSET:
             replacement = ("result", result)
     seed = str(pre.get("hash_seed"))
-    if session_mod._current_hash_seed() != seed:
-        session_mod._reexec_with_hash_seed(seed)
-    session_mod._forget_our_hash_seed()
+    if current_hash_seed() != seed:
+        reexec_with_hash_seed(seed)
+    forget_our_hash_seed()
 
     target = Target.from_json(pre["target"])
-    config = session_mod._load_config()
+    config = load_config()
     temp = None
     if record is None:
         fd, temp = tempfile.mkstemp(suffix=".retrace")

@@ -10,9 +10,10 @@ The replay runs in a child process (``python -c … _child_main``), exactly as
 ``python -m retracesoftware --recording PATH`` would replay it, with three
 additions made from outside the program:
 
-* a tracer that keeps, per logical thread, a stack of the project's frames:
-  it counts calls between functions (the architecture map) and, when asked,
-  writes every span (start, end, depth) to ``spans.bin``;
+* a tracer (views/span_tracer.py) that keeps, per logical thread, a stack
+  of the project's frames: it counts calls between functions (the
+  architecture map) and, when asked, writes every span (start, end, depth)
+  to ``spans.bin``;
 * the stream reader wrapped so the replay time of every event it hands out
   is written to ``reads.bin`` (event index = position among values and
   NEW_BINDING markers, docs/EVENTS.md), and the byte offset reached goes to
@@ -29,9 +30,9 @@ writes its files with the session's gate DISABLED. The replay stays
 faithful: the child exits with the replay's own exit code, and a divergence
 is reported as usual (exit 3).
 
-The parent (`run_instrumented`) never imports the runtime's patches: it
-starts the child, turns its progress into a bar on stderr, and returns an
-`InstrumentedRun` the views read (spans streamed from disk: flat memory).
+The parent side (`run_instrumented`, `InstrumentedRun`, `stop_at_event`)
+is views/instrumented_run.py: it never imports this module nor the
+runtime's patches.
 """
 from __future__ import annotations
 
@@ -42,382 +43,17 @@ import os
 import sys
 import time
 
+from retracesoftware.views.span_tracer import FLUSH_ITEMS, CodeFilter, Tracer, install_monitoring, install_settrace
+
 _perf_counter_ns = time.perf_counter_ns
 _get_ident = _thread.get_ident
 _os_write = os.write
 _os_open = os.open
 _os_close = os.close
 
-SPAN_FIELDS = 5           # thread slot, code slot, depth, start ns, end ns
-_FLUSH_ITEMS = 1 << 16
 PROGRESS_EVERY = 4096     # reads between progress reports
 
 _PY312_PLUS = sys.version_info >= (3, 12)  # PYVERSIONS: sys.monitoring
-
-
-def _library_dirs() -> tuple[str, ...]:
-    """Folders whose code is not the project's: the standard library,
-    site-packages (of this venv and the base interpreter), and us."""
-    import sysconfig
-    dirs = set()
-    for scheme_vars in ({}, {"base": sys.base_prefix, "platbase": sys.base_exec_prefix}):
-        try:
-            paths = sysconfig.get_paths(vars=scheme_vars) if scheme_vars else sysconfig.get_paths()
-        except Exception:
-            continue
-        for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-            if paths.get(key):
-                dirs.add(os.path.realpath(paths[key]))
-    try:
-        import site
-        for entry in site.getsitepackages() + [site.getusersitepackages()]:
-            dirs.add(os.path.realpath(entry))
-    except Exception:
-        pass
-    here = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))   # retracesoftware/
-    dirs.add(here)
-    return tuple(sorted(d.rstrip(os.sep) + os.sep for d in dirs))
-
-
-class CodeFilter:
-    """Which code objects are "the project's own code".
-
-    By default: real files outside the standard library, site-packages and
-    retracesoftware (plus ``<string>`` when the program is ``-c code``).
-    ``include`` / ``exclude`` are fnmatch patterns matched against the file
-    path and the module name (VizTracer's ``--include_files`` /
-    ``--exclude_files``, made glob-aware): with ``include`` only matching code
-    is traced (even library code); ``exclude`` always wins."""
-
-    def __init__(self, include=(), exclude=(), *, code_target=False, library=None):
-        self.include = tuple(include or ())
-        self.exclude = tuple(exclude or ())
-        self.code_target = code_target
-        self.library = tuple(library) if library is not None else _library_dirs()
-
-    @staticmethod
-    def _matches(patterns, filename, module) -> bool:
-        import fnmatch
-        for pattern in patterns:
-            if (fnmatch.fnmatchcase(filename, pattern) or fnmatch.fnmatchcase(module, pattern)
-                    or filename.startswith(pattern) or module == pattern
-                    or module.startswith(pattern + ".")
-                    or (os.sep not in pattern and fnmatch.fnmatchcase(os.path.basename(filename), pattern))):
-                return True
-        return False
-
-    def wants(self, filename: str, module: str) -> bool:
-        if self.exclude and self._matches(self.exclude, filename, module):
-            return False
-        if self.include:
-            return self._matches(self.include, filename, module)
-        if filename.startswith("<"):
-            return self.code_target and filename == "<string>"
-        real = os.path.realpath(filename)
-        return not any(real.startswith(d) for d in self.library)
-
-
-class Tracer:
-    """Per-thread stacks of project frames; edges; spans to a file."""
-
-    def __init__(self, out_dir, code_filter, *, spans=True, max_depth=None):
-        self.out_dir = out_dir
-        self.filter = code_filter
-        self.want_spans = spans
-        self.max_depth = max_depth
-        self.codes = []                # slot -> code object (kept alive: ids stay unique)
-        self.code_info = []            # slot -> [filename, qualname, module, firstlineno]
-        self.slot_of = {}              # id(code) -> slot, or -1 when not traced
-        self.threads = []              # thread slot -> logical thread id
-        self.thread_slot_of = {}       # real ident -> thread slot
-        self.stacks = []               # thread slot -> [code slot, start ns, code slot, start ns, ...]
-        self.edges = {}                # caller_slot * 2**20 + callee_slot -> count (caller -1: none)
-        self.calls = array.array("q")  # code slot -> calls
-        self.total_ns = array.array("q")   # code slot -> inclusive time
-        self.spans = array.array("q")
-        self.spans_written = 0
-        self.spans_fd = None
-        self.registry = None
-        self.gate = None
-        self.started_ns = _perf_counter_ns()
-        self.active = False
-
-    # ----------------------------------------------------------- slots
-    def _code_slot(self, code, frame):
-        slot = self.slot_of.get(id(code))
-        if slot is not None:
-            return slot
-        module = ""
-        try:
-            if frame is not None:
-                module = frame.f_globals.get("__name__", "") or ""
-        except Exception:
-            module = ""
-        if type(module) is not str:
-            module = ""
-        filename = code.co_filename
-        # Our own work (realpath, fnmatch, imports) must not reach the tape.
-        previous = self._disabled()
-        try:
-            wanted = self.filter.wants(filename, module)
-        except Exception:
-            wanted = False
-        finally:
-            if previous is not None:
-                self.gate.phase = previous
-        if not wanted:
-            self.slot_of[id(code)] = -1
-            self.codes.append(code)
-            return -1
-        slot = len(self.code_info)
-        self.codes.append(code)
-        self.code_info.append([filename, getattr(code, "co_qualname", code.co_name), module,
-                               code.co_firstlineno])
-        self.calls.append(0)
-        self.total_ns.append(0)
-        self.slot_of[id(code)] = slot
-        return slot
-
-    def _thread_slot(self):
-        ident = _get_ident()
-        slot = self.thread_slot_of.get(ident)
-        if slot is not None:
-            return slot
-        logical = None
-        registry = self.registry
-        if registry is not None:
-            try:
-                logical = registry.logical_id(ident)
-            except Exception:
-                logical = None
-        slot = len(self.threads)
-        self.threads.append(logical if isinstance(logical, (int, str)) else None)
-        self.stacks.append([])
-        self.thread_slot_of[ident] = slot
-        return slot
-
-    # ----------------------------------------------------------- events
-    def innermost(self):
-        """Code slot of the calling thread's innermost project frame, or -1."""
-        tslot = self.thread_slot_of.get(_get_ident())
-        if tslot is None:
-            return -1
-        stack = self.stacks[tslot]
-        return stack[-2] if stack else -1
-
-    def begin(self, code, frame, is_call):
-        slot = self._code_slot(code, frame)
-        if slot < 0:
-            return False
-        tslot = self._thread_slot()
-        stack = self.stacks[tslot]
-        if is_call:
-            caller = stack[-2] if stack else -1
-            key = caller * 1048576 + slot
-            self.edges[key] = self.edges.get(key, 0) + 1
-            self.calls[slot] += 1
-        stack.append(slot)
-        stack.append(_perf_counter_ns())
-        return True
-
-    def end(self, code):
-        slot = self.slot_of.get(id(code), -1)
-        if slot < 0:
-            return
-        now = _perf_counter_ns()
-        tslot = self._thread_slot()
-        stack = self.stacks[tslot]
-        # Unwind to the frame that ends (a frame we missed the end of —
-        # e.g. tracing switched on inside it — is closed here too).
-        while stack:
-            start = stack.pop()
-            top = stack.pop()
-            depth = len(stack) // 2
-            self.total_ns[top] += now - start
-            if self.want_spans and (self.max_depth is None or depth < self.max_depth):
-                spans = self.spans
-                spans.append(tslot)
-                spans.append(top)
-                spans.append(depth)
-                spans.append(start)
-                spans.append(now)
-                if len(spans) >= _FLUSH_ITEMS * SPAN_FIELDS:
-                    self.flush_spans()
-            if top == slot:
-                break
-        if not stack:
-            # The thread's outermost project frame ended: its ident may be
-            # reused by another logical thread.
-            self.thread_slot_of.pop(_get_ident(), None)
-            self.stacks[tslot] = stack
-
-    # ----------------------------------------------------------- output
-    def _disabled(self):
-        gate = self.gate
-        if gate is None:
-            return None
-        from retracesoftware.utils import DISABLED
-        return gate.swap(DISABLED)
-
-    def flush_spans(self):
-        if not self.spans:
-            return
-        previous = self._disabled()
-        try:
-            if self.spans_fd is None:
-                self.spans_fd = _os_open(os.path.join(self.out_dir, "spans.bin"),
-                                         os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            data = self.spans.tobytes()
-            view = memoryview(data)
-            while view:
-                n = _os_write(self.spans_fd, view)
-                view = view[n:]
-            self.spans_written += len(self.spans) // SPAN_FIELDS
-            del self.spans[:]
-        finally:
-            if previous is not None:
-                self.gate.phase = previous
-
-    def close_open_frames(self):
-        """Frames still open at exit (daemon threads, os._exit) end now."""
-        now = _perf_counter_ns()
-        for tslot, stack in enumerate(self.stacks):
-            while stack:
-                start = stack.pop()
-                top = stack.pop()
-                depth = len(stack) // 2
-                self.total_ns[top] += now - start
-                if self.want_spans and (self.max_depth is None or depth < self.max_depth):
-                    self.spans.extend((tslot, top, depth, start, now))
-
-    def meta(self) -> dict:
-        edges = []
-        for key, count in self.edges.items():
-            caller, callee = divmod(key, 1048576)   # caller -1 (no project caller) floors to -1
-            edges.append([caller, callee, count])
-        return {
-            "codes": self.code_info,
-            "threads": self.threads,
-            "edges": edges,
-            "calls": list(self.calls),
-            "total_ns": list(self.total_ns),
-            "spans": self.spans_written,
-            "started_ns": self.started_ns,
-        }
-
-
-# ---------------------------------------------------------------- hooks
-def _install_settrace(tracer):
-    """3.11: ``sys.settrace`` on this thread, ``threading.settrace`` for new
-    ones. Cheaper than ``sys.setprofile`` (which calls back on every C call
-    too): the global trace function runs once per new frame; only frames of
-    the project's code get a local trace function, with line events off, so
-    it sees just their return."""
-    import threading
-    begin, end = tracer.begin, tracer.end
-
-    # A trace function must never raise: the exception would surface in the
-    # program (and printing it reads files — through the recording).
-    def local(frame, event, arg):
-        if event == "return":
-            try:
-                end(frame.f_code)
-            except Exception:
-                pass
-        return local
-
-    known = tracer.slot_of
-
-    def trace(frame, event, arg):
-        if event == "call":
-            if known.get(id(frame.f_code), 0) < 0:      # seen before, not the project's
-                return None
-            try:
-                if begin(frame.f_code, frame, True):
-                    frame.f_trace_lines = False
-                    return local
-            except Exception:
-                pass
-        return None
-
-    sys.settrace(trace)
-    threading.settrace(trace)
-
-    def stop():
-        sys.settrace(None)
-        threading.settrace(None)
-    return stop
-
-
-def _install_monitoring(tracer):
-    """3.12+: sys.monitoring, one tool id; code outside the project is
-    disabled per location after its first event (cheap)."""
-    mon = sys.monitoring
-    tool = None
-    for candidate in (mon.PROFILER_ID, 3, 4, 5):
-        try:
-            mon.use_tool_id(candidate, "retrace-views")
-        except ValueError:
-            continue
-        tool = candidate
-        break
-    if tool is None:
-        raise RuntimeError("no free sys.monitoring tool id for the instrumented replay")
-    DISABLE = mon.DISABLE
-    E = mon.events
-    begin, end = tracer.begin, tracer.end
-    getframe = sys._getframe
-
-    # A callback must never raise: the exception would surface in the
-    # program (and printing it reads files — through the recording).
-    def on_start(code, offset):
-        try:
-            if not begin(code, getframe(1), True):
-                return DISABLE
-        except Exception:
-            return DISABLE
-
-    def on_resume(code, offset):
-        try:
-            if not begin(code, getframe(1), False):
-                return DISABLE
-        except Exception:
-            return DISABLE
-
-    def on_throw(code, offset, exc):
-        try:
-            begin(code, getframe(1), False)
-        except Exception:
-            pass
-
-    def on_end(code, offset, value):
-        try:
-            if tracer.slot_of.get(id(code), -1) < 0:
-                return DISABLE
-            end(code)
-        except Exception:
-            pass
-
-    def on_unwind(code, offset, exc):
-        try:
-            end(code)
-        except Exception:
-            pass
-
-    mon.register_callback(tool, E.PY_START, on_start)
-    mon.register_callback(tool, E.PY_RESUME, on_resume)
-    mon.register_callback(tool, E.PY_THROW, on_throw)
-    mon.register_callback(tool, E.PY_RETURN, on_end)
-    mon.register_callback(tool, E.PY_YIELD, on_end)
-    mon.register_callback(tool, E.PY_UNWIND, on_unwind)
-    mon.set_events(tool, E.PY_START | E.PY_RESUME | E.PY_THROW | E.PY_RETURN | E.PY_YIELD | E.PY_UNWIND)
-
-    def stop():
-        mon.set_events(tool, 0)
-        for event in (E.PY_START, E.PY_RESUME, E.PY_THROW, E.PY_RETURN, E.PY_YIELD, E.PY_UNWIND):
-            mon.register_callback(tool, event, None)
-        mon.free_tool_id(tool)
-    return stop
 
 
 from retracesoftware.install.gc_points import GC as _GC, GC_VALVE as _GC_VALVE  # noqa: E402
@@ -460,7 +96,7 @@ class TimedReader:
             tslot = tracer.thread_slot_of.get(_get_ident())
             stack = tracer.stacks[tslot] if tslot is not None else None
             items.append(stack[-2] if stack else -1)
-        if len(items) >= _FLUSH_ITEMS * 3:
+        if len(items) >= FLUSH_ITEMS * 3:
             self.flush()
         if index == self.stop_at:
             self.on_stop(sys._getframe(1))
@@ -479,7 +115,7 @@ class TimedReader:
             tslot = tracer.thread_slot_of.get(_get_ident())
             stack = tracer.stacks[tslot] if tslot is not None else None
             items.append(stack[-2] if stack else -1)
-        if len(items) >= _FLUSH_ITEMS * 3:
+        if len(items) >= FLUSH_ITEMS * 3:
             self.flush()
         if index == self.stop_at:
             self.on_stop(sys._getframe(1))
@@ -578,7 +214,7 @@ def _child_main(argv) -> int:
             tracer.gate = self.system.gate
             tracer.registry = self.threads
             tracer.started_ns = _perf_counter_ns()
-            state["stop"] = (_install_monitoring if _PY312_PLUS else _install_settrace)(tracer)
+            state["stop"] = (install_monitoring if _PY312_PLUS else install_settrace)(tracer)
             outcome["started"] = True      # the program runs under the tracer from here
 
         def divergence(self, exc):
@@ -704,203 +340,3 @@ def _stopped_at(frame, tracer, gate, out_dir, expression):
         view = view[_os_write(fd, view):]
     _os_close(fd)
     os._exit(0)
-
-
-def stop_at_event(path, event, expression=None) -> dict:
-    """Replay *path* to event *event* and return the program's stack there
-    (``stack``: outermost first, ``project`` marks the project's frames),
-    and with *expression* its value in the innermost project frame."""
-    run = run_instrumented(path, spans=False, stop_at=int(event), expression=expression)
-    try:
-        try:
-            with open(os.path.join(run.dir, "stop.json"), "rb") as fh:
-                return json.loads(fh.read())
-        except (OSError, ValueError):
-            reason = run.problem or f"the replay ended before event {event}"
-            return {"error": reason, "stack": []}
-    finally:
-        run.close()
-
-
-# ------------------------------------------------------------------ parent side
-class InstrumentedRun:
-    """What an instrumented replay left: read by the views."""
-
-    def __init__(self, out_dir, returncode, stderr_text, elapsed_s):
-        self.dir = out_dir
-        self.returncode = returncode
-        self.stderr = stderr_text
-        self.elapsed_s = elapsed_s
-        #: the child wrote its results (meta.json): False when it died or
-        #: ended with os._exit before its atexit handler
-        self.has_results = False
-        try:
-            with open(os.path.join(out_dir, "meta.json"), "rb") as fh:
-                self.meta = json.loads(fh.read())
-            self.has_results = True
-        except (OSError, ValueError):
-            self.meta = {"codes": [], "threads": [], "edges": [], "calls": [], "total_ns": [], "spans": 0}
-        self.codes = self.meta.get("codes", [])
-        self.threads = self.meta.get("threads", [])
-
-    def _error_line(self):
-        for line in self.stderr.splitlines():
-            if line.startswith("retrace: error:"):
-                return line[len("retrace: error: "):]
-        return None
-
-    @property
-    def faithful(self) -> bool:
-        """The replay ran the program under the tracer to its end, as
-        recorded. Never true for a replay that did not start (an error of
-        ours, exit 1 or 2), died (a signal) or left no results: what the
-        views show of it (an empty architecture map) is not the run's."""
-        return (self.has_results and bool(self.meta.get("started")) and not self.meta.get("divergence")
-                and self.returncode >= 0 and self.returncode not in (3, 4) and self._error_line() is None)
-
-    @property
-    def problem(self):
-        if self.meta.get("divergence"):
-            return self.meta["divergence"]
-        error = self._error_line()
-        if not self.has_results:
-            why = error or (f"killed by signal {-self.returncode}" if self.returncode < 0
-                            else f"exit code {self.returncode}")
-            return f"the instrumented replay left no results ({why})"
-        if not self.meta.get("started"):
-            return f"the instrumented replay did not start ({error or f'exit code {self.returncode}'})"
-        if error is not None:
-            return error
-        if self.returncode in (3, 4) or self.returncode < 0:
-            return f"replay ended with exit code {self.returncode}"
-        return None
-
-    def spans(self, chunk=1 << 15):
-        """(thread slot, code slot, depth, start ns, end ns), streamed from disk."""
-        path = os.path.join(self.dir, "spans.bin")
-        if not os.path.exists(path):
-            return
-        size = array.array("q").itemsize * SPAN_FIELDS
-        with open(path, "rb") as fh:
-            while True:
-                data = fh.read(size * chunk)
-                if not data:
-                    return
-                items = array.array("q")
-                items.frombytes(data[: len(data) - len(data) % size])
-                for i in range(0, len(items), SPAN_FIELDS):
-                    yield items[i], items[i + 1], items[i + 2], items[i + 3], items[i + 4]
-
-    def reads(self, chunk=1 << 16):
-        """(event index, replay time ns, code slot of the consuming thread's
-        innermost project frame or -1) for every event the replay consumed,
-        in tape order, streamed from disk."""
-        path = os.path.join(self.dir, "reads.bin")
-        if not os.path.exists(path):
-            return
-        size = 8 * 3
-        with open(path, "rb") as fh:
-            while True:
-                data = fh.read(size * chunk)
-                if not data:
-                    return
-                items = array.array("q")
-                items.frombytes(data[: len(data) - len(data) % size])
-                for i in range(0, len(items), 3):
-                    yield items[i], items[i + 1], items[i + 2]
-
-    def where(self, slot) -> str | None:
-        if slot is None or slot < 0 or slot >= len(self.codes):
-            return None
-        filename, qualname, module, line = self.codes[slot]
-        return f"{qualname} ({os.path.basename(filename)}:{line})"
-
-    @property
-    def program_traceback(self) -> list[str]:
-        """The replayed program's uncaught-exception traceback (its stderr)."""
-        lines = [line for line in self.stderr.splitlines() if not line.startswith("retrace:")]
-        for i in range(len(lines) - 1, -1, -1):
-            if lines[i].startswith("Traceback (most recent call last):"):
-                return lines[i:i + 80]
-        return []
-
-    def unit_of(self, slot) -> tuple[str, str | None]:
-        """(module, class or None) of a code slot, for the architecture map."""
-        filename, qualname, module, _ = self.codes[slot]
-        if not module or module == "__main__":
-            base = os.path.splitext(os.path.basename(filename))[0] if not filename.startswith("<") else filename
-            module = f"{base} (__main__)" if module == "__main__" else base
-        # A nested function or lambda belongs to the class of the function
-        # that defines it: "Service.handle.<locals>.<genexpr>" -> Service.
-        outer = qualname.split(".<locals>.")[0].split(".")
-        cls = ".".join(outer[:-1]) or None
-        return module, cls
-
-    def close(self):
-        import shutil
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _read_preamble(path):
-    from retracesoftware.install.recording_streams import open_recording
-    reader = open_recording(path)
-    try:
-        return reader.preamble
-    finally:
-        reader.close()
-
-
-def run_instrumented(path, *, include=(), exclude=(), spans=True, max_depth=None, progress=None,
-                     replay_args=(), stop_at=None, expression=None) -> InstrumentedRun:
-    """Replay *path* with the tracer in a child process; return what it found.
-
-    ``progress(done_bytes, total_bytes)`` is called as the replay advances
-    (see `progress.Progress`). The recording is never modified."""
-    import subprocess
-    import tempfile
-    import threading
-
-    pre = _read_preamble(path)
-    out_dir = tempfile.mkdtemp(prefix="retrace-views-")
-    total = os.path.getsize(path)
-    read_fd, write_fd = os.pipe()
-    options = {"include": list(include or ()), "exclude": list(exclude or ()), "spans": spans,
-               "max_depth": max_depth, "progress_fd": write_fd, "replay_args": list(replay_args),
-               "stop_at": stop_at, "expression": expression, "library": list(_library_dirs()),
-               "code_target": isinstance(pre, dict) and (pre.get("target") or {}).get("kind") == "code"}
-    env = dict(os.environ)
-    seed = pre.get("hash_seed") if isinstance(pre, dict) else None
-    if seed is not None:
-        # What the replay would re-exec itself with (session._reexec_with_hash_seed).
-        env["PYTHONHASHSEED"] = str(seed)
-        env["RETRACE_PINNED_HASHSEED"] = str(seed)
-    code = ("import sys; from retracesoftware.views.instrument import _child_main; "
-            "sys.exit(_child_main(sys.argv[1:]))")
-    stderr_path = os.path.join(out_dir, "stderr.txt")
-    started = time.perf_counter()
-    cwd = pre.get("cwd") if isinstance(pre, dict) and isinstance(pre.get("cwd"), str) and os.path.isdir(pre.get("cwd")) else None
-    with open(stderr_path, "wb") as err:
-        proc = subprocess.Popen([sys.executable, "-c", code, out_dir, os.path.abspath(path), json.dumps(options)],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                pass_fds=(write_fd,), env=env, cwd=cwd)
-    os.close(write_fd)
-
-    def pump():
-        with os.fdopen(read_fd, "rb") as fh:
-            for line in fh:
-                parts = line.split()
-                if len(parts) == 2 and progress is not None:
-                    try:
-                        progress(int(parts[1]), total)
-                    except Exception:
-                        pass
-    reader_thread = threading.Thread(target=pump, daemon=True)
-    reader_thread.start()
-    returncode = proc.wait()
-    reader_thread.join()
-    elapsed = time.perf_counter() - started
-    with open(stderr_path, "rb") as fh:
-        stderr_text = fh.read().decode("utf-8", "replace")
-    if progress is not None:
-        progress(total, total)
-    return InstrumentedRun(out_dir, returncode, stderr_text, elapsed)

@@ -108,7 +108,7 @@ def _stack_lines(stack) -> list:
 def tool_stack_at(recording: str, event: int) -> str:
     """Replay to event `event` and show the program's Python stack there
     (outermost first; * marks the project's own frames)."""
-    from retracesoftware.views.instrument import stop_at_event
+    from retracesoftware.views.instrumented_run import stop_at_event
     result = stop_at_event(_path(recording), int(event))
     if result.get("error") and not result.get("stack"):
         return f"error: {result['error']}"
@@ -120,7 +120,7 @@ def tool_eval_at(recording: str, event: int, expression: str) -> str:
     project frame there (names of that frame's locals and globals). The
     evaluation runs outside the recording: calls it makes are real."""
     from retracesoftware.install.masking import mask
-    from retracesoftware.views.instrument import stop_at_event
+    from retracesoftware.views.instrumented_run import stop_at_event
     result = stop_at_event(_path(recording), int(event), expression)
     where = result.get("frame")
     at = f" in {where['function']} ({where['file']}:{where['line']})" if where else ""

@@ -25,7 +25,7 @@ import time
 
 from retracesoftware.views import _output as _common
 from retracesoftware.views import _facts
-from retracesoftware.views.instrument import run_instrumented
+from retracesoftware.views.instrumented_run import run_instrumented
 
 
 def build_report(path, *, progress=None, replay=True, include=(), exclude=(), force=False) -> dict:

@@ -22,7 +22,7 @@ import os
 from retracesoftware.views import _output as _common
 from retracesoftware.views import _facts
 from retracesoftware.views import _tape
-from retracesoftware.views.instrument import run_instrumented
+from retracesoftware.views.instrumented_run import run_instrumented
 
 DEFAULT_BUDGET = 2000
 CHARS_PER_TOKEN = 4

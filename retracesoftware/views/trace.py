@@ -25,7 +25,7 @@ import os
 
 from retracesoftware.views import _output as _common
 from retracesoftware.views import _tape
-from retracesoftware.views.instrument import run_instrumented
+from retracesoftware.views.instrumented_run import run_instrumented
 
 PID_FALLBACK = 1
 

@@ -16,7 +16,7 @@ ROUNDS = 150
 
 
 def make_lock_class(system):
-    """A lock whose acquire is a sync point (what install/thread_support.py builds)."""
+    """A lock whose acquire is a sync point (what install/recorded_locks.py builds)."""
     sync = SyncPoints(system)
     LT = _thread.LockType
 

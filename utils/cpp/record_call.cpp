@@ -1,18 +1,8 @@
 // RecordCallGateway: the whole recorded call in one native step, with the
-// CALL event written together with its outcome.
-//
-//   RecordCallGateway(gate, target, write, call_tag, name, result_tag,
-//                     error_tag, slow=None)
-//
-// Called while the gate's phase is INTERNAL:
-//   fp = fingerprint(*args, **kwargs); phase := EXTERNAL; r = target(...);
-//   phase := INTERNAL; then
-//   * r of exact type None/bool/int/float/str/bytes:
-//       write(call_tag, name, fp, result_tag, r)   -- one write call
-//   * r raised exc:  write(call_tag, name, fp, error_tag, exc); re-raise
-//   * anything else: write(call_tag, name, fp); return slow(r)
-//       (slow writes the outcome; None: write(result_tag, r), return r)
-// In any other phase: target(...) straight through.
+// CALL event written together with its outcome.  Its contract (arguments,
+// what is written when, the phases, flush_pending_calls) is the
+// RecordCallGateway row of utils/README.md: that table is the one
+// specification, this file only says how it is done.
 //
 // The CALL is written when the call ends ("deferred"), so a recorded call is
 // one writer call in the common case.  Anything that must come *between* the
@@ -116,15 +106,7 @@ PyObject* RecordCallGateway_vectorcall(PyObject* op, PyObject* const* args, size
             r = call_write(self, stack, 5);
         }
         Py_DECREF(fp);
-        if (!r) {
-            // The write failed: its exception wins, chained to the call's.
-            PyObject* newexc = fetch_exception();
-            PyException_SetContext(newexc, exc);  // steals exc
-            restore_exception(newexc);
-        } else {
-            Py_DECREF(r);
-            restore_exception(exc);
-        }
+        restore_exception_after(r, exc);   // a failed write's exception wins, chained to the call's
         return nullptr;
     }
     if (plain_type(result)) [[likely]] {

@@ -72,7 +72,13 @@ inline void gate_set(GateObject* gate, int phase) {   // phase already validated
     if (slot >= tl_gate_cells.n) [[unlikely]] grow_gate_cells(slot);
     tl_gate_cells.cells[slot] = (gate->generation << 2) | static_cast<uint64_t>(phase);
 }
-int init_gates(PyObject* module);             // Gate, _GateUsing, RecordGateway, ReplayGateway, _C_API
+int init_gates(PyObject* module);             // Gate, _GateUsing, _C_API
+// PyType_FromSpec, kept in *out for the life of the process, added to the
+// module as `name`. 0 / -1 with an exception set.
+int add_type(PyObject* module, PyType_Spec* spec, PyTypeObject** out, const char* name);
+
+// ---- gateways.cpp
+int init_gateways(PyObject* module);          // RecordGateway, ReplayGateway
 
 // ---- fingerprint.cpp
 int init_fingerprint(PyObject* module);
@@ -91,8 +97,8 @@ int init_typepatch(PyObject* module);
 // ---- identity_hash.cpp
 int init_identity_hash(PyObject* module);
 
-// ---- boundary.cpp
-int init_boundary(PyObject* module);           // MethodGateway, NewGateway
+// ---- type_gateways.cpp
+int init_type_gateways(PyObject* module);      // MethodGateway, NewGateway
 
 // ---- ticker.cpp
 int init_ticker(PyObject* module);             // ScheduleTracer, Ticker (--schedule)
@@ -106,5 +112,19 @@ int init_stack(PyObject* module);
 PyObject* fetch_exception() noexcept;
 // Steals `exc`.
 void restore_exception(PyObject* exc) noexcept;
+// After a call `r` (a new reference, or null when it raised) made while
+// `exc` was pending: raised -> its exception is set, chained to `exc` (what
+// `except: handler(exc); raise` does in Python); else `exc` is set again.
+// Steals `exc` and `r`.
+inline void restore_exception_after(PyObject* r, PyObject* exc) noexcept {
+    if (!r) {
+        PyObject* newexc = fetch_exception();
+        PyException_SetContext(newexc, exc);  // steals exc
+        restore_exception(newexc);
+    } else {
+        Py_DECREF(r);
+        restore_exception(exc);
+    }
+}
 
 }  // namespace retrace::utils

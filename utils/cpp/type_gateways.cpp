@@ -412,25 +412,13 @@ static PyType_Spec NewGateway_spec = {
     NewGateway_slots,
 };
 
-static int add_boundary_type(PyObject* module, PyType_Spec* spec, PyTypeObject** out, const char* name) {
-    PyObject* type = PyType_FromSpec(spec);
-    if (!type) return -1;
-    *out = reinterpret_cast<PyTypeObject*>(type);
-    Py_INCREF(type);  // one ref kept in *out for the life of the process
-    if (PyModule_AddObject(module, name, type) < 0) {
-        Py_DECREF(type);
-        return -1;
-    }
-    return 0;
-}
-
-int init_boundary(PyObject* module) {
+int init_type_gateways(PyObject* module) {
     if (!str_new) {
         str_new = PyUnicode_InternFromString("__new__");
         if (!str_new) return -1;
     }
-    if (add_boundary_type(module, &MethodGateway_spec, &MethodGatewayType, "MethodGateway") < 0) return -1;
-    if (add_boundary_type(module, &NewGateway_spec, &NewGatewayType, "NewGateway") < 0) return -1;
+    if (add_type(module, &MethodGateway_spec, &MethodGatewayType, "MethodGateway") < 0) return -1;
+    if (add_type(module, &NewGateway_spec, &NewGatewayType, "NewGateway") < 0) return -1;
     return 0;
 }
 
