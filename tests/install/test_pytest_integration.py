@@ -2,6 +2,7 @@
 test runs recorded, then replayed in-process; a replay that diverges fails."""
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -56,10 +57,17 @@ disable = ["time"]
 """
 
 
+def _default_sigint():
+    # A shell's background job starts with SIGINT ignored and Python then
+    # keeps it so; the suites below check the handler a terminal's Python has.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _pytest(cwd, *args, env=None):
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                            "--rootdir", str(cwd), *args], cwd=cwd, env=_env(env),
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300,
+                          preexec_fn=_default_sigint)
     return proc.returncode, proc.stdout.decode()
 
 
