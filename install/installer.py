@@ -242,6 +242,7 @@ class Installer:
         self._originals: dict = {}   # (id(owner), attr) -> (owner, attr, original), see _set
         self._pending = {}
         self._on_import: dict = {}   # module name -> fn(module), see when_imported
+        self._applied: dict = {}     # module name -> [fn] run on it already (see forget_modules)
         self._patched_modules: set[str] = set()
         self._installed = False
         self._import_state = threading.local()
@@ -703,12 +704,25 @@ class Installer:
         config, e.g. install/thread_support.py's)."""
         module = sys.modules.get(name)
         if module is not None:
+            self._applied.setdefault(name, []).append(fn)
             fn(module)
         elif name in self._on_import:     # both run, in the order asked
             first = self._on_import[name]
             self._on_import[name] = lambda module: (first(module), fn(module))
         else:
             self._on_import[name] = fn
+
+    def forget_modules(self, names) -> None:
+        """Modules taken out of ``sys.modules`` (the replay's start takes out
+        what only the replay imported, see session_base): an import of one
+        again makes a new module, which is patched as a first import is —
+        its config and its `when_imported` callbacks — or it would run live."""
+        for name in names:
+            if name in self._patched_modules and name in self.config.modules:
+                self._patched_modules.discard(name)
+                self._pending[name] = self.config.modules[name]
+            for fn in self._applied.pop(name, ()):
+                self.when_imported(name, fn)
 
     def patch(self, owner, attr, value, is_type=False):
         """Set ``owner.attr = value`` until `uninstall()`, which restores the
@@ -1077,7 +1091,9 @@ def _find_and_load(name, import_):
         if replaced:
             installer._replace_everywhere(replaced)
     if name in installer._on_import:
-        installer._on_import.pop(name)(module)
+        fn = installer._on_import.pop(name)
+        installer._applied.setdefault(name, []).append(fn)
+        fn(module)
     return module
 
 

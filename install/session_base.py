@@ -68,7 +68,8 @@ def _align_modules(names, own_path=None):
     # the recorded program did.
     hidden = {n: m for n, m in modules.items() if n not in ordered
               and (n == "retracesoftware" or n.startswith("retracesoftware."))}
-    _DROPPED.extend(m for n, m in modules.items() if n not in ordered and n not in hidden)
+    dropped = [n for n in modules if n not in ordered and n not in hidden]
+    _DROPPED.extend(modules[n] for n in dropped)
     if hidden:
         _Hidden.modules.update(hidden)
         if not any(type(f) is _Hidden for f in sys.meta_path):
@@ -76,6 +77,7 @@ def _align_modules(names, own_path=None):
     # One step, no Python code between.
     modules.clear()
     modules.update(ordered)
+    return dropped
 
 
 _DROPPED: list = []   # kept alive: their importers hold their functions
@@ -294,9 +296,16 @@ class Session:
 
     def run(self, fn, *args):
         """Run the program's code on this thread in the INTERNAL phase."""
+        self.program_starts()
+        return fn(*args)
+
+    def program_starts(self):
+        """The program's own code starts now, on this thread: recording on
+        (INTERNAL) and the start's recorded state. `run` calls it; the
+        ``.pth`` hook, where the interpreter runs ``__main__`` itself, calls
+        it at ``__main__``'s first frame."""
         self.system.gate.phase = INTERNAL
         self._same_modules()
-        return fn(*args)
 
     def _same_modules(self):
         """The program starts with the ``sys.modules`` it was recorded with.
@@ -316,7 +325,9 @@ class Session:
         gate = self.system.gate
         previous = gate.swap(DISABLED)
         try:
-            _align_modules([n for n in names if type(n) is str], getattr(self, "own_sys_path", None))
+            dropped = _align_modules([n for n in names if type(n) is str], getattr(self, "own_sys_path", None))
+            if self.installer is not None:
+                self.installer.forget_modules(dropped)
         finally:
             gate.phase = previous
 

@@ -432,10 +432,10 @@ def start_recording_in_place(opts) -> None:
     from retracesoftware import sources
     sources.install(session)
     children.install(session, path)
-    _enable_at_main(session.system.gate)
+    _enable_at_main(session)
 
 
-def _enable_at_main(gate) -> None:
+def _enable_at_main(session) -> None:
     """Switch the main thread to INTERNAL when ``__main__``'s code starts.
 
     The rest of start-up (site, other .pth files, sitecustomize) is not the
@@ -447,5 +447,5 @@ def _enable_at_main(gate) -> None:
         if event == "call" and frame.f_code.co_name == "<module>" \
                 and frame.f_globals.get("__name__") == "__main__":
             sys.setprofile(None)
-            gate.phase = 1  # INTERNAL
+            session.program_starts()     # INTERNAL from here, as `session.run` does
     sys.setprofile(watch)

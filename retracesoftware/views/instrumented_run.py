@@ -157,7 +157,7 @@ def run_instrumented(path, *, include=(), exclude=(), spans=True, max_depth=None
     import subprocess
     import tempfile
     import threading
-    from retracesoftware.views.span_tracer import _library_dirs
+    from retracesoftware.views.span_tracer import library_dirs
 
     pre = _read_preamble(path)
     out_dir = tempfile.mkdtemp(prefix="retrace-views-")
@@ -165,7 +165,7 @@ def run_instrumented(path, *, include=(), exclude=(), spans=True, max_depth=None
     read_fd, write_fd = os.pipe()
     options = {"include": list(include or ()), "exclude": list(exclude or ()), "spans": spans,
                "max_depth": max_depth, "progress_fd": write_fd, "replay_args": list(replay_args),
-               "stop_at": stop_at, "expression": expression, "library": list(_library_dirs()),
+               "stop_at": stop_at, "expression": expression, "library": list(library_dirs()),
                "code_target": isinstance(pre, dict) and (pre.get("target") or {}).get("kind") == "code"}
     env = dict(os.environ)
     seed = pre.get("hash_seed") if isinstance(pre, dict) else None

@@ -30,7 +30,7 @@ _os_open = os.open
 FLUSH_ITEMS = 1 << 16     # items buffered before a write to disk
 
 
-def _library_dirs() -> tuple[str, ...]:
+def library_dirs() -> tuple[str, ...]:
     """Folders whose code is not the project's: the standard library,
     site-packages (of this venv and the base interpreter), and us."""
     import sysconfig
@@ -68,7 +68,7 @@ class CodeFilter:
         self.include = tuple(include or ())
         self.exclude = tuple(exclude or ())
         self.code_target = code_target
-        self.library = tuple(library) if library is not None else _library_dirs()
+        self.library = tuple(library) if library is not None else library_dirs()
 
     @staticmethod
     def _matches(patterns, filename, module) -> bool:
