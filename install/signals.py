@@ -163,6 +163,21 @@ def _trace_opcodes(frame, local_trace, global_trace):
 # ------------------------------------------------------------------ handlers
 _RUN, _CALLBACK, _LATER = "run", "callback", "later"
 
+_STREAM_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "stream") + os.sep
+
+
+def _writer_running(frame) -> bool:
+    """The Python stream writer is on *frame*'s stack (it, or the msgpack
+    Python code it calls — ``ExtType.__new__``, a namedtuple's — is
+    running): a signal there cannot write its SIGNAL or CALLBACK, the
+    writer is mid-write (the Python backend; the C++ writer runs no
+    bytecode). Stack depth steps, only when a signal comes."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith(_STREAM_DIR):
+            return True
+        frame = frame.f_back
+    return False
+
 class SignalHandler:
     """What is installed for real in place of a program's Python handler."""
 
@@ -269,6 +284,12 @@ class SignalSupport:
         gate = system.gate
         phase = gate.phase
         ours = frame is None or _machinery_frame(frame.f_code.co_filename)
+        if system.mode == "record" and self.active() and frame is not None and _writer_running(frame):
+            # A SIGNAL or a recorded CALLBACK would write inside the write
+            # (RuntimeError "StreamWriter used re-entrantly" in the program's
+            # call): the handler runs at the program's next instruction.
+            self._defer(signum, frame)
+            return _LATER
         if system.mode == "record" and self.active() and phase != EXTERNAL:
             if phase == INTERNAL and not ours and not self.running and not self.deferred:
                 self._write(signum, frame, AT_CHECK)
@@ -305,7 +326,8 @@ class SignalSupport:
         def local_trace(f, event, arg):
             if not self._tracing:
                 return None
-            if event == "opcode" and gate.phase == INTERNAL and not self.running:
+            if event == "opcode" and gate.phase == INTERNAL and not self.running \
+                    and not _writer_running(f):
                 self._run_deferred(f)
                 return None
             return local_trace
@@ -351,18 +373,78 @@ class SignalSupport:
 
 # ------------------------------------------------------------------ replay
 class _Pending:
-    __slots__ = ("signum", "position", "index", "tid", "code_key", "lasti", "at_call", "after", "token")
+    __slots__ = ("signum", "position", "index", "tid", "code_key", "lasti", "at_call", "after", "token",
+                 "consumed", "follows")
 
-    def __init__(self, signum, position, index, tid):
+    def __init__(self, signum, position, index, tid, consumed=True, follows=None):
         self.signum = signum
         self.position = position
         self.index = index
         self.tid = tid
+        #: the SIGNAL was read (it was at the head); False: announced by the
+        #: tape's index (`index_signals`), read when its handler runs
+        self.consumed = consumed
+        #: the index of the thread's event before it on the tape
+        self.follows = index - 1 if follows is None else follows
         self.code_key = tuple(position[:3])
         self.lasti = position[3]
         self.at_call = None
         self.after = True
         self.token = object()
+
+
+class _Binding:
+    """What a NEW_BINDING is bound to while the tape is indexed."""
+    __slots__ = ()
+
+
+def index_signals(path, start=0) -> dict:
+    """Read the recording at *path* once (a reader of its own) and return
+    ``{mark: (index, tid, signum, position)}`` for every SIGNAL whose
+    thread's previous event is not right before it on the tape (other
+    threads' events lie between): *mark* is the event index just after that
+    previous event, *index* the SIGNAL's. Marks before *start* are left out.
+    A damaged or unreadable tail ends the index there (the replay reports it
+    when it gets there)."""
+    from retracesoftware.install.recording_streams import stream_reader
+    marks = {}
+    last = {}           # tid -> `events` once its last event was consumed
+    previous = None     # the thread of the last event read
+    reader = stream_reader(path)
+    try:
+        while True:
+            kind = reader.next_kind
+            # `events` as the replay's reader shows it after the previous
+            # event was consumed: with the head decoded (a BINDING_DELETE
+            # before it counted), as async_next sees it.
+            index = reader.events
+            if previous is not None:
+                last[previous[0]] = index
+            if kind is None:
+                break
+            tid = reader.thread
+            previous = (tid,)
+            if kind == "binding":
+                reader.bind(_Binding())
+                continue
+            value = reader.read()
+            if type(value) is str and value == SIGNAL and reader.next_kind == "value":
+                # (the values of one write are contiguous: the same thread's)
+                signum = reader.read()
+                position = reader.read() if reader.next_kind == "value" else None
+                if type(signum) is int and isinstance(position, (tuple, list)) \
+                        and len(position) == _POSITION_FIELDS:
+                    before = last.get(tid)
+                    if before is not None and before != index and before >= start:
+                        marks[before] = (index, tid, signum, tuple(position))
+    except Exception:
+        pass
+    finally:
+        try:
+            reader.close()
+        except Exception:
+            pass
+    return marks
 
 
 class SignalReplay:
@@ -376,15 +458,71 @@ class SignalReplay:
         self.pending = None
         self._old_trace = None
         self._code_match = {}
+        #: `index_signals` of the tape (built at the first thread start)
+        self.announced = {}
+        self._used_mark = None
+        #: an announced SIGNAL whose mark came while another one was pending
+        #: or its handler was being entered (at most one: see on_async)
+        self._queued = []
+        self._firing = False
 
-    # called by the sequencer (its condition held) when the head is a SIGNAL of this thread
+    def index(self, raw):
+        """Index the tape's SIGNAL events that other threads' events
+        separate from their thread's previous event (docs/SIGNALS.md), and
+        give the reader their marks, so that a native hand-over at a mark
+        takes the Python path (`on_async`). Once, when the first thread
+        other than the first is announced: before that every SIGNAL is
+        right after its thread's previous event."""
+        path = getattr(raw, "path", None)
+        if path is None or not hasattr(raw, "async_marks"):
+            return
+        try:
+            marks = index_signals(path, event_index(raw))
+        except Exception:
+            return      # unreadable: such SIGNALs diverge (exit 3) as before
+        if marks:
+            self.announced = marks
+            raw.async_marks = frozenset(marks)
+
+    # called by the sequencer (its condition held) after a move when the
+    # reader says async_next: a SIGNAL at the head, or an index's mark
     def on_async(self):
+        me = self.system.thread_id()
+        reader = self.reader
+        index = event_index(reader)
+        entry = self.announced.get(index)
+        if entry is not None:
+            if entry[1] == me and index != self._used_mark:
+                self._used_mark = index
+                self._announce(index, entry)
+            return
+        if self._firing or reader.thread != me:
+            return      # (while a handler is entered: the head is taken after it, _fire)
         self._take()
+        entry = self.announced.get(event_index(reader))
+        if entry is not None and entry[1] == me:
+            # The thread's next SIGNAL after this one, past other threads' events.
+            self._used_mark = event_index(reader)
+            self._queued.append((self._used_mark, entry))
         # Already there: the event just consumed was a call at the position
         # (the signal came when it returned): fire at the frame's next
         # instruction.
         frame = next(_program_frames(sys._getframe(1)), None)
         self._arm(frame if frame is not None and self._matches(frame) else None)
+
+    def _announce(self, mark, entry):
+        """The thread consumed its event before an announced SIGNAL: search
+        for its position from here (the SIGNAL is read when it is found)."""
+        if self.pending is not None or self._firing:
+            self._queued.append((mark, entry))
+            return
+        self._start(mark, entry)
+        frame = next(_program_frames(sys._getframe(2)), None)
+        self._arm(frame if frame is not None and self._matches(frame) else None)
+
+    def _start(self, mark, entry):
+        index, tid, signum, position = entry
+        self._pending(_Pending(signum, position, index, tid, consumed=False, follows=mark - 1))
 
     def _take(self):
         """Read the SIGNAL at the head (the condition held): pending."""
@@ -401,9 +539,40 @@ class SignalReplay:
             raise system._diverge(index, f"{_signame(self.pending.signum)} handled at "
                                   f"{describe_position(self.pending.position)}",
                                   f"another {_signame(signum)} first")
-        self.pending = _Pending(signum, tuple(position), index, system.thread_id())
+        self._pending(_Pending(signum, tuple(position), index, system.thread_id()))
+
+    def _pending(self, pending):
+        self.pending = pending
         self.seq.turn.closed += 1          # every call checks (before_turn) until it is found
-        system.before_turn = self._not_reached
+        self.system.before_turn = self._not_reached
+
+    def _consume(self, pending):
+        """An announced SIGNAL's position is reached: read the SIGNAL in the
+        thread's turn (the other threads' events before it on the tape
+        happen first, as they did)."""
+        system = self.system
+        gate = system.gate
+        previous = gate.swap(DISABLED)
+        self._firing = True
+        try:
+            seq = system.take_turn(f"{_signame(pending.signum)} handled at "
+                                   f"{describe_position(pending.position)}")
+            try:
+                reader = self.reader
+                index = event_index(reader)
+                try:
+                    got = (reader.read(), reader.read(), reader.read())
+                except Exception as exc:
+                    got = (f"no event ({exc})",)
+                if (index != pending.index or got[0] != SIGNAL or got[1] != pending.signum
+                        or not isinstance(got[2], (tuple, list)) or tuple(got[2]) != pending.position):
+                    raise system._diverge(index, f"SIGNAL {pending.signum} (event {pending.index})",
+                                          " ".join(repr(v) for v in got)[:120])
+            finally:
+                seq.release()
+        finally:
+            self._firing = False
+            gate.phase = previous
 
     def _matches_code(self, code):
         key = id(code)
@@ -507,9 +676,12 @@ class SignalReplay:
         handler ran)."""
         import _signal
         while True:
-            signum = self.pending.signum
-            index = self.pending.index
+            pending = self.pending
+            signum = pending.signum
+            index = pending.index
             self._disarm()
+            if not pending.consumed:
+                self._consume(pending)
             handler = program_handler(_signal.getsignal(signum))
             if not callable(handler):
                 raise self.system._diverge(index, f"a Python handler for {_signame(signum)}",
@@ -522,8 +694,17 @@ class SignalReplay:
                 gate.phase = previous
             if self.pending is None:
                 with self.seq.decisions:
-                    if self.reader.async_next and self.reader.thread == self.system.thread_id():
+                    if self._queued:
+                        # The thread's next SIGNAL, past other threads' events.
+                        self._start(*self._queued.pop(0))
+                    elif (self.reader.async_next and self.reader.thread == self.system.thread_id()
+                            and event_index(self.reader) not in self.announced):
                         self._take()
+                        mark = event_index(self.reader)
+                        entry = self.announced.get(mark)
+                        if entry is not None and entry[1] == self.pending.tid:
+                            self._used_mark = mark
+                            self._queued.append((mark, entry))
                 if self.pending is None:
                     return
                 if self._matches(frame) and not self.pending.after:
@@ -545,7 +726,7 @@ class SignalReplay:
         raise system._diverge(
             event_index(self.reader),
             f"{_signame(pending.signum)} handled at {describe_position(pending.position)} "
-            f"(recorded after event {pending.index - 1})",
+            f"(recorded after event {pending.follows})",
             "the thread's next event: the replay never reached that point")
 
 
@@ -615,3 +796,4 @@ def install(session) -> None:
     replay = SignalReplay(support, system.reader, seq)
     session.signal_replay = replay
     seq.on_async = replay.on_async
+    seq.on_first_expect = lambda: replay.index(raw)

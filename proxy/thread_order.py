@@ -180,9 +180,13 @@ class ThreadSequencer:
         self.deadlock_timeout = deadlock_timeout
         #: called (condition held) when a turn consumed the tape's last event
         self.on_end = None
-        #: replay: called (under the condition) when the head after a move is
-        #: an asynchronous event of the calling thread (install/signals.py)
+        #: replay: called (under the condition) after a move when the reader
+        #: says ``async_next``: the head is an asynchronous event, or the
+        #: calling thread has one later on the tape (install/signals.py)
         self.on_async = None
+        #: replay: called once, before the first thread other than the
+        #: first is announced (install/signals.py indexes the tape then)
+        self.on_first_expect = None
         #: () -> bool: the tape is used up (set with on_end; a cheap probe)
         self.end_probe = lambda: at_end(self._reader)
         #: () -> str naming the event at the head (consumes it), for deadlock reports
@@ -286,6 +290,9 @@ class ThreadSequencer:
     # -- liveness --------------------------------------------------------
     def expect(self, tid):
         """A parent announces a child thread before starting it."""
+        hook, self.on_first_expect = self.on_first_expect, None
+        if hook is not None:
+            hook()
         with self._cond:
             self._expected.add(tid)
             self._finished.discard(tid)
@@ -457,10 +464,11 @@ class ThreadSequencer:
 
     def _moved(self):
         on_async = self.on_async
-        if on_async is not None and self._reader.async_next and self._reader.thread == self._thread_id():
-            # The thread's next event is asynchronous (SIGNAL): it happens
-            # at a position before the thread's next boundary call, which
-            # on_async (install/signals.py) arms the search for.
+        if on_async is not None and self._reader.async_next:
+            # The calling thread's next event is asynchronous (SIGNAL), at
+            # the head or later on the tape: it happens at a position before
+            # the thread's next boundary call, which on_async
+            # (install/signals.py) arms the search for.
             on_async()
         if self.after_move is not None:
             self.after_move()

@@ -683,6 +683,8 @@ class StreamReader:
         self._ahead = []           # events decoded by take_call's lookahead, not consumed
         #: tags of asynchronous events (SIGNAL): see _head_is_async
         self.async_tags = None
+        #: event indices announcing a later asynchronous event: see async_next
+        self.async_marks = None
         # The replay's fast paths (take_call/take_event) run without the
         # sequencer's lock; this keeps two threads out of the decoder (the
         # C++ reader is atomic under the GIL instead).
@@ -876,9 +878,11 @@ class StreamReader:
         fresh = type(self)(path)
         live = [obj for _, obj in sorted(self._bindings.items(), key=lambda kv: kv[0])]
         hooks = self._hooks
+        tags = self.async_tags
         old = self._f
         self.__dict__.update(fresh.__dict__)
         self._hooks = hooks
+        self.async_tags = tags          # (async_marks: the parent's indices, cleared)
         fresh._f = None
         old.close()
         for i, obj in enumerate(live):
@@ -1032,14 +1036,21 @@ class StreamReader:
 
     @property
     def async_next(self):
-        """The head is an asynchronous event (a tag in ``async_tags``)."""
+        """The head is an asynchronous event (a tag in ``async_tags``), or
+        ``events`` is one of ``async_marks`` (a frozenset of event indices
+        set by the engine: the thread that consumed the event before it has
+        an asynchronous event later on the tape, after other threads'). The
+        C++ reader's get_async_next."""
         with self._mutex:
             try:
                 if not self._fill():
                     return False
             except Exception:
                 return False
-            return self._head_is_async()
+            if self._head_is_async():
+                return True
+            marks = self.async_marks
+            return marks is not None and self._event in marks
 
     def _decode_next_in_frame(self):
         """The next raw event of the current frame (caller checked one is left)."""

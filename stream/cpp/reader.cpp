@@ -36,6 +36,7 @@ struct Reader {
     PyObject* head;      // decoded head value (K_VALUE) or nullptr
     PyObject* error;     // sticky RecordingFormatError
     PyObject* async_tags;  // tuple of str or nullptr: see head_is_async
+    PyObject* async_marks; // frozenset of int or nullptr: see get_async_next
     int fd;
     int head_kind;
     bool missing_hook;
@@ -785,10 +786,38 @@ PyObject* get_position(PyObject* self, void*) {
                                  (unsigned long long)r->event);
 }
 
+// async_next: the head is an asynchronous event's tag, or the index of the
+// next event is one of `async_marks` (set by the engine: an asynchronous event
+// of the thread that just consumed the event before this index comes later on
+// the tape, after other threads' events). Either way a native hand-over takes
+// the Python path, which arms the search for the event's position. No cost
+// for the fast-path takes: they check the tags only (a mark is always followed
+// by another thread's event, so the take already reports the thread left).
 PyObject* get_async_next(PyObject* self, void*) {
     Reader* r = reinterpret_cast<Reader*>(self);
     if (fill(r) < 0) { PyErr_Clear(); Py_RETURN_FALSE; }  // the next read reports the damage
-    return Py_NewRef(head_is_async(r) ? Py_True : Py_False);
+    if (head_is_async(r)) Py_RETURN_TRUE;
+    if (!r->async_marks) Py_RETURN_FALSE;
+    PyObject* index = PyLong_FromUnsignedLongLong(r->event);
+    if (!index) return nullptr;
+    int found = PySet_Contains(r->async_marks, index);
+    Py_DECREF(index);
+    if (found < 0) return nullptr;
+    return Py_NewRef(found ? Py_True : Py_False);
+}
+PyObject* get_async_marks(PyObject* self, void*) {
+    Reader* r = reinterpret_cast<Reader*>(self);
+    return Py_NewRef(r->async_marks ? r->async_marks : Py_None);
+}
+int set_async_marks(PyObject* self, PyObject* value, void*) {
+    Reader* r = reinterpret_cast<Reader*>(self);
+    if (value == nullptr || value == Py_None) { Py_CLEAR(r->async_marks); return 0; }
+    if (!PyFrozenSet_CheckExact(value)) {
+        PyErr_SetString(PyExc_TypeError, "async_marks must be a frozenset of int or None");
+        return -1;
+    }
+    Py_XSETREF(r->async_marks, Py_NewRef(value));
+    return 0;
 }
 PyObject* get_async_tags(PyObject* self, void*) {
     Reader* r = reinterpret_cast<Reader*>(self);
@@ -843,7 +872,10 @@ PyGetSetDef reader_getset[] = {
     {"position", get_position, nullptr, "StreamPosition(frame, offset, event)", nullptr},
     {"events", get_events, nullptr, nullptr, nullptr},
     {"async_tags", get_async_tags, set_async_tags, "tags of asynchronous events (None: no check)", nullptr},
-    {"async_next", get_async_next, nullptr, "the head is an asynchronous event (a tag in async_tags)", nullptr},
+    {"async_next", get_async_next, nullptr,
+     "the head is an asynchronous event (a tag in async_tags), or events is one of async_marks", nullptr},
+    {"async_marks", get_async_marks, set_async_marks,
+     "event indices where a thread's later asynchronous event is announced (None: none)", nullptr},
     {"preamble", get_preamble, nullptr, nullptr, nullptr},
     {"path", get_path, nullptr, nullptr, nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr},
@@ -955,6 +987,7 @@ void Reader_dealloc(PyObject* self) {
     Py_CLEAR(r->preamble);
     Py_CLEAR(r->error);
     Py_CLEAR(r->async_tags);
+    Py_CLEAR(r->async_marks);
     r->core.~RCore();
     tp->tp_free(self);
     Py_DECREF(tp);
@@ -1005,6 +1038,7 @@ PyObject* Reader_reopen(PyObject* self, PyObject* path) {
     std::swap(r->frame, n->frame);
     std::swap(r->event, n->event);
     std::swap(r->next_binding, n->next_binding);
+    Py_CLEAR(r->async_marks);    // event indices of the parent's recording
     Py_DECREF(fresh);  // releases the old state
     size_t i = 0;
     for (; i < live.size(); i++) {
