@@ -144,10 +144,11 @@ SIGNAL_AMONG_THREADS = """
             sum(range(200))
         print("worker", w, calls)
     n = acc = 0
-    signal.signal(signal.SIGALRM, tick)
+    {before}signal.signal(signal.SIGALRM, tick)
     threads = [threading.Thread(target=worker, args=(w,)) for w in range(2)]
     for t in threads:
         t.start()
+    {after}time.sleep(0.01); signal.signal(signal.SIGALRM, tick)
     signal.setitimer(signal.ITIMER_REAL, 0.004, 0.004)
     def work(k):
         t = 0
@@ -170,14 +171,18 @@ SIGNAL_AMONG_THREADS = """
 """
 
 
-def test_a_signal_after_other_threads_events_replays_at_its_position(scenario):
+@pytest.mark.parametrize("installed", ["before_threads", "after_threads"])
+def test_a_signal_after_other_threads_events_replays_at_its_position(scenario, installed):
     """The SIGNAL's thread consumed its last event, other threads' events
     follow on the tape, then the SIGNAL: the replay announces it when the
-    main thread consumes that last event (the tape's index) and runs the
-    handler at the recorded position (before: exit 3, 'expected SIGNAL 14,
-    got call time.monotonic()')."""
+    main thread consumes that last event (the tape's index, read when the
+    replay has a second thread and the program's handler, in either order)
+    and runs the handler at the recorded position (before: exit 3,
+    'expected SIGNAL 14, got call time.monotonic()')."""
     from retracesoftware.install.signals import index_signals
-    s = scenario(SIGNAL_AMONG_THREADS)
+    before = "" if installed == "before_threads" else "# "
+    after = "# " if installed == "before_threads" else ""
+    s = scenario(SIGNAL_AMONG_THREADS.replace("{before}", before).replace("{after}", after))
     # A recording in which no SIGNAL lies after other threads' events would
     # not test this (the workers may not have run between the main thread's
     # last event and the signal): record again, a few times at most.
