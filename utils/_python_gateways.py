@@ -44,13 +44,18 @@ def _call_at_caller(target, args, kwargs):
     if f is None:
         return target(*args, **kwargs)
     code = f.f_code
-    key = (code, f.f_lineno)
-    site = _sites.get(key)
-    if site is None:
-        lineno = key[1] if key[1] and key[1] > 0 else 1
-        site = _types.FunctionType(_SITE_CODE.replace(co_filename=code.co_filename, co_firstlineno=lineno),
-                                   f.f_globals)
-        _sites[key] = site
+    # Keyed by the call instruction; the entry holds the code object, so
+    # its id is not reused while cached.
+    key = (id(code), f.f_lasti)
+    entry = _sites.get(key)
+    if entry is None or entry[1] is not code:
+        lineno = f.f_lineno
+        lineno = lineno if lineno and lineno > 0 else 1
+        entry = _sites[key] = (
+            _types.FunctionType(_SITE_CODE.replace(co_filename=code.co_filename, co_firstlineno=lineno),
+                                f.f_globals),
+            code)
+    site = entry[0]
     f = None
     try:
         return site(target, args, kwargs)
