@@ -282,9 +282,26 @@ class Installer:
             self.when_imported("_signal", self._patch_getsignal)
             self.when_imported("socket", self._patch_socket_finalizer)
             self._gc_callbacks_outside()
+            self._hook_warnings()
         except BaseException:
             self.uninstall()
             raise
+
+    def _hook_warnings(self) -> None:
+        """Warnings a boundary call's real function shows are recorded and
+        shown again on replay (System.warnings_hook, docs/EVENTS.md)."""
+        make = getattr(self.system, "warnings_hook", None)
+        if make is None:
+            return
+        import warnings
+        original = warnings._showwarnmsg
+        hook = make(original)
+        warnings._showwarnmsg = hook
+
+        def undo():
+            if warnings._showwarnmsg is hook:
+                warnings._showwarnmsg = original
+        self._undo.append(undo)
 
     def uninstall(self) -> None:
         while self._undo:
@@ -426,14 +443,24 @@ class Installer:
         self._set(cls, attr, _named(iterate, cls, attr), is_type=True)
 
     def _patch_classmethod(self, cls, attr, name):
-        """A classmethod (``datetime.now``) is a boundary call whatever the instance."""
-        descriptor = cls.__dict__[attr]
+        """A classmethod (``datetime.now``) is a boundary call whatever the instance.
 
-        def call(klass, *args, **kwargs):
-            return descriptor.__get__(None, klass)(*args, **kwargs)
-        call.__name__ = attr
-        call.__qualname__ = f"{cls.__name__}.{attr}"
-        self._set(cls, attr, classmethod(self.system.patch_function(call, name)), is_type=True)
+        The gateway calls the real method with the class first and no frame
+        of ours in between: a C ``classmethod_descriptor`` is callable so,
+        a Python classmethod through its function. A warning the method
+        issues (``datetime.utcnow`` on 3.12+) is then attributed to the
+        program's line, as in a plain run (docs/EVENTS.md WARNING)."""
+        descriptor = cls.__dict__[attr]
+        if isinstance(descriptor, classmethod):
+            target = descriptor.__func__
+        else:
+            target = descriptor
+        if not callable(target):
+            def target(klass, *args, **kwargs):
+                return descriptor.__get__(None, klass)(*args, **kwargs)
+            target.__name__ = attr
+            target.__qualname__ = f"{cls.__name__}.{attr}"
+        self._set(cls, attr, classmethod(self.system.patch_function(target, name)), is_type=True)
 
     def _patch_getter(self, cls, attr, name):
         """Record reads of a data descriptor (property, getset, member) on bound instances."""

@@ -27,9 +27,10 @@ CALLBACK_DEF = "CALLBACK_DEF"    # CALLBACK_DEF name <NEW_BINDING> System.callba
 CALLBACK = "CALLBACK"            # CALLBACK callback args kwargs  ext->int call starts
 CALLBACK_RESULT = "CALLBACK_RESULT"  # the callback returned
 CALLBACK_ERROR = "CALLBACK_ERROR"    # CALLBACK_ERROR exception: the callback raised
+WARNING = "WARNING"              # WARNING category message      a warning shown inside a call
 
 TAGS = frozenset({CALL, STACK, ARGS, INIT, NEW, RESULT, ERROR, BIND, CALLBACK_DEF,
-                  CALLBACK, CALLBACK_RESULT, CALLBACK_ERROR})
+                  CALLBACK, CALLBACK_RESULT, CALLBACK_ERROR, WARNING})
 
 
 @runtime_checkable

@@ -14,7 +14,9 @@ import logging
 import os
 import reprlib
 import sys
+import threading
 import traceback
+import warnings
 import weakref
 
 from retracesoftware import functional as F
@@ -27,7 +29,7 @@ from retracesoftware.utils.errors import ReplayDivergence
 
 from retracesoftware.proxy.protocol import (is_structseq, BIND, CALL, CALLBACK, CALLBACK_DEF,
                                             CALLBACK_ERROR, CALLBACK_RESULT,
-                                            ERROR, NEW, RESULT, STACK, ARGS,
+                                            ERROR, NEW, RESULT, STACK, ARGS, WARNING,
                                             event_index)
 from retracesoftware.proxy.stubs import (ExternalObject, StubFactory,
                                          external_call, external_getattr)
@@ -292,6 +294,7 @@ class System:
                 F.side_effect(F.partial(writer.write, RESULT)),
                 self._record_result)
             self._record_error = F.partial(writer.write, ERROR)
+        self._warnings_shown = threading.local()   # replay: .n counts warnings the hook saw
         self._external_type = type("ExternalObject", (ExternalObject,), {"__slots__": ()})
         self._external_type.__getattr__ = self._gateway(external_getattr, "retrace.external.getattr")
         self._external_type.__call__ = self._gateway(external_call, "retrace.external.call")
@@ -726,6 +729,107 @@ class System:
             return
         raise self._diverge(index, _describe_tag(tag, value), f"return from callback {cb.name}")
 
+    # ---------------------------------------------------------- warnings
+    def warnings_hook(self, show):
+        """The replacement for ``warnings._showwarnmsg`` (install puts it in
+        place; *show* is the original). The warnings machinery calls it for
+        every warning its filters let through. A warning shown while this
+        thread is inside a recorded call (phase EXTERNAL: the real function
+        warned) is written as ``WARNING category message filename lineno
+        module`` and shown like a callback (phase INTERNAL: what the
+        program's ``showwarning`` does is recorded), then ``CALLBACK_RESULT``
+        / ``CALLBACK_ERROR``. On replay the call does not run; the engine
+        issues the warning again at that point (`_replay_warning`), through
+        the program's filters, so it is shown (or raised) as on record."""
+        gate = self.gate
+        if self.mode == RECORD:
+            def _showwarnmsg(msg):
+                if gate.phase == EXTERNAL:
+                    return self._record_warning(show, msg)
+                return show(msg)
+        else:
+            counter = self._warnings_shown
+
+            def _showwarnmsg(msg):
+                counter.n = getattr(counter, "n", 0) + 1
+                return show(msg)
+        functools.update_wrapper(_showwarnmsg, show)
+        return _showwarnmsg
+
+    def _record_warning(self, show, msg):
+        gate = self.gate
+        gate.phase = DISABLED
+        try:
+            # The enclosing recorded call's CALL must precede the warning.
+            flush_pending_calls()
+            category = msg.category
+            catname = _qualname(category) if isinstance(category, type) else str(category)
+            filename, lineno = msg.filename, msg.lineno
+            self.writer.write(WARNING, catname, str(msg.message), str(filename),
+                              lineno if type(lineno) is int else 0, _warning_module(filename, lineno))
+        finally:
+            gate.phase = INTERNAL
+        try:
+            show(msg)
+        except BaseException as exc:
+            gate.phase = DISABLED
+            try:
+                self.writer.write(CALLBACK_ERROR, exc)
+            finally:
+                gate.phase = EXTERNAL
+            raise
+        gate.phase = DISABLED
+        try:
+            self.writer.write(CALLBACK_RESULT)
+        finally:
+            gate.phase = EXTERNAL
+
+    def _replay_warning(self, catname, index):
+        """``WARNING catname …`` read: issue the warning again at this point
+        (the recorded call's real function warned), through the program's
+        warnings machinery: its filters, registries and ``showwarning`` run
+        live, as on record. The category is looked up among the Warning
+        subclasses already loaded (nothing is imported or run from the
+        recording)."""
+        text = self._read_turn()
+        filename = self._read_turn()
+        lineno = self._read_turn()
+        module = self._read_turn()
+        category = _warning_category(catname) if isinstance(catname, str) else None
+        if category is None:
+            raise self._diverge(index, f"warning {_summary(catname)}",
+                                "no Warning subclass of that name is loaded")
+        if not isinstance(text, str) or not isinstance(filename, str) or type(lineno) is not int:
+            raise self._diverge(index, f"warning {catname}({_summary(text)})", "a malformed warning")
+        filename, module, registry = _warning_site(filename, module)
+        counter = self._warnings_shown
+        before = getattr(counter, "n", 0)
+        gate = self.gate
+        gate.phase = INTERNAL
+        raised = None
+        try:
+            _warn_explicit(text, category, filename, lineno, module, registry)
+        except ReplayDivergence:
+            raise
+        except BaseException as exc:   # on record it went into the real function
+            raised = exc
+        finally:
+            gate.phase = DISABLED
+        what = f"warning {catname}({_summary(text)})"
+        if raised is None and getattr(counter, "n", 0) == before:
+            raise self._diverge(index, f"{what} shown", "the program's warning filters did not show it")
+        index, tag, value = self._read_tagged(outcome=True)
+        if tag == CALLBACK_RESULT:
+            if raised is not None:
+                raise self._diverge(index, f"{what} shown", f"showing it raised {_describe_exc(raised)}")
+            return
+        if tag == CALLBACK_ERROR:
+            if raised is None or type(raised) is not type(value):
+                got = "it was shown" if raised is None else f"it raised {_describe_exc(raised)}"
+                raise self._diverge(index, f"{what} to raise {_describe_exc(value)}", got)
+            return
+        raise self._diverge(index, _describe_tag(tag, value), f"the end of {what}")
+
     # ------------------------------------------------------------ record
     def _record_result(self, result):
         if type(result) in _PLAIN:
@@ -938,6 +1042,8 @@ class System:
                 cargs = self._read_turn()
                 ckwargs = self._read_turn()
                 self._replay_callback(cb, cargs, ckwargs, index)
+            elif tag == WARNING:
+                self._replay_warning(value, index)
             else:
                 raise self._diverge(index, _describe_tag(tag, value),
                                     f"outcome of call {describe_call(name, args, kwargs)}")
@@ -1135,4 +1241,72 @@ def _resolve_loaded_type(typename):
                 return obj
         module_name, _, head = module_name.rpartition(".")
         qual = f"{head}.{qual}"
+    return None
+
+
+# ---------------------------------------------------------------- warnings
+_warn_explicit = warnings.warn_explicit    # private reference (the program may replace warnings')
+
+
+def _warning_module(filename, lineno):
+    """The ``__name__`` of the frame the warnings machinery attributed a
+    warning to (the innermost frame at *filename*:*lineno*), else None."""
+    f = sys._getframe(2)
+    while f is not None:
+        if f.f_code.co_filename == filename and f.f_lineno == lineno:
+            name = f.f_globals.get("__name__")
+            return name if isinstance(name, str) else None
+        f = f.f_back
+    return None
+
+
+def _warning_site(filename, module):
+    """(filename, module, registry) to issue a replayed warning with: the
+    registry of the live frame (innermost first, not ours) of that module
+    and file name, else of the loaded module of that name, as the warnings
+    machinery uses on record; the frame's file name when the program runs
+    from another directory than on record."""
+    base = os.path.basename(filename)
+    f = sys._getframe(2)
+    g = None
+    while f is not None:
+        code_file = f.f_code.co_filename
+        if not _machinery_frame(code_file) and f.f_globals.get("__name__") == module \
+                and os.path.basename(code_file) == base:
+            g, filename = f.f_globals, code_file
+            break
+        f = f.f_back
+    if g is None and isinstance(module, str):
+        mod = sys.modules.get(module)
+        g = getattr(mod, "__dict__", None) if mod is not None else None
+    if not isinstance(module, str):
+        module = "<string>"
+    if not isinstance(g, dict):
+        return filename, module, None
+    registry = g.get("__warningregistry__")
+    if registry is None:
+        registry = g["__warningregistry__"] = {}
+    return filename, module, registry
+
+
+def _warning_category(name):
+    """The loaded Warning subclass of qualified name *name* (``builtins.
+    DeprecationWarning``), found by walking Warning's subclasses; None if
+    there is none."""
+    seen = set()
+    todo = [Warning]
+    while todo:
+        cls = todo.pop()
+        if id(cls) in seen:
+            continue
+        seen.add(id(cls))
+        try:
+            if f"{cls.__module__}.{cls.__qualname__}" == name:
+                return cls
+        except Exception:
+            pass
+        try:
+            todo.extend(type.__subclasses__(cls))
+        except TypeError:
+            pass
     return None

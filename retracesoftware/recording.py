@@ -26,12 +26,13 @@ __all__ = ["open_recording", "Recording", "Process", "Event", "Handle", "KINDS",
 
 #: every Event.kind
 KINDS = ("call", "result", "error", "callback", "callback_result", "callback_error",
-         "sync", "sync_error", "new", "bind", "callback_def", "binding", "value")
+         "sync", "sync_error", "new", "bind", "callback_def", "binding", "warning", "value")
 
 _CALL, _RESULT, _ERROR, _STACK, _ARGS = "CALL", "RESULT", "ERROR", "STACK", "ARGS"
 _NEW, _BIND, _CALLBACK_DEF = "NEW", "BIND", "CALLBACK_DEF"
 _CALLBACK, _CALLBACK_RESULT, _CALLBACK_ERROR = "CALLBACK", "CALLBACK_RESULT", "CALLBACK_ERROR"
 _SYNC, _SYNC_ERROR = "SYNC", "SYNC_ERROR"
+_WARNING = "WARNING"
 _BINDERS = {_NEW: "new", _BIND: "bind", _CALLBACK_DEF: "callback_def"}
 
 _PLAIN = (type(None), bool, int, float, str, bytes)
@@ -155,7 +156,7 @@ class Event:
         """The outcome as short one-line text (``raise Exc(...)`` for errors)."""
         if self.outcome == "error" or self.kind in ("error", "sync_error", "callback_error"):
             return "raise " + summarise_value(self.error)
-        if self.outcome == "result" or self.kind in ("result", "sync", "value"):
+        if self.outcome == "result" or self.kind in ("result", "sync", "value", "warning"):
             return summarise_value(self.result)
         return None
 
@@ -164,6 +165,8 @@ class Event:
         """``function(args)``: the summary when recorded, ``…`` when the call
         had arguments that were not summarised."""
         name = _clean(str(self.function)) if self.function is not None else "?"
+        if self.kind == "warning" and self.args is not None:
+            return f"{name} at {_clean(str(self.args))}"
         if self.kind not in ("call", "callback"):
             return name
         if self.args is not None:
@@ -431,6 +434,12 @@ def _walk(reader, pid, start, stop):
             ev = Event(index, pid, thread, "callback_result", function="callback")
         elif tag == _CALLBACK_ERROR:
             ev = Event(index, pid, thread, "callback_error", function="callback", error=read())
+        elif tag == _WARNING:
+            # category message filename lineno module; shown like a callback
+            category, text, filename, lineno, _module = read(), read(), read(), read(), read()
+            where = f"{os.path.basename(filename) if isinstance(filename, str) else '?'}:{lineno}"
+            ev = Event(index, pid, thread, "warning", function=category,
+                       args=where, result=text)
         elif tag == _STACK or tag == _ARGS:
             read()
             continue

@@ -6,6 +6,8 @@ exports them.
 """
 from __future__ import annotations
 
+import os as _os
+import sys as _sys
 import threading as _threading
 import types as _types
 from _thread import allocate_lock as _allocate_lock
@@ -13,6 +15,59 @@ from _thread import allocate_lock as _allocate_lock
 from retracesoftware.utils._python_fingerprint import fingerprint
 from retracesoftware.utils._python_gate import DISABLED, EXTERNAL, INTERNAL, Gate
 from retracesoftware.utils._python_typepatch import _tp_new_cell, _type_dict
+
+
+# -------------------------------------------------------------- the caller's frame
+# A recorded call runs its target from a frame that stands for the
+# program's: same globals (module name, ``__warningregistry__``), file name
+# and line as the frame that called the gateway (our own frames skipped).
+# A warning the target issues (a C function warns at the innermost Python
+# frame; Python code with stacklevel=2 at its caller) is then attributed,
+# filtered and deduplicated as in a plain run, as with the C++ backend,
+# whose gateways leave no Python frame. One function per call site (cached).
+_OUR_DIR = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__))) + _os.sep
+_SITE_NAME = "<retrace call>"
+
+
+def _site_template(target, args, kwargs): return target(*args, **kwargs)  # noqa: E704
+
+
+_SITE_CODE = _site_template.__code__.replace(co_name=_SITE_NAME, co_qualname=_SITE_NAME) \
+    if hasattr(_site_template.__code__, "co_qualname") else _site_template.__code__.replace(co_name=_SITE_NAME)
+_sites: dict = {}
+
+
+def _call_at_caller(target, args, kwargs):
+    f = _sys._getframe(2)
+    while f is not None and f.f_code.co_filename.startswith(_OUR_DIR):
+        f = f.f_back
+    if f is None:
+        return target(*args, **kwargs)
+    code = f.f_code
+    # Keyed by the call instruction; the entry holds the code object, so
+    # its id is not reused while cached.
+    key = (id(code), f.f_lasti)
+    entry = _sites.get(key)
+    if entry is None or entry[1] is not code:
+        lineno = f.f_lineno
+        lineno = lineno if lineno and lineno > 0 else 1
+        entry = _sites[key] = (
+            _types.FunctionType(_SITE_CODE.replace(co_filename=code.co_filename, co_firstlineno=lineno),
+                                f.f_globals),
+            code)
+    site = entry[0]
+    f = None
+    try:
+        return site(target, args, kwargs)
+    except BaseException as exc:
+        # Not in the traceback: the program's line would show twice.
+        tb = exc.__traceback__
+        if tb is not None and tb.tb_frame.f_code.co_name == "_call_at_caller":
+            nxt = tb.tb_next
+            if nxt is not None and nxt.tb_frame.f_code.co_name == _SITE_NAME:
+                tb.tb_next = nxt.tb_next
+        tb = nxt = None     # no cycle through this frame (it is in the traceback)
+        raise
 
 
 class _Gateway:
@@ -75,7 +130,7 @@ class RecordGateway(_Gateway):
             before(*args, **kwargs)
         cell.phase = EXTERNAL
         try:
-            result = self.target(*args, **kwargs)
+            result = _call_at_caller(self.target, args, kwargs)
         except BaseException as exc:
             cell.phase = INTERNAL
             error = self.error
@@ -158,7 +213,7 @@ class RecordCallGateway(_Gateway):
         stack.append(frame)
         cell.phase = EXTERNAL
         try:
-            result = self.target(*args, **kwargs)
+            result = _call_at_caller(self.target, args, kwargs)
         except BaseException as exc:
             cell.phase = INTERNAL
             stack.pop()
