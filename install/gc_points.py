@@ -30,6 +30,12 @@ frees the same objects or is reported, never silently different.
 
 The program's ``gc.collect()`` runs for real in both modes (its point is the
 program's); its return value and ``gc.get_count()`` are recorded calls.
+
+The program's ``gc.callbacks`` run inside our one callback
+(`ProgramCallbacks`): as program code in a collection at a recorded point
+(their boundary calls recorded and replayed inside it, after ``GC`` for
+``start``, after ``GC_DONE`` for ``stop``), outside the recording in any
+other collection.
 """
 from __future__ import annotations
 
@@ -150,6 +156,20 @@ class GcPoints:
             _collect(2)
         finally:
             self.kind = None
+
+    def after_end(self):
+        """Both runs, after the program's end (its exit call): the
+        interpreter's collector as on record (the valve threshold, on iff
+        the program left collection on), so what runs after the recording
+        ends — our shutdown's automatic collections, the interpreter's
+        finalization collection, and the program's ``gc.callbacks`` in
+        them, outside the recording — runs in the replay too."""
+        t0, t1, t2 = self.thresholds
+        try:
+            _set_threshold(_valve(t0), t1, t2)
+            (_enable if self.enabled else _disable)()
+        except Exception:
+            pass
 
     def _apply_real(self):
         """Record: the interpreter's own automatic collection is the safety

@@ -202,3 +202,22 @@ print("after", bad in gc.callbacks, time.time() > 0)
     # (a function's address replays on the C++ backend only: docs/FIDELITY.md)
     masked = [re.sub(rb"0x[0-9a-f]+", b"0x?", run.stderr) for run in (rec, rep)]
     assert (rep.returncode, rep.stdout, masked[1]) == (0, rec.stdout, masked[0]), rep.err
+
+
+def test_callbacks_left_registered_run_at_the_interpreters_end_in_both_runs(scenario):
+    # A callback the program never removes runs in the interpreter's
+    # finalization collection (after the recording's end): the replay's
+    # collector is as on record there (before: on record only).
+    s = scenario(PRELUDE + """
+import sys
+def last(phase, info):
+    if phase == "stop" and sys.is_finalizing():
+        print("finalizing", info["generation"])
+gc.callbacks.append(last)
+for i in range(1000):
+    Node(i)
+    time.time()
+print("end", random.random())
+""")
+    rec = assert_faithful(s)
+    assert rec.stdout.endswith(b"\nfinalizing 2\n"), rec.out
