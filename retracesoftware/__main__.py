@@ -42,7 +42,7 @@ def _pin_hash_seed_first() -> None:
     seed = str(int.from_bytes(os.urandom(8), "little") % (2**32 - 1) + 1)   # 1 .. 2**32-1
     env = dict(os.environ)
     env["PYTHONHASHSEED"] = seed
-    env["RETRACE_PINNED_HASHSEED"] = seed    # session._HASHSEED_MARK
+    env["RETRACE_PINNED_HASHSEED"] = seed    # record_replay._HASHSEED_MARK (not imported: start-up)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable] + sys.orig_argv[1:], env)
@@ -125,7 +125,7 @@ def _pin_replay_hash_seed_first() -> None:
         return
     env = dict(os.environ)
     env["PYTHONHASHSEED"] = seed
-    env["RETRACE_PINNED_HASHSEED"] = seed    # session._HASHSEED_MARK
+    env["RETRACE_PINNED_HASHSEED"] = seed    # record_replay._HASHSEED_MARK (not imported: start-up)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable] + sys.orig_argv[1:], env)
