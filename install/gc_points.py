@@ -419,15 +419,18 @@ class ProgramCallbacks:
         self.program = []
         #: the session's `GcPoints` while collections are at recorded points
         self.points = None
+        #: the one entry of the interpreter's list (a bound method made once:
+        #: each `self.dispatch` is a new object)
+        self.entry = self.dispatch
 
     def install(self, installer):
-        real, program = self.real, self.program
-        program[:] = [cb for cb in real if cb is not self.dispatch]
-        real[:] = [self.dispatch]
+        real, program, entry = self.real, self.program, self.entry
+        program[:] = [cb for cb in real if cb is not entry]
+        real[:] = [entry]
         installer.patch(_gc, "callbacks", program)
 
         def undo():
-            kept = [cb for cb in real if cb is not self.dispatch]
+            kept = [cb for cb in real if cb is not entry]
             real[:] = program + kept
             if getattr(installer, "gc_program_callbacks", None) is self:
                 installer.gc_program_callbacks = None
