@@ -226,8 +226,9 @@ class GcPoints:
             self._old_phase = gate.swap(INTERNAL)   # finalizers are the program's
             return INTERNAL
         # stop: the end is on the tape before the program's callbacks' own
-        # events (the replay reads it there, and hands them its count)
-        if kind in ("placed", "valve"):
+        # events (the replay reads it there, and hands them its count; the
+        # program's gc.collect() too: our runtime's garbage counts in it)
+        if kind in ("placed", "valve", "explicit"):
             try:
                 self._write(GC_DONE, info.get("collected", 0))
             except Exception:
@@ -244,6 +245,8 @@ class GcPoints:
                 self._replay_done(info)
             return INTERNAL
         if kind == "explicit":
+            if phase == "stop":
+                self._replay_done(info)
             return self.gate.phase
         # our runtime's own collection (automatic collection is off):
         # the recording has no such point
