@@ -30,6 +30,12 @@ frees the same objects or is reported, never silently different.
 
 The program's ``gc.collect()`` runs for real in both modes (its point is the
 program's); its return value and ``gc.get_count()`` are recorded calls.
+
+The program's ``gc.callbacks`` run inside our one callback
+(`ProgramCallbacks`): as program code in a collection at a recorded point
+(their boundary calls recorded and replayed inside it, after ``GC`` for
+``start``, after ``GC_DONE`` for ``stop``), outside the recording in any
+other collection.
 """
 from __future__ import annotations
 
@@ -129,7 +135,6 @@ class GcPoints:
         return 0
 
     def _placed(self):
-        self._ensure_callback()
         gen = self._generation()
         self._write(GC, gen)
         self.kind = "placed"
@@ -145,13 +150,26 @@ class GcPoints:
         our runtime's shutdown, where record and replay differ."""
         if self.mode != "record" or self.kind is not None or self._write is None:
             return
-        self._ensure_callback()
         self._write(GC, 2)
         self.kind = "placed"
         try:
             _collect(2)
         finally:
             self.kind = None
+
+    def after_end(self):
+        """Both runs, after the program's end (its exit call): the
+        interpreter's collector as on record (the valve threshold, on iff
+        the program left collection on), so what runs after the recording
+        ends — our shutdown's automatic collections, the interpreter's
+        finalization collection, and the program's ``gc.callbacks`` in
+        them, outside the recording — runs in the replay too."""
+        t0, t1, t2 = self.thresholds
+        try:
+            _set_threshold(_valve(t0), t1, t2)
+            (_enable if self.enabled else _disable)()
+        except Exception:
+            pass
 
     def _apply_real(self):
         """Record: the interpreter's own automatic collection is the safety
@@ -168,56 +186,73 @@ class GcPoints:
         self._live[0] = t0 if t0 > 0 else _INF
 
     # ---------------------------------------------------------- callback
-    def _ensure_callback(self):
-        callbacks = _gc.callbacks
-        if not callbacks or callbacks[0] is not self._callback:
-            try:
-                callbacks.remove(self._callback)
-            except ValueError:
-                pass
-            callbacks.insert(0, self._callback)
-
-    def _callback(self, phase, info):
-        """First of ``gc.callbacks``: runs before the program's own."""
+    def enter(self, phase, info):
+        """`ProgramCallbacks`, before the program's ``gc.callbacks`` of this
+        phase: the gate phase they run in (INTERNAL: a collection at a
+        recorded point, their boundary calls are recorded and replayed
+        inside it; DISABLED: a collection the other run does not make)."""
         try:
             if self.mode == "record":
-                self._record_callback(phase, info)
-            else:
-                self._replay_callback(phase, info)
+                return self._record_enter(phase, info)
+            return self._replay_enter(phase, info)
         except Exception:   # never in the collector's way
-            pass
+            return DISABLED
 
-    def _record_callback(self, phase, info):
-        kind = self.kind
-        if phase == "start":
-            if kind is not None:
-                return
-            gate = self.gate
-            if gate is None or gate.phase not in (INTERNAL, EXTERNAL):
-                self.kind = "other"        # our runtime's own time: not the program's
-                return
-            try:
-                self._write(GC_VALVE, info.get("generation", 0))
-            except Exception:              # the writer is busy (GC inside a write)
-                self.kind = "other"
-                return
-            self.kind = "valve"
-            self._old_phase = gate.swap(INTERNAL)   # finalizers are the program's
+    def leave(self, phase, info):
+        """`ProgramCallbacks`, after the program's ``gc.callbacks``."""
+        if phase != "stop":
             return
-        # stop
-        if kind in ("placed", "valve"):
-            try:
-                self._write(GC_DONE, info.get("collected", 0))
-            except Exception:
-                pass
-        if kind == "valve":
+        kind = self.kind
+        if kind == "valve" and self.mode == "record":
             self.gate.phase = self._old_phase
         if kind in ("valve", "other"):
             self.kind = None
 
-    def _replay_callback(self, phase, info):
-        if phase != "stop" or self.kind != "replayed":
-            return
+    def _record_enter(self, phase, info):
+        kind = self.kind
+        gate = self.gate
+        if phase == "start":
+            if kind is not None:
+                return DISABLED if kind == "other" else gate.phase
+            if gate is None or gate.phase not in (INTERNAL, EXTERNAL):
+                self.kind = "other"        # our runtime's own time: not the program's
+                return DISABLED
+            try:
+                self._write(GC_VALVE, info.get("generation", 0))
+            except Exception:              # the writer is busy (GC inside a write)
+                self.kind = "other"
+                return DISABLED
+            self.kind = "valve"
+            self._old_phase = gate.swap(INTERNAL)   # finalizers are the program's
+            return INTERNAL
+        # stop: the end is on the tape before the program's callbacks' own
+        # events (the replay reads it there, and hands them its count; the
+        # program's gc.collect() too: our runtime's garbage counts in it)
+        if kind in ("placed", "valve", "explicit"):
+            try:
+                self._write(GC_DONE, info.get("collected", 0))
+            except Exception:
+                pass
+            return INTERNAL
+        if kind is None or kind == "other":
+            return DISABLED
+        return gate.phase if gate is not None else DISABLED
+
+    def _replay_enter(self, phase, info):
+        kind = self.kind
+        if kind == "replayed":
+            if phase == "stop":
+                self._replay_done(info)
+            return INTERNAL
+        if kind == "explicit":
+            if phase == "stop":
+                self._replay_done(info)
+            return self.gate.phase
+        # our runtime's own collection (automatic collection is off):
+        # the recording has no such point
+        return DISABLED
+
+    def _replay_done(self, info):
         system = self.system
         gate = system.gate
         old = gate.swap(DISABLED)
@@ -296,7 +331,10 @@ class GcPoints:
         # collection's number).
         _collect()
         self._apply_real()
-        self._ensure_callback()
+        # The program's gc.callbacks run inside our one callback, in the
+        # phase the collection's kind gives them (`enter`).
+        callbacks = program_callbacks(installer, system.gate)
+        callbacks.points = self
         set_ = installer.patch
         set_(_gc, "enable", self.enable)
         set_(_gc, "disable", self.disable)
@@ -311,8 +349,8 @@ class GcPoints:
             system.special_events = self.take_head
 
         def undo():
-            if self._callback in _gc.callbacks:
-                _gc.callbacks.remove(self._callback)
+            if callbacks.points is self:
+                callbacks.points = None
             _set_threshold(*saved[1])
             (_enable if saved[0] else _disable)()
             if getattr(system, "special_events", None) == self.take_head:
@@ -354,6 +392,155 @@ class GcPoints:
 
     def _collected(self, n):
         return n
+
+
+class ProgramCallbacks:
+    """The program's ``gc.callbacks``, run by one callback of ours.
+
+    ``gc.callbacks`` as the program sees it is a list of its own; the
+    interpreter's list holds only `dispatch`, which runs the program's
+    callbacks as the collector would (in order, a list changed while it
+    runs included, an exception reported as unraisable with the callback
+    as its object) in the gate phase the collection gives them:
+
+    * a collection at a recorded point (record: placed, valve; replay: the
+      recorded ones; the program's own ``gc.collect()``) — INTERNAL: what
+      the callbacks call (``time.perf_counter``, ``random``, I/O, logging)
+      is recorded inside the collection and replayed there;
+    * any other collection (our runtime's own time, or no recorded points:
+      ``RETRACE_NO_GC_POINTS``, ``--schedule``) — DISABLED, outside the
+      recording: the other run does not make that collection.
+
+    Wherever the program puts its callback (hypothesis inserts its own at
+    the front), our start comes before its events and our end (``GC_DONE``)
+    before its stop events, in both runs: the interpreter's list holds no
+    callback of the program's to come before ours."""
+
+    def __init__(self, gate):
+        self.gate = gate
+        self.real = _gc.callbacks
+        self.program = []
+        #: the session's `GcPoints` while collections are at recorded points
+        self.points = None
+        #: the one entry of the interpreter's list (a bound method made once:
+        #: each `self.dispatch` is a new object)
+        self.entry = self.dispatch
+
+    def install(self, installer):
+        real, program, entry = self.real, self.program, self.entry
+        program[:] = [cb for cb in real if cb is not entry]
+        real[:] = [entry]
+        installer.patch(_gc, "callbacks", program)
+
+        def undo():
+            kept = [cb for cb in real if cb is not entry]
+            real[:] = program + kept
+            if getattr(installer, "gc_program_callbacks", None) is self:
+                installer.gc_program_callbacks = None
+        installer.on_uninstall(undo)
+
+    def dispatch(self, phase, info):
+        points = self.points
+        gate = self.gate
+        run_in = points.enter(phase, info) if points is not None else DISABLED
+        old = gate.swap(run_in) if gate is not None else None
+        try:
+            callbacks = self.program
+            i = 0
+            while i < len(callbacks):
+                cb = callbacks[i]
+                try:
+                    cb(phase, info)
+                except BaseException as exc:    # as the collector: reported, not raised
+                    _unraisable(exc, cb, gate)
+                i += 1
+        finally:
+            if gate is not None:
+                gate.phase = old
+            if points is not None:
+                points.leave(phase, info)
+
+
+def program_callbacks(installer, gate):
+    """The installer's `ProgramCallbacks` (made and installed on first use)."""
+    callbacks = getattr(installer, "gc_program_callbacks", None)
+    if callbacks is None:
+        callbacks = ProgramCallbacks(gate)
+        callbacks.install(installer)
+        installer.gc_program_callbacks = callbacks
+    return callbacks
+
+
+_hook_args = []
+
+
+class _Shown:
+    """An object whose repr is a text taken before (the default hook's
+    "Exception ignored in: <repr>")."""
+    __slots__ = ("text",)
+
+    def __init__(self, text):
+        self.text = text
+
+    def __repr__(self):
+        return self.text
+
+
+def _unraisable(exc, obj, gate):
+    """``PyErr_WriteUnraisable(obj)`` for *exc*, as the collector reports a
+    callback's exception (its traceback from the callback's frame on),
+    through ``sys.unraisablehook`` (the replay's looks for a divergence).
+    The interpreter's default hook reads the source lines: it runs outside
+    the recording, with the object's repr taken in the program's phase (an
+    id replays); a hook of the program's runs in the program's phase."""
+    import sys
+    if not _hook_args:
+        _hook_args.append(_unraisable_args_type())
+    make = _hook_args[0]
+    tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
+    try:
+        hook = sys.unraisablehook
+        if make is None:
+            raise TypeError("no UnraisableHookArgs")
+        base = hook
+        while getattr(base, "__wrapped__", None) is not None:
+            base = base.__wrapped__
+        if base is not sys.__unraisablehook__ or gate is None:
+            hook(make((type(exc), exc, tb, None, obj)))
+            return
+        try:
+            shown = _Shown(repr(obj))
+        except BaseException:
+            shown = _Shown("<object repr() failed>")
+        old = gate.swap(DISABLED)
+        try:
+            hook(make((type(exc), exc, tb, None, shown)))
+        finally:
+            gate.phase = old
+    except BaseException:
+        import traceback
+        try:
+            print(f"Exception ignored in: {obj!r}", file=sys.stderr)
+            traceback.print_exception(type(exc), exc, tb, file=sys.stderr)
+        except BaseException:
+            pass
+
+
+def _unraisable_args_type():
+    """``sys.UnraisableHookArgs`` (not a public name): the type of what the
+    interpreter hands ``sys.unraisablehook``, taken from one report."""
+    import sys
+    got = []
+    old = sys.unraisablehook
+    sys.unraisablehook = got.append
+    try:
+        class _Raises:
+            def __del__(self):
+                raise RuntimeError
+        _Raises()
+    finally:
+        sys.unraisablehook = old
+    return type(got[0]) if got else None
 
 
 def _accept_generation(value):

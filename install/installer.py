@@ -668,38 +668,11 @@ class Installer:
         the same point on record and replay (our runtime allocates too): a
         callback making a boundary call (hypothesis times collections with
         ``time.perf_counter``) would put events on the tape that the replay
-        makes elsewhere. The program's callbacks run outside the recording,
-        between two of ours: the first sets DISABLED (and keeps the second
-        last in the list), the second restores the phase, so the collection
-        itself (finalizers) runs in the phase it happened in."""
-        import gc
-        callbacks = gc.callbacks
-        gate = self.system.gate
-        saved = threading.local()
-
-        def retrace_gc_enter(phase, info):
-            saved.phase = gate.swap(DISABLED)
-            if callbacks and callbacks[-1] is not retrace_gc_leave:
-                try:
-                    callbacks.remove(retrace_gc_leave)
-                except ValueError:
-                    pass
-                callbacks.append(retrace_gc_leave)
-
-        def retrace_gc_leave(phase, info):
-            previous = getattr(saved, "phase", None)
-            if previous is not None:
-                saved.phase = None
-                gate.phase = previous
-
-        callbacks.insert(0, retrace_gc_enter)
-        callbacks.append(retrace_gc_leave)
-
-        def undo():
-            for cb in (retrace_gc_enter, retrace_gc_leave):
-                while cb in callbacks:
-                    callbacks.remove(cb)
-        self.on_uninstall(undo)
+        makes elsewhere. The program's callbacks run inside one callback of
+        ours, outside the recording (DISABLED), unless the collection is at
+        a recorded point (install/gc_points.py `ProgramCallbacks`)."""
+        from retracesoftware.install.gc_points import program_callbacks
+        program_callbacks(self, self.system.gate)
 
     def _patch_socket_finalizer(self, module) -> None:
         """An unclosed socket's finalizer formats its ResourceWarning with

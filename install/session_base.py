@@ -392,7 +392,10 @@ class Session:
             points = getattr(self, "gc_points", None)
             if points is not None:     # the last collection (install/gc_points.py)
                 points.at_exit()
-            return marker(self.exit_code)
+            result = marker(self.exit_code)
+            if points is not None:     # after the end: the collector as on record
+                points.after_end()
+            return result
         finally:
             gate.phase = previous
 

@@ -4,6 +4,8 @@ finalizers, weakref callbacks and gc.callbacks print replays byte for byte.
 Each program allocates a random number of live objects first, so the
 allocation counter (and with it where a plain run collects) differs from
 run to run: plain runs print the collections at other lines."""
+import re
+
 import pytest
 
 from retrace_testing import assert_faithful
@@ -132,3 +134,90 @@ print("end", gc.isenabled())
     rep = s.replay()
     assert (rep.returncode == 0 and rep.stdout == rec.stdout) or (
         rep.returncode == 3 and "replay diverged" in rep.err), (rep.out, rep.err)
+
+
+# gc.callbacks that make recorded calls (hypothesis inserts a callback at the
+# front of the list that times every collection with time.perf_counter):
+# their calls are recorded inside the collection and replay there, wherever
+# the program put the callback in the list and whatever it changes in it.
+TIMED = PRELUDE + """
+spent = [0.0, 0, None]
+def timer(phase, info):
+    now = time.perf_counter()
+    if phase == "start":
+        spent[2] = now
+    elif spent[2] is not None:
+        spent[0] += now - spent[2]
+        spent[1] += 1
+def stamp(phase, info):
+    if phase == "stop" and info["generation"] > 0:
+        print("older", info["generation"], info["collected"], time.time() % 1, random.random())
+def once(phase, info):
+    gc.callbacks.remove(once)
+    gc.callbacks.insert(1, late)
+def late(phase, info):
+    if phase == "start":
+        spent.append(time.monotonic_ns() % 1000)
+gc.callbacks.append(stamp)
+gc.callbacks.insert(0, timer)
+for i in range(3000):
+    Node(i)
+    time.time()
+    if i == 1200:
+        gc.callbacks.insert(0, once)
+    if i % 500 == 0:
+        print("made", i, spent[1], repr(spent[0]))
+print("collections", spent[1], repr(spent[0]), spent[3:8])
+print("explicit", gc.collect() > 0, spent[1], repr(spent[0]))
+gc.callbacks[:] = []
+"""
+
+
+def test_callbacks_making_recorded_calls_replay(scenario):
+    # Before: "replay diverged: expected the end of a garbage collection
+    # (...), got call time.perf_counter()" (exit 3).
+    assert_faithful(scenario(TIMED))
+
+
+def test_callback_exception_reported_as_the_interpreter_does(scenario):
+    s = scenario("""
+import gc, time
+def bad(phase, info):
+    if phase == "stop":
+        gc.callbacks.remove(bad)
+        raise ValueError("from the callback " + str(time.time() > 0))
+gc.callbacks.append(bad)
+gc.collect()
+print("after", bad in gc.callbacks, time.time() > 0)
+""")
+    plain = s.plain()
+    rec = s.record()
+    assert rec.returncode == plain.returncode == 0, rec.err
+    for run in (plain, rec):
+        assert "Exception ignored in: <function bad at" in run.err, run.err
+        assert "ValueError: from the callback True" in run.err, run.err
+        assert 'in bad\n    raise ValueError' in run.err, run.err
+    assert rec.stdout == plain.stdout == b"after False True\n"
+    rep = s.replay()
+    # (a function's address replays on the C++ backend only: docs/FIDELITY.md)
+    masked = [re.sub(rb"0x[0-9a-f]+", b"0x?", run.stderr) for run in (rec, rep)]
+    assert (rep.returncode, rep.stdout, masked[1]) == (0, rec.stdout, masked[0]), rep.err
+
+
+def test_callbacks_left_registered_run_at_the_interpreters_end_in_both_runs(scenario):
+    # A callback the program never removes runs in the interpreter's
+    # finalization collection (after the recording's end): the replay's
+    # collector is as on record there (before: on record only).
+    s = scenario(PRELUDE + """
+import sys
+def last(phase, info):
+    if phase == "stop" and sys.is_finalizing():
+        print("finalizing", info["generation"])
+gc.callbacks.append(last)
+for i in range(1000):
+    Node(i)
+    time.time()
+print("end", random.random())
+""")
+    rec = assert_faithful(s)
+    assert rec.stdout.endswith(b"\nfinalizing 2\n"), rec.out
