@@ -37,7 +37,16 @@ int write_all(int fd, const struct iovec* iov_in, int cnt) {
 
 // Caller holds `lk` on core.mu; returns with it held again.
 void flush_locked(Core& c, std::unique_lock<std::mutex>& lk) {
-    if (c.buf.size == 0 || c.fd < 0) return;
+    if (c.fd < 0) return;
+    if (c.buf.size == 0) {
+        // Nothing new, but a frame another flush took (the flusher thread's)
+        // may still be on its way to the file: wait for it, so that flush()
+        // returning means every event written before it is in the file (a
+        // SIGKILL right after lost up to a whole buffer). Same lock order as
+        // below: mu, then io_mu.
+        std::lock_guard<std::mutex> io(c.io_mu);
+        return;
+    }
     std::unique_lock<std::mutex> io(c.io_mu);
     c.spare.swap(c.buf);
     c.buf.size = 0;
