@@ -444,6 +444,10 @@ class StreamWriter:
         try:
             buf = self._take()
             if buf is None:
+                # A frame the flusher thread took may still be on its way to
+                # the file: flush() returns once it is there (as the C++ one).
+                self._io_lock.acquire()
+                self._io_lock.release()
                 return
             self._io_lock.acquire()
         finally:
