@@ -18,6 +18,7 @@ import functools
 import inspect
 import os
 import sys
+from collections import deque as _deque
 
 from retracesoftware.utils import DISABLED, INTERNAL
 from retracesoftware.utils.errors import ReplayDivergence
@@ -91,7 +92,7 @@ class TestRunner:
             previous = gate.swap(INTERNAL)
             try:
                 if executors is not None:
-                    executors.begin_run()    # recorded, then replayed
+                    executors.begin_run(getattr(thread_support, "ReadyQueue", None))    # recorded, then replayed
                 try:
                     outcome = _Outcome(value=fn())
                 except ReplayDivergence:
@@ -369,6 +370,8 @@ class _LoopExecutors:
         #: selector loops whose selector and self-pipe each pass replaces:
         #: loop -> (selector, ssock, csock) from before, while a pass runs
         self.selectors = {}
+        #: loops whose ready queue each pass replaces: loop -> its deque
+        self.ready = {}
         self._swappable = []
         asyncio = _modules.get("asyncio")
         base = getattr(asyncio, "BaseEventLoop", None)
@@ -394,7 +397,7 @@ class _LoopExecutors:
         except Exception:
             return False
 
-    def begin_run(self):
+    def begin_run(self, ready_queue=None):
         """At the start of a record or replay pass, inside it: each idle
         selector loop made before the pass gets a selector and self-pipe
         made in the pass. The ones it had are live (made outside any
@@ -402,8 +405,25 @@ class _LoopExecutors:
         ``call_soon_threadsafe`` wake-up had arrived yet — was not recorded,
         so the loop's iterations, and the calls it made, followed real
         timing and the replay diverged. Made in the pass, they are recorded
-        and replayed as a loop made by the test would be."""
+        and replayed as a loop made by the test would be.
+
+        Each idle loop also gets the pass's ready queue (*ready_queue*,
+        install/thread_stdlib.py ``ReadyQueue``: appends and the loop's
+        emptiness checks under one recorded lock), as a loop made in the
+        pass has. With its plain deque, whether an executor thread's
+        ``call_soon_threadsafe`` append came before the loop's ``if
+        self._ready`` (select timeout 0, no ``time()`` call) or after was a
+        data race between events: aiofiles' test_slow_file replayed
+        ``epoll.poll(-1)`` where the record had polled with 0."""
         import selectors
+        if ready_queue is not None:
+            for loop, _ in self.loops:
+                state = vars(loop)
+                ready = state.get("_ready")
+                if (type(ready) is _deque and not state.get("_closed")
+                        and state.get("_thread_id") is None):
+                    loop._ready = ready_queue(ready)
+                    self.ready[loop] = ready
         for loop in self._swappable:
             state = vars(loop)
             if state.get("_closed") or state.get("_selector") is None:
@@ -412,6 +432,17 @@ class _LoopExecutors:
             loop._selector = selectors.DefaultSelector()
             loop._internal_fds -= 1
             loop._make_self_pipe()
+
+    def _end_ready(self):
+        """Each loop gets its plain deque back, holding what the pass's
+        queue holds (the pass's lock is not used outside the pass)."""
+        for loop, ready in self.ready.items():
+            now = vars(loop).get("_ready")
+            if now is not ready and isinstance(now, _deque):
+                ready.clear()
+                ready.extend(_deque.__iter__(now))
+            loop._ready = ready
+        self.ready = {}
 
     def _end_selectors(self, close):
         for loop, (selector, ssock, csock) in self.selectors.items():
@@ -438,9 +469,11 @@ class _LoopExecutors:
         try:
             self._restore(wait=True)
         finally:
+            self._end_ready()
             self._end_selectors(close=True)
 
     def reset(self):
+        self._end_ready()
         self._end_selectors(close=False)   # a pass that diverged: dropped, not closed
         self._restore(wait=False)
 

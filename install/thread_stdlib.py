@@ -186,6 +186,10 @@ def patch_asyncio(support, installer, module):
         if gate.phase == INTERNAL and type(self_._ready) is _deque:
             self_._ready = ReadyQueue(self_._ready)
 
+    # A loop made before the install (a pytest fixture's, under
+    # ``pytest --retrace``: install/testing.py) gets one for a pass.
+    support.ReadyQueue = ReadyQueue
+
     __init__.__wrapped__ = original_init
     __init__.__qualname__ = "BaseEventLoop.__init__"
     installer.patch(loop_type, "__init__", __init__)

@@ -64,3 +64,67 @@ def test_a_fixtures_loop_serves_sockets_made_in_the_test(tmp_path: Path):
     result = run([sys.executable, "-m", "pytest", "-q", "-rA", "--retrace"], project, timeout=300)
     assert result.returncode == 0, result.out + result.err
     assert "2 passed" in result.out, result.out
+
+
+RACE = """\
+import asyncio
+import concurrent.futures
+import time
+
+import pytest
+
+
+@pytest.fixture
+def loop():
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def test_executor_callbacks_while_timers_run(loop):
+    def spin(_):
+        # pure Python in the worker thread between its last event and the
+        # call_soon_threadsafe of the wrapped future (its callback, added after)
+        total = 0
+        for i in range(300000):
+            total += i
+
+    async def ticker():
+        while not done:
+            await asyncio.sleep(0.0001)
+
+    async def main():
+        nonlocal done
+        t = asyncio.ensure_future(ticker())
+        got = []
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            for i in range(5):
+                cf = pool.submit(time.monotonic)
+                cf.add_done_callback(spin)
+                got.append(await asyncio.wrap_future(cf, loop=loop) > 0)
+        done = True
+        await t
+        return got
+
+    done = False
+    assert loop.run_until_complete(main()) == [True] * 5
+"""
+
+
+def test_a_fixtures_loop_orders_other_threads_callbacks(tmp_path: Path):
+    """The fixture's loop's ready queue, in each pass, is the pass's
+    recorded-order queue (appends and the loop's emptiness checks under
+    one recorded lock). Before, with its plain deque, whether the worker's
+    ``call_soon_threadsafe`` append came before the loop's ``if
+    self._ready`` was a data race between events: the replay, whose
+    replayed polls return at once, reached that check while the worker
+    still ran its done-callback and diverged (``time.monotonic()`` or
+    ``epoll.poll`` with another timeout, aiofiles' test_slow_file) — 3 of 3
+    runs before the change."""
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
+    (project / "test_race.py").write_text(RACE)
+    result = run([sys.executable, "-m", "pytest", "-q", "-rA", "--retrace"], project, timeout=300)
+    assert result.returncode == 0, result.out + result.err
+    assert "1 passed" in result.out, result.out
