@@ -75,6 +75,9 @@ class TestRunner:
         self._config = config
         from retracesoftware.install.installer import Installer
         Installer.reuse_index = True   # two installs per test: one scan while no module is imported
+        #: (nodeid, first run, recorded run) of tests whose first (plain) run
+        #: and recorded run ended differently (see record_and_replay)
+        self.changed_by_first_run = []
 
     def config(self):
         if self._config is None:
@@ -118,8 +121,9 @@ class TestRunner:
         """Return the recorded outcome's value, or raise its exception; raise
         ReplayDivergence when the replay does not match.
 
-        With ``warm_up`` the test first runs once with nothing installed and
-        its outcome ignored: what a first run does once and the process then
+        With ``warm_up`` the test first runs once with nothing installed (its
+        outcome is the test's when the recorded run's differs and replays
+        the same: see below): what a first run does once and the process then
         caches (linecache, lazy imports, memoised lookups, a library's
         caches) is done before the recording, so the recording and the
         replay start from the same warm state instead of the replay missing
@@ -131,13 +135,14 @@ class TestRunner:
         from retracesoftware.proxy import System
 
         executors = _LoopExecutors()
+        first = None
         if self.warm_up:
             try:
-                fn()
+                first = _Outcome(value=fn())
             except (KeyboardInterrupt, SystemExit):
                 raise
-            except BaseException:
-                pass
+            except BaseException as exc:
+                first = _Outcome(error=exc)
             if reset is not None:
                 reset()
         executors.reset()
@@ -169,9 +174,33 @@ class TestRunner:
             raise ReplayDivergence(
                 f"replay of {name} diverged: recorded run {recorded.describe()}, "
                 f"replay {replayed.describe()} — the test depends on something retrace does not record")
+        if first is not None and (first.error is None) != (recorded.error is None):
+            # The replay matched the recording, but the recorded run's
+            # outcome is not the first run's: what the first run left
+            # behind (a cache filled, a module imported, a module global
+            # changed, a warning's once-registry) or the recording's cost
+            # (a timed health check) changed it. The first run is the one a
+            # plain pytest makes: its outcome is the test's; the difference
+            # is reported at the end of the session (never as a warning:
+            # suites run with ``-W error``).
+            self.changed_by_first_run.append((name, first.describe(), recorded.describe()))
+            if first.error is not None:
+                raise first.error
+            return first.value
         if recorded.error is not None:
             raise recorded.error
         return recorded.value
+
+    def pytest_terminal_summary(self, terminalreporter):
+        if not self.changed_by_first_run:
+            return
+        write = terminalreporter.write_line
+        terminalreporter.section("retrace: outcome changed by the first run", sep="-")
+        write(f"{len(self.changed_by_first_run)} test(s): the recorded run's outcome differed from the "
+              "first (plain) run's and replayed the same; each has the first run's outcome "
+              "(what the first run left behind, or the recording's cost, changed the second):")
+        for name, first, recorded in self.changed_by_first_run:
+            write(f"  {name}: first run {first}; recorded run {recorded}")
 
     # ------------------------------------------------------------- pytest
     def pytest_pyfunc_call(self, pyfuncitem):
