@@ -103,6 +103,7 @@ class TestRunner:
                 except BaseException as exc:  # the test's own failure
                     outcome = _Outcome(error=exc)
                 if executors is not None:
+                    executors.finish_tasks()  # recorded, then replayed
                     executors.end_of_run()   # recorded, then replayed
             finally:
                 gate.phase = previous
@@ -143,6 +144,7 @@ class TestRunner:
                 raise
             except BaseException as exc:
                 first = _Outcome(error=exc)
+            executors.finish_tasks()
             if reset is not None:
                 reset()
         executors.reset()
@@ -401,6 +403,11 @@ class _LoopExecutors:
         self.selectors = {}
         #: loops whose ready queue each pass replaces: loop -> its deque
         self.ready = {}
+        #: loop -> (ready handles, timer handles) before the test's first run
+        self.before = {}
+        #: the tasks pending before the test's first run (and their ids)
+        self._tasks_before = []
+        self.tasks_before = set()
         self._swappable = []
         asyncio = _modules.get("asyncio")
         base = getattr(asyncio, "BaseEventLoop", None)
@@ -408,9 +415,20 @@ class _LoopExecutors:
             return
         for obj in gc.get_objects():
             if issubclass(type(obj), base):   # never obj.__class__: a lazy object would evaluate
-                self.loops.append((obj, vars(obj).get("_default_executor")))
+                state = vars(obj)
+                self.loops.append((obj, state.get("_default_executor")))
                 if self._own_selector_only(obj):
                     self._swappable.append(obj)
+                # What the loop holds before the test's first run (kept
+                # referenced: the ids stay theirs).
+                self.before[obj] = (list(state.get("_ready", ())), list(state.get("_scheduled", ())))
+        all_tasks = getattr(asyncio, "all_tasks", None)
+        for loop, _ in self.loops:
+            try:
+                self._tasks_before.extend(all_tasks(loop))
+            except Exception:
+                pass
+        self.tasks_before = {id(t) for t in self._tasks_before}
 
     @staticmethod
     def _own_selector_only(loop) -> bool:
@@ -445,6 +463,7 @@ class _LoopExecutors:
         data race between events: aiofiles' test_slow_file replayed
         ``epoll.poll(-1)`` where the record had polled with 0."""
         import selectors
+        self._start_state()
         if ready_queue is not None:
             for loop, _ in self.loops:
                 state = vars(loop)
@@ -461,6 +480,67 @@ class _LoopExecutors:
             loop._selector = selectors.DefaultSelector()
             loop._internal_fds -= 1
             loop._make_self_pipe()
+
+    def finish_tasks(self):
+        """At the end of each run (the first run plainly, then inside the
+        record and the replay pass): the tasks the run made and left
+        pending on a loop made before it are cancelled and the loop runs
+        until they end, as ``asyncio.run`` does with its own. Left pending,
+        they ran in the next run: the first run's leftovers at the start of
+        the recording, the recording's at the start of the replay — other
+        tasks, other timers, due at other times — and the replay diverged
+        at its start (aiofiles' test_slow_file: a spam client's sleep)."""
+        asyncio = _modules.get("asyncio")
+        all_tasks = getattr(asyncio, "all_tasks", None)
+        if all_tasks is None:
+            return
+        for loop, _ in self.loops:
+            state = vars(loop)
+            if state.get("_closed") or state.get("_thread_id") is not None:
+                continue
+            try:
+                tasks = [t for t in all_tasks(loop) if id(t) not in self.tasks_before]
+            except RuntimeError:
+                continue
+            if not tasks:
+                continue
+            # in the order they were made (a set's order is not)
+            tasks.sort(key=_task_number)
+            for task in tasks:
+                task.cancel()
+            try:
+                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            except ReplayDivergence:
+                raise
+            except Exception:
+                pass
+
+    def _start_state(self):
+        """Each run starts with the loop's queues as they were before the
+        test's first run: a handle another run left (a done future's
+        callback, a cancelled sleep's timer) is dropped."""
+        for loop, (ready, scheduled) in self.before.items():
+            state = vars(loop)
+            if state.get("_closed") or state.get("_thread_id") is not None:
+                continue
+            now_ready, now_scheduled = state.get("_ready"), state.get("_scheduled")
+            if isinstance(now_ready, _deque):
+                keep = {id(h) for h in ready}
+                left = [h for h in _deque.__iter__(now_ready) if id(h) in keep]
+                if len(left) != _deque.__len__(now_ready):
+                    now_ready.clear()
+                    now_ready.extend(left)
+            if isinstance(now_scheduled, list):
+                keep = {id(h) for h in scheduled}
+                left = [h for h in now_scheduled if id(h) in keep and not h.cancelled()]
+                if len(left) != len(now_scheduled):
+                    for h in now_scheduled:
+                        if id(h) not in keep:
+                            h._scheduled = False
+                    import heapq
+                    now_scheduled[:] = left
+                    heapq.heapify(now_scheduled)
+                    loop._timer_cancelled_count = 0
 
     def _end_ready(self):
         """Each loop gets its plain deque back, holding what the pass's
@@ -521,6 +601,13 @@ class _LoopExecutors:
                 raise
             except Exception:
                 pass
+
+
+def _task_number(task):
+    name = task.get_name() if hasattr(task, "get_name") else ""
+    if name.startswith("Task-") and name[5:].isdigit():
+        return int(name[5:])
+    return 1 << 62
 
 
 class _TestTmpDir:
