@@ -91,6 +91,11 @@ class TestRunner:
         installer, thread_support = install_boundary(system, self.config(), threads)
         _identity_hashing(system, threads)
         try:
+            _children_as_data(system, installer)
+        except BaseException:
+            installer.uninstall()
+            raise
+        try:
             gate = system.gate
             previous = gate.swap(INTERNAL)
             try:
@@ -601,6 +606,44 @@ class _LoopExecutors:
                 raise
             except Exception:
                 pass
+
+
+def _children_as_data(system, installer) -> None:
+    """A child process the test starts (``subprocess``) is a boundary call:
+    it really runs in the recorded pass; the replay pass spawns nothing and
+    gets the recorded pid, the pipes' contents and the exit status from the
+    tape, as the CLI replays a child that is not this Python (its pipes,
+    reads and waits are recorded calls: configs/os.toml). Before, the
+    replay spawned the child again: ``waitpid`` of the new pid diverged
+    from the recorded one (dateutil's test_import_without_six) and the
+    replay's child, never waited for, was reported by a later test
+    ("ResourceWarning: subprocess N is still running", an error under
+    ``filterwarnings = error``). The CLI's own handling (children.py:
+    children that are this Python record themselves) needs a recording
+    folder; in-process, such a child runs plainly, unrecorded."""
+    import _posixsubprocess
+    import posix
+    gate = system.gate
+
+    def substitute(module, attr, name):
+        real = module.__dict__.get(attr)
+        if real is None:
+            return
+        call = system.patch_function(real, name)
+
+        def child(*args, **kwargs):
+            if gate.phase != INTERNAL:
+                return real(*args, **kwargs)
+            return call(*args, **kwargs)
+        child.__name__ = child.__qualname__ = attr
+        child.__module__ = module.__name__
+        child.__wrapped__ = real
+        installer.patch(module, attr, child)
+        installer.replace_everywhere({id(real): (real, child)})
+
+    substitute(_posixsubprocess, "fork_exec", "_posixsubprocess.fork_exec")
+    # PYVERSIONS: 3.13's subprocess spawns with posix_spawn when it can.
+    substitute(posix, "posix_spawn", "posix.posix_spawn")
 
 
 def _task_number(task):
