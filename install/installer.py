@@ -248,6 +248,7 @@ class Installer:
         self._import_state = threading.local()
         self._import_replacements: dict = {}
         self._index = None          # see _reference_index
+        self._index_shared = None   # the cache's index whose lists _index shares
         self._index_size = -1
         self._scanned: dict = {}    # module name -> (module, its globals or None, their len) when indexed
         self._index_full = False    # True: _UNINDEXED values indexed too
@@ -869,7 +870,11 @@ class Installer:
         loaded = (modules_now, sum(map(id, list(sys.modules.values()))))
         cached = Installer._index_cache
         if first and cached is not None and cached[0] == loaded:
-            self._index = {k: list(v) for k, v in cached[1].items()}   # appended to below
+            # The lists stay the cache's until one is appended to below
+            # (copied then: `shared`); replacements never extend one. Copying
+            # every list was a tenth of a trivial test's time (2 installs).
+            self._index = dict(cached[1])
+            self._index_shared = cached[1]
             self._scanned = dict(cached[2])
             self._index_size = modules_now
             return self._index
@@ -880,6 +885,10 @@ class Installer:
         # the index most of a recording's start-up.
         index: dict = self._index if self._index is not None else {}
         scanned = self._scanned
+        shared = self._index_shared if self._index is not None else None
+        if shared is None:
+            shared = {}
+        self._index_shared = None if not shared else shared
 
         def add(kind, owner, key, value):
             if type(value) in skip:
@@ -887,6 +896,8 @@ class Installer:
             places = index.get(id(value))
             if places is None:
                 index[id(value)] = [(kind, owner, key, value)]
+            elif shared.get(id(value)) is places:
+                index[id(value)] = places + [(kind, owner, key, value)]
             else:
                 places.append((kind, owner, key, value))
 
@@ -930,6 +941,8 @@ class Installer:
                 places = index.get(id(value))    # add(), inlined: the hot loop
                 if places is None:
                     index[id(value)] = [(_IN_MODULE, module, key, value)]
+                elif shared and shared.get(id(value)) is places:
+                    index[id(value)] = places + [(_IN_MODULE, module, key, value)]
                 else:
                     places.append((_IN_MODULE, module, key, value))
                 if tv is _FunctionType:
