@@ -206,8 +206,11 @@ class TestRunner:
         write(f"{len(self.changed_by_first_run)} test(s): the recorded run's outcome differed from the "
               "first (plain) run's and replayed the same; each has the first run's outcome "
               "(what the first run left behind, or the recording's cost, changed the second):")
+        def line(text):
+            text = (text.splitlines() or [""])[0]
+            return text if len(text) <= 160 else text[:157] + "..."
         for name, first, recorded in self.changed_by_first_run:
-            write(f"  {name}: first run {first}; recorded run {recorded}")
+            write(f"  {name}: first run {line(first)}; recorded run {line(recorded)}")
 
     # ------------------------------------------------------------- pytest
     def pytest_pyfunc_call(self, pyfuncitem):
