@@ -604,9 +604,13 @@ class System:
         if ref.token is not None:
             self._unbind(ref.token)
 
-    def _unbind(self, token):
+    def _unbind(self, token, _disabled=DISABLED):
+        # (DISABLED bound at definition: a weak reference's callback can run
+        # during the interpreter's finalization, after this module's globals
+        # were cleared — "phase must be an int, got NoneType" at the end of
+        # a recorded aiofiles session)
         gate = self.gate
-        old = gate.swap(DISABLED)
+        old = gate.swap(_disabled)
         try:
             self.writer.unbind(token)
         except Exception:
