@@ -89,8 +89,7 @@ class TestRunner:
         from retracesoftware.install.session_base import install_boundary
 
         installer, thread_support = install_boundary(system, self.config(), threads)
-        if _identity_hashing(system, threads):
-            _identity_ids(installer)
+        _identity_hashing(system, threads)
         try:
             _children_as_data(system, installer)
         except BaseException:
@@ -818,38 +817,11 @@ def _identity_hashing(system, threads) -> None:
     (record, replay) restarts the per-thread counters with its own gate."""
     from retracesoftware import utils
     if not utils.CAPABILITIES.has("identity_hashing"):
-        return False
+        return
     try:
         utils.set_identity_hashing(True, gate=system.gate, thread_id=threads.current)
     except Exception:   # never fail a test because of this
-        return False
-    return True
-
-
-def _identity_ids(installer) -> None:
-    """``id()`` and the default reprs (``<_io.BytesIO object at 0x…>``) from
-    the same per-thread counters, for the pass, as a CLI recording on the
-    C++ backend has them (install/record_session.py ``identity_ids``;
-    session_base ``_install_identity_ids``). Before, dateutil's
-    ``tzfile(BytesIO(...))`` keeps ``repr(fileobj)`` and its pickle, written
-    to a temporary file, held another address in the replay: the
-    ``posix.write`` diverged (TzPickleFileTest, 3 tests)."""
-    import builtins
-    from retracesoftware import utils
-    setter = getattr(utils, "set_identity_ids", None)
-    if setter is None:
-        return
-    real_id = builtins.id
-    try:
-        setter(True)
-    except Exception:   # never fail a test because of this
-        return
-    installer.on_uninstall(lambda: setter(False))
-    for name, module in list(_modules.items()):
-        if module is not None and (name == "retracesoftware" or name.startswith("retracesoftware.")) \
-                and "id" not in module.__dict__:
-            installer.patch(module, "id", real_id)
-    installer.patch(builtins, "id", utils.identity_id)
+        pass
 
 
 def _is_unittest_item(item) -> bool:
