@@ -36,7 +36,6 @@ import sys
 # Keep them loaded in every mode so a program's import of them is the same.
 import socket  # noqa: F401
 import tempfile  # noqa: F401
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping, Sequence, Union
 
@@ -49,6 +48,22 @@ except ImportError:
         from _sha256 import sha256 as _sha256    # 3.11
     except ImportError:                           # pragma: no cover - a build without them
         from hashlib import sha256 as _sha256
+
+
+def _Path(*args):
+    """pathlib.Path, imported when first used: the default start path
+    (load_config with a valid cache, boundary.py's index file) works on
+    str paths, and pathlib brings urllib.parse and ipaddress (~3 ms of
+    every record and replay start)."""
+    from pathlib import Path as _Path
+    return _Path(*args)
+
+
+def __getattr__(name):
+    if name == "Path":        # (was imported here)
+        from pathlib import Path
+        return Path
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _tomllib():
@@ -558,7 +573,11 @@ def load_file(path: Union[str, os.PathLike, Any]) -> ConfigFile:
 def _read_file(path) -> tuple[str, bytes]:
     name = os.fspath(path) if isinstance(path, (str, os.PathLike)) else str(path)
     try:
-        data = (Path(path) if isinstance(path, (str, os.PathLike)) else path).read_bytes()
+        if isinstance(path, (str, os.PathLike)):
+            with open(path, "rb") as f:
+                data = f.read()
+        else:
+            data = path.read_bytes()
     except OSError as exc:
         raise _config_error(name, None, None, f"cannot read file ({exc.strerror or exc})", "expected a readable TOML file") from None
     return name, data
@@ -585,6 +604,18 @@ def _parse_bytes(name: str, data: bytes) -> ConfigFile:
 # --------------------------------------------------------------------------
 
 
+def _shipped_config_dir_str() -> str | None:
+    """`shipped_config_dir` as a str when it is a folder on a file system
+    (what record and replay use at start: no pathlib), else None."""
+    import retracesoftware
+
+    for entry in getattr(retracesoftware, "__path__", ()):
+        candidate = os.path.join(entry, "configs")
+        if os.path.isdir(candidate):
+            return candidate
+    return None
+
+
 def shipped_config_dir():
     """The ``configs/`` folder shipped inside the package (may be missing).
 
@@ -597,7 +628,7 @@ def shipped_config_dir():
     import retracesoftware
 
     for entry in getattr(retracesoftware, "__path__", ()):
-        candidate = Path(entry) / "configs"
+        candidate = _Path(entry) / "configs"
         if candidate.is_dir():
             return candidate
     try:
@@ -614,21 +645,29 @@ def default_search_path(environ: Mapping[str, str] | None = None, cwd: str | Non
     A directory named in ``$RETRACE_MODULES_PATH`` that does not exist is an
     error (a typo there would otherwise silently record the wrong boundary).
     """
+    return [d if not isinstance(d, str) else _Path(d) for d in _default_dirs(environ, cwd)]
+
+
+def _default_dirs(environ=None, cwd=None) -> list:
+    """`default_search_path` with str paths (a Traversable for a package not
+    on a file system): what `load_config` uses, without pathlib."""
     environ = os.environ if environ is None else environ
     cwd = os.getcwd() if cwd is None else cwd
     dirs: list = []
     for entry in environ.get(ENV_VAR, "").split(os.pathsep):
         if not entry.strip():
             continue
-        full = Path(cwd, entry) if not os.path.isabs(entry) else Path(entry)
-        if not full.is_dir():
+        full = os.path.join(cwd, entry)
+        if not os.path.isdir(full):
             raise _config_error(
                 f"${ENV_VAR}", None, None, f"{entry!r} is not a directory",
                 f"expected {os.pathsep!r}-separated directories of *.toml boundary configs",
             )
         dirs.append(full)
-    dirs.append(Path(cwd, USER_DIR))
-    shipped = shipped_config_dir()
+    dirs.append(os.path.join(cwd, USER_DIR))
+    shipped = _shipped_config_dir_str()
+    if shipped is None:
+        shipped = shipped_config_dir()
     if shipped is not None:
         dirs.append(shipped)
     return dirs
@@ -636,7 +675,15 @@ def default_search_path(environ: Mapping[str, str] | None = None, cwd: str | Non
 
 def _config_files(directory) -> list:
     if isinstance(directory, (str, os.PathLike)):
-        directory = Path(directory)
+        # (os.scandir, not pathlib: this runs at every start)
+        directory = os.fspath(directory)
+        try:
+            with os.scandir(directory) as it:
+                names = [e.name for e in it
+                         if e.name.endswith(".toml") and not e.name.startswith(".") and e.is_file()]
+        except OSError:
+            return []
+        return [os.path.join(directory, name) for name in sorted(names)]
     try:
         if not directory.is_dir():
             return []
@@ -782,7 +829,7 @@ def load_config(
     platform: a sys.platform value (default: this one).
     """
     default = search_path is None and python_version is None and installed is None and platform is None
-    dirs = default_search_path() if search_path is None else list(search_path)
+    dirs = _default_dirs() if search_path is None else list(search_path)
     found = [[_read_or_error(entry) for entry in _config_files(directory)] for directory in dirs]
     unreadable = any(isinstance(data, ConfigError) for files in found for _, data in files)
     key = _cache_key(dirs, found) if default and not unreadable else None
