@@ -67,3 +67,29 @@ def test_replay_started_with_another_seed_is_faithful(tmp_path):
     for seed in ("1", "random"):
         rep = s.replay(env={"PYTHONHASHSEED": seed})
         assert (rep.returncode, rep.out) == (0, rec.out), rep.err
+
+
+@pytest.mark.parametrize("options", [(), ("--no-compress",)])
+def test_early_seed_read_agrees_with_the_stream_reader(tmp_path, options):
+    """The replay's first image reads the recorded seed without the stream
+    package (__main__.recorded_hash_seed): the same value the reader gives,
+    and None for anything but a whole, CRC-checked preamble (replay_main
+    then reads and checks it as before)."""
+    from retracesoftware.__main__ import recorded_hash_seed
+    from retracesoftware.stream import StreamReader
+    s = Scenario(tmp_path, "print('x')")
+    rec = s.record(options=options)
+    assert rec.returncode == 0, rec.err
+    reader = StreamReader(str(s.recording))
+    try:
+        expected = reader.preamble["hash_seed"]
+    finally:
+        reader.close()
+    assert recorded_hash_seed(str(s.recording)) == expected
+    data = s.recording.read_bytes()
+    damaged = tmp_path / "damaged.bin"
+    damaged.write_bytes(data[:30] + bytes([data[30] ^ 0xff]) + data[31:])   # in the preamble: CRC fails
+    assert recorded_hash_seed(str(damaged)) is None
+    damaged.write_bytes(data[:25])                                        # torn preamble
+    assert recorded_hash_seed(str(damaged)) is None
+    assert recorded_hash_seed(str(tmp_path)) is None                      # not a file
