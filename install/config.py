@@ -19,8 +19,8 @@ Pure Python, no import of the modules being configured: the loader decides
 """
 from __future__ import annotations
 
-import json
 import keyword
+import marshal
 import logging
 import os
 import re
@@ -252,6 +252,7 @@ def render_key_path(path: Sequence) -> str:
             out += f"[{part}]"
         else:
             if parent in _NAME_PARENTS or not _BARE_KEY.fullmatch(part):
+                import json
                 text = json.dumps(part, ensure_ascii=False)
             else:
                 text = part
@@ -756,6 +757,7 @@ def _normalised(modules: Mapping[str, ModuleConfig]) -> dict:
 def config_digest(modules: Mapping[str, ModuleConfig]) -> str:
     """sha256 of the canonical JSON of the effective modules.  Independent of
     file names, file layout and list order; changes with any directive."""
+    import json     # (a valid config cache computes no digest: not imported at start)
     blob = json.dumps(_normalised(modules), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return _sha256(blob.encode("ascii")).hexdigest()
 
@@ -862,7 +864,9 @@ def load_config(
 #
 # load_config() with its defaults runs at every record and replay start;
 # parsing and validating the TOML files was most of its cost. The effective
-# BoundaryConfig is kept as JSON in the user's cache directory, in a file
+# BoundaryConfig is kept marshalled (plain dicts, lists and str: marshal's
+# format is this interpreter's, whose version is in the key; importing json
+# cost ~1.5-3 ms of every start) in the user's cache directory, in a file
 # named by a key over everything the result depends on: every config
 # file's path and bytes in search order, this interpreter's version
 # and platform, SCHEMA_VERSION and the loader's own source files (size
@@ -870,10 +874,12 @@ def load_config(
 # used only when its key and its checksum match; the digest it holds is the
 # one computed when it was written (the same function of the same files), so
 # recordings' preambles do not change. RETRACE_CONFIG_CACHE=DIR puts it
-# elsewhere; RETRACE_CONFIG_CACHE=0 turns it off.
+# elsewhere; RETRACE_CONFIG_CACHE=0 turns it off. The checksum catches a
+# damaged file, not a crafted one: like __pycache__, the directory is
+# trusted as the user's own (marshal is not hardened against crafted data).
 
 CACHE_ENV = "RETRACE_CONFIG_CACHE"
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2     # 2: marshal payloads (.bin), not JSON: no json import at start
 _TUPLES = {"ModuleConfig": ("proxy", "disable", "bind", "immutable", "patch_hash"),
            "TypeConfig": ("methods", "getters")}
 _MAPS = ("callback", "summarise")
@@ -962,9 +968,9 @@ def _cache_store(key: str, config: BoundaryConfig) -> None:
         modules[name] = _encode_entry(module)
         if modules[name] is None:
             return
-    payload = json.dumps({"modules": modules, "sources": dict(config.sources), "digest": config.digest,
-                          "files": list(config.files)}, sort_keys=True, separators=(",", ":"))
-    _cache_write(f"config-{key[:32]}.json", key, payload)
+    payload = marshal.dumps({"modules": modules, "sources": dict(config.sources), "digest": config.digest,
+                             "files": list(config.files)})
+    _cache_write(f"config-{key[:32]}.bin", key, payload)
 
 
 def load_toml_cached(path) -> dict:
@@ -977,31 +983,33 @@ def load_toml_cached(path) -> dict:
     key = None
     if directory is not None:
         key = _sha256(repr((_CACHE_FORMAT, sys.version)).encode() + b"\0" + data).hexdigest()
-        text = _cache_read(f"toml-{key[:32]}.json", key)
-        if text is not None:
+        payload = _cache_read(f"toml-{key[:32]}.bin", key)
+        if payload is not None:
             try:
-                return json.loads(text)
-            except ValueError:
+                doc = marshal.loads(payload)
+                if type(doc) is dict:
+                    return doc
+            except (ValueError, EOFError, TypeError):
                 pass
     doc = _tomllib().loads(data.decode("utf-8"))
     if key is not None:
         try:
-            payload = json.dumps(doc, sort_keys=True, separators=(",", ":"))
-            if json.loads(payload) == doc:      # no dates, no tuples: JSON holds it exactly
-                _cache_write(f"toml-{key[:32]}.json", key, payload)
-        except (TypeError, ValueError):
+            payload = marshal.dumps(doc)     # (ValueError on a date: not cached)
+            if marshal.loads(payload) == doc:
+                _cache_write(f"toml-{key[:32]}.bin", key, payload)
+        except (TypeError, ValueError, EOFError):
             pass
     return doc
 
 
-def _cache_write(filename: str, key: str, payload: str) -> None:
-    text = f"{key}\n{_sha256(payload.encode()).hexdigest()}\n{payload}"
+def _cache_write(filename: str, key: str, payload: bytes) -> None:
+    text = f"{key}\n{_sha256(payload).hexdigest()}\n".encode() + payload
     try:
         directory = _cache_dir()
         os.makedirs(directory, exist_ok=True)
         final = os.path.join(directory, filename)
         tmp = f"{final}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
+        with open(tmp, "wb") as f:
             f.write(text)
         os.replace(tmp, final)
         _cache_prune(directory, filename.split("-", 1)[0] + "-")
@@ -1014,7 +1022,7 @@ def _cache_prune(directory: str, prefix: str, keep: int = 8) -> None:
     project when a project has its own .retrace/modules)."""
     entries = []
     for name in os.listdir(directory):
-        if name.startswith(prefix) and name.endswith(".json"):
+        if name.startswith(prefix) and name.endswith((".bin", ".json")):   # (.json: cache format 1)
             try:
                 entries.append((os.stat(os.path.join(directory, name)).st_mtime, name))
             except OSError:
@@ -1026,28 +1034,28 @@ def _cache_prune(directory: str, prefix: str, keep: int = 8) -> None:
             pass
 
 
-def _cache_read(filename: str, key: str) -> str | None:
+def _cache_read(filename: str, key: str) -> bytes | None:
     """The payload of a cache file whose key and checksum match, else None."""
     try:
-        with open(os.path.join(_cache_dir(), filename), encoding="utf-8") as f:
+        with open(os.path.join(_cache_dir(), filename), "rb") as f:
             text = f.read()
     except (OSError, ValueError, TypeError):
         return None
-    stored_key, _, rest = text.partition("\n")
-    check, _, payload = rest.partition("\n")
-    if stored_key != key or _sha256(payload.encode()).hexdigest() != check:
+    stored_key, _, rest = text.partition(b"\n")
+    check, _, payload = rest.partition(b"\n")
+    if stored_key != key.encode() or _sha256(payload).hexdigest().encode() != check:
         return None
     return payload
 
 
 def _cache_load(key: str) -> BoundaryConfig | None:
-    payload = _cache_read(f"config-{key[:32]}.json", key)
+    payload = _cache_read(f"config-{key[:32]}.bin", key)
     if payload is None:
         return None
     try:
-        data = json.loads(payload)
+        data = marshal.loads(payload)
         modules = {name: _decode_module(m) for name, m in data["modules"].items()}
         return BoundaryConfig(modules=MappingProxyType(modules), sources=MappingProxyType(dict(data["sources"])),
                               digest=data["digest"], files=tuple(data["files"]))
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, EOFError):
         return None
