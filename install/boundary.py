@@ -18,8 +18,8 @@ __all__ = ["SUBSTITUTES", "HIDDEN_TYPES", "INERT_AFTER_REPLAY", "INSTANCE_CALLBA
 
 
 def _index_file():
-    from retracesoftware.install.config import _shipped_config_dir_str, shipped_config_dir
-    base = _shipped_config_dir_str()      # a str path: no pathlib at start
+    from retracesoftware.install.config import shipped_config_path, shipped_config_dir
+    base = shipped_config_path()      # a str path: no pathlib at start
     if base is not None:
         return os.path.join(base, "handlers", "boundary.toml")
     base = shipped_config_dir()

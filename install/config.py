@@ -605,7 +605,7 @@ def _parse_bytes(name: str, data: bytes) -> ConfigFile:
 # --------------------------------------------------------------------------
 
 
-def _shipped_config_dir_str() -> str | None:
+def shipped_config_path() -> str | None:
     """`shipped_config_dir` as a str when it is a folder on a file system
     (what record and replay use at start: no pathlib), else None."""
     import retracesoftware
@@ -666,7 +666,7 @@ def _default_dirs(environ=None, cwd=None) -> list:
             )
         dirs.append(full)
     dirs.append(os.path.join(cwd, USER_DIR))
-    shipped = _shipped_config_dir_str()
+    shipped = shipped_config_path()
     if shipped is None:
         shipped = shipped_config_dir()
     if shipped is not None:
