@@ -348,8 +348,9 @@ def _untrusted_code_line(code: str, recording: str) -> str:
 #: Only modules whose import makes no boundary call (subprocess calls
 #: os.confstr, random os.urandom: importing those early would take events
 #: away from the program's own import of them). ``dis``: install/signals.py
-#: names the instruction a signal was delivered at.
-_RUNTIME_MODULES = ("traceback", "linecache", "warnings", "difflib", "dis")
+#: names the instruction a signal was delivered at. (difflib is not here:
+#: only a config error's wording uses it, and configs are loaded before.)
+_RUNTIME_MODULES = ("traceback", "linecache", "warnings", "dis")
 
 #: Only the debugger (retracesoftware/debugger) and ``--test`` (ast) use
 #: these; ``bdb`` brings inspect, ast and dis (~7 ms of every replay start),
