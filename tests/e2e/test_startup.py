@@ -97,11 +97,11 @@ def test_early_seed_read_agrees_with_the_stream_reader(tmp_path, options):
 
 #: Modules the record and replay start of a trivial program does not need:
 #: each was imported at every start before (bdb: inspect, ast, dis; pathlib:
-#: urllib.parse, ipaddress; json; tomllib with a valid config cache), and
+#: urllib.parse, ipaddress; json; difflib; tomllib with a valid config cache), and
 #: the first replay image, which only restarts with the recorded seed,
 #: imports no native layer.
 _NOT_AT_START = ("bdb", "inspect", "ast", "pathlib", "ipaddress", "json", "tomllib", "dataclasses",
-                 "hashlib", "pdb")
+                 "hashlib", "pdb", "difflib")
 
 
 def _imported(stderr: bytes) -> list:
