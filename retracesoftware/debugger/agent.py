@@ -69,19 +69,33 @@ class DapAgent(FrontendMixin, bdb.Bdb):
         self._reader_gone.acquire()
         _start_new_thread(self._read_loop, (self._wake[0], self._reader_gone))
 
-    # -- checkpoints: only the active replay reads the adapter's requests -------
-    def suspend(self):
+    def _stop_reader(self):
+        """Wake the reader thread and wait until it has left its loop (what
+        it had read stays in the channel's buffer)."""
+        if self._wake is None:
+            return
         wake_r, wake_w = self._wake
         _write(wake_w, b"x")
         self._reader_gone.acquire()
         _close(wake_r)
         _close(wake_w)
         self._wake = None
+
+    # -- checkpoints: only the active replay reads the adapter's requests -------
+    def suspend(self):
+        self._stop_reader()
         pending, self.channel._buffer = self.channel._buffer, b""
         return {"dap_pending": pending.decode("latin-1")}
 
     def unsuspend(self):
         self._start_reader()
+
+    def stop_threads(self):
+        self._stop_reader()
+
+    def start_threads(self):
+        if self._wake is None:
+            self._start_reader()
 
     def resumed(self, state):
         super().resumed(state)

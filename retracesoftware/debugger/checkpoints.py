@@ -82,6 +82,8 @@ SECONDS = 1.0
 EVERY = 2000
 #: live checkpoints at most (RETRACE_CHECKPOINT_MAX)
 MAX = 12
+#: how long a checkpoint waits for the front end's stopped threads to end
+ALONE_SECONDS = 10.0
 
 try:
     if not sys.platform.startswith("linux"):
@@ -287,10 +289,41 @@ class Checkpoints:
         gate = self.engine.gate
         from retracesoftware.utils import DISABLED
         previous = gate.swap(DISABLED)
+        frontend = self.engine.frontend
+        resumed = False
         try:
-            return self._take_disabled(st, first)
+            # The fork must copy a process of ONE OS thread. Our fork is
+            # libc's (no PyOS_AfterFork_Child), so a second thread that
+            # waits for the GIL at that moment (the DAP reader, woken by a
+            # request or just started) leaves gil_drop_request set in the
+            # copy: at its first GIL release the copy's only thread waits
+            # in drop_gil (FORCE_SWITCHING) for that thread to take the GIL,
+            # forever. So the front end's threads end first, and we wait
+            # until the kernel has no thread of theirs left.
+            frontend.stop_threads()
+            if not self._alone():
+                return False
+            resumed = self._take_disabled(st, first)
+            return resumed
         finally:
+            if not resumed:
+                frontend.start_threads()
             gate.phase = previous
+
+    def _alone(self) -> bool:
+        """Wait until this process is one OS thread (a stopped thread of
+        ours is still tearing down for a moment). False — no checkpoint —
+        if it is not within ALONE_SECONDS."""
+        deadline = None
+        while _task_count() > 1:
+            now = _monotonic()
+            if deadline is None:
+                deadline = now + ALONE_SECONDS
+            elif now > deadline:
+                _log(f"no checkpoint: {_task_count()} threads")
+                return False
+            _sleep(0.0002)
+        return True
 
     def _take_disabled(self, st, first):
         engine = self.engine
@@ -313,6 +346,7 @@ class Checkpoints:
         # Opened here: the FIFO has its reader (the checkpoint's copy of
         # this descriptor) from the start.
         fifo_fd = _open(entry["fifo"], os.O_RDWR)
+        threads = _task_count()
         pid = self._double_fork()
         if pid == 0:
             return self._checkpoint_main(entry, offsets, fifo_fd)
@@ -324,6 +358,8 @@ class Checkpoints:
         self._last_time = _monotonic()
         stats["taken"] += 1
         self.registry.append(entry)
+        _log(f"checkpoint #{entry['serial']} taken at event {entry['event']} (pid {pid}, "
+             f"forked from {threads} thread{'s' if threads != 1 else ''})")
         self._thin()
         return False
 

@@ -79,6 +79,13 @@ class FrontendMixin:
     def unsuspend(self):
         pass
 
+    def stop_threads(self):
+        """Before a checkpoint's fork: end the threads of the front end
+        (Checkpoints._take waits until their OS threads are gone)."""
+
+    def start_threads(self):
+        """After a checkpoint's fork, in the replay that took it."""
+
     def resumed(self, state):
         """In the fork resumed from a checkpoint: the breakpoints (numbered
         as a re-execution would number them) and state of the replay that
