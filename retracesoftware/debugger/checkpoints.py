@@ -72,6 +72,11 @@ _S_ISREG = _stat.S_ISREG
 _sleep = __import__("time").sleep
 _perf_counter = __import__("time").perf_counter
 _monotonic = __import__("time").monotonic
+_get_native_id = __import__("_thread").get_native_id
+_select = __import__("select").select
+_pidfd_open = getattr(os, "pidfd_open", None)
+#: pidfd_open flag: a pidfd for one thread, readable when it ends (Linux 6.9+)
+_PIDFD_THREAD = os.O_EXCL
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -148,6 +153,37 @@ def _regular_offsets():
         except (OSError, ValueError):
             pass
     return out
+
+
+def _other_threads():
+    """The kernel's ids of this process's threads but the calling one
+    (None when /proc cannot say)."""
+    me = str(_get_native_id())
+    try:
+        return [int(t) for t in _listdir("/proc/self/task") if t != me]
+    except OSError:
+        return None
+
+
+def _wait_thread_end(tid, deadline) -> bool:
+    """Wait (until *deadline*) for thread *tid* of this process to end,
+    on a thread pidfd. False when this kernel has none (Linux < 6.9)."""
+    if _pidfd_open is None:
+        return False
+    try:
+        fd = _pidfd_open(tid, _PIDFD_THREAD)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    try:
+        # Still ours once the pidfd holds it: the id cannot be reused now.
+        if not os.path.exists(f"/proc/self/task/{tid}"):
+            return True
+        _select([fd], [], [], max(0.0, deadline - _monotonic()))
+        return True
+    finally:
+        _close(fd)
 
 
 def _task_count():
@@ -312,18 +348,18 @@ class Checkpoints:
 
     def _alone(self) -> bool:
         """Wait until this process is one OS thread (a stopped thread of
-        ours is still tearing down for a moment). False — no checkpoint —
-        if it is not within ALONE_SECONDS."""
-        deadline = None
-        while _task_count() > 1:
-            now = _monotonic()
-            if deadline is None:
-                deadline = now + ALONE_SECONDS
-            elif now > deadline:
-                _log(f"no checkpoint: {_task_count()} threads")
+        ours still tears down for a moment after it said it is done).
+        False — no checkpoint — if it is not within ALONE_SECONDS."""
+        deadline = _monotonic() + ALONE_SECONDS
+        while True:
+            others = _other_threads()
+            if others == []:
+                return True
+            if others is None or _monotonic() > deadline:
+                _log(f"no checkpoint: threads {others} still running")
                 return False
-            _sleep(0.0002)
-        return True
+            if not _wait_thread_end(others[0], deadline):
+                _sleep(0.0002)       # no thread pidfd (Linux < 6.9): look again
 
     def _take_disabled(self, st, first):
         engine = self.engine
