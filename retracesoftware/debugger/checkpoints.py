@@ -336,8 +336,8 @@ class Checkpoints:
             # in drop_gil (FORCE_SWITCHING) for that thread to take the GIL,
             # forever. So the front end's threads end first, and we wait
             # until the kernel has no thread of theirs left.
-            frontend.stop_threads()
-            if not self._alone():
+            stopped = frontend.stop_threads() or []
+            if not self._alone(stopped):
                 return False
             resumed = self._take_disabled(st, first)
             return resumed
@@ -346,17 +346,18 @@ class Checkpoints:
                 frontend.start_threads()
             gate.phase = previous
 
-    def _alone(self) -> bool:
-        """Wait until this process is one OS thread (a stopped thread of
-        ours still tears down for a moment after it said it is done).
-        False — no checkpoint — if it is not within ALONE_SECONDS."""
+    def _alone(self, stopped) -> bool:
+        """Wait until the *stopped* threads of ours are gone (each still
+        tears down for a moment after it said it is done); True when this
+        process is then one OS thread. False — no checkpoint — when another
+        thread runs, or ours are not gone within ALONE_SECONDS."""
         deadline = _monotonic() + ALONE_SECONDS
         while True:
             others = _other_threads()
             if others == []:
                 return True
-            if others is None or _monotonic() > deadline:
-                _log(f"no checkpoint: threads {others} still running")
+            if others is None or not set(others) <= set(stopped) or _monotonic() > deadline:
+                _log(f"no checkpoint: threads {others} running (ours stopped: {stopped})")
                 return False
             if not _wait_thread_end(others[0], deadline):
                 _sleep(0.0002)       # no thread pidfd (Linux < 6.9): look again

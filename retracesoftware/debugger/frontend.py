@@ -79,9 +79,11 @@ class FrontendMixin:
     def unsuspend(self):
         pass
 
-    def stop_threads(self):
-        """Before a checkpoint's fork: end the threads of the front end
-        (Checkpoints._take waits until their OS threads are gone)."""
+    def stop_threads(self) -> list:
+        """Before a checkpoint's fork: end the threads of the front end.
+        Returns their kernel thread ids (Checkpoints._take waits until
+        they are gone)."""
+        return []
 
     def start_threads(self):
         """After a checkpoint's fork, in the replay that took it."""
