@@ -29,6 +29,7 @@ replay stops (exit 3) naming the position.
 """
 from __future__ import annotations
 
+import bisect
 import _thread
 import os
 import sys
@@ -461,6 +462,8 @@ class SignalReplay:
         #: `index_signals` of the tape (built at the first thread start)
         self.announced = {}
         self._used_mark = None
+        #: thread -> its marks in `announced`, ascending (`_due`)
+        self._marks_of = {}
         #: an announced SIGNAL whose mark came while another one was pending
         #: or its handler was being entered (at most one: see on_async)
         self._queued = []
@@ -504,20 +507,39 @@ class SignalReplay:
             gate.phase = previous
         if not marks:
             return
-        me = self.system.thread_id()
-        with self.seq.decisions:        # the head stands still
+        with self.seq.decisions:        # (the Python paths stand still)
             here = event_index(raw)
-            ahead = {m: e for m, e in marks.items() if e[0] >= here}
-            due = sorted((m, e) for m, e in ahead.items() if m <= here and e[1] == me)
-            self.announced = {m: e for m, e in ahead.items() if m > here}
-            raw.async_marks = frozenset(self.announced) if self.announced else None
-            for mark, entry in due[:1]:
-                self._used_mark = mark
+            self.announced = {m: e for m, e in marks.items() if e[0] >= here}
+            for mark, entry in sorted(self.announced.items()):
+                self._marks_of.setdefault(entry[1], []).append(mark)
+            raw.async_marks = frozenset(m for m in self.announced if m > here) or None
+            due = self._due(here)
+            if due is not None:
                 if self.pending is not None or self._firing:
-                    self._queued.append((mark, entry))
+                    self._queued.append(due)
                 else:
-                    self._start(mark, entry)
+                    self._start(*due)
                     self._arm(None)
+
+    def _due(self, here):
+        """The calling thread's announced SIGNAL whose mark it passed (it
+        consumed the event before it) and that is still ahead of *here*,
+        not announced before: ``(mark, entry)`` or None. Marked as used.
+        By the mark passed, not by the head being at it: a native take of
+        another thread may move the head on before this thread's Python
+        hand-over runs (the hand-over waits for the condition)."""
+        marks = self._marks_of.get(self.system.thread_id())
+        if not marks:
+            return None
+        i = bisect.bisect_right(marks, here) - 1
+        if i < 0:
+            return None
+        mark = marks[i]
+        entry = self.announced[mark]
+        if entry[0] < here or mark == self._used_mark:
+            return None
+        self._used_mark = mark
+        return mark, entry
 
     # called by the sequencer (its condition held) after a move when the
     # reader says async_next: a SIGNAL at the head, or an index's mark
@@ -525,20 +547,18 @@ class SignalReplay:
         me = self.system.thread_id()
         reader = self.reader
         index = event_index(reader)
-        entry = self.announced.get(index)
-        if entry is not None:
-            if entry[1] == me and index != self._used_mark:
-                self._used_mark = index
-                self._announce(index, entry)
+        due = self._due(index)
+        if due is not None:
+            self._announce(*due)
             return
-        if self._firing or reader.thread != me:
+        if self._firing or index in self.announced or reader.thread != me \
+                or not reader.async_next:
             return      # (while a handler is entered: the head is taken after it, _fire)
         self._take()
-        entry = self.announced.get(event_index(reader))
-        if entry is not None and entry[1] == me:
+        due = self._due(event_index(reader))
+        if due is not None:
             # The thread's next SIGNAL after this one, past other threads' events.
-            self._used_mark = event_index(reader)
-            self._queued.append((self._used_mark, entry))
+            self._queued.append(due)
         # Already there: the event just consumed was a call at the position
         # (the signal came when it returned): fire at the frame's next
         # instruction.
@@ -735,11 +755,9 @@ class SignalReplay:
                     elif (self.reader.async_next and self.reader.thread == self.system.thread_id()
                             and event_index(self.reader) not in self.announced):
                         self._take()
-                        mark = event_index(self.reader)
-                        entry = self.announced.get(mark)
-                        if entry is not None and entry[1] == self.pending.tid:
-                            self._used_mark = mark
-                            self._queued.append((mark, entry))
+                        due = self._due(event_index(self.reader))
+                        if due is not None:
+                            self._queued.append(due)
                 if self.pending is None:
                     return
                 if self._matches(frame) and not self.pending.after:

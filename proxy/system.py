@@ -683,8 +683,16 @@ class System:
             self.writer.write(CALLBACK, self._to_tape(cb), self._to_tape(args), self._to_tape(kwargs))
         finally:
             gate.phase = INTERNAL
+        return self._run_recorded_callback(cb.fn, *args, **kwargs)
+
+    def _run_recorded_callback(self, fn, *args, **kwargs):
+        """Record, after a callback's head (CALLBACK, WARNING) was written,
+        phase INTERNAL: run *fn* (what it does is recorded), then write
+        ``CALLBACK_RESULT`` or ``CALLBACK_ERROR`` and go back to the
+        enclosing call (phase EXTERNAL)."""
+        gate = self.gate
         try:
-            result = cb.fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
         except BaseException as exc:
             gate.phase = DISABLED
             try:
@@ -769,20 +777,7 @@ class System:
                               lineno if type(lineno) is int else 0, _warning_module(filename, lineno))
         finally:
             gate.phase = INTERNAL
-        try:
-            show(msg)
-        except BaseException as exc:
-            gate.phase = DISABLED
-            try:
-                self.writer.write(CALLBACK_ERROR, exc)
-            finally:
-                gate.phase = EXTERNAL
-            raise
-        gate.phase = DISABLED
-        try:
-            self.writer.write(CALLBACK_RESULT)
-        finally:
-            gate.phase = EXTERNAL
+        self._run_recorded_callback(show, msg)
 
     def _replay_warning(self, catname, index):
         """``WARNING catname …`` read: issue the warning again at this point

@@ -456,15 +456,20 @@ class ThreadSequencer:
             self._cond.release()
 
     def _handover_slow(self):
-        """`TurnState.handover` at the end of the tape or while draining (or
-        when the raw reader cannot say whose turn it is): what `release`
-        does after a turn."""
+        """`TurnState.handover` at the end of the tape, while draining, when
+        the raw reader cannot say whose turn it is, or when it says
+        ``async_next``: what `release` does after a turn."""
         with self._cond:
-            self._moved()
+            # The native hand-over found an asynchronous event (or a mark)
+            # at the head right after this thread's take, but another
+            # thread may have taken the events after that mark while this
+            # thread waited for the condition: on_async looks for a mark
+            # this thread passed, not for the head being one.
+            self._moved(hand_over=True)
 
-    def _moved(self):
+    def _moved(self, hand_over=False):
         on_async = self.on_async
-        if on_async is not None and self._reader.async_next:
+        if on_async is not None and (hand_over or self._reader.async_next):
             # The calling thread's next event is asynchronous (SIGNAL), at
             # the head or later on the tape: it happens at a position before
             # the thread's next boundary call, which on_async
