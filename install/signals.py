@@ -448,6 +448,16 @@ def index_signals(path, start=0) -> dict:
     return marks
 
 
+def _head_index(reader) -> int:
+    """The event index of the head as `index_signals` and ``async_next``
+    count it: with the head decoded. Right after a read the reader has not
+    decoded what follows yet, and a THREAD_SWITCH (or a BINDING_DELETE)
+    before the next event counts when it is (before: an announced SIGNAL
+    right after another SIGNAL of its thread was missed, exit 3)."""
+    reader.next_kind
+    return event_index(reader)
+
+
 class SignalReplay:
     """Replay: finds recorded positions and trips the signal there."""
 
@@ -508,7 +518,7 @@ class SignalReplay:
         if not marks:
             return
         with self.seq.decisions:        # (the Python paths stand still)
-            here = event_index(raw)
+            here = _head_index(raw)
             self.announced = {m: e for m, e in marks.items() if e[0] >= here}
             for mark, entry in sorted(self.announced.items()):
                 self._marks_of.setdefault(entry[1], []).append(mark)
@@ -546,7 +556,7 @@ class SignalReplay:
     def on_async(self):
         me = self.system.thread_id()
         reader = self.reader
-        index = event_index(reader)
+        index = _head_index(reader)
         due = self._due(index)
         if due is not None:
             self._announce(*due)
@@ -555,7 +565,7 @@ class SignalReplay:
                 or not reader.async_next:
             return      # (while a handler is entered: the head is taken after it, _fire)
         self._take()
-        due = self._due(event_index(reader))
+        due = self._due(_head_index(reader))
         if due is not None:
             # The thread's next SIGNAL after this one, past other threads' events.
             self._queued.append(due)
@@ -583,7 +593,7 @@ class SignalReplay:
         """Read the SIGNAL at the head (the condition held): pending."""
         system = self.system
         reader = self.reader
-        index = event_index(reader)
+        index = _head_index(reader)
         tag = reader.read()
         signum = reader.read()
         position = reader.read()
@@ -614,7 +624,7 @@ class SignalReplay:
                                    f"{describe_position(pending.position)}")
             try:
                 reader = self.reader
-                index = event_index(reader)
+                index = _head_index(reader)
                 try:
                     got = (reader.read(), reader.read(), reader.read())
                 except Exception as exc:
@@ -755,7 +765,10 @@ class SignalReplay:
                     elif (self.reader.async_next and self.reader.thread == self.system.thread_id()
                             and event_index(self.reader) not in self.announced):
                         self._take()
-                        due = self._due(event_index(self.reader))
+                        # The head moved (maybe to another thread's event):
+                        # wake the waiters, as a turn's release does.
+                        self.seq.changed()
+                        due = self._due(_head_index(self.reader))
                         if due is not None:
                             self._queued.append(due)
                 if self.pending is None:

@@ -193,3 +193,64 @@ def test_a_signal_after_other_threads_events_replays_at_its_position(scenario, i
     else:
         pytest.fail("5 recordings without a SIGNAL after other threads' events")
     assert rec.returncode == 0 and rec.stdout.count(b"worker") == 2, rec.err
+
+
+# Threads switch as often as the interpreter allows (every check), the
+# workers are always ready to make their next call and the timer ticks every
+# 2 ms: SIGNALs come in a row (a handler's signal put off, then the next
+# tick) and right after one another past other threads' events.
+SIGNALS_IN_A_ROW = """
+    import signal, sys, threading, time
+    sys.setswitchinterval(1e-6)
+    samples = []
+    stop = [False]
+    lock = threading.Lock()
+    def tick(signum, frame):
+        samples.append((n, frame.f_code.co_name))
+    def worker(w):
+        calls = 0
+        while True:
+            with lock:
+                if stop[0]:
+                    break
+            time.time()
+            calls += 1
+        print("worker", w, calls)
+    n = acc = 0
+    signal.signal(signal.SIGALRM, tick)
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(2)]
+    for t in threads:
+        t.start()
+    signal.setitimer(signal.ITIMER_REAL, 0.002, 0.002)
+    def work(k):
+        t = 0
+        for i in range(k):
+            t += i * i
+        return t % 11
+    while len(samples) < 15:
+        n += 1
+        acc += work(n % 50)
+        if n % 1000 == 0:
+            time.monotonic()
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    with lock:
+        stop[0] = True
+    for t in threads:
+        t.join()
+    print(len(samples), acc)
+    for s in samples:
+        print(s)
+"""
+
+
+def test_signals_in_a_row_among_busy_threads_replay(scenario):
+    """Before: a SIGNAL right after another one of its thread, then other
+    threads' events, then its next SIGNAL: the index's mark counts the
+    THREAD_SWITCH the reader had not decoded yet after reading the first
+    SIGNAL, so the second was never announced ('expected SIGNAL 14, got call
+    time.monotonic()', 5 of 5 replays); a SIGNAL read after a handler moved
+    the head to another thread's event without waking that thread (a
+    deadlock, 3 of 10)."""
+    s = scenario(SIGNALS_IN_A_ROW)
+    rec = assert_faithful(s, replays=2)
+    assert rec.returncode == 0 and rec.stdout.count(b"worker") == 2, rec.err
