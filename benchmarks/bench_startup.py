@@ -13,7 +13,7 @@ machine noise hits every row alike):
   record, seeded  the same with PYTHONHASHSEED=1 in the environment (no re-exec)
   replay          PY -m retracesoftware --recording R --trust
 
-Each run is a fresh process. Wall = seconds from spawn to exit; CPU =
+Each run is a fresh process, started in an empty folder. Wall = seconds from spawn to exit; CPU =
 user+sys of the child (the re-exec'd image counts: same pid). Printed:
 median of each, and "+ms" = the mode's median minus plain's median in the
 same run. The issue's target is record and replay each <= 60 ms over plain.
@@ -34,7 +34,7 @@ import time
 MODES = ("plain", "record", "record, seeded", "replay")
 
 
-def run_once(py: str, mode: str, recording: str) -> tuple[float, float]:
+def run_once(py: str, mode: str, recording: str, cwd: str | None = None) -> tuple[float, float]:
     env = dict(os.environ)
     env.pop("PYTHONHASHSEED", None)
     env.setdefault("RETRACE_BACKEND", "cpp")
@@ -48,7 +48,7 @@ def run_once(py: str, mode: str, recording: str) -> tuple[float, float]:
         argv = [py, "-m", "retracesoftware", "--recording", recording, "--trust"]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
@@ -66,11 +66,16 @@ def main() -> int:
     pythons = a.python or [sys.executable]
     tmp = tempfile.mkdtemp(prefix="retrace-startup-")
     recs = {py: os.path.join(tmp, f"run{i}.bin") for i, py in enumerate(pythons)}
+    # Every run starts in an empty folder: `python -m` puts the current
+    # folder first on sys.path, and the first import lists it (~5 ms in a
+    # /tmp of 8000 entries), which would measure the caller's folder.
+    cwd = os.path.join(tmp, "cwd")
+    os.mkdir(cwd)
     times: dict = {(py, m): ([], []) for py in pythons for m in MODES}
     for _ in range(a.repeat):
         for py in pythons:
             for mode in MODES:
-                wall, cpu = run_once(py, mode, recs[py])
+                wall, cpu = run_once(py, mode, recs[py], cwd)
                 times[py, mode][0].append(wall)
                 times[py, mode][1].append(cpu)
     result = []

@@ -9,6 +9,7 @@ the module configs in force for ``python -m retracesoftware boundary``.
 from __future__ import annotations
 
 import importlib
+import os
 from types import MappingProxyType
 
 __all__ = ["SUBSTITUTES", "HIDDEN_TYPES", "INERT_AFTER_REPLAY", "INSTANCE_CALLBACKS",
@@ -17,7 +18,10 @@ __all__ = ["SUBSTITUTES", "HIDDEN_TYPES", "INERT_AFTER_REPLAY", "INSTANCE_CALLBA
 
 
 def _index_file():
-    from retracesoftware.install.config import shipped_config_dir
+    from retracesoftware.install.config import shipped_config_path, shipped_config_dir
+    base = shipped_config_path()      # a str path: no pathlib at start
+    if base is not None:
+        return os.path.join(base, "handlers", "boundary.toml")
     base = shipped_config_dir()
     return None if base is None else base / "handlers" / "boundary.toml"
 

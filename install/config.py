@@ -19,8 +19,8 @@ Pure Python, no import of the modules being configured: the loader decides
 """
 from __future__ import annotations
 
-import json
 import keyword
+import marshal
 import logging
 import os
 import re
@@ -36,7 +36,6 @@ import sys
 # Keep them loaded in every mode so a program's import of them is the same.
 import socket  # noqa: F401
 import tempfile  # noqa: F401
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping, Sequence, Union
 
@@ -49,6 +48,22 @@ except ImportError:
         from _sha256 import sha256 as _sha256    # 3.11
     except ImportError:                           # pragma: no cover - a build without them
         from hashlib import sha256 as _sha256
+
+
+def _Path(*args):
+    """pathlib.Path, imported when first used: the default start path
+    (load_config with a valid cache, boundary.py's index file) works on
+    str paths, and pathlib brings urllib.parse and ipaddress (~3 ms of
+    every record and replay start)."""
+    from pathlib import Path as _Path
+    return _Path(*args)
+
+
+def __getattr__(name):
+    if name == "Path":        # (was imported here)
+        from pathlib import Path
+        return Path
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _tomllib():
@@ -237,6 +252,7 @@ def render_key_path(path: Sequence) -> str:
             out += f"[{part}]"
         else:
             if parent in _NAME_PARENTS or not _BARE_KEY.fullmatch(part):
+                import json
                 text = json.dumps(part, ensure_ascii=False)
             else:
                 text = part
@@ -558,7 +574,11 @@ def load_file(path: Union[str, os.PathLike, Any]) -> ConfigFile:
 def _read_file(path) -> tuple[str, bytes]:
     name = os.fspath(path) if isinstance(path, (str, os.PathLike)) else str(path)
     try:
-        data = (Path(path) if isinstance(path, (str, os.PathLike)) else path).read_bytes()
+        if isinstance(path, (str, os.PathLike)):
+            with open(path, "rb") as f:
+                data = f.read()
+        else:
+            data = path.read_bytes()
     except OSError as exc:
         raise _config_error(name, None, None, f"cannot read file ({exc.strerror or exc})", "expected a readable TOML file") from None
     return name, data
@@ -585,6 +605,18 @@ def _parse_bytes(name: str, data: bytes) -> ConfigFile:
 # --------------------------------------------------------------------------
 
 
+def shipped_config_path() -> str | None:
+    """`shipped_config_dir` as a str when it is a folder on a file system
+    (what record and replay use at start: no pathlib), else None."""
+    import retracesoftware
+
+    for entry in getattr(retracesoftware, "__path__", ()):
+        candidate = os.path.join(entry, "configs")
+        if os.path.isdir(candidate):
+            return candidate
+    return None
+
+
 def shipped_config_dir():
     """The ``configs/`` folder shipped inside the package (may be missing).
 
@@ -597,7 +629,7 @@ def shipped_config_dir():
     import retracesoftware
 
     for entry in getattr(retracesoftware, "__path__", ()):
-        candidate = Path(entry) / "configs"
+        candidate = _Path(entry) / "configs"
         if candidate.is_dir():
             return candidate
     try:
@@ -614,21 +646,29 @@ def default_search_path(environ: Mapping[str, str] | None = None, cwd: str | Non
     A directory named in ``$RETRACE_MODULES_PATH`` that does not exist is an
     error (a typo there would otherwise silently record the wrong boundary).
     """
+    return [d if not isinstance(d, str) else _Path(d) for d in _default_dirs(environ, cwd)]
+
+
+def _default_dirs(environ=None, cwd=None) -> list:
+    """`default_search_path` with str paths (a Traversable for a package not
+    on a file system): what `load_config` uses, without pathlib."""
     environ = os.environ if environ is None else environ
     cwd = os.getcwd() if cwd is None else cwd
     dirs: list = []
     for entry in environ.get(ENV_VAR, "").split(os.pathsep):
         if not entry.strip():
             continue
-        full = Path(cwd, entry) if not os.path.isabs(entry) else Path(entry)
-        if not full.is_dir():
+        full = os.path.join(cwd, entry)
+        if not os.path.isdir(full):
             raise _config_error(
                 f"${ENV_VAR}", None, None, f"{entry!r} is not a directory",
                 f"expected {os.pathsep!r}-separated directories of *.toml boundary configs",
             )
         dirs.append(full)
-    dirs.append(Path(cwd, USER_DIR))
-    shipped = shipped_config_dir()
+    dirs.append(os.path.join(cwd, USER_DIR))
+    shipped = shipped_config_path()
+    if shipped is None:
+        shipped = shipped_config_dir()
     if shipped is not None:
         dirs.append(shipped)
     return dirs
@@ -636,7 +676,15 @@ def default_search_path(environ: Mapping[str, str] | None = None, cwd: str | Non
 
 def _config_files(directory) -> list:
     if isinstance(directory, (str, os.PathLike)):
-        directory = Path(directory)
+        # (os.scandir, not pathlib: this runs at every start)
+        directory = os.fspath(directory)
+        try:
+            with os.scandir(directory) as it:
+                names = [e.name for e in it
+                         if e.name.endswith(".toml") and not e.name.startswith(".") and e.is_file()]
+        except OSError:
+            return []
+        return [os.path.join(directory, name) for name in sorted(names)]
     try:
         if not directory.is_dir():
             return []
@@ -709,6 +757,7 @@ def _normalised(modules: Mapping[str, ModuleConfig]) -> dict:
 def config_digest(modules: Mapping[str, ModuleConfig]) -> str:
     """sha256 of the canonical JSON of the effective modules.  Independent of
     file names, file layout and list order; changes with any directive."""
+    import json     # (a valid config cache computes no digest: not imported at start)
     blob = json.dumps(_normalised(modules), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return _sha256(blob.encode("ascii")).hexdigest()
 
@@ -782,7 +831,7 @@ def load_config(
     platform: a sys.platform value (default: this one).
     """
     default = search_path is None and python_version is None and installed is None and platform is None
-    dirs = default_search_path() if search_path is None else list(search_path)
+    dirs = _default_dirs() if search_path is None else list(search_path)
     found = [[_read_or_error(entry) for entry in _config_files(directory)] for directory in dirs]
     unreadable = any(isinstance(data, ConfigError) for files in found for _, data in files)
     key = _cache_key(dirs, found) if default and not unreadable else None
@@ -815,7 +864,9 @@ def load_config(
 #
 # load_config() with its defaults runs at every record and replay start;
 # parsing and validating the TOML files was most of its cost. The effective
-# BoundaryConfig is kept as JSON in the user's cache directory, in a file
+# BoundaryConfig is kept marshalled (plain dicts, lists and str: marshal's
+# format is this interpreter's, whose version is in the key; importing json
+# cost ~1.5-3 ms of every start) in the user's cache directory, in a file
 # named by a key over everything the result depends on: every config
 # file's path and bytes in search order, this interpreter's version
 # and platform, SCHEMA_VERSION and the loader's own source files (size
@@ -823,10 +874,12 @@ def load_config(
 # used only when its key and its checksum match; the digest it holds is the
 # one computed when it was written (the same function of the same files), so
 # recordings' preambles do not change. RETRACE_CONFIG_CACHE=DIR puts it
-# elsewhere; RETRACE_CONFIG_CACHE=0 turns it off.
+# elsewhere; RETRACE_CONFIG_CACHE=0 turns it off. The checksum catches a
+# damaged file, not a crafted one: like __pycache__, the directory is
+# trusted as the user's own (marshal is not hardened against crafted data).
 
 CACHE_ENV = "RETRACE_CONFIG_CACHE"
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2     # 2: marshal payloads (.bin), not JSON: no json import at start
 _TUPLES = {"ModuleConfig": ("proxy", "disable", "bind", "immutable", "patch_hash"),
            "TypeConfig": ("methods", "getters")}
 _MAPS = ("callback", "summarise")
@@ -915,9 +968,9 @@ def _cache_store(key: str, config: BoundaryConfig) -> None:
         modules[name] = _encode_entry(module)
         if modules[name] is None:
             return
-    payload = json.dumps({"modules": modules, "sources": dict(config.sources), "digest": config.digest,
-                          "files": list(config.files)}, sort_keys=True, separators=(",", ":"))
-    _cache_write(f"config-{key[:32]}.json", key, payload)
+    payload = marshal.dumps({"modules": modules, "sources": dict(config.sources), "digest": config.digest,
+                             "files": list(config.files)})
+    _cache_write(f"config-{key[:32]}.bin", key, payload)
 
 
 def load_toml_cached(path) -> dict:
@@ -930,31 +983,33 @@ def load_toml_cached(path) -> dict:
     key = None
     if directory is not None:
         key = _sha256(repr((_CACHE_FORMAT, sys.version)).encode() + b"\0" + data).hexdigest()
-        text = _cache_read(f"toml-{key[:32]}.json", key)
-        if text is not None:
+        payload = _cache_read(f"toml-{key[:32]}.bin", key)
+        if payload is not None:
             try:
-                return json.loads(text)
-            except ValueError:
+                doc = marshal.loads(payload)
+                if type(doc) is dict:
+                    return doc
+            except (ValueError, EOFError, TypeError):
                 pass
     doc = _tomllib().loads(data.decode("utf-8"))
     if key is not None:
         try:
-            payload = json.dumps(doc, sort_keys=True, separators=(",", ":"))
-            if json.loads(payload) == doc:      # no dates, no tuples: JSON holds it exactly
-                _cache_write(f"toml-{key[:32]}.json", key, payload)
-        except (TypeError, ValueError):
+            payload = marshal.dumps(doc)     # (ValueError on a date: not cached)
+            if marshal.loads(payload) == doc:
+                _cache_write(f"toml-{key[:32]}.bin", key, payload)
+        except (TypeError, ValueError, EOFError):
             pass
     return doc
 
 
-def _cache_write(filename: str, key: str, payload: str) -> None:
-    text = f"{key}\n{_sha256(payload.encode()).hexdigest()}\n{payload}"
+def _cache_write(filename: str, key: str, payload: bytes) -> None:
+    text = f"{key}\n{_sha256(payload).hexdigest()}\n".encode() + payload
     try:
         directory = _cache_dir()
         os.makedirs(directory, exist_ok=True)
         final = os.path.join(directory, filename)
         tmp = f"{final}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
+        with open(tmp, "wb") as f:
             f.write(text)
         os.replace(tmp, final)
         _cache_prune(directory, filename.split("-", 1)[0] + "-")
@@ -967,7 +1022,7 @@ def _cache_prune(directory: str, prefix: str, keep: int = 8) -> None:
     project when a project has its own .retrace/modules)."""
     entries = []
     for name in os.listdir(directory):
-        if name.startswith(prefix) and name.endswith(".json"):
+        if name.startswith(prefix) and name.endswith((".bin", ".json")):   # (.json: cache format 1)
             try:
                 entries.append((os.stat(os.path.join(directory, name)).st_mtime, name))
             except OSError:
@@ -979,28 +1034,28 @@ def _cache_prune(directory: str, prefix: str, keep: int = 8) -> None:
             pass
 
 
-def _cache_read(filename: str, key: str) -> str | None:
+def _cache_read(filename: str, key: str) -> bytes | None:
     """The payload of a cache file whose key and checksum match, else None."""
     try:
-        with open(os.path.join(_cache_dir(), filename), encoding="utf-8") as f:
+        with open(os.path.join(_cache_dir(), filename), "rb") as f:
             text = f.read()
     except (OSError, ValueError, TypeError):
         return None
-    stored_key, _, rest = text.partition("\n")
-    check, _, payload = rest.partition("\n")
-    if stored_key != key or _sha256(payload.encode()).hexdigest() != check:
+    stored_key, _, rest = text.partition(b"\n")
+    check, _, payload = rest.partition(b"\n")
+    if stored_key != key.encode() or _sha256(payload).hexdigest().encode() != check:
         return None
     return payload
 
 
 def _cache_load(key: str) -> BoundaryConfig | None:
-    payload = _cache_read(f"config-{key[:32]}.json", key)
+    payload = _cache_read(f"config-{key[:32]}.bin", key)
     if payload is None:
         return None
     try:
-        data = json.loads(payload)
+        data = marshal.loads(payload)
         modules = {name: _decode_module(m) for name, m in data["modules"].items()}
         return BoundaryConfig(modules=MappingProxyType(modules), sources=MappingProxyType(dict(data["sources"])),
                               digest=data["digest"], files=tuple(data["files"]))
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, EOFError):
         return None

@@ -347,13 +347,22 @@ def _untrusted_code_line(code: str, recording: str) -> str:
 #: Standard-library modules our runtime may import lazily during a replay.
 #: Only modules whose import makes no boundary call (subprocess calls
 #: os.confstr, random os.urandom: importing those early would take events
-#: away from the program's own import of them).
-_RUNTIME_MODULES = ("traceback", "linecache", "warnings", "difflib", "bdb")
+#: away from the program's own import of them). ``dis``: install/signals.py
+#: names the instruction a signal was delivered at. (difflib is not here:
+#: only a config error's wording uses it, and configs are loaded before.)
+_RUNTIME_MODULES = ("traceback", "linecache", "warnings", "dis")
+
+#: Only the debugger (retracesoftware/debugger) and ``--test`` (ast) use
+#: these; ``bdb`` brings inspect, ast and dis (~7 ms of every replay start),
+#: so a replay that runs neither does not import them.
+_DEBUGGER_MODULES = ("bdb", "ast")
 
 
 def _import_runtime_modules(opts) -> None:
     import importlib
-    for name in _RUNTIME_MODULES + (("pdb",) if opts.pdb else ()):
+    from retracesoftware import debugger as debugger_mod
+    extra = _DEBUGGER_MODULES if debugger_mod.requested(opts) or getattr(opts, "test", None) else ()
+    for name in _RUNTIME_MODULES + extra + (("pdb",) if opts.pdb else ()):
         try:
             importlib.import_module(name)
         except ImportError:

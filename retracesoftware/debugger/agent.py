@@ -18,6 +18,7 @@ from collections import deque
 from retracesoftware.debugger.engine import log
 from retracesoftware.debugger.primitives import allocate_lock as _allocate_lock
 from retracesoftware.debugger.primitives import get_ident as _get_ident
+from retracesoftware.debugger.primitives import get_native_id as _get_native_id
 from retracesoftware.debugger.primitives import select as _select
 from retracesoftware.debugger.primitives import skipped as _skipped
 from retracesoftware.debugger.primitives import start_new_thread as _start_new_thread
@@ -61,6 +62,7 @@ class DapAgent(FrontendMixin, bdb.Bdb):
         self._break_reason = None
         self._wake = None
         self._reader_gone = None
+        self._reader_tid = None     # the kernel's id of the reader thread
         self._start_reader()
 
     def _start_reader(self):
@@ -69,19 +71,36 @@ class DapAgent(FrontendMixin, bdb.Bdb):
         self._reader_gone.acquire()
         _start_new_thread(self._read_loop, (self._wake[0], self._reader_gone))
 
-    # -- checkpoints: only the active replay reads the adapter's requests -------
-    def suspend(self):
+    def _stop_reader(self):
+        """Wake the reader thread and wait until it has left its loop (what
+        it had read stays in the channel's buffer)."""
+        if self._wake is None:
+            return
         wake_r, wake_w = self._wake
         _write(wake_w, b"x")
         self._reader_gone.acquire()
         _close(wake_r)
         _close(wake_w)
         self._wake = None
+
+    # -- checkpoints: only the active replay reads the adapter's requests -------
+    def suspend(self):
+        self._stop_reader()
         pending, self.channel._buffer = self.channel._buffer, b""
         return {"dap_pending": pending.decode("latin-1")}
 
     def unsuspend(self):
         self._start_reader()
+
+    def stop_threads(self):
+        if self._wake is None:
+            return []
+        self._stop_reader()
+        return [self._reader_tid]
+
+    def start_threads(self):
+        if self._wake is None:
+            self._start_reader()
 
     def resumed(self, state):
         super().resumed(state)
@@ -125,6 +144,7 @@ class DapAgent(FrontendMixin, bdb.Bdb):
         return json.loads(line)
 
     def _read_loop(self, wake_fd, gone):
+        self._reader_tid = _get_native_id()
         while True:
             try:
                 request = self._receive(wake_fd)

@@ -72,6 +72,11 @@ _S_ISREG = _stat.S_ISREG
 _sleep = __import__("time").sleep
 _perf_counter = __import__("time").perf_counter
 _monotonic = __import__("time").monotonic
+_get_native_id = __import__("_thread").get_native_id
+_select = __import__("select").select
+_pidfd_open = getattr(os, "pidfd_open", None)
+#: pidfd_open flag: a pidfd for one thread, readable when it ends (Linux 6.9+)
+_PIDFD_THREAD = os.O_EXCL
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -82,6 +87,8 @@ SECONDS = 1.0
 EVERY = 2000
 #: live checkpoints at most (RETRACE_CHECKPOINT_MAX)
 MAX = 12
+#: how long a checkpoint waits for the front end's stopped threads to end
+ALONE_SECONDS = 10.0
 
 try:
     if not sys.platform.startswith("linux"):
@@ -146,6 +153,37 @@ def _regular_offsets():
         except (OSError, ValueError):
             pass
     return out
+
+
+def _other_threads():
+    """The kernel's ids of this process's threads but the calling one
+    (None when /proc cannot say)."""
+    me = str(_get_native_id())
+    try:
+        return [int(t) for t in _listdir("/proc/self/task") if t != me]
+    except OSError:
+        return None
+
+
+def _wait_thread_end(tid, deadline) -> bool:
+    """Wait (until *deadline*) for thread *tid* of this process to end,
+    on a thread pidfd. False when this kernel has none (Linux < 6.9)."""
+    if _pidfd_open is None:
+        return False
+    try:
+        fd = _pidfd_open(tid, _PIDFD_THREAD)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    try:
+        # Still ours once the pidfd holds it: the id cannot be reused now.
+        if not os.path.exists(f"/proc/self/task/{tid}"):
+            return True
+        _select([fd], [], [], max(0.0, deadline - _monotonic()))
+        return True
+    finally:
+        _close(fd)
 
 
 def _task_count():
@@ -287,10 +325,42 @@ class Checkpoints:
         gate = self.engine.gate
         from retracesoftware.utils import DISABLED
         previous = gate.swap(DISABLED)
+        frontend = self.engine.frontend
+        resumed = False
         try:
-            return self._take_disabled(st, first)
+            # The fork must copy a process of ONE OS thread. Our fork is
+            # libc's (no PyOS_AfterFork_Child), so a second thread that
+            # waits for the GIL at that moment (the DAP reader, woken by a
+            # request or just started) leaves gil_drop_request set in the
+            # copy: at its first GIL release the copy's only thread waits
+            # in drop_gil (FORCE_SWITCHING) for that thread to take the GIL,
+            # forever. So the front end's threads end first, and we wait
+            # until the kernel has no thread of theirs left.
+            stopped = frontend.stop_threads() or []
+            if not self._alone(stopped):
+                return False
+            resumed = self._take_disabled(st, first)
+            return resumed
         finally:
+            if not resumed:
+                frontend.start_threads()
             gate.phase = previous
+
+    def _alone(self, stopped) -> bool:
+        """Wait until the *stopped* threads of ours are gone (each still
+        tears down for a moment after it said it is done); True when this
+        process is then one OS thread. False — no checkpoint — when another
+        thread runs, or ours are not gone within ALONE_SECONDS."""
+        deadline = _monotonic() + ALONE_SECONDS
+        while True:
+            others = _other_threads()
+            if others == []:
+                return True
+            if others is None or not set(others) <= set(stopped) or _monotonic() > deadline:
+                _log(f"no checkpoint: threads {others} running (ours stopped: {stopped})")
+                return False
+            if not _wait_thread_end(others[0], deadline):
+                _sleep(0.0002)       # no thread pidfd (Linux < 6.9): look again
 
     def _take_disabled(self, st, first):
         engine = self.engine
@@ -313,6 +383,7 @@ class Checkpoints:
         # Opened here: the FIFO has its reader (the checkpoint's copy of
         # this descriptor) from the start.
         fifo_fd = _open(entry["fifo"], os.O_RDWR)
+        threads = _task_count()
         pid = self._double_fork()
         if pid == 0:
             return self._checkpoint_main(entry, offsets, fifo_fd)
@@ -324,6 +395,8 @@ class Checkpoints:
         self._last_time = _monotonic()
         stats["taken"] += 1
         self.registry.append(entry)
+        _log(f"checkpoint #{entry['serial']} taken at event {entry['event']} (pid {pid}, "
+             f"forked from {threads} thread{'s' if threads != 1 else ''})")
         self._thin()
         return False
 

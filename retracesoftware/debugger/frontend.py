@@ -79,6 +79,15 @@ class FrontendMixin:
     def unsuspend(self):
         pass
 
+    def stop_threads(self) -> list:
+        """Before a checkpoint's fork: end the threads of the front end.
+        Returns their kernel thread ids (Checkpoints._take waits until
+        they are gone)."""
+        return []
+
+    def start_threads(self):
+        """After a checkpoint's fork, in the replay that took it."""
+
     def resumed(self, state):
         """In the fork resumed from a checkpoint: the breakpoints (numbered
         as a re-execution would number them) and state of the replay that

@@ -12,6 +12,7 @@ import _thread
 import os
 
 get_ident = _thread.get_ident
+get_native_id = _thread.get_native_id
 allocate_lock = _thread.allocate_lock
 start_new_thread = _thread.start_new_thread
 select = __import__("select").select

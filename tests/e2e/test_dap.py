@@ -266,6 +266,12 @@ def test_dap_going_back_resumes_checkpoints_or_re_executes(scenario, tmp_path, c
     text = log.read_text()
     if checkpoints == "on":
         assert "resuming checkpoint" in text and "re-executing" not in text, text
+        # Every checkpoint is a fork of a one-thread process: the agent's
+        # reader thread is stopped first. A libc fork while it waited for
+        # the GIL left the copy waiting in drop_gil for a thread it does
+        # not have (the "DAP adapter silent" hang under load).
+        forked_from = re.findall(r"checkpoint #\d+ taken .*forked from (\d+) thread", text)
+        assert forked_from and set(forked_from) == {"1"}, text
     else:
         assert "re-executing" in text and "resuming checkpoint" not in text, text
     _assert_none_left(str(s.recording))

@@ -67,3 +67,73 @@ def test_replay_started_with_another_seed_is_faithful(tmp_path):
     for seed in ("1", "random"):
         rep = s.replay(env={"PYTHONHASHSEED": seed})
         assert (rep.returncode, rep.out) == (0, rec.out), rep.err
+
+
+@pytest.mark.parametrize("options", [(), ("--no-compress",)])
+def test_early_seed_read_agrees_with_the_stream_reader(tmp_path, options):
+    """The replay's first image reads the recorded seed without the stream
+    package (__main__.recorded_hash_seed): the same value the reader gives,
+    and None for anything but a whole, CRC-checked preamble (replay_main
+    then reads and checks it as before)."""
+    from retracesoftware.__main__ import recorded_hash_seed
+    from retracesoftware.stream import StreamReader
+    s = Scenario(tmp_path, "print('x')")
+    rec = s.record(options=options)
+    assert rec.returncode == 0, rec.err
+    reader = StreamReader(str(s.recording))
+    try:
+        expected = reader.preamble["hash_seed"]
+    finally:
+        reader.close()
+    assert recorded_hash_seed(str(s.recording)) == expected
+    data = s.recording.read_bytes()
+    damaged = tmp_path / "damaged.bin"
+    damaged.write_bytes(data[:30] + bytes([data[30] ^ 0xff]) + data[31:])   # in the preamble: CRC fails
+    assert recorded_hash_seed(str(damaged)) is None
+    damaged.write_bytes(data[:25])                                        # torn preamble
+    assert recorded_hash_seed(str(damaged)) is None
+    assert recorded_hash_seed(str(tmp_path)) is None                      # not a file
+
+
+#: Modules the record and replay start of a trivial program does not need:
+#: each was imported at every start before (bdb: inspect, ast, dis; pathlib:
+#: urllib.parse, ipaddress; json; difflib; tomllib with a valid config cache), and
+#: the first replay image, which only restarts with the recorded seed,
+#: imports no native layer.
+_NOT_AT_START = ("bdb", "inspect", "ast", "pathlib", "ipaddress", "json", "tomllib", "dataclasses",
+                 "hashlib", "pdb", "difflib")
+
+
+def _imported(stderr: bytes) -> list:
+    """Module names in ``-X importtime`` output, once per import (both images)."""
+    names = []
+    for line in stderr.decode(errors="replace").splitlines():
+        parts = line.split("|")
+        if line.startswith("import time:") and len(parts) == 3 and not parts[0].rstrip().endswith("self [us]"):
+            names.append(parts[2].strip())
+    return names
+
+
+def test_trivial_start_imports_no_heavy_module(tmp_path):
+    """Record and replay of ``python -c pass`` (cache warm) import none of
+    _NOT_AT_START; the replay's first image does not import the stream
+    package (it is imported once: by the image that replays)."""
+    import subprocess
+    import sys
+    from retrace_testing import _env
+    env = _env({"RETRACE_CONFIG_CACHE": str(tmp_path / "cache")})
+    rec = str(tmp_path / "run.bin")
+    record = [sys.executable, "-X", "importtime", "-m", "retracesoftware", "--recording", rec, "--",
+              sys.executable, "-c", "pass"]
+    replay = [sys.executable, "-X", "importtime", "-m", "retracesoftware", "--recording", rec, "--trust"]
+    first = subprocess.run(record, cwd=tmp_path, env=env, capture_output=True, timeout=120)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "tomllib" in _imported(first.stderr) or "retracesoftware.install.config" in _imported(first.stderr)
+    for argv in (record, replay):
+        run = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, timeout=120)
+        assert run.returncode == 0, run.stderr[-2000:]
+        names = _imported(run.stderr)
+        assert "retracesoftware.install.installer" in names      # (the output is what we think it is)
+        assert [n for n in names if n in _NOT_AT_START] == []
+        if argv is replay:
+            assert names.count("retracesoftware.stream") == 1

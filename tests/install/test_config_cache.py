@@ -1,5 +1,5 @@
 """The compiled-config cache (install/config.py): load_config() with its
-defaults keeps the effective BoundaryConfig as JSON, used only while every
+defaults keeps the effective BoundaryConfig (marshalled), used only while every
 config file is byte for byte the same; it never changes the digest."""
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def no_parse(monkeypatch):
 def test_cached_config_equals_a_fresh_parse(cache, monkeypatch):
     expected = fresh(monkeypatch)
     first = C.load_config()
-    assert len(list(cache.glob("config-*.json"))) == 1
+    assert len(list(cache.glob("config-*.bin"))) == 1
     no_parse(monkeypatch)
     second = C.load_config()
     assert second == expected == first
@@ -63,9 +63,10 @@ def test_a_changed_config_file_is_parsed_again(cache, monkeypatch):
 
 def test_a_damaged_cache_file_is_ignored(cache, monkeypatch):
     expected = C.load_config()
-    (entry,) = cache.glob("config-*.json")
-    text = entry.read_text()
-    entry.write_text(text.replace('"proxy":["time"', '"proxy":["sleep"'))
+    (entry,) = cache.glob("config-*.bin")
+    data = entry.read_bytes()
+    assert data.count(b"time") >= 1
+    entry.write_bytes(data.replace(b"time", b"tame", 1))    # the checksum no longer matches
     assert C.load_config() == expected
     entry.write_text("garbage")
     assert C.load_config() == expected
@@ -77,14 +78,14 @@ def test_a_bad_config_still_fails_with_its_error(cache):
         f.write("[modules.\n")
     with pytest.raises(C.ConfigError, match="bad.toml"):
         C.load_config()
-    assert not list(cache.glob("config-*.json"))
+    assert not list(cache.glob("config-*.bin"))
 
 
 def test_cache_off(tmp_path, monkeypatch):
     monkeypatch.setenv(C.CACHE_ENV, "0")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     C.load_config()
-    assert not list(tmp_path.rglob("*.json"))
+    assert not list(tmp_path.rglob("*.bin"))
 
 
 def test_toml_cache_returns_the_parsed_document(cache, tmp_path):
@@ -93,6 +94,6 @@ def test_toml_cache_returns_the_parsed_document(cache, tmp_path):
     path.write_text('a = [1, "b"]\n[t]\nc = true\n')
     assert C.load_toml_cached(path) == tomllib.loads(path.read_text())
     assert C.load_toml_cached(path) == tomllib.loads(path.read_text())
-    assert len(list(cache.glob("toml-*.json"))) == 1
+    assert len(list(cache.glob("toml-*.bin"))) == 1
     path.write_text('a = 2\n')
     assert C.load_toml_cached(path) == {"a": 2}
