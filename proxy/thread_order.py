@@ -411,6 +411,14 @@ class ThreadSequencer:
         turn.closed += 1             # looking at the head: no fast path meanwhile
         try:
             me = self._thread_id()
+            if me not in self._permits_made:
+                # As in wait_until: the thread's permit exists before it
+                # checks the head, or a wake_all() (`_changed`: a turn's
+                # reservation ending) between its check and its sleep
+                # skips it (a new thread whose event is at the head slept
+                # on: a deadlock reported in CI, Python backend).
+                self.turn.wake(me)
+                self._permits_made.add(me)
             if self.before_turn is not None:
                 self.before_turn(me)
             stuck = [None, 0.0]
