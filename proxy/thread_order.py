@@ -30,7 +30,8 @@ import time as _time
 from retracesoftware import functional as F
 from retracesoftware.proxy.protocol import at_end, event_index
 from retracesoftware.utils.errors import ReplayDivergence as ReplayDivergenceType
-from retracesoftware.utils import DISABLED, RecordGateway, ReplayGateway, ReplaySyncGateway, TurnState
+from retracesoftware.utils import (DISABLED, RecordGateway, ReplayGateway, ReplaySyncGateway, TurnState,
+                                   thread_ids_changed as _thread_ids_changed)
 
 _allocate_lock = _thread.allocate_lock
 _get_ident = _thread.get_ident
@@ -57,6 +58,7 @@ class ThreadIds:
 
     def set(self, tid):
         self._ids[_get_ident()] = tid
+        _thread_ids_changed()     # the replay gateways' per-thread cache of this
 
     def __call__(self):
         ident = _get_ident()

@@ -18,6 +18,7 @@ RecordCallGateway = _impl.RecordCallGateway
 ReplayCallGateway = _impl.ReplayCallGateway
 TurnState = _impl.TurnState
 ReplaySyncGateway = _impl.ReplaySyncGateway
+thread_ids_changed = _impl.thread_ids_changed
 flush_pending_calls = _impl.flush_pending_calls
 fingerprint = _impl.fingerprint
 patch_type = _impl.patch_type
@@ -54,6 +55,7 @@ __all__ = [
     "ReplayCallGateway",
     "TurnState",
     "ReplaySyncGateway",
+    "thread_ids_changed",
     "flush_pending_calls",
     "fingerprint",
     "patch_type",

@@ -26,6 +26,7 @@ from retracesoftware.utils._utils import (
     patch_type as patch_type,
     set_identity_hashing as set_identity_hashing,
     set_identity_ids as set_identity_ids,
+    thread_ids_changed as thread_ids_changed,
     unpatch_type as unpatch_type,
 )
 

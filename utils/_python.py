@@ -14,7 +14,7 @@ from retracesoftware.utils._python_fingerprint import fingerprint  # noqa: F401
 from retracesoftware.utils._python_gate import DISABLED, EXTERNAL, INTERNAL, Gate  # noqa: F401
 from retracesoftware.utils._python_gateways import (  # noqa: F401
     MethodGateway, NewGateway, RecordCallGateway, RecordGateway, ReplayCallGateway, ReplayGateway,
-    ReplaySyncGateway, TurnState, flush_pending_calls)
+    ReplaySyncGateway, TurnState, flush_pending_calls, thread_ids_changed)
 from retracesoftware.utils._python_typepatch import PatchToken, patch_type, unpatch_type  # noqa: F401
 
 # -------------------------------------------------------------- identity hash

@@ -390,6 +390,11 @@ class ReplayCallGateway(_Gateway):
         return f"<ReplayCallGateway {self.name!r} for {self.target!r}>"
 
 
+def thread_ids_changed():
+    """A thread's logical id was given, changed or taken. The C++ replay
+    gateways then ask their thread_id() again; these ask on every call."""
+
+
 class ReplaySyncGateway(_Gateway):
     """``ReplaySyncGateway(gate, target, take, thread_id, turn, tag, try_now,
     returns, slow)``: a replayed lock acquire in one step (see README.md;

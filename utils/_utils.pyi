@@ -92,6 +92,9 @@ class RecordCallGateway:
 
 def flush_pending_calls() -> int: ...
 
+def thread_ids_changed() -> None:
+    """A thread's logical id was given, changed or taken: the replay gateways ask thread_id() again."""
+
 def fingerprint(*args: Any, **kwargs: Any) -> int: ...
 
 class PatchToken:

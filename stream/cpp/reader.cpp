@@ -572,12 +572,64 @@ PyObject* Reader_bind(PyObject* self, PyObject* obj) {
 
 // ------------------------------------------------------------ take_call
 
+// Two exact strs with the same code points (no rich-compare dispatch: the
+// fast path compares a tag and a name per event).
+inline bool same_str(PyObject* a, PyObject* b) {
+#if PY_VERSION_HEX < 0x030C0000
+    if (!PyUnicode_IS_READY(a) || !PyUnicode_IS_READY(b)) return PyUnicode_Compare(a, b) == 0;
+#endif
+    Py_ssize_t n = PyUnicode_GET_LENGTH(a);
+    if (n != PyUnicode_GET_LENGTH(b) || PyUnicode_KIND(a) != PyUnicode_KIND(b)) return false;
+    return std::memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), static_cast<size_t>(n) * PyUnicode_KIND(a)) == 0;
+}
+
 inline bool same(PyObject* a, PyObject* b) {
     if (a == b) return true;
     if (!a || !b) return false;
+    if (PyUnicode_CheckExact(a) && PyUnicode_CheckExact(b)) return same_str(a, b);
     int eq = PyObject_RichCompareBool(a, b, Py_EQ);
     if (eq < 0) { PyErr_Clear(); return false; }
     return eq == 1;
+}
+
+// An exact int as sign and magnitude; false (no error set) when it does not
+// fit in 64 bits.
+inline bool int_parts(PyObject* v, bool* neg, uint64_t* mag) {
+    int overflow = 0;
+    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (overflow == 0) {
+        if (x == -1 && PyErr_Occurred()) { PyErr_Clear(); return false; }
+        *neg = x < 0;
+        *mag = x < 0 ? 0 - static_cast<uint64_t>(x) : static_cast<uint64_t>(x);
+        return true;
+    }
+    if (overflow < 0) return false;
+    unsigned long long u = PyLong_AsUnsignedLongLong(v);
+    if (u == static_cast<unsigned long long>(-1) && PyErr_Occurred()) { PyErr_Clear(); return false; }
+    *neg = false;
+    *mag = u;
+    return true;
+}
+
+// The msgpack integer at c, as sign and magnitude, without making an int:
+// the number of bytes it takes, or 0 when c is not a (whole) integer.
+inline size_t raw_int(const uint8_t* p, const uint8_t* end, bool* neg, uint64_t* mag) {
+    uint8_t b = *p;
+    auto signed_parts = [&](int64_t x) { *neg = x < 0; *mag = x < 0 ? 0 - static_cast<uint64_t>(x) : x; };
+    size_t left = static_cast<size_t>(end - p) - 1;
+    if (b < 0x80) { *neg = false; *mag = b; return 1; }
+    if (b >= 0xe0) { signed_parts(static_cast<int8_t>(b)); return 1; }
+    switch (b) {
+    case 0xcc: if (left < 1) return 0; *neg = false; *mag = p[1]; return 2;
+    case 0xcd: if (left < 2) return 0; *neg = false; *mag = be16(p + 1); return 3;
+    case 0xce: if (left < 4) return 0; *neg = false; *mag = be32(p + 1); return 5;
+    case 0xcf: if (left < 8) return 0; *neg = false; *mag = be64(p + 1); return 9;
+    case 0xd0: if (left < 1) return 0; signed_parts(static_cast<int8_t>(p[1])); return 2;
+    case 0xd1: if (left < 2) return 0; signed_parts(static_cast<int16_t>(be16(p + 1))); return 3;
+    case 0xd2: if (left < 4) return 0; signed_parts(static_cast<int32_t>(be32(p + 1))); return 5;
+    case 0xd3: if (left < 8) return 0; signed_parts(static_cast<int64_t>(be64(p + 1))); return 9;
+    default: return 0;
+    }
 }
 
 // Lookahead inside the current frame: the value event at `pos` (new ref),
@@ -605,6 +657,58 @@ PyObject* value_ahead(Reader* r, size_t& pos) {
     }
     pos = static_cast<size_t>(c.p - base);
     return v;
+}
+
+// Lookahead that compares instead of decoding: 1 when the value event at
+// `pos` equals `want` (pos advanced past it), 0 when it does not or cannot
+// tell (pos unchanged, and no string it decoded left defined). An interned-string reference
+// is compared with the table's string, an integer as raw bytes: neither
+// makes an object, so the fast path's name, fingerprint and tags cost a
+// compare each.
+int match_ahead(Reader* r, size_t& pos, PyObject* want) {
+    const uint8_t* base = reinterpret_cast<const uint8_t*>(r->core.payload.data());
+    const uint8_t* end = base + r->core.payload.size();
+    if (base + pos >= end) return 0;
+    const uint8_t* p = base + pos;
+    if (PyLong_CheckExact(want)) {
+        bool neg, wneg;
+        uint64_t mag, wmag;
+        size_t n = raw_int(p, end, &neg, &mag);
+        if (n && int_parts(want, &wneg, &wmag)) {
+            if (neg != wneg || mag != wmag) return 0;
+            pos += n;
+            return 1;
+        }
+    } else if (PyUnicode_CheckExact(want) && is_ext(*p)) {
+        Cursor probe{p, end};
+        int8_t code;
+        const uint8_t* data;
+        size_t len;
+        uint64_t idx;
+        if (!parse_ext(probe, &code, &data, &len)) return 0;
+        if (code == EXT_STR_REF) {
+            if (!read_index(data, len, &idx)) { PyErr_Clear(); return 0; }
+            if (idx >= r->core.strings.size() || !same(r->core.strings[idx], want)) return 0;
+            pos = static_cast<size_t>(probe.p - base);
+            return 1;
+        }
+    }
+    size_t at = pos;
+    size_t nstrings = r->core.strings.size();
+    PyObject* v = value_ahead(r, at);
+    bool eq = v && same(v, want);
+    Py_XDECREF(v);
+    if (!eq) {
+        // A string this value defined is defined again when it is read
+        // again (by the next match or the ordinary read).
+        while (r->core.strings.size() > nstrings) {
+            Py_DECREF(r->core.strings.back());
+            r->core.strings.pop_back();
+        }
+        return 0;
+    }
+    pos = at;
+    return 1;
 }
 
 // Asynchronous events (docs/EVENTS.md: SIGNAL) happen between two of a
@@ -645,21 +749,12 @@ PyObject* Reader_take_call(PyObject* self, PyObject* const* args, Py_ssize_t nar
         Py_RETURN_NONE;
     size_t pos = r->pos;
     size_t nstrings = r->core.strings.size();
-    PyObject* got[4] = {nullptr, nullptr, nullptr, nullptr};
-    bool ok = false, is_result = false;
-    for (int i = 0; i < 4; i++) {
-        got[i] = value_ahead(r, pos);
-        if (!got[i]) break;
-        if (i == 0 && !same(got[0], args[2])) break;
-        if (i == 1 && !same(got[1], args[3])) break;
-        if (i == 2) {
-            is_result = same(got[2], args[4]);
-            if (!is_result && !same(got[2], args[5])) break;
-        }
-        if (i == 3) ok = true;
-    }
-    if (!ok) {
-        for (PyObject* v : got) Py_XDECREF(v);
+    bool is_result = false;
+    PyObject* value = nullptr;
+    if (match_ahead(r, pos, args[2]) && match_ahead(r, pos, args[3]) &&
+        ((is_result = match_ahead(r, pos, args[4])) || match_ahead(r, pos, args[5])))
+        value = value_ahead(r, pos);
+    if (!value) {
         // Strings the lookahead defined are defined again when really read.
         while (r->core.strings.size() > nstrings) {
             Py_DECREF(r->core.strings.back());
@@ -667,9 +762,6 @@ PyObject* Reader_take_call(PyObject* self, PyObject* const* args, Py_ssize_t nar
         }
         Py_RETURN_NONE;
     }
-    Py_DECREF(got[0]);
-    Py_DECREF(got[1]);
-    Py_DECREF(got[2]);
     r->pos = pos;
     Py_CLEAR(r->head);
     r->head_kind = K_NONE;
@@ -678,9 +770,9 @@ PyObject* Reader_take_call(PyObject* self, PyObject* const* args, Py_ssize_t nar
     if (more < 0) PyErr_Clear();  // sticky: the next read reports the damage
     bool same_thread = more == 1 && same(r->thread ? r->thread : Py_None, args[0]) && !head_is_async(r);
     PyObject* out = PyTuple_New(3);
-    if (!out) { Py_DECREF(got[3]); return nullptr; }
+    if (!out) { Py_DECREF(value); return nullptr; }
     PyTuple_SET_ITEM(out, 0, Py_NewRef(is_result ? Py_True : Py_False));
-    PyTuple_SET_ITEM(out, 1, got[3]);
+    PyTuple_SET_ITEM(out, 1, value);
     PyTuple_SET_ITEM(out, 2, Py_NewRef(same_thread ? Py_True : Py_False));
     return out;
 }

@@ -8,6 +8,7 @@
 // thread holds or reserves a turn, no failure):
 //   fp = fingerprint(*args, **kwargs); phase := DISABLED;
 //   got = take(thread_id(), call_tag, name, fp, result_tag, error_tag)
+//   (thread_id() cached per thread: cached_thread_id below)
 //   (the reader's take_call: None, or (ok, value, same_thread) with the
 //   whole event consumed); when not same_thread: handover() (wakes the
 //   thread whose turn it now is, notices the end of the tape);
@@ -367,6 +368,45 @@ PyType_Spec TurnState_spec = {
     Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, TurnState_slots,
 };
 
+// The calling thread's logical id, cached per OS thread: the gateways ask
+// their thread_id() callable once per thread, callable and epoch (a Python
+// call, ~40 ns, was a quarter of a replayed call). thread_ids_changed()
+// bumps the epoch; the install layer calls it whenever it gives, changes or
+// takes a thread's id (stream.thread_ids_changed). The cache holds strong
+// references (so a freed callable's address cannot be mistaken for it); a
+// thread's last entry is not released when it ends (no GIL then): one
+// reference to the callable and one small id.
+uint64_t g_thread_epoch = 1;
+struct TidCache {
+    PyObject* fn;
+    uint64_t epoch;
+    PyObject* tid;
+};
+thread_local TidCache tl_tid_cache RETRACE_TLS_IE = {nullptr, 0, nullptr};
+
+PyObject* cached_thread_id(PyObject* fn) {
+    TidCache& c = tl_tid_cache;
+    if (c.fn == fn && c.epoch == g_thread_epoch && c.tid) return Py_NewRef(c.tid);
+    PyObject* tid = PyObject_CallNoArgs(fn);
+    if (!tid) return nullptr;
+    Py_XSETREF(c.tid, Py_NewRef(tid));
+    Py_XSETREF(c.fn, Py_NewRef(fn));
+    c.epoch = g_thread_epoch;
+    return tid;
+}
+
+PyObject* thread_ids_changed(PyObject*, PyObject*) {
+    g_thread_epoch++;
+    Py_RETURN_NONE;
+}
+
+PyMethodDef thread_id_methods[] = {
+    {"thread_ids_changed", thread_ids_changed, METH_NOARGS,
+     "thread_ids_changed(): a thread's logical id was given, changed or taken; the replay gateways ask "
+     "their thread_id() again (call with the GIL held)."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
 struct ReplayCallGatewayObject {
     PyObject_HEAD
     vectorcallfunc vectorcall;
@@ -400,7 +440,7 @@ PyObject* ReplayCallGateway_vectorcall(PyObject* op, PyObject* const* args, size
         if (!fp) return nullptr;
     }
     gate_set(gate, DISABLED);
-    PyObject* tid = PyObject_CallNoArgs(self->thread_id);
+    PyObject* tid = cached_thread_id(self->thread_id);
     if (!tid) {
         gate_set(gate, INTERNAL);
         Py_DECREF(fp);
@@ -728,7 +768,7 @@ PyObject* ReplaySyncGateway_vectorcall(PyObject* op, PyObject* const* args, size
     PyObject* mine = PyObject_GetAttr(args[0], str_id);
     if (!mine) return nullptr;
     gate_set(gate, DISABLED);
-    PyObject* tid = PyObject_CallNoArgs(self->thread_id);
+    PyObject* tid = cached_thread_id(self->thread_id);
     if (!tid) {
         Py_DECREF(mine);
         gate_set(gate, INTERNAL);
@@ -952,6 +992,7 @@ int init_replay_call(PyObject* module) {
     PyObject* accept = PyType_FromSpec(&SyncAccept_spec);
     if (!accept) return -1;
     SyncAcceptType = reinterpret_cast<PyTypeObject*>(accept);  // kept for the life of the process
+    if (PyModule_AddFunctions(module, thread_id_methods) < 0) return -1;
     PyObject* sync = PyType_FromSpec(&ReplaySyncGateway_spec);
     if (!sync) return -1;
     Py_INCREF(sync);
