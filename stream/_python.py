@@ -685,6 +685,7 @@ class StreamReader:
         self._eof = False
         self._error = None
         self._ahead = []           # events decoded by take_call's lookahead, not consumed
+        self._scanning = False     # scan(): values are passed over (no hook, binding or rebuild)
         #: tags of asynchronous events (SIGNAL): see _head_is_async
         self.async_tags = None
         #: event indices announcing a later asynchronous event: see async_next
@@ -793,6 +794,16 @@ class StreamReader:
             s = data.decode("utf-8", "surrogatepass")
             self._strings.append(s)
             return s
+        if self._scanning and code in (C.EXT_HANDLE, C.EXT_OBJECT, C.EXT_HOOK):
+            # scan(): passed over as the C++ reader's skip() does -- the
+            # strings a payload defines still count, nothing is built or run.
+            if code == C.EXT_HANDLE:
+                _index(data)
+            elif code == C.EXT_OBJECT:
+                self._unpackb(data)
+            else:
+                _array(self._unpackb(data))
+            return None
         if code == C.EXT_HANDLE:
             idx = _index(data)
             try:
@@ -919,6 +930,61 @@ class StreamReader:
         self._head = None
         self._event += 1
         return v
+
+    def scan(self, tag, nvalues):
+        """``[(index, thread, after_previous, values)]``: every value event
+        equal to the str *tag* in the rest of the tape (a reader nothing was
+        read from yet), its thread, the event index just after that thread's
+        previous event (None for its first), and the up to *nvalues* value
+        events right after it, decoded. Other values are passed over (no
+        hook runs, no binding is looked up). Damage ends the scan; what was
+        found before it is returned. The C++ reader does the same without
+        making the values it passes over."""
+        if type(tag) is not str or type(nvalues) is not int or nvalues < 0:
+            raise TypeError("scan(tag: str, nvalues: int >= 0)")
+        with self._mutex:
+            if self._head is not None or self._event or self._ahead:
+                raise ValueError("scan() reads a whole tape: call it on a reader nothing was read from")
+            out, last, previous = [], {}, _NOTHING
+            try:
+                while True:
+                    self._scanning = True
+                    try:
+                        more = self._fill()
+                    except Exception:
+                        break
+                    index = self._event
+                    if previous is not _NOTHING:
+                        last[previous] = index
+                    if not more:
+                        break
+                    previous = tid = self._thread
+                    kind, value, _ = self._head
+                    self._head = None
+                    self._event += 1
+                    if kind == "binding":
+                        self._next_binding += 1
+                        continue
+                    if type(value) is not str or value != tag:
+                        continue
+                    values, damaged = [], False
+                    self._scanning = False
+                    while len(values) < nvalues:
+                        try:
+                            if not self._fill() or self._head[0] != "value":
+                                break
+                        except Exception:
+                            damaged = True
+                            break
+                        values.append(self._head[1])
+                        self._head = None
+                        self._event += 1
+                    out.append((index, tid, last.get(tid), values))
+                    if damaged:
+                        break
+            finally:
+                self._scanning = False
+            return out
 
     def bind(self, obj):
         """Consume the NEW_BINDING at the head and give its handle to *obj*."""
@@ -1110,6 +1176,9 @@ class StreamReader:
 
     def __exit__(self, *exc):
         self.close()
+
+
+_NOTHING = object()
 
 
 class _NoHook(Exception):

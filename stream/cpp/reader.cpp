@@ -837,6 +837,254 @@ PyObject* Reader_take_event(PyObject* self, PyObject* const* args, Py_ssize_t na
     return out;
 }
 
+// ------------------------------------------------------------ scan
+
+// skip: a value passed over as decode() would read it, without making it:
+// the string definitions inside it still go into the table (later
+// references count on them), nothing else is built and no hook runs. False
+// on damage (no exception set).
+bool skip(Reader* r, Cursor& c, int depth);
+
+bool skip_n(Reader* r, Cursor& c, size_t n, int depth) {
+    if (n > static_cast<size_t>(c.end - c.p)) return false;  // each item takes a byte at least
+    for (size_t i = 0; i < n; i++)
+        if (!skip(r, c, depth + 1)) return false;
+    return true;
+}
+
+inline bool skip_bytes(Cursor& c, size_t n) {
+    if (!need(c, n)) return false;
+    c.p += n;
+    return true;
+}
+
+bool skip_whole(Reader* r, const uint8_t* data, size_t len, int depth) {
+    Cursor in{data, data + len};
+    return skip(r, in, depth + 1) && in.p == in.end;
+}
+
+bool skip(Reader* r, Cursor& c, int depth) {
+    if (depth > MAX_DEPTH || !need(c, 1)) return false;
+    uint8_t b = *c.p;
+    if (b < 0x80 || b >= 0xe0) { c.p++; return true; }
+    if ((b & 0xf0) == 0x80) { c.p++; return skip_n(r, c, size_t(b & 0x0f) * 2, depth); }
+    if ((b & 0xf0) == 0x90) { c.p++; return skip_n(r, c, b & 0x0f, depth); }
+    if ((b & 0xe0) == 0xa0) { c.p++; return skip_bytes(c, b & 0x1f); }
+    if (is_ext(b)) {
+        int8_t code;
+        const uint8_t* data;
+        size_t len;
+        if (!parse_ext(c, &code, &data, &len)) return false;
+        uint64_t idx;
+        switch (code) {
+        case EXT_STR_DEF: {
+            PyObject* str = PyUnicode_DecodeUTF8(reinterpret_cast<const char*>(data), len, "surrogatepass");
+            if (!str) { PyErr_Clear(); return false; }
+            r->core.strings.push_back(str);
+            return true;
+        }
+        case EXT_STR_REF:
+            if (!read_index(data, len, &idx)) { PyErr_Clear(); return false; }
+            return idx < r->core.strings.size();
+        case EXT_HANDLE:
+            if (!read_index(data, len, &idx)) { PyErr_Clear(); return false; }
+            return true;
+        case EXT_BIGINT: return len > 0;
+        case EXT_TUPLE: case EXT_SET: case EXT_FROZENSET: case EXT_HOOK:  // one array (decode_whole_array)
+            if (len == 0 || !((data[0] & 0xf0) == 0x90 || data[0] == 0xdc || data[0] == 0xdd)) return false;
+            return skip_whole(r, data, len, depth);
+        case EXT_OBJECT: return skip_whole(r, data, len, depth);
+        default: return false;  // a marker inside a value, or an unknown extension
+        }
+    }
+    c.p++;
+    size_t n;
+    switch (b) {
+    case 0xc0: case 0xc2: case 0xc3: return true;
+    case 0xc4: return read_len(c, 1, &n) && skip_bytes(c, n);
+    case 0xc5: return read_len(c, 2, &n) && skip_bytes(c, n);
+    case 0xc6: return read_len(c, 4, &n) && skip_bytes(c, n);
+    case 0xca: return skip_bytes(c, 4);
+    case 0xcb: return skip_bytes(c, 8);
+    case 0xcc: case 0xd0: return skip_bytes(c, 1);
+    case 0xcd: case 0xd1: return skip_bytes(c, 2);
+    case 0xce: case 0xd2: return skip_bytes(c, 4);
+    case 0xcf: case 0xd3: return skip_bytes(c, 8);
+    case 0xd9: return read_len(c, 1, &n) && skip_bytes(c, n);
+    case 0xda: return read_len(c, 2, &n) && skip_bytes(c, n);
+    case 0xdb: return read_len(c, 4, &n) && skip_bytes(c, n);
+    case 0xdc: return read_len(c, 2, &n) && skip_n(r, c, n, depth);
+    case 0xdd: return read_len(c, 4, &n) && skip_n(r, c, n, depth);
+    case 0xde: return read_len(c, 2, &n) && n <= SIZE_MAX / 2 && skip_n(r, c, n * 2, depth);
+    case 0xdf: return read_len(c, 4, &n) && n <= SIZE_MAX / 2 && skip_n(r, c, n * 2, depth);
+    default: return false;
+    }
+}
+
+// Whether the value at c is the str `tag` (its UTF-8 bytes `want`): an
+// inline str or a table definition compared as bytes, a table reference by
+// the table's string.
+bool value_is_tag(Reader* r, const Cursor& c, PyObject* tag, const char* want, Py_ssize_t nwant) {
+    uint8_t b = *c.p;
+    size_t n = 0, head = 1;
+    if ((b & 0xe0) == 0xa0) n = b & 0x1f;
+    else if (b == 0xd9 && need(const_cast<Cursor&>(c), 2)) { n = c.p[1]; head = 2; }
+    else if (b == 0xda && need(const_cast<Cursor&>(c), 3)) { n = be16(c.p + 1); head = 3; }
+    else if (b == 0xdb && need(const_cast<Cursor&>(c), 5)) { n = be32(c.p + 1); head = 5; }
+    else if (is_ext(b)) {
+        Cursor probe = c;
+        int8_t code;
+        const uint8_t* data;
+        size_t len;
+        uint64_t idx;
+        if (!parse_ext(probe, &code, &data, &len)) return false;
+        if (code == EXT_STR_DEF) return len == static_cast<size_t>(nwant) && std::memcmp(data, want, len) == 0;
+        if (code != EXT_STR_REF || !read_index(data, len, &idx)) { PyErr_Clear(); return false; }
+        return idx < r->core.strings.size() && same(r->core.strings[idx], tag);
+    } else {
+        return false;
+    }
+    return n == static_cast<size_t>(nwant) && static_cast<size_t>(c.end - c.p) >= head + n &&
+           std::memcmp(c.p + head, want, n) == 0;
+}
+
+// The next event's kind as fill() finds it (K_VALUE, K_BINDING, K_NONE, or
+// -1 on damage), without decoding it: thread switches and binding deletes
+// before it are applied and counted on the way, as reads count them.
+int scan_head(Reader* r) {
+    for (;;) {
+        while (r->pos >= r->core.payload.size()) {
+            int more = next_frame(r, false);
+            if (more <= 0) return more;
+        }
+        const uint8_t* base = reinterpret_cast<const uint8_t*>(r->core.payload.data());
+        Cursor c{base + r->pos, base + r->core.payload.size()};
+        if (!is_ext(*c.p)) return K_VALUE;
+        int8_t code;
+        const uint8_t* data;
+        size_t len;
+        if (!parse_ext(c, &code, &data, &len)) return -1;
+        if (code == EXT_NEW_BINDING) return K_BINDING;
+        if (code == EXT_BINDING_DELETE) {
+            r->pos = static_cast<size_t>(c.p - base);
+            r->event++;
+        } else if (code == EXT_THREAD_SWITCH) {
+            Cursor inner{data, data + len};
+            PyObject* v = decode(r, inner, 1);
+            if (!v || inner.p != inner.end) { Py_XDECREF(v); return -1; }
+            Py_XSETREF(r->thread, v);
+            r->pos = static_cast<size_t>(c.p - base);
+            r->event++;
+        } else {
+            return K_VALUE;
+        }
+    }
+}
+
+// scan(tag, nvalues) -> [(index, thread, after_previous, values)]
+//
+// Reads the rest of the tape, from a reader nothing was read from yet, and
+// returns every value event equal to the str `tag`: its event index, its
+// thread, the event index just after that thread's previous event (None
+// for its first), and the up to `nvalues` value events right after it,
+// decoded (what the tag is followed by). Other values are passed over
+// without being made (strings they define still count), so a whole tape is
+// read at a few ns per event. Damage ends the scan: what was found before
+// it is returned (the replay reports the damage when it gets there).
+PyObject* Reader_scan(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+    Reader* r = reinterpret_cast<Reader*>(self);
+    Py_ssize_t nvalues;
+    if (nargs != 2 || !PyUnicode_CheckExact(args[0]) || (nvalues = PyLong_AsSsize_t(args[1])) < 0) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "scan(tag: str, nvalues: int >= 0)");
+        return nullptr;
+    }
+    if (r->head_kind != K_NONE || r->event != 0) {
+        PyErr_SetString(PyExc_ValueError, "scan() reads a whole tape: call it on a reader nothing was read from");
+        return nullptr;
+    }
+    PyObject* tag = args[0];
+    Py_ssize_t nwant;
+    const char* want = PyUnicode_AsUTF8AndSize(tag, &nwant);
+    if (!want) return nullptr;
+    PyObject* out = PyList_New(0);
+    // thread -> the index just after its previous event, written when the
+    // next event is another thread's (the same thread's own run needs none).
+    PyObject* last = PyDict_New();
+    PyObject* previous = nullptr;   // the thread of the previous event (strong)
+    bool failed = !out || !last;
+    auto flush_previous = [&](PyObject* tid) -> bool {  // the head (at r->event) is tid's
+        if (!previous || previous == tid || same(previous, tid)) return true;
+        PyObject* index = PyLong_FromUnsignedLongLong(r->event);
+        int rc = index ? PyDict_SetItem(last, previous, index) : -1;
+        Py_XDECREF(index);
+        return rc == 0;
+    };
+    while (!failed) {
+        int kind = scan_head(r);
+        if (kind < 0) break;
+        if (kind == K_NONE) break;
+        PyObject* tid = r->thread ? r->thread : Py_None;
+        bool same_as_previous = previous && (previous == tid || same(previous, tid));
+        if (!same_as_previous && !flush_previous(tid)) { failed = true; break; }
+        uint64_t index = r->event;
+        if (!same_as_previous) Py_XSETREF(previous, Py_NewRef(tid));
+        const uint8_t* base = reinterpret_cast<const uint8_t*>(r->core.payload.data());
+        Cursor c{base + r->pos, base + r->core.payload.size()};
+        if (kind == K_BINDING) {
+            int8_t code;
+            const uint8_t* data;
+            size_t len;
+            parse_ext(c, &code, &data, &len);
+            r->pos = static_cast<size_t>(c.p - base);
+            r->event++;
+            r->next_binding++;
+            continue;
+        }
+        bool is_tag = value_is_tag(r, c, tag, want, nwant);
+        if (!skip(r, c, 0)) break;
+        r->pos = static_cast<size_t>(c.p - base);
+        r->event++;
+        if (!is_tag) continue;
+        PyObject* values = PyList_New(0);
+        if (!values) { failed = true; break; }
+        bool damaged = false;
+        for (Py_ssize_t i = 0; i < nvalues; i++) {
+            int k = scan_head(r);
+            if (k != K_VALUE) { damaged = k < 0; break; }
+            const uint8_t* b2 = reinterpret_cast<const uint8_t*>(r->core.payload.data());
+            Cursor vc{b2 + r->pos, b2 + r->core.payload.size()};
+            PyObject* v = decode(r, vc, 0);
+            if (!v) { PyErr_Clear(); r->missing_hook = false; damaged = true; break; }
+            r->pos = static_cast<size_t>(vc.p - b2);
+            r->event++;
+            int rc = PyList_Append(values, v);
+            Py_DECREF(v);
+            if (rc < 0) { failed = true; break; }
+        }
+        // After its thread's previous event: right before it (its own run),
+        // or where the dict says (None: its first).
+        PyObject* before = same_as_previous ? PyLong_FromUnsignedLongLong(index)
+                                            : Py_XNewRef(PyDict_GetItemWithError(last, tid));
+        if (!before && PyErr_Occurred()) failed = true;
+        PyObject* at = failed ? nullptr : PyLong_FromUnsignedLongLong(index);
+        PyObject* item = at ? PyTuple_Pack(4, at, tid, before ? before : Py_None, values) : nullptr;
+        Py_XDECREF(at);
+        Py_XDECREF(before);
+        Py_DECREF(values);
+        if (!item || PyList_Append(out, item) < 0) { Py_XDECREF(item); failed = true; break; }
+        Py_DECREF(item);
+        if (damaged) break;
+    }
+    Py_XDECREF(previous);
+    Py_XDECREF(last);
+    if (failed) {
+        Py_XDECREF(out);
+        return nullptr;
+    }
+    PyErr_Clear();  // damage ended the scan: not an error here
+    return out;
+}
+
 PyObject* Reader_register(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
     Reader* r = reinterpret_cast<Reader*>(self);
     if (nargs != 2 || !PyUnicode_CheckExact(args[0]) || !PyCallable_Check(args[1])) {
@@ -948,6 +1196,10 @@ PyMethodDef reader_methods[] = {
     {"take_call", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(Reader_take_call)), METH_FASTCALL,
      "take_call(thread, call_tag, name, fp, result_tag, error_tag) -> None | (ok, value, same_thread): "
      "a whole recorded call with its outcome, or nothing consumed."},
+    {"scan", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(Reader_scan)), METH_FASTCALL,
+     "scan(tag, nvalues) -> [(index, thread, after_previous, values)]: every value event equal to tag in the "
+     "rest of the tape (a reader nothing was read from), the index after its thread's previous event, and "
+     "the values right after it; other values are passed over without being made."},
     {"register", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(Reader_register)), METH_FASTCALL,
      "register(name, from_state)"},
     {"reopen", Reader_reopen, METH_O,

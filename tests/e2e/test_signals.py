@@ -3,6 +3,7 @@ SIGNAL events with a position, replayed there (docs/SIGNALS.md)."""
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -58,6 +59,66 @@ def test_ctrl_c_in_pure_python_loop_replays_with_exit_130(scenario):
         # after it returned, so the column markers under it (3.11+) may
         # differ (docs/SIGNALS.md).
         assert _no_carets(rep.stderr) == _no_carets(err), rep.err
+
+
+def test_ctrl_c_in_pure_python_while_threads_make_calls_replays_with_exit_130(scenario):
+    # Python's own SIGINT handler, the main thread in pure Python and two
+    # workers making recorded calls the whole time: the KeyboardInterrupt's
+    # SIGNAL lies after the workers' events on the tape. Before, the replay
+    # only indexed the tape for handlers the program installed: exit 3,
+    # "expected SIGINT handled at ..., got the thread's next event".
+    s = scenario("""
+        import signal, threading, time
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        lock = threading.Lock()
+        stop = [False]
+        def worker(w):
+            calls = 0
+            while True:
+                with lock:
+                    if stop[0]:
+                        break
+                time.time()
+                calls += 1
+            print("worker", w, calls > 0)
+        threads = [threading.Thread(target=worker, args=(w,)) for w in range(2)]
+        for t in threads:
+            t.start()
+        print("ready", time.time() > 0, flush=True)
+        total = i = 0
+        try:
+            while True:
+                i += 1
+                total += i * i % 7
+                if i == 1:
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        finally:
+            with lock:
+                stop[0] = True
+            for t in threads:
+                t.join()
+            print("stopped at", i, total)
+    """)
+    from retracesoftware.install.signals import index_signals
+    proc = subprocess.Popen([sys.executable, "-m", "retracesoftware", "--recording", str(s.recording),
+                             "--", "python", s.script.name], cwd=s.dir, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_sigint(signal.SIG_DFL))
+    first = proc.stdout.readline()
+    assert first == b"ready True\n", first
+    time.sleep(0.3)         # the workers' calls come between "ready" and the KeyboardInterrupt
+    proc.send_signal(signal.SIGINT)
+    rest, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert b"KeyboardInterrupt" in err and b"retrace: error" not in err, err
+    assert index_signals(s.recording), "the SIGNAL should follow the workers' events on the tape"
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-m", "retracesoftware", "--recording", str(s.recording)],
+                              cwd=s.dir, env=_env(), capture_output=True, timeout=120,
+                              preexec_fn=_sigint(signal.SIG_DFL))
+        assert done.returncode == 130, done.stderr.decode(errors="replace")
+        assert done.stdout == first + rest, (done.stdout, rest)
+        assert _no_carets(done.stderr) == _no_carets(err), done.stderr.decode(errors="replace")
 
 
 def _sigint(disposition):
