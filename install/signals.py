@@ -469,6 +469,18 @@ class SignalReplay:
         self._indexed = True
         self.index(self._raw)
 
+    def forked(self):
+        """A forked child's replay switched to the child's own tape
+        (``StreamReader.reopen`` cleared the parent's marks): forget the
+        parent's index and make the child's when the child starts its first
+        thread (before that, each SIGNAL follows its thread's previous event)."""
+        self.announced = {}
+        self._marks_of = {}
+        self._queued = []
+        self._used_mark = None
+        self._indexed = False
+        self.seq.on_first_expect = self.thread_announced
+
     def index(self, raw):
         """Index the tape's SIGNAL events that other threads' events
         separate from their thread's previous event (docs/SIGNALS.md), and

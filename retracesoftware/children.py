@@ -533,6 +533,9 @@ class ChildProcesses:
             try:
                 self._tape = _realpath(self._path(name))
                 self.system.reader.reopen(self._tape)
+                signals = getattr(self.session, "signal_replay", None)
+                if signals is not None:
+                    signals.forked()        # the child's SIGNALs are indexed on its own tape
             except (OSError, RecordingFormatError) as exc:
                 what = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
                 _write_stderr(f"retrace: error: cannot replay forked child {name}: {what} — "

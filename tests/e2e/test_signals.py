@@ -256,6 +256,44 @@ def test_a_signal_after_other_threads_events_replays_at_its_position(scenario, i
     assert rec.returncode == 0 and rec.stdout.count(b"worker") == 2, rec.err
 
 
+def test_a_forked_childs_signal_after_its_threads_events_replays(scenario):
+    """The same program in a forked child: the child's replay switches to
+    its own tape and indexes it when the child starts its first thread
+    (before: a parent that had started a thread kept its index, and the
+    child's was never made)."""
+    import glob
+    import os
+    from retracesoftware.children import children_dir
+    from retracesoftware.install.signals import index_signals
+    s = scenario("""
+        import os, runpy, sys, threading, time
+        print("parent", time.time() > 0, flush=True)
+        t = threading.Thread(target=time.time)      # the parent's replay indexes its own tape
+        t.start()
+        t.join()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                runpy.run_path("child_prog.py", run_name="__main__")
+            finally:
+                sys.stdout.flush()
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        print("child exited", os.waitstatus_to_exitcode(status))
+    """)
+    import textwrap
+    (s.dir / "child_prog.py").write_text(textwrap.dedent(
+        SIGNAL_AMONG_THREADS.replace("{before}", "").replace("{after}", "# ")))
+    for attempt in range(5):
+        rec = assert_faithful(s, replays=2, check_plain_differs=attempt == 0)
+        tapes = glob.glob(os.path.join(children_dir(str(s.recording)), "*.bin"))
+        if any(index_signals(t) for t in tapes):
+            break
+    else:
+        pytest.fail("5 recordings without a SIGNAL after other threads' events in the child")
+    assert rec.returncode == 0 and rec.stdout.count(b"worker") == 2 and b"child exited 0" in rec.stdout, rec.err
+
+
 # Threads switch as often as the interpreter allows (every check), the
 # workers are always ready to make their next call and the timer ticks every
 # 2 ms: SIGNALs come in a row (a handler's signal put off, then the next
