@@ -12,6 +12,22 @@ from retrace_testing import Run, assert_faithful, _env
 pytestmark = pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="no setitimer on this platform")
 
 
+# The program's pure-Python loop that Ctrl-C interrupts ({finally}: what
+# runs before it prints where it stopped).
+CTRL_C_LOOP = """
+        print("ready", time.time() > 0, flush=True)
+        total = i = 0
+        try:
+            while True:
+                i += 1
+                total += i * i % 7
+                if i == 1:
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        finally:{finally}
+            print("stopped at", i, total)
+"""
+
+
 def test_ctrl_c_in_pure_python_loop_replays_with_exit_130(scenario):
     # The test presses Ctrl-C (SIGINT) once the loop runs: how far it got
     # differs every run; the replay stops at the same iteration, with the
@@ -22,42 +38,45 @@ def test_ctrl_c_in_pure_python_loop_replays_with_exit_130(scenario):
     s = scenario("""
         import signal, time
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        print("ready", time.time() > 0, flush=True)
-        total = i = 0
-        try:
-            while True:
-                i += 1
-                total += i * i % 7
-                if i == 1:
-                    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-        finally:
-            print("stopped at", i, total)
-    """)
-    # Started as from a terminal: SIGINT at its default even when this test
-    # runs in a background job of a script (which inherits it ignored, and
-    # then Ctrl-C does nothing, plain or recorded).
+    """ + CTRL_C_LOOP.replace("{finally}", ""))
+    out, err = _record_ctrl_c(s)
+    # The second replay starts with SIGINT ignored (a background job): the
+    # recording says the program started with Python's handler.
+    _replays_end_as_recorded(s, out, err, (signal.SIG_DFL, signal.SIG_IGN))
+
+
+def _record_ctrl_c(s, delay=0.0):
+    """Record *s*, press Ctrl-C *delay* seconds after it printed "ready True":
+    (stdout, stderr) of a run that ended with the KeyboardInterrupt (130).
+    Started as from a terminal: SIGINT at its default even when this test
+    runs in a background job of a script (which inherits it ignored, and
+    then Ctrl-C does nothing, plain or recorded)."""
     proc = subprocess.Popen([sys.executable, "-m", "retracesoftware", "--recording", str(s.recording),
                              "--", "python", s.script.name], cwd=s.dir, env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             preexec_fn=_sigint(signal.SIG_DFL))
     first = proc.stdout.readline()
     assert first == b"ready True\n", first
+    time.sleep(delay)
     proc.send_signal(signal.SIGINT)
     rest, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert b"KeyboardInterrupt" in err and b"retrace: error" not in err, err
-    # The second replay starts with SIGINT ignored (a background job): the
-    # recording says the program started with Python's handler.
-    for start in (signal.SIG_DFL, signal.SIG_IGN):
+    return first + rest, err
+
+
+def _replays_end_as_recorded(s, out, err, starts):
+    """One replay per SIGINT disposition at start: exit 130, the same stdout,
+    the same traceback line for line (at a call the replay raises just after
+    it returned, so the column markers under it (3.11+) may differ,
+    docs/SIGNALS.md)."""
+    for start in starts:
         done = subprocess.run([sys.executable, "-m", "retracesoftware", "--recording", str(s.recording)],
                               cwd=s.dir, env=_env(), capture_output=True, timeout=120,
                               preexec_fn=_sigint(start))
         rep = Run(done.returncode, done.stdout, done.stderr)
         assert rep.returncode == 130, (start, rep.err)
-        assert rep.stdout == first + rest, (rep.out, rest)
-        # Same traceback, line for line; at a call the replay raises just
-        # after it returned, so the column markers under it (3.11+) may
-        # differ (docs/SIGNALS.md).
+        assert rep.stdout == out, (rep.out, out)
         assert _no_carets(rep.stderr) == _no_carets(err), rep.err
 
 
@@ -84,41 +103,16 @@ def test_ctrl_c_in_pure_python_while_threads_make_calls_replays_with_exit_130(sc
         threads = [threading.Thread(target=worker, args=(w,)) for w in range(2)]
         for t in threads:
             t.start()
-        print("ready", time.time() > 0, flush=True)
-        total = i = 0
-        try:
-            while True:
-                i += 1
-                total += i * i % 7
-                if i == 1:
-                    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-        finally:
+    """ + CTRL_C_LOOP.replace("{finally}", """
             with lock:
                 stop[0] = True
             for t in threads:
-                t.join()
-            print("stopped at", i, total)
-    """)
+                t.join()"""))
     from retracesoftware.install.signals import index_signals
-    proc = subprocess.Popen([sys.executable, "-m", "retracesoftware", "--recording", str(s.recording),
-                             "--", "python", s.script.name], cwd=s.dir, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            preexec_fn=_sigint(signal.SIG_DFL))
-    first = proc.stdout.readline()
-    assert first == b"ready True\n", first
-    time.sleep(0.3)         # the workers' calls come between "ready" and the KeyboardInterrupt
-    proc.send_signal(signal.SIGINT)
-    rest, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert b"KeyboardInterrupt" in err and b"retrace: error" not in err, err
+    # The workers' calls come between "ready" and the KeyboardInterrupt.
+    out, err = _record_ctrl_c(s, delay=0.3)
     assert index_signals(s.recording), "the SIGNAL should follow the workers' events on the tape"
-    for _ in range(2):
-        done = subprocess.run([sys.executable, "-m", "retracesoftware", "--recording", str(s.recording)],
-                              cwd=s.dir, env=_env(), capture_output=True, timeout=120,
-                              preexec_fn=_sigint(signal.SIG_DFL))
-        assert done.returncode == 130, done.stderr.decode(errors="replace")
-        assert done.stdout == first + rest, (done.stdout, rest)
-        assert _no_carets(done.stderr) == _no_carets(err), done.stderr.decode(errors="replace")
+    _replays_end_as_recorded(s, out, err, (signal.SIG_DFL, signal.SIG_DFL))
 
 
 def _sigint(disposition):
