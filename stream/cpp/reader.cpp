@@ -926,11 +926,11 @@ bool skip(Reader* r, Cursor& c, int depth) {
 // the table's string.
 bool value_is_tag(Reader* r, const Cursor& c, PyObject* tag, const char* want, Py_ssize_t nwant) {
     uint8_t b = *c.p;
-    size_t n = 0, head = 1;
+    size_t n = 0, head = 1, left = static_cast<size_t>(c.end - c.p);
     if ((b & 0xe0) == 0xa0) n = b & 0x1f;
-    else if (b == 0xd9 && need(const_cast<Cursor&>(c), 2)) { n = c.p[1]; head = 2; }
-    else if (b == 0xda && need(const_cast<Cursor&>(c), 3)) { n = be16(c.p + 1); head = 3; }
-    else if (b == 0xdb && need(const_cast<Cursor&>(c), 5)) { n = be32(c.p + 1); head = 5; }
+    else if (b == 0xd9 && left >= 2) { n = c.p[1]; head = 2; }
+    else if (b == 0xda && left >= 3) { n = be16(c.p + 1); head = 3; }
+    else if (b == 0xdb && left >= 5) { n = be32(c.p + 1); head = 5; }
     else if (is_ext(b)) {
         Cursor probe = c;
         int8_t code;
@@ -944,7 +944,7 @@ bool value_is_tag(Reader* r, const Cursor& c, PyObject* tag, const char* want, P
     } else {
         return false;
     }
-    return n == static_cast<size_t>(nwant) && static_cast<size_t>(c.end - c.p) >= head + n &&
+    return n == static_cast<size_t>(nwant) && left >= head + n &&
            std::memcmp(c.p + head, want, n) == 0;
 }
 
@@ -1012,22 +1012,22 @@ PyObject* Reader_scan(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
     PyObject* last = PyDict_New();
     PyObject* previous = nullptr;   // the thread of the previous event (strong)
     bool failed = !out || !last;
-    auto flush_previous = [&](PyObject* tid) -> bool {  // the head (at r->event) is tid's
-        if (!previous || previous == tid || same(previous, tid)) return true;
-        PyObject* index = PyLong_FromUnsignedLongLong(r->event);
-        int rc = index ? PyDict_SetItem(last, previous, index) : -1;
-        Py_XDECREF(index);
-        return rc == 0;
-    };
     while (!failed) {
         int kind = scan_head(r);
         if (kind < 0) break;
         if (kind == K_NONE) break;
         PyObject* tid = r->thread ? r->thread : Py_None;
         bool same_as_previous = previous && (previous == tid || same(previous, tid));
-        if (!same_as_previous && !flush_previous(tid)) { failed = true; break; }
         uint64_t index = r->event;
-        if (!same_as_previous) Py_XSETREF(previous, Py_NewRef(tid));
+        if (!same_as_previous) {
+            if (previous) {  // the previous thread's run ended just before this event
+                PyObject* at = PyLong_FromUnsignedLongLong(index);
+                int rc = at ? PyDict_SetItem(last, previous, at) : -1;
+                Py_XDECREF(at);
+                if (rc < 0) { failed = true; break; }
+            }
+            Py_XSETREF(previous, Py_NewRef(tid));
+        }
         const uint8_t* base = reinterpret_cast<const uint8_t*>(r->core.payload.data());
         Cursor c{base + r->pos, base + r->core.payload.size()};
         if (kind == K_BINDING) {
