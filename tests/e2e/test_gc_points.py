@@ -4,6 +4,7 @@ finalizers, weakref callbacks and gc.callbacks print replays byte for byte.
 Each program allocates a random number of live objects first, so the
 allocation counter (and with it where a plain run collects) differs from
 run to run: plain runs print the collections at other lines."""
+import os
 import re
 
 import pytest
@@ -221,3 +222,40 @@ print("end", random.random())
 """)
     rec = assert_faithful(s)
     assert rec.stdout.endswith(b"\nfinalizing 2\n"), rec.out
+
+
+@pytest.mark.skipif(os.environ.get("RETRACE_BACKEND") == "python",
+                    reason="the Python backend's record path is Python: a profiler sees its frames")
+def test_a_due_collection_runs_no_python_of_ours_inside_a_lock(scenario):
+    # Collection is due (thousands of live containers, no boundary call
+    # since) while threads take a lock: each acquire's SYNC write must stay
+    # native. A Python frame of ours inside the critical section is a point
+    # where the interpreter hands the GIL over: the next thread then sleeps
+    # on the lock, and the threads convoy (every release a futex wake-up,
+    # 7x plain for 4 threads x 300k acquires). Before: the profiler saw
+    # gc_points.py's `_on_due` at every acquire.
+    s = scenario("""
+import sys, threading, time
+lock = threading.Lock()
+keep = []
+seen = []
+def watch(frame, event, arg):
+    if event == "call":
+        seen.append(frame.f_code.co_filename.rsplit("/", 1)[-1] + ":" + frame.f_code.co_name)
+def work():
+    keep.extend((i, str(i)) for i in range(3000))
+    sys.setprofile(watch)
+    for i in range(200):
+        with lock:
+            keep.append((i,))
+    sys.setprofile(None)
+print("start", time.time())
+threads = [threading.Thread(target=work) for _ in range(2)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print("python called inside the lock:", sorted(set(seen)))
+""")
+    rec = assert_faithful(s)
+    assert b"python called inside the lock: []" in rec.stdout, rec.stdout
