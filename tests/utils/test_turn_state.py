@@ -2,7 +2,10 @@
 on both backends: per-thread permits, the hand-over, a lock acquire taken
 with its SYNC in one step."""
 import _thread
+import sys
 import threading
+import time
+import weakref
 
 import pytest
 
@@ -80,10 +83,11 @@ class Take:
         return v, bool(self.events) and self.events[0][0] == thread
 
 
-def _gateway(u, take, turn, slow):
+def _gateway(u, take, turn, slow, try_now=None):
     gate = u.Gate()
     gate.phase = u.INTERNAL
-    try_now = lambda lock, blocking: lock._lock.acquire(blocking)
+    if try_now is None:
+        try_now = lambda lock, blocking: lock._lock.acquire(blocking)
     return u.ReplaySyncGateway(gate, lambda *a: "target", take, lambda: 0, turn, "SYNC", try_now, True, slow)
 
 
@@ -111,3 +115,64 @@ def test_sync_gateway_other_lock_or_busy_lock_is_slow(u):
     assert gw(busy) == "slow"              # held by someone: the slow path waits for it
     turn.closed = 1
     assert gw(Lock(7)) == "slow"
+
+
+def test_sync_gateway_keeps_no_lock_or_id_alive_between_calls(u):
+    # The accept object is kept for the next call: it must not keep the
+    # last call's lock or lock id alive (refcounts as before the call).
+    turn = u.TurnState()
+    big_id = 10**30                        # not a cached small int
+    take = Take([(0, "SYNC", big_id), (0, "SYNC", big_id), (0, "SYNC", 3)])
+    gw = _gateway(u, take, turn, lambda *a: "slow")
+    first, second = Lock(big_id), Lock(big_id)
+    before = (sys.getrefcount(first), sys.getrefcount(second), sys.getrefcount(big_id))
+    assert gw(first) is True and gw(second) is True
+    # (the two events taken held big_id twice)
+    assert (sys.getrefcount(first), sys.getrefcount(second), sys.getrefcount(big_id) + 2) == before
+    alive = weakref.ref(first)
+    del first
+    assert alive() is None
+    third = Lock(3)
+    assert gw(third) is True and third._lock.locked()
+
+
+def test_sync_gateway_call_while_another_thread_waits_in_one(u):
+    # Thread 0 waits for its turn inside a call (holding that call's accept
+    # object) while thread 1 makes its own call: each call checks its own
+    # lock; neither leaves a reference behind.
+    turn = u.TurnState()
+    turn.native_wait = 30.0
+    probe = turn.probe = Probe(1)
+    events = Take([(1, "SYNC", 9), (1, "SYNC", 5), (0, "SYNC", 4)])
+    missed = threading.Event()
+
+    def take(thread, tag, accept):
+        got = events(thread, tag, accept)
+        if got is None and thread == 0:
+            missed.set()                   # thread 0 now waits for its turn
+        return got
+    ids = {}
+    gate = u.Gate()
+    gate.phase = u.INTERNAL
+    gw = u.ReplaySyncGateway(gate, lambda *a: "target", take, lambda: ids[threading.get_ident()], turn, "SYNC",
+                             lambda lock, blocking: lock._lock.acquire(blocking), True, lambda *a: "slow")
+    waiting, mine = Lock(4), Lock(5)
+    before = (sys.getrefcount(waiting), sys.getrefcount(mine))
+    got = []
+
+    def thread0():
+        ids[threading.get_ident()] = 0
+        gate.phase = u.INTERNAL            # (the phase is per thread)
+        got.append(gw(waiting))
+
+    ids[threading.get_ident()] = 1
+    assert gw(Lock(9)) is True             # a first call: its accept object is kept
+    t = threading.Thread(target=thread0)
+    t.start()
+    assert missed.wait(30)
+    time.sleep(0.05)                       # (past the check, into the wait)
+    probe.thread = 0                       # after our event, the head is thread 0's
+    assert gw(mine) is True and mine._lock.locked()
+    t.join(30)
+    assert got == [True] and waiting._lock.locked() and events.events == []
+    assert (sys.getrefcount(waiting), sys.getrefcount(mine)) == before
