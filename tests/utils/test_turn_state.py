@@ -118,8 +118,8 @@ def test_sync_gateway_other_lock_or_busy_lock_is_slow(u):
 
 
 def test_sync_gateway_keeps_no_lock_or_id_alive_between_calls(u):
-    # The accept object is kept for the next call: it must not keep the
-    # last call's lock or lock id alive (refcounts as before the call).
+    # A call keeps no reference to its lock or its lock id (refcounts as
+    # before the calls).
     turn = u.TurnState()
     big_id = 10**30                        # not a cached small int
     take = Take([(0, "SYNC", big_id), (0, "SYNC", big_id), (0, "SYNC", 3)])
@@ -166,7 +166,7 @@ def test_sync_gateway_call_while_another_thread_waits_in_one(u):
         got.append(gw(waiting))
 
     ids[threading.get_ident()] = 1
-    assert gw(Lock(9)) is True             # a first call: its accept object is kept
+    assert gw(Lock(9)) is True             # a first call (a gateway keeping state for the next would show)
     t = threading.Thread(target=thread0)
     t.start()
     assert missed.wait(30)

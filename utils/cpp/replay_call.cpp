@@ -757,42 +757,7 @@ struct ReplaySyncGatewayObject {
     PyObject* returns;
     PyObject* slow;
     PyObject* weakreflist;
-    // The accept object of the last call, kept for the next one (one
-    // allocation less per replayed acquire). In use while a call holds a
-    // second reference to it (a thread waiting for its turn inside a call,
-    // or a call re-entered from accept): the next call then makes its own.
-    SyncAcceptObject* spare;
 };
-
-// An accept object for one call: the spare one when no call is using it.
-SyncAcceptObject* take_accept(ReplaySyncGatewayObject* self, PyObject* mine, PyObject* lock) {
-    SyncAcceptObject* accept = self->spare;
-    if (accept && Py_REFCNT(accept) == 1) {
-        Py_INCREF(accept);
-    } else {
-        accept = PyObject_New(SyncAcceptObject, SyncAcceptType);
-        if (!accept) return nullptr;
-        accept->vectorcall = SyncAccept_vectorcall;
-        accept->turn = reinterpret_cast<TurnStateObject*>(Py_NewRef(reinterpret_cast<PyObject*>(self->turn)));
-        accept->try_now = Py_NewRef(self->try_now);
-    }
-    accept->mine = Py_NewRef(mine);
-    accept->lock = Py_NewRef(lock);
-    accept->taken = false;
-    return accept;
-}
-
-// The call is done with *accept*: it keeps no lock alive, and it is the
-// spare one when there is none.
-void give_back_accept(ReplaySyncGatewayObject* self, SyncAcceptObject* accept) {
-    Py_CLEAR(accept->mine);
-    Py_CLEAR(accept->lock);
-    if (!self->spare) {
-        self->spare = accept;    // our reference becomes the gateway's
-        return;
-    }
-    Py_DECREF(reinterpret_cast<PyObject*>(accept));
-}
 
 PyObject* ReplaySyncGateway_vectorcall(PyObject* op, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
     auto* self = reinterpret_cast<ReplaySyncGatewayObject*>(op);
@@ -809,13 +774,19 @@ PyObject* ReplaySyncGateway_vectorcall(PyObject* op, PyObject* const* args, size
         gate_set(gate, INTERNAL);
         return nullptr;
     }
-    SyncAcceptObject* accept = take_accept(self, mine, args[0]);
-    Py_DECREF(mine);
+    auto* accept = PyObject_New(SyncAcceptObject, SyncAcceptType);
     if (!accept) {
+        Py_DECREF(mine);
         Py_DECREF(tid);
         gate_set(gate, INTERNAL);
         return nullptr;
     }
+    accept->vectorcall = SyncAccept_vectorcall;
+    accept->turn = reinterpret_cast<TurnStateObject*>(Py_NewRef(reinterpret_cast<PyObject*>(self->turn)));
+    accept->mine = mine;
+    accept->lock = Py_NewRef(args[0]);
+    accept->try_now = Py_NewRef(self->try_now);
+    accept->taken = false;
     PyObject* stack[3] = {tid, self->tag, reinterpret_cast<PyObject*>(accept)};
     PyObject* got;
     int w = 0;
@@ -839,7 +810,7 @@ PyObject* ReplaySyncGateway_vectorcall(PyObject* op, PyObject* const* args, size
         }
     }
     Py_DECREF(tid);
-    give_back_accept(self, accept);
+    Py_DECREF(reinterpret_cast<PyObject*>(accept));
     if (!got) {
         gate_set(gate, INTERNAL);
         if (w < 0 || PyErr_Occurred()) return nullptr;
@@ -895,7 +866,6 @@ PyObject* ReplaySyncGateway_new(PyTypeObject* type, PyObject* args, PyObject* kw
     self->returns = Py_NewRef(returns);
     self->slow = Py_NewRef(slow);
     self->weakreflist = nullptr;
-    self->spare = nullptr;
     return reinterpret_cast<PyObject*>(self);
 }
 
@@ -911,12 +881,6 @@ int ReplaySyncGateway_traverse(PyObject* op, visitproc visit, void* arg) {
     Py_VISIT(self->try_now);
     Py_VISIT(self->returns);
     Py_VISIT(self->slow);
-    if (self->spare) {  // not a GC object: its references count as the gateway's
-        Py_VISIT(reinterpret_cast<PyObject*>(self->spare->turn));
-        Py_VISIT(self->spare->try_now);
-        Py_VISIT(self->spare->mine);
-        Py_VISIT(self->spare->lock);
-    }
     return 0;
 }
 
@@ -927,7 +891,6 @@ int ReplaySyncGateway_clear(PyObject* op) {
     Py_SETREF(self->thread_id, Py_NewRef(Py_None));
     Py_SETREF(self->try_now, Py_NewRef(Py_None));
     Py_SETREF(self->slow, Py_NewRef(Py_None));
-    Py_CLEAR(self->spare);
     return 0;
 }
 
@@ -945,7 +908,6 @@ void ReplaySyncGateway_dealloc(PyObject* op) {
     Py_CLEAR(self->try_now);
     Py_CLEAR(self->returns);
     Py_CLEAR(self->slow);
-    Py_CLEAR(self->spare);
     tp->tp_free(op);
     Py_DECREF(tp);
 }
