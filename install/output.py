@@ -205,9 +205,12 @@ class _WriteOrder:
             return None
         reader = system.reader
         entry = [me, None]
-        if reader.thread == system.thread_id():
+        if system.special_events is None and reader.thread == system.thread_id():
             # The head is this thread's: no other thread can take an event
-            # before this one does.
+            # before this one does. (With special events — a garbage
+            # collection recorded before this write — the turn runs them
+            # first: other threads' writes made during the collection come
+            # before this one on the tape, and must not wait for it.)
             with self._lock:
                 self._pending.append(entry)
         else:

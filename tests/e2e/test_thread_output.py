@@ -62,3 +62,40 @@ def test_unlocked_prints_replay_in_their_order_with_schedule(scenario):
         rep = s.replay()
         assert rep.returncode == 0, rep.err
         assert rep.stdout == rec.stdout, (rec.out, rep.out)
+
+
+# A collection due at an output write runs before it (install/gc_points.py);
+# a gc callback that sleeps lets the other threads print during it. Their
+# writes come before the collecting thread's on the tape: the replay must
+# not make them wait for it. Before: the replay hung (the collecting thread
+# waited for the end of its collection, the others for its write).
+PRINTS_DURING_A_COLLECTION = """
+    import gc, threading, time
+    gc.set_threshold(100)
+
+    def slow(phase, info):
+        if phase == "start":
+            time.sleep(0.002)
+
+    gc.callbacks.append(slow)
+    keep = []
+
+    def worker(name):
+        for i in range(40):
+            keep.append([[] for _ in range(30)])
+            print(name, i)
+
+    threads = [threading.Thread(target=worker, args=(c,)) for c in "abc"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    gc.callbacks.remove(slow)
+    print("done")
+"""
+
+
+def test_other_threads_print_during_a_collection_at_an_output_write(scenario):
+    s = scenario(PRINTS_DURING_A_COLLECTION)
+    rec = assert_faithful(s, replays=2)
+    assert rec.stdout.endswith(b"done\n"), rec.err
