@@ -9,13 +9,17 @@ elsewhere on replay.
 Record: automatic collection is taken away from the allocation counter. The
 program's view (``gc.isenabled``, ``get_threshold``...) is kept virtual; the
 interpreter's own first threshold is raised to a *safety valve* (50x, at
-least 50,000). When the count passes the program's threshold, the next
-boundary call the program makes (its ``CALL`` write, phase INTERNAL, a plain
-result) first runs ``gc.collect(gen)`` — the generation CPython's own rule
-picks from the counts — after writing ``GC gen``; ``GC_DONE collected``
-follows the collection's own events (finalizers, callbacks). The check is
-two native combinators on the writer's ``write`` (no Python on the fast
-path). A pure-Python stretch that allocates past the valve without any
+least 50,000). The counts are looked at on every `CHECK_EVERY`-th
+boundary call (a ``CALL`` write, phase INTERNAL, a plain result): when
+count0 has passed the program's threshold, that call first runs
+``gc.collect(gen)`` — the generation CPython's own rule picks from the
+counts — after writing ``GC gen``; ``GC_DONE collected`` follows the
+collection's own events (finalizers, callbacks). So a collection comes at
+most `CHECK_EVERY` boundary calls after CPython's own would; where is the
+recording's to choose (the replay runs it at the recorded point). The
+check is native combinators on the writer's ``write``, Python only when a
+collection is due; no other write (a lock acquire's ``SYNC``...) runs
+Python (see `GcPoints.wrap_write`). A pure-Python stretch that allocates past the valve without any
 boundary call gets an automatic collection at an arbitrary point: it is
 written as ``GC_VALVE gen`` (memory stays bounded).
 
@@ -40,6 +44,7 @@ other collection.
 from __future__ import annotations
 
 import gc as _gc
+import itertools
 import operator
 
 from retracesoftware import functional as F
@@ -59,6 +64,8 @@ _get_threshold = _gc.get_threshold
 _set_threshold = _gc.set_threshold
 
 _INF = float("inf")
+#: the collector's counts are looked at on one boundary call in this many
+CHECK_EVERY = 8
 #: the tape name of an output write (install/output.py OUTPUT_CALL)
 OUTPUT_CALL = "retrace.output"
 _WRITE_STARTS = (RESULT, ARGS, STACK)
@@ -99,6 +106,7 @@ class GcPoints:
         self._write = write
         due = F.compose(F.partial(operator.lt, self._live), list, F.repeatedly(_get_count))
         inner = F.if_then_else(due, self._on_due, write)
+        fast = F.compose(F.partial(operator.lt, self._fixed), F.repeatedly(_get_count))
         # Only a CALL write can be a collection's point (`_on_due`); any
         # other write (a lock acquire's SYNC, a RESULT) stays native even
         # while a collection is due. A Python frame there is where the
@@ -107,8 +115,10 @@ class GcPoints:
         # then on every release of it is a futex wake-up (a lock convoy:
         # 4 threads x 300k `with lock:` took 7x plain instead of 2x).
         is_call = F.compose(F.partial(operator.eq, CALL), F.first_arg)
-        fast = F.compose(F.partial(operator.lt, self._fixed), F.repeatedly(_get_count))
-        return F.if_then_else(is_call, F.if_then_else(fast, inner, write), write)
+        # gc.get_count() (a tuple) and the compare cost ~70 ns, as much as
+        # the write itself: asked on one CALL write in CHECK_EVERY.
+        tick = F.repeatedly(itertools.cycle((False,) * (CHECK_EVERY - 1) + (True,)).__next__)
+        return F.if_then_else(is_call, F.if_then_else(tick, F.if_then_else(fast, inner, write), write), write)
 
     def _on_due(self, *values):
         # Never at an output write's CALL: it is written after the real
@@ -384,9 +394,16 @@ class GcPoints:
             raise TypeError(f"set_threshold expected at most 3 arguments, got {1 + len(rest)}")
         t = [operator.index(threshold0), *map(operator.index, rest)]
         t += list(self.thresholds[len(t):])
-        _set_threshold(*t)          # the interpreter's checks and errors
-        self.thresholds = tuple(t)
-        self._apply_real()
+        # The interpreter's checks and errors — with automatic collection
+        # off meanwhile: the count is usually past a low new threshold (the
+        # valve's is higher), and the next allocation would collect at
+        # this arbitrary point (a GC_VALVE the replay runs elsewhere).
+        _disable()
+        try:
+            _set_threshold(*t)
+            self.thresholds = tuple(t)
+        finally:
+            self._apply_real()
 
     def collect(self, generation=2):
         if self.gate is None or self.gate.phase != INTERNAL:

@@ -259,3 +259,23 @@ print("python called inside the lock:", sorted(set(seen)))
 """)
     rec = assert_faithful(s)
     assert b"python called inside the lock: []" in rec.stdout, rec.stdout
+
+
+def test_lowering_the_threshold_collects_at_a_recorded_point(scenario):
+    # The count is past the new threshold when the program lowers it: the
+    # collection must come at a boundary call, not inside set_threshold
+    # (an automatic collection there is one the replay runs elsewhere:
+    # here after the callback is added, which then prints). Before: exit 3.
+    assert_faithful(scenario(PRELUDE + """
+more = [[] for _ in range(1500)]
+gc.set_threshold(100)
+def stamp(phase, info):
+    if phase == "start":
+        print("collecting", info["generation"], time.time() % 1 < 1)
+gc.callbacks.append(stamp)
+for i in range(300):
+    Node(i)
+    time.time()
+print("end", len(more))
+gc.callbacks.remove(stamp)
+"""))
