@@ -19,9 +19,10 @@ most `CHECK_EVERY` boundary calls after CPython's own would; where is the
 recording's to choose (the replay runs it at the recorded point). The
 check is native combinators on the writer's ``write``, Python only when a
 collection is due; no other write (a lock acquire's ``SYNC``...) runs
-Python (see `GcPoints.wrap_write`). A pure-Python stretch that allocates past the valve without any
-boundary call gets an automatic collection at an arbitrary point: it is
-written as ``GC_VALVE gen`` (memory stays bounded).
+Python (see `GcPoints.wrap_write`). A pure-Python stretch that allocates
+past the valve without any boundary call gets an automatic collection at
+an arbitrary point: it is written as ``GC_VALVE gen`` (memory stays
+bounded).
 
 Replay: ``gc.disable()`` for the whole run. A ``GC``/``GC_VALVE`` event at
 the head of a thread's tape is taken where that thread takes its turn

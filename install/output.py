@@ -207,10 +207,11 @@ class _WriteOrder:
         entry = [me, None]
         if system.special_events is None and reader.thread == system.thread_id():
             # The head is this thread's: no other thread can take an event
-            # before this one does. (With special events — a garbage
-            # collection recorded before this write — the turn runs them
-            # first: other threads' writes made during the collection come
-            # before this one on the tape, and must not wait for it.)
+            # before this one does. Not when special events can be at the
+            # head (a garbage collection recorded just before this write,
+            # install/gc_points.py): the turn runs them first, and the other
+            # threads' writes made during that collection, earlier on the
+            # tape than this one, must not wait for it.
             with self._lock:
                 self._pending.append(entry)
         else:
