@@ -44,13 +44,16 @@ other collection.
 """
 from __future__ import annotations
 
+import _thread
 import gc as _gc
 import itertools
 import operator
 
 from retracesoftware import functional as F
 from retracesoftware.proxy.protocol import ARGS, CALL, RESULT, STACK
+from retracesoftware.proxy.thread_order import real_wait
 from retracesoftware.utils import DISABLED, EXTERNAL, INTERNAL
+from retracesoftware.utils.isolate import isolate_module
 
 GC = "GC"              # GC generation          a collection at this point (before the call it precedes)
 GC_VALVE = "GC_VALVE"  # GC_VALVE generation    an automatic collection between events (safety valve)
@@ -63,6 +66,9 @@ _enable = _gc.enable
 _disable = _gc.disable
 _get_threshold = _gc.get_threshold
 _set_threshold = _gc.set_threshold
+# a lock of our own (the copy taken before install: program code's
+# allocate_lock may be ours by now)
+_allocate_lock = isolate_module(_thread).allocate_lock
 
 _INF = float("inf")
 #: the collector's counts are looked at on one boundary call in this many
@@ -99,6 +105,8 @@ class GcPoints:
         self._installed = False
         self._valve_pending = False
         self._last_tag = None
+        #: held by the thread running a replayed collection (a real lock)
+        self._replaying = _allocate_lock()
 
     # ------------------------------------------------------------ record
     def wrap_write(self, write):
@@ -326,6 +334,16 @@ class GcPoints:
         return lambda: self._replay_collect(gen, valve)
 
     def _replay_collect(self, gen, valve=False):
+        # One replayed collection at a time. Another thread's may not have
+        # returned from gc.collect yet (it took its GC_DONE and passed the
+        # turn on, then ran the program's "stop" callbacks): CPython's
+        # collect would return at once, without our callback, and this
+        # thread's GC_DONE would stay at the head (exit 3, "expected call
+        # ..., got the end of a garbage collection"). On record the next
+        # collection is placed only once the last one returned (`kind`).
+        busy = self._replaying
+        real_wait(self.system, lambda t: busy.acquire(True, t) if t else busy.acquire(False),
+                  "another thread's garbage collection")
         gate = self.gate
         old = gate.swap(INTERNAL)
         self.kind = "replayed"
@@ -336,6 +354,7 @@ class GcPoints:
             self.kind = None
             self._valve_pending = False
             gate.phase = old
+            busy.release()
 
     # ------------------------------------------------ the program's view
     def install(self, system, installer):
