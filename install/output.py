@@ -205,13 +205,15 @@ class _WriteOrder:
             return None
         reader = system.reader
         entry = [me, None]
-        if system.special_events is None and reader.thread == system.thread_id():
+        if ((system.special_events is None or not self._seq.threads_announced)
+                and reader.thread == system.thread_id()):
             # The head is this thread's: no other thread can take an event
             # before this one does. Not when special events can be at the
             # head (a garbage collection recorded just before this write,
-            # install/gc_points.py): the turn runs them first, and the other
-            # threads' writes made during that collection, earlier on the
-            # tape than this one, must not wait for it.
+            # install/gc_points.py) and other threads exist: the turn runs
+            # them first, and the other threads' writes made during that
+            # collection, earlier on the tape than this one, must not wait
+            # for it. (One thread: the shortcut; the turn costs ~3 us a write.)
             with self._lock:
                 self._pending.append(entry)
         else:

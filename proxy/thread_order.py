@@ -178,6 +178,10 @@ class ThreadSequencer:
         self._draining = False
         self._exiting = False
         self.main_thread = 0   # logical id of the thread that runs the program's exit
+        #: a parent has announced a child thread (`expect`): until then the
+        #: replay has one thread, and no other thread's event can come
+        #: between two of its own
+        self.threads_announced = False
         self._reserved = None  # a thread still completing its turn (see reserve)
         self.deadlock_timeout = deadlock_timeout
         #: called (condition held) when a turn consumed the tape's last event
@@ -295,6 +299,7 @@ class ThreadSequencer:
         hook, self.on_first_expect = self.on_first_expect, None
         if hook is not None:
             hook()
+        self.threads_announced = True
         with self._cond:
             self._expected.add(tid)
             self._finished.discard(tid)
