@@ -105,8 +105,9 @@ class GcPoints:
         self._installed = False
         self._valve_pending = False
         self._last_tag = None
-        #: held by the thread running a replayed collection (a real lock)
-        self._replaying = _allocate_lock()
+        #: held by the thread running a placed (record) or replayed
+        #: collection (a real lock)
+        self._collecting = _allocate_lock()
 
     # ------------------------------------------------------------ record
     def wrap_write(self, write):
@@ -161,14 +162,28 @@ class GcPoints:
             return 1
         return 0
 
-    def _placed(self):
-        gen = self._generation()
-        self._write(GC, gen)
-        self.kind = "placed"
+    def _placed(self, gen=None):
+        # One placed collection at a time, claimed before its GC is
+        # written: the write can hand the GIL to a thread that would find
+        # `kind` still None and place its own GC inside this one (its
+        # gc.collect then returns at once, without callbacks): the tape
+        # would not say which collection ran where. Busy: still due.
+        busy = self._collecting
+        if not busy.acquire(False):
+            return
         try:
-            _collect(gen)
+            if self.kind is not None:
+                return
+            if gen is None:
+                gen = self._generation()
+            self.kind = "placed"
+            try:
+                self._write(GC, gen)
+                _collect(gen)
+            finally:
+                self.kind = None
         finally:
-            self.kind = None
+            busy.release()
 
     def at_exit(self):
         """Record, the program's end (main thread, phase INTERNAL, just
@@ -177,12 +192,7 @@ class GcPoints:
         our runtime's shutdown, where record and replay differ."""
         if self.mode != "record" or self.kind is not None or self._write is None:
             return
-        self._write(GC, 2)
-        self.kind = "placed"
-        try:
-            _collect(2)
-        finally:
-            self.kind = None
+        self._placed(2)
 
     def after_end(self):
         """Both runs, after the program's end (its exit call): the
@@ -341,7 +351,7 @@ class GcPoints:
         # thread's GC_DONE would stay at the head (exit 3, "expected call
         # ..., got the end of a garbage collection"). On record the next
         # collection is placed only once the last one returned (`kind`).
-        busy = self._replaying
+        busy = self._collecting
         real_wait(self.system, lambda t: busy.acquire(True, t) if t else busy.acquire(False),
                   "another thread's garbage collection")
         gate = self.gate
