@@ -119,6 +119,25 @@ def can_hash_identities() -> bool:
     return utils.CAPABILITIES.has("identity_hashing")
 
 
+def install_identity_ids(installer) -> None:
+    """``id()`` and the default reprs (``<Foo object at 0x…>``, functions,
+    generators, coroutines) from per-thread counters, like the hashes
+    (utils/README.md), until *installer* uninstalls: sorting by id and
+    printing default reprs replay. Needs identity hashing on with a session.
+    Our own runtime keeps the real ``id`` (its tables are keyed by
+    addresses): every loaded module of ours gets it as a global."""
+    import builtins
+    from retracesoftware import utils
+    real_id = builtins.id
+    utils.set_identity_ids(True)
+    installer.on_uninstall(lambda: utils.set_identity_ids(False))
+    for name, module in list(sys.modules.items()):
+        if module is not None and (name == "retracesoftware" or name.startswith("retracesoftware.")) \
+                and "id" not in module.__dict__:
+            installer.patch(module, "id", real_id)
+    installer.patch(builtins, "id", utils.identity_id)
+
+
 def install_boundary(system, config, threads):
     """Everything that makes ``system`` the boundary of this interpreter —
     config patches, the import hook, debuggers, threads — shared by the CLI
@@ -254,21 +273,7 @@ class Session:
         return bool(options.get("identity_ids"))
 
     def _install_identity_ids(self):
-        """``id()`` and the default reprs (``<Foo object at 0x…>``, functions,
-        generators, coroutines) from per-thread counters, like the hashes
-        (utils/README.md): sorting by id and printing default reprs replay.
-        Our own runtime keeps the real ``id`` (its tables are keyed by
-        addresses): every loaded module of ours gets it as a global."""
-        import builtins
-        from retracesoftware import utils
-        real_id = builtins.id
-        for name, module in list(sys.modules.items()):
-            if module is not None and (name == "retracesoftware" or name.startswith("retracesoftware.")) \
-                    and "id" not in module.__dict__:
-                self.installer.patch(module, "id", real_id)
-        utils.set_identity_ids(True)
-        self.installer.on_uninstall(lambda: utils.set_identity_ids(False))
-        self.installer.patch(builtins, "id", utils.identity_id)
+        install_identity_ids(self.installer)
 
     def _output_recorded(self) -> bool:
         options = (self.preamble.get("options") or {}) if isinstance(getattr(self, "preamble", None), dict) else {}

@@ -158,3 +158,46 @@ def test_shutdown_with_hashing_on():
         print("ok")
     """)
     assert run(code).stdout.strip() == "ok"
+
+
+def test_a_restarted_session_skips_the_ids_live_objects_hold():
+    # pytest --retrace restarts the counters for each pass; an object of the
+    # earlier pass that lives on keeps its id, and a new object must not get
+    # it too (copy.deepcopy's memo is keyed by id)
+    load_backend("cpp")
+    code = textwrap.dedent("""
+        import gc
+        import retracesoftware.utils._utils as u
+        gate = u.Gate()
+        gate.phase = u.INTERNAL
+        tid = lambda: 0
+        class A: pass
+        class S:
+            __slots__ = ()
+        def one_pass():
+            u.set_identity_hashing(True, gate=gate, thread_id=tid)
+            return [u.identity_id(x) for x in (A(), A(), S(), A())]
+        u.set_identity_hashing(True, gate=gate, thread_id=tid)
+        u.set_identity_ids(True)
+        first = one_pass()          # all freed at once: nothing held
+        second = one_pass()
+        assert first == second, (first, second)   # the same ids again
+        u.set_identity_hashing(True, gate=gate, thread_id=tid)    # counters restart
+        kept = [A(), S()]
+        held = [u.identity_id(x) for x in kept]
+        assert held == first[:2]
+        u.set_identity_hashing(True, gate=gate, thread_id=tid)    # and again: kept lives on
+        fresh = [A(), A(), S(), A()]
+        ids = [u.identity_id(x) for x in fresh]
+        assert not set(ids) & set(held), (ids, held)
+        assert ids == first[2:] + [first[3] + 0x10, first[3] + 0x20], (ids, first)
+        del kept
+        gc.collect()
+        u.set_identity_hashing(True, gate=gate, thread_id=tid)    # kept's ids are free again
+        again = A()
+        assert u.identity_id(again) == held[0]
+        u.set_identity_ids(False)
+        u.set_identity_hashing(False)
+        print("ok")
+    """)
+    assert run(code).stdout.strip() == "ok"

@@ -40,6 +40,7 @@
 #include "utils.h"
 
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 namespace retrace::utils {
@@ -76,6 +77,7 @@ struct IdentityHashState {
     bool ids_enabled = false;
     std::unordered_map<PyObject*, Entry> ids;               // object -> (id, weakref)
     std::unordered_map<PyObject*, PyObject*> owner_of_idref;
+    std::unordered_multiset<uint64_t> live_ids;             // the ids of ids and bare_ids (see next_id)
     PyObject* forget_id = nullptr;
     PyObject* id_counters = nullptr;                        // dict thread id -> last id count
     reprfunc object_repr = nullptr;                         // originals at import
@@ -148,13 +150,22 @@ bool thread_counter_hash(IdentityHashState& s, Py_hash_t* out) {
     return true;
 }
 
+// Drops obj's bare id (an object that is being freed).
+void forget_bare_id(IdentityHashState& s, PyObject* obj) {
+    auto it = s.bare_ids.find(obj);
+    if (it == s.bare_ids.end()) return;
+    auto live = s.live_ids.find(static_cast<uint64_t>(it->second));
+    if (live != s.live_ids.end()) s.live_ids.erase(live);
+    s.bare_ids.erase(it);
+}
+
 // object's tp_dealloc while identity hashing has ever been on: forgets the
 // object's bare entries, then frees it as object does.  subtype_dealloc
 // reaches it for instances of Python classes whose nearest C base is object.
 void bare_dealloc(PyObject* obj) {
     IdentityHashState& s = state();
     if (!s.bare.empty()) s.bare.erase(obj);
-    if (!s.bare_ids.empty()) s.bare_ids.erase(obj);
+    if (!s.bare_ids.empty()) forget_bare_id(s, obj);
     s.object_dealloc(obj);
 }
 
@@ -164,7 +175,7 @@ void bare_dealloc(PyObject* obj) {
 void bare_traceback_dealloc(PyObject* obj) {
     IdentityHashState& s = state();
     if (!s.bare.empty()) s.bare.erase(obj);
-    if (!s.bare_ids.empty()) s.bare_ids.erase(obj);
+    if (!s.bare_ids.empty()) forget_bare_id(s, obj);
     s.traceback_dealloc(obj);
 }
 
@@ -475,14 +486,22 @@ bool next_id(IdentityHashState& s, uint64_t* out) {
         Py_DECREF(tid);
         return false;
     }
-    PyObject* next = PyLong_FromUnsignedLongLong(n + 1);
+    // Integer thread ids (the main thread is 0) by value, others hashed.
+    uint64_t slot = (key < 0x10000ull) ? key : ((key * 0x9E3779B97F4A7C15ull) >> 48) | 0x8000ull;
+    uint64_t base = ID_BASE + ((slot & 0xffffull) << 32);
+    // A session restarts the counters (pytest --retrace: one per pass)
+    // while objects of an earlier one may live on with their ids: an id a
+    // live object has is skipped, so two live objects never share one
+    // (copy.deepcopy's memo is keyed by id).
+    do {
+        ++n;
+    } while (s.live_ids.count(base + (n << 4)));
+    PyObject* next = PyLong_FromUnsignedLongLong(n);
     int rc = next ? PyDict_SetItem(s.id_counters, tid, next) : -1;
     Py_XDECREF(next);
     Py_DECREF(tid);
     if (rc < 0) return false;
-    // Integer thread ids (the main thread is 0) by value, others hashed.
-    uint64_t slot = (key < 0x10000ull) ? key : ((key * 0x9E3779B97F4A7C15ull) >> 48) | 0x8000ull;
-    *out = ID_BASE + ((slot & 0xffffull) << 32) + ((n + 1) << 4);
+    *out = base + (n << 4);
     return true;
 }
 
@@ -514,6 +533,7 @@ uint64_t lookup_or_assign_id(PyObject* obj) {
             id = address;
         }
     }
+    s.live_ids.insert(id);
     if (bare) {
         s.bare_ids.emplace(obj, static_cast<Py_hash_t>(id));
         return id;
@@ -527,7 +547,12 @@ PyObject* forget_id_cb(PyObject*, PyObject* ref) {
     IdentityHashState& s = state();
     auto it = s.owner_of_idref.find(ref);
     if (it != s.owner_of_idref.end()) {
-        s.ids.erase(it->second);
+        auto entry = s.ids.find(it->second);
+        if (entry != s.ids.end()) {
+            auto live = s.live_ids.find(static_cast<uint64_t>(entry->second.hash));
+            if (live != s.live_ids.end()) s.live_ids.erase(live);
+            s.ids.erase(entry);
+        }
         s.owner_of_idref.erase(it);
         Py_DECREF(ref);
     }
