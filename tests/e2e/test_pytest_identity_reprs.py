@@ -42,3 +42,41 @@ def test_default_reprs_replay_in_process(tmp_path: Path):
     result = run([sys.executable, "-m", "pytest", "-q", "-rfE", "--retrace"], project, timeout=300)
     assert result.returncode == 0, result.out + result.err
     assert "1 passed" in result.out, result.out
+
+
+KEPT = """\
+import copy
+
+_kept = []      # one Zone per run of the test: objects of earlier passes live on
+
+
+class Zone:
+    pass
+
+
+def test_ids_stay_unique_with_objects_of_earlier_passes():
+    zone = Zone()
+    zone.n = len(_kept)
+    _kept.append(zone)
+    fresh = [Zone() for _ in range(3)]
+    everything = _kept + fresh
+    ids = [id(o) for o in everything]
+    assert len(set(ids)) == len(ids), ids
+    copied = copy.deepcopy(everything)      # its memo is keyed by id
+    assert [getattr(o, "n", None) for o in copied] == [getattr(o, "n", None) for o in everything]
+"""
+
+
+def test_an_object_of_an_earlier_pass_keeps_an_id_no_new_object_gets(tmp_path: Path):
+    # each pass restarts the counters; the recorded pass's Zone lives on in
+    # _kept, and the replayed pass's first Zone would have got its id
+    from retracesoftware import utils
+    if utils.BACKEND != "cpp":
+        pytest.skip("deterministic ids need the C++ backend")
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
+    (project / "test_kept.py").write_text(KEPT)
+    result = run([sys.executable, "-m", "pytest", "-q", "-rfE", "--retrace"], project, timeout=300)
+    assert result.returncode == 0, result.out + result.err
+    assert "1 passed" in result.out, result.out
