@@ -131,11 +131,17 @@ def install_identity_ids(installer) -> None:
     real_id = builtins.id
     utils.set_identity_ids(True)
     installer.on_uninstall(lambda: utils.set_identity_ids(False))
-    for name, module in list(sys.modules.items()):
-        if module is not None and (name == "retracesoftware" or name.startswith("retracesoftware.")) \
-                and "id" not in module.__dict__:
-            installer.patch(module, "id", real_id)
+    for module in modules_of_ours_without_id():
+        installer.patch(module, "id", real_id)
     installer.patch(builtins, "id", utils.identity_id)
+
+
+def modules_of_ours_without_id() -> list:
+    """The loaded modules of our runtime that have no ``id`` global yet
+    (they get the real ``id`` while ``builtins.id`` is the identity one)."""
+    return [module for name, module in list(sys.modules.items())
+            if module is not None and (name == "retracesoftware" or name.startswith("retracesoftware."))
+            and "id" not in module.__dict__]
 
 
 def install_boundary(system, config, threads):

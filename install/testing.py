@@ -30,6 +30,7 @@ _rmdir = os.rmdir
 _getpid = os.getpid
 _urandom = os.urandom
 _modules = sys.modules
+_real_id = id   # taken when the plugin loads, before any install
 
 _scopes: list[str] = []
 _everywhere = False
@@ -90,7 +91,7 @@ class TestRunner:
 
         installer, thread_support = install_boundary(system, self.config(), threads)
         if _identity_hashing(system, threads):
-            _identity_ids(installer)
+            _identity_ids()
         try:
             _children_as_data(system, installer)
         except BaseException:
@@ -826,20 +827,40 @@ def _identity_hashing(system, threads) -> None:
     return True
 
 
-def _identity_ids(installer) -> None:
+_ids_on = False
+
+
+def _identity_ids() -> None:
     """``id()`` and the default reprs (``<_io.BytesIO object at 0x…>``) from
-    the same per-thread counters, for the pass, as a CLI recording on the
+    the same per-thread counters in each pass, as a CLI recording on the
     C++ backend has them (session_base `install_identity_ids`). Before,
     dateutil's ``tzfile(BytesIO(...))`` keeps ``repr(fileobj)`` and its
     pickle, written to a temporary file, held another address in the
-    replay: the ``posix.write`` diverged (TzPickleFileTest, 3 tests). Ids
-    that objects of an earlier pass still hold are skipped (utils), so two
-    live objects never share one."""
-    from retracesoftware.install.session_base import install_identity_ids
-    try:
-        install_identity_ids(installer)
-    except Exception:   # never fail a test because of this
-        pass
+    replay: the ``posix.write`` diverged (TzPickleFileTest, 3 tests).
+
+    Switched on once, for the rest of the process, with ``keep_live``:
+    every object alive then keeps its address as its id, and ``builtins.id``
+    stays the identity one between passes, where a first id() fixes an
+    object's id to its address. So an id a library took before or between
+    tests is the one it gets inside a test (freezegun keeps the ids of the
+    real ``datetime`` types it replaces: per-pass ids made it miss them,
+    dateutil's ``test_utils_today_tz_info`` diverged); only objects first
+    asked for their id inside a pass get counter ids. Ids that objects of
+    an earlier pass still hold are skipped (utils), so two live objects
+    never share one."""
+    global _ids_on
+    import builtins
+    from retracesoftware import utils
+    from retracesoftware.install.session_base import modules_of_ours_without_id
+    if not _ids_on:
+        try:
+            utils.set_identity_ids(True, keep_live=True)
+        except Exception:   # never fail a test because of this
+            return
+        _ids_on = True
+        builtins.id = utils.identity_id
+    for module in modules_of_ours_without_id():   # our runtime keeps the real id
+        module.id = _real_id
 
 
 def _is_unittest_item(item) -> bool:

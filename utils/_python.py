@@ -70,7 +70,7 @@ def identity_id(obj, /):
     return id(obj)
 
 
-def set_identity_ids(enabled, /):
+def set_identity_ids(enabled, /, *, keep_live=False):
     if enabled:
         raise NotImplementedError(
             "set_identity_ids: deterministic id() and default reprs need the C++ backend "

@@ -80,3 +80,48 @@ def test_an_object_of_an_earlier_pass_keeps_an_id_no_new_object_gets(tmp_path: P
     result = run([sys.executable, "-m", "pytest", "-q", "-rfE", "--retrace"], project, timeout=300)
     assert result.returncode == 0, result.out + result.err
     assert "1 passed" in result.out, result.out
+
+
+TAKEN_BEFORE = """\
+import datetime
+import io
+
+# What freezegun does at import: the ids of the objects it will look for.
+REAL_IDS = {id(datetime.datetime), id(datetime.date)}
+
+
+def test_first():
+    assert id(datetime.datetime) in REAL_IDS
+
+
+def test_ids_taken_before_the_test_are_the_ids_inside_it():
+    import helper_late          # imported in this test's first run
+    assert id(datetime.date) in REAL_IDS
+    assert id(io.BytesIO) in helper_late.LATE_IDS
+"""
+
+HELPER = """\
+import io
+
+LATE_IDS = {id(io.BytesIO)}
+"""
+
+
+def test_ids_taken_before_or_between_tests_stay_the_same_inside_them(tmp_path: Path):
+    # an id a library keeps from its import (freezegun's ids of the real
+    # datetime types) must match the id the object has inside a test: the
+    # objects that were alive when ids were switched on keep their
+    # addresses, and ids first asked between passes are addresses too
+    from retracesoftware import utils
+    if utils.BACKEND != "cpp":
+        pytest.skip("deterministic ids need the C++ backend")
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
+    (project / "test_taken.py").write_text(TAKEN_BEFORE)
+    (project / "helper_late.py").write_text(HELPER)
+    result = run([sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:randomly", "--retrace"], project,
+                 timeout=300)
+    assert result.returncode == 0, result.out + result.err
+    assert "2 passed" in result.out, result.out
+    assert "recorded run raised" not in result.out, result.out

@@ -201,3 +201,29 @@ def test_a_restarted_session_skips_the_ids_live_objects_hold():
         print("ok")
     """)
     assert run(code).stdout.strip() == "ok"
+
+
+def test_keep_live_ids_keep_their_addresses():
+    # ids switched on in a process whose ids were already taken (pytest
+    # --retrace): every object alive then, static types included, keeps its
+    # address; objects made later get counter ids in program code
+    load_backend("cpp")
+    code = textwrap.dedent("""
+        import datetime
+        import retracesoftware.utils._utils as u
+        class A: pass
+        before = A()
+        addresses = [id(x) for x in (before, datetime.datetime, A, u)]
+        gate = u.Gate()
+        gate.phase = u.INTERNAL
+        u.set_identity_hashing(True, gate=gate, thread_id=lambda: 0)
+        u.set_identity_ids(True, keep_live=True)
+        assert [u.identity_id(x) for x in (before, datetime.datetime, A, u)] == addresses
+        after = A()
+        assert u.identity_id(after) != id(after)
+        assert repr(before).endswith(hex(id(before)) + ">") and "0x7e" in repr(after)
+        u.set_identity_ids(False)
+        u.set_identity_hashing(False)
+        print("ok")
+    """)
+    assert run(code).stdout.strip() == "ok"

@@ -628,7 +628,58 @@ int set_object_dict_repr(PyObject* value) {
     return rc;
 }
 
-PyObject* set_identity_ids(PyObject*, PyObject* arg) {
+// keep_live: every live object that could get an id keeps its address as
+// its id (an entry, as a first id() outside program code makes). For ids
+// switched on in a process whose objects' ids were already taken with the
+// real id(): pytest --retrace, where a library imported before the first
+// test kept ids (freezegun's `_real_time_object_ids`) and compares them
+// with ids taken inside a test.
+void keep_address_id(IdentityHashState& s, PyObject* o) {
+    if (!PyType_SUPPORTS_WEAKREFS(Py_TYPE(o)) || s.ids.count(o)) return;
+    PyObject* ref = PyWeakref_NewRef(o, s.forget_id);
+    if (!ref) {
+        PyErr_Clear();
+        return;
+    }
+    uint64_t address = reinterpret_cast<uintptr_t>(o);
+    s.live_ids.insert(address);
+    s.ids.emplace(o, Entry{static_cast<Py_hash_t>(address), ref});
+    s.owner_of_idref.emplace(ref, o);
+}
+
+int keep_live_ids() {
+    PyObject* gc = PyImport_ImportModule("gc");
+    if (!gc) return -1;
+    PyObject* objs = PyObject_CallMethod(gc, "get_objects", nullptr);
+    Py_DECREF(gc);
+    if (!objs) return -1;
+    IdentityHashState& s = state();
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(objs); ++i) keep_address_id(s, PyList_GET_ITEM(objs, i));
+    Py_DECREF(objs);
+    // Static types (datetime.datetime) are not tracked by the collector.
+    std::vector<PyTypeObject*> stack{&PyBaseObject_Type};
+    while (!stack.empty()) {
+        PyTypeObject* tp = stack.back();
+        stack.pop_back();
+        keep_address_id(s, reinterpret_cast<PyObject*>(tp));
+        // type.__subclasses__(tp): tp.__subclasses__() is unbound for metaclasses
+        PyObject* subs = PyObject_CallMethod(reinterpret_cast<PyObject*>(&PyType_Type), "__subclasses__", "O",
+                                             reinterpret_cast<PyObject*>(tp));
+        if (!subs) return -1;
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(subs); ++i)
+            stack.push_back(reinterpret_cast<PyTypeObject*>(PyList_GET_ITEM(subs, i)));
+        Py_DECREF(subs);  // each stays alive: its base's subclass list refers to it
+    }
+    return 0;
+}
+
+PyObject* set_identity_ids(PyObject*, PyObject* args, PyObject* kwargs) {
+    static const char* kwlist[] = {"enabled", "keep_live", nullptr};
+    PyObject* arg;
+    int keep_live = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$p:set_identity_ids", const_cast<char**>(kwlist), &arg,
+                                     &keep_live))
+        return nullptr;
     int enable = PyObject_IsTrue(arg);
     if (enable < 0) return nullptr;
     IdentityHashState& s = state();
@@ -661,6 +712,18 @@ PyObject* set_identity_ids(PyObject*, PyObject* arg) {
             s.repr_patched_refs.clear();
             restore_exception(exc);
             Py_CLEAR(s.saved_object_repr);
+            return nullptr;
+        }
+        if (keep_live && keep_live_ids() < 0) {
+            // as if never switched on: the reprs back first
+            PyObject* exc = fetch_exception();
+            for (PyTypeObject* tp : s.repr_patched) tp->tp_repr = s.object_repr;
+            s.repr_patched.clear();
+            for (PyObject* r : s.repr_patched_refs) Py_DECREF(r);
+            s.repr_patched_refs.clear();
+            set_object_dict_repr(s.saved_object_repr);
+            Py_CLEAR(s.saved_object_repr);
+            restore_exception(exc);
             return nullptr;
         }
         PyFunction_Type.tp_repr = function_repr_id;
@@ -704,8 +767,10 @@ PyObject* identity_ids_enabled(PyObject*, PyObject*) { return PyBool_FromLong(st
 PyMethodDef functions[] = {
     {"identity_id", identity_id, METH_O,
      "identity_id(obj) -> int: id(obj), deterministic while set_identity_ids is on (see utils/README.md)"},
-    {"set_identity_ids", set_identity_ids, METH_O,
-     "set_identity_ids(enabled): deterministic identity_id() and default reprs (needs an identity-hashing session)"},
+    {"set_identity_ids", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(set_identity_ids)),
+     METH_VARARGS | METH_KEYWORDS,
+     "set_identity_ids(enabled, /, *, keep_live=False): deterministic identity_id() and default reprs (needs an "
+     "identity-hashing session); keep_live: objects alive now keep their addresses as ids"},
     {"identity_ids_enabled", identity_ids_enabled, METH_NOARGS, "True while deterministic ids are on"},
     {"identity_hash", identity_hash, METH_O,
      "identity_hash(obj) -> int: the counter-based hash of obj (assigned on first use; the address hash for "
