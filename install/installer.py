@@ -689,9 +689,12 @@ class Installer:
         if cls is None or finalize is None or "__del__" in cls.__dict__:
             return
         gate = self.system.gate
+        # A local, not the module global: at interpreter shutdown a socket
+        # can be finalized after this module's globals were cleared (None).
+        disabled = DISABLED
 
         def __del__(sock):
-            previous = gate.swap(DISABLED)
+            previous = gate.swap(disabled)
             try:
                 finalize(sock)
             finally:

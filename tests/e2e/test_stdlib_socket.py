@@ -161,3 +161,37 @@ def test_connection_refused_is_replayed(scenario):
         s.close()
     """)
     assert_offline_faithful(s)
+
+
+def test_a_socket_finalized_at_interpreter_shutdown_says_nothing(scenario):
+    # a keep-alive connection the server's handler thread still holds when
+    # the program ends: its socket is finalized after our modules' globals
+    # were cleared; the finalizer we install ran outside the recording
+    # through a global that was None by then ("Exception ignored in:
+    # <function socket.__del__>... phase must be an int ... got NoneType")
+    s = scenario("""
+        import http.server, threading, json, http.client, random
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                body = json.dumps({"path": self.path, "n": random.random()}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1])
+        for i in range(3):
+            conn.request("GET", f"/r{i}")
+            print(conn.getresponse().read())
+        server.shutdown()
+    """)
+    rec = assert_offline_faithful(s)
+    assert "Exception ignored" not in rec.err, rec.err
