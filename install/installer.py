@@ -1026,7 +1026,7 @@ class Installer:
         # Compiled under importlib's own file name, so CPython's
         # remove_importlib_frames() drops these frames from tracebacks of
         # failing imports exactly as it drops importlib's.
-        exec(compile(_IMPORT_HOOK_SOURCE, "<frozen importlib._bootstrap>", "exec"), namespace)
+        exec(_compiled(_IMPORT_HOOK_SOURCE), namespace)
         _find_and_load = namespace["_find_and_load"]
         _call_with_frames_removed = namespace["_call_with_frames_removed"]
 
@@ -1049,7 +1049,7 @@ class Installer:
         namespace["injected"] = injected = {}
         self.on_uninstall(lambda: [vars(m).pop("exec", None) for m in injected.values()
                                    if vars(m).get("exec") is namespace["_call_with_frames_removed_exec"]])
-        exec(compile(_LOADER_EXEC_SOURCE, "<frozen importlib._bootstrap>", "exec"), namespace)
+        exec(_compiled(_LOADER_EXEC_SOURCE), namespace)
         disabled_find_spec = namespace["_find_spec"]
         disabled_find_spec.__wrapped__ = original_find_spec
         self._set(bootstrap, "_find_spec", disabled_find_spec)
@@ -1082,6 +1082,19 @@ class Installer:
         run_disabled.__qualname__ = getattr(fn, "__qualname__", run_disabled.__name__)
         run_disabled.__wrapped__ = fn
         return run_disabled
+
+
+_COMPILED: dict = {}
+
+
+def _compiled(source):
+    """*source* compiled under importlib's own file name, once per process
+    (pytest --retrace installs twice per test: 4 compiles were ~1 ms of a
+    test's ~20 ms)."""
+    code = _COMPILED.get(source)
+    if code is None:
+        code = _COMPILED[source] = compile(source, "<frozen importlib._bootstrap>", "exec")
+    return code
 
 
 _IMPORT_HOOK_SOURCE = """
