@@ -80,17 +80,32 @@ def _forget_frames(debugger) -> None:
 _LINECACHE_FUNCTIONS = ("getline", "getlines", "checkcache", "updatecache", "lazycache", "clearcache")
 
 
+_PRIVATE_LINECACHE = []
+
+
+def private_linecache_module():
+    """A second ``linecache`` module (its own cache), made once per process:
+    made at every install, it went through importlib's finders, which read
+    ``sys.implementation.cache_tag``, so a test that had replaced
+    ``sys.implementation`` (packaging's ``test_sys_implementation_name``)
+    broke the next install under ``pytest --retrace``."""
+    if not _PRIVATE_LINECACHE:
+        import importlib.util
+        spec = importlib.util.find_spec("linecache")
+        private = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(private)
+        _PRIVATE_LINECACHE.append(private)
+    return _PRIVATE_LINECACHE[0]
+
+
 def _private_linecache(gate, set_attr) -> None:
     """Source lines read by the debugger or by our runtime (any phase but the
     program's) go to a cache of their own: pdb filling ``linecache`` with
     app.py made the program's later traceback skip the reads of app.py its
     recording has (divergence). The program's cache sees exactly its own
     calls, in record and in replay."""
-    import importlib.util
     import linecache
-    spec = importlib.util.find_spec("linecache")
-    private = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(private)
+    private = private_linecache_module()
     for name in _LINECACHE_FUNCTIONS:
         program_fn = getattr(linecache, name, None)
         ours = getattr(private, name, None)

@@ -56,6 +56,49 @@ def applies_to(filename: str) -> bool:
     return any(filename == s or filename.startswith(s + os.sep) for s in _scopes)
 
 
+def _preload_runtime() -> None:
+    """Import every module of ours an install imports lazily, and make the
+    private linecache, now: a test body that replaced what importlib relies
+    on (packaging's ``test_sys_implementation_name`` sets
+    ``sys.implementation`` to an object without ``cache_tag``) made the
+    next install's first import of one of them fail (AttributeError, an
+    error of ours failing the test)."""
+    import importlib
+    import pkgutil
+    import retracesoftware.install as package
+    for info in pkgutil.iter_modules(package.__path__):
+        if not info.name.startswith("_"):
+            try:
+                importlib.import_module(f"{package.__name__}.{info.name}")
+            except Exception:   # an optional part (its dependency missing): imported when used
+                pass
+    from retracesoftware.install import debugging
+    debugging.private_linecache_module()
+
+
+_sys = sys
+_REAL_IMPLEMENTATION = sys.implementation
+
+
+class _real_implementation:
+    """The interpreter's own ``sys.implementation`` while our runtime
+    installs and uninstalls: importlib's finders read its ``cache_tag``, and
+    a test body may have replaced it (packaging's
+    ``test_sys_implementation_name``: the install's imports of ours failed
+    with AttributeError). The test's replacement is put back after."""
+
+    def __enter__(self):
+        self.replaced = _sys.implementation
+        if self.replaced is not _REAL_IMPLEMENTATION:
+            _sys.implementation = _REAL_IMPLEMENTATION
+        return self
+
+    def __exit__(self, *exc):
+        if self.replaced is not _REAL_IMPLEMENTATION:
+            _sys.implementation = self.replaced
+        return False
+
+
 class _Outcome:
     def __init__(self, value=None, error=None):
         self.value = value
@@ -76,6 +119,8 @@ class TestRunner:
         self._config = config
         from retracesoftware.install.installer import Installer
         Installer.reuse_index = True   # two installs per test: one scan while no module is imported
+        _preload_runtime()
+        self.config()   # (parsing may import tomllib: see _preload_runtime)
         #: (nodeid, first run, recorded run) of tests whose first (plain) run
         #: and recorded run ended differently (see record_and_replay)
         self.changed_by_first_run = []
@@ -89,14 +134,15 @@ class TestRunner:
     def _run(self, system, threads, fn, executors=None):
         from retracesoftware.install.session_base import install_boundary
 
-        installer, thread_support = install_boundary(system, self.config(), threads)
-        if _identity_hashing(system, threads):
-            _identity_ids()
-        try:
-            _children_as_data(system, installer)
-        except BaseException:
-            installer.uninstall()
-            raise
+        with _real_implementation():
+            installer, thread_support = install_boundary(system, self.config(), threads)
+            if _identity_hashing(system, threads):
+                _identity_ids()
+            try:
+                _children_as_data(system, installer)
+            except BaseException:
+                installer.uninstall()
+                raise
         try:
             gate = system.gate
             previous = gate.swap(INTERNAL)
@@ -119,8 +165,9 @@ class TestRunner:
             system.finish()
             return outcome
         finally:
-            installer.uninstall()
-            _stop_leftover_replay_threads(system)
+            with _real_implementation():
+                installer.uninstall()
+                _stop_leftover_replay_threads(system)
 
     #: run the test once, plainly, before recording it (see record_and_replay)
     warm_up = True

@@ -184,3 +184,33 @@ def test_retrace_fails_only_the_tests_own_nondeterminism(tmp_path):
     # Plainly, every test passes (the failure above is the check's).
     plain = run([sys.executable, "-m", "pytest", "-q"], project, timeout=300)
     assert plain.returncode == 0 and f"{len(names) + len(failing)} passed" in plain.out, plain.out
+
+
+IMPLEMENTATION = """\
+import sys
+
+
+def test_replaces_sys_implementation(monkeypatch):
+    class MockImplementation:
+        pass
+
+    mock = MockImplementation()
+    mock.name = "sillywalk"
+    monkeypatch.setattr(sys, "implementation", mock, raising=False)
+    assert sys.implementation.name == "sillywalk"
+"""
+
+
+def test_a_test_that_replaces_what_importlib_uses_breaks_no_install(tmp_path: Path):
+    # the body's monkeypatch is still in place when the recorded run
+    # installs: an import of ours made then (a lazily resolved handler, the
+    # private linecache made per install) went through importlib's finders,
+    # which read sys.implementation.cache_tag (packaging's
+    # test_sys_implementation_name: AttributeError, the test failed)
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
+    (project / "test_impl.py").write_text(IMPLEMENTATION)
+    result = run([sys.executable, "-m", "pytest", "-q", "-rfE", "--retrace"], project, timeout=300)
+    assert result.returncode == 0, result.out + result.err
+    assert "1 passed" in result.out, result.out
