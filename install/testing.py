@@ -859,7 +859,7 @@ def _remove_scratch_dir(path) -> None:
         pass
 
 
-def _identity_hashing(system, threads) -> None:
+def _identity_hashing(system, threads) -> bool:
     """Deterministic identity hashes (C++ backend), as in CLI sessions, so
     sets of the test's objects iterate alike on record and replay. Switched
     on once per process (the snapshot of live objects costs); each pass
