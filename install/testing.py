@@ -286,6 +286,15 @@ class TestRunner:
         try:
             self.record_and_replay(lambda: testfunction(**testargs), name=pyfuncitem.nodeid,
                                    reset=tmp.restore if tmp.path is not None else None)
+        except ReplayDivergence as exc:
+            shared = _shared_fixtures(pyfuncitem)
+            if shared:
+                exc.add_note(
+                    f"retrace: fixture{'s' if len(shared) > 1 else ''} {', '.join(shared)} "
+                    f"{'are' if len(shared) > 1 else 'is'} made once for the test's three runs "
+                    "(plain, recorded, replayed): if the test changes one, each run starts from "
+                    "what the previous one left (docs/PYTEST.md, Limits)")
+            raise
         finally:
             tmp.discard()
         return True
@@ -323,6 +332,27 @@ class TestRunner:
                                             reset=reset if testcase is not None else None)
         recorded_and_replayed.__retrace_wrapped__ = True
         item.obj = recorded_and_replayed
+
+
+def _shared_fixtures(item) -> list:
+    """The function-scoped fixtures of *item* not made by pytest itself
+    (tmp_path is restored between runs; monkeypatch, capsys... hold no
+    state a test builds on): shared by its three runs."""
+    names = []
+    try:
+        defs = item._fixtureinfo.name2fixturedefs
+    except AttributeError:   # pragma: no cover - pytest without it
+        return names
+    for name in item._fixtureinfo.argnames:
+        fixturedefs = defs.get(name) or ()
+        if not fixturedefs:
+            continue
+        fixturedef = fixturedefs[-1]
+        module = getattr(getattr(fixturedef, "func", None), "__module__", "") or ""
+        if str(getattr(fixturedef, "scope", "")) in ("function", "Scope.Function") \
+                and not module.startswith(("_pytest", "pytest")):
+            names.append(name)
+    return names
 
 
 class ThreadOutlivedItsTest(RuntimeError):

@@ -73,3 +73,35 @@ def test_the_first_runs_outcome_is_the_tests(tmp_path: Path):
                  "test_first.py::test_fails_in_its_first_run_only: first run raised AssertionError: "
                  "first run"):
         assert line in out, out
+
+
+MUTATED_FIXTURE = """\
+import os
+import pytest
+
+
+@pytest.fixture
+def search_path(tmp_path):
+    return [str(tmp_path)]
+
+
+def test_inserts_into_its_fixture(search_path):
+    search_path.insert(0, "/nonexistent-retrace-dir")
+    found = [os.path.isdir(p) for p in search_path]
+    assert found[-1]
+"""
+
+
+def test_a_divergence_from_a_changed_fixture_names_the_fixture(tmp_path: Path):
+    # the three runs share the fixture: the recorded run checks two
+    # directories, the replay three (another call than the recording's);
+    # the failure says which fixtures were shared (jinja2's
+    # test_filesystem_loader_overlapping_names)
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
+    (project / "test_fixture.py").write_text(MUTATED_FIXTURE)
+    result = run([sys.executable, "-m", "pytest", "-q", "-rfE", "--retrace"], project, timeout=300)
+    assert result.returncode == 1, result.out + result.err
+    assert "replay diverged" in result.out, result.out
+    assert "fixture search_path is made once for the test's three runs" in result.out, result.out
