@@ -119,8 +119,7 @@ class TestRunner:
         self._config = config
         from retracesoftware.install.installer import Installer
         Installer.reuse_index = True   # two installs per test: one scan while no module is imported
-        _preload_runtime()
-        self.config()   # (parsing may import tomllib: see _preload_runtime)
+        self._prepared = False
         #: (nodeid, first run, recorded run) of tests whose first (plain) run
         #: and recorded run ended differently (see record_and_replay)
         self.changed_by_first_run = []
@@ -189,6 +188,10 @@ class TestRunner:
         from retracesoftware.install.thread_support import ThreadRegistry
         from retracesoftware.proxy import System
 
+        if not self._prepared:   # before the first test body runs (not when pytest starts:
+            _preload_runtime()   # the plugin's runner is registered in every session)
+            self.config()        # (parsing may import tomllib: see _preload_runtime)
+            self._prepared = True
         executors = _LoopExecutors()
         first = None
         if self.warm_up:
