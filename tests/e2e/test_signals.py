@@ -71,10 +71,7 @@ def _replays_end_as_recorded(s, out, err, starts):
     it returned, so the column markers under it (3.11+) may differ,
     docs/SIGNALS.md)."""
     for start in starts:
-        done = subprocess.run([sys.executable, "-m", "retracesoftware", "--recording", str(s.recording)],
-                              cwd=s.dir, env=_env(), capture_output=True, timeout=120,
-                              preexec_fn=_sigint(start))
-        rep = Run(done.returncode, done.stdout, done.stderr)
+        rep = _replay_or_dump(s, start)
         assert rep.returncode == 130, (start, rep.err)
         assert rep.stdout == out, (rep.out, out)
         assert _no_carets(rep.stderr) == _no_carets(err), rep.err
@@ -113,6 +110,28 @@ def test_ctrl_c_in_pure_python_while_threads_make_calls_replays_with_exit_130(sc
     out, err = _record_ctrl_c(s, delay=0.3)
     assert index_signals(s.recording), "the SIGNAL should follow the workers' events on the tape"
     _replays_end_as_recorded(s, out, err, (signal.SIG_DFL, signal.SIG_DFL))
+
+
+def _replay_or_dump(s, start, timeout=120):
+    """Replay with SIGINT's disposition *start*; a replay still running after
+    *timeout* s gets SIGABRT with faulthandler on, so the failure shows where
+    each thread was (3.13, Python backend: a replay once ran on past the
+    recorded KeyboardInterrupt, and the message said only "timed out")."""
+    proc = subprocess.Popen([sys.executable, "-m", "retracesoftware", "--recording", str(s.recording)],
+                            cwd=s.dir, env=_env({"PYTHONFAULTHANDLER": "1"}),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_sigint(start))
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        raise AssertionError(f"the replay (SIGINT {start} at start) was still running after {timeout} s; "
+                             f"stdout {out[-300:]!r}; its threads:\n{err.decode(errors='replace')[-6000:]}")
+    return Run(proc.returncode, out, err)
 
 
 def _sigint(disposition):
