@@ -32,15 +32,7 @@ def test_writes_a_default_repr(tmp_path):
 
 
 def test_default_reprs_replay_in_process(tmp_path: Path):
-    from retracesoftware import utils
-    if utils.BACKEND != "cpp":
-        pytest.skip("deterministic ids need the C++ backend")
-    project = tmp_path / "p"
-    project.mkdir()
-    (project / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
-    (project / "test_reprs.py").write_text(TESTS)
-    result = run([sys.executable, "-m", "pytest", "-q", "-rfE", "--retrace"], project, timeout=300)
-    assert result.returncode == 0, result.out + result.err
+    result = _retrace_project(tmp_path, {"test_reprs.py": TESTS})
     assert "1 passed" in result.out, result.out
 
 
@@ -70,15 +62,7 @@ def test_ids_stay_unique_with_objects_of_earlier_passes():
 def test_an_object_of_an_earlier_pass_keeps_an_id_no_new_object_gets(tmp_path: Path):
     # each pass restarts the counters; the recorded pass's Zone lives on in
     # _kept, and the replayed pass's first Zone would have got its id
-    from retracesoftware import utils
-    if utils.BACKEND != "cpp":
-        pytest.skip("deterministic ids need the C++ backend")
-    project = tmp_path / "p"
-    project.mkdir()
-    (project / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
-    (project / "test_kept.py").write_text(KEPT)
-    result = run([sys.executable, "-m", "pytest", "-q", "-rfE", "--retrace"], project, timeout=300)
-    assert result.returncode == 0, result.out + result.err
+    result = _retrace_project(tmp_path, {"test_kept.py": KEPT})
     assert "1 passed" in result.out, result.out
 
 
@@ -112,16 +96,23 @@ def test_ids_taken_before_or_between_tests_stay_the_same_inside_them(tmp_path: P
     # datetime types) must match the id the object has inside a test: the
     # objects that were alive when ids were switched on keep their
     # addresses, and ids first asked between passes are addresses too
+    result = _retrace_project(tmp_path, {"test_taken.py": TAKEN_BEFORE, "helper_late.py": HELPER},
+                              "-p", "no:randomly")
+    assert "2 passed" in result.out, result.out
+    assert "recorded run raised" not in result.out, result.out
+
+
+def _retrace_project(tmp_path: Path, files: dict, *extra):
+    """*files* in a project of their own, run under ``pytest --retrace``
+    (C++ backend: deterministic ids need it)."""
     from retracesoftware import utils
     if utils.BACKEND != "cpp":
         pytest.skip("deterministic ids need the C++ backend")
     project = tmp_path / "p"
     project.mkdir()
     (project / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
-    (project / "test_taken.py").write_text(TAKEN_BEFORE)
-    (project / "helper_late.py").write_text(HELPER)
-    result = run([sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:randomly", "--retrace"], project,
-                 timeout=300)
+    for name, text in files.items():
+        (project / name).write_text(text)
+    result = run([sys.executable, "-m", "pytest", "-q", "-rfE", *extra, "--retrace"], project, timeout=300)
     assert result.returncode == 0, result.out + result.err
-    assert "2 passed" in result.out, result.out
-    assert "recorded run raised" not in result.out, result.out
+    return result

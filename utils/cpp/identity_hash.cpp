@@ -328,11 +328,17 @@ int snapshot_bare_visit(PyObject* o, void* arg) {
     return 0;
 }
 
-int snapshot_live_objects() {
+// gc.get_objects(): a new list, or nullptr with an exception set.
+PyObject* collector_objects() {
     PyObject* gc = PyImport_ImportModule("gc");
-    if (!gc) return -1;
+    if (!gc) return nullptr;
     PyObject* objs = PyObject_CallMethod(gc, "get_objects", nullptr);
     Py_DECREF(gc);
+    return objs;
+}
+
+int snapshot_live_objects() {
+    PyObject* objs = collector_objects();
     if (!objs) return -1;
     IdentityHashState& s = state();
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(objs); ++i) {
@@ -648,10 +654,7 @@ void keep_address_id(IdentityHashState& s, PyObject* o) {
 }
 
 int keep_live_ids() {
-    PyObject* gc = PyImport_ImportModule("gc");
-    if (!gc) return -1;
-    PyObject* objs = PyObject_CallMethod(gc, "get_objects", nullptr);
-    Py_DECREF(gc);
+    PyObject* objs = collector_objects();
     if (!objs) return -1;
     IdentityHashState& s = state();
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(objs); ++i) keep_address_id(s, PyList_GET_ITEM(objs, i));
