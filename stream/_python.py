@@ -656,6 +656,13 @@ class _File:
             self.pos += len(b)
         return b"".join(chunks)
 
+    def tell(self):
+        return self.pos
+
+    def seek(self, pos):
+        _real_os.lseek(self.fd, pos, _os.SEEK_SET)
+        self.pos = pos
+
     def close(self):
         if self.fd >= 0:
             _real_os.close(self.fd)
@@ -931,6 +938,29 @@ class StreamReader:
         self._event += 1
         return v
 
+    def _tape_contains(self, want):
+        """Whether the bytes *want* occur in a frame of the rest of the tape,
+        the frames read but not decoded; the reader is left where it was.
+        An event equal to a string writes its bytes (itself, or the string
+        table's definition of it), so scan() decodes nothing when they never
+        occur. Damage counts as "maybe" (the decoding stops at it)."""
+        saved = (self._frame, self._payload, self._frame_unpacker, self._pos,
+                 self._payload_offset, self._offset)
+        where = self._f.tell()
+        try:
+            while True:
+                try:
+                    if not self._next_frame():
+                        return False
+                except Exception:
+                    return True
+                if want in self._payload:
+                    return True
+        finally:
+            self._f.seek(where)
+            (self._frame, self._payload, self._frame_unpacker, self._pos,
+             self._payload_offset, self._offset) = saved
+
     def scan(self, tag, nvalues):
         """``[(index, thread, after_previous, values)]``: every value event
         equal to the str *tag* in the rest of the tape (a reader nothing was
@@ -945,6 +975,8 @@ class StreamReader:
         with self._mutex:
             if self._head is not None or self._event or self._ahead:
                 raise ValueError("scan() reads a whole tape: call it on a reader nothing was read from")
+            if tag and not self._tape_contains(tag.encode("utf-8", "surrogatepass")):
+                return []
             out, last, previous = [], {}, _NOTHING
             try:
                 while True:

@@ -415,6 +415,10 @@ class ReplaySyncGateway(_Gateway):
         self.tag, self.try_now, self.returns, self.slow = tag, try_now, returns, slow
         self._cell = gate._cell
 
+    #: take is always called as Python here (the C++ backend calls a C++
+    #: reader's take_event in C: utils/cpp/native_take.h)
+    native = False
+
     def __call__(self, *args, **kwargs):
         cell = self._cell
         if cell.phase != INTERNAL:

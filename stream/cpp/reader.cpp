@@ -4,9 +4,11 @@
 // the bytes that are really there.
 #include "common.h"
 #include "zstd.h"
+#include "../../utils/cpp/native_take.h"  // the C call utils makes (stream is above utils)
 
 #include <structmember.h>
 #include <algorithm>
+#include <cstring>
 #include <unordered_map>
 
 #include <cerrno>
@@ -17,6 +19,8 @@
 namespace retrace_stream {
 
 namespace {
+
+PyTypeObject* ReaderType = nullptr;  // set by make_reader_type
 
 enum Kind { K_NONE = 0, K_VALUE, K_BINDING, K_SWITCH, K_DELETE };
 
@@ -785,18 +789,17 @@ PyObject* Reader_take_call(PyObject* self, PyObject* const* args, Py_ssize_t nar
 // accept runs before anything is consumed (a replayed lock acquire takes the
 // real lock there, without blocking), so the event and its effect happen
 // together; another thread sees this thread's event at the head until then.
-PyObject* Reader_take_event(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
-    Reader* r = reinterpret_cast<Reader*>(self);
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "take_event(thread, tag, accept)");
-        return nullptr;
-    }
-    if (r->error) Py_RETURN_NONE;
+// The core of take_event, for the Python method below and for the C call
+// utils' ReplaySyncGateway makes (native_take.h): 1 taken (*value_out a new
+// reference), 0 nothing consumed, -1 error (nothing consumed).
+int take_event_core(Reader* r, PyObject* thread, PyObject* tag, retrace_accept_fn accept, void* ctx,
+                    PyObject** value_out, int* same_thread_out) {
+    if (r->error) return 0;
     int rc = fill(r);
-    if (rc < 0) { PyErr_Clear(); Py_RETURN_NONE; }
-    if (rc == 0 || r->head_kind != K_VALUE || !same(r->thread ? r->thread : Py_None, args[0]) ||
-        !same(r->head, args[1]))
-        Py_RETURN_NONE;
+    if (rc < 0) { PyErr_Clear(); return 0; }
+    if (rc == 0 || r->head_kind != K_VALUE || !same(r->thread ? r->thread : Py_None, thread) ||
+        !same(r->head, tag))
+        return 0;
     size_t pos = r->pos;
     const size_t start = pos;
     PyObject* const head = r->head;
@@ -809,32 +812,69 @@ PyObject* Reader_take_event(PyObject* self, PyObject* const* args, Py_ssize_t na
             r->core.strings.pop_back();
         }
     };
-    if (!value) { undo(); Py_RETURN_NONE; }
-    PyObject* ok = PyObject_CallOneArg(args[2], value);
-    if (!ok) { undo(); return nullptr; }
-    int yes = PyObject_IsTrue(ok);
-    Py_DECREF(ok);
-    if (yes < 0) { undo(); return nullptr; }
+    if (!value) { undo(); return 0; }
+    int yes = accept(ctx, value);
+    if (yes < 0) { undo(); return -1; }
     // accept may have let another thread run: the head must still be ours.
     if (r->head_kind != K_VALUE || r->head != head || r->pos != start) {
         // Someone read while accept ran Python code (only a deadlock report
         // does): their reads stand; ours is dropped without undoing.
         Py_DECREF(value);
-        Py_RETURN_NONE;
+        return 0;
     }
-    if (!yes) { undo(); Py_RETURN_NONE; }
+    if (!yes) { undo(); return 0; }
     r->pos = pos;
     Py_CLEAR(r->head);
     r->head_kind = K_NONE;
     r->event += 2;
     int more = fill(r);
     if (more < 0) PyErr_Clear();
-    bool same_thread = more == 1 && same(r->thread ? r->thread : Py_None, args[0]) && !head_is_async(r);
+    *same_thread_out = more == 1 && same(r->thread ? r->thread : Py_None, thread) && !head_is_async(r);
+    *value_out = value;
+    return 1;
+}
+
+// accept for the Python method: calls the Python accept(value).
+int accept_by_call(void* ctx, PyObject* value) {
+    PyObject* ok = PyObject_CallOneArg(static_cast<PyObject*>(ctx), value);
+    if (!ok) return -1;
+    int yes = PyObject_IsTrue(ok);
+    Py_DECREF(ok);
+    return yes;
+}
+
+PyObject* Reader_take_event(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "take_event(thread, tag, accept)");
+        return nullptr;
+    }
+    PyObject* value = nullptr;
+    int same_thread = 0;
+    int rc = take_event_core(reinterpret_cast<Reader*>(self), args[0], args[1], accept_by_call, args[2], &value,
+                             &same_thread);
+    if (rc < 0) return nullptr;
+    if (rc == 0) Py_RETURN_NONE;
     PyObject* out = PyTuple_New(2);
     if (!out) { Py_DECREF(value); return nullptr; }
     PyTuple_SET_ITEM(out, 0, value);
     PyTuple_SET_ITEM(out, 1, Py_NewRef(same_thread ? Py_True : Py_False));
     return out;
+}
+
+// The C call (native_take.h), checked to be given a Reader.
+int native_take_event(PyObject* reader, PyObject* thread, PyObject* tag, retrace_accept_fn accept, void* ctx,
+                      PyObject** value, int* same_thread) {
+    if (!PyObject_TypeCheck(reader, ReaderType)) {
+        PyErr_SetString(PyExc_TypeError, "native take_event: not a StreamReader");
+        return -1;
+    }
+    return take_event_core(reinterpret_cast<Reader*>(reader), thread, tag, accept, ctx, value, same_thread);
+}
+
+const RetraceNativeTake native_take{1, native_take_event};
+
+PyObject* get_native_take_event(PyObject*, void*) {
+    return PyCapsule_New(const_cast<RetraceNativeTake*>(&native_take), RETRACE_NATIVE_TAKE_NAME, nullptr);
 }
 
 // ------------------------------------------------------------ scan
@@ -981,6 +1021,41 @@ int scan_head(Reader* r) {
     }
 }
 
+// Whether the bytes `want` occur in some frame of the rest of the tape (a
+// reader nothing was read from), the frames read but not parsed; the
+// reader is left where it was. An event equal to a string writes the
+// string's UTF-8 bytes (as itself or as the string table's definition of
+// it), so a tape without them has no such event: scan() then parses
+// nothing, and most tapes have no SIGNAL (a whole-tape parse was about a
+// tenth of a lock-heavy replay). Damage counts as "maybe": the parse
+// finds and stops at it as before.
+bool tape_contains(Reader* r, const char* want, size_t nwant) {
+    const uint64_t next_offset = r->next_offset, frame = r->frame, payload_offset = r->payload_offset;
+    const size_t pos = r->pos;
+    std::string payload;
+    payload.swap(r->core.payload);
+    bool found = false;
+    for (;;) {
+        int more = next_frame(r, false);
+        if (more < 0) PyErr_Clear();
+        if (more <= 0) {
+            found = found || more < 0;
+            break;
+        }
+        const std::string& p = r->core.payload;
+        if (p.size() >= nwant && memmem(p.data(), p.size(), want, nwant)) {
+            found = true;
+            break;
+        }
+    }
+    r->core.payload.swap(payload);
+    r->next_offset = next_offset;
+    r->frame = frame;
+    r->payload_offset = payload_offset;
+    r->pos = pos;
+    return found;
+}
+
 // scan(tag, nvalues) -> [(index, thread, after_previous, values)]
 //
 // Reads the rest of the tape, from a reader nothing was read from yet, and
@@ -1006,6 +1081,7 @@ PyObject* Reader_scan(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
     Py_ssize_t nwant;
     const char* want = PyUnicode_AsUTF8AndSize(tag, &nwant);
     if (!want) return nullptr;
+    if (nwant > 0 && !tape_contains(r, want, static_cast<size_t>(nwant))) return PyList_New(0);
     PyObject* out = PyList_New(0);
     // thread -> the index just after its previous event, written when the
     // next event is another thread's (the same thread's own run needs none).
@@ -1222,6 +1298,8 @@ PyGetSetDef reader_getset[] = {
      "event indices where a thread's later asynchronous event is announced (None: none)", nullptr},
     {"preamble", get_preamble, nullptr, nullptr, nullptr},
     {"path", get_path, nullptr, nullptr, nullptr},
+    {"native_take_event", get_native_take_event, nullptr,
+     "take_event as a C call: a capsule (utils/cpp/native_take.h), for utils' replayed lock acquires", nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr},
 };
 
@@ -1415,7 +1493,10 @@ PyObject* make_reader_type(PyObject* module) {
         "retracesoftware.stream._stream.StreamReader", sizeof(Reader), 0,
         Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC, reader_slots,
     };
-    return PyType_FromModuleAndSpec(module, &spec, nullptr);
+    PyObject* type = PyType_FromModuleAndSpec(module, &spec, nullptr);
+    // Borrowed: the module keeps the type for the life of the process.
+    if (type) ReaderType = reinterpret_cast<PyTypeObject*>(type);
+    return type;
 }
 
 }  // namespace retrace_stream

@@ -116,3 +116,20 @@ def test_scan_is_for_a_fresh_reader(impl, tmp_path):
         r.scan("SIGNAL", 2)
     with pytest.raises(TypeError):
         impl.StreamReader(p).scan(b"SIGNAL", 2)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_a_tape_without_the_tag_scans_to_nothing(impl, tmp_path, compress):
+    # The C++ reader first looks for the tag's bytes in the frames and
+    # parses nothing when no frame has them; a tape where they occur only
+    # inside other values is parsed, and still has no such event.
+    ids = {threading.get_ident(): 0}
+    for name, almost in (("none.bin", "ALARM"), ("inside.bin", "SIGNAL-ish")):
+        p = tmp_path / name
+        w = impl.StreamWriter(p, {}, thread_id=lambda: ids[threading.get_ident()], compress=compress)
+        for step in range(200):
+            ids[threading.get_ident()] = step % 3
+            w.write("SYNC", step, "CALL", "time.time", almost, ("SIGNAL" + "x" * (step % 2),))
+        w.close()
+        assert impl.StreamReader(p).scan("SIGNAL", 2) == reference(impl, p, "SIGNAL", 2) == []
+        assert len(impl.StreamReader(p).scan("SYNC", 1)) == 200

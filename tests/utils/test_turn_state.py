@@ -176,3 +176,35 @@ def test_sync_gateway_call_while_another_thread_waits_in_one(u):
     t.join(30)
     assert got == [True] and waiting._lock.locked() and events.events == []
     assert (sys.getrefcount(waiting), sys.getrefcount(mine)) == before
+
+
+def test_sync_gateway_with_the_cpp_readers_take_event(u, tmp_path):
+    # Given the C++ StreamReader's own take_event, the C++ gateway calls the
+    # reader in C (utils/cpp/native_take.h) instead of through Python: the
+    # same results, the same real lock state, no reference left behind.
+    stream = pytest.importorskip("retracesoftware.stream._stream")
+    big_id = 10**30
+    ids = {threading.get_ident(): 0}
+    p = tmp_path / "sync.bin"
+    w = stream.StreamWriter(p, {}, thread_id=lambda: ids[threading.get_ident()], compress=False)
+    w.write("SYNC", 7, "SYNC", False, "SYNC", big_id)
+    ids[threading.get_ident()] = 1
+    w.write("SYNC", 7)
+    w.close()
+    reader = stream.StreamReader(p)
+    turn = u.TurnState()
+    turn.probe = reader
+    gw = _gateway(u, reader.take_event, turn, lambda *a: "slow")
+    assert gw.native is (u.__name__.endswith("._utils"))
+    assert _gateway(u, Take([]), turn, lambda *a: "slow").native is False
+    lock, big = Lock(7), Lock(big_id)
+    before = (sys.getrefcount(lock), sys.getrefcount(big))
+    assert gw(lock) is True and lock._lock.locked()
+    assert gw(lock) is False                    # a recorded failed try: no real acquire
+    assert gw(Lock(8)) == "slow"                # another lock's SYNC: nothing consumed
+    assert gw(big) is True and big._lock.locked()
+    assert reader.thread == 1 and reader.next_kind == "value"
+    lock.release()
+    assert gw(lock) == "slow"                   # thread 1's event: not ours
+    assert not lock._lock.locked()
+    assert (sys.getrefcount(lock), sys.getrefcount(big)) == before

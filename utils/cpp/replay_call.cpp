@@ -22,6 +22,7 @@
 // checking the head and consuming the event, so no other thread can read in
 // between); TurnState is written only with the GIL held.
 #include "utils.h"
+#include "native_take.h"
 
 #include <chrono>
 #include <memory>
@@ -757,7 +758,72 @@ struct ReplaySyncGatewayObject {
     PyObject* returns;
     PyObject* slow;
     PyObject* weakreflist;
+    // take as a C call (native_take.h) when `take` is a reader's bound
+    // take_event that offers one: the reader (owned) and the call.
+    PyObject* reader;
+    const RetraceNativeTake* native;
 };
+
+// The state a native accept works on: the accept object's, on the stack.
+struct SyncAcceptState {
+    TurnStateObject* turn;
+    PyObject* mine;
+    PyObject* lock;
+    PyObject* try_now;
+    bool taken;
+};
+
+// SyncAccept_vectorcall's meaning as a C accept (native_take.h).
+int sync_accept_native(void* ctx, PyObject* value) {
+    auto* st = static_cast<SyncAcceptState*>(ctx);
+    if (st->turn->closed) return 0;
+    if (value == Py_False) return 1;
+    if (value != Py_True) {
+        int eq = PyObject_RichCompareBool(value, st->mine, Py_EQ);
+        if (eq <= 0) return eq;
+    }
+    PyObject* call[2] = {st->lock, Py_False};
+    PyObject* r = PyObject_Vectorcall(st->try_now, call, 2, nullptr);
+    if (!r) return -1;
+    int yes = r == Py_True ? 1 : r == Py_False ? 0 : PyObject_IsTrue(r);
+    Py_DECREF(r);
+    if (yes > 0) st->taken = true;
+    return yes;
+}
+
+// The native path of ReplaySyncGateway_vectorcall (after the phase and turn
+// checks, with phase DISABLED and `mine` read): the same steps, with the
+// reader called in C. Returns the result, or nullptr with *slow set when
+// the Python path must run (no error), or nullptr with an error.
+PyObject* replay_sync_native(ReplaySyncGatewayObject* self, PyObject* lock, PyObject* mine, PyObject* tid,
+                             bool* slow) {
+    SyncAcceptState st{self->turn, mine, lock, self->try_now, false};
+    PyObject* value = nullptr;
+    int same_thread = 0;
+    for (;;) {
+        st.taken = false;
+        int rc = self->native->take_event(self->reader, tid, self->tag, sync_accept_native, &st, &value,
+                                          &same_thread);
+        if (rc < 0) return nullptr;
+        if (rc == 1) break;
+        if (st.taken) {  // taken, then the head moved while accept ran: undone
+            PyObject* r = PyObject_CallMethodNoArgs(lock, str_release);
+            if (!r) return nullptr;
+            Py_DECREF(r);
+        }
+        int w = turn_wait_native(self->turn, tid);
+        if (w < 0) return nullptr;
+        if (w == 0) {
+            if (PyErr_Occurred()) return nullptr;
+            *slow = true;
+            return nullptr;
+        }
+    }
+    bool failed = value == Py_False;
+    Py_DECREF(value);
+    if (!same_thread && turn_handover(self->turn) < 0) return nullptr;
+    return Py_NewRef(failed ? Py_False : self->returns);
+}
 
 PyObject* ReplaySyncGateway_vectorcall(PyObject* op, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
     auto* self = reinterpret_cast<ReplaySyncGatewayObject*>(op);
@@ -773,6 +839,15 @@ PyObject* ReplaySyncGateway_vectorcall(PyObject* op, PyObject* const* args, size
         Py_DECREF(mine);
         gate_set(gate, INTERNAL);
         return nullptr;
+    }
+    if (self->native) {
+        bool slow = false;
+        PyObject* out = replay_sync_native(self, args[0], mine, tid, &slow);
+        Py_DECREF(mine);
+        Py_DECREF(tid);
+        gate_set(gate, INTERNAL);
+        if (out || !slow) return out;
+        return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
     }
     auto* accept = PyObject_New(SyncAcceptObject, SyncAcceptType);
     if (!accept) {
@@ -866,6 +941,22 @@ PyObject* ReplaySyncGateway_new(PyTypeObject* type, PyObject* args, PyObject* kw
     self->returns = Py_NewRef(returns);
     self->slow = Py_NewRef(slow);
     self->weakreflist = nullptr;
+    self->reader = nullptr;
+    self->native = nullptr;
+    // take as a C call when it is a reader's take_event offering one.
+    if (PyCFunction_Check(take) && PyCFunction_GET_SELF(take)) {
+        PyObject* reader = PyCFunction_GET_SELF(take);
+        PyObject* capsule = PyObject_GetAttrString(reader, "native_take_event");
+        if (capsule && PyCapsule_IsValid(capsule, RETRACE_NATIVE_TAKE_NAME)) {
+            auto* api = static_cast<const RetraceNativeTake*>(PyCapsule_GetPointer(capsule, RETRACE_NATIVE_TAKE_NAME));
+            if (api && api->version >= 1) {
+                self->native = api;
+                self->reader = Py_NewRef(reader);
+            }
+        }
+        Py_XDECREF(capsule);
+        PyErr_Clear();
+    }
     return reinterpret_cast<PyObject*>(self);
 }
 
@@ -881,6 +972,7 @@ int ReplaySyncGateway_traverse(PyObject* op, visitproc visit, void* arg) {
     Py_VISIT(self->try_now);
     Py_VISIT(self->returns);
     Py_VISIT(self->slow);
+    Py_VISIT(self->reader);
     return 0;
 }
 
@@ -891,6 +983,8 @@ int ReplaySyncGateway_clear(PyObject* op) {
     Py_SETREF(self->thread_id, Py_NewRef(Py_None));
     Py_SETREF(self->try_now, Py_NewRef(Py_None));
     Py_SETREF(self->slow, Py_NewRef(Py_None));
+    self->native = nullptr;
+    Py_CLEAR(self->reader);
     return 0;
 }
 
@@ -908,6 +1002,7 @@ void ReplaySyncGateway_dealloc(PyObject* op) {
     Py_CLEAR(self->try_now);
     Py_CLEAR(self->returns);
     Py_CLEAR(self->slow);
+    Py_CLEAR(self->reader);
     tp->tp_free(op);
     Py_DECREF(tp);
 }
@@ -924,8 +1019,14 @@ PyObject* ReplaySyncGateway_get_wrapped(PyObject* op, void*) {
     return Py_NewRef(reinterpret_cast<ReplaySyncGatewayObject*>(op)->target);
 }
 
+PyObject* ReplaySyncGateway_get_native(PyObject* op, void*) {
+    return PyBool_FromLong(reinterpret_cast<ReplaySyncGatewayObject*>(op)->native != nullptr);
+}
+
 PyGetSetDef ReplaySyncGateway_getset[] = {
     {"__wrapped__", ReplaySyncGateway_get_wrapped, nullptr, "the target", nullptr},
+    {"native", ReplaySyncGateway_get_native, nullptr,
+     "take is called in C (a reader's take_event offering native_take.h's call)", nullptr},
     {"__name__", ReplaySyncGateway_get_name, nullptr, "the target's __name__", nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr},
 };
