@@ -135,9 +135,9 @@ _CHECK_BEFORE = frozenset({"JUMP_BACKWARD", "JUMP_BACKWARD_NO_INTERRUPT", "RESUM
 
 
 def _instruction(code, lasti) -> str:
-    import dis
+    import opcode      # (dis's table; dis itself costs a replay's start ~1.5 ms more)
     try:
-        return dis.opname[code.co_code[lasti]]
+        return opcode.opname[code.co_code[lasti]]
     except Exception:
         return "?"
 
@@ -457,8 +457,9 @@ class SignalReplay:
         self._raw = None
         self._indexed = False
 
-    # The index is a second read of the tape (StreamReader.scan: about 26 ns
-    # per event with the C++ reader, 0.9 µs with the Python one), made when a
+    # The index is a second read of the tape (StreamReader.scan: a byte
+    # search of the frames when no SIGNAL is on it, else about 10-26 ns per
+    # event with the C++ reader, 0.4-0.9 µs with the Python one), made when a
     # second thread is announced: a SIGNAL can be separated from its
     # thread's previous event only then. Every such replay is indexed, not
     # only those with a handler the program installed: Python's own SIGINT

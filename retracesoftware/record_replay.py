@@ -347,10 +347,10 @@ def _untrusted_code_line(code: str, recording: str) -> str:
 #: Standard-library modules our runtime may import lazily during a replay.
 #: Only modules whose import makes no boundary call (subprocess calls
 #: os.confstr, random os.urandom: importing those early would take events
-#: away from the program's own import of them). ``dis``: install/signals.py
+#: away from the program's own import of them). ``opcode``: install/signals.py
 #: names the instruction a signal was delivered at. (difflib is not here:
 #: only a config error's wording uses it, and configs are loaded before.)
-_RUNTIME_MODULES = ("traceback", "linecache", "warnings", "dis")
+_RUNTIME_MODULES = ("traceback", "linecache", "warnings", "opcode")
 
 #: Only the debugger (retracesoftware/debugger) and ``--test`` (ast) use
 #: these; ``bdb`` brings inspect, ast and dis (~7 ms of every replay start),
