@@ -17,14 +17,19 @@ RECORDINGS = 3
 
 # Every print is four writes (name, " ", number, "\n") from four threads,
 # with a tiny switch interval: lines interleave differently on every run.
+# The short sleeps let the others run (on an idle machine the first thread
+# woken could print all its lines before the others had woken up, four
+# plain runs alike).
 UNLOCKED_PRINTS = """
-    import os, sys, threading
+    import os, sys, threading, time
     sys.setswitchinterval(1e-6)
     go = threading.Event()
 
     def worker(name):
         go.wait()
         for i in range(25):
+            if i % 4 == 1:
+                time.sleep(0.0001)
             print(name, i)
             if i % 5 == 0:
                 sys.stdout.write(name + "!")
