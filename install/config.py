@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import keyword
 import marshal
-import logging
 import os
 import re
 import sys
@@ -37,7 +36,9 @@ import sys
 import socket  # noqa: F401
 import tempfile  # noqa: F401
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping, Sequence, Union
+TYPE_CHECKING = False   # (typing is 2.5 ms of every start-up: imported by type checkers only)
+if TYPE_CHECKING:
+    from typing import Any, Iterable, Mapping, Sequence, Union  # noqa: F401
 
 # The interpreter's own sha256 (the digests here are of a few kB): hashlib
 # would load OpenSSL (~3 ms of every start); same digests.
@@ -75,6 +76,7 @@ def _tomllib():
         import tomli as tomllib
     return tomllib
 
+from retracesoftware.utils.log import Log
 from retracesoftware.utils.errors import ConfigError
 from retracesoftware.utils.records import field, fields as _fields, record, replace as _replace
 from retracesoftware.install.config_versions import (  # noqa: F401  (parse_version is public here too)
@@ -102,7 +104,7 @@ __all__ = [
     "parse_version",
 ]
 
-log = logging.getLogger("retracesoftware.install.config")
+log = Log("retracesoftware.install.config")   # (utils/log.py: logging is not imported at start-up)
 
 #: Bumped when the meaning of a directive changes; part of every digest.
 SCHEMA_VERSION = 1

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Any
+TYPE_CHECKING = False   # (typing is not imported at start-up)
+if TYPE_CHECKING:
+    from typing import Any  # noqa: F401
 
 __all__ = ["COMPARE", "version_key", "parse_version", "parse_python_spec", "normalise_python_version",
            "normalise_distribution"]

@@ -22,17 +22,17 @@ from __future__ import annotations
 import _io
 import builtins
 import functools
-import logging
 import sys
 import threading
 
+from retracesoftware.utils.log import Log
 from retracesoftware.install import boundary as _boundary, buffers, files, fs, report
 from retracesoftware.install.substitutes import builtin_function, like_builtin, substitute_for
 from retracesoftware.proxy.system import Callback as _Callback
 from retracesoftware.utils import DISABLED, INTERNAL
 from retracesoftware.utils.errors import RecordingError, RetraceError
 
-log = logging.getLogger("retracesoftware")
+log = Log("retracesoftware")   # (utils/log.py: logging is not imported at start-up)
 
 _importlib_bootstrap = sys.modules["importlib._bootstrap"]
 _real_exit = __import__("posix")._exit   # before any patch

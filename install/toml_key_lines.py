@@ -4,13 +4,17 @@ syntax errors; install/config.py's errors name the line). Split out of
 install/config.py."""
 from __future__ import annotations
 
-import logging
 import re
-from typing import Sequence
+
+from retracesoftware.utils.log import Log
+
+TYPE_CHECKING = False   # (typing is not imported at start-up)
+if TYPE_CHECKING:
+    from typing import Sequence  # noqa: F401
 
 __all__ = ["KeyLines", "BARE_KEY"]
 
-log = logging.getLogger("retracesoftware.install.config")
+log = Log("retracesoftware.install.config")   # (utils/log.py: logging is not imported at start-up)
 
 
 BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")

@@ -6,7 +6,6 @@ protocols (protocol.py) and never imports `retracesoftware.stream`.
 from retracesoftware.utils.errors import ReplayDivergence
 
 from retracesoftware.proxy.memory import Handle, MemoryReader, MemoryWriter
-from retracesoftware.proxy.protocol import Reader, Writer
 from retracesoftware.proxy.stubs import ExternalObject, StubFactory
 from retracesoftware.proxy.system import (RECORD, REPLAY, Callback, System,
                                           capture_stack, describe_call)
@@ -30,3 +29,12 @@ __all__ = [
     "capture_stack",
     "describe_call",
 ]
+
+
+def __getattr__(name: str):
+    # The protocols are made on first use (protocol.py: typing is not
+    # imported at start-up).
+    if name in ("Reader", "Writer"):
+        from retracesoftware.proxy import protocol
+        return getattr(protocol, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

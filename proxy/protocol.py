@@ -11,7 +11,9 @@ recording stays readable with a stock msgpack reader.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, runtime_checkable
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable  # noqa: F401
 
 # ----------------------------------------------------------------- event tags
 # Changing one of these changes the recording format (docs/EVENTS.md).
@@ -33,67 +35,80 @@ TAGS = frozenset({CALL, STACK, ARGS, INIT, NEW, RESULT, ERROR, BIND, CALLBACK_DE
                   CALLBACK, CALLBACK_RESULT, CALLBACK_ERROR, WARNING})
 
 
-@runtime_checkable
-class Writer(Protocol):
-    """Where a recording goes (StreamWriter, MemoryWriter).
+def _define_protocols() -> None:
+    """`Writer` and `Reader`, made on first use (module ``__getattr__``): the
+    runtime reads only the tags and helpers here, and importing typing is
+    2.5 ms of every start-up."""
+    global Writer, Reader, ThreadId
+    from typing import Any, Callable, Protocol, runtime_checkable
 
-    ``write(*values)`` appends each value as one event, in order, and the
-    values of one call are contiguous on the tape even when several threads
-    write (the writer emits ``THREAD_SWITCH`` itself before them when the
-    writing thread changed). ``bind(obj)`` emits ``NEW_BINDING``: later writes
-    of ``obj`` (also nested in containers) encode a handle. ``unbind(obj)``
-    emits ``BINDING_DELETE``.
-    """
+    @runtime_checkable
+    class Writer(Protocol):
+        """Where a recording goes (StreamWriter, MemoryWriter).
 
-    def write(self, *values: Any) -> None: ...
-    def bind(self, obj: Any) -> None: ...
-    def unbind(self, obj: Any) -> None: ...
-    def flush(self) -> None: ...
-    def close(self) -> None: ...
+        ``write(*values)`` appends each value as one event, in order, and the
+        values of one call are contiguous on the tape even when several threads
+        write (the writer emits ``THREAD_SWITCH`` itself before them when the
+        writing thread changed). ``bind(obj)`` emits ``NEW_BINDING``: later writes
+        of ``obj`` (also nested in containers) encode a handle. ``unbind(obj)``
+        emits ``BINDING_DELETE``.
+        """
 
-
-@runtime_checkable
-class Reader(Protocol):
-    """Where a replay reads from (StreamReader, MemoryReader): exactly what
-    the engine uses, nothing probed.
-
-    ``read()`` returns the next value (``THREAD_SWITCH``/``BINDING_DELETE``
-    handled transparently; ``EOFError`` at the clean end; a handle decodes to
-    the object given to ``bind``). ``bind(obj)`` consumes the ``NEW_BINDING`` at
-    the head. ``thread`` is the logical thread id of the next value, without
-    consuming it (None before any thread switch). ``next_kind`` is "value",
-    "binding" or None at the end. ``events`` is the index of the next event
-    (an int). ``take_call(thread, call_tag, name, fp, result_tag, error_tag)``
-    is the fast path of a replayed call: when the next events are ``call_tag
-    name fp`` then ``result_tag value`` or ``error_tag exc``, all of logical
-    thread *thread* with nothing in between, it consumes those five and
-    returns ``(ok, value, same_thread)`` (ok: it was ``result_tag``;
-    same_thread: the event after them is *thread*'s too); anything else
-    consumes nothing and returns None (the engine then reads event by event,
-    and reports what it finds). It never raises for the tape's contents.
-    ``take_event(thread, tag, accept)`` is the same for a two-value event
-    (``SYNC value``): consumed, ``(value, same_thread)`` returned, when it is
-    *thread*'s next event and ``accept(value)`` (run before anything is
-    consumed) is true; else None.
-    """
-
-    def read(self) -> Any: ...
-    def bind(self, obj: Any) -> None: ...
-    def take_call(self, thread: Any, call_tag: str, name: str, fp: int,
-                  result_tag: str, error_tag: str) -> tuple | None: ...
-    def take_event(self, thread: Any, tag: str, accept: Callable[[Any], bool]) -> tuple | None: ...
-
-    @property
-    def thread(self) -> Any: ...
-
-    @property
-    def next_kind(self) -> str | None: ...
-
-    @property
-    def events(self) -> int: ...
+        def write(self, *values: Any) -> None: ...
+        def bind(self, obj: Any) -> None: ...
+        def unbind(self, obj: Any) -> None: ...
+        def flush(self) -> None: ...
+        def close(self) -> None: ...
 
 
-ThreadId = Callable[[], Any]
+    @runtime_checkable
+    class Reader(Protocol):
+        """Where a replay reads from (StreamReader, MemoryReader): exactly what
+        the engine uses, nothing probed.
+
+        ``read()`` returns the next value (``THREAD_SWITCH``/``BINDING_DELETE``
+        handled transparently; ``EOFError`` at the clean end; a handle decodes to
+        the object given to ``bind``). ``bind(obj)`` consumes the ``NEW_BINDING`` at
+        the head. ``thread`` is the logical thread id of the next value, without
+        consuming it (None before any thread switch). ``next_kind`` is "value",
+        "binding" or None at the end. ``events`` is the index of the next event
+        (an int). ``take_call(thread, call_tag, name, fp, result_tag, error_tag)``
+        is the fast path of a replayed call: when the next events are ``call_tag
+        name fp`` then ``result_tag value`` or ``error_tag exc``, all of logical
+        thread *thread* with nothing in between, it consumes those five and
+        returns ``(ok, value, same_thread)`` (ok: it was ``result_tag``;
+        same_thread: the event after them is *thread*'s too); anything else
+        consumes nothing and returns None (the engine then reads event by event,
+        and reports what it finds). It never raises for the tape's contents.
+        ``take_event(thread, tag, accept)`` is the same for a two-value event
+        (``SYNC value``): consumed, ``(value, same_thread)`` returned, when it is
+        *thread*'s next event and ``accept(value)`` (run before anything is
+        consumed) is true; else None.
+        """
+
+        def read(self) -> Any: ...
+        def bind(self, obj: Any) -> None: ...
+        def take_call(self, thread: Any, call_tag: str, name: str, fp: int,
+                      result_tag: str, error_tag: str) -> tuple | None: ...
+        def take_event(self, thread: Any, tag: str, accept: Callable[[Any], bool]) -> tuple | None: ...
+
+        @property
+        def thread(self) -> Any: ...
+
+        @property
+        def next_kind(self) -> str | None: ...
+
+        @property
+        def events(self) -> int: ...
+
+    ThreadId = Callable[[], Any]
+
+
+def __getattr__(name: str):
+    if name in ("Writer", "Reader", "ThreadId"):
+        _define_protocols()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def at_end(reader: Reader) -> bool:

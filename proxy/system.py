@@ -10,7 +10,6 @@ patched thing we touch (locks, ``time``) passes straight through.
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import reprlib
 import sys
@@ -21,6 +20,7 @@ import weakref
 
 from retracesoftware import functional as F
 from retracesoftware import utils
+from retracesoftware.utils.log import Log
 from retracesoftware.utils import (DISABLED, EXTERNAL, INTERNAL, Gate,
                                    MethodGateway, NewGateway, RecordCallGateway,
                                    RecordGateway, ReplayCallGateway, ReplayGateway,
@@ -35,7 +35,7 @@ from retracesoftware.proxy.stubs import (ExternalObject, StubFactory,
                                          external_call, external_getattr)
 from retracesoftware.proxy.thread_order import Deadlock, ThreadIds, ThreadSequencer
 
-log = logging.getLogger("retracesoftware")
+log = Log("retracesoftware")   # (utils/log.py: logging is not imported at start-up)
 
 RECORD = "record"
 REPLAY = "replay"

@@ -4,6 +4,8 @@ environment and a faithful replay; commands it is not sure of are left to
 the CLI."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from retracesoftware.__main__ import _plainly_records, _plainly_replays, _recording_arg
@@ -100,8 +102,13 @@ def test_early_seed_read_agrees_with_the_stream_reader(tmp_path, options):
 #: urllib.parse, ipaddress; json; difflib; tomllib with a valid config cache), and
 #: the first replay image, which only restarts with the recorded seed,
 #: imports no native layer.
+#: typing, logging and datetime (the pure-Python module) were 6.5 ms of every
+#: start until session 11: our runtime's protocols, annotations and log
+#: messages no longer need them (utils/log.py). The Python backend's msgpack
+#: imports datetime.
 _NOT_AT_START = ("bdb", "inspect", "ast", "pathlib", "ipaddress", "json", "tomllib", "dataclasses",
-                 "hashlib", "pdb", "difflib")
+                 "hashlib", "pdb", "difflib", "typing", "logging") + (
+                     () if os.environ.get("RETRACE_BACKEND") == "python" else ("datetime",))
 
 
 def _imported(stderr: bytes) -> list:
@@ -137,3 +144,53 @@ def test_trivial_start_imports_no_heavy_module(tmp_path):
         assert [n for n in names if n in _NOT_AT_START] == []
         if argv is replay:
             assert names.count("retracesoftware.stream") == 1
+
+
+def test_program_imports_what_our_runtime_no_longer_imports(tmp_path):
+    """logging, typing and datetime are first imported by the program, in
+    both runs: logging's import reads the clock (``_startTime``) and its
+    records read it again, so the replay takes those calls from the tape."""
+    s = Scenario(tmp_path, """
+        import sys
+        print(sorted(m for m in ("logging", "typing") if m in sys.modules))
+        import logging, typing, datetime
+        logging.basicConfig(stream=sys.stdout, level=logging.INFO,
+                            format="%(relativeCreated).6f %(created).6f %(message)s")
+        logging.getLogger("app").info("now %s", datetime.datetime.now())
+        print(typing.get_type_hints(lambda x: None) == {}, logging._startTime)
+    """)
+    rec = assert_faithful(s)
+    assert rec.out.splitlines()[0] == "[]", rec.out
+
+
+def test_our_log_without_the_programs_logging(tmp_path):
+    """utils/log.py: without logging loaded, a debug message is dropped and a
+    warning is written to stderr (logging's last-resort form), without
+    importing logging; once the program loaded logging, its configuration
+    applies."""
+    import subprocess
+    import sys
+    code = """
+import sys
+from retracesoftware.utils.log import Log
+log = Log("retracesoftware.test")
+log.debug("dropped %s", 1)
+log.warning("warned %s", 2)
+try:
+    1 / 0
+except ZeroDivisionError:
+    log.exception("failed %s", 3)
+print("logging" in sys.modules)
+import logging
+logging.basicConfig(stream=sys.stdout, level=logging.DEBUG, format="%(levelname)s %(name)s %(message)s")
+log.debug("through logging %s", 4)
+log.warning("warned %s", 5)
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ["False", "DEBUG retracesoftware.test through logging 4",
+                                       "WARNING retracesoftware.test warned 5"]
+    err = run.stderr.splitlines()
+    assert err[0] == "warned 2" and err[1] == "failed 3", run.stderr
+    assert err[2] == "Traceback (most recent call last):" and err[-1].startswith("ZeroDivisionError")
+    assert "dropped" not in run.stderr
