@@ -13,8 +13,8 @@
 // classes with __slots__ and no __weakref__) go in a second table, `bare`,
 // that object's tp_dealloc (swapped for bare_dealloc on first switch-on and
 // left in place: types readied meanwhile may have copied the pointer) erases
-// from; at switch-on, such objects reachable from live GC-tracked objects
-// are snapshotted with their address hash like the weakrefable ones.  C
+// from; at switch-on, such objects used as keys are snapshotted with their
+// address hash like the weakrefable ones.  C
 // types that cannot be weakly referenced and free their instances themselves
 // keep the address hash: there would be no way to forget them.
 //
@@ -24,8 +24,10 @@
 // object.__hash__(x) and super().__hash__() agree with hash(x).  Types created
 // while on inherit it.  Classes (type and its metaclasses) are left alone:
 // the runtime's own caches are keyed by classes.  Objects alive at switch-on
-// that are GC-tracked and weakrefable are snapshotted with their current
-// address hash, so dicts and sets that already hold them keep working.
+// that are keys of a dict or set (or inside one: snapshot_live_objects) are
+// snapshotted with their current address hash, so dicts and sets that
+// already hold them keep working; any other object takes a counter hash
+// when program code first hashes it.
 // Switching off restores every pointer and the dict entry; objects hashed
 // while on keep their counter hash (it is stable for their whole life).
 //
@@ -311,21 +313,105 @@ int set_object_dict_hash(PyObject* value) {
     return rc;
 }
 
-// tp_traverse visitor of snapshot_live_objects: bare objects referenced by
-// a live object (they are not GC-tracked, so gc.get_objects() misses them)
-// keep their address hash; untracked containers (tuples, dicts of atoms)
-// are looked into, a few levels deep.
-int snapshot_bare_visit(PyObject* o, void* arg) {
+// The snapshot at switch-on.  An object's address hash matters after the
+// switch only where it was stored: as a dict key or set member, or inside
+// one (a tuple key's items, a weak-keyed entry's referent, the fields a
+// key's own __hash__ combines).  Those objects keep their address hash;
+// every other object, old or new, takes a counter hash when program code
+// first hashes it (a set of the stdlib's functions iterates the same way on
+// record and replay, where their addresses differ).  Snapshotting every
+// weakrefable object alive instead was a weakref and two table entries for
+// each of the ~3,500 functions and instances alive at a trivial program's
+// start: most of set_identity_hashing's 3 ms.
+struct SnapshotWalk {
+    std::unordered_set<PyObject*> seen;  // keys' contents already looked into
+    int depth = 0;                       // of what snapshot_key_visit is given
+    bool failed = false;
+};
+
+void snapshot_key(SnapshotWalk& w, PyObject* k, int depth);
+
+int snapshot_key_visit(PyObject* o, void* arg) {
+    auto* w = static_cast<SnapshotWalk*>(arg);
+    snapshot_key(*w, o, w->depth);
+    return w->failed ? -1 : 0;
+}
+
+void snapshot_key(SnapshotWalk& w, PyObject* k, int depth) {
     IdentityHashState& s = state();
-    int depth = static_cast<int>(reinterpret_cast<intptr_t>(arg));
-    PyTypeObject* tp = Py_TYPE(o);
-    if (tp->tp_hash == identity_tp_hash && !PyType_SUPPORTS_WEAKREFS(tp)) {
-        if (!s.bare.count(o) && forgotten_on_dealloc(tp)) s.bare.emplace(o, s.original(o));
-    } else if (depth < 4 && PyObject_IS_GC(o) && !PyObject_GC_IsTracked(o) && tp->tp_traverse &&
-               !PyType_Check(o)) {
-        tp->tp_traverse(o, snapshot_bare_visit, reinterpret_cast<void*>(static_cast<intptr_t>(depth + 1)));
+    PyTypeObject* tp = Py_TYPE(k);
+    if (tp->tp_hash == identity_tp_hash) {
+        if (PyType_SUPPORTS_WEAKREFS(tp)) {
+            if (!s.table.count(k) && lookup_or_assign(k, true) == -1 && PyErr_Occurred()) w.failed = true;
+        } else if (!s.bare.count(k) && forgotten_on_dealloc(tp)) {
+            s.bare.emplace(k, s.original(k));
+        }
+        return;  // its hash does not depend on what it holds
     }
-    return 0;
+    if (PyType_Check(k) || PyUnicode_CheckExact(k) || PyLong_CheckExact(k) || k == Py_None) return;
+    if (PyWeakref_CheckRef(k)) {
+        // weakref.WeakKeyDictionary, WeakSet: the ref's hash is its referent's
+        PyObject* referent = nullptr;
+#if PY_VERSION_HEX >= 0x030D0000  // PYVERSIONS: PyWeakref_GetObject is deprecated in 3.13
+        if (PyWeakref_GetRef(k, &referent) < 0) PyErr_Clear();
+#else
+        referent = Py_XNewRef(PyWeakref_GetObject(k));
+#endif
+        if (referent && referent != Py_None) snapshot_key(w, referent, depth + 1);
+        Py_XDECREF(referent);
+        return;
+    }
+    if (!tp->tp_traverse || depth >= 4 || !w.seen.insert(k).second) return;
+    int saved = w.depth;
+    w.depth = depth + 1;
+    tp->tp_traverse(k, snapshot_key_visit, &w);
+    w.depth = saved;
+}
+
+// Every key of a dict or set (subclasses too).
+void snapshot_keys_of(SnapshotWalk& w, PyObject* o) {
+    if (PyDict_Check(o)) {
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        while (!w.failed && PyDict_Next(o, &pos, &key, &value)) snapshot_key(w, key, 0);
+    } else if (PyAnySet_Check(o)) {
+        PyObject* it = PyObject_GetIter(o);
+        if (!it) {
+            w.failed = true;
+            return;
+        }
+        PyObject* key;
+        while (!w.failed && (key = PyIter_Next(it))) {
+            snapshot_key(w, key, 0);
+            Py_DECREF(key);
+        }
+        Py_DECREF(it);
+        if (PyErr_Occurred()) w.failed = true;
+    }
+}
+
+// tp_traverse visitor over what live objects hold: a dict the collector
+// does not track (only atoms in it, a bare object() key among them) is
+// reached through its holder; untracked tuples are looked into, a few
+// levels deep.
+struct UntrackedWalk {
+    SnapshotWalk* keys;
+    int depth;
+};
+
+int untracked_visit(PyObject* o, void* arg) {
+    auto* u = static_cast<UntrackedWalk*>(arg);
+    // The collector leaves only tuples and dicts untracked: a type test
+    // first (this runs for every reference every live object holds).
+    PyTypeObject* tp = Py_TYPE(o);
+    if (tp != &PyTuple_Type && tp != &PyDict_Type) return 0;
+    if (PyObject_GC_IsTracked(o)) return 0;
+    snapshot_keys_of(*u->keys, o);
+    if (u->depth < 4 && Py_TYPE(o)->tp_traverse) {
+        UntrackedWalk deeper{u->keys, u->depth + 1};
+        Py_TYPE(o)->tp_traverse(o, untracked_visit, &deeper);
+    }
+    return u->keys->failed ? -1 : 0;
 }
 
 // gc.get_objects(): a new list, or nullptr with an exception set.
@@ -340,16 +426,17 @@ PyObject* collector_objects() {
 int snapshot_live_objects() {
     PyObject* objs = collector_objects();
     if (!objs) return -1;
-    IdentityHashState& s = state();
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(objs); ++i) {
+    SnapshotWalk w;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(objs) && !w.failed; ++i) {
         PyObject* o = PyList_GET_ITEM(objs, i);
-        if (Py_TYPE(o)->tp_traverse) Py_TYPE(o)->tp_traverse(o, snapshot_bare_visit, nullptr);
-        if (Py_TYPE(o)->tp_hash != identity_tp_hash || !PyType_SUPPORTS_WEAKREFS(Py_TYPE(o))) continue;
-        if (s.table.count(o)) continue;
-        lookup_or_assign(o, true);
+        snapshot_keys_of(w, o);
+        if (Py_TYPE(o)->tp_traverse) {
+            UntrackedWalk u{&w, 0};
+            Py_TYPE(o)->tp_traverse(o, untracked_visit, &u);
+        }
     }
     Py_DECREF(objs);
-    return 0;
+    return w.failed ? -1 : 0;
 }
 
 void clear_session(IdentityHashState& s) {
