@@ -54,6 +54,7 @@ from retracesoftware.proxy.protocol import ARGS, CALL, RESULT, STACK
 from retracesoftware.proxy.thread_order import real_wait
 from retracesoftware.utils import DISABLED, EXTERNAL, INTERNAL
 from retracesoftware.utils.isolate import isolate_module
+from retracesoftware.utils.startup import collector_enabled
 
 GC = "GC"              # GC generation          a collection at this point (before the call it precedes)
 GC_VALVE = "GC_VALVE"  # GC_VALVE generation    an automatic collection between events (safety valve)
@@ -90,7 +91,7 @@ class GcPoints:
         self.mode = mode
         self.system = None
         self.gate = None
-        self.enabled = _isenabled()
+        self.enabled = collector_enabled()   # (made while the CLI paused it: utils/startup.py)
         self.thresholds = tuple(_get_threshold())
         #: what the running collection is: "placed", "valve", "replayed",
         #: "explicit" (the program's gc.collect), "other", None

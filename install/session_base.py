@@ -18,6 +18,7 @@ from retracesoftware.install import report
 from retracesoftware.install import zone as _zone
 from retracesoftware.install.installer import Installer
 from retracesoftware.install.thread_support import ThreadRegistry, ThreadSupport
+from retracesoftware.utils.startup import resume_collector
 from retracesoftware.utils import DISABLED, INTERNAL
 
 _wall_clock = __import__("time").time
@@ -206,6 +207,9 @@ class Session:
         if isinstance(getattr(self, "preamble", None), dict) and "zone" in (self.preamble.get("options") or {}):
             # The recorded time zone, and time.tzset() (install/zone.py).
             _zone.install(self, self.installer)
+        # The CLI paused the collector for our start-up (utils/startup.py):
+        # on again before gc_points reads its state and collects.
+        resume_collector()
         if self._gc_points_recorded():
             # Garbage collections at recorded points (install/gc_points.py).
             from retracesoftware.install import gc_points

@@ -242,6 +242,12 @@ def main(argv=None) -> int:
     if argv is None:
         _pin_hash_seed_first()
         _pin_replay_hash_seed_first()
+        args = sys.argv[1:]
+        if _plainly_records(args) or _plainly_replays(args):
+            # No automatic collection while our runtime imports and
+            # installs; the session resumes it (utils/startup.py).
+            from retracesoftware.utils.startup import pause_collector
+            pause_collector()
     from retracesoftware.cli import main as cli_main
     return cli_main(argv)
 

@@ -21,6 +21,7 @@ from retracesoftware import children
 from retracesoftware.install import report
 from retracesoftware import preamble as preamble_mod
 from retracesoftware.runner import Target, UsageError, execute, parse_command, prepare_sys, report_exception
+from retracesoftware.utils.startup import resume_collector
 
 EXIT_DIVERGENCE = 3
 EXIT_BAD_RECORDING = 4
@@ -157,6 +158,7 @@ def record_main(opts) -> int:
         # running; without a recording it runs as plain python would.
         _cannot_create(path, exc)
         prepare_sys(target)
+        resume_collector()                    # no session to resume it (utils/startup.py)
         try:
             execute(target)
             return 0

@@ -279,3 +279,26 @@ for i in range(300):
 print("end", len(more))
 gc.callbacks.remove(stamp)
 """))
+
+
+def test_the_program_starts_with_the_collector_as_plain_python_has_it(scenario):
+    # The CLI pauses automatic collection while our runtime starts
+    # (utils/startup.py); the program finds it on, with the default
+    # thresholds, and its cycles are collected without a gc.collect().
+    s = scenario("""
+import gc, time
+print(gc.isenabled(), gc.get_threshold())
+class Cycle:
+    dead = 0
+    def __init__(self):
+        self.me = self
+    def __del__(self):
+        Cycle.dead += 1
+for i in range(20000):
+    Cycle()
+    if i % 1000 == 0:
+        time.time()      # a boundary call: a point where a due collection runs
+print(Cycle.dead > 0, time.time() > 0)
+""")
+    rec = assert_faithful(s, check_plain_differs=False)
+    assert rec.stdout == s.plain().stdout == b"True (700, 10, 10)\nTrue True\n"

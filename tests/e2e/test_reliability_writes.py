@@ -54,6 +54,16 @@ def test_recording_cannot_be_created(scenario, where):
     assert "running the program without recording" in proc.stderr.decode()
 
 
+def test_a_program_run_without_recording_has_its_collector(scenario):
+    """The collector the CLI paused for our start-up is on again when the
+    program runs without a recording (utils/startup.py)."""
+    s = scenario("import gc; print(gc.isenabled(), gc.get_threshold())")
+    proc = subprocess.run([sys.executable, "-m", "retracesoftware", "--recording", "/dev/full", "--",
+                           "python", "app.py"], cwd=s.dir, env=_env(), capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == s.plain().stdout == b"True (700, 10, 10)\n"
+
+
 def _file_size_limit(limit):
     def apply():
         # EFBIG from write(2) instead of SIGXFSZ killing the process.
