@@ -54,7 +54,7 @@ from retracesoftware.proxy.protocol import ARGS, CALL, RESULT, STACK
 from retracesoftware.proxy.thread_order import real_wait
 from retracesoftware.utils import DISABLED, EXTERNAL, INTERNAL
 from retracesoftware.utils.isolate import isolate_module
-from retracesoftware.utils.startup import collector_enabled
+from retracesoftware.utils.startup import collector_enabled, resume_collector
 
 GC = "GC"              # GC generation          a collection at this point (before the call it precedes)
 GC_VALVE = "GC_VALVE"  # GC_VALVE generation    an automatic collection between events (safety valve)
@@ -374,11 +374,15 @@ class GcPoints:
         if self._installed:
             return
         self._installed = True
-        saved = (_isenabled(), tuple(_get_threshold()))
+        saved = (collector_enabled(), tuple(_get_threshold()))
         # Start both runs with no garbage of ours (start-up cycles differ
         # between record and replay and would count in the first full
         # collection's number).
         _collect()
+        # The CLI paused automatic collection for our start-up: on again
+        # only now, after the collection (one walk of the start-up's young
+        # objects, not two); _apply_real then sets what this mode runs with.
+        resume_collector()
         self._apply_real()
         # The program's gc.callbacks run inside our one callback, in the
         # phase the collection's kind gives them (`enter`).

@@ -207,13 +207,13 @@ class Session:
         if isinstance(getattr(self, "preamble", None), dict) and "zone" in (self.preamble.get("options") or {}):
             # The recorded time zone, and time.tzset() (install/zone.py).
             _zone.install(self, self.installer)
-        # The CLI paused the collector for our start-up (utils/startup.py):
-        # on again before gc_points reads its state and collects.
-        resume_collector()
         if self._gc_points_recorded():
             # Garbage collections at recorded points (install/gc_points.py).
             from retracesoftware.install import gc_points
             gc_points.install(self, self.installer)
+        # The CLI paused the collector for our start-up (utils/startup.py):
+        # on again (gc_points did it after its collection).
+        resume_collector()
         if self._output_recorded():
             # Foreign calls through ctypes (install/foreign.py): recorded
             # from the same recordings on as the output check.
