@@ -12,6 +12,10 @@ machine noise hits every row alike):
                   (PYTHONHASHSEED unset: includes the hash-seed re-exec)
   record, seeded  the same with PYTHONHASHSEED=1 in the environment (no re-exec)
   replay          PY -m retracesoftware --recording R --trust
+                  (R made by "record": the replay restarts itself with R's seed)
+  replay, seeded  the replay of "record, seeded"'s recording with PYTHONHASHSEED=1
+                  in the environment: no restart (a replayed child process, or a
+                  user who pins the seed)
 
 Each run is a fresh process, started in an empty folder. Wall = seconds from spawn to exit; CPU =
 user+sys of the child (the re-exec'd image counts: same pid). Printed:
@@ -31,7 +35,7 @@ import sys
 import tempfile
 import time
 
-MODES = ("plain", "record", "record, seeded", "replay")
+MODES = ("plain", "record", "record, seeded", "replay", "replay, seeded")
 
 
 def run_once(py: str, mode: str, recording: str, cwd: str | None = None) -> tuple[float, float]:
@@ -46,6 +50,8 @@ def run_once(py: str, mode: str, recording: str, cwd: str | None = None) -> tupl
             env["PYTHONHASHSEED"] = "1"
     else:
         argv = [py, "-m", "retracesoftware", "--recording", recording, "--trust"]
+        if mode == "replay, seeded":
+            env["PYTHONHASHSEED"] = "1"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
@@ -65,7 +71,8 @@ def main() -> int:
     a = ap.parse_args()
     pythons = a.python or [sys.executable]
     tmp = tempfile.mkdtemp(prefix="retrace-startup-")
-    recs = {py: os.path.join(tmp, f"run{i}.bin") for i, py in enumerate(pythons)}
+    recs = {(py, seeded): os.path.join(tmp, f"run{i}{'-seeded' if seeded else ''}.bin")
+            for i, py in enumerate(pythons) for seeded in (False, True)}
     # Every run starts in an empty folder: `python -m` puts the current
     # folder first on sys.path, and the first import lists it (~5 ms in a
     # /tmp of 8000 entries), which would measure the caller's folder.
@@ -75,7 +82,7 @@ def main() -> int:
     for _ in range(a.repeat):
         for py in pythons:
             for mode in MODES:
-                wall, cpu = run_once(py, mode, recs[py], cwd)
+                wall, cpu = run_once(py, mode, recs[py, mode.endswith("seeded")], cwd)
                 times[py, mode][0].append(wall)
                 times[py, mode][1].append(cpu)
     result = []

@@ -27,6 +27,7 @@ import threading
 
 from retracesoftware.utils.log import Log
 from retracesoftware.install import boundary as _boundary, buffers, files, fs, report
+from retracesoftware.install import import_hook as _import_hook
 from retracesoftware.install.substitutes import builtin_function, like_builtin, substitute_for
 from retracesoftware.proxy.system import Callback as _Callback
 from retracesoftware.utils import DISABLED, INTERNAL
@@ -1026,7 +1027,7 @@ class Installer:
         # Compiled under importlib's own file name, so CPython's
         # remove_importlib_frames() drops these frames from tracebacks of
         # failing imports exactly as it drops importlib's.
-        exec(_compiled(_IMPORT_HOOK_SOURCE), namespace)
+        _import_hook.bind(_import_hook.HOOK, namespace)
         _find_and_load = namespace["_find_and_load"]
         _call_with_frames_removed = namespace["_call_with_frames_removed"]
 
@@ -1049,7 +1050,7 @@ class Installer:
         namespace["injected"] = injected = {}
         self.on_uninstall(lambda: [vars(m).pop("exec", None) for m in injected.values()
                                    if vars(m).get("exec") is namespace["_call_with_frames_removed_exec"]])
-        exec(_compiled(_LOADER_EXEC_SOURCE), namespace)
+        _import_hook.bind(_import_hook.LOADER_EXEC, namespace)
         disabled_find_spec = namespace["_find_spec"]
         disabled_find_spec.__wrapped__ = original_find_spec
         self._set(bootstrap, "_find_spec", disabled_find_spec)
@@ -1084,100 +1085,3 @@ class Installer:
         return run_disabled
 
 
-_COMPILED: dict = {}
-
-
-def _compiled(source):
-    """*source* compiled under importlib's own file name, once per process
-    (pytest --retrace installs twice per test: 4 compiles were ~1 ms of a
-    test's ~20 ms)."""
-    code = _COMPILED.get(source)
-    if code is None:
-        code = _COMPILED[source] = compile(source, "<frozen importlib._bootstrap>", "exec")
-    return code
-
-
-_IMPORT_HOOK_SOURCE = """
-def _find_and_load(name, import_):
-    outer = gate.phase
-    stack = getattr(state, "outer", None)
-    if stack is None:
-        stack = state.outer = []
-    stack.append(outer)
-    if outer == INTERNAL:
-        gate.phase = DISABLED
-    try:
-        owners = c_level_patchers.get(name)
-        if owners is not None and name not in sys.modules:
-            module = installer._with_originals(original_find_and_load, owners)(name, import_)
-        else:
-            module = original_find_and_load(name, import_)
-    finally:
-        stack.pop()
-        gate.phase = outer
-    if name in installer._pending:
-        replaced = installer._patch_module(name)
-        if replaced:
-            installer._replace_everywhere(replaced)
-    if name in installer._on_import:
-        fn = installer._on_import.pop(name)
-        installer._applied.setdefault(name, []).append(fn)
-        fn(module)
-    return module
-
-
-def _call_with_frames_removed(f, *args, **kwds):
-    # Module bodies (and extension-module init) run in the phase of whoever
-    # imported them, so a module's top-level clock read is recorded.
-    stack = getattr(state, "outer", None)
-    if stack and stack[-1] == INTERNAL and gate.phase == DISABLED:
-        gate.phase = INTERNAL
-        try:
-            return f(*args, **kwds)
-        finally:
-            gate.phase = DISABLED
-    return f(*args, **kwds)
-"""
-
-
-# Compiled under importlib's file name, and the exec under the name of
-# importlib's _call_with_frames_removed: CPython and pytest drop such frames
-# from tracebacks of failing imports, as they drop importlib's own.
-_LOADER_EXEC_SOURCE = """
-_real_exec = exec
-
-
-def _call_with_frames_removed(source, globals=None, locals=None, /, **kwds):
-    stack = getattr(state, "outer", None)
-    if (stack and stack[-1] == INTERNAL and gate.phase == DISABLED and type(globals) is dict
-            and sys.modules.get(globals.get("__name__")) is not None
-            and getattr(sys.modules[globals["__name__"]], "__dict__", None) is globals):
-        gate.phase = INTERNAL
-        try:
-            return _real_exec(source, globals, locals, **kwds)
-        finally:
-            gate.phase = DISABLED
-    if globals is None:
-        frame = sys._getframe(1)
-        globals = frame.f_globals
-        if locals is None:
-            locals = frame.f_locals
-    return _real_exec(source, globals, locals, **kwds)
-
-
-_call_with_frames_removed_exec = _call_with_frames_removed
-
-
-def _find_spec(name, path, target=None):
-    spec = find_spec(name, path, target)
-    loader = getattr(spec, "loader", None) if spec is not None else None
-    if loader is not None:
-        module_name = getattr(type(loader), "__module__", None)
-        if module_name not in stdlib_loaders and module_name not in injected:
-            module = sys.modules.get(module_name)
-            namespace_ = getattr(module, "__dict__", None)
-            if type(namespace_) is dict and "exec" not in namespace_:
-                namespace_["exec"] = _call_with_frames_removed_exec
-                injected[module_name] = module
-    return spec
-"""

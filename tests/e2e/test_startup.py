@@ -194,3 +194,24 @@ log.warning("warned %s", 5)
     assert err[0] == "warned 2" and err[1] == "failed 3", run.stderr
     assert err[2] == "Traceback (most recent call last):" and err[-1].startswith("ZeroDivisionError")
     assert "dropped" not in run.stderr
+
+
+def test_a_failing_imports_traceback_shows_no_frame_of_ours(tmp_path):
+    """The import hook's functions run under importlib's file name and
+    function names (install/import_hook.py): CPython drops them from the
+    traceback of a module body that raised, in record and replay alike."""
+    s = Scenario(tmp_path, """
+        import time
+        print(time.time() > 0)
+        import broken
+    """)
+    s.write("broken.py", """
+        import json
+        raise ValueError("in the module body")
+    """)
+    plain = s.plain()
+    rec = s.record()
+    rep = s.replay()
+    assert plain.returncode == rec.returncode == rep.returncode == 1
+    assert rec.err == plain.err == rep.err, (plain.err, rec.err, rep.err)
+    assert "retracesoftware" not in rec.err and "importlib" not in rec.err
