@@ -195,6 +195,15 @@ class Session:
         # Signal handlers that run in pure Python: SIGNAL events (install/signals.py).
         from retracesoftware.install import signals as _signals
         _signals.install(self)
+        # Before the identity switch: its snapshot then walks only what is
+        # alive after gc_points' collection, not our start-up's garbage.
+        if self._gc_points_recorded():
+            # Garbage collections at recorded points (install/gc_points.py).
+            from retracesoftware.install import gc_points
+            gc_points.install(self, self.installer)
+        # The CLI paused the collector for our start-up (utils/startup.py):
+        # on again (gc_points did it after its collection).
+        resume_collector()
         if self._identity_hashing():
             # hash() of the program's plain objects (hence the iteration
             # order of sets of them) from per-thread counters, not addresses
@@ -207,13 +216,6 @@ class Session:
         if isinstance(getattr(self, "preamble", None), dict) and "zone" in (self.preamble.get("options") or {}):
             # The recorded time zone, and time.tzset() (install/zone.py).
             _zone.install(self, self.installer)
-        if self._gc_points_recorded():
-            # Garbage collections at recorded points (install/gc_points.py).
-            from retracesoftware.install import gc_points
-            gc_points.install(self, self.installer)
-        # The CLI paused the collector for our start-up (utils/startup.py):
-        # on again (gc_points did it after its collection).
-        resume_collector()
         if self._output_recorded():
             # Foreign calls through ctypes (install/foreign.py): recorded
             # from the same recordings on as the output check.
