@@ -6,14 +6,17 @@
 //   writer_sigterm.h  flush_on_sigterm(): a SIGTERM'd process keeps its events
 //
 // Locking (GIL rules):
-//  * `mu` guards the event buffer and encoder tables. A Python thread takes it
-//    for a whole write() call, possibly across calls into Python (hooks,
-//    reduce_value) that release the GIL. To never deadlock against a thread
-//    that holds `mu` and waits for the GIL, it is taken with try_lock first
-//    and otherwise with the GIL released.
+//  * `wlock` (a spin lock: one xchg to take, a store to release) guards the
+//    event buffer and encoder tables. A Python thread takes it for a whole
+//    write() call, possibly across calls into Python (hooks, reduce_value)
+//    that release the GIL. To never deadlock against a thread that holds it
+//    and waits for the GIL, it is tried first and otherwise waited for with
+//    the GIL released.
 //  * The flusher thread is not a Python thread: it never touches a Python
-//    object and never needs the GIL. It takes `mu` only to swap buffers, then
-//    `io_mu` (order: mu -> io_mu) to keep frames in order on disk.
+//    object and never needs the GIL. It sleeps on `cv` under `mu`, and takes
+//    `io_mu` then `wlock` (order: mu -> io_mu -> wlock) only to swap the
+//    buffer out; frames reach the disk in order under `io_mu`. A write holds
+//    only `wlock`, and wakes the flusher (`full`) after releasing it.
 //  * A write never releases the GIL merely because the flusher is swapping
 //    buffers (it spins briefly first, `enter`), and never blocks on `io_mu`
 //    while a frame is being written (`check` reads the atomic `has_error`).
@@ -55,35 +58,31 @@ namespace {
 
 // ------------------------------------------------------------ Python glue
 
-// Try to take *mu* for a few microseconds with the GIL held: the flusher
+// Try to take `wlock` for a few microseconds with the GIL held: the flusher
 // holds it only to swap buffers. A Python thread holding it across a hook
 // that released the GIL keeps it longer; then the caller gives up the GIL.
-bool spin_lock(std::mutex& mu) {
+bool spin_lock(Core& c) {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
     for (;;) {
         for (int i = 0; i < 64; i++) {
-#if defined(__x86_64__) || defined(__i386__)
-            __builtin_ia32_pause();
-#elif defined(__aarch64__)
-            asm volatile("yield");
-#endif
-            if (mu.try_lock()) return true;
+            cpu_relax();
+            if (c.wlock.load(std::memory_order_relaxed) == 0 && wlock_try(c)) return true;
         }
         if (std::chrono::steady_clock::now() >= deadline) return false;
     }
 }
 
-// Take core.mu the GIL-safe way; refuse re-entrant use.
-bool enter(Writer* w) {
+// Take core.wlock the GIL-safe way; refuse re-entrant use.
+inline bool enter(Writer* w) {
     unsigned long me = PyThread_get_thread_ident();
     if (w->owner == me) {
         PyErr_SetString(PyExc_RuntimeError,
                         "StreamWriter used re-entrantly (from a hook or thread_id called by this same write)");
         return false;
     }
-    if (!w->core.mu.try_lock() && !spin_lock(w->core.mu)) {
+    if (!wlock_try(w->core) && !spin_lock(w->core)) {
         Py_BEGIN_ALLOW_THREADS
-        w->core.mu.lock();
+        wlock_wait(w->core);
         Py_END_ALLOW_THREADS
     }
     w->owner = me;
@@ -92,7 +91,18 @@ bool enter(Writer* w) {
 
 inline void leave(Writer* w) {
     w->owner = 0;
-    w->core.mu.unlock();
+    wlock_release(w->core);
+}
+
+// The buffer reached buffer_size: wake the flusher. Under `mu` when it is
+// free, so the wake-up cannot fall between the flusher's test and its wait;
+// when another thread holds it (a flush under way), the flag alone (the
+// flusher finds it within its interval at the latest).
+void wake_flusher(Core& c) {
+    std::unique_lock<std::mutex> lk(c.mu, std::try_to_lock);
+    c.full.store(true, std::memory_order_relaxed);
+    if (lk.owns_lock()) lk.unlock();
+    c.cv.notify_one();
 }
 
 bool check(Writer* w) {
@@ -215,7 +225,7 @@ PyObject* Writer_write(PyObject* self, PyObject* const* args, Py_ssize_t nargs) 
     {
         bool full = o.size >= w->core.buffer_size;
         leave(w);
-        if (full) w->core.cv.notify_one();
+        if (full) wake_flusher(w->core);
     }
     Py_RETURN_NONE;
 fail:

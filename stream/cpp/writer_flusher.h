@@ -9,6 +9,7 @@
 #include <csignal>
 #include <pthread.h>
 #include <sys/uio.h>
+#include <thread>
 #include <unistd.h>
 
 namespace retrace_stream {
@@ -35,21 +36,52 @@ int write_all(int fd, const struct iovec* iov_in, int cnt) {
     return 0;
 }
 
+inline bool wlock_try(Core& c) { return c.wlock.exchange(1, std::memory_order_acquire) == 0; }
+inline void wlock_release(Core& c) { c.wlock.store(0, std::memory_order_release); }
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+}
+
+// Take `wlock` without the GIL (the flusher; a Python thread that gave the
+// GIL up): a writer holds it for one write, or across a hook of that write
+// that released the GIL (then it needs the GIL back first, which this
+// thread does not hold): spin briefly, then yield, then sleep in short
+// steps.
+void wlock_wait(Core& c) {
+    for (int i = 0;; i++) {
+        if (c.wlock.load(std::memory_order_relaxed) == 0 && wlock_try(c)) return;
+        if (i < 256) {
+            cpu_relax();
+        } else if (i < 512) {
+            std::this_thread::yield();
+        } else {
+            std::this_thread::sleep_for(std::chrono::microseconds(50));
+        }
+    }
+}
+
 // Caller holds `lk` on core.mu; returns with it held again.
 void flush_locked(Core& c, std::unique_lock<std::mutex>& lk) {
     if (c.fd < 0) return;
+    // Lock order: mu, io_mu, wlock. A frame another flush took (the
+    // flusher thread's) may still be on its way to the file: io_mu waits
+    // for it, so that flush() returning means every event written before
+    // it is in the file (a SIGKILL right after lost up to a whole buffer).
+    std::unique_lock<std::mutex> io(c.io_mu);
+    wlock_wait(c);
+    c.full.store(false, std::memory_order_relaxed);
     if (c.buf.size == 0) {
-        // Nothing new, but a frame another flush took (the flusher thread's)
-        // may still be on its way to the file: wait for it, so that flush()
-        // returning means every event written before it is in the file (a
-        // SIGKILL right after lost up to a whole buffer). Same lock order as
-        // below: mu, then io_mu.
-        std::lock_guard<std::mutex> io(c.io_mu);
+        wlock_release(c);
         return;
     }
-    std::unique_lock<std::mutex> io(c.io_mu);
     c.spare.swap(c.buf);
     c.buf.size = 0;
+    wlock_release(c);
     lk.unlock();
     // Compressed here, outside `mu`: the program's threads keep appending
     // to the other buffer meanwhile. Each frame is one zstd frame of its
@@ -111,7 +143,7 @@ void flusher_main(Core* c) {
     pthread_sigmask(SIG_BLOCK, &all, nullptr);
     std::unique_lock<std::mutex> lk(c->mu);
     for (;;) {
-        c->cv.wait_for(lk, c->interval, [c] { return c->stop || c->buf.size >= c->buffer_size; });
+        c->cv.wait_for(lk, c->interval, [c] { return c->stop || c->full.load(std::memory_order_relaxed); });
         flush_locked(*c, lk);
         if (c->stop) return;
     }

@@ -302,6 +302,55 @@ def test_concurrent_writers_threads(impl, tmp_path):
     assert all(seen[k] == list(range(500)) for k in range(4))
 
 
+def test_writers_hooks_flushes_and_the_flusher_at_once(impl, tmp_path):
+    """The writer's buffer lock under load: four threads write, some values
+    through a hook that gives the GIL up in the middle of the write (another
+    thread then finds the lock held), a fifth thread calls flush(), and the
+    flusher swaps 256-byte buffers every millisecond. Every event is read
+    back, in each thread's order, whole."""
+    import time
+
+    class Slow:
+        def __init__(self, n):
+            self.n = n
+
+    def slow_state(obj):
+        time.sleep(0)          # releases the GIL inside the write
+        return obj.n
+
+    p = tmp_path / "s.bin"
+    w = impl.StreamWriter(p, {}, thread_id=threading.get_ident, buffer_size=256, flush_interval=0.001)
+    w.register(Slow, "Slow", slow_state)
+    stop = threading.Event()
+
+    def work(k):
+        for i in range(1500):
+            w.write((k, i, Slow(i) if i % 7 == 0 else i))
+
+    def flush():
+        while not stop.is_set():
+            w.flush()
+            time.sleep(0.0005)
+    ts = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    f = threading.Thread(target=flush)
+    f.start()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    stop.set()
+    f.join()
+    w.close()
+    r = impl.StreamReader(p)
+    r.register("Slow", lambda state: ("slow", state))
+    seen = {k: [] for k in range(4)}
+    while r.next_kind:
+        k, i, v = r.read()
+        assert v == (("slow", i) if i % 7 == 0 else i)
+        seen[k].append(i)
+    assert all(seen[k] == list(range(1500)) for k in range(4))
+
+
 def test_refcounts(impl, tmp_path):
     p = tmp_path / "rc.bin"
     w = impl.StreamWriter(p, {})
