@@ -24,17 +24,17 @@ import marshal
 import os
 import re
 import sys
-# Imported here, before any install, in record, replay and fork alike:
-# until the compiled-config cache this module imported importlib.resources
-# and importlib.metadata, which import tempfile (-> random, shutil) and
-# socket (-> selectors, via email.utils), whose imports make boundary calls
-# (random's seed and bound Random; selectors' epoll probe). Our runtime
-# relies on finding them loaded: the replay debugger's checkpoints import
-# tempfile after install, and the fork view's own imports load socket, so a
-# recording where the program's `import socket` was recorded diverged there.
-# Keep them loaded in every mode so a program's import of them is the same.
-import socket  # noqa: F401
-import tempfile  # noqa: F401
+# Imported here, before any install, in record, replay and fork alike: the
+# two modules whose import makes boundary calls (random: its seed and the
+# bound Random; selectors: its epoll probe) that our runtime may import after
+# install in one mode only (the replay debugger's checkpoints import
+# tempfile -> random; the fork view's imports loaded socket -> selectors), so
+# a recording where the program's import of one was recorded diverged
+# there. Keep them loaded in every mode so a program's import of them is
+# the same. (Importing socket and tempfile themselves instead, which make no
+# boundary call of their own, was 3-4 ms more of every start.)
+import random  # noqa: F401
+import selectors  # noqa: F401
 from types import MappingProxyType
 TYPE_CHECKING = False   # (typing is 2.5 ms of every start-up: imported by type checkers only)
 if TYPE_CHECKING:
