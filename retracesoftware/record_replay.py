@@ -35,9 +35,9 @@ _execv = os.execv
 
 def _sigint_ignored():
     """The process started with SIGINT ignored (a background job of a script)."""
-    import signal as _sig
+    import _signal    # not signal: its enum classes are ~1 ms of a start, and the replay then imports it too
     try:
-        return _sig.getsignal(_sig.SIGINT) is _sig.SIG_IGN
+        return _signal.getsignal(_signal.SIGINT) == _signal.SIG_IGN
     except (ValueError, AttributeError):
         return False
 _environ = os.environ
@@ -372,9 +372,24 @@ def _import_runtime_modules(opts) -> None:
     from retracesoftware.install import masking  # noqa: F401
 
 
+def _which(name: str) -> str | None:
+    """``shutil.which(name)`` for a bare name on POSIX, without importing
+    shutil (with bz2, lzma and fnmatch: ~1.5 ms of a record's start, and
+    the replay imports what the record had loaded)."""
+    seen = set()
+    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        folder = folder or os.curdir
+        if folder in seen:
+            continue
+        seen.add(folder)
+        path = os.path.join(folder, name)
+        if os.path.exists(path) and os.access(path, os.F_OK | os.X_OK) and not os.path.isdir(path):
+            return path
+    return None
+
+
 def _same_interpreter(name: str) -> bool:
-    import shutil
-    found = shutil.which(name) if os.sep not in name else name
+    found = _which(name) if os.sep not in name else name
     if found is None:
         raise UsageError(f"interpreter {name!r} not found on PATH")
     try:

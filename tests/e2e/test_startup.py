@@ -215,3 +215,24 @@ def test_a_failing_imports_traceback_shows_no_frame_of_ours(tmp_path):
     assert plain.returncode == rec.returncode == rep.returncode == 1
     assert rec.err == plain.err == rep.err, (plain.err, rec.err, rep.err)
     assert "retracesoftware" not in rec.err and "importlib" not in rec.err
+
+
+def test_the_interpreter_lookup_agrees_with_shutil_which(tmp_path, monkeypatch):
+    """record_replay._which (a record's start no longer imports shutil)
+    finds what shutil.which finds: the first executable file of that name
+    on PATH, never a folder or a file without the execute bit."""
+    import shutil
+    from retracesoftware.record_replay import _which
+    plain = tmp_path / "a"
+    plain.mkdir()
+    (plain / "tool").write_text("")                     # not executable
+    (plain / "dir-tool").mkdir()
+    exe = tmp_path / "b"
+    exe.mkdir()
+    (exe / "tool").write_text("#!/bin/sh\n")
+    (exe / "tool").chmod(0o755)
+    (exe / "dir-tool").mkdir()
+    monkeypatch.setenv("PATH", os.pathsep.join([str(plain), str(exe), os.environ.get("PATH", "")]))
+    for name in ("tool", "dir-tool", "sh", "python3", "no-such-program-here"):
+        assert _which(name) == shutil.which(name), name
+    assert _which("tool") == str(exe / "tool")
