@@ -30,7 +30,7 @@ from retracesoftware.install import boundary as _boundary, buffers, files, fs, r
 from retracesoftware.install import import_hook as _import_hook
 from retracesoftware.install.substitutes import builtin_function, like_builtin, substitute_for
 from retracesoftware.proxy.system import Callback as _Callback
-from retracesoftware.utils import DISABLED, INTERNAL
+from retracesoftware.utils import DISABLED, INTERNAL, index_namespace as _index_namespace
 from retracesoftware.utils.errors import RecordingError, RetraceError
 
 log = Log("retracesoftware")   # (utils/log.py: logging is not imported at start-up)
@@ -864,7 +864,7 @@ class Installer:
                 self._index_full = True
         elif self._index is not None and self._index_size == modules_now:
             return self._index
-        skip = () if self._index_full else _UNINDEXED
+        skip = frozenset() if self._index_full else _UNINDEXED
         # pytest --retrace installs twice per test: the scan (most of an
         # install's cost) is reused from the last install while the same
         # modules are loaded. Only an index made by an install's first
@@ -894,37 +894,6 @@ class Installer:
             shared = {}
         self._index_shared = None if not shared else shared
 
-        def add(kind, owner, key, value):
-            if type(value) in skip:
-                return
-            places = index.get(id(value))
-            if places is None:
-                index[id(value)] = [(kind, owner, key, value)]
-            elif shared.get(id(value)) is places:
-                index[id(value)] = places + [(kind, owner, key, value)]
-            else:
-                places.append((kind, owner, key, value))
-
-        def add_defaults(fn):
-            for i, v in enumerate(fn.__defaults__ or ()):
-                add(_IN_DEFAULTS, fn, i, v)
-            for name, v in (fn.__kwdefaults__ or {}).items():
-                add(_IN_KWDEFAULTS, fn, name, v)
-            add_cells(fn)
-
-        def add_cells(fn):
-            # A function a decorator made at import (aiofiles.os.remove =
-            # wrap(os.remove)): the original is in its closure, where an
-            # install after the import (pytest --retrace: per test) did not
-            # reach, so the call ran live in both passes.
-            for cell in fn.__closure__ or ():
-                try:
-                    v = cell.cell_contents
-                except ValueError:      # empty cell
-                    continue
-                if type(v) is _BuiltinType:
-                    add(_IN_CELL, cell, None, v)
-
         for mname, module in list(sys.modules.items()):
             seen = scanned.get(mname)
             if seen is not None and seen[0] is module:
@@ -938,33 +907,9 @@ class Installer:
                     scanned[mname] = (module, None, 0)
                     continue
             scanned[mname] = (module, d, len(d))
-            for key, value in list(d.items()):
-                tv = type(value)
-                if tv in skip:
-                    continue
-                places = index.get(id(value))    # add(), inlined: the hot loop
-                if places is None:
-                    index[id(value)] = [(_IN_MODULE, module, key, value)]
-                elif shared and shared.get(id(value)) is places:
-                    index[id(value)] = places + [(_IN_MODULE, module, key, value)]
-                else:
-                    places.append((_IN_MODULE, module, key, value))
-                if tv is _FunctionType:
-                    if getattr(value, "__module__", None) == mname:
-                        if value.__defaults__ or value.__kwdefaults__ or value.__closure__:
-                            add_defaults(value)
-                    elif value.__closure__ and getattr(value, "__wrapped__", None) is not None:
-                        add_cells(value)     # functools.wraps gave it the wrapped one's module
-                elif issubclass(tv, type):    # _is_type
-                    if value.__module__ == mname and not _is_builtin_type(value):
-                        for ckey, cvalue in list(value.__dict__.items()):
-                            if type(cvalue) is _FunctionType:
-                                if cvalue.__defaults__ or cvalue.__kwdefaults__ or cvalue.__closure__:
-                                    add_defaults(cvalue)
-                            else:
-                                add(_IN_CLASS, value, ckey, cvalue)
-                                if type(cvalue) is staticmethod:
-                                    add(_IN_STATICMETHOD, value, ckey, cvalue.__func__)
+            # Its globals, and the defaults, closure cells and class
+            # attributes of what it defines (utils: C++, the bulk of a start).
+            _index_namespace(index, shared, skip, module, mname, d)
         if first and len(sys.modules) == modules_now:
             Installer._index_cache = (loaded, {k: list(v) for k, v in index.items()}, dict(scanned))
         self._index = index

@@ -28,6 +28,7 @@ identity_hash = _impl.identity_hash
 set_identity_hashing = _impl.set_identity_hashing
 identity_hashing_enabled = _impl.identity_hashing_enabled
 identity_id = _impl.identity_id
+index_namespace = _impl.index_namespace
 set_identity_ids = _impl.set_identity_ids
 identity_ids_enabled = _impl.identity_ids_enabled
 capture_stack = _impl.capture_stack
@@ -65,6 +66,7 @@ __all__ = [
     "set_identity_hashing",
     "identity_hashing_enabled",
     "identity_id",
+    "index_namespace",
     "set_identity_ids",
     "identity_ids_enabled",
     "capture_stack",

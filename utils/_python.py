@@ -132,3 +132,78 @@ class StackDelta:
 
     def reset(self):
         self.previous = ()
+
+
+# ------------------------------------------------------------ reference index
+#
+# index_namespace: one module's part of the installer's reference index
+# (install/installer.py, Installer._reference_index). Same walk and entries
+# as cpp/reference_index.cpp.
+
+_IN_MODULE, _IN_CLASS, _IN_DEFAULTS, _IN_KWDEFAULTS, _IN_CELL, _IN_STATICMETHOD = range(6)
+_FunctionType = type(_counter_hash)
+_BuiltinType = type(len)
+
+
+def index_namespace(index, shared, skip, module, name, namespace):
+    """Add to *index* (``id(value) -> [(kind, owner, key, value), ...]``)
+    every value of *namespace* (the globals of *module*, called *name*)
+    whose exact type is not in *skip*, and for the functions and classes
+    *name* defines, their defaults, keyword defaults, builtins in closure
+    cells and class attributes (a staticmethod's function too). A list that
+    *shared* (a dict id -> list, or None) holds is copied before it grows.
+    Kinds: 0 module global, 1 class attribute, 2 default, 3 keyword
+    default, 4 closure cell, 5 a staticmethod's function."""
+    if not isinstance(index, dict) or (shared is not None and not isinstance(shared, dict)) \
+            or not isinstance(skip, (set, frozenset)) or not isinstance(namespace, dict):
+        raise TypeError("index_namespace: index, shared and namespace must be dicts (shared may be None), skip a set")
+    shared = shared or None
+
+    def add(kind, owner, key, value):
+        if type(value) in skip:
+            return
+        places = index.get(id(value))
+        if places is None:
+            index[id(value)] = [(kind, owner, key, value)]
+        elif shared is not None and shared.get(id(value)) is places:
+            index[id(value)] = places + [(kind, owner, key, value)]
+        else:
+            places.append((kind, owner, key, value))
+
+    def add_defaults(fn):
+        for i, v in enumerate(fn.__defaults__ or ()):
+            add(_IN_DEFAULTS, fn, i, v)
+        for key, v in (fn.__kwdefaults__ or {}).items():
+            add(_IN_KWDEFAULTS, fn, key, v)
+        add_cells(fn)
+
+    def add_cells(fn):
+        for cell in fn.__closure__ or ():
+            try:
+                v = cell.cell_contents
+            except ValueError:      # empty cell
+                continue
+            if type(v) is _BuiltinType:
+                add(_IN_CELL, cell, None, v)
+
+    for key, value in list(namespace.items()):
+        tv = type(value)
+        if tv in skip:
+            continue
+        add(_IN_MODULE, module, key, value)
+        if tv is _FunctionType:
+            if getattr(value, "__module__", None) == name:
+                if value.__defaults__ or value.__kwdefaults__ or value.__closure__:
+                    add_defaults(value)
+            elif value.__closure__ and getattr(value, "__wrapped__", None) is not None:
+                add_cells(value)     # functools.wraps gave it the wrapped one's module
+        elif issubclass(tv, type):
+            if value.__module__ == name and value.__flags__ & (1 << 9):   # a heap type
+                for ckey, cvalue in list(value.__dict__.items()):
+                    if type(cvalue) is _FunctionType:
+                        if cvalue.__defaults__ or cvalue.__kwdefaults__ or cvalue.__closure__:
+                            add_defaults(cvalue)
+                    else:
+                        add(_IN_CLASS, value, ckey, cvalue)
+                        if type(cvalue) is staticmethod:
+                            add(_IN_STATICMETHOD, value, ckey, cvalue.__func__)

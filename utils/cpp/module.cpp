@@ -11,7 +11,7 @@ PYBIND11_MODULE(_utils, m) {
     m.doc() = "retracesoftware.utils C++ backend (see utils/README.md)";
     PyObject* mod = m.ptr();
     if (init_gates(mod) < 0 || init_gateways(mod) < 0 || init_fingerprint(mod) < 0 || init_typepatch(mod) < 0 ||
-        init_identity_hash(mod) < 0 ||
+        init_identity_hash(mod) < 0 || init_reference_index(mod) < 0 ||
         init_stack(mod) < 0 || init_type_gateways(mod) < 0 ||
         init_record_call(mod) < 0 || init_replay_call(mod) < 0 ||
         init_ticker(mod) < 0)

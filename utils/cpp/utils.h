@@ -97,6 +97,9 @@ int init_typepatch(PyObject* module);
 // ---- identity_hash.cpp
 int init_identity_hash(PyObject* module);
 
+// ---- reference_index.cpp
+int init_reference_index(PyObject* module);
+
 // ---- type_gateways.cpp
 int init_type_gateways(PyObject* module);      // MethodGateway, NewGateway
 
