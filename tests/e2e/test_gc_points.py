@@ -301,4 +301,5 @@ for i in range(20000):
 print(Cycle.dead > 0, time.time() > 0)
 """)
     rec = assert_faithful(s, check_plain_differs=False)
-    assert rec.stdout == s.plain().stdout == b"True (700, 10, 10)\nTrue True\n"
+    plain = s.plain().stdout      # the interpreter's default thresholds (3.13: 2000)
+    assert rec.stdout == plain and plain.startswith(b"True (") and plain.endswith(b"\nTrue True\n")

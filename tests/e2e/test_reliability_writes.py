@@ -61,7 +61,7 @@ def test_a_program_run_without_recording_has_its_collector(scenario):
     proc = subprocess.run([sys.executable, "-m", "retracesoftware", "--recording", "/dev/full", "--",
                            "python", "app.py"], cwd=s.dir, env=_env(), capture_output=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == s.plain().stdout == b"True (700, 10, 10)\n"
+    assert proc.stdout == s.plain().stdout and proc.stdout.startswith(b"True (")
 
 
 def _file_size_limit(limit):

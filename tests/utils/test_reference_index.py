@@ -52,6 +52,10 @@ class WithMeta(metaclass=Meta):
 
 alias = time.time
 number = 7
+MARKER = object()
+
+def with_marker(a=MARKER, *, b=MARKER):
+    return a
 '''
 
 
@@ -123,12 +127,15 @@ def test_a_shared_list_is_copied_before_it_grows(u):
 
 def test_refcounts(u):
     module = _module()
-    before = sys.getrefcount(module), sys.getrefcount(os.getpid)
+    skip = _skip()       # (imports the installer, whose modules keep refs of their own: before counting)
+    marker = module.MARKER     # referenced by this module only (os.getpid may be in use by another thread)
+    before = sys.getrefcount(module), sys.getrefcount(marker)
     for _ in range(20):
         index = {}
-        u.index_namespace(index, None, _skip(), module, "refidx_sample", module.__dict__)
+        u.index_namespace(index, None, skip, module, "refidx_sample", module.__dict__)
+        assert len(index[id(marker)]) == 3      # a global, a default, a keyword default
         del index
-    assert (sys.getrefcount(module), sys.getrefcount(os.getpid)) == before
+    assert (sys.getrefcount(module), sys.getrefcount(marker)) == before
 
 
 def test_bad_arguments(u):
