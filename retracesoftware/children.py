@@ -42,6 +42,7 @@ import time
 import _posixsubprocess
 from _thread import get_ident as _get_ident
 
+from retracesoftware.__main__ import recorded_hash_seed as _recorded_hash_seed  # (imported at start, both runs)
 from retracesoftware.preamble import CHILD_NAME
 from retracesoftware.utils import DISABLED, INTERNAL
 from retracesoftware.utils.errors import RecordingFormatError
@@ -112,6 +113,35 @@ def _is_this_python(executable_list) -> bool:
         except OSError:
             return False
     return False
+
+
+#: record_replay._HASHSEED_MARK (not imported: record_replay imports this module)
+_HASHSEED_MARK = "RETRACE_PINNED_HASHSEED"
+
+
+def _seeded_env_list(env_list):
+    """fork_exec's environment (b"K=V" entries; None: this process's) for a
+    child that records or replays itself, with a hash seed of ours and our
+    mark: its CLI then does not restart itself to pin one (one interpreter
+    start, ~10 ms, per child), and its program never sees them
+    (record_replay.forget_our_hash_seed). A seed the environment already
+    sets is kept."""
+    entries = [k + b"=" + v for k, v in _real_os.environb.items()] if env_list is None else list(env_list)
+    if any(e.startswith(b"PYTHONHASHSEED=") for e in entries):
+        return env_list
+    seed = str(int.from_bytes(_real_posix.urandom(4), "little") % (2**32 - 1) + 1).encode()
+    mark = _HASHSEED_MARK.encode()
+    return [e for e in entries if not e.startswith(mark + b"=")] + [b"PYTHONHASHSEED=" + seed, mark + b"=" + seed]
+
+
+def _seeded_env(env):
+    """posix_spawn's environment mapping, the same way as _seeded_env_list."""
+    if env is None or any(k in (b"PYTHONHASHSEED", "PYTHONHASHSEED") for k in env):
+        return env
+    seed = str(int.from_bytes(_real_posix.urandom(4), "little") % (2**32 - 1) + 1)
+    env = {k: v for k, v in env.items() if k not in (_HASHSEED_MARK, _HASHSEED_MARK.encode())}
+    env["PYTHONHASHSEED"] = env[_HASHSEED_MARK] = seed
+    return env
 
 
 def _recordable_argv(args) -> tuple[list[str], list[str]] | None:
@@ -560,6 +590,7 @@ class ChildProcesses:
                 args[0] = [sys.executable, *options, "-m", "retracesoftware", "--recording", self._path(name),
                            *self._redaction_args(), "--", *argv]
                 args[1] = [_real_os.fsencode(sys.executable)]
+                args[5] = _seeded_env_list(args[5])
         return (_real_posixsubprocess.fork_exec(*args), name)
 
     def _fork_exec(self, *args):
@@ -586,6 +617,7 @@ class ChildProcesses:
                 path = sys.executable
                 argv = [sys.executable, *options, "-m", "retracesoftware", "--recording", self._path(name),
                         *self._redaction_args(), "--", *words]
+                env = _seeded_env(env)
         return (_real_posix_spawn(path, argv, env, **kwargs), name)
 
     def _posix_spawn(self, path, argv, env, **kwargs):
@@ -655,6 +687,11 @@ class ChildProcesses:
             from retracesoftware.install.replay_session import CHILD_REPLAY_ENV
             env = dict(os.environ)
             env[CHILD_REPLAY_ENV] = "1"
+            # The child's recorded hash seed, and our mark: its replay does
+            # not restart itself to pin it (one interpreter start per child).
+            seed = _recorded_hash_seed(self._path(name))
+            if seed is not None:
+                env["PYTHONHASHSEED"] = env[_HASHSEED_MARK] = str(seed)
             self._live[pid] = ("spawn", _popen_class()(cmd, stdin=stdin, stdout=stdout, stderr=stderr,
                                                          env=env))
         finally:

@@ -370,3 +370,52 @@ def test_pty_fork_forkpty_and_exec_children(scenario):
     rep = s.replay()
     assert rep.stdout == rec.stdout and rep.returncode == rec.returncode, rep.err
     assert not list(s.dir.glob("marker-*")), "replay ran the exec'd program for real"
+
+
+CHILD_SEEDS = """
+import os, subprocess, sys
+code = ("import os, sys; print(os.environ.get('PYTHONHASHSEED'), os.environ.get('RETRACE_PINNED_HASHSEED'), "
+        "hash('abc'), sorted({'x', 'y', 'z', 'w'}))")
+for env in (None, dict(os.environ, EXTRA="1")):
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout
+    print(out.strip())
+pid = os.posix_spawn(sys.executable, [sys.executable, "-c", code], dict(os.environ))
+print(os.waitpid(pid, 0)[1])
+"""
+
+
+def test_children_start_with_a_seed_of_ours_and_never_see_it(scenario):
+    """A recorded child of this Python is given a hash seed (and our mark)
+    by its parent's record, and its recorded seed by its parent's replay, so
+    neither restarts itself to pin one (one interpreter start per child);
+    its program sees the environment it was given, without them."""
+    s = scenario(CHILD_SEEDS)
+    rec = assert_faithful(s)
+    lines = rec.out.splitlines()
+    assert [l.split()[:2] for l in lines[:2]] == [["None", "None"]] * 2, rec.out
+    from retracesoftware.__main__ import recorded_hash_seed
+    children = sorted((s.dir / "run.bin.children").rglob("*.bin"))
+    assert len(children) >= 2
+    for child in children:
+        assert recorded_hash_seed(str(child)) is not None
+        from retracesoftware.stream import StreamReader
+        reader = StreamReader(str(child))
+        try:
+            assert reader.preamble["options"]["hash_seed_pinned_by_retrace"] is True
+        finally:
+            reader.close()
+
+
+def test_the_seed_given_to_a_child_keeps_one_the_environment_sets():
+    from retracesoftware.children import _HASHSEED_MARK, _seeded_env, _seeded_env_list
+    mark = _HASHSEED_MARK.encode()
+    made = _seeded_env_list([b"A=1", mark + b"=stale"])
+    seeds = [e for e in made if e.startswith(b"PYTHONHASHSEED=")]
+    assert len(seeds) == 1 and (mark + b"=" + seeds[0].split(b"=")[1]) in made and mark + b"=stale" not in made
+    assert b"A=1" in made and 1 <= int(seeds[0].split(b"=")[1]) < 2**32
+    inherited = _seeded_env_list(None)            # this process's environment, plus ours
+    assert any(e.startswith(b"PATH=") for e in inherited) and any(e.startswith(mark + b"=") for e in inherited)
+    assert _seeded_env_list([b"PYTHONHASHSEED=7"]) == [b"PYTHONHASHSEED=7"]
+    spawned = _seeded_env({"A": "1"})
+    assert spawned["PYTHONHASHSEED"] == spawned[_HASHSEED_MARK] and spawned["A"] == "1"
+    assert _seeded_env({"PYTHONHASHSEED": "0"}) == {"PYTHONHASHSEED": "0"}
