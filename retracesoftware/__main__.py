@@ -85,6 +85,13 @@ def _recording_arg(argv):
 #: docs/FORMAT.md: MAGIC, then the format version (u32 LE); frames are
 #: length (u32 LE), crc32 (u32 LE), payload. (stream/_common.py, not
 #: imported here: start-up.)
+# Taken at import (before any program runs): recorded_hash_seed is also
+# called by a replay's parent for each child it spawns (children.py), and
+# our runtime never calls through an attribute the program may patch.
+_stat = os.stat
+_open = open
+_S_IFMT, _S_IFREG = 0o170000, 0o100000
+
 _MAGIC = b"\x89RTRC\r\n\x1a"
 _VERSIONS = (1, 2)
 #: msgpack type byte -> (bytes of its length field, fixed bytes after it) for
@@ -107,9 +114,12 @@ def recorded_hash_seed(path):
     is a map with that key: the caller then leaves everything to
     replay_main, which reads the preamble with the stream reader and checks
     all of it (and the seed again) as before."""
-    if not os.path.isfile(path):        # (a FIFO would block the open)
+    try:
+        if _stat(path).st_mode & _S_IFMT != _S_IFREG:   # (a FIFO would block the open)
+            return None
+    except (OSError, ValueError):
         return None
-    with open(path, "rb") as f:
+    with _open(path, "rb") as f:
         head = f.read(len(_MAGIC) + 4 + 8)
         if len(head) < len(_MAGIC) + 12 or head[:len(_MAGIC)] != _MAGIC:
             return None

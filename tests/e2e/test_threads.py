@@ -97,6 +97,7 @@ print("".join(map(str, got)))
 
 def test_rlock_nested(scenario):
     check(scenario, """
+import time
 lock = threading.RLock()
 go = threading.Event()
 out = []
@@ -111,6 +112,10 @@ def work(k):
             spin(10)
             inner(k)
         spin(10)
+        if i % 16 == 1:
+            # let the others run: on an idle machine the first thread woken
+            # could finish before the others woke (six plain runs alike)
+            time.sleep(0.0001)
 ts = [threading.Thread(target=work, args=(k,)) for k in range(4)]
 for t in ts: t.start()
 go.set()
