@@ -816,7 +816,7 @@ def build_config(
     )
 
 
-def load_config(
+def _load_config(
     search_path: Sequence | None = None,
     *,
     python_version=None,
@@ -975,7 +975,7 @@ def _cache_store(key: str, config: BoundaryConfig) -> None:
     _cache_write(f"config-{key[:32]}.bin", key, payload)
 
 
-def load_toml_cached(path) -> dict:
+def _load_toml_cached(path) -> dict:
     """A TOML file of ours read at every start (configs/handlers/boundary.toml),
     parsed once: the parsed document is kept as JSON under the sha256 of the
     file's bytes (and this interpreter's version) in the same cache directory."""
@@ -1061,3 +1061,42 @@ def _cache_load(key: str) -> BoundaryConfig | None:
                               digest=data["digest"], files=tuple(data["files"]))
     except (ValueError, KeyError, TypeError, AttributeError, EOFError):
         return None
+
+
+#: modules imported only to compile a cache (below), kept alive: ours use them
+_PRIVATE_MODULES: list = []
+
+
+class _PrivateImports:
+    """Modules a cold cache imports to parse TOML (tomllib, json, typing,
+    string…), which a warm start never loads, are taken out of
+    ``sys.modules`` again and kept alive here. The modules a program starts
+    with must not depend on the cache: a recording made cold would start
+    with modules its warm replay imports only later, after the
+    identity-hash switch, whose objects then hash differently (a trio
+    program's replay diverged). Ours stay."""
+
+    def __enter__(self):
+        self.before = set(sys.modules)
+
+    def __exit__(self, *exc):
+        for name in [n for n in sys.modules if n not in self.before]:
+            if name != "retracesoftware" and not name.startswith("retracesoftware."):
+                _PRIVATE_MODULES.append(sys.modules.pop(name))
+        return False
+
+
+def load_config(search_path=None, *, python_version=None, installed=None, platform=None) -> BoundaryConfig:
+    with _PrivateImports():
+        return _load_config(search_path, python_version=python_version, installed=installed, platform=platform)
+
+
+load_config.__doc__ = _load_config.__doc__
+
+
+def load_toml_cached(path) -> dict:
+    with _PrivateImports():
+        return _load_toml_cached(path)
+
+
+load_toml_cached.__doc__ = _load_toml_cached.__doc__

@@ -236,3 +236,28 @@ def test_the_interpreter_lookup_agrees_with_shutil_which(tmp_path, monkeypatch):
     for name in ("tool", "dir-tool", "sh", "python3", "no-such-program-here"):
         assert _which(name) == shutil.which(name), name
     assert _which("tool") == str(exe / "tool")
+
+
+def test_a_cold_config_cache_leaves_no_module_for_the_program(tmp_path):
+    """The first run after a config or a distribution changed compiles the
+    config cache (tomllib, json, typing… imported): the program still
+    starts with the modules a warm start gives it, so a recording made cold
+    replays warm (a trio program's replay diverged: typing's objects,
+    pre-existing on record, were made after the identity-hash switch on
+    replay)."""
+    from retrace_testing import _env
+    s = Scenario(tmp_path, """
+        import sys, time
+        print(sorted(m for m in ("tomllib", "json", "typing", "string") if m in sys.modules))
+        import typing
+        T = typing.TypeVar("T")
+        print(len({typing.List[int], typing.Dict[str, int], typing.Optional[T], typing.Any}), time.time() > 0)
+    """)
+    cache = tmp_path / "cold-cache"
+    env = {"RETRACE_CONFIG_CACHE": str(cache)}
+    rec = s.record(env=env)
+    assert rec.returncode == 0, rec.err
+    assert rec.out.splitlines()[0] == "[]", rec.out
+    assert cache.exists() and any(cache.iterdir())        # it was compiled on this run
+    rep = s.replay(env=env)
+    assert (rep.returncode, rep.out) == (0, rec.out), rep.err
