@@ -144,6 +144,21 @@ def _seeded_env(env):
     return env
 
 
+def _no_events(path) -> bool:
+    """The recording at *path* is a whole preamble and nothing after it."""
+    from retracesoftware.stream import StreamReader
+    try:
+        reader = StreamReader(path)
+    except Exception:
+        return False
+    try:
+        return reader.next_kind is None
+    except Exception:
+        return False
+    finally:
+        reader.close()
+
+
 def _recordable_argv(args) -> tuple[list[str], list[str]] | None:
     """``(interpreter options, argv)`` for a child of this Python to record
     itself, or None if the CLI could not run it. The options (multiprocessing
@@ -567,6 +582,12 @@ class ChildProcesses:
                 if signals is not None:
                     signals.forked()        # the child's SIGNALs are indexed on its own tape
             except (OSError, RecordingFormatError) as exc:
+                if isinstance(exc, RecordingFormatError) and _no_events(self._path(name)):
+                    # Killed between creating its recording and writing the
+                    # bindings it inherited (a pool worker terminated as it
+                    # started): it did nothing a replay could show, and the
+                    # parent's tape holds what the parent saw of it.
+                    _real_posix._exit(0)
                 what = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
                 _write_stderr(f"retrace: error: cannot replay forked child {name}: {what} — "
                               f"the recording's children directory {self.dir} is incomplete\n")

@@ -419,3 +419,28 @@ def test_the_seed_given_to_a_child_keeps_one_the_environment_sets():
     spawned = _seeded_env({"A": "1"})
     assert spawned["PYTHONHASHSEED"] == spawned[_HASHSEED_MARK] and spawned["A"] == "1"
     assert _seeded_env({"PYTHONHASHSEED": "0"}) == {"PYTHONHASHSEED": "0"}
+
+
+def test_a_forked_child_killed_before_its_first_frame_replays_as_nothing(scenario):
+    """A forked child killed between creating its recording and writing the
+    bindings it inherited (a pool worker terminated as it started) leaves a
+    preamble and no event: its replay ends quietly, as it did nothing, and
+    the parent replays what it saw of it."""
+    s = scenario("""
+        import os, time
+        pid = os.fork()
+        if pid == 0:
+            os._exit(3)
+        print(os.waitpid(pid, 0)[1] >> 8, time.time())
+    """)
+    rec = s.record()
+    assert rec.returncode == 0, rec.err
+    children = sorted((s.dir / "run.bin.children").glob("*.bin"))
+    assert len(children) == 1
+    data = children[0].read_bytes()
+    preamble_end = 20 + int.from_bytes(data[12:16], "little")
+    assert len(data) > preamble_end
+    children[0].write_bytes(data[:preamble_end])        # as if killed right after the preamble
+    rep = s.replay()
+    assert (rep.returncode, rep.out) == (0, rec.out), rep.err
+    assert "retrace: error" not in rep.err
