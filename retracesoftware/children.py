@@ -710,9 +710,11 @@ class ChildProcesses:
             env[CHILD_REPLAY_ENV] = "1"
             # The child's recorded hash seed, and our mark: its replay does
             # not restart itself to pin it (one interpreter start per child).
-            seed = _recorded_hash_seed(self._path(name))
-            if seed is not None:
-                env["PYTHONHASHSEED"] = env[_HASHSEED_MARK] = str(seed)
+            seed = str(_recorded_hash_seed(self._path(name)))
+            # (data from the file: only a seed the interpreter accepts; else
+            # the child's replay restarts itself and checks it, as before)
+            if seed.isdigit() and int(seed) <= 4294967295:
+                env["PYTHONHASHSEED"] = env[_HASHSEED_MARK] = seed
             self._live[pid] = ("spawn", _popen_class()(cmd, stdin=stdin, stdout=stdout, stderr=stderr,
                                                          env=env))
         finally:
