@@ -73,14 +73,16 @@ def test_unlocked_prints_replay_in_their_order_with_schedule(scenario):
 # a gc callback that sleeps lets the other threads print during it. Their
 # writes come before the collecting thread's on the tape: the replay must
 # not make them wait for it. Before: the replay hung (the collecting thread
-# waited for the end of its collection, the others for its write).
+# waited for the end of its collection, the others for its write). The
+# sleep's length is drawn at random: with a fixed 2 ms, four plain runs
+# printed the same lines in CI (3.13, cpp), the order set by the sleeps.
 PRINTS_DURING_A_COLLECTION = """
-    import gc, threading, time
+    import gc, random, threading, time
     gc.set_threshold(100)
 
     def slow(phase, info):
         if phase == "start":
-            time.sleep(0.002)
+            time.sleep(random.choice((0.0005, 0.001, 0.002, 0.003)))
 
     gc.callbacks.append(slow)
     keep = []
