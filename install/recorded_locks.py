@@ -106,15 +106,12 @@ def recorded_lock_class(system, sync, lock_ids):
     # the SYNC write, see SyncPoints): acquire(*args) is the real
     # lock's acquire with the RecordedLock argument swapped for it.
     real_of = F.if_then_else(F.isinstance_of(Recorded), lock_of, F.identity)
-    # try_now(lock, False): the real lock taken without blocking (native).
-    # Only ever given one of our locks (the replayed acquire read its
-    # lock_id first; a lock is true) and False: a truth test picks, cheaper
-    # than real_of's isinstance, twice per replayed acquire.
-    try_now = F.apply_with(LT.acquire, F.if_then_else(F.identity, lock_of, F.identity))
+    # The replayed acquire takes the real lock without blocking as
+    # LT.acquire(lock._lock, False), which the C++ gateway calls in C.
     RecordedLock.__enter__ = sync.acquire(F.compose(LT.__enter__, lock_of), "lock.acquire",
-                                          acquire_replay, try_now=try_now)
+                                          acquire_replay, try_now=LT.acquire, real="_lock")
     RecordedLock.acquire = RecordedLock.acquire_lock = sync.acquire(
-        F.apply_with(LT.acquire, real_of), "lock.acquire", acquire_replay, try_now=try_now)
+        F.apply_with(LT.acquire, real_of), "lock.acquire", acquire_replay, try_now=LT.acquire, real="_lock")
     RecordedLock.__exit__ = sync.plain(F.compose(LT.release, lock_of, F.first_arg))
     RecordedLock.release = RecordedLock.release_lock = sync.plain(F.compose(LT.release, lock_of))
     RecordedLock.locked = RecordedLock.locked_lock = sync.method(

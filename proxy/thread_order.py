@@ -754,14 +754,16 @@ class SyncPoints:
         replay = _SyncReplay(self.system, name, on_replay)
         return ReplayGateway(self.gate, target, replay)
 
-    def acquire(self, target, name, on_replay, returns=True, try_now=None):
+    def acquire(self, target, name, on_replay, returns=True, try_now=None, real=None):
         """A lock acquire on ``self`` (which has a ``lock_id``): *target*
         ``(self, *args)`` is the real acquire, true when it got the lock.
         Records ``SYNC <lock id>`` or ``SYNC False``; returns what the real
         one did: a bool, or None when ``returns`` is None (an acquire that
         cannot fail, such as RLock._acquire_restore). ``try_now(self, False)``
-        (optional) takes the real lock without blocking, true when it got it:
-        then a replayed acquire whose SYNC is this thread's next event takes
+        (optional) takes the real lock without blocking, true when it got it
+        (``try_now(getattr(self, real), False)`` when *real*, an attribute
+        name, is given: try_now can then be the real type's ``acquire``,
+        called in C): then a replayed acquire whose SYNC is this thread's next event takes
         the event and the lock together, without a turn (`Reader.take_event`)."""
         if self.mode == "record":
             if returns is None:
@@ -781,7 +783,7 @@ class SyncPoints:
         seq = system._sequencer
         slow = _SyncReplay(system, name, on_replay, self.lock_ids, returns)
         return ReplaySyncGateway(self.gate, target, system.reader.take_event, system._thread_id,
-                                 seq.turn, SYNC, try_now, returns, slow)
+                                 seq.turn, SYNC, try_now, returns, slow, real=real)
 
     def plain(self, target):
         """A method that is not a sync point (release): the real operation,

@@ -397,13 +397,13 @@ def thread_ids_changed():
 
 class ReplaySyncGateway(_Gateway):
     """``ReplaySyncGateway(gate, target, take, thread_id, turn, tag, try_now,
-    returns, slow)``: a replayed lock acquire in one step (see README.md;
+    returns, slow, *, real=None)``: a replayed lock acquire in one step (see README.md;
     the same contract as the C++ backend)."""
 
     __slots__ = ("gate", "target", "take", "thread_id", "turn", "tag", "try_now", "returns", "slow",
-                 "_cell", "__weakref__")
+                 "real", "_cell", "__weakref__")
 
-    def __init__(self, gate, target, take, thread_id, turn, tag, try_now, returns, slow):
+    def __init__(self, gate, target, take, thread_id, turn, tag, try_now, returns, slow, *, real=None):
         if not isinstance(gate, Gate):
             raise TypeError(f"gate must be a Gate, got {type(gate).__name__}")
         if not isinstance(turn, TurnState):
@@ -411,6 +411,9 @@ class ReplaySyncGateway(_Gateway):
         for what, fn in (("target", target), ("take", take), ("thread_id", thread_id),
                          ("try_now", try_now), ("slow", slow)):
             _check_callable(what, fn, False)
+        if real is not None and not isinstance(real, str):
+            raise TypeError(f"real must be an attribute name or None, got {type(real).__name__}")
+        self.real = real
         self.gate, self.target, self.take, self.thread_id, self.turn = gate, target, take, thread_id, turn
         self.tag, self.try_now, self.returns, self.slow = tag, try_now, returns, slow
         self._cell = gate._cell
@@ -429,6 +432,7 @@ class ReplaySyncGateway(_Gateway):
         lock = args[0]
         mine = lock.lock_id
         try_now = self.try_now
+        real = self.real
         taken = []
 
         def accept(value):
@@ -438,7 +442,7 @@ class ReplaySyncGateway(_Gateway):
                 return True
             if value is not True and value != mine:
                 return False
-            if try_now(lock, False):
+            if try_now(lock if real is None else getattr(lock, real), False):
                 taken.append(True)
                 return True
             return False

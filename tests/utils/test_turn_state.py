@@ -208,3 +208,75 @@ def test_sync_gateway_with_the_cpp_readers_take_event(u, tmp_path):
     assert gw(lock) == "slow"                   # thread 1's event: not ours
     assert not lock._lock.locked()
     assert (sys.getrefcount(lock), sys.getrefcount(big)) == before
+
+
+def _real_gateway(u, take, turn, try_now, real="_lock"):
+    gate = u.Gate()
+    gate.phase = u.INTERNAL
+    return u.ReplaySyncGateway(gate, lambda *a: "target", take, lambda: 0, turn, "SYNC", try_now, True,
+                               lambda *a: "slow", real=real)
+
+
+@pytest.mark.parametrize("with_reader", [False, True])
+def test_sync_gateway_real_takes_the_attribute_with_the_real_acquire(u, tmp_path, with_reader):
+    # real="_lock": try_now gets args[0]._lock; given _thread.lock.acquire
+    # itself (the C++ gateway calls it in C with a cached (False,)), the
+    # same events, the same real lock states, no reference left behind.
+    big_id = 10**30
+    events = [(0, "SYNC", 7), (0, "SYNC", False), (0, "SYNC", big_id), (0, "SYNC", 7), (1, "SYNC", 7)]
+    turn = u.TurnState()
+    if with_reader:
+        stream = pytest.importorskip("retracesoftware.stream._stream")
+        ids = {threading.get_ident(): 0}
+        p = tmp_path / "sync.bin"
+        w = stream.StreamWriter(p, {}, thread_id=lambda: ids[threading.get_ident()], compress=False)
+        for thread, tag, value in events:
+            ids[threading.get_ident()] = thread
+            w.write(tag, value)
+        w.close()
+        take = stream.StreamReader(p)
+        turn.probe = take
+        take = take.take_event
+    else:
+        take = Take(events)
+        turn.probe = Probe(1)
+    gw = _real_gateway(u, take, turn, _thread.LockType.acquire)
+    assert gw.real == "_lock" and _gateway(u, take, turn, lambda *a: "slow").real is None
+    lock, big = Lock(7), Lock(big_id)
+    before = (sys.getrefcount(lock), sys.getrefcount(lock._lock), sys.getrefcount(big._lock))
+    assert gw(lock) is True and lock._lock.locked()
+    assert gw(lock) is False                    # a recorded failed try: no real acquire
+    assert gw(Lock(8)) == "slow"                # another lock's SYNC: nothing consumed
+    assert gw(big) is True and big._lock.locked()
+    assert gw(lock) == "slow"                   # its real lock is held: the slow path waits
+    lock.release()
+    assert gw(lock) is True and lock._lock.locked()
+    lock.release()
+    assert gw(lock) == "slow"                   # thread 1's event: not ours
+    assert not lock._lock.locked()
+    assert (sys.getrefcount(lock), sys.getrefcount(lock._lock), sys.getrefcount(big._lock)) == before
+
+
+def test_sync_gateway_real_with_other_callables_and_objects(u):
+    turn = u.TurnState()
+    seen = []
+
+    def try_now(obj, blocking):
+        seen.append((obj, blocking))
+        return True
+    lock = Lock(7)
+    gw = _real_gateway(u, Take([(0, "SYNC", 7)]), turn, try_now)
+    assert gw(lock) is True and seen == [(lock._lock, False)]
+
+    # Not a real lock where one is named: the descriptor's own TypeError,
+    # as a Python call of _thread.lock.acquire gives it.
+    odd = Lock(7)
+    odd._lock = threading.RLock()
+    gw = _real_gateway(u, Take([(0, "SYNC", 7)]), turn, _thread.LockType.acquire)
+    with pytest.raises(TypeError, match="acquire"):
+        gw(odd)
+    gw = _real_gateway(u, Take([(0, "SYNC", 7)]), turn, _thread.LockType.acquire, real="missing")
+    with pytest.raises(AttributeError, match="missing"):
+        gw(Lock(7))
+    with pytest.raises(TypeError, match="real must be"):
+        _real_gateway(u, Take([]), turn, try_now, real=3)

@@ -674,7 +674,10 @@ PyType_Spec ReplayCallGateway_spec = {
 // is: False when a turn is held; True for a recorded failure (False); False
 // when value is neither True nor `mine` (the slow path reports the other
 // lock); else try_now(args[0], False) -- the real lock taken without
-// blocking -- and whether it succeeded. So the event and the real acquire
+// blocking -- and whether it succeeded. With `real` (an attribute name),
+// try_now(getattr(args[0], real), False); a try_now that is a C method
+// descriptor of the real lock's type (`_thread.lock.acquire`) is then
+// called as C with a cached (False,) (no wrapper, no argument tuple). So the event and the real acquire
 // happen together. got None: the real lock is released again if it was
 // taken, then (another thread's event at the head) wait natively for this
 // thread's turn and try again, or slow(*args, **kwargs). Else hand the turn
@@ -683,13 +686,64 @@ PyType_Spec ReplayCallGateway_spec = {
 
 PyTypeObject* SyncAcceptType = nullptr;
 
+// How a gateway takes the real lock without blocking: try_now, the
+// attribute of args[0] it takes (or null: args[0] itself), and try_now's C
+// function when it is a METH_VARARGS|METH_KEYWORDS method descriptor (of
+// `type`), called with the cached (False,) then.
+struct TryNow {
+    PyObject* try_now;
+    PyObject* real;
+    PyCFunctionWithKeywords meth;
+    PyTypeObject* type;
+};
+
+PyObject* tuple_false = nullptr;
+
+// try_now's answer for `lock`: 1 taken, 0 not, -1 error.
+int try_now_take(const TryNow& t, PyObject* lock) {
+    PyObject* owned = nullptr;
+    if (t.real) {
+        owned = PyObject_GetAttr(lock, t.real);
+        if (!owned) return -1;
+        lock = owned;
+    }
+    PyObject* r;
+    if (t.meth && PyObject_TypeCheck(lock, t.type)) {
+        r = t.meth(lock, tuple_false, nullptr);
+    } else {
+        PyObject* call[2] = {lock, Py_False};
+        r = PyObject_Vectorcall(t.try_now, call, 2, nullptr);
+    }
+    Py_XDECREF(owned);
+    if (!r) return -1;
+    int yes = r == Py_True ? 1 : r == Py_False ? 0 : PyObject_IsTrue(r);
+    Py_DECREF(r);
+    return yes;
+}
+
+void try_now_init(TryNow& t, PyObject* try_now, PyObject* real) {
+    t.try_now = try_now;
+    t.real = real;
+    t.meth = nullptr;
+    t.type = nullptr;
+    if (Py_IS_TYPE(try_now, &PyMethodDescr_Type)) {
+        auto* d = reinterpret_cast<PyMethodDescrObject*>(try_now);
+        if (d->d_method->ml_flags == (METH_VARARGS | METH_KEYWORDS)) {
+            t.meth = reinterpret_cast<PyCFunctionWithKeywords>(reinterpret_cast<void (*)(void)>(d->d_method->ml_meth));
+            t.type = PyDescr_TYPE(d);
+        }
+    }
+}
+
 struct SyncAcceptObject {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     TurnStateObject* turn;
     PyObject* mine;
     PyObject* lock;
-    PyObject* try_now;
+    TryNow try_now;  // a copy of the gateway's, its objects owned:
+    PyObject* own_try;
+    PyObject* own_real;
     bool taken;
 };
 
@@ -707,11 +761,7 @@ PyObject* SyncAccept_vectorcall(PyObject* op, PyObject* const* args, size_t narg
         if (eq < 0) return nullptr;
         if (!eq) Py_RETURN_FALSE;
     }
-    PyObject* call[2] = {self->lock, Py_False};
-    PyObject* r = PyObject_Vectorcall(self->try_now, call, 2, nullptr);
-    if (!r) return nullptr;
-    int yes = PyObject_IsTrue(r);
-    Py_DECREF(r);
+    int yes = try_now_take(self->try_now, self->lock);
     if (yes < 0) return nullptr;
     if (yes) self->taken = true;
     return PyBool_FromLong(yes);
@@ -723,7 +773,8 @@ void SyncAccept_dealloc(PyObject* op) {
     Py_CLEAR(self->turn);
     Py_CLEAR(self->mine);
     Py_CLEAR(self->lock);
-    Py_CLEAR(self->try_now);
+    Py_CLEAR(self->own_try);
+    Py_CLEAR(self->own_real);
     tp->tp_free(op);
     Py_DECREF(tp);
 }
@@ -757,6 +808,8 @@ struct ReplaySyncGatewayObject {
     PyObject* try_now;
     PyObject* returns;
     PyObject* slow;
+    PyObject* real;  // the attribute of args[0] try_now takes, or null
+    TryNow tn;
     PyObject* weakreflist;
     // take as a C call (native_take.h) when `take` is a reader's bound
     // take_event that offers one: the reader (owned) and the call.
@@ -769,7 +822,7 @@ struct SyncAcceptState {
     TurnStateObject* turn;
     PyObject* mine;
     PyObject* lock;
-    PyObject* try_now;
+    const TryNow* try_now;
     bool taken;
 };
 
@@ -782,11 +835,7 @@ int sync_accept_native(void* ctx, PyObject* value) {
         int eq = PyObject_RichCompareBool(value, st->mine, Py_EQ);
         if (eq <= 0) return eq;
     }
-    PyObject* call[2] = {st->lock, Py_False};
-    PyObject* r = PyObject_Vectorcall(st->try_now, call, 2, nullptr);
-    if (!r) return -1;
-    int yes = r == Py_True ? 1 : r == Py_False ? 0 : PyObject_IsTrue(r);
-    Py_DECREF(r);
+    int yes = try_now_take(*st->try_now, st->lock);
     if (yes > 0) st->taken = true;
     return yes;
 }
@@ -797,7 +846,7 @@ int sync_accept_native(void* ctx, PyObject* value) {
 // the Python path must run (no error), or nullptr with an error.
 PyObject* replay_sync_native(ReplaySyncGatewayObject* self, PyObject* lock, PyObject* mine, PyObject* tid,
                              bool* slow) {
-    SyncAcceptState st{self->turn, mine, lock, self->try_now, false};
+    SyncAcceptState st{self->turn, mine, lock, &self->tn, false};
     PyObject* value = nullptr;
     int same_thread = 0;
     for (;;) {
@@ -860,7 +909,9 @@ PyObject* ReplaySyncGateway_vectorcall(PyObject* op, PyObject* const* args, size
     accept->turn = reinterpret_cast<TurnStateObject*>(Py_NewRef(reinterpret_cast<PyObject*>(self->turn)));
     accept->mine = mine;
     accept->lock = Py_NewRef(args[0]);
-    accept->try_now = Py_NewRef(self->try_now);
+    accept->try_now = self->tn;
+    accept->own_try = Py_NewRef(self->tn.try_now);
+    accept->own_real = Py_XNewRef(self->tn.real);
     accept->taken = false;
     PyObject* stack[3] = {tid, self->tag, reinterpret_cast<PyObject*>(accept)};
     PyObject* got;
@@ -910,11 +961,15 @@ PyObject* ReplaySyncGateway_vectorcall(PyObject* op, PyObject* const* args, size
 
 PyObject* ReplaySyncGateway_new(PyTypeObject* type, PyObject* args, PyObject* kwargs) {
     static const char* kwlist[] = {"gate", "target", "take", "thread_id", "turn", "tag", "try_now", "returns",
-                                   "slow", nullptr};
-    PyObject *gate, *target, *take, *thread_id, *turn, *tag, *try_now, *returns, *slow;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOOOOO:ReplaySyncGateway", const_cast<char**>(kwlist), &gate,
-                                     &target, &take, &thread_id, &turn, &tag, &try_now, &returns, &slow))
+                                   "slow", "real", nullptr};
+    PyObject *gate, *target, *take, *thread_id, *turn, *tag, *try_now, *returns, *slow, *real = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOOOOO|$O:ReplaySyncGateway", const_cast<char**>(kwlist),
+                                     &gate, &target, &take, &thread_id, &turn, &tag, &try_now, &returns, &slow, &real))
         return nullptr;
+    if (real != Py_None && !PyUnicode_Check(real)) {
+        PyErr_Format(PyExc_TypeError, "real must be an attribute name or None, got %.200s", Py_TYPE(real)->tp_name);
+        return nullptr;
+    }
     if (!PyObject_TypeCheck(gate, GateType)) {
         PyErr_Format(PyExc_TypeError, "gate must be a Gate, got %.200s", Py_TYPE(gate)->tp_name);
         return nullptr;
@@ -940,6 +995,12 @@ PyObject* ReplaySyncGateway_new(PyTypeObject* type, PyObject* args, PyObject* kw
     self->try_now = Py_NewRef(try_now);
     self->returns = Py_NewRef(returns);
     self->slow = Py_NewRef(slow);
+    self->real = nullptr;
+    if (real != Py_None) {
+        self->real = Py_NewRef(real);
+        PyUnicode_InternInPlace(&self->real);
+    }
+    try_now_init(self->tn, self->try_now, self->real);
     self->weakreflist = nullptr;
     self->reader = nullptr;
     self->native = nullptr;
@@ -982,6 +1043,7 @@ int ReplaySyncGateway_clear(PyObject* op) {
     Py_SETREF(self->take, Py_NewRef(Py_None));
     Py_SETREF(self->thread_id, Py_NewRef(Py_None));
     Py_SETREF(self->try_now, Py_NewRef(Py_None));
+    try_now_init(self->tn, self->try_now, self->real);
     Py_SETREF(self->slow, Py_NewRef(Py_None));
     self->native = nullptr;
     Py_CLEAR(self->reader);
@@ -1002,6 +1064,7 @@ void ReplaySyncGateway_dealloc(PyObject* op) {
     Py_CLEAR(self->try_now);
     Py_CLEAR(self->returns);
     Py_CLEAR(self->slow);
+    Py_CLEAR(self->real);
     Py_CLEAR(self->reader);
     tp->tp_free(op);
     Py_DECREF(tp);
@@ -1023,7 +1086,13 @@ PyObject* ReplaySyncGateway_get_native(PyObject* op, void*) {
     return PyBool_FromLong(reinterpret_cast<ReplaySyncGatewayObject*>(op)->native != nullptr);
 }
 
+PyObject* ReplaySyncGateway_get_real(PyObject* op, void*) {
+    PyObject* real = reinterpret_cast<ReplaySyncGatewayObject*>(op)->real;
+    return Py_NewRef(real ? real : Py_None);
+}
+
 PyGetSetDef ReplaySyncGateway_getset[] = {
+    {"real", ReplaySyncGateway_get_real, nullptr, "the attribute of args[0] try_now takes, or None", nullptr},
     {"__wrapped__", ReplaySyncGateway_get_wrapped, nullptr, "the target", nullptr},
     {"native", ReplaySyncGateway_get_native, nullptr,
      "take is called in C (a reader's take_event offering native_take.h's call)", nullptr},
@@ -1054,7 +1123,7 @@ PyType_Slot ReplaySyncGateway_slots[] = {
     {Py_tp_members, ReplaySyncGateway_members},
     {Py_tp_getset, ReplaySyncGateway_getset},
     {Py_tp_doc, const_cast<char*>("ReplaySyncGateway(gate, target, take, thread_id, turn, tag, try_now, returns, "
-                                  "slow): a replayed lock acquire in one native step (utils/README.md).")},
+                                  "slow, *, real=None): a replayed lock acquire in one native step (utils/README.md).")},
     {0, nullptr},
 };
 
@@ -1086,6 +1155,8 @@ int init_replay_call(PyObject* module) {
     str_next_kind = PyUnicode_InternFromString("next_kind");
     str_thread = PyUnicode_InternFromString("thread");
     str_id = PyUnicode_InternFromString("lock_id");
+    tuple_false = PyTuple_Pack(1, Py_False);
+    if (!tuple_false) return -1;
     str_async_next = PyUnicode_InternFromString("async_next");
     if (!str_async_next) return -1;
     str_release = PyUnicode_InternFromString("release");
