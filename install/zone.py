@@ -53,6 +53,11 @@ def capture():
     """The zone of this process now: ``[TZ or None, zone file bytes or None]``."""
     raw = _real_posix.environ.get(b"TZ")
     tz = raw.decode("utf-8", "surrogateescape") if raw is not None else None
+    return [tz, _zone_bytes(tz)]
+
+
+def _zone_bytes(tz):
+    """The bytes of the zone file *tz* names here (a TZif file), or None."""
     data = None
     path = _zone_file(tz)
     if path is not None:
@@ -74,7 +79,7 @@ def capture():
             data = None
         if data is not None and not data.startswith(b"TZif"):
             data = None
-    return [tz, data]
+    return data
 
 
 class ZoneReplay:
@@ -113,6 +118,10 @@ class ZoneReplay:
 
     def _apply(self, tz, data):
         directory = path = None
+        if isinstance(data, bytes) and (tz is None or isinstance(tz, str)) and _zone_bytes(tz) == data:
+            # The zone TZ names here is the recorded one, byte for byte
+            # (a replay on the recording machine): TZ as recorded, no file.
+            data = None
         if data is not None and isinstance(data, bytes):
             # The file stays while it is the zone in use: glibc skips
             # re-reading a zone file with the same inode and times as the

@@ -37,3 +37,35 @@ def test_zone_at_start_and_tzset_replay(scenario):
     assert rep.stdout == rec.stdout, rep.out + rep.err
     rep = s.replay(env={"TZ": ""})
     assert rep.stdout == rec.stdout, rep.out + rep.err
+
+
+SHOW = """
+    import datetime, time
+    print(time.tzname, time.timezone, datetime.datetime.fromtimestamp(1_700_000_000))
+"""
+
+
+def test_zone_file_that_differs_here_replays_the_recorded_one(scenario, tmp_path):
+    # The zone named by TZ is another file on the replaying machine (same
+    # name, other bytes: TZDIR here holds Paris under the name recorded
+    # for Tokyo): the replay uses the recorded bytes, not the name. When
+    # the bytes are the same the replay sets TZ as recorded and writes no
+    # zone file (install/zone.py).
+    def zone_dir(name, source):
+        d = tmp_path / name / "Custom"
+        d.mkdir(parents=True)
+        (d / "Zone").write_bytes(open(os.path.join("/usr/share/zoneinfo", source), "rb").read())
+        return str(d.parent)
+    tokyo, paris = zone_dir("a", "Asia/Tokyo"), zone_dir("b", "Europe/Paris")
+    s = scenario(SHOW)
+    env = {"TZ": "Custom/Zone", "TZDIR": tokyo}
+    assert s.plain(env=env).stdout != s.plain(env={"TZ": "Custom/Zone", "TZDIR": paris}).stdout
+    rec = s.record(env=env)
+    assert rec.returncode == 0 and b"JST" in rec.stdout, rec.out + rec.err
+    for i, replay_env in enumerate(({"TZ": "Custom/Zone", "TZDIR": paris}, env)):
+        temp = tmp_path / f"tmp{i}"
+        temp.mkdir()
+        rep = s.replay(env={**replay_env, "TMPDIR": str(temp)})
+        assert rep.returncode == 0, rep.err
+        assert rep.stdout == rec.stdout, rep.out + rep.err
+        assert list(temp.iterdir()) == []          # a zone file written is removed at exit
