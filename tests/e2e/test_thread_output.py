@@ -74,8 +74,9 @@ def test_unlocked_prints_replay_in_their_order_with_schedule(scenario):
 # writes come before the collecting thread's on the tape: the replay must
 # not make them wait for it. Before: the replay hung (the collecting thread
 # waited for the end of its collection, the others for its write). The
-# sleep's length is drawn at random: with a fixed 2 ms, four plain runs
-# printed the same lines in CI (3.13, cpp), the order set by the sleeps.
+# workers sleep at random points: without, the others printed all their
+# lines during the first collection's sleep and four plain runs printed the
+# same lines (CI, 3.13 cpp; a loaded machine).
 PRINTS_DURING_A_COLLECTION = """
     import gc, random, threading, time
     gc.set_threshold(100)
@@ -91,6 +92,8 @@ PRINTS_DURING_A_COLLECTION = """
         for i in range(40):
             keep.append([[] for _ in range(30)])
             print(name, i)
+            if random.random() < 0.2:
+                time.sleep(0.0002)
 
     threads = [threading.Thread(target=worker, args=(c,)) for c in "abc"]
     for t in threads:
