@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import posix
+import stat as _stat
 import time
 from retracesoftware.utils.isolate import isolate_module
 
@@ -57,13 +58,17 @@ def capture():
 
 
 def _zone_bytes(tz):
-    """The bytes of the zone file *tz* names here (a TZif file), or None."""
+    """The bytes of the zone file *tz* names here (a TZif file), or None.
+    Only a regular file is read (on replay *tz* is data from the recording:
+    a FIFO or a device it names must not block or feed the replay)."""
     data = None
     path = _zone_file(tz)
     if path is not None:
         try:
-            fd = posix.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = posix.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
             try:
+                if not _stat.S_ISREG(posix.fstat(fd).st_mode):
+                    return None
                 chunks = []
                 size = 0
                 while size <= _MAX_ZONE_FILE:

@@ -371,3 +371,21 @@ def test_thread_switch_to_an_unhashable_id_is_a_bad_recording(tmp_path):
     assert s.record(options=("--no-compress",)).returncode == 0
     s.recording.write_bytes(edit_events(s.recording.read_bytes(), b"\xd4\x0a\x01", b"\xd4\x0a\x90"))
     one_line(replay(s, "--thread-timeout", "5"), 4, "bad thread id []")
+
+
+def test_zone_naming_a_fifo_is_not_opened_blocking(recorded, tmp_path):
+    """The recorded start zone names a FIFO (TZ=":/path"): the replay checks
+    whether the file there has the recorded bytes (install/zone.py) and must
+    neither block on it nor read it; it replays with the recorded bytes."""
+    s, rec = recorded
+    fifo = tmp_path / "zone.fifo"
+    os.mkfifo(fifo)
+    pre, _ = split(s.recording.read_bytes())
+    zone = pre["options"]["zone"]
+    assert isinstance(zone, list) and len(zone) == 2
+    if not isinstance(zone[1], bytes):
+        pytest.skip("no zone file on this machine: the replay reads none")
+    pre["options"]["zone"] = [":" + str(fifo), zone[1]]
+    s.recording.write_bytes(with_preamble(s.recording.read_bytes(), pre))
+    rep = run([sys.executable, "-m", "retracesoftware", "--recording", str(s.recording)], s.dir, timeout=60)
+    assert rep.returncode == 0 and rep.stdout == rec.stdout, rep.err
