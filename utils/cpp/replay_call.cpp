@@ -677,8 +677,8 @@ PyType_Spec ReplayCallGateway_spec = {
 // blocking -- and whether it succeeded. With `real` (an attribute name),
 // try_now(getattr(args[0], real), False); a try_now that is a C method
 // descriptor of the real lock's type (`_thread.lock.acquire`) is then
-// called as C with a cached (False,) (no wrapper, no argument tuple). So the event and the real acquire
-// happen together. got None: the real lock is released again if it was
+// called as C with a cached (False,) (no wrapper, no argument tuple). So
+// the event and the real acquire happen together. got None: the real lock is released again if it was
 // taken, then (another thread's event at the head) wait natively for this
 // thread's turn and try again, or slow(*args, **kwargs). Else hand the turn
 // over when the head left this thread and return False (a recorded failure)
@@ -729,7 +729,8 @@ void try_now_init(TryNow& t, PyObject* try_now, PyObject* real) {
     if (Py_IS_TYPE(try_now, &PyMethodDescr_Type)) {
         auto* d = reinterpret_cast<PyMethodDescrObject*>(try_now);
         if (d->d_method->ml_flags == (METH_VARARGS | METH_KEYWORDS)) {
-            t.meth = reinterpret_cast<PyCFunctionWithKeywords>(reinterpret_cast<void (*)(void)>(d->d_method->ml_meth));
+            auto fn = reinterpret_cast<void (*)(void)>(d->d_method->ml_meth);
+            t.meth = reinterpret_cast<PyCFunctionWithKeywords>(fn);
             t.type = PyDescr_TYPE(d);
         }
     }
@@ -1123,7 +1124,8 @@ PyType_Slot ReplaySyncGateway_slots[] = {
     {Py_tp_members, ReplaySyncGateway_members},
     {Py_tp_getset, ReplaySyncGateway_getset},
     {Py_tp_doc, const_cast<char*>("ReplaySyncGateway(gate, target, take, thread_id, turn, tag, try_now, returns, "
-                                  "slow, *, real=None): a replayed lock acquire in one native step (utils/README.md).")},
+                                  "slow, *, real=None): a replayed lock acquire in one native step "
+                                  "(utils/README.md).")},
     {0, nullptr},
 };
 
