@@ -763,8 +763,9 @@ class SyncPoints:
         (optional) takes the real lock without blocking, true when it got it
         (``try_now(getattr(self, real), False)`` when *real*, an attribute
         name, is given: try_now can then be the real type's ``acquire``,
-        called in C): then a replayed acquire whose SYNC is this thread's next event takes
-        the event and the lock together, without a turn (`Reader.take_event`)."""
+        called in C): then a replayed acquire whose SYNC is this thread's
+        next event takes the event and the lock together, without a turn
+        (`Reader.take_event`)."""
         if self.mode == "record":
             if returns is None:
                 rec = F.if_then_else(target, _ID_OF, _ID_OF)

@@ -119,6 +119,11 @@ def _is_this_python(executable_list) -> bool:
 _HASHSEED_MARK = "RETRACE_PINNED_HASHSEED"
 
 
+def _fresh_seed() -> str:
+    """A hash seed for a child, 1 .. 2**32-1 (as __main__ picks its own)."""
+    return str(int.from_bytes(_real_posix.urandom(8), "little") % (2**32 - 1) + 1)
+
+
 def _seeded_env_list(env_list):
     """fork_exec's environment (b"K=V" entries; None: this process's) for a
     child that records or replays itself, with a hash seed of ours and our
@@ -129,7 +134,7 @@ def _seeded_env_list(env_list):
     entries = [k + b"=" + v for k, v in _real_os.environb.items()] if env_list is None else list(env_list)
     if any(e.startswith(b"PYTHONHASHSEED=") for e in entries):
         return env_list
-    seed = str(int.from_bytes(_real_posix.urandom(4), "little") % (2**32 - 1) + 1).encode()
+    seed = _fresh_seed().encode()
     mark = _HASHSEED_MARK.encode()
     return [e for e in entries if not e.startswith(mark + b"=")] + [b"PYTHONHASHSEED=" + seed, mark + b"=" + seed]
 
@@ -138,7 +143,7 @@ def _seeded_env(env):
     """posix_spawn's environment mapping, the same way as _seeded_env_list."""
     if env is None or any(k in (b"PYTHONHASHSEED", "PYTHONHASHSEED") for k in env):
         return env
-    seed = str(int.from_bytes(_real_posix.urandom(4), "little") % (2**32 - 1) + 1)
+    seed = _fresh_seed()
     env = {k: v for k, v in env.items() if k not in (_HASHSEED_MARK, _HASHSEED_MARK.encode())}
     env["PYTHONHASHSEED"] = env[_HASHSEED_MARK] = seed
     return env
